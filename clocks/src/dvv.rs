@@ -200,7 +200,9 @@ impl<A: Ord + Clone, V> DvvSet<A, V> {
         let counter = self.context.increment(actor.clone());
         let dot = Dot::new(actor, counter);
         // The new dot is the largest of its actor, but other actors sort after it.
-        let at = self.siblings.partition_point(|(existing, _)| *existing < dot);
+        let at = self
+            .siblings
+            .partition_point(|(existing, _)| *existing < dot);
         self.siblings.insert(at, (dot.clone(), value));
         DottedVersionVector::new(dot, context.clone())
     }

@@ -255,7 +255,10 @@ mod tests {
         let stamp = HlcTimestamp::new(1, 2).unwrap();
         assert_eq!(stamp.as_u64(), (1 << 16) | 2);
         assert_eq!(HlcTimestamp::MAX_PHYSICAL_MS, 0xffff_ffff_ffff);
-        assert_eq!(HlcTimestamp::MAX.physical_ms(), HlcTimestamp::MAX_PHYSICAL_MS);
+        assert_eq!(
+            HlcTimestamp::MAX.physical_ms(),
+            HlcTimestamp::MAX_PHYSICAL_MS
+        );
         assert_eq!(HlcTimestamp::MAX.logical(), u16::MAX);
         assert_eq!(alloc::format!("{stamp}"), "1.2");
     }

@@ -77,8 +77,14 @@ impl<N: Codec> LamportTimestamp<N> {
     feature = "serde",
     serde(try_from = "LamportClockRepr<N>", into = "LamportClockRepr<N>")
 )]
-#[cfg_attr(feature = "serde", serde(bound(deserialize = "N: serde::Deserialize<'de>")))]
-#[cfg_attr(feature = "serde", serde(bound(serialize = "N: serde::Serialize + Clone")))]
+#[cfg_attr(
+    feature = "serde",
+    serde(bound(deserialize = "N: serde::Deserialize<'de>"))
+)]
+#[cfg_attr(
+    feature = "serde",
+    serde(bound(serialize = "N: serde::Serialize + Clone"))
+)]
 pub struct LamportClock<N> {
     node: N,
     time: u64,

@@ -488,7 +488,9 @@ impl<A: Ord> Extend<(A, u64)> for VectorClock<A> {
 
 impl<A: Ord> FromIterator<Dot<A>> for VectorClock<A> {
     fn from_iter<I: IntoIterator<Item = Dot<A>>>(dots: I) -> Self {
-        dots.into_iter().map(|dot| (dot.actor, dot.counter)).collect()
+        dots.into_iter()
+            .map(|dot| (dot.actor, dot.counter))
+            .collect()
     }
 }
 
