@@ -292,7 +292,7 @@ impl<A: Codec + Ord + Clone, V: Codec> DvvSet<A, V> {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
         encoding::decode_exact(bytes, Kind::DvvSet, |reader| {
             let context = VectorClock::decode_body(reader)?;
-            let len = reader.read_len(2)?;
+            let len = reader.read_len(1)?;
             let mut siblings: Vec<(Dot<A>, V)> = Vec::with_capacity(len);
             for index in 0..len {
                 let dot = Dot::decode_body(reader)?;
