@@ -2,8 +2,10 @@
 //!
 //! Vector clocks: merge and compare at 8, 64 and 512 actors. Inputs are built
 //! once; each iteration merges into a fresh clone made outside the timed
-//! region (criterion's `iter_batched`), for both crates. Compare uses clocks
-//! that differ only in the last actor, so both crates must scan everything.
+//! region (criterion's `iter_batched`, batches of 64), for both crates;
+//! `quorate-in-place` merges repeatedly into one clock, which our borrowing
+//! `merge` allows. Compare uses clocks that differ only in the last actor, so
+//! both crates must scan everything.
 //!
 //! HLC: a bare `SystemTime::now()`, uhlc's `new_timestamp` (which reads the
 //! system clock itself), and quorate's `Hlc::now` fed the same system clock
@@ -73,9 +75,17 @@ fn merge(c: &mut Criterion) {
                     a.merge(black_box(ours_b));
                     a
                 },
-                BatchSize::SmallInput,
+                BatchSize::NumIterations(64),
             )
         });
+        // Our merge borrows its input, so it can also run in place on one
+        // clock, the steady state of gossip (the same work in the dense path).
+        let mut in_place = ours_a.clone();
+        group.bench_with_input(
+            BenchmarkId::new("quorate-in-place", name),
+            &(),
+            |bench, ()| bench.iter(|| in_place.merge(black_box(ours_b))),
+        );
         group.bench_with_input(BenchmarkId::new("crdts", name), &(), |bench, ()| {
             bench.iter_batched(
                 || (theirs_a.clone(), theirs_b.clone()),
@@ -83,7 +93,7 @@ fn merge(c: &mut Criterion) {
                     a.merge(black_box(b));
                     a
                 },
-                BatchSize::SmallInput,
+                BatchSize::NumIterations(64),
             )
         });
     }

@@ -56,7 +56,8 @@ pub struct Delivery<A, M> {
     pub message: M,
 }
 
-/// A causal-delivery queue for one member of a broadcast group.
+/// A causal-delivery queue for one member of a broadcast group (the causal
+/// broadcast of Birman, Schiper and Stephenson, 1991).
 ///
 /// Each broadcast carries the sender's vector clock, whose own entry counts
 /// the sender's broadcasts. A message from `s` with clock `V` is delivered

@@ -16,7 +16,9 @@ use crate::encoding::{self, Codec, DecodeError, Kind};
 use crate::vector::{Causality, VectorClock};
 
 /// The version of one value: the event that wrote it (`dot`) and the causal
-/// history the writer had seen (`past`).
+/// history the writer had seen (`past`). From Preguiça, Baquero, Almeida,
+/// Fonte and Gonçalves, "Dotted Version Vectors: Logical Clocks for
+/// Optimistic Replication" (2010).
 ///
 /// Comparing two of them looks up one dot in one vector: `x` is before `y`
 /// exactly when `y` has seen `x`'s dot.

@@ -1,21 +1,6 @@
 //! Hybrid logical clocks (Kulkarni, Demirbas, Madappa, Avva, Leone, "Logical
 //! Physical Clocks", OPODIS 2014): timestamps close to physical time that
 //! still respect happened-before.
-//!
-//! # Layout
-//!
-//! An [`HlcTimestamp`] is one `u64`: the high 48 bits hold physical time in
-//! milliseconds since the Unix epoch (enough until the year 10889), the low 16
-//! bits a logical counter (65 536 events per millisecond). Comparing the
-//! `u64`s compares `(physical, logical)` lexicographically, which is the HLC
-//! order, and makes the paper's update rules one `max` and one `+ 1`:
-//!
-//! - `now(pt)` = `max(last + 1, pt << 16)`
-//! - `update(m, pt)` = `max(last + 1, m + 1, pt << 16)`
-//!
-//! When the counter is full, `+ 1` carries into the physical part: the clock
-//! borrows one millisecond from the future instead of wrapping the counter,
-//! so stamps stay strictly increasing.
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -53,7 +38,22 @@ pub enum HlcError {
 }
 
 /// A hybrid logical clock timestamp: 48 bits of milliseconds, 16 bits of
-/// logical counter (see the [module docs](self) for the layout).
+/// logical counter.
+///
+/// # Layout
+///
+/// One `u64`: the high 48 bits hold physical time in milliseconds since the
+/// Unix epoch (enough until the year 10889), the low 16 bits a logical
+/// counter (65 536 events per millisecond). Comparing the `u64`s compares
+/// `(physical, logical)` lexicographically, which is the HLC order, and makes
+/// the paper's update rules one `max` and one `+ 1`:
+///
+/// - `now(pt)` = `max(last + 1, pt << 16)`
+/// - `update(m, pt)` = `max(last + 1, m + 1, pt << 16)`
+///
+/// When the counter is full, `+ 1` carries into the physical part: the clock
+/// borrows one millisecond from the future instead of wrapping the counter,
+/// so stamps stay strictly increasing.
 ///
 /// To order stamps from different nodes totally, pair them with a node id:
 /// `(HlcTimestamp, NodeId)`.
@@ -132,8 +132,10 @@ fn wall(physical_ms: u64) -> Result<u64, HlcError> {
     Ok(physical_ms << LOGICAL_BITS)
 }
 
-/// A hybrid logical clock for one node. Physical time is an argument of every
-/// call (milliseconds since the Unix epoch), never read by the clock.
+/// A hybrid logical clock for one node (Kulkarni, Demirbas, Madappa, Avva,
+/// Leone, "Logical Physical Clocks", OPODIS 2014). Physical time is an
+/// argument of every call (milliseconds since the Unix epoch), never read by
+/// the clock. See [`HlcTimestamp`] for the stamp layout.
 ///
 /// ```
 /// use quorate_clocks::{Hlc, HlcError, HlcTimestamp};

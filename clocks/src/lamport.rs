@@ -41,19 +41,13 @@ impl<N> LamportTimestamp<N> {
 impl<N: Codec> LamportTimestamp<N> {
     /// The compact binary encoding (see [`encoding`](crate::encoding)).
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = encoding::begin(Kind::LamportTimestamp);
-        encoding::write_varint(&mut out, self.time.into());
-        self.node.encode(&mut out);
-        out
+        encode_time_node(Kind::LamportTimestamp, self.time, &self.node)
     }
 
     /// Decodes [`LamportTimestamp::to_bytes`] output.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
-        encoding::decode_exact(bytes, Kind::LamportTimestamp, |reader| {
-            let time = reader.read_counter()?;
-            let node = N::decode(reader)?;
-            Ok(Self { time, node })
-        })
+        let (time, node) = decode_time_node(bytes, Kind::LamportTimestamp)?;
+        Ok(Self { time, node })
     }
 }
 
@@ -157,20 +151,29 @@ impl<N: Clone> LamportClock<N> {
 impl<N: Codec> LamportClock<N> {
     /// The compact binary encoding (see [`encoding`](crate::encoding)).
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = encoding::begin(Kind::LamportClock);
-        encoding::write_varint(&mut out, self.time.into());
-        self.node.encode(&mut out);
-        out
+        encode_time_node(Kind::LamportClock, self.time, &self.node)
     }
 
     /// Decodes [`LamportClock::to_bytes`] output.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
-        encoding::decode_exact(bytes, Kind::LamportClock, |reader| {
-            let time = reader.read_counter()?;
-            let node = N::decode(reader)?;
-            Ok(Self { node, time })
-        })
+        let (time, node) = decode_time_node(bytes, Kind::LamportClock)?;
+        Ok(Self { node, time })
     }
+}
+
+/// A stamp and a clock share one body: the time, then the node.
+fn encode_time_node<N: Codec>(kind: Kind, time: u64, node: &N) -> Vec<u8> {
+    let mut out = encoding::begin(kind);
+    encoding::write_varint(&mut out, time.into());
+    node.encode(&mut out);
+    out
+}
+
+fn decode_time_node<N: Codec>(bytes: &[u8], kind: Kind) -> Result<(u64, N), DecodeError> {
+    encoding::decode_exact(bytes, kind, |reader| {
+        let time = reader.read_counter()?;
+        Ok((time, N::decode(reader)?))
+    })
 }
 
 pub(crate) fn check_time(time: u64) -> Result<(), LamportError> {

@@ -238,8 +238,12 @@ fn compare_dense(mine: &[u64], theirs: &[u64]) -> (bool, bool) {
     // operations, so the loop vectorizes even on baseline x86-64 SSE2, which
     // has no unsigned 64-bit compare. Counters at or above 2^63 (never
     // accepted from outside, see MAX_COUNTER) take the plain loop.
+    // Equal lengths let the indexed loop drop its bounds checks.
+    let len = mine.len().min(theirs.len());
+    let (mine, theirs) = (&mine[..len], &theirs[..len]);
     let (mut ahead, mut behind, mut high) = (0u64, 0u64, 0u64);
-    for (&a, &b) in mine.iter().zip(theirs) {
+    for i in 0..len {
+        let (a, b) = (mine[i], theirs[i]);
         ahead |= b.wrapping_sub(a);
         behind |= a.wrapping_sub(b);
         high |= a | b;
@@ -250,6 +254,30 @@ fn compare_dense(mine: &[u64], theirs: &[u64]) -> (bool, bool) {
     let ahead = mine.iter().zip(theirs).any(|(a, b)| a > b);
     let behind = mine.iter().zip(theirs).any(|(a, b)| a < b);
     (ahead, behind)
+}
+
+/// Raises every counter of `mine` to the matching one of `theirs`.
+fn merge_dense(mine: &mut [u64], theirs: &[u64]) {
+    // Same trick as `compare_dense`: below 2^63 the top bit of `theirs - mine`
+    // says which is larger, and a mask built from it selects with SSE2 ops
+    // only (baseline x86-64 has no unsigned 64-bit max).
+    let len = mine.len().min(theirs.len());
+    let (mine, theirs) = (&mut mine[..len], &theirs[..len]);
+    let mut high = 0u64;
+    for i in 0..len {
+        high |= mine[i] | theirs[i];
+    }
+    if high >> 63 != 0 {
+        for (a, &b) in mine.iter_mut().zip(theirs) {
+            *a = (*a).max(b);
+        }
+        return;
+    }
+    for i in 0..len {
+        let (a, b) = (mine[i], theirs[i]);
+        let keep_mine = 0u64.wrapping_sub(b.wrapping_sub(a) >> 63);
+        mine[i] = (a & keep_mine) | (b & !keep_mine);
+    }
 }
 
 impl<A: Ord> VectorClock<A> {
@@ -345,9 +373,7 @@ impl<A: Ord> VectorClock<A> {
         A: Clone,
     {
         if self.actors == other.actors {
-            for (mine, &theirs) in self.counters.iter_mut().zip(&other.counters) {
-                *mine = (*mine).max(theirs);
-            }
+            merge_dense(&mut self.counters, &other.counters);
             return;
         }
         if self.merge_subset(other) {
@@ -689,6 +715,15 @@ mod tests {
         assert!(a.descends(&b) && !b.descends(&a));
         assert_eq!(compare_dense(&[1, 1 << 63], &[2, 0]), (true, true));
         assert_eq!(compare_dense(&[5, 7], &[5, 7]), (false, false));
+        let mut merged = a.clone();
+        merged.merge(&b);
+        assert_eq!(merged, a);
+        let mut counters = [1, u64::MAX, 7];
+        merge_dense(&mut counters, &[2, 3, 7]);
+        assert_eq!(counters, [2, u64::MAX, 7]);
+        let mut small = [1, 9, 7];
+        merge_dense(&mut small, &[2, 3, 7]);
+        assert_eq!(small, [2, 9, 7]);
     }
 
     #[test]

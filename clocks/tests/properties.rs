@@ -238,7 +238,7 @@ proptest! {
                 }
             }
             for replica in &replicas {
-                let dots: Vec<_> = replica.siblings().map(|(d, _)| d.clone()).collect();
+                let dots: Vec<_> = replica.siblings().map(|(d, _)| *d).collect();
                 let versions: Vec<_> = writes.iter().filter(|(v, _)| dots.contains(v.dot())).collect();
                 for (x, _) in &versions {
                     for (y, _) in &versions {
