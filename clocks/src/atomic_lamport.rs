@@ -6,6 +6,9 @@ use loom::sync::atomic::{AtomicU64, Ordering};
 #[cfg(not(loom))]
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use alloc::vec::Vec;
+
+use crate::encoding::{Codec, DecodeError};
 use crate::lamport::{LamportClock, LamportError, LamportTimestamp, check_time};
 
 /// A Lamport clock shared by reference between threads, without locks.
@@ -79,6 +82,34 @@ impl<N: Clone> AtomicLamportClock<N> {
     /// A plain copy of the clock's current state.
     pub fn snapshot(&self) -> LamportClock<N> {
         LamportClock::from_parts(self.node.clone(), self.time())
+    }
+}
+
+impl<N: Codec + Clone> AtomicLamportClock<N> {
+    /// The encoding of [`snapshot`](Self::snapshot): the same bytes as
+    /// [`LamportClock::to_bytes`].
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.snapshot().to_bytes()
+    }
+
+    /// Decodes [`LamportClock::to_bytes`] output into a shared clock.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        LamportClock::from_bytes(bytes).map(Self::from)
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<N: serde::Serialize + Clone> serde::Serialize for AtomicLamportClock<N> {
+    /// Serialized as its [`snapshot`](Self::snapshot), a [`LamportClock`].
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.snapshot().serialize(serializer)
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<'de, N: serde::Deserialize<'de>> serde::Deserialize<'de> for AtomicLamportClock<N> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        LamportClock::deserialize(deserializer).map(Self::from)
     }
 }
 

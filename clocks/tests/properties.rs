@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use quorate_clocks::{
-    Causality, Dot, DottedVersionVector, DvvSet, Hlc, HlcError, HlcTimestamp, LamportClock,
-    LamportTimestamp, VectorClock,
+    AtomicLamportClock, Causality, Dot, DottedVersionVector, DvvSet, Hlc, HlcError, HlcTimestamp,
+    LamportClock, LamportTimestamp, VectorClock,
 };
 
 /// Clocks over few actors and small counters, so that equal, ordered and
@@ -164,7 +164,13 @@ proptest! {
     }
 
     #[test]
-    fn decoding_random_bytes_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+    fn decoding_random_bytes_never_panics(
+        header in prop_oneof![Just(None), (0x10u8..=0x18).prop_map(Some)],
+        body in prop::collection::vec(any::<u8>(), 0..64),
+    ) {
+        // Half the inputs start with a valid header so that the body decoders
+        // are reached, not just the header check.
+        let bytes: Vec<u8> = header.into_iter().chain(body).collect();
         // Whatever decodes must re-encode to exactly the same bytes (the
         // encoding is canonical); everything else is a typed error.
         if let Ok(v) = VectorClock::<u64>::from_bytes(&bytes) { prop_assert_eq!(v.to_bytes(), bytes.clone()); }
@@ -176,6 +182,7 @@ proptest! {
         if let Ok(v) = DvvSet::<u64, Vec<u8>>::from_bytes(&bytes) { prop_assert_eq!(v.to_bytes(), bytes.clone()); }
         if let Ok(v) = HlcTimestamp::from_bytes(&bytes) { prop_assert_eq!(v.to_bytes(), bytes.clone()); }
         if let Ok(v) = Hlc::from_bytes(&bytes) { prop_assert_eq!(v.to_bytes(), bytes.clone()); }
+        if let Ok(v) = AtomicLamportClock::<u64>::from_bytes(&bytes) { prop_assert_eq!(v.to_bytes(), bytes.clone()); }
     }
 
     #[test]
@@ -290,7 +297,12 @@ mod serde_round_trips {
             prop_assert_eq!(serde_json::from_str::<Hlc>(&json).unwrap(), hlc);
             let clock = LamportClock::with_time(3u8, physical).unwrap();
             let json = serde_json::to_string(&clock).unwrap();
-            prop_assert_eq!(serde_json::from_str::<LamportClock<u8>>(&json).unwrap(), clock);
+            prop_assert_eq!(serde_json::from_str::<LamportClock<u8>>(&json).unwrap(), clock.clone());
+            // The shared clock serializes exactly as its snapshot.
+            let shared = AtomicLamportClock::from(clock.clone());
+            prop_assert_eq!(serde_json::to_string(&shared).unwrap(), json.clone());
+            let back: AtomicLamportClock<u8> = serde_json::from_str(&json).unwrap();
+            prop_assert_eq!(back.snapshot(), clock);
         }
     }
 
