@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crdts::{CmRDT, CvRDT, Dot, VClock};
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group};
-use quorate_clocks::{Hlc, HlcTimestamp, VectorClock};
+use quorate_clocks::{AtomicHlc, Hlc, HlcTimestamp, VectorClock};
 
 const SIZES: [u64; 3] = [8, 64, 512];
 
@@ -140,6 +140,11 @@ fn hlc(c: &mut Criterion) {
     group.bench_function("quorate now(SystemTime)", |bench| {
         bench.iter(|| ours.now(system_ms()).unwrap())
     });
+    // The thread-safe counterpart of uhlc's mutex-guarded HLC (uncontended here).
+    let shared = AtomicHlc::default();
+    group.bench_function("quorate AtomicHlc now(SystemTime)", |bench| {
+        bench.iter(|| shared.now(system_ms()).unwrap())
+    });
     let mut ours = Hlc::default();
     let mut physical = 1_700_000_000_000u64;
     group.bench_function("quorate now(given ms)", |bench| {
@@ -199,6 +204,9 @@ fn hlc_overhead_summary() {
     let mut given = 1_700_000_000_000u64;
     let mut sink = 0u64;
     let mut pure = Hlc::default();
+    let shared = AtomicHlc::default();
+    let shared_pure = AtomicHlc::default();
+    let mut shared_given = 1_700_000_000_000u64;
     let mut variants: Vec<Variant<'_>> = vec![
         (
             "SystemTime::now",
@@ -235,6 +243,19 @@ fn hlc_overhead_summary() {
                 let _ = black_box(pure.now(black_box(given)));
             }),
         ),
+        (
+            "AtomicHlc now(system_ms)",
+            Box::new(|| {
+                let _ = black_box(shared.now(system_ms()));
+            }),
+        ),
+        (
+            "AtomicHlc now(given ms)",
+            Box::new(|| {
+                shared_given += 1;
+                let _ = black_box(shared_pure.now(black_box(shared_given)));
+            }),
+        ),
     ];
     let medians = interleaved(&mut variants, 400, 1000);
     let names: Vec<&str> = variants.iter().map(|(name, _)| *name).collect();
@@ -256,6 +277,11 @@ fn hlc_overhead_summary() {
         ours_beyond_bare / uhlc_beyond_bare,
         ours_beyond_own / uhlc_beyond_own,
         medians[5] / uhlc_beyond_bare
+    );
+    println!(
+        "  AtomicHlc: now(system_ms) - system_ms = {:.1} ns; now(given ms)/uhlc beyond SystemTime::now = {:.2}",
+        medians[6] - medians[3],
+        medians[7] / uhlc_beyond_bare
     );
     black_box(sink);
 }

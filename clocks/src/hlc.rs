@@ -125,11 +125,45 @@ impl fmt::Display for HlcTimestamp {
 }
 
 /// Physical time shifted into the stamp's high bits.
-fn wall(physical_ms: u64) -> Result<u64, HlcError> {
+pub(crate) fn wall(physical_ms: u64) -> Result<u64, HlcError> {
     if physical_ms > HlcTimestamp::MAX_PHYSICAL_MS {
         return Err(HlcError::PhysicalTimeOutOfRange { physical_ms });
     }
     Ok(physical_ms << LOGICAL_BITS)
+}
+
+/// The wall time for an update, after refusing a `remote` stamp more than
+/// `max_drift_ms` ahead of `physical_ms`.
+pub(crate) fn wall_for_remote(
+    remote: HlcTimestamp,
+    physical_ms: u64,
+    max_drift_ms: u64,
+) -> Result<u64, HlcError> {
+    let wall = wall(physical_ms)?;
+    if remote.physical_ms() > physical_ms.saturating_add(max_drift_ms) {
+        return Err(HlcError::DriftExceeded {
+            remote_ms: remote.physical_ms(),
+            physical_ms,
+            max_drift_ms,
+        });
+    }
+    Ok(wall)
+}
+
+/// The HLC step: the stamp after `last` that also follows `remote`
+/// ([`HlcTimestamp::ZERO`] for a local event) and is at least `wall`.
+#[inline]
+pub(crate) fn advance(
+    last: HlcTimestamp,
+    remote: HlcTimestamp,
+    wall: u64,
+) -> Result<HlcTimestamp, HlcError> {
+    let next = last
+        .0
+        .max(remote.0)
+        .checked_add(1)
+        .ok_or(HlcError::Exhausted)?;
+    Ok(HlcTimestamp(next.max(wall)))
 }
 
 /// A hybrid logical clock for one node (Kulkarni, Demirbas, Madappa, Avva,
@@ -196,8 +230,7 @@ impl Hlc {
     #[inline]
     pub fn now(&mut self, physical_ms: u64) -> Result<HlcTimestamp, HlcError> {
         let wall = wall(physical_ms)?;
-        let next = self.last.0.checked_add(1).ok_or(HlcError::Exhausted)?;
-        self.last = HlcTimestamp(next.max(wall));
+        self.last = advance(self.last, HlcTimestamp::ZERO, wall)?;
         Ok(self.last)
     }
 
@@ -212,21 +245,8 @@ impl Hlc {
         remote: HlcTimestamp,
         physical_ms: u64,
     ) -> Result<HlcTimestamp, HlcError> {
-        let wall = wall(physical_ms)?;
-        if remote.physical_ms() > physical_ms.saturating_add(self.max_drift_ms) {
-            return Err(HlcError::DriftExceeded {
-                remote_ms: remote.physical_ms(),
-                physical_ms,
-                max_drift_ms: self.max_drift_ms,
-            });
-        }
-        let next = self
-            .last
-            .0
-            .max(remote.0)
-            .checked_add(1)
-            .ok_or(HlcError::Exhausted)?;
-        self.last = HlcTimestamp(next.max(wall));
+        let wall = wall_for_remote(remote, physical_ms, self.max_drift_ms)?;
+        self.last = advance(self.last, remote, wall)?;
         Ok(self.last)
     }
 

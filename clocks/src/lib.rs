@@ -5,7 +5,8 @@
 //! cheap total order consistent with happened-before; a [`VectorClock`] to
 //! tell whether two events are ordered or concurrent; a [`DvvSet`] to keep the
 //! concurrent versions of a key in a Dynamo-style store; an [`Hlc`] for
-//! timestamps close to wall-clock time that still respect causality; and a
+//! timestamps close to wall-clock time that still respect causality (or the
+//! lock-free [`AtomicHlc`] to share one between threads); and a
 //! [`CausalBuffer`] to deliver broadcasts in causal order. Every type is a
 //! plain value (Sans-IO): physical time, when a clock needs it, is an
 //! argument, never read from the system. Every clock has a compact, versioned
@@ -46,6 +47,8 @@ extern crate alloc;
 extern crate std;
 
 #[cfg(target_has_atomic = "64")]
+mod atomic_hlc;
+#[cfg(target_has_atomic = "64")]
 mod atomic_lamport;
 mod causal;
 mod dot;
@@ -55,6 +58,8 @@ mod hlc;
 mod lamport;
 mod vector;
 
+#[cfg(target_has_atomic = "64")]
+pub use atomic_hlc::AtomicHlc;
 #[cfg(target_has_atomic = "64")]
 pub use atomic_lamport::AtomicLamportClock;
 pub use causal::{Admission, CausalBuffer, CausalError, Delivery};

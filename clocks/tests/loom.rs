@@ -1,4 +1,4 @@
-//! loom models of `AtomicLamportClock`: every interleaving of a few threads.
+//! loom models of `AtomicLamportClock` and `AtomicHlc`: every interleaving of a few threads.
 //! Run with `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test --release -p quorate-clocks --test loom`.
 #![cfg(loom)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -62,5 +62,29 @@ fn receive_never_moves_time_backwards() {
         observer.join().unwrap();
         let low = receiver.join().unwrap();
         assert!(clock.time() >= low.time.max(before.time));
+    });
+}
+
+#[test]
+fn atomic_hlc_stamps_are_unique_and_follow_remote() {
+    use quorate_clocks::{AtomicHlc, HlcTimestamp};
+    loom::model(|| {
+        let clock = Arc::new(AtomicHlc::new(100));
+        let other = Arc::clone(&clock);
+        // Both threads read the same physical millisecond: only the logical
+        // counter can keep their stamps apart.
+        let local = thread::spawn(move || [other.now(7).unwrap(), other.now(7).unwrap()]);
+        let remote = HlcTimestamp::new(7, 40).unwrap();
+        let received = clock.update(remote, 7).unwrap();
+        let after = clock.now(7).unwrap();
+        let theirs = local.join().unwrap();
+
+        assert!(received > remote, "update must pass the remote stamp");
+        assert!(received < after && theirs[0] < theirs[1]);
+        let mut all = vec![received, after, theirs[0], theirs[1]];
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 4, "two events got the same HLC stamp");
+        assert_eq!(clock.last(), all[3]);
     });
 }

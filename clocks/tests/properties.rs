@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use quorate_clocks::{
-    AtomicLamportClock, Causality, Dot, DottedVersionVector, DvvSet, Hlc, HlcError, HlcTimestamp,
-    LamportClock, LamportTimestamp, VectorClock,
+    AtomicHlc, AtomicLamportClock, Causality, Dot, DottedVersionVector, DvvSet, Hlc, HlcError,
+    HlcTimestamp, LamportClock, LamportTimestamp, VectorClock,
 };
 
 /// Clocks over few actors and small counters, so that equal, ordered and
@@ -137,12 +137,15 @@ proptest! {
         steps in prop::collection::vec((any::<bool>(), 0u64..2000, 0u64..2000, any::<u16>()), 1..80),
     ) {
         let mut clock = Hlc::new(300);
+        // The lock-free clock must give the same answers, step for step.
+        let shared = AtomicHlc::new(300);
         let mut last = clock.last();
         for (is_update, physical, remote_ms, remote_logical) in steps {
             let before = clock.clone();
             let result = if is_update {
                 let remote = HlcTimestamp::new(remote_ms, remote_logical).unwrap();
                 let result = clock.update(remote, physical);
+                prop_assert_eq!(shared.update(remote, physical), result);
                 match result {
                     Ok(stamp) => prop_assert!(stamp > remote),
                     Err(HlcError::DriftExceeded { .. }) => {
@@ -154,7 +157,9 @@ proptest! {
                 }
                 result
             } else {
-                clock.now(physical)
+                let result = clock.now(physical);
+                prop_assert_eq!(shared.now(physical), result);
+                result
             };
             let stamp = result.unwrap();
             prop_assert!(stamp > last, "{stamp} after {last}");
