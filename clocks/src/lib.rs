@@ -69,3 +69,8 @@ pub use encoding::{Codec, DecodeError, MAX_COUNTER};
 pub use hlc::{Hlc, HlcError, HlcTimestamp};
 pub use lamport::{LamportClock, LamportError, LamportTimestamp};
 pub use vector::{Causality, IntoIter, Iter, VectorClock};
+
+/// The README's code blocks, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
