@@ -67,7 +67,7 @@ pub struct Delivery<A, M> {
 /// deliveries come out of [`poll_deliver`](Self::poll_deliver) until `None`.
 ///
 /// ```
-/// use quorate_clocks::{Admission, CausalBuffer};
+/// use quorate_clocks::{Admission, CausalBuffer, Dot};
 ///
 /// let mut alice = CausalBuffer::<_, &str>::new("alice", 64);
 /// let mut bob = CausalBuffer::new("bob", 64);
@@ -79,6 +79,7 @@ pub struct Delivery<A, M> {
 /// // Carol gets the answer first: it waits for the question.
 /// assert_eq!(carol.receive("bob", answer, "yes!"), Ok(Admission::Waiting));
 /// assert_eq!(carol.poll_deliver(), None);
+/// assert_eq!(carol.missing(), [Dot::new("alice", 1)]); // what to ask for
 /// carol.receive("alice", question, "lunch?").unwrap();
 /// assert_eq!(carol.poll_deliver().unwrap().message, "lunch?");
 /// assert_eq!(carol.poll_deliver().unwrap().message, "yes!");
@@ -135,16 +136,31 @@ impl<A: Ord + Clone, M> CausalBuffer<A, M> {
         self.capacity
     }
 
-    /// The broadcasts this member knows it is missing: for every sender with
-    /// waiting messages, the next dot it needs from that sender. Ask peers for
-    /// these to unblock the queue.
+    /// The broadcasts this member knows it is missing: for every actor that
+    /// a waiting message is blocked on, the next dot needed from that actor,
+    /// in actor order. Ask peers for these to unblock the queue.
     pub fn missing(&self) -> Vec<Dot<A>> {
-        self.waiting
-            .keys()
-            .map(|sender| {
-                let next = self.delivered.get(sender).saturating_add(1);
-                Dot::new(sender.clone(), next)
-            })
+        let mut needed: BTreeMap<&A, u64> = BTreeMap::new();
+        for queue in self.waiting.values() {
+            let Some((clock, _)) = queue.values().next() else {
+                continue;
+            };
+            for (actor, counter) in clock.iter() {
+                let next = self.delivered.get(actor).saturating_add(1);
+                // A buffered message is not missing: its own blockers are
+                // reported through it, as it heads its sender's queue.
+                let buffered = self
+                    .waiting
+                    .get(actor)
+                    .is_some_and(|queue| queue.contains_key(&next));
+                if counter >= next && !buffered {
+                    needed.insert(actor, next);
+                }
+            }
+        }
+        needed
+            .into_iter()
+            .map(|(actor, counter)| Dot::new(actor.clone(), counter))
             .collect()
     }
 

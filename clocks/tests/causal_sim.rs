@@ -159,6 +159,27 @@ fn run(seed: u64, outcomes: &mut Outcomes) {
                 .update(delivered.hlc, now_ms + member.skew_ms)
                 .unwrap();
         }
+        // What the buffer says is missing must be real broadcasts not yet
+        // delivered here, and a blocked buffer must name at least one.
+        let missing = member.buffer.missing();
+        assert_eq!(
+            missing.is_empty(),
+            member.buffer.waiting_len() == 0,
+            "seed {seed}"
+        );
+        for dot in missing {
+            let broadcast = broadcasts
+                .iter()
+                .find(|b| b.sender == dot.actor && b.clock.get(&dot.actor) == dot.counter);
+            let Some(broadcast) = broadcast else {
+                panic!("seed {seed}: missing {dot} was never broadcast");
+            };
+            assert!(
+                !member.delivered.contains(&broadcast.id)
+                    && !member.waiting.contains(&broadcast.id),
+                "seed {seed}: {dot} is not missing, it is delivered or buffered"
+            );
+        }
     }
     for (index, member) in members.iter().enumerate() {
         assert_eq!(
