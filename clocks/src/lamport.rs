@@ -38,6 +38,13 @@ impl<N> LamportTimestamp<N> {
     }
 }
 
+impl<N: core::fmt::Display> core::fmt::Display for LamportTimestamp<N> {
+    /// Formats as `time@node`, e.g. `7@n2`.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}@{}", self.time, self.node)
+    }
+}
+
 impl<N: Codec> LamportTimestamp<N> {
     /// The compact binary encoding (see [`encoding`](crate::encoding)).
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -235,6 +242,7 @@ mod tests {
         let b = LamportTimestamp::new(5, 2u64);
         let c = LamportTimestamp::new(6, 0u64);
         assert!(a < b && b < c);
+        assert_eq!(alloc::format!("{a}"), "5@1");
     }
 
     #[test]
