@@ -108,6 +108,32 @@ proptest! {
     }
 
     #[test]
+    fn retain_meet_and_iteration_match_the_model(a in clock(), b in clock(), cut in 0u8..6) {
+        let mut pruned = a.clone();
+        pruned.retain(|actor, _| *actor != cut);
+        let mut expected = model(&a);
+        expected.remove(&cut);
+        prop_assert_eq!(model(&pruned), expected);
+        let mut meet = a.clone();
+        meet.meet(&b);
+        let (ma, mb) = (model(&a), model(&b));
+        let expected: BTreeMap<u8, u64> = ma
+            .iter()
+            .filter_map(|(k, x)| mb.get(k).map(|y| (*k, (*x).min(*y))))
+            .collect();
+        prop_assert_eq!(model(&meet), expected);
+        // Borrowing, owning and reversed iteration agree; entries ascend.
+        let borrowed: Vec<(u8, u64)> = a.iter().map(|(k, c)| (*k, c)).collect();
+        let owned: Vec<(u8, u64)> = a.clone().into_iter().collect();
+        let mut reversed: Vec<(u8, u64)> = a.iter().rev().map(|(k, c)| (*k, c)).collect();
+        reversed.reverse();
+        prop_assert_eq!(&borrowed, &owned);
+        prop_assert_eq!(&borrowed, &reversed);
+        prop_assert!(borrowed.windows(2).all(|w| w[0].0 < w[1].0) && borrowed.iter().all(|e| e.1 > 0));
+        prop_assert_eq!(a.iter().len(), a.len());
+    }
+
+    #[test]
     fn vector_clock_bytes_round_trip(a in clock()) {
         prop_assert_eq!(VectorClock::from_bytes(&a.to_bytes()), Ok(a));
     }
