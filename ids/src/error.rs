@@ -97,8 +97,9 @@ pub enum IdError {
         /// The layout's epoch.
         epoch: UnixMillis,
     },
-    /// The time is past the last tick the layout's time field can hold; the
-    /// layout has run out of time (IDs never wrap around).
+    /// The time is past the last tick the layout's time field can hold, or the
+    /// generator has used up that last tick: the layout has run out of time
+    /// (IDs never wrap around).
     #[error("time {now} is past the layout's last representable time {last}")]
     TimeOutOfRange {
         /// The time passed in.
