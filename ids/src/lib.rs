@@ -97,3 +97,8 @@ pub use serde_impls::serde_as_string;
 #[cfg(all(feature = "std", target_has_atomic = "64"))]
 pub use system::SystemClockGenerator;
 pub use time::{TimeUnit, UnixMillis};
+
+// The README's snippets are compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -1,0 +1,214 @@
+//! quorate-ids against rs-snowflake and sonyflake, in one run:
+//! - `next_caller_time`: the pure cost of one ID when the caller supplies the time;
+//! - `system_clock`: end to end on the system clock, waits included, so the
+//!   time per ID gives IDs per millisecond against each layout's cap;
+//! - `two_threads`: `AtomicGenerator` shared by two threads against a
+//!   `Mutex<Generator>`.
+//!
+//! Run: `cargo bench -p quorate-benches --bench ids`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::hint::black_box;
+use std::sync::Mutex;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use quorate_ids::{
+    AtomicGenerator, ClockPolicy, FieldOrder, Generator, IdError, Layout, LayoutSpec, NodeId,
+    SystemClockGenerator, UnixMillis, preset,
+};
+
+/// A time well inside every preset's range (2025-06-15).
+const BASE: u64 = 1_750_000_000_000;
+/// The caller's clock advances one ms every 4,096 IDs: a quarter of the seed
+/// layout's 16,384 per ms, so `next` never blocks and measures minting only.
+const IDS_PER_MS: u32 = 12;
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(20)
+}
+
+/// Reads peer IDs with our layouts: the presets must agree with the peers.
+fn check_layouts_against_peers() {
+    // rs-snowflake: 42 bits of ms since 1970 | 5 machine | 5 node | 12 sequence.
+    let rs = Layout::new(42, 12, 10, UnixMillis::UNIX_EPOCH)
+        .unwrap()
+        .with_order(FieldOrder::NodeThenSequence);
+    let mut peer = snowflake::SnowflakeIdGenerator::new(1, 2);
+    let id = quorate_ids::Id::from_u64(u64::try_from(peer.real_time_generate()).unwrap());
+    assert_eq!(rs.decompose(id).node, NodeId::new((1 << 5) | 2));
+    let now = system_now().as_millis();
+    assert!(rs.timestamp(id).as_millis().abs_diff(now) < 1_000);
+
+    let peer = sonyflake::Sonyflake::builder()
+        .machine_id(&|| Ok(0xBEEF))
+        .finalize()
+        .unwrap();
+    let id = peer.next_id().unwrap();
+    let theirs = sonyflake::decompose(id);
+    let ours = Layout::SONYFLAKE.decompose(quorate_ids::Id::from_u64(id.to_u64()));
+    assert_eq!(ours.time, theirs.time);
+    assert_eq!(ours.sequence, theirs.sequence);
+    assert_eq!(ours.node.get(), theirs.machine_id);
+}
+
+fn system_now() -> UnixMillis {
+    UnixMillis::from_duration_since_epoch(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap(),
+    )
+}
+
+fn caller_time<L: LayoutSpec>(
+    ids: &mut Generator<L>,
+    n: &mut u64,
+) -> Result<quorate_ids::Id, IdError> {
+    *n += 1;
+    ids.next(UnixMillis::from_millis(BASE + (*n >> IDS_PER_MS)))
+}
+
+fn next_caller_time(c: &mut Criterion) {
+    check_layouts_against_peers();
+    let mut group = c.benchmark_group("ids/next_caller_time");
+    group.throughput(Throughput::Elements(1));
+
+    let mut fixed = Generator::new(preset::Seed, NodeId::new(1), ClockPolicy::Reject).unwrap();
+    let mut n = 0;
+    group.bench_function("quorate Generator<preset::Seed>", |b| {
+        b.iter(|| caller_time(&mut fixed, &mut n).unwrap());
+    });
+
+    let mut dynamic = Generator::new(Layout::SEED, NodeId::new(1), ClockPolicy::Reject).unwrap();
+    let mut n = 0;
+    group.bench_function("quorate Generator<Layout>", |b| {
+        b.iter(|| caller_time(&mut dynamic, &mut n).unwrap());
+    });
+
+    let atomic = AtomicGenerator::new(preset::Seed, NodeId::new(1), ClockPolicy::Reject).unwrap();
+    let mut n: u64 = 0;
+    group.bench_function("quorate AtomicGenerator (1 thread)", |b| {
+        b.iter(|| {
+            n += 1;
+            atomic
+                .next(UnixMillis::from_millis(BASE + (n >> IDS_PER_MS)))
+                .unwrap()
+        });
+    });
+
+    // The peers read the clock in every mode but this one, which only counts.
+    let mut peer = snowflake::SnowflakeIdGenerator::new(1, 1);
+    group.bench_function("rs-snowflake lazy_generate (no clock)", |b| {
+        b.iter(|| peer.lazy_generate());
+    });
+    group.finish();
+}
+
+fn system_clock(c: &mut Criterion) {
+    let mut group = c.benchmark_group("ids/system_clock");
+    group.throughput(Throughput::Elements(1));
+
+    let seed =
+        SystemClockGenerator::new(preset::Seed, NodeId::new(1), ClockPolicy::WaitUntil).unwrap();
+    group.bench_function("quorate SystemClockGenerator seed (cap 16384/ms)", |b| {
+        b.iter(|| seed.next().unwrap());
+    });
+    let twitter =
+        SystemClockGenerator::new(preset::Twitter, NodeId::new(1), ClockPolicy::WaitUntil).unwrap();
+    group.bench_function("quorate SystemClockGenerator twitter (cap 4096/ms)", |b| {
+        b.iter(|| twitter.next().unwrap());
+    });
+    let sony = SystemClockGenerator::new(preset::Sonyflake, NodeId::new(1), ClockPolicy::WaitUntil)
+        .unwrap();
+    group.bench_function(
+        "quorate SystemClockGenerator sonyflake (cap 25.6/ms)",
+        |b| {
+            b.iter(|| sony.next().unwrap());
+        },
+    );
+
+    let mut peer = snowflake::SnowflakeIdGenerator::new(1, 1);
+    group.bench_function("rs-snowflake real_time_generate (cap 4096/ms)", |b| {
+        b.iter(|| peer.real_time_generate());
+    });
+    let mut peer = snowflake::SnowflakeIdGenerator::new(1, 1);
+    group.bench_function("rs-snowflake generate (cap 4096/ms)", |b| {
+        b.iter(|| peer.generate());
+    });
+    let peer = sonyflake::Sonyflake::builder()
+        .machine_id(&|| Ok(1))
+        .finalize()
+        .unwrap();
+    group.bench_function("sonyflake next_id (cap 25.6/ms)", |b| {
+        b.iter(|| peer.next_id().unwrap());
+    });
+    group.finish();
+}
+
+/// Two threads mint `iters` IDs between them from one shared minter, each on a
+/// caller clock advancing 1 ms per 4,096 of its own IDs from where the
+/// generator left off; blocked calls move that thread's clock to `retry_at`.
+fn two_threads<F>(iters: u64, start: UnixMillis, mint: F) -> Duration
+where
+    F: Fn(UnixMillis) -> Result<quorate_ids::Id, IdError> + Sync,
+{
+    let began = Instant::now();
+    thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                let mut skip = 0;
+                for i in 0..iters / 2 {
+                    let now = UnixMillis::from_millis(start.as_millis() + skip + (i >> IDS_PER_MS));
+                    match mint(now) {
+                        Ok(id) => {
+                            black_box(id);
+                        }
+                        Err(e) => skip = e.retry_at().unwrap().as_millis() - start.as_millis(),
+                    }
+                }
+            });
+        }
+    });
+    began.elapsed()
+}
+
+fn resume_point(last: Option<quorate_ids::Id>) -> UnixMillis {
+    last.map_or(UnixMillis::from_millis(BASE), |id| {
+        Layout::SEED.timestamp(id).saturating_add_millis(1)
+    })
+}
+
+fn two_thread_contention(c: &mut Criterion) {
+    let mut group = c.benchmark_group("ids/two_threads");
+    group.throughput(Throughput::Elements(1));
+    let policy = ClockPolicy::Tolerate(Duration::from_secs(1));
+
+    let atomic = AtomicGenerator::new(preset::Seed, NodeId::new(1), policy).unwrap();
+    group.bench_function("quorate AtomicGenerator", |b| {
+        b.iter_custom(|iters| {
+            two_threads(iters, resume_point(atomic.last_issued()), |now| {
+                atomic.next(now)
+            })
+        });
+    });
+
+    let locked = Mutex::new(Generator::new(preset::Seed, NodeId::new(1), policy).unwrap());
+    group.bench_function("Mutex<quorate Generator>", |b| {
+        b.iter_custom(|iters| {
+            let start = resume_point(locked.lock().unwrap().last_issued());
+            two_threads(iters, start, |now| locked.lock().unwrap().next(now))
+        });
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = next_caller_time, system_clock, two_thread_contention
+}
+criterion_main!(benches);
