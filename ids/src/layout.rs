@@ -294,7 +294,9 @@ impl Layout {
                 epoch: self.epoch,
             });
         };
-        let tick = since / self.unit.as_millis();
+        // Most layouts tick in milliseconds: skip the division for them.
+        let unit = self.unit.as_millis();
+        let tick = if unit == 1 { since } else { since / unit };
         if tick > self.max_tick() {
             return Err(IdError::TimeOutOfRange {
                 now,

@@ -73,6 +73,30 @@ impl<L: LayoutSpec> SystemClockGenerator<L> {
         }
     }
 
+    /// Fills `ids` with fresh IDs, reading the clock once per tick instead of
+    /// once per ID: the way to reach the layout's cap, since a clock read costs
+    /// several times more than minting (tens of nanoseconds against a few).
+    /// IDs minted from one reading carry its tick, as if minted in one instant.
+    ///
+    /// # Errors
+    /// As [`SystemClockGenerator::next`]; the IDs before the failing one are
+    /// already minted and written.
+    pub fn fill(&self, ids: &mut [Id]) -> Result<(), IdError> {
+        let mut now = system_now();
+        for slot in ids {
+            *slot = loop {
+                match self.inner.next(now) {
+                    Err(IdError::WouldBlock { retry_at, .. }) => {
+                        wait_until(now, retry_at);
+                        now = system_now();
+                    }
+                    minted => break minted?,
+                }
+            };
+        }
+        Ok(())
+    }
+
     /// The lock-free generator inside, for [`AtomicGenerator::resume_after`]
     /// and friends.
     #[must_use]
@@ -121,6 +145,21 @@ mod tests {
             ticks.insert(Layout::SONYFLAKE.decompose(id).time);
         }
         assert!(ticks.len() >= 3, "600 IDs need at least 3 ticks of 256");
+    }
+
+    #[test]
+    fn fill_mints_distinct_increasing_ids_across_ticks() {
+        let ids = SystemClockGenerator::new(preset::Sonyflake, NodeId::new(4), ClockPolicy::Reject)
+            .unwrap();
+        let mut batch = [Id::from_u64(0); 600];
+        ids.fill(&mut batch).unwrap();
+        assert!(batch.windows(2).all(|w| w[0] < w[1]));
+        let ticks: std::collections::BTreeSet<_> = batch
+            .iter()
+            .map(|id| Layout::SONYFLAKE.decompose(*id).time)
+            .collect();
+        assert!(ticks.len() >= 3, "600 IDs need at least 3 ticks of 256");
+        assert!(ids.next().unwrap() > batch[599]);
     }
 
     #[test]
