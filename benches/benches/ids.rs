@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use quorate_ids::{
     AtomicGenerator, ClockPolicy, FieldOrder, Generator, IdError, Layout, LayoutSpec, NodeId,
     SystemClockGenerator, UnixMillis, preset,
@@ -229,4 +229,132 @@ criterion_group! {
     config = config();
     targets = next_caller_time, system_clock, two_thread_contention
 }
-criterion_main!(benches);
+/// This thread's (on-CPU, waiting-for-a-CPU) nanoseconds so far, from the
+/// scheduler: on a shared machine a thread runnable but not running misses
+/// ticks it could have filled, so the cap report states how much it ran.
+fn thread_schedstat() -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().ok());
+    Some((fields.next()??, fields.next()??))
+}
+
+/// Mints with `mint` (which returns how many IDs it minted) for `wall` and
+/// prints IDs per wall millisecond against `cap`, and the share of the time
+/// the thread was on a CPU.
+fn cap_line(name: &str, cap_per_ms: f64, wall: Duration, mut mint: impl FnMut() -> u64) {
+    let before = thread_schedstat();
+    let began = Instant::now();
+    let mut minted = 0;
+    while began.elapsed() < wall {
+        for _ in 0..64 {
+            minted += mint();
+        }
+    }
+    let elapsed = began.elapsed();
+    let per_ms = minted as f64 / (elapsed.as_secs_f64() * 1e3);
+    let on_cpu = match (before, thread_schedstat()) {
+        (Some((run0, _)), Some((run1, _))) => {
+            format!(
+                "{:5.1}%",
+                (run1 - run0) as f64 / elapsed.as_nanos() as f64 * 100.0
+            )
+        }
+        _ => "  n/a".to_owned(),
+    };
+    println!(
+        "| {name:<52} | {cap_per_ms:>8.1} | {per_ms:>9.1} | {:>6.1}% | {on_cpu} |",
+        per_ms / cap_per_ms * 100.0
+    );
+}
+
+/// IDs per millisecond of wall time on one thread, every generator on the
+/// system clock, against its layout's cap.
+fn cap_report() {
+    let wall = Duration::from_secs(1);
+    println!(
+        "\n| generator (system clock, 1 thread, 1 s each) | cap/ms | IDs/ms | of cap | on CPU |"
+    );
+    println!("|---|---:|---:|---:|---:|");
+    let seed =
+        SystemClockGenerator::new(preset::Seed, NodeId::new(1), ClockPolicy::WaitUntil).unwrap();
+    cap_line(
+        "quorate SystemClockGenerator::next, seed",
+        16_384.0,
+        wall,
+        || {
+            black_box(seed.next().unwrap());
+            1
+        },
+    );
+    let filled =
+        SystemClockGenerator::new(preset::Seed, NodeId::new(2), ClockPolicy::WaitUntil).unwrap();
+    let mut batch = [quorate_ids::Id::from_u64(0); 256];
+    cap_line(
+        "quorate SystemClockGenerator::fill(256), seed",
+        16_384.0,
+        wall,
+        || {
+            filled.fill(&mut batch).unwrap();
+            black_box(&batch);
+            256
+        },
+    );
+    let twitter =
+        SystemClockGenerator::new(preset::Twitter, NodeId::new(1), ClockPolicy::WaitUntil).unwrap();
+    cap_line(
+        "quorate SystemClockGenerator::next, twitter",
+        4_096.0,
+        wall,
+        || {
+            black_box(twitter.next().unwrap());
+            1
+        },
+    );
+    let mut peer = snowflake::SnowflakeIdGenerator::new(1, 1);
+    cap_line("rs-snowflake real_time_generate", 4_096.0, wall, || {
+        black_box(peer.real_time_generate());
+        1
+    });
+    let mut peer = snowflake::SnowflakeIdGenerator::new(1, 1);
+    cap_line(
+        "rs-snowflake generate (clock read every 4096)",
+        4_096.0,
+        wall,
+        || {
+            black_box(peer.generate());
+            1
+        },
+    );
+    let sony = SystemClockGenerator::new(preset::Sonyflake, NodeId::new(1), ClockPolicy::WaitUntil)
+        .unwrap();
+    cap_line(
+        "quorate SystemClockGenerator::next, sonyflake",
+        25.6,
+        wall,
+        || {
+            black_box(sony.next().unwrap());
+            1
+        },
+    );
+    let peer = sonyflake::Sonyflake::builder()
+        .machine_id(&|| Ok(1))
+        .finalize()
+        .unwrap();
+    cap_line("sonyflake next_id", 25.6, wall, || {
+        black_box(peer.next_id().unwrap());
+        1
+    });
+}
+
+fn main() {
+    // `cargo bench -- <filter>` runs only the criterion benches matching it;
+    // the cap report runs with the full bench or with the filter `cap`.
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    if filter.as_deref().is_none_or(|f| f == "cap") {
+        cap_report();
+    }
+    if filter.as_deref() != Some("cap") {
+        benches();
+        Criterion::default().configure_from_args().final_summary();
+    }
+}
