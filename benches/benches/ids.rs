@@ -252,17 +252,18 @@ fn cap_line(name: &str, cap_per_ms: f64, wall: Duration, mut mint: impl FnMut() 
     }
     let elapsed = began.elapsed();
     let per_ms = minted as f64 / (elapsed.as_secs_f64() * 1e3);
-    let on_cpu = match (before, thread_schedstat()) {
+    let (on_cpu, per_cpu_ms) = match (before, thread_schedstat()) {
         (Some((run0, _)), Some((run1, _))) => {
-            format!(
-                "{:5.1}%",
-                (run1 - run0) as f64 / elapsed.as_nanos() as f64 * 100.0
+            let ran = Duration::from_nanos(run1 - run0).as_secs_f64();
+            (
+                format!("{:5.1}%", ran / elapsed.as_secs_f64() * 100.0),
+                format!("{:9.1}", minted as f64 / (ran * 1e3)),
             )
         }
-        _ => "  n/a".to_owned(),
+        _ => ("n/a".to_owned(), "n/a".to_owned()),
     };
     println!(
-        "| {name:<52} | {cap_per_ms:>8.1} | {per_ms:>9.1} | {:>6.1}% | {on_cpu} |",
+        "| {name:<48} | {cap_per_ms:>7.1} | {per_ms:>9.1} | {:>6.1}% | {on_cpu} | {per_cpu_ms} |",
         per_ms / cap_per_ms * 100.0
     );
 }
@@ -272,9 +273,9 @@ fn cap_line(name: &str, cap_per_ms: f64, wall: Duration, mut mint: impl FnMut() 
 fn cap_report() {
     let wall = Duration::from_secs(1);
     println!(
-        "\n| generator (system clock, 1 thread, 1 s each) | cap/ms | IDs/ms | of cap | on CPU |"
+        "\n| generator (system clock, 1 thread, 1 s each) | cap/ms | IDs/wall ms | of cap | on CPU | IDs/on-CPU ms |"
     );
-    println!("|---|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|");
     let seed =
         SystemClockGenerator::new(preset::Seed, NodeId::new(1), ClockPolicy::WaitUntil).unwrap();
     cap_line(

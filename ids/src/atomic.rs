@@ -7,7 +7,7 @@ use loom::sync::atomic::{AtomicU64, Ordering};
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::IdError;
-use crate::generator::{ClockPolicy, Minter};
+use crate::generator::{ClockPolicy, Minter, minter_accessors};
 use crate::id::{Id, NodeId};
 use crate::layout::{Layout, LayoutSpec};
 use crate::time::UnixMillis;
@@ -89,32 +89,11 @@ impl<L: LayoutSpec> AtomicGenerator<L> {
         Ok(())
     }
 
-    /// The last ID issued by any thread, with this generator's node, if any.
-    #[must_use]
-    pub fn last_issued(&self) -> Option<Id> {
-        self.next_free
-            .load(Ordering::Relaxed)
-            .checked_sub(1)
-            .map(|issued| self.minter.id(issued))
+    fn counter(&self) -> u64 {
+        self.next_free.load(Ordering::Relaxed)
     }
 
-    /// The layout IDs are minted under.
-    #[must_use]
-    pub fn layout(&self) -> Layout {
-        self.minter.layout()
-    }
-
-    /// The node this generator mints for.
-    #[must_use]
-    pub fn node(&self) -> NodeId {
-        self.minter.node()
-    }
-
-    /// The clock-backwards policy.
-    #[must_use]
-    pub fn policy(&self) -> ClockPolicy {
-        self.minter.policy()
-    }
+    minter_accessors!();
 }
 
 #[cfg(all(test, not(loom)))]

@@ -28,6 +28,37 @@ pub enum ClockPolicy {
     Tolerate(Duration),
 }
 
+/// The accessors both generators share, reading their `minter` field.
+macro_rules! minter_accessors {
+    () => {
+        /// The layout IDs are minted under.
+        #[must_use]
+        pub fn layout(&self) -> $crate::Layout {
+            self.minter.layout()
+        }
+
+        /// The node this generator mints for.
+        #[must_use]
+        pub fn node(&self) -> $crate::NodeId {
+            self.minter.node()
+        }
+
+        /// The clock-backwards policy.
+        #[must_use]
+        pub fn policy(&self) -> $crate::ClockPolicy {
+            self.minter.policy()
+        }
+
+        /// The last ID issued (or passed to `resume_after`), with this
+        /// generator's node, if any.
+        #[must_use]
+        pub fn last_issued(&self) -> Option<$crate::Id> {
+            self.minter.last_issued(self.counter())
+        }
+    };
+}
+pub(crate) use minter_accessors;
+
 /// The state both generators share besides the counter: layout, node, policy.
 ///
 /// The counter, `next_free`, packs (tick, sequence) as `tick << sequence_bits |
@@ -141,6 +172,11 @@ impl<L: LayoutSpec> Minter<L> {
         Id::from_u64(layout.compose_unchecked(tick, sequence, self.node))
     }
 
+    /// The last issued ID given the counter.
+    pub(crate) fn last_issued(&self, next_free: u64) -> Option<Id> {
+        next_free.checked_sub(1).map(|issued| self.id(issued))
+    }
+
     /// The counter value that makes `id` count as already issued.
     pub(crate) fn counter_after(&self, id: Id) -> Result<u64, IdError> {
         let layout = self.layout.layout();
@@ -224,32 +260,11 @@ impl<L: LayoutSpec> Generator<L> {
         Ok(())
     }
 
-    /// The last ID issued (or passed to [`Generator::resume_after`], with this
-    /// generator's node), if any.
-    #[must_use]
-    pub fn last_issued(&self) -> Option<Id> {
+    fn counter(&self) -> u64 {
         self.next_free
-            .checked_sub(1)
-            .map(|issued| self.minter.id(issued))
     }
 
-    /// The layout IDs are minted under.
-    #[must_use]
-    pub fn layout(&self) -> Layout {
-        self.minter.layout()
-    }
-
-    /// The node this generator mints for.
-    #[must_use]
-    pub fn node(&self) -> NodeId {
-        self.minter.node()
-    }
-
-    /// The clock-backwards policy.
-    #[must_use]
-    pub fn policy(&self) -> ClockPolicy {
-        self.minter.policy()
-    }
+    minter_accessors!();
 }
 
 #[cfg(test)]
