@@ -21,7 +21,8 @@ fn at(ms: u64) -> UnixMillis {
     UnixMillis::from_millis(EPOCH + ms)
 }
 
-/// Mints one ID per entry of `clock`, following `retry_at` when blocked.
+/// Mints one ID per entry of `clock`, following `retry_at` when blocked and
+/// catching up to the last issued time when rejected as behind.
 fn mint(ids: &AtomicGenerator, clock: &[u64]) -> Vec<Id> {
     clock
         .iter()
@@ -33,6 +34,10 @@ fn mint(ids: &AtomicGenerator, clock: &[u64]) -> Vec<Id> {
                     Err(IdError::WouldBlock { retry_at, .. }) => {
                         assert!(retry_at > now, "retry_at must move time forward");
                         now = retry_at;
+                    }
+                    Err(IdError::ClockMovedBackwards { last, .. }) => {
+                        assert!(last > now);
+                        now = last;
                     }
                     Err(e) => panic!("unexpected {e:?}"),
                 }
@@ -85,6 +90,15 @@ fn two_threads_roll_over_the_sequence() {
 #[test]
 fn three_threads_in_one_tick() {
     run(ClockPolicy::WaitUntil, &[&[0], &[0], &[0]]);
+}
+
+#[test]
+fn three_threads_roll_over_with_one_behind() {
+    // Six IDs over ticks that hold two; the third thread's clock lags by 1 ms.
+    run(
+        ClockPolicy::Tolerate(Duration::from_millis(1)),
+        &[&[1, 1], &[1, 2], &[0, 1]],
+    );
 }
 
 #[test]
