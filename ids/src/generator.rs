@@ -166,10 +166,7 @@ impl<L: LayoutSpec> Minter<L> {
     /// The ID for a packed (tick, sequence) that `decide` returned.
     #[inline]
     pub(crate) fn id(&self, issued: u64) -> Id {
-        let layout = self.layout.layout();
-        let tick = issued >> layout.sequence_bits();
-        let sequence = issued & layout.max_sequence();
-        Id::from_u64(layout.compose_unchecked(tick, sequence, self.node))
+        Id::from_u64(self.layout.layout().compose_packed(issued, self.node))
     }
 
     /// The last issued ID given the counter.

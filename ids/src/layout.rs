@@ -344,6 +344,20 @@ impl Layout {
         (tick << self.time_shift()) | (sequence << self.sequence_shift) | (node << self.node_shift)
     }
 
+    /// The ID for a generator's packed `tick << sequence_bits | sequence`.
+    #[inline]
+    pub(crate) const fn compose_packed(&self, packed: u64, node: u64) -> u64 {
+        match self.order {
+            // time and sequence are already adjacent and in place above the node.
+            FieldOrder::SequenceThenNode => (packed << self.node_bits) | node,
+            FieldOrder::NodeThenSequence => self.compose_unchecked(
+                packed >> self.sequence_bits,
+                packed & self.max_sequence(),
+                node,
+            ),
+        }
+    }
+
     const fn time_shift(&self) -> u8 {
         self.sequence_bits + self.node_bits
     }
