@@ -434,6 +434,9 @@ impl Default for Layout {
 
 /// Anything a generator can read its layout from: a run-time [`Layout`] value,
 /// or a zero-sized [`ConstLayout`] marker whose layout is a constant.
+///
+/// An implementation must return the same layout on every call; generators
+/// read it on every ID.
 pub trait LayoutSpec {
     /// The layout.
     fn layout(&self) -> Layout;
