@@ -8,6 +8,8 @@ use serde::ser::Serializer;
 use serde::{Deserialize, Serialize};
 
 use crate::id::Id;
+use crate::layout::{FieldOrder, Layout};
+use crate::time::{TimeUnit, UnixMillis};
 
 impl Serialize for Id {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -20,6 +22,54 @@ impl<'de> Deserialize<'de> for Id {
     /// JavaScript clients send back).
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserialize_number_or_string(deserializer)
+    }
+}
+
+/// A layout's serialized form; deserializing goes through [`Layout::new`] so
+/// a configuration file cannot smuggle in an invalid layout.
+#[derive(Serialize, Deserialize)]
+#[serde(rename = "Layout", deny_unknown_fields)]
+struct LayoutFields {
+    time_bits: u8,
+    sequence_bits: u8,
+    node_bits: u8,
+    #[serde(default)]
+    order: FieldOrder,
+    #[serde(default)]
+    time_unit: TimeUnit,
+    epoch: UnixMillis,
+}
+
+impl Serialize for Layout {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        LayoutFields {
+            time_bits: self.time_bits(),
+            sequence_bits: self.sequence_bits(),
+            node_bits: self.node_bits(),
+            order: self.order(),
+            time_unit: self.time_unit(),
+            epoch: self.epoch(),
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Layout {
+    /// Validated as [`Layout::new`] does; an invalid layout is an error.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let fields = LayoutFields::deserialize(deserializer)?;
+        Layout::new(
+            fields.time_bits,
+            fields.sequence_bits,
+            fields.node_bits,
+            fields.epoch,
+        )
+        .map(|layout| {
+            layout
+                .with_order(fields.order)
+                .with_time_unit(fields.time_unit)
+        })
+        .map_err(de::Error::custom)
     }
 }
 

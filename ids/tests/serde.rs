@@ -64,6 +64,34 @@ fn bad_input_is_an_error_not_a_panic() {
 }
 
 #[test]
+fn layouts_round_trip_and_invalid_ones_are_rejected() {
+    for layout in [
+        Layout::SEED,
+        Layout::TWITTER,
+        Layout::SONYFLAKE,
+        Layout::DISCORD,
+        Layout::INSTAGRAM,
+    ] {
+        let json = serde_json::to_string(&layout).unwrap();
+        assert_eq!(
+            serde_json::from_str::<Layout>(&json).unwrap(),
+            layout,
+            "{json}"
+        );
+    }
+    let config = r#"{"time_bits":41,"sequence_bits":12,"node_bits":10,"order":"NodeThenSequence","epoch":1288834974657}"#;
+    assert_eq!(
+        serde_json::from_str::<Layout>(config).unwrap(),
+        Layout::TWITTER
+    );
+    let too_wide = r#"{"time_bits":41,"sequence_bits":12,"node_bits":12,"epoch":0}"#;
+    let err = serde_json::from_str::<Layout>(too_wide).unwrap_err();
+    assert!(err.to_string().contains("65 bits"), "{err}");
+    let zero_unit = r#"{"time_bits":40,"sequence_bits":14,"node_bits":10,"time_unit":0,"epoch":0}"#;
+    assert!(serde_json::from_str::<Layout>(zero_unit).is_err());
+}
+
+#[test]
 fn layouts_and_times_have_plain_forms() {
     assert_eq!(
         serde_json::to_string(&UnixMillis::from_millis(5)).unwrap(),
