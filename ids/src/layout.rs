@@ -47,6 +47,8 @@ pub struct Layout {
     // Derived from the above by `with_order`; kept so `compose` is three shifts.
     sequence_shift: u8,
     node_shift: u8,
+    // Derived from `time_bits`: read on every ID, so not recomputed.
+    max_tick: u64,
 }
 
 /// A mask of the low `bits` bits (`bits <= 64`).
@@ -159,6 +161,7 @@ impl Layout {
             epoch,
             sequence_shift: 0,
             node_shift: 0,
+            max_tick: low_mask(time_bits),
         };
         Ok(layout.with_order(FieldOrder::SequenceThenNode))
     }
@@ -253,7 +256,7 @@ impl Layout {
     /// The largest time field value (ticks since the epoch).
     #[must_use]
     pub const fn max_tick(&self) -> u64 {
-        low_mask(self.time_bits)
+        self.max_tick
     }
 
     /// The largest sequence number.
