@@ -108,12 +108,7 @@ impl<L: LayoutSpec> SystemClockGenerator<L> {
 /// The system clock; a clock before 1970 reads as the Unix epoch, which every
 /// layout treats as before its epoch.
 fn system_now() -> UnixMillis {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(
-            UnixMillis::UNIX_EPOCH,
-            UnixMillis::from_duration_since_epoch,
-        )
+    UnixMillis::from_system_time(SystemTime::now()).unwrap_or(UnixMillis::UNIX_EPOCH)
 }
 
 fn wait_until(now: UnixMillis, retry_at: UnixMillis) {

@@ -39,6 +39,16 @@ impl UnixMillis {
         Self(millis)
     }
 
+    /// A `SystemTime` the caller read, or `None` if it is before 1970.
+    /// (Converting a given time; the crate still reads no clock here.)
+    #[cfg(feature = "std")]
+    #[must_use]
+    pub fn from_system_time(time: std::time::SystemTime) -> Option<Self> {
+        time.duration_since(std::time::SystemTime::UNIX_EPOCH)
+            .ok()
+            .map(Self::from_duration_since_epoch)
+    }
+
     /// Milliseconds since the Unix epoch.
     #[must_use]
     pub const fn as_millis(self) -> u64 {
@@ -119,6 +129,20 @@ mod tests {
             UnixMillis::from_duration_since_epoch(Duration::MAX).as_millis(),
             u64::MAX
         );
+    }
+
+    #[cfg(feature = "std")]
+    #[test]
+    fn system_times_before_1970_are_refused() {
+        use std::time::{SystemTime, UNIX_EPOCH};
+        let t = UNIX_EPOCH + Duration::from_millis(1_234);
+        assert_eq!(
+            UnixMillis::from_system_time(t),
+            Some(UnixMillis::from_millis(1_234))
+        );
+        let before = UNIX_EPOCH.checked_sub(Duration::from_secs(1));
+        assert_eq!(before.and_then(UnixMillis::from_system_time), None);
+        assert!(UnixMillis::from_system_time(SystemTime::now()).is_some());
     }
 
     #[test]
