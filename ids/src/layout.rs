@@ -119,6 +119,15 @@ impl Layout {
     ))
     .with_order(FieldOrder::NodeThenSequence);
 
+    /// Every preset, for listing or testing them all.
+    pub const PRESETS: [Self; 5] = [
+        Self::SEED,
+        Self::TWITTER,
+        Self::SONYFLAKE,
+        Self::DISCORD,
+        Self::INSTAGRAM,
+    ];
+
     /// A layout of `time_bits` of time since `epoch`, `sequence_bits` of
     /// per-tick sequence and `node_bits` of node, `time | sequence | node` with
     /// 1 ms ticks (change those with [`Layout::with_order`] and

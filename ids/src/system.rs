@@ -160,13 +160,7 @@ mod tests {
     #[test]
     fn system_time_is_after_every_preset_epoch() {
         let now = system_now();
-        for layout in [
-            Layout::SEED,
-            Layout::TWITTER,
-            Layout::SONYFLAKE,
-            Layout::DISCORD,
-            Layout::INSTAGRAM,
-        ] {
+        for layout in Layout::PRESETS {
             assert_eq!(layout.check_epoch(now), Ok(()));
         }
     }

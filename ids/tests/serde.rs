@@ -65,13 +65,7 @@ fn bad_input_is_an_error_not_a_panic() {
 
 #[test]
 fn layouts_round_trip_and_invalid_ones_are_rejected() {
-    for layout in [
-        Layout::SEED,
-        Layout::TWITTER,
-        Layout::SONYFLAKE,
-        Layout::DISCORD,
-        Layout::INSTAGRAM,
-    ] {
+    for layout in Layout::PRESETS {
         let json = serde_json::to_string(&layout).unwrap();
         assert_eq!(
             serde_json::from_str::<Layout>(&json).unwrap(),
