@@ -363,3 +363,49 @@ impl ConsistencyProof {
         check_root::<H>(new_size, &sr, new_root)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::collections::BTreeSet;
+    use proptest::prelude::*;
+
+    fn single(m: u64, n: u64) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        path_ranges(m, 0, n, &mut out);
+        out
+    }
+
+    proptest! {
+        /// The multi-proof carries exactly the union of the single audit
+        /// paths, minus the subtrees a proven leaf lets the verifier compute,
+        /// each once.
+        #[test]
+        fn multi_ranges_are_union_of_single_paths(n in 1u64..5000, picks in prop::collection::vec(any::<u64>(), 1..40)) {
+            let leaves: Vec<u64> = picks.iter().map(|p| p % n).collect::<BTreeSet<_>>().into_iter().collect();
+            let mut multi = Vec::new();
+            multi_ranges(&leaves, 0, n, &mut multi);
+            let union: BTreeSet<(u64, u64)> = leaves
+                .iter()
+                .flat_map(|&m| single(m, n))
+                .filter(|&(lo, hi)| !leaves.iter().any(|&l| lo <= l && l < hi))
+                .collect();
+            let set: BTreeSet<(u64, u64)> = multi.iter().copied().collect();
+            prop_assert_eq!(set.len(), multi.len(), "a subtree sent twice");
+            prop_assert_eq!(set, union);
+        }
+
+        /// Audit paths have RFC 9162's length: one hash per level where the
+        /// leaf's subtree has a sibling.
+        #[test]
+        fn path_lengths(n in 1u64..1 << 40, m in any::<u64>()) {
+            let m = m % n;
+            let len = single(m, n).len() as u32;
+            // Bounded by the height, exact for powers of two.
+            prop_assert!(len <= 64 - (n - 1).leading_zeros());
+            if n.is_power_of_two() {
+                prop_assert_eq!(len, n.trailing_zeros());
+            }
+        }
+    }
+}
