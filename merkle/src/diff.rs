@@ -7,7 +7,7 @@
 //! known only by its trusted root, fetching and verifying the remote nodes it
 //! needs, round by round, as a Sans-IO exchange.
 
-use crate::{Error, Hash, MerkleHasher, MerkleTree, Root, flat};
+use crate::{Error, Hash, MerkleHasher, MerkleTree, Root, flat, hash::fold_full_roots};
 use alloc::{collections::BTreeMap, vec::Vec};
 use core::{fmt, marker::PhantomData, ops::Range};
 
@@ -173,12 +173,7 @@ impl<H: MerkleHasher> RemoteDiff<H> {
             }
             opened
         } else {
-            let tree_hash = fetched
-                .iter()
-                .rev()
-                .map(|(_, h)| *h)
-                .reduce(|right, left| H::hash_node(&left, &right))
-                .unwrap_or_else(H::hash_empty);
+            let tree_hash = fold_full_roots::<H>(fetched.iter().map(|(_, h)| *h));
             if H::bind_root(self.remote_size, &tree_hash) != self.remote_root {
                 return Err(Error::Forged {
                     what: "full roots",

@@ -101,6 +101,28 @@ pub trait MerkleHasher {
     }
 }
 
+/// `0x01 || left || right` in one contiguous buffer: hashing it in one call
+/// is faster than three buffered updates.
+#[cfg(any(feature = "sha2", feature = "blake3"))]
+fn node_message(left: &Hash, right: &Hash) -> [u8; 1 + 2 * HASH_LEN] {
+    let mut buf = [0u8; 1 + 2 * HASH_LEN];
+    buf[0] = NODE_PREFIX;
+    buf[1..1 + HASH_LEN].copy_from_slice(&left.0);
+    buf[1 + HASH_LEN..].copy_from_slice(&right.0);
+    buf
+}
+
+/// RFC 9162 tree hash from the full roots' hashes (left to right): they fold
+/// right to left, as the RFC's recursive split does.
+pub(crate) fn fold_full_roots<H: MerkleHasher>(
+    roots: impl DoubleEndedIterator<Item = Hash>,
+) -> Hash {
+    roots
+        .rev()
+        .reduce(|right, left| H::hash_node(&left, &right))
+        .unwrap_or_else(H::hash_empty)
+}
+
 /// SHA-256, the hash of RFC 6962 and Certificate Transparency.
 #[cfg(feature = "sha2")]
 #[derive(Debug, Clone, Copy, Default)]
@@ -130,12 +152,7 @@ impl MerkleHasher for Sha256 {
 
     fn hash_node(left: &Hash, right: &Hash) -> Hash {
         use sha2::Digest;
-        // One contiguous 65-byte message avoids three buffered updates.
-        let mut buf = [0u8; 1 + 2 * HASH_LEN];
-        buf[0] = NODE_PREFIX;
-        buf[1..1 + HASH_LEN].copy_from_slice(&left.0);
-        buf[1 + HASH_LEN..].copy_from_slice(&right.0);
-        Hash(sha2::Sha256::digest(buf).into())
+        Hash(sha2::Sha256::digest(node_message(left, right)).into())
     }
 }
 
@@ -155,11 +172,7 @@ impl MerkleHasher for Blake3 {
     }
 
     fn hash_node(left: &Hash, right: &Hash) -> Hash {
-        let mut buf = [0u8; 1 + 2 * HASH_LEN];
-        buf[0] = NODE_PREFIX;
-        buf[1..1 + HASH_LEN].copy_from_slice(&left.0);
-        buf[1 + HASH_LEN..].copy_from_slice(&right.0);
-        Hash(*blake3::hash(&buf).as_bytes())
+        Hash(*blake3::hash(&node_message(left, right)).as_bytes())
     }
 }
 

@@ -58,3 +58,8 @@ pub use hash::{HASH_LEN, Hash, LEAF_PREFIX, MerkleHasher, NODE_PREFIX, ROOT_PREF
 pub use proof::{ConsistencyProof, InclusionProof, MultiProof};
 pub use signed::{SignedRoot, Signer, Verifier};
 pub use tree::MerkleTree;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(all(doctest, feature = "sha2"))]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

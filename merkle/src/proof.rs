@@ -108,6 +108,57 @@ fn check_root<H: MerkleHasher>(size: u64, tree_hash: &Hash, root: &Root) -> Resu
     Ok(())
 }
 
+/// The index walk shared by RFC 9162's inclusion (2.1.3.2) and consistency
+/// (2.1.4.2) verifiers: `f` follows the proven node, `s` the last node of
+/// the tree, level by level.
+struct Walk {
+    f: u64,
+    s: u64,
+}
+
+impl Walk {
+    const fn new(f: u64, s: u64) -> Self {
+        Self { f, s }
+    }
+
+    fn shift(&mut self) {
+        self.f >>= 1;
+        self.s >>= 1;
+    }
+
+    /// Consistency step 4: skip the levels where the old tree is complete.
+    fn skip_complete_levels(&mut self) {
+        while self.f & 1 == 1 {
+            self.shift();
+        }
+    }
+
+    /// Whether the next proof hash joins from the left; fails once the walk
+    /// has reached the root (the proof is too long).
+    fn step(&mut self) -> Result<bool, Error> {
+        if self.s == 0 {
+            return Err(Error::RootMismatch);
+        }
+        let left = self.f & 1 == 1 || self.f == self.s;
+        if left {
+            while self.f & 1 == 0 && self.f != 0 {
+                self.shift();
+            }
+        }
+        self.shift();
+        Ok(left)
+    }
+
+    /// The proof must end exactly at the root.
+    fn finish(&self) -> Result<(), Error> {
+        if self.s == 0 {
+            Ok(())
+        } else {
+            Err(Error::RootMismatch)
+        }
+    }
+}
+
 const INCLUSION_TAG: u8 = 0x01;
 const MULTI_TAG: u8 = 0x02;
 const CONSISTENCY_TAG: u8 = 0x03;
@@ -223,25 +274,16 @@ impl InclusionProof {
         let mut ranges = Vec::new();
         path_ranges(index, 0, size, &mut ranges);
         check_len(ranges.len(), self.hashes.len())?;
-        let (mut f, mut s) = (index, size - 1);
+        let mut walk = Walk::new(index, size - 1);
         let mut r = *leaf;
         for p in &self.hashes {
-            if f & 1 == 1 || f == s {
-                r = H::hash_node(p, &r);
-                while f & 1 == 0 && f != 0 {
-                    f >>= 1;
-                    s >>= 1;
-                }
+            r = if walk.step()? {
+                H::hash_node(p, &r)
             } else {
-                r = H::hash_node(&r, p);
-            }
-            f >>= 1;
-            s >>= 1;
+                H::hash_node(&r, p)
+            };
         }
-        // Guaranteed by the length check; kept as the RFC's own final check.
-        if s != 0 {
-            return Err(Error::RootMismatch);
-        }
+        walk.finish()?;
         Ok(r)
     }
 }
@@ -333,32 +375,18 @@ impl ConsistencyProof {
             return check_root::<H>(0, &H::hash_empty(), old_root);
         }
         let (first, rest) = self.hashes.split_first().ok_or(Error::RootMismatch)?;
-        let (mut f, mut s) = (old_size - 1, new_size - 1);
-        while f & 1 == 1 {
-            f >>= 1;
-            s >>= 1;
-        }
+        let mut walk = Walk::new(old_size - 1, new_size - 1);
+        walk.skip_complete_levels();
         let (mut fr, mut sr) = (*first, *first);
         for c in rest {
-            if s == 0 {
-                return Err(Error::RootMismatch);
-            }
-            if f & 1 == 1 || f == s {
+            if walk.step()? {
                 fr = H::hash_node(c, &fr);
                 sr = H::hash_node(c, &sr);
-                while f & 1 == 0 && f != 0 {
-                    f >>= 1;
-                    s >>= 1;
-                }
             } else {
                 sr = H::hash_node(&sr, c);
             }
-            f >>= 1;
-            s >>= 1;
         }
-        if s != 0 {
-            return Err(Error::RootMismatch);
-        }
+        walk.finish()?;
         check_root::<H>(old_size, &fr, old_root)?;
         check_root::<H>(new_size, &sr, new_root)
     }

@@ -25,6 +25,7 @@ use crate::{
     codec::{self, Reader},
     diff::RemoteDiff,
     flat,
+    hash::fold_full_roots,
     signed::Signer,
 };
 use alloc::{
@@ -787,12 +788,7 @@ impl<H: MerkleHasher, V: Verifier> Receiver<H, V> {
                     let v = if r == x { h } else { value(r)? };
                     roots.push((r, v));
                 }
-                let tree_hash = roots
-                    .iter()
-                    .rev()
-                    .map(|(_, v)| *v)
-                    .reduce(|right, left| H::hash_node(&left, &right))
-                    .unwrap_or_else(H::hash_empty);
+                let tree_hash = fold_full_roots::<H>(roots.iter().map(|(_, v)| *v));
                 let root = self.root.as_ref().map(|r| r.root);
                 if Some(H::bind_root(size, &tree_hash)) != root {
                     return Err(forged);
