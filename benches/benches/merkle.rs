@@ -35,9 +35,15 @@ fn raw_hashing<H: MerkleHasher>(leaves: &[[u8; 32]]) -> Hash {
 fn build(c: &mut Criterion) {
     let data = leaves();
     let mut g = c.benchmark_group("merkle/build_2^20x32B");
-    g.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(6));
-    g.bench_function("raw_hashing_sha256", |b| b.iter(|| raw_hashing::<Sha256>(&data)));
-    g.bench_function("quorate_sha256", |b| b.iter(|| MerkleTree::<Sha256>::from_leaves(&data).root()));
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(6));
+    g.bench_function("raw_hashing_sha256", |b| {
+        b.iter(|| raw_hashing::<Sha256>(&data))
+    });
+    g.bench_function("quorate_sha256", |b| {
+        b.iter(|| MerkleTree::<Sha256>::from_leaves(&data).root())
+    });
     g.bench_function("rs_merkle_sha256", |b| {
         b.iter(|| {
             // rs_merkle takes leaf hashes; hashing them is part of building.
@@ -45,8 +51,12 @@ fn build(c: &mut Criterion) {
             RsTree::<RsSha256>::from_leaves(&hashed).root()
         })
     });
-    g.bench_function("raw_hashing_blake3", |b| b.iter(|| raw_hashing::<Blake3>(&data)));
-    g.bench_function("quorate_blake3", |b| b.iter(|| MerkleTree::<Blake3>::from_leaves(&data).root()));
+    g.bench_function("raw_hashing_blake3", |b| {
+        b.iter(|| raw_hashing::<Blake3>(&data))
+    });
+    g.bench_function("quorate_blake3", |b| {
+        b.iter(|| MerkleTree::<Blake3>::from_leaves(&data).root())
+    });
     g.finish();
 }
 
@@ -61,16 +71,33 @@ fn proofs(c: &mut Criterion) {
     let leaf_hash = Sha256::hash_leaf(&data[index as usize]);
 
     let mut g = c.benchmark_group("merkle/single_proof_2^20");
-    g.sample_size(50).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
-    g.bench_function("generate/quorate", |b| b.iter(|| ours.inclusion_proof(black_box(index)).unwrap()));
-    g.bench_function("generate/rs_merkle", |b| b.iter(|| theirs.proof(&[black_box(index as usize)])));
+    g.sample_size(50)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    g.bench_function("generate/quorate", |b| {
+        b.iter(|| ours.inclusion_proof(black_box(index)).unwrap())
+    });
+    g.bench_function("generate/rs_merkle", |b| {
+        b.iter(|| theirs.proof(&[black_box(index as usize)]))
+    });
     let proof = ours.inclusion_proof(index).unwrap();
     let rs_proof = theirs.proof(&[index as usize]);
     g.bench_function("verify/quorate", |b| {
-        b.iter(|| proof.verify_hash::<Sha256>(black_box(index), &leaf_hash, N as u64, &root).unwrap())
+        b.iter(|| {
+            proof
+                .verify_hash::<Sha256>(black_box(index), &leaf_hash, N as u64, &root)
+                .unwrap()
+        })
     });
     g.bench_function("verify/rs_merkle", |b| {
-        b.iter(|| assert!(rs_proof.verify(rs_root, &[black_box(index as usize)], &[hashed[index as usize]], N)))
+        b.iter(|| {
+            assert!(rs_proof.verify(
+                rs_root,
+                &[black_box(index as usize)],
+                &[hashed[index as usize]],
+                N
+            ))
+        })
     });
     g.bench_function("verify/raw_20_parent_hashes", |b| {
         b.iter(|| {
@@ -84,14 +111,25 @@ fn proofs(c: &mut Criterion) {
     g.finish();
 
     // 1,000 leaves spread over the tree.
-    let picks: Vec<u64> = (0..1000u64).map(|i| i * (N as u64 / 1000) + (i * 7919) % 97).collect();
+    let picks: Vec<u64> = (0..1000u64)
+        .map(|i| i * (N as u64 / 1000) + (i * 7919) % 97)
+        .collect();
     let rs_picks: Vec<usize> = picks.iter().map(|&i| i as usize).collect();
-    let picked: Vec<(u64, Hash)> = picks.iter().map(|&i| (i, Sha256::hash_leaf(&data[i as usize]))).collect();
+    let picked: Vec<(u64, Hash)> = picks
+        .iter()
+        .map(|&i| (i, Sha256::hash_leaf(&data[i as usize])))
+        .collect();
     let rs_picked: Vec<[u8; 32]> = rs_picks.iter().map(|&i| hashed[i]).collect();
     let mut g = c.benchmark_group("merkle/multi_proof_1000_of_2^20");
-    g.sample_size(20).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
-    g.bench_function(BenchmarkId::new("generate", "quorate"), |b| b.iter(|| ours.multi_proof(black_box(&picks)).unwrap()));
-    g.bench_function(BenchmarkId::new("generate", "rs_merkle"), |b| b.iter(|| theirs.proof(black_box(&rs_picks))));
+    g.sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    g.bench_function(BenchmarkId::new("generate", "quorate"), |b| {
+        b.iter(|| ours.multi_proof(black_box(&picks)).unwrap())
+    });
+    g.bench_function(BenchmarkId::new("generate", "rs_merkle"), |b| {
+        b.iter(|| theirs.proof(black_box(&rs_picks)))
+    });
     let multi = ours.multi_proof(&picks).unwrap();
     let rs_multi = theirs.proof(&rs_picks);
     eprintln!(
@@ -100,7 +138,11 @@ fn proofs(c: &mut Criterion) {
         rs_multi.proof_hashes().len()
     );
     g.bench_function(BenchmarkId::new("verify", "quorate"), |b| {
-        b.iter(|| multi.verify_hashes::<Sha256>(black_box(&picked), N as u64, &root).unwrap())
+        b.iter(|| {
+            multi
+                .verify_hashes::<Sha256>(black_box(&picked), N as u64, &root)
+                .unwrap()
+        })
     });
     g.bench_function(BenchmarkId::new("verify", "rs_merkle"), |b| {
         b.iter(|| assert!(rs_multi.verify(rs_root, black_box(&rs_picks), &rs_picked, N)))
