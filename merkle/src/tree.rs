@@ -71,9 +71,7 @@ impl<H: MerkleHasher> MerkleTree<H> {
     {
         let iter = leaves.into_iter();
         let mut tree = Self::with_capacity(iter.size_hint().0);
-        for leaf in iter {
-            tree.push(leaf.as_ref());
-        }
+        tree.extend(iter);
         tree
     }
 
@@ -93,6 +91,26 @@ impl<H: MerkleHasher> MerkleTree<H> {
             nodes: Vec::with_capacity(leaves.saturating_mul(2).saturating_sub(1)),
             leaves: 0,
             hasher: PhantomData,
+        }
+    }
+
+    /// Removes every leaf but keeps the allocation, so rebuilding a tree of
+    /// similar size touches no fresh memory.
+    pub fn clear(&mut self) {
+        self.nodes.clear();
+        self.leaves = 0;
+    }
+
+    /// Appends leaves, reserving room for all of them first.
+    pub fn extend<I>(&mut self, leaves: I)
+    where
+        I: IntoIterator,
+        I::Item: AsRef<[u8]>,
+    {
+        let iter = leaves.into_iter();
+        self.nodes.reserve(iter.size_hint().0.saturating_mul(2));
+        for leaf in iter {
+            self.push(leaf.as_ref());
         }
     }
 

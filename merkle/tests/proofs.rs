@@ -79,6 +79,15 @@ proptest! {
         if let Ok(p) = InclusionProof::from_bytes(&bytes) {
             prop_assert!(p.verify::<Sha256>(i, &data[i as usize], n, &root).is_err());
         }
+        // Two hashes swapped (reordered proof).
+        let h = proof.hashes();
+        if h.len() >= 2 {
+            let (a, b) = (bit.index(h.len()), (bit.index(h.len()) + 1) % h.len());
+            let mut swapped = h.to_vec();
+            swapped.swap(a, b);
+            let swapped = InclusionProof::new(swapped);
+            prop_assert!(swapped.verify::<Sha256>(i, &data[i as usize], n, &root).is_err());
+        }
         // In the leaf.
         let mut leaf = data[i as usize].clone();
         let b = bit.index(leaf.len() * 8);
