@@ -35,6 +35,29 @@ fn raw_hashing<H: MerkleHasher>(leaves: &[[u8; 32]]) -> Hash {
     acc
 }
 
+/// Runs each labelled closure `iters` times per round, round after round,
+/// and prints the best round of each relative to the first. Interleaving
+/// keeps the ratios honest on a shared machine whose load drifts.
+fn paired(title: &str, iters: u32, rounds: u32, cases: &mut [(&str, &mut dyn FnMut())]) {
+    let mut best = vec![Duration::MAX; cases.len()];
+    for _ in 0..rounds {
+        for (b, (_, f)) in best.iter_mut().zip(cases.iter_mut()) {
+            let t = Instant::now();
+            for _ in 0..iters {
+                f();
+            }
+            *b = (*b).min(t.elapsed() / iters);
+        }
+    }
+    let base = best[0].as_secs_f64();
+    let line: Vec<String> = cases
+        .iter()
+        .zip(&best)
+        .map(|((name, _), b)| format!("{name} {b:?} ({:.2}x)", b.as_secs_f64() / base))
+        .collect();
+    eprintln!("paired {title}: {}", line.join(", "));
+}
+
 /// A hasher that does no hashing work: building with it measures what the
 /// tree costs beyond the hashes (allocation, first touch, index arithmetic).
 struct NoHash;
@@ -52,58 +75,49 @@ impl MerkleHasher for NoHash {
     }
 }
 
-/// Alternates raw hashing and tree building and keeps the best of each: a
-/// ratio that survives a shared, noisy machine better than two separate
-/// criterion runs minutes apart.
-fn paired_build_ratio<H: MerkleHasher>(name: &str, data: &[[u8; 32]]) {
-    let (mut raw, mut tree, mut again) = (Duration::MAX, Duration::MAX, Duration::MAX);
+/// Raw hashing, a fresh tree and a rebuild in a reused buffer, interleaved.
+fn paired_build<H: MerkleHasher>(name: &str, data: &[[u8; 32]]) {
     let mut reused = MerkleTree::<H>::new();
-    for _ in 0..7 {
-        let t = Instant::now();
-        black_box(raw_hashing::<H>(data));
-        raw = raw.min(t.elapsed());
-        let t = Instant::now();
-        black_box(MerkleTree::<H>::from_leaves(data).root());
-        tree = tree.min(t.elapsed());
-        let t = Instant::now();
-        reused.clear();
-        reused.extend(data);
-        black_box(reused.root());
-        again = again.min(t.elapsed());
-    }
-    eprintln!(
-        "paired best-of-7 build {name}: raw hashing {raw:?}; fresh tree {tree:?} = {:.3}x; \
-         reused buffer {again:?} = {:.3}x",
-        tree.as_secs_f64() / raw.as_secs_f64(),
-        again.as_secs_f64() / raw.as_secs_f64()
+    paired(
+        &format!("build 2^20 leaves, {name}"),
+        1,
+        7,
+        &mut [
+            ("raw hashing", &mut || {
+                black_box(raw_hashing::<H>(data));
+            }),
+            ("quorate fresh", &mut || {
+                black_box(MerkleTree::<H>::from_leaves(data).root());
+            }),
+            ("quorate reused buffer", &mut || {
+                reused.clear();
+                reused.extend(data);
+                black_box(reused.root());
+            }),
+            ("no-op hasher (tree cost beyond hashing)", &mut || {
+                black_box(MerkleTree::<NoHash>::from_leaves(data).root());
+            }),
+        ],
     );
 }
 
 fn build(c: &mut Criterion) {
     let data = leaves();
-    paired_build_ratio::<Sha256>("sha256", &data);
-    paired_build_ratio::<Blake3>("blake3", &data);
-    let overhead = (0..7)
-        .map(|_| {
-            let t = Instant::now();
-            black_box(MerkleTree::<NoHash>::from_leaves(&data).root());
-            t.elapsed()
-        })
-        .min()
-        .unwrap();
-    let mut reused = MerkleTree::<NoHash>::from_leaves(&data);
-    let overhead_reused = (0..7)
-        .map(|_| {
-            let t = Instant::now();
-            reused.clear();
-            reused.extend(&data);
-            black_box(reused.root());
-            t.elapsed()
-        })
-        .min()
-        .unwrap();
-    eprintln!(
-        "tree cost beyond hashing (no-op hasher, best of 7): fresh buffer {overhead:?}, reused buffer {overhead_reused:?}"
+    paired_build::<Sha256>("sha256", &data);
+    paired_build::<Blake3>("blake3", &data);
+    paired(
+        "build 2^20 leaves, sha256 vs rs_merkle",
+        1,
+        5,
+        &mut [
+            ("raw hashing", &mut || {
+                black_box(raw_hashing::<Sha256>(&data));
+            }),
+            ("rs_merkle", &mut || {
+                let hashed: Vec<[u8; 32]> = data.iter().map(|l| RsSha256::hash(l)).collect();
+                black_box(RsTree::<RsSha256>::from_leaves(&hashed).root());
+            }),
+        ],
     );
     let mut g = c.benchmark_group("merkle/build_2^20x32B");
     g.sample_size(10)
@@ -141,6 +155,48 @@ fn proofs(c: &mut Criterion) {
     let index = 654_321u64;
     let leaf_hash = Sha256::hash_leaf(&data[index as usize]);
 
+    let proof = ours.inclusion_proof(index).unwrap();
+    let rs_proof = theirs.proof(&[index as usize]);
+    paired(
+        "verify one proof, 2^20 leaves",
+        2000,
+        15,
+        &mut [
+            ("raw 20 parent hashes", &mut || {
+                let mut acc = black_box(leaf_hash);
+                for _ in 0..LOG_N {
+                    acc = Sha256::hash_node(&acc, &acc);
+                }
+                black_box(acc);
+            }),
+            ("quorate", &mut || {
+                proof
+                    .verify_hash::<Sha256>(black_box(index), &leaf_hash, N as u64, &root)
+                    .unwrap();
+            }),
+            ("rs_merkle", &mut || {
+                assert!(rs_proof.verify(
+                    rs_root,
+                    &[black_box(index as usize)],
+                    &[hashed[index as usize]],
+                    N
+                ));
+            }),
+        ],
+    );
+    paired(
+        "generate one proof, 2^20 leaves",
+        2000,
+        15,
+        &mut [
+            ("quorate", &mut || {
+                black_box(ours.inclusion_proof(black_box(index)).unwrap());
+            }),
+            ("rs_merkle", &mut || {
+                black_box(theirs.proof(&[black_box(index as usize)]));
+            }),
+        ],
+    );
     let mut g = c.benchmark_group("merkle/single_proof_2^20");
     g.sample_size(50)
         .warm_up_time(Duration::from_millis(500))
@@ -151,8 +207,6 @@ fn proofs(c: &mut Criterion) {
     g.bench_function("generate/rs_merkle", |b| {
         b.iter(|| theirs.proof(&[black_box(index as usize)]))
     });
-    let proof = ours.inclusion_proof(index).unwrap();
-    let rs_proof = theirs.proof(&[index as usize]);
     g.bench_function("verify/quorate", |b| {
         b.iter(|| {
             proof

@@ -28,6 +28,22 @@ pub(crate) fn path_ranges(m: u64, lo: u64, hi: u64, out: &mut Vec<(u64, u64)>) {
     }
 }
 
+/// Length of RFC 9162 `PATH(m, D[0:n])`, without building it: one hash per
+/// split on the way down to leaf `m`.
+pub(crate) fn path_len(m: u64, n: u64) -> usize {
+    let (mut lo, mut hi, mut len) = (0, n, 0);
+    while hi - lo > 1 {
+        let mid = lo + split(hi - lo);
+        if m < mid {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+        len += 1;
+    }
+    len
+}
+
 /// Subtrees a multi-leaf proof carries: every maximal subtree with none of
 /// `leaves` in it, in left-to-right order. `leaves` is sorted, within `[lo, hi)`.
 pub(crate) fn multi_ranges(leaves: &[u64], lo: u64, hi: u64, out: &mut Vec<(u64, u64)>) {
@@ -271,9 +287,7 @@ impl InclusionProof {
         if index >= size {
             return Err(Error::LeafOutOfRange { index, size });
         }
-        let mut ranges = Vec::new();
-        path_ranges(index, 0, size, &mut ranges);
-        check_len(ranges.len(), self.hashes.len())?;
+        check_len(path_len(index, size), self.hashes.len())?;
         let mut walk = Walk::new(index, size - 1);
         let mut r = *leaf;
         for p in &self.hashes {
@@ -429,6 +443,7 @@ mod tests {
         fn path_lengths(n in 1u64..1 << 40, m in any::<u64>()) {
             let m = m % n;
             let len = single(m, n).len() as u32;
+            prop_assert_eq!(path_len(m, n), len as usize);
             // Bounded by the height, exact for powers of two.
             prop_assert!(len <= 64 - (n - 1).leading_zeros());
             if n.is_power_of_two() {

@@ -401,6 +401,14 @@ impl<H: MerkleHasher, V: Verifier> Receiver<H, V> {
         self.result.iter().map(|b| b.as_deref()).collect()
     }
 
+    /// The synced blocks, moved out; `None` unless [`is_complete`](Self::is_complete).
+    pub fn into_blocks(self) -> Option<Vec<Vec<u8>>> {
+        if !self.complete {
+            return None;
+        }
+        self.result.into_iter().collect()
+    }
+
     /// Number of verified remote nodes held (what `have` announcements draw on).
     pub fn verified_nodes(&self) -> usize {
         self.store.len()

@@ -200,6 +200,18 @@ proptest! {
         for k in 0..2 * (n + extra) {
             prop_assert_eq!(grown.node(k), bulk.node(k));
         }
+        // Rebuilding in a cleared tree gives the same tree again.
+        grown.clear();
+        prop_assert!(grown.is_empty());
+        prop_assert_eq!(grown.root(), MerkleTree::<Sha256>::new().root());
+        grown.extend(&data);
+        prop_assert_eq!(grown.root(), bulk.root());
+        // Incomplete nodes are never handed out.
+        prop_assert_eq!(bulk.node(2 * (n + extra)), None);
+        if !(n + extra).is_power_of_two() && n + extra > 1 {
+            let top = quorate_merkle::flat::parent(bulk.full_roots().next().unwrap());
+            prop_assert_eq!(bulk.node(top), None);
+        }
     }
 }
 

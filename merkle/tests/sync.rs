@@ -350,6 +350,7 @@ fn sync_with_ed25519_signed_roots() {
         }
     }
     assert!(receiver.is_complete());
+    assert_eq!(receiver.into_blocks().unwrap(), remote);
     let mut forged = sender.signed_root().clone();
     forged.tree_size += 1;
     assert!(forged.verify(&signer.verifier()).is_err());
