@@ -13,12 +13,14 @@
 //!    leaves those out of the proofs: a proof stops at the first node the
 //!    receiver knows. Every block is checked before it is accepted; a block
 //!    or node that contradicts the root is reported as an [`Error`] naming it.
-//! 4. After a dropped connection, [`Receiver::on_disconnect`] re-queues
-//!    whatever was in flight; verified work is kept, so sync resumes.
+//! 4. Requests unanswered for the request timeout (see
+//!    [`Receiver::poll_timeout`] / [`Receiver::handle_timeout`]), or all of
+//!    them after [`Receiver::on_disconnect`], are asked again; verified work
+//!    is kept, so sync resumes where it stopped.
 //!
 //! Neither side does I/O, reads a clock or draws randomness: inputs are
-//! [`Receiver::handle`] / [`Sender::handle`], outputs are polled from
-//! `poll_transmit` and `poll_event` until `None`.
+//! [`Receiver::handle`] / [`Sender::handle`] and the `now` you pass in,
+//! outputs are polled from `poll_transmit` and `poll_event` until `None`.
 
 use crate::{
     Error, Hash, MerkleHasher, MerkleTree, SignedRoot, Verifier,
@@ -32,7 +34,7 @@ use alloc::{
     collections::{BTreeMap, BTreeSet, VecDeque},
     vec::Vec,
 };
-use core::fmt;
+use core::{fmt, time::Duration};
 
 /// Identifies a request so its answer can be matched to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -102,6 +104,8 @@ pub enum Message {
     },
 }
 
+/// How long a [`Receiver`] waits for an answer before asking again.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most blocks in one [`Message::GetBlocks`].
 pub const MAX_BLOCKS_PER_REQUEST: u64 = 256;
 /// Most nodes in one [`Message::GetNodes`] or `have` list.
@@ -336,7 +340,9 @@ pub struct Receiver<H, V> {
     /// Leaves to fetch that are not in flight.
     missing: BTreeSet<u64>,
     by_hash: VecDeque<Hash>,
-    in_flight: BTreeMap<RequestId, InFlight>,
+    /// Outstanding requests and when they were sent.
+    in_flight: BTreeMap<RequestId, (Duration, InFlight)>,
+    request_timeout: Duration,
     next_id: u64,
     events: VecDeque<Event>,
     max_blocks_in_flight: usize,
@@ -370,6 +376,7 @@ impl<H: MerkleHasher, V: Verifier> Receiver<H, V> {
             missing: BTreeSet::new(),
             by_hash: VecDeque::new(),
             in_flight: BTreeMap::new(),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
             next_id: 0,
             events: VecDeque::new(),
             max_blocks_in_flight: 4 * MAX_BLOCKS_PER_REQUEST as usize,
@@ -419,26 +426,31 @@ impl<H: MerkleHasher, V: Verifier> Receiver<H, V> {
         RequestId(self.next_id)
     }
 
-    /// The next message to send, if any.
-    pub fn poll_transmit(&mut self) -> Option<Message> {
+    /// The next message to send at `now` (any monotonic time since an
+    /// origin of your choosing), if any.
+    pub fn poll_transmit(&mut self, now: Duration) -> Option<Message> {
         let Some(root) = self.root.as_ref() else {
-            if self.in_flight.values().any(|f| matches!(f, InFlight::Root)) {
+            if self
+                .in_flight
+                .values()
+                .any(|(_, f)| matches!(f, InFlight::Root))
+            {
                 return None;
             }
             let id = self.next_id();
-            self.in_flight.insert(id, InFlight::Root);
+            self.in_flight.insert(id, (now, InFlight::Root));
             return Some(Message::GetRoot);
         };
         let size = root.tree_size;
         if let Some(nodes) = self.diff.as_mut().and_then(RemoteDiff::poll_request) {
             let id = self.next_id();
-            self.in_flight.insert(id, InFlight::Nodes);
+            self.in_flight.insert(id, (now, InFlight::Nodes));
             return Some(Message::GetNodes { id, nodes });
         }
         let in_flight_blocks: usize = self
             .in_flight
             .values()
-            .map(|f| {
+            .map(|(_, f)| {
                 if let InFlight::Blocks { refs, .. } = f {
                     refs.len()
                 } else {
@@ -467,10 +479,13 @@ impl<H: MerkleHasher, V: Verifier> Receiver<H, V> {
         let have = announced.iter().copied().collect();
         self.in_flight.insert(
             id,
-            InFlight::Blocks {
-                refs: refs.clone(),
-                announced,
-            },
+            (
+                now,
+                InFlight::Blocks {
+                    refs: refs.clone(),
+                    announced,
+                },
+            ),
         );
         Some(Message::GetBlocks {
             id,
@@ -511,22 +526,58 @@ impl<H: MerkleHasher, V: Verifier> Receiver<H, V> {
     /// The connection dropped: what was in flight is asked again next time.
     /// Verified nodes and blocks are kept.
     pub fn on_disconnect(&mut self) {
-        for (_, f) in core::mem::take(&mut self.in_flight) {
-            match f {
-                InFlight::Root => {}
-                InFlight::Nodes => {
-                    if let Some(d) = self.diff.as_mut() {
-                        d.reset_in_flight();
-                    }
+        for (_, (_, f)) in core::mem::take(&mut self.in_flight) {
+            self.requeue(f);
+        }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called:
+    /// the earliest moment an outstanding request expires.
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        self.in_flight
+            .values()
+            .map(|(sent, _)| sent.saturating_add(self.request_timeout))
+            .min()
+    }
+
+    /// Gives up on requests unanswered for the request timeout at `now`;
+    /// they are asked again by the next [`poll_transmit`](Self::poll_transmit).
+    /// An answer that arrives later is refused as [`Error::Unexpected`]
+    /// (late, not forged).
+    pub fn handle_timeout(&mut self, now: Duration) {
+        let expired: Vec<RequestId> = self
+            .in_flight
+            .iter()
+            .filter(|(_, (sent, _))| sent.saturating_add(self.request_timeout) <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some((_, f)) = self.in_flight.remove(&id) {
+                self.requeue(f);
+            }
+        }
+    }
+
+    /// Sets how long a request may stay unanswered (default 5 s).
+    pub fn set_request_timeout(&mut self, timeout: Duration) {
+        self.request_timeout = timeout;
+    }
+
+    fn requeue(&mut self, f: InFlight) {
+        match f {
+            InFlight::Root => {}
+            InFlight::Nodes => {
+                if let Some(d) = self.diff.as_mut() {
+                    d.reset_in_flight();
                 }
-                InFlight::Blocks { refs, .. } => {
-                    for r in refs {
-                        match r {
-                            BlockRef::Index(i) => {
-                                self.missing.insert(i);
-                            }
-                            BlockRef::Hash(h) => self.by_hash.push_back(h),
+            }
+            InFlight::Blocks { refs, .. } => {
+                for r in refs {
+                    match r {
+                        BlockRef::Index(i) => {
+                            self.missing.insert(i);
                         }
+                        BlockRef::Hash(h) => self.by_hash.push_back(h),
                     }
                 }
             }
@@ -542,7 +593,7 @@ impl<H: MerkleHasher, V: Verifier> Receiver<H, V> {
             Message::Root(signed) => self.on_root(signed),
             Message::Nodes { id, hashes } => {
                 let diff = match (self.in_flight.get(&id), self.diff.as_mut()) {
-                    (Some(InFlight::Nodes), Some(diff)) => diff,
+                    (Some((_, InFlight::Nodes)), Some(diff)) => diff,
                     _ => {
                         return Err(Error::Unexpected {
                             what: "node hashes",
@@ -582,7 +633,7 @@ impl<H: MerkleHasher, V: Verifier> Receiver<H, V> {
         let Some(id) = self
             .in_flight
             .iter()
-            .find(|(_, f)| matches!(f, InFlight::Root))
+            .find(|(_, (_, f))| matches!(f, InFlight::Root))
             .map(|(id, _)| *id)
         else {
             return Err(Error::Unexpected {
@@ -675,7 +726,7 @@ impl<H: MerkleHasher, V: Verifier> Receiver<H, V> {
     }
 
     fn on_blocks(&mut self, id: RequestId, blocks: Vec<Option<Block>>) -> Result<(), Error> {
-        let Some(InFlight::Blocks { refs, announced }) = self.in_flight.get(&id) else {
+        let Some((_, InFlight::Blocks { refs, announced })) = self.in_flight.get(&id) else {
             return Err(Error::Unexpected {
                 what: "blocks",
                 id: id.0,

@@ -10,7 +10,7 @@ use quorate_merkle::{
     diff::{RemoteDiff, diff},
     sync::{Event, Message, Receiver, Sender},
 };
-use std::ops::Range;
+use std::{ops::Range, time::Duration};
 
 /// A keyed-hash "signature" for tests that do not need public keys.
 #[derive(Debug, Clone)]
@@ -101,9 +101,11 @@ fn run(seed: u64, remote: Vec<Vec<u8>>, local: Vec<Vec<u8>>, liar: Liar, loss: f
         blocks_sent: 0,
     };
     let mut lied = false;
+    let mut now = Duration::ZERO;
     for _step in 0..10_000 {
+        now += Duration::from_millis(1);
         let mut moved = false;
-        while let Some(m) = receiver.poll_transmit() {
+        while let Some(m) = receiver.poll_transmit(now) {
             moved = true;
             // Every message survives its own encoding.
             let m = Message::from_bytes(&m.to_bytes()).unwrap();
@@ -156,7 +158,13 @@ fn run(seed: u64, remote: Vec<Vec<u8>>, local: Vec<Vec<u8>>, liar: Liar, loss: f
             return out;
         }
         if !moved {
-            receiver.on_disconnect();
+            // Nothing in transit: let the lost requests time out.
+            now = now.max(
+                receiver
+                    .poll_timeout()
+                    .expect("stalled with nothing outstanding"),
+            );
+            receiver.handle_timeout(now);
         }
     }
     panic!("seed {seed}: sync did not converge: {receiver:?}");
@@ -266,7 +274,9 @@ fn edited_blocks_are_found_by_diff_and_moved_blocks_reused() {
     let mut receiver = Receiver::<Sha256, _>::new(local, key);
     let mut events = Vec::new();
     while !receiver.is_complete() {
-        let m = receiver.poll_transmit().expect("receiver stalled");
+        let m = receiver
+            .poll_transmit(Duration::ZERO)
+            .expect("receiver stalled");
         sender.handle(m).unwrap();
         while let Some(reply) = sender.poll_transmit() {
             receiver.handle(reply).unwrap();
@@ -295,7 +305,7 @@ fn blocks_by_content_hash() {
     receiver.request_by_hash(Sha256::hash_leaf(b"nowhere"));
     let mut events = Vec::new();
     for _ in 0..20 {
-        while let Some(m) = receiver.poll_transmit() {
+        while let Some(m) = receiver.poll_transmit(Duration::ZERO) {
             sender.handle(m).unwrap();
         }
         while let Some(m) = sender.poll_transmit() {
@@ -316,7 +326,9 @@ fn a_bad_signature_is_refused() {
     let remote = vec![b"a".to_vec()];
     let mut sender = Sender::<Sha256>::new(remote, &TestKey(1));
     let mut receiver = Receiver::<Sha256, _>::new(Vec::new(), TestKey(2));
-    sender.handle(receiver.poll_transmit().unwrap()).unwrap();
+    sender
+        .handle(receiver.poll_transmit(Duration::ZERO).unwrap())
+        .unwrap();
     let err = receiver
         .handle(sender.poll_transmit().unwrap())
         .unwrap_err();
@@ -342,7 +354,7 @@ fn sync_with_ed25519_signed_roots() {
     let mut sender = Sender::<Sha256>::new(remote.clone(), &signer);
     let mut receiver = Receiver::<Sha256, _>::new(Vec::new(), signer.verifier());
     for _ in 0..50 {
-        while let Some(m) = receiver.poll_transmit() {
+        while let Some(m) = receiver.poll_transmit(Duration::ZERO) {
             sender.handle(m).unwrap();
         }
         while let Some(m) = sender.poll_transmit() {
@@ -430,4 +442,50 @@ proptest! {
             rounds += 1;
         }
     }
+}
+
+#[test]
+fn lost_requests_are_asked_again_after_the_timeout() {
+    let remote: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i]).collect();
+    let key = TestKey(3);
+    let mut sender = Sender::<Sha256>::new(remote.clone(), &key);
+    let mut receiver = Receiver::<Sha256, _>::new(Vec::new(), key);
+    receiver.set_request_timeout(Duration::from_secs(2));
+    let t0 = Duration::from_secs(100);
+    let get_root = receiver.poll_transmit(t0).unwrap();
+    assert_eq!(get_root, Message::GetRoot);
+    // Lost. Nothing more is sent until the timeout fires.
+    assert_eq!(receiver.poll_transmit(t0), None);
+    assert_eq!(receiver.poll_timeout(), Some(t0 + Duration::from_secs(2)));
+    receiver.handle_timeout(t0 + Duration::from_secs(1));
+    assert_eq!(receiver.poll_transmit(t0 + Duration::from_secs(1)), None);
+    receiver.handle_timeout(t0 + Duration::from_secs(2));
+    let again = receiver.poll_transmit(t0 + Duration::from_secs(2)).unwrap();
+    assert_eq!(again, Message::GetRoot);
+    // The late answer to the first request is as good as the second's: a
+    // root is a root. Block answers are matched by id instead.
+    sender.handle(again).unwrap();
+    receiver.handle(sender.poll_transmit().unwrap()).unwrap();
+    let t1 = t0 + Duration::from_secs(3);
+    // The diff asks for the remote full roots first.
+    let get_nodes = receiver.poll_transmit(t1).unwrap();
+    assert!(matches!(get_nodes, Message::GetNodes { .. }));
+    sender.handle(get_nodes).unwrap();
+    receiver.handle(sender.poll_transmit().unwrap()).unwrap();
+    let get_blocks = receiver.poll_transmit(t1).unwrap();
+    assert!(matches!(get_blocks, Message::GetBlocks { .. }));
+    sender.handle(get_blocks).unwrap();
+    let late = sender.poll_transmit().unwrap();
+    receiver.handle_timeout(t1 + Duration::from_secs(2));
+    assert!(matches!(
+        receiver.handle(late),
+        Err(Error::Unexpected { .. })
+    ));
+    assert!(!receiver.is_complete());
+    // Asked again, answered, done.
+    let retry = receiver.poll_transmit(t1 + Duration::from_secs(2)).unwrap();
+    sender.handle(retry).unwrap();
+    receiver.handle(sender.poll_transmit().unwrap()).unwrap();
+    assert!(receiver.is_complete());
+    assert_eq!(receiver.into_blocks().unwrap(), remote);
 }
