@@ -86,11 +86,23 @@ impl<'a> Reader<'a> {
         Ok(Hash(h))
     }
 
+    /// A length-prefixed list of at most `max` items of at least
+    /// `min_item_len` bytes each, read by `item`.
+    pub(crate) fn list<T>(
+        &mut self,
+        what: &'static str,
+        max: u64,
+        min_item_len: u64,
+        mut item: impl FnMut(&mut Self) -> Result<T, Error>,
+    ) -> Result<Vec<T>, Error> {
+        let n = self.len_field(what, max)?;
+        self.check_room(n, min_item_len)?;
+        (0..n).map(|_| item(self)).collect()
+    }
+
     /// A length-prefixed list of hashes, at most `max` long.
     pub(crate) fn hashes(&mut self, max: u64) -> Result<Vec<Hash>, Error> {
-        let n = self.len_field("hash list", max)?;
-        self.check_room(n, HASH_LEN as u64)?;
-        (0..n).map(|_| self.hash()).collect()
+        self.list("hash list", max, HASH_LEN as u64, Self::hash)
     }
 
     /// A length-prefixed byte string, at most `max` long.

@@ -192,27 +192,23 @@ impl Message {
             },
             5 => {
                 let id = RequestId(r.varint()?);
-                let n = r.len_field("block list", MAX_BLOCKS_PER_REQUEST)?;
-                r.check_room(n, 2)?;
-                let blocks = (0..n)
-                    .map(|_| match r.u8()? {
+                let blocks = r.list("block list", MAX_BLOCKS_PER_REQUEST, 2, |r| {
+                    match r.u8()? {
                         0 => Ok(BlockRef::Index(r.varint()?)),
                         1 => Ok(BlockRef::Hash(r.hash()?)),
                         tag => Err(Error::UnknownTag {
                             what: "block reference",
                             tag,
                         }),
-                    })
-                    .collect::<Result<_, _>>()?;
+                    }
+                })?;
                 let have = varints(&mut r, "have list")?;
                 Message::GetBlocks { id, blocks, have }
             }
             6 => {
                 let id = RequestId(r.varint()?);
-                let n = r.len_field("block list", MAX_BLOCKS_PER_REQUEST)?;
-                r.check_room(n, 1)?;
-                let blocks = (0..n)
-                    .map(|_| match r.u8()? {
+                let blocks = r.list("block list", MAX_BLOCKS_PER_REQUEST, 1, |r| {
+                    match r.u8()? {
                         0 => Ok(None),
                         1 => Ok(Some(Block {
                             index: r.varint()?,
@@ -223,8 +219,8 @@ impl Message {
                             what: "block entry",
                             tag,
                         }),
-                    })
-                    .collect::<Result<_, _>>()?;
+                    }
+                })?;
                 Message::Blocks { id, blocks }
             }
             tag => {
@@ -240,9 +236,7 @@ impl Message {
 }
 
 fn varints(r: &mut Reader<'_>, what: &'static str) -> Result<Vec<u64>, Error> {
-    let n = r.len_field(what, MAX_NODES_PER_MESSAGE)?;
-    r.check_room(n, 1)?;
-    (0..n).map(|_| r.varint()).collect()
+    r.list(what, MAX_NODES_PER_MESSAGE, 1, Reader::varint)
 }
 
 /// Whether `node` is one of the full roots of a tree of `size` leaves.

@@ -202,32 +202,31 @@ fn tamper(m: &mut Message, liar: Liar, rng: &mut fastrand::Rng) -> bool {
     }
 }
 
+/// Runs every seed's scenario with this liar and loss rate.
+fn run_seeds(liar: Liar, loss: f64) -> Vec<Outcome> {
+    (0..seeds())
+        .map(|seed| {
+            let (remote, local) = scenario(&mut fastrand::Rng::with_seed(seed));
+            run(seed, remote, local, liar, loss)
+        })
+        .collect()
+}
+
 #[test]
 fn sync_converges_between_random_block_sets() {
-    for seed in 0..seeds() {
-        let mut rng = fastrand::Rng::with_seed(seed);
-        let (remote, local) = scenario(&mut rng);
-        run(seed, remote, local, Liar::Honest, 0.0);
-    }
+    run_seeds(Liar::Honest, 0.0);
 }
 
 #[test]
 fn sync_resumes_over_a_lossy_network() {
-    for seed in 0..seeds() {
-        let mut rng = fastrand::Rng::with_seed(seed);
-        let (remote, local) = scenario(&mut rng);
-        run(seed, remote, local, Liar::Honest, 0.3);
-    }
+    run_seeds(Liar::Honest, 0.3);
 }
 
 #[test]
 fn a_corrupting_sender_is_caught_and_sync_still_converges() {
     let mut lies = 0;
-    for seed in 0..seeds() {
-        for liar in [Liar::CorruptBlock, Liar::CorruptHash] {
-            let mut rng = fastrand::Rng::with_seed(seed);
-            let (remote, local) = scenario(&mut rng);
-            let out = run(seed, remote, local, liar, 0.0);
+    for liar in [Liar::CorruptBlock, Liar::CorruptHash] {
+        for (seed, out) in run_seeds(liar, 0.0).iter().enumerate() {
             lies += u64::from(out.lied);
             for e in &out.caught {
                 assert!(
