@@ -578,10 +578,13 @@ impl<H: MerkleHasher, V: Verifier> Receiver<H, V> {
         }
     }
 
-    /// Takes a message from the sender. A message that contradicts the
-    /// signed root, or answers nothing that was asked, is an [`Error`] and
-    /// changes nothing; treat the sender as lying and call
-    /// [`on_disconnect`](Self::on_disconnect) to retry elsewhere.
+    /// Takes a message from the sender. Any message that is not accepted is
+    /// an [`Error`] and changes nothing. [`Error::Forged`],
+    /// [`Error::ProofLength`], [`Error::RootMismatch`] and
+    /// [`Error::BadSignature`] are proof that the sender lies (or its data is
+    /// corrupt): drop it and call [`on_disconnect`](Self::on_disconnect) to
+    /// ask another. [`Error::Unexpected`] only means an answer nobody is
+    /// waiting for, e.g. one that arrived after its request timed out.
     pub fn handle(&mut self, msg: Message) -> Result<(), Error> {
         match msg {
             Message::Root(signed) => self.on_root(signed),
