@@ -16,3 +16,11 @@
 extern crate alloc;
 
 pub mod sim;
+
+pub mod codec;
+pub mod framing;
+pub mod mem;
+pub mod patterns;
+mod transport;
+
+pub use transport::{Event, Transport};
