@@ -3,7 +3,7 @@
 //! A [`Codec`] is the one place a transport learns the shape of your
 //! messages. The default, [`BytesCodec`], passes [`Bytes`] through untouched;
 //! implement [`Codec`] for a unit struct to carry your own enum without
-//! serde, or (feature `serde`) use [`SerdeCodec`] with the serde format of
+//! serde, or (feature `serde`) use `SerdeCodec` with the serde format of
 //! your choice.
 
 use core::convert::Infallible;

@@ -10,6 +10,8 @@ use alloc::vec::Vec;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use crate::framing::{ChannelId, Frame};
+
 /// Correlates a reply with its request. Unique per requester.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -178,6 +180,16 @@ impl Wire {
         let mut buf = BytesMut::new();
         self.encode(&mut buf);
         buf.freeze()
+    }
+
+    /// This message as a frame on `channel`, ready for a frame transport.
+    pub fn to_frame(&self, channel: ChannelId) -> Frame {
+        Frame::new(channel, self.to_bytes())
+    }
+
+    /// Decodes a frame's payload (the caller has routed it by channel).
+    pub fn from_frame(frame: &Frame) -> Result<Wire, WireError> {
+        Wire::decode(frame.payload.clone())
     }
 
     /// Decodes one message from a whole payload. Fields share `src`'s
