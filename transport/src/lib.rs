@@ -26,3 +26,8 @@ pub mod tcp;
 mod transport;
 
 pub use transport::{Event, Transport, Typed, TypedError};
+
+// The README's examples are compiled and run as doctests.
+#[cfg(all(doctest, feature = "tokio"))]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
