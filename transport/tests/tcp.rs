@@ -384,3 +384,60 @@ async fn typed_messages_and_misuse_errors() {
         }
     }
 }
+
+#[tokio::test]
+async fn shutdown_writes_out_queued_frames() {
+    let mut server = TcpTransport::bind(SERVER, "127.0.0.1:0", TcpConfig::default())
+        .await
+        .unwrap();
+    let client = TcpTransport::client(CLIENT, TcpConfig::default());
+    client.add_peer(SERVER, server.local_addr().unwrap());
+    for i in 0..200u32 {
+        let f = Frame::new(ChannelId(0), Bytes::from(i.to_be_bytes().to_vec()));
+        client.send(SERVER, f).await.unwrap();
+    }
+    client.shutdown().await;
+    for i in 0..200u32 {
+        let (_, msg) = next_message(&mut server).await;
+        assert_eq!(msg.payload, Bytes::from(i.to_be_bytes().to_vec()));
+    }
+    wait_for(&mut server, Event::Disconnected(CLIENT)).await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn garbage_and_oversized_frames_close_only_that_connection() {
+    use tokio::io::AsyncWriteExt;
+    let config = TcpConfig {
+        framing: quorate_transport::framing::FrameCodec::with_max_frame_size(1024),
+        ..TcpConfig::default()
+    };
+    let mut server = TcpTransport::bind(SERVER, "127.0.0.1:0", config)
+        .await
+        .unwrap();
+    let addr = server.local_addr().unwrap();
+
+    // No hello at all, just noise: dropped before any event.
+    let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
+    raw.write_all(&[0xff; 64]).await.unwrap();
+
+    // A proper hello, then a header claiming 4 GiB.
+    let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut hello = vec![0, 0, 0, 8];
+    hello.extend_from_slice(&CONTROL_CHANNEL.0.to_be_bytes());
+    hello.push(0);
+    hello.extend_from_slice(&7u64.to_be_bytes());
+    raw.write_all(&hello).await.unwrap();
+    raw.write_all(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0]).await.unwrap();
+    wait_for(&mut server, Event::Connected(PeerId(7))).await;
+    wait_for(&mut server, Event::Disconnected(PeerId(7))).await;
+
+    // The server still serves well-behaved peers.
+    let client = TcpTransport::client(CLIENT, config);
+    client.add_peer(SERVER, addr);
+    client.send(SERVER, frame("fine")).await.unwrap();
+    let (from, msg) = next_message(&mut server).await;
+    assert_eq!((from, &msg.payload[..]), (CLIENT, &b"fine"[..]));
+    client.shutdown().await;
+    server.shutdown().await;
+}
