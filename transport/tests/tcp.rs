@@ -428,7 +428,9 @@ async fn garbage_and_oversized_frames_close_only_that_connection() {
     hello.push(0);
     hello.extend_from_slice(&7u64.to_be_bytes());
     raw.write_all(&hello).await.unwrap();
-    raw.write_all(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0]).await.unwrap();
+    raw.write_all(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0])
+        .await
+        .unwrap();
     wait_for(&mut server, Event::Connected(PeerId(7))).await;
     wait_for(&mut server, Event::Disconnected(PeerId(7))).await;
 
