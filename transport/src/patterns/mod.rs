@@ -29,6 +29,7 @@
 //! absolute and idempotent, and is re-sent every [`Limits::refresh`], so
 //! lost, duplicated or reordered control messages heal by themselves.
 
+pub mod mux;
 pub mod pubsub;
 pub mod pushpull;
 pub mod reqrep;
