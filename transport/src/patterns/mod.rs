@@ -14,6 +14,8 @@
 //! [`ChannelId`](crate::framing::ChannelId); [`Wire`] messages travel as frame
 //! payloads on that channel, so a chat client's request (archive), push
 //! (post) and subscribe (new posts) share one TCP connection.
+//! [`mux::Mux`] holds the endpoints by channel, routes inbound frames to
+//! them and gathers their output as frames.
 //!
 //! **High-water marks.** Every queue is bounded by [`Limits::hwm`]. When a
 //! queue is full the [`HwmPolicy`] decides: [`HwmPolicy::Block`] refuses

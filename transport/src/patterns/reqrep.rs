@@ -245,6 +245,12 @@ impl<P: Copy + Ord + Debug> Replier<P> {
         Ok(())
     }
 
+    /// Gives up on answering request `id` from `from`, freeing its slot
+    /// (the requester will time out); returns whether it was pending.
+    pub fn abandon(&mut self, from: P, id: RequestId) -> bool {
+        self.pending.remove(&(from, id))
+    }
+
     /// The next message to send.
     pub fn poll_transmit(&mut self) -> Option<(P, Wire)> {
         self.transmit.pop_front()
@@ -361,5 +367,11 @@ mod tests {
         assert!(s.poll_transmit().is_some());
         s.handle(3, req(1));
         assert_eq!(s.poll_event().map(|_| ()), Some(()));
+        assert!(s.abandon(2, RequestId(0)));
+        assert!(!s.abandon(2, RequestId(0)));
+        assert_eq!(
+            s.reply(2, RequestId(0), Bytes::new()),
+            Err(Error::UnknownRequest { id: RequestId(0) })
+        );
     }
 }
