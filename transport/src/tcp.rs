@@ -461,7 +461,7 @@ async fn dial_loop<W: StreamWrapper>(
             _ = tokio::time::sleep(backoff) => {}
             _ = stopped(&mut stop) => return,
         }
-        backoff = (backoff * 2).min(shared.config.backoff_max);
+        backoff = backoff.saturating_mul(2).min(shared.config.backoff_max);
     }
 }
 

@@ -36,7 +36,7 @@ pub mod pubsub;
 pub mod pushpull;
 pub mod reqrep;
 pub mod router;
-mod wire;
+pub(crate) mod wire;
 
 pub use wire::{MAX_WIRE_PREFIXES, RequestId, Wire, WireError};
 

@@ -347,7 +347,8 @@ impl<P: Copy + Ord + Debug> Puller<P> {
 }
 
 fn grant(src: &Source, window: u64) -> u64 {
-    src.high + window.saturating_sub(src.queued)
+    // Saturating: `high` comes from the peer (a skip can name any number).
+    src.high.saturating_add(window.saturating_sub(src.queued))
 }
 
 #[cfg(test)]
@@ -433,6 +434,11 @@ mod tests {
         );
         q.handle(T, 1, push(9));
         assert_eq!(q.counters().ignored, 3);
+        // A hostile skip to the end of the sequence space neither panics
+        // nor lets anything through.
+        q.handle(T, 1, Wire::Skip { to: u64::MAX });
+        q.handle(T, 1, push(u64::MAX));
+        assert_eq!(q.counters().dropped_inbound, 2);
     }
 
     #[test]
