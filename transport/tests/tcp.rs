@@ -412,3 +412,23 @@ async fn garbage_and_oversized_frames_close_only_that_connection() {
     client.shutdown().await;
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn removing_a_peer_closes_its_link() {
+    let mut server = TcpTransport::bind(SERVER, "127.0.0.1:0", TcpConfig::default())
+        .await
+        .unwrap();
+    let client = TcpTransport::client(CLIENT, TcpConfig::default());
+    client.add_peer(SERVER, server.local_addr().unwrap());
+    client.send(SERVER, frame("last words")).await.unwrap();
+    client.remove_peer(SERVER);
+    let (_, msg) = next_message(&mut server).await;
+    assert_eq!(&msg.payload[..], b"last words");
+    wait_for(&mut server, Event::Disconnected(CLIENT)).await;
+    assert!(matches!(
+        client.send(SERVER, frame("x")).await,
+        Err(TcpError::UnknownPeer(SERVER))
+    ));
+    client.shutdown().await;
+    server.shutdown().await;
+}
