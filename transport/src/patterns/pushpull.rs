@@ -121,7 +121,8 @@ impl<P: Copy + Ord + Debug> Pusher<P> {
                 >= credit
                     .high_since
                     .saturating_add(self.limits.refresh.saturating_mul(2));
-        if stalled {
+        let already = self.control.iter().any(|(p, _)| *p == from);
+        if stalled && !already {
             // The pushes beyond `high` are lost: say so, once per two refreshes.
             credit.high_since = now;
             let to = credit.next_seq;

@@ -96,7 +96,10 @@ impl<P: Copy + Ord + Debug> Requester<P> {
         body: Bytes,
         timeout: Duration,
     ) -> Result<RequestId, Error> {
-        if self.pending.len() + self.events.len() >= self.limits.cap() {
+        // Outcomes not yet polled and requests not yet transmitted count too,
+        // so an application that stops polling cannot grow either queue.
+        let cap = self.limits.cap();
+        if self.pending.len() + self.events.len() >= cap || self.transmit.len() >= cap {
             return Err(self.limits.refuse(&mut self.counters));
         }
         let id = RequestId(self.next_id);
@@ -291,6 +294,9 @@ mod tests {
             r.poll_event(),
             Some(RequesterEvent::TimedOut { id: RequestId(0) })
         );
+        // Still refused: both requests are still waiting to be transmitted.
+        assert!(r.request(ms(10), 1, Bytes::new(), ms(10)).is_err());
+        assert!(r.poll_transmit().is_some());
         assert!(r.request(ms(10), 1, Bytes::new(), ms(10)).is_ok());
     }
 
