@@ -14,7 +14,7 @@ use crate::time::UnixMillis;
 /// IDs order like their numbers, which is by time first (to the tick).
 /// `Display`/`FromStr` use decimal; [`Id::to_base32`] gives a 13-character form
 /// that sorts as text like the number does. With the `serde` feature an `Id`
-/// serializes as a number; use [`serde_as_string`](crate::serde_as_string) for
+/// serializes as a number; use `serde_as_string` for
 /// JavaScript clients, whose numbers lose precision past 2^53.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Id(u64);

@@ -65,7 +65,7 @@
 //! - `std` (default): [`SystemClockGenerator`] and `std::error::Error` for the
 //!   errors. Without it the crate is `no_std` and needs no allocator.
 //! - `serde`: an [`Id`] serializes as a number and deserializes from a number or
-//!   a decimal string; [`serde_as_string`] writes it as a string. A [`Layout`]
+//!   a decimal string; `serde_as_string` writes it as a string. A [`Layout`]
 //!   read from a configuration file is validated like [`Layout::new`].
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_cfg))]

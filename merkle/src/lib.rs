@@ -31,8 +31,8 @@
 //! # Features
 //! - `std` (default): implements `std::error::Error` for [`Error`].
 //! - `sha2` (default): the [`Sha256`] hasher.
-//! - `blake3`: the [`Blake3`] hasher.
-//! - `ed25519`: [`signed::Ed25519Signer`] and [`signed::Ed25519Verifier`].
+//! - `blake3`: the `Blake3` hasher.
+//! - `ed25519`: `signed::Ed25519Signer` and `signed::Ed25519Verifier`.
 //! - `serde`: `Serialize`/`Deserialize` for hashes, roots, proofs and messages.
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_cfg))]
