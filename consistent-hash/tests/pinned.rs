@@ -1,0 +1,109 @@
+//! Pinned placements: a change to hashing or placement rules breaks these.
+//!
+//! Every expected value was computed outside this crate: XXH3 by the C
+//! reference library (python-xxhash 4.1, `xxh3_64_intdigest(data, seed)`),
+//! and ring, jump, Maglev, rendezvous and multi-probe placement by a short
+//! independent Python transcription of the rules documented in each module.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use quorate_consistent_hash::{JumpHash, KeyHasher, Maglev, MultiProbe, Rendezvous, Ring, Xxh3};
+
+const NODES: [&str; 3] = ["node-a", "node-b", "node-c"];
+
+fn keys() -> impl Iterator<Item = String> {
+    (0..10).map(|i| format!("key-{i}"))
+}
+
+#[test]
+fn xxh3_reference_values() {
+    assert_eq!(Xxh3.hash(b"node-0", 0), 0x982a_cdf8_04e9_7d99);
+    assert_eq!(Xxh3.hash(b"key-1", 0), 0x2d29_f133_6b02_29f9);
+    assert_eq!(Xxh3.hash(b"node-0", 1), 0x49c2_b14a_7a3b_59e2);
+}
+
+#[test]
+fn ring_assignments_are_pinned() {
+    let mut ring = Ring::new(4).unwrap();
+    for node in NODES {
+        ring.add(node).unwrap();
+    }
+    let owners: Vec<&str> = keys().map(|key| *ring.get(&key).unwrap()).collect();
+    let expected = [
+        "node-c", "node-c", "node-b", "node-c", "node-c", "node-c", "node-c", "node-c", "node-c", "node-b",
+    ];
+    assert_eq!(owners, expected);
+    let replicas: Vec<Vec<&str>> = keys().take(4).map(|key| ring.replicas(&key, 2).into_iter().copied().collect()).collect();
+    assert_eq!(
+        replicas,
+        [["node-c", "node-a"], ["node-c", "node-b"], ["node-b", "node-c"], ["node-c", "node-a"]]
+    );
+}
+
+#[test]
+fn ring_ignores_insertion_order() {
+    let mut forward = Ring::new(50).unwrap();
+    let mut backward = Ring::new(50).unwrap();
+    for node in NODES {
+        forward.add(node).unwrap();
+    }
+    for node in NODES.iter().rev() {
+        backward.add(*node).unwrap();
+    }
+    for key in 0u32..2000 {
+        assert_eq!(forward.get(&key), backward.get(&key));
+    }
+}
+
+#[test]
+fn jump_assignments_are_pinned() {
+    let jump = JumpHash::new(7).unwrap();
+    let buckets: Vec<u32> = keys().map(|key| jump.bucket(&key).0).collect();
+    assert_eq!(buckets, [1, 1, 4, 0, 3, 4, 6, 2, 2, 6]);
+}
+
+#[test]
+fn maglev_assignments_are_pinned() {
+    let maglev = Maglev::with_table_size(NODES, 13, Xxh3).unwrap();
+    assert_eq!(maglev.table(), [0, 1, 1, 0, 2, 2, 0, 2, 0, 0, 1, 1, 2]);
+    let owners: Vec<&str> = keys().map(|key| *maglev.get(&key).unwrap()).collect();
+    let expected = [
+        "node-a", "node-b", "node-c", "node-a", "node-a", "node-b", "node-b", "node-b", "node-a", "node-c",
+    ];
+    assert_eq!(owners, expected);
+}
+
+#[test]
+fn rendezvous_assignments_are_pinned() {
+    let mut uniform = Rendezvous::new();
+    for node in NODES {
+        uniform.add(node).unwrap();
+    }
+    let owners: Vec<&str> = keys().map(|key| *uniform.get(&key).unwrap()).collect();
+    let expected = [
+        "node-b", "node-c", "node-b", "node-a", "node-b", "node-c", "node-a", "node-b", "node-a", "node-b",
+    ];
+    assert_eq!(owners, expected);
+
+    let mut weighted = Rendezvous::new();
+    for (node, weight) in NODES.into_iter().zip([1.0, 2.0, 4.0]) {
+        weighted.add_weighted(node, weight).unwrap();
+    }
+    let owners: Vec<&str> = keys().map(|key| *weighted.get(&key).unwrap()).collect();
+    let expected = [
+        "node-b", "node-c", "node-b", "node-c", "node-b", "node-c", "node-a", "node-b", "node-a", "node-b",
+    ];
+    assert_eq!(owners, expected);
+}
+
+#[test]
+fn multi_probe_assignments_are_pinned() {
+    let mut mp = MultiProbe::new(5).unwrap();
+    for node in NODES {
+        mp.add(node).unwrap();
+    }
+    let owners: Vec<&str> = keys().map(|key| *mp.get(&key).unwrap()).collect();
+    let expected = [
+        "node-a", "node-c", "node-c", "node-c", "node-a", "node-a", "node-b", "node-a", "node-c", "node-c",
+    ];
+    assert_eq!(owners, expected);
+}
