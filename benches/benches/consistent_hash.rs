@@ -38,7 +38,8 @@ fn ring(nodes: usize, vnodes: u32) -> Ring<String> {
 
 fn hashring(nodes: usize, vnodes: u32) -> HashRing<VNode> {
     let mut ring = HashRing::new();
-    let all = (0..nodes as u32).flat_map(|node| (0..vnodes).map(move |replica| VNode { node, replica }));
+    let all =
+        (0..nodes as u32).flat_map(|node| (0..vnodes).map(move |replica| VNode { node, replica }));
     ring.batch_add(all.collect());
     ring
 }
@@ -88,33 +89,66 @@ fn figures<T: Eq + Hash>(label: &str, before: impl Fn(u64) -> T, after: impl Fn(
 fn print_figures() {
     for vnodes in [100, 1000] {
         let (a, b) = (ring(NODES, vnodes), ring(NODES + 1, vnodes));
-        figures(&format!("quorate Ring x{vnodes}"), |k| a.get(&k).unwrap().clone(), |k| b.get(&k).unwrap().clone());
+        figures(
+            &format!("quorate Ring x{vnodes}"),
+            |k| a.get(&k).unwrap().clone(),
+            |k| b.get(&k).unwrap().clone(),
+        );
         let (a, b) = (hashring(NODES, vnodes), hashring(NODES + 1, vnodes));
-        figures(&format!("hashring x{vnodes}"), |k| a.get(&k).unwrap().node, |k| b.get(&k).unwrap().node);
+        figures(
+            &format!("hashring x{vnodes}"),
+            |k| a.get(&k).unwrap().node,
+            |k| b.get(&k).unwrap().node,
+        );
     }
-    let (a, b) = (JumpHash::new(NODES as u32).unwrap(), JumpHash::new(NODES as u32 + 1).unwrap());
+    let (a, b) = (
+        JumpHash::new(NODES as u32).unwrap(),
+        JumpHash::new(NODES as u32 + 1).unwrap(),
+    );
     figures("quorate JumpHash", |k| a.bucket(&k), |k| b.bucket(&k));
     let peer = JumpHasher::new_with_keys(1, 2);
-    figures("jumphash", |k| peer.slot(&k, NODES as u32), |k| peer.slot(&k, NODES as u32 + 1));
+    figures(
+        "jumphash",
+        |k| peer.slot(&k, NODES as u32),
+        |k| peer.slot(&k, NODES as u32 + 1),
+    );
     let (a, b) = (rendezvous(NODES), rendezvous(NODES + 1));
-    figures("quorate Rendezvous", |k| a.get(&k).unwrap().clone(), |k| b.get(&k).unwrap().clone());
+    figures(
+        "quorate Rendezvous",
+        |k| a.get(&k).unwrap().clone(),
+        |k| b.get(&k).unwrap().clone(),
+    );
     let (a, b) = (maglev(NODES), maglev(NODES + 1));
-    figures("quorate Maglev 65537", |k| a.get(&k).unwrap().clone(), |k| b.get(&k).unwrap().clone());
-    for probes in [21, 41, 64] {
+    figures(
+        "quorate Maglev 65537",
+        |k| a.get(&k).unwrap().clone(),
+        |k| b.get(&k).unwrap().clone(),
+    );
+    for probes in [21, 32, 48, 64] {
         let (a, b) = (multi_probe(NODES, probes), multi_probe(NODES + 1, probes));
-        figures(&format!("quorate MultiProbe k={probes}"), |k| a.get(&k).unwrap().clone(), |k| b.get(&k).unwrap().clone());
+        figures(
+            &format!("quorate MultiProbe k={probes}"),
+            |k| a.get(&k).unwrap().clone(),
+            |k| b.get(&k).unwrap().clone(),
+        );
     }
 }
 
 fn lookups(c: &mut Criterion) {
     print_figures();
-    let keys: Vec<u64> = (0..BATCH).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15)).collect();
+    let keys: Vec<u64> = (0..BATCH)
+        .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+        .collect();
     let mut group = c.benchmark_group("consistent_hash_lookup");
     group.throughput(Throughput::Elements(BATCH));
     for vnodes in [100, 1000] {
         let ours = ring(NODES, vnodes);
         group.bench_function(format!("quorate_ring_x{vnodes}"), |b| {
-            b.iter(|| keys.iter().map(|k| ours.get(k).unwrap().len()).sum::<usize>())
+            b.iter(|| {
+                keys.iter()
+                    .map(|k| ours.get(k).unwrap().len())
+                    .sum::<usize>()
+            })
         });
         let peer = hashring(NODES, vnodes);
         group.bench_function(format!("hashring_x{vnodes}"), |b| {
@@ -122,14 +156,34 @@ fn lookups(c: &mut Criterion) {
         });
     }
     let jump = JumpHash::new(NODES as u32).unwrap();
-    group.bench_function("quorate_jump", |b| b.iter(|| keys.iter().map(|k| jump.bucket(k).0).sum::<u32>()));
+    group.bench_function("quorate_jump", |b| {
+        b.iter(|| keys.iter().map(|k| jump.bucket(k).0).sum::<u32>())
+    });
     let peer = JumpHasher::new_with_keys(1, 2);
-    group.bench_function("jumphash", |b| b.iter(|| keys.iter().map(|k| peer.slot(k, black_box(NODES as u32))).sum::<u32>()));
+    group.bench_function("jumphash", |b| {
+        b.iter(|| {
+            keys.iter()
+                .map(|k| peer.slot(k, black_box(NODES as u32)))
+                .sum::<u32>()
+        })
+    });
     let hrw = rendezvous(NODES);
-    group.bench_function("quorate_rendezvous", |b| b.iter(|| keys.iter().map(|k| hrw.get(k).unwrap().len()).sum::<usize>()));
+    group.bench_function("quorate_rendezvous", |b| {
+        b.iter(|| {
+            keys.iter()
+                .map(|k| hrw.get(k).unwrap().len())
+                .sum::<usize>()
+        })
+    });
     let maglev = maglev(NODES);
-    group.bench_function("quorate_maglev", |b| b.iter(|| keys.iter().map(|k| maglev.get(k).unwrap().len()).sum::<usize>()));
-    for probes in [21, 41] {
+    group.bench_function("quorate_maglev", |b| {
+        b.iter(|| {
+            keys.iter()
+                .map(|k| maglev.get(k).unwrap().len())
+                .sum::<usize>()
+        })
+    });
+    for probes in [21, 48] {
         let mp = multi_probe(NODES, probes);
         group.bench_function(format!("quorate_multi_probe_k{probes}"), |b| {
             b.iter(|| keys.iter().map(|k| mp.get(k).unwrap().len()).sum::<usize>())

@@ -14,10 +14,10 @@
 
 use alloc::collections::BTreeMap;
 
+use crate::Error;
 use crate::hash::{KeyHasher, StableKey};
 use crate::rendezvous::Rendezvous;
 use crate::ring::Ring;
-use crate::Error;
 
 /// Load accounting for bounded-load placement over nodes `N`.
 ///
@@ -49,7 +49,11 @@ impl<N: Ord + Clone> BoundedLoads<N> {
         if !(epsilon.is_finite() && epsilon >= 0.0) {
             return Err(Error::InvalidEpsilon { epsilon });
         }
-        Ok(Self { epsilon, loads: BTreeMap::new(), total: 0 })
+        Ok(Self {
+            epsilon,
+            loads: BTreeMap::new(),
+            total: 0,
+        })
     }
 
     /// The slack above the average load.
@@ -77,7 +81,11 @@ impl<N: Ord + Clone> BoundedLoads<N> {
 
     /// Places one key on the first of `preference` (which must list each of
     /// the `nodes` nodes once) that is below capacity, and returns that node.
-    pub fn place<'a>(&mut self, preference: impl IntoIterator<Item = &'a N>, nodes: usize) -> Result<N, Error>
+    pub fn place<'a>(
+        &mut self,
+        preference: impl IntoIterator<Item = &'a N>,
+        nodes: usize,
+    ) -> Result<N, Error>
     where
         N: 'a,
     {
@@ -85,7 +93,9 @@ impl<N: Ord + Clone> BoundedLoads<N> {
             return Err(Error::NoNodes);
         }
         let capacity = self.capacity_for(self.total + 1, nodes);
-        let chosen = preference.into_iter().find(|node| self.load(node) < capacity);
+        let chosen = preference
+            .into_iter()
+            .find(|node| self.load(node) < capacity);
         let node = chosen.ok_or(Error::AllNodesFull { capacity })?.clone();
         *self.loads.entry(node.clone()).or_insert(0) += 1;
         self.total += 1;
@@ -103,13 +113,20 @@ impl<N: Ord + Clone> BoundedLoads<N> {
     }
 
     /// Places `key` on `rendezvous`, trying nodes in descending score order.
-    pub fn place_on_rendezvous<K, H>(&mut self, rendezvous: &Rendezvous<N, H>, key: &K) -> Result<N, Error>
+    pub fn place_on_rendezvous<K, H>(
+        &mut self,
+        rendezvous: &Rendezvous<N, H>,
+        key: &K,
+    ) -> Result<N, Error>
     where
         K: StableKey + ?Sized,
         N: StableKey,
         H: KeyHasher,
     {
-        self.place(rendezvous.ranked(rendezvous.hash_key(key)), rendezvous.len())
+        self.place(
+            rendezvous.ranked(rendezvous.hash_key(key)),
+            rendezvous.len(),
+        )
     }
 
     /// Forgets one key placed on `node`.
@@ -126,7 +143,10 @@ impl<N: Ord + Clone> BoundedLoads<N> {
     /// Nodes above `ceil((1 + epsilon) * total / nodes)` (only possible after releases).
     pub fn overloaded(&self, nodes: usize) -> impl Iterator<Item = (&N, u64)> + '_ {
         let capacity = self.capacity_for(self.total, nodes);
-        self.loads.iter().filter(move |&(_, &load)| load > capacity).map(|(node, &load)| (node, load))
+        self.loads
+            .iter()
+            .filter(move |&(_, &load)| load > capacity)
+            .map(|(node, &load)| (node, load))
     }
 }
 
@@ -136,12 +156,18 @@ mod tests {
 
     #[test]
     fn rejects_bad_input() {
-        assert_eq!(BoundedLoads::<u32>::new(-0.1).err(), Some(Error::InvalidEpsilon { epsilon: -0.1 }));
+        assert_eq!(
+            BoundedLoads::<u32>::new(-0.1).err(),
+            Some(Error::InvalidEpsilon { epsilon: -0.1 })
+        );
         assert!(BoundedLoads::<u32>::new(f64::INFINITY).is_err());
         let mut loads = BoundedLoads::<u32>::new(0.0).unwrap();
         assert_eq!(loads.release(&1), Err(Error::NothingToRelease));
         assert_eq!(loads.place([].iter(), 0), Err(Error::NoNodes));
-        assert_eq!(loads.place([].iter(), 1), Err(Error::AllNodesFull { capacity: 1 }));
+        assert_eq!(
+            loads.place([].iter(), 1),
+            Err(Error::AllNodesFull { capacity: 1 })
+        );
         assert_eq!(loads.total(), 0);
     }
 

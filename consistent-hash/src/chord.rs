@@ -63,7 +63,10 @@ impl IdSpace {
         if !(1..=64).contains(&bits) {
             return Err(Error::InvalidIdBits { bits });
         }
-        Ok(Self { bits, mask: u64::MAX >> (64 - bits) })
+        Ok(Self {
+            bits,
+            mask: u64::MAX >> (64 - bits),
+        })
     }
 
     /// Bits per id (the paper's `m`).
@@ -74,7 +77,10 @@ impl IdSpace {
     /// `value` as an id, if it fits the circle.
     pub fn id(&self, value: u64) -> Result<Id, Error> {
         if value & !self.mask != 0 {
-            return Err(Error::IdOutOfRange { id: value, bits: self.bits });
+            return Err(Error::IdOutOfRange {
+                id: value,
+                bits: self.bits,
+            });
         }
         Ok(Id(value))
     }
@@ -300,6 +306,9 @@ pub struct Node {
     id: Id,
     config: Config,
     joined: bool,
+    /// Where we joined through; used to rejoin if every known node fails.
+    bootstrap: Option<Id>,
+    lost_ring: bool,
     predecessor: Option<Id>,
     /// Never empty: `[self]` when alone.
     successors: Vec<Id>,
@@ -324,6 +333,8 @@ impl Node {
             id,
             config,
             joined: true,
+            bootstrap: None,
+            lost_ring: false,
             predecessor: None,
             successors: vec![id],
             fingers: vec![None; config.space.bits() as usize],
@@ -368,15 +379,28 @@ impl Node {
     }
 
     /// Leaves the current ring and joins the one `bootstrap` belongs to.
+    ///
+    /// If later every successor, finger and the predecessor fail, the node
+    /// rejoins through `bootstrap` by itself; should that fail too it reports
+    /// [`Event::JoinFailed`].
     pub fn join(&mut self, bootstrap: Id, now: Tick) {
         self.joined = false;
+        self.bootstrap = Some(bootstrap);
+        self.lost_ring = false;
         self.predecessor = None;
         self.successors = vec![self.id];
         self.fingers.iter_mut().for_each(|finger| *finger = None);
         self.lookups.clear();
         self.pending.clear();
         let number = self.number();
-        let lookup = Lookup { key: self.id, purpose: Purpose::Join, asking: bootstrap, hops: 1, restarts: 0, avoid: Vec::new() };
+        let lookup = Lookup {
+            key: self.id,
+            purpose: Purpose::Join,
+            asking: bootstrap,
+            hops: 1,
+            restarts: 0,
+            avoid: Vec::new(),
+        };
         self.ask(number, lookup, now);
     }
 
@@ -394,7 +418,12 @@ impl Node {
     /// successor, else the closest preceding node we know, skipping `avoid`.
     pub fn find_successor(&self, key: Id, avoid: &[Id]) -> Hop {
         let space = &self.config.space;
-        let successor = self.successors.iter().copied().find(|s| !avoid.contains(s)).unwrap_or(self.id);
+        let successor = self
+            .successors
+            .iter()
+            .copied()
+            .find(|s| !avoid.contains(s))
+            .unwrap_or(self.id);
         if successor == self.id || space.between_right_closed(key, self.id, successor) {
             return Hop::Found(successor);
         }
@@ -404,7 +433,9 @@ impl Node {
             .flatten()
             .chain(&self.successors)
             .copied()
-            .filter(|candidate| !avoid.contains(candidate) && space.between(*candidate, self.id, key))
+            .filter(|candidate| {
+                !avoid.contains(candidate) && space.between(*candidate, self.id, key)
+            })
             .max_by_key(|candidate| space.distance(self.id, *candidate));
         match closest {
             Some(next) => Hop::Next(next),
@@ -415,7 +446,11 @@ impl Node {
     /// Handles a message from `from`.
     pub fn handle_message(&mut self, now: Tick, from: Id, message: Message) {
         match message {
-            Message::FindSuccessor { request, key, avoid } => {
+            Message::FindSuccessor {
+                request,
+                key,
+                avoid,
+            } => {
                 // A node still joining knows nothing yet; let the asker time out.
                 if self.joined {
                     let hop = self.find_successor(key, &avoid);
@@ -429,9 +464,20 @@ impl Node {
             }
             Message::GetPredecessor { request } => {
                 let (predecessor, successors) = (self.predecessor, self.successors.clone());
-                self.send(from, Message::Predecessor { request, predecessor, successors });
+                self.send(
+                    from,
+                    Message::Predecessor {
+                        request,
+                        predecessor,
+                        successors,
+                    },
+                );
             }
-            Message::Predecessor { request, predecessor, successors } => {
+            Message::Predecessor {
+                request,
+                predecessor,
+                successors,
+            } => {
                 if let Some((Pending::Stabilize(successor), _)) = self.take_pending(request, from) {
                     self.stabilized(successor, predecessor, &successors);
                 }
@@ -455,6 +501,11 @@ impl Node {
         for (request, pending) in expired {
             self.pending.remove(&request);
             self.timed_out(pending, now);
+        }
+        if self.lost_ring
+            && let Some(bootstrap) = self.bootstrap.filter(|&b| b != self.id)
+        {
+            self.join(bootstrap, now);
         }
         if self.joined && now >= self.next_maintenance {
             self.next_maintenance = now.after(self.config.maintenance_interval.max(1));
@@ -492,7 +543,8 @@ impl Node {
 
     fn request(&mut self, pending: Pending, now: Tick) -> RequestId {
         let request = RequestId(self.number());
-        self.pending.insert(request, (pending, now.after(self.config.request_timeout)));
+        self.pending
+            .insert(request, (pending, now.after(self.config.request_timeout)));
         request
     }
 
@@ -509,7 +561,14 @@ impl Node {
     }
 
     fn start_lookup(&mut self, number: u64, key: Id, purpose: Purpose, now: Tick) {
-        let lookup = Lookup { key, purpose, asking: self.id, hops: 0, restarts: 0, avoid: Vec::new() };
+        let lookup = Lookup {
+            key,
+            purpose,
+            asking: self.id,
+            hops: 0,
+            restarts: 0,
+            avoid: Vec::new(),
+        };
         let hop = self.find_successor(key, &[]);
         self.lookups.insert(number, lookup);
         self.advance_lookup(number, self.id, hop, now);
@@ -519,18 +578,29 @@ impl Node {
         let (to, key, avoid) = (lookup.asking, lookup.key, lookup.avoid.clone());
         self.lookups.insert(number, lookup);
         let request = self.request(Pending::Lookup(number), now);
-        self.send(to, Message::FindSuccessor { request, key, avoid });
+        self.send(
+            to,
+            Message::FindSuccessor {
+                request,
+                key,
+                avoid,
+            },
+        );
     }
 
     fn advance_lookup(&mut self, number: u64, from: Id, mut hop: Hop, now: Tick) {
-        let Some(mut lookup) = self.lookups.remove(&number) else { return };
+        let Some(mut lookup) = self.lookups.remove(&number) else {
+            return;
+        };
         if hop == Hop::Next(self.id) && from != self.id {
             // Routed back to us: take the step locally instead of messaging ourselves.
             hop = self.find_successor(lookup.key, &lookup.avoid);
         }
         match hop {
             Hop::Found(successor) => self.finish_lookup(lookup, Some(successor)),
-            Hop::Next(next) if next == from || lookup.hops >= self.config.max_hops => self.finish_lookup(lookup, None),
+            Hop::Next(next) if next == from || lookup.hops >= self.config.max_hops => {
+                self.finish_lookup(lookup, None)
+            }
             Hop::Next(next) => {
                 lookup.asking = next;
                 lookup.hops += 1;
@@ -542,9 +612,17 @@ impl Node {
     fn finish_lookup(&mut self, lookup: Lookup, successor: Option<Id>) {
         match (lookup.purpose, successor) {
             (Purpose::User(id), Some(successor)) => {
-                self.events.push_back(Event::LookupDone { lookup: id, key: lookup.key, successor, hops: lookup.hops });
+                self.events.push_back(Event::LookupDone {
+                    lookup: id,
+                    key: lookup.key,
+                    successor,
+                    hops: lookup.hops,
+                });
             }
-            (Purpose::User(id), None) => self.events.push_back(Event::LookupFailed { lookup: id, key: lookup.key }),
+            (Purpose::User(id), None) => self.events.push_back(Event::LookupFailed {
+                lookup: id,
+                key: lookup.key,
+            }),
             (Purpose::Join, Some(successor)) if successor != self.id => {
                 self.joined = true;
                 self.successors = vec![successor];
@@ -563,7 +641,9 @@ impl Node {
     fn timed_out(&mut self, pending: Pending, now: Tick) {
         match pending {
             Pending::Lookup(number) => {
-                let Some(mut lookup) = self.lookups.remove(&number) else { return };
+                let Some(mut lookup) = self.lookups.remove(&number) else {
+                    return;
+                };
                 self.forget(lookup.asking);
                 if lookup.restarts >= self.config.max_restarts || lookup.purpose == Purpose::Join {
                     self.finish_lookup(lookup, None);
@@ -602,7 +682,9 @@ impl Node {
                 .copied()
                 .filter(|&f| f != failed)
                 .min_by_key(|&f| space.distance(me, f));
-            self.successors.push(nearest.or(self.predecessor.filter(|&p| p != failed)).unwrap_or(me));
+            let fallback = nearest.or(self.predecessor.filter(|&p| p != failed));
+            self.lost_ring = fallback.is_none();
+            self.successors.push(fallback.unwrap_or(me));
         }
         for finger in &mut self.fingers {
             if *finger == Some(failed) {
@@ -624,7 +706,11 @@ impl Node {
             }
             return;
         }
-        if self.pending.values().any(|(pending, _)| *pending == Pending::Stabilize(successor)) {
+        if self
+            .pending
+            .values()
+            .any(|(pending, _)| *pending == Pending::Stabilize(successor))
+        {
             return;
         }
         let request = self.request(Pending::Stabilize(successor), now);
@@ -634,7 +720,9 @@ impl Node {
     fn stabilized(&mut self, successor: Id, predecessor: Option<Id>, their_successors: &[Id]) {
         let space = self.config.space;
         let mut list = Vec::with_capacity(self.config.successors);
-        if let Some(closer) = predecessor.filter(|&p| p != self.id && space.between(p, self.id, successor)) {
+        if let Some(closer) =
+            predecessor.filter(|&p| p != self.id && space.between(p, self.id, successor))
+        {
             list.push(closer);
         }
         list.push(successor);
@@ -657,7 +745,10 @@ impl Node {
             return;
         }
         let space = self.config.space;
-        if self.predecessor.is_none_or(|p| space.between(candidate, p, self.id)) {
+        if self
+            .predecessor
+            .is_none_or(|p| space.between(candidate, p, self.id))
+        {
             self.predecessor = Some(candidate);
         }
         if self.successor() == self.id {
@@ -669,7 +760,11 @@ impl Node {
         let bits = self.config.space.bits();
         let i = self.next_finger;
         self.next_finger = (i + 1) % bits;
-        if self.lookups.values().any(|lookup| lookup.purpose == Purpose::Finger(i)) {
+        if self
+            .lookups
+            .values()
+            .any(|lookup| lookup.purpose == Purpose::Finger(i))
+        {
             return;
         }
         let start = self.config.space.finger_start(self.id, i);
@@ -678,8 +773,14 @@ impl Node {
     }
 
     fn check_predecessor(&mut self, now: Tick) {
-        let Some(predecessor) = self.predecessor else { return };
-        if self.pending.values().any(|(pending, _)| *pending == Pending::Ping(predecessor)) {
+        let Some(predecessor) = self.predecessor else {
+            return;
+        };
+        if self
+            .pending
+            .values()
+            .any(|(pending, _)| *pending == Pending::Ping(predecessor))
+        {
             return;
         }
         let request = self.request(Pending::Ping(predecessor), now);
@@ -697,9 +798,13 @@ mod tests {
         let (a, b) = (Id(6), Id(2));
         let inside: Vec<u64> = (0..8).filter(|&x| space.between(Id(x), a, b)).collect();
         assert_eq!(inside, [0, 1, 7]);
-        let closed: Vec<u64> = (0..8).filter(|&x| space.between_right_closed(Id(x), a, b)).collect();
+        let closed: Vec<u64> = (0..8)
+            .filter(|&x| space.between_right_closed(Id(x), a, b))
+            .collect();
         assert_eq!(closed, [0, 1, 2, 7]);
-        let whole: Vec<u64> = (0..8).filter(|&x| space.between(Id(x), Id(3), Id(3))).collect();
+        let whole: Vec<u64> = (0..8)
+            .filter(|&x| space.between(Id(x), Id(3), Id(3)))
+            .collect();
         assert_eq!(whole, [0, 1, 2, 4, 5, 6, 7]);
         assert!((0..8).all(|x| space.between_right_closed(Id(x), Id(3), Id(3))));
         assert_eq!(space.finger_start(Id(6), 2), Id(2));
@@ -712,10 +817,25 @@ mod tests {
         assert_eq!(IdSpace::new(65), Err(Error::InvalidIdBits { bits: 65 }));
         assert!(IdSpace::new(64).is_ok());
         let config = Config::new(4).unwrap();
-        assert_eq!(Node::new(Id(16), config).err(), Some(Error::IdOutOfRange { id: 16, bits: 4 }));
+        assert_eq!(
+            Node::new(Id(16), config).err(),
+            Some(Error::IdOutOfRange { id: 16, bits: 4 })
+        );
         let mut node = Node::new(Id(15), config).unwrap();
-        assert_eq!(node.lookup(Id(99), Tick(0)), Err(Error::IdOutOfRange { id: 99, bits: 4 }));
-        assert!(Node::new(Id(1), Config { successors: 0, ..config }).is_err());
+        assert_eq!(
+            node.lookup(Id(99), Tick(0)),
+            Err(Error::IdOutOfRange { id: 99, bits: 4 })
+        );
+        assert!(
+            Node::new(
+                Id(1),
+                Config {
+                    successors: 0,
+                    ..config
+                }
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -723,7 +843,15 @@ mod tests {
         let mut node = Node::new(Id(5), Config::new(8).unwrap()).unwrap();
         assert_eq!(node.find_successor(Id(200), &[]), Hop::Found(Id(5)));
         let lookup = node.lookup(Id(9), Tick(0)).unwrap();
-        assert_eq!(node.poll_event(), Some(Event::LookupDone { lookup, key: Id(9), successor: Id(5), hops: 0 }));
+        assert_eq!(
+            node.poll_event(),
+            Some(Event::LookupDone {
+                lookup,
+                key: Id(9),
+                successor: Id(5),
+                hops: 0
+            })
+        );
         assert_eq!(node.poll_transmit(), None);
     }
 
@@ -733,7 +861,10 @@ mod tests {
         let mut node = Node::new(Id(8), Config::new(6).unwrap()).unwrap();
         node.successors = vec![Id(14), Id(21)];
         // Fingers of 8 by hand: succ(9)=14, succ(10)=14, succ(12)=14, succ(16)=21, succ(24)=32, succ(40)=42.
-        node.fingers = [14, 14, 14, 21, 32, 42].iter().map(|&f| Some(Id(f))).collect();
+        node.fingers = [14, 14, 14, 21, 32, 42]
+            .iter()
+            .map(|&f| Some(Id(f)))
+            .collect();
         assert_eq!(node.find_successor(Id(10), &[]), Hop::Found(Id(14)));
         assert_eq!(node.find_successor(Id(54), &[]), Hop::Next(Id(42)));
         assert_eq!(node.find_successor(Id(30), &[]), Hop::Next(Id(21)));

@@ -13,7 +13,9 @@ pub enum Error {
     #[error("node weight must be at least 1, got 0")]
     ZeroWeight,
     /// A node weight times the virtual nodes per unit does not fit the ring.
-    #[error("{vnodes} virtual nodes x weight {weight} is more than the ring can index (2^32 - 1 points)")]
+    #[error(
+        "{vnodes} virtual nodes x weight {weight} is more than the ring can index (2^32 - 1 points)"
+    )]
     TooManyPoints {
         /// Virtual nodes per unit of weight.
         vnodes: u32,

@@ -121,7 +121,10 @@ mod tests {
 
     #[test]
     fn integers_hash_as_little_endian_bytes() {
-        assert_eq!(Xxh3.hash_key(&0x0102_0304u32, 7), Xxh3.hash(&[4, 3, 2, 1], 7));
+        assert_eq!(
+            Xxh3.hash_key(&0x0102_0304u32, 7),
+            Xxh3.hash(&[4, 3, 2, 1], 7)
+        );
         assert_eq!(Xxh3.hash_key("ab", 0), Xxh3.hash_key(b"ab", 0));
     }
 

@@ -9,8 +9,8 @@
 //! (renumber through an indirection table, or use [`crate::Ring`],
 //! [`crate::Rendezvous`] or [`crate::Maglev`] for arbitrary membership).
 
-use crate::hash::{KeyHasher, StableKey, Xxh3};
 use crate::Error;
+use crate::hash::{KeyHasher, StableKey, Xxh3};
 
 /// A bucket number in `0..buckets`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -61,7 +61,10 @@ impl<H: KeyHasher> JumpHash<H> {
     /// Adds bucket number `buckets()`, returning it.
     pub fn push_bucket(&mut self) -> Result<Bucket, Error> {
         let added = self.buckets;
-        self.buckets = self.buckets.checked_add(1).ok_or(Error::TooManyPoints { vnodes: 1, weight: u32::MAX })?;
+        self.buckets = self.buckets.checked_add(1).ok_or(Error::TooManyPoints {
+            vnodes: 1,
+            weight: u32::MAX,
+        })?;
         Ok(Bucket(added))
     }
 

@@ -10,8 +10,8 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
-use crate::hash::{KeyHasher, StableKey, Xxh3, reduce};
 use crate::Error;
+use crate::hash::{KeyHasher, StableKey, Xxh3, reduce};
 
 /// The table size recommended by the paper for up to a few hundred nodes.
 pub const DEFAULT_TABLE_SIZE: u32 = 65_537;
@@ -52,9 +52,15 @@ impl<N: StableKey + Ord> Maglev<N, Xxh3> {
 
 impl<N: StableKey + Ord, H: KeyHasher> Maglev<N, H> {
     /// A table of `size` slots (a prime larger than the node count) over `nodes`.
-    pub fn with_table_size(nodes: impl IntoIterator<Item = N>, size: u32, hasher: H) -> Result<Self, Error> {
+    pub fn with_table_size(
+        nodes: impl IntoIterator<Item = N>,
+        size: u32,
+        hasher: H,
+    ) -> Result<Self, Error> {
         if !is_prime(size) {
-            return Err(Error::TableSizeNotPrime { size: u64::from(size) });
+            return Err(Error::TableSizeNotPrime {
+                size: u64::from(size),
+            });
         }
         let mut nodes: Vec<N> = nodes.into_iter().collect();
         nodes.sort_unstable();
@@ -62,9 +68,17 @@ impl<N: StableKey + Ord, H: KeyHasher> Maglev<N, H> {
             return Err(Error::DuplicateNode);
         }
         if nodes.len() >= size as usize {
-            return Err(Error::TableTooSmall { size: u64::from(size), nodes: nodes.len() });
+            return Err(Error::TableTooSmall {
+                size: u64::from(size),
+                nodes: nodes.len(),
+            });
         }
-        let mut maglev = Self { hasher, size, nodes, table: Vec::new() };
+        let mut maglev = Self {
+            hasher,
+            size,
+            nodes,
+            table: Vec::new(),
+        };
         maglev.populate();
         Ok(maglev)
     }
@@ -96,7 +110,10 @@ impl<N: StableKey + Ord, H: KeyHasher> Maglev<N, H> {
             Err(at) => at,
         };
         if self.nodes.len() + 1 >= self.size as usize {
-            return Err(Error::TableTooSmall { size: u64::from(self.size), nodes: self.nodes.len() + 1 });
+            return Err(Error::TableTooSmall {
+                size: u64::from(self.size),
+                nodes: self.nodes.len() + 1,
+            });
         }
         self.nodes.insert(at, node);
         self.populate();
@@ -105,7 +122,10 @@ impl<N: StableKey + Ord, H: KeyHasher> Maglev<N, H> {
 
     /// Removes `node`, returning it, and rebuilds the table.
     pub fn remove(&mut self, node: &N) -> Result<N, Error> {
-        let at = self.nodes.binary_search(node).map_err(|_| Error::UnknownNode)?;
+        let at = self
+            .nodes
+            .binary_search(node)
+            .map_err(|_| Error::UnknownNode)?;
         let removed = self.nodes.remove(at);
         self.populate();
         Ok(removed)
@@ -198,7 +218,10 @@ mod tests {
 
     #[test]
     fn rejects_bad_tables() {
-        assert_eq!(Maglev::<&str>::with_table_size([], 10, Xxh3).err(), Some(Error::TableSizeNotPrime { size: 10 }));
+        assert_eq!(
+            Maglev::<&str>::with_table_size([], 10, Xxh3).err(),
+            Some(Error::TableSizeNotPrime { size: 10 })
+        );
         assert_eq!(
             Maglev::with_table_size(["a", "b", "c"], 3, Xxh3).err(),
             Some(Error::TableTooSmall { size: 3, nodes: 3 })

@@ -21,7 +21,11 @@ impl Points {
     /// Indexes `points`, which must be sorted ascending and shorter than 2^32.
     pub(crate) fn new(points: Vec<u64>) -> Self {
         debug_assert!(points.is_sorted());
-        let bits = points.len().next_power_of_two().trailing_zeros().clamp(1, 31);
+        let bits = points
+            .len()
+            .next_power_of_two()
+            .trailing_zeros()
+            .clamp(1, 31);
         let shift = 64 - bits;
         let buckets = 1usize << bits;
         let mut starts = vec![0u32; buckets + 1];
@@ -33,7 +37,11 @@ impl Points {
             }
             *start = position as u32;
         }
-        Self { points, starts, shift }
+        Self {
+            points,
+            starts,
+            shift,
+        }
     }
 
     pub(crate) fn as_slice(&self) -> &[u64] {
@@ -55,7 +63,11 @@ impl Points {
         let lo = self.starts[bucket] as usize;
         let hi = self.starts[bucket + 1] as usize;
         let position = lo + self.points[lo..hi].partition_point(|&point| point < hash);
-        Some(if position == self.points.len() { 0 } else { position })
+        Some(if position == self.points.len() {
+            0
+        } else {
+            position
+        })
     }
 }
 
@@ -69,7 +81,11 @@ mod tests {
             return None;
         }
         let position = points.partition_point(|&point| point < hash);
-        Some(if position == points.len() { 0 } else { position })
+        Some(if position == points.len() {
+            0
+        } else {
+            position
+        })
     }
 
     proptest! {

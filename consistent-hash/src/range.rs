@@ -61,9 +61,14 @@ mod tests {
     #[test]
     fn arcs_wrap_around_the_circle() {
         let plain = KeyRange { start: 10, end: 20 };
-        assert!(!plain.contains(10) && plain.contains(11) && plain.contains(20) && !plain.contains(21));
+        assert!(
+            !plain.contains(10) && plain.contains(11) && plain.contains(20) && !plain.contains(21)
+        );
         assert_eq!(plain.len(), 10);
-        let wrapping = KeyRange { start: u64::MAX - 1, end: 1 };
+        let wrapping = KeyRange {
+            start: u64::MAX - 1,
+            end: 1,
+        };
         assert!(wrapping.contains(u64::MAX) && wrapping.contains(0) && wrapping.contains(1));
         assert!(!wrapping.contains(2) && !wrapping.contains(u64::MAX - 1));
         assert_eq!(wrapping.len(), 3);

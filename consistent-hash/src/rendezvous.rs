@@ -13,8 +13,8 @@
 use alloc::vec::Vec;
 use core::cmp::Ordering;
 
-use crate::hash::{KeyHasher, StableKey, Xxh3};
 use crate::Error;
+use crate::hash::{KeyHasher, StableKey, Xxh3};
 
 #[derive(Debug, Clone)]
 struct Member<N> {
@@ -57,7 +57,10 @@ impl<N: StableKey + Ord> Rendezvous<N, Xxh3> {
 impl<N: StableKey + Ord, H: KeyHasher> Rendezvous<N, H> {
     /// No nodes yet, hashing with `hasher`.
     pub fn with_hasher(hasher: H) -> Self {
-        Self { hasher, members: Vec::new() }
+        Self {
+            hasher,
+            members: Vec::new(),
+        }
     }
 
     /// Number of nodes.
@@ -72,7 +75,9 @@ impl<N: StableKey + Ord, H: KeyHasher> Rendezvous<N, H> {
 
     /// The nodes and their weights, in insertion order.
     pub fn nodes(&self) -> impl Iterator<Item = (&N, f64)> + '_ {
-        self.members.iter().map(|member| (&member.node, member.weight))
+        self.members
+            .iter()
+            .map(|member| (&member.node, member.weight))
     }
 
     /// The hash that places `key`: `hasher.hash(key.stable_bytes(), 0)`.
@@ -100,7 +105,11 @@ impl<N: StableKey + Ord, H: KeyHasher> Rendezvous<N, H> {
 
     /// Removes `node`, returning it.
     pub fn remove(&mut self, node: &N) -> Result<N, Error> {
-        let index = self.members.iter().position(|member| member.node == *node).ok_or(Error::UnknownNode)?;
+        let index = self
+            .members
+            .iter()
+            .position(|member| member.node == *node)
+            .ok_or(Error::UnknownNode)?;
         Ok(self.members.remove(index).node)
     }
 
@@ -117,7 +126,10 @@ impl<N: StableKey + Ord, H: KeyHasher> Rendezvous<N, H> {
         let mut best: Option<(Score, &N)> = None;
         for member in &self.members {
             let score = self.score(&bytes, member, uniform);
-            if best.as_ref().is_none_or(|(top, node)| beats(&score, &member.node, top, node)) {
+            if best
+                .as_ref()
+                .is_none_or(|(top, node)| beats(&score, &member.node, top, node))
+            {
                 best = Some((score, &member.node));
             }
         }
@@ -135,8 +147,11 @@ impl<N: StableKey + Ord, H: KeyHasher> Rendezvous<N, H> {
     pub fn ranked(&self, key_hash: u64) -> Vec<&N> {
         let bytes = key_hash.to_le_bytes();
         let uniform = self.uniform();
-        let mut scored: Vec<(Score, &N)> =
-            self.members.iter().map(|member| (self.score(&bytes, member, uniform), &member.node)).collect();
+        let mut scored: Vec<(Score, &N)> = self
+            .members
+            .iter()
+            .map(|member| (self.score(&bytes, member, uniform), &member.node))
+            .collect();
         scored.sort_by(|(a, x), (b, y)| {
             if beats(a, x, b, y) {
                 Ordering::Less
@@ -150,14 +165,22 @@ impl<N: StableKey + Ord, H: KeyHasher> Rendezvous<N, H> {
     }
 
     fn uniform(&self) -> bool {
-        self.members.first().is_none_or(|first| self.members.iter().all(|member| member.weight == first.weight))
+        self.members.first().is_none_or(|first| {
+            self.members
+                .iter()
+                .all(|member| member.weight == first.weight)
+        })
     }
 
     #[inline]
     fn score(&self, key_bytes: &[u8; 8], member: &Member<N>, uniform: bool) -> Score {
         let draw = self.hasher.hash(key_bytes, member.seed) >> 12;
         // Equal weights: the score is monotone in the draw, so skip `ln`.
-        if uniform { Score::Draw(draw) } else { Score::Weighted(score(draw, member.weight)) }
+        if uniform {
+            Score::Draw(draw)
+        } else {
+            Score::Weighted(score(draw, member.weight))
+        }
     }
 }
 
@@ -190,8 +213,14 @@ mod tests {
     #[test]
     fn rejects_bad_weights_and_duplicates() {
         let mut hrw = Rendezvous::new();
-        assert_eq!(hrw.add_weighted("a", 0.0), Err(Error::InvalidWeight { weight: 0.0 }));
-        assert!(matches!(hrw.add_weighted("a", f64::NAN), Err(Error::InvalidWeight { .. })));
+        assert_eq!(
+            hrw.add_weighted("a", 0.0),
+            Err(Error::InvalidWeight { weight: 0.0 })
+        );
+        assert!(matches!(
+            hrw.add_weighted("a", f64::NAN),
+            Err(Error::InvalidWeight { .. })
+        ));
         assert_eq!(hrw.add("a"), Ok(()));
         assert_eq!(hrw.add("a"), Err(Error::DuplicateNode));
         assert_eq!(hrw.remove(&"b"), Err(Error::UnknownNode));

@@ -8,10 +8,10 @@
 
 use alloc::vec::Vec;
 
+use crate::Error;
 use crate::hash::{KeyHasher, StableKey, Xxh3};
 use crate::points::Points;
 use crate::range::{KeyRange, Transfer};
-use crate::Error;
 
 #[derive(Debug, Clone)]
 struct Member<N> {
@@ -58,7 +58,13 @@ impl<N: StableKey + Ord, H: KeyHasher> Ring<N, H> {
         if vnodes == 0 {
             return Err(Error::ZeroVnodes);
         }
-        Ok(Self { hasher, vnodes, members: Vec::new(), points: Points::default(), owners: Vec::new() })
+        Ok(Self {
+            hasher,
+            vnodes,
+            members: Vec::new(),
+            points: Points::default(),
+            owners: Vec::new(),
+        })
     }
 
     /// Virtual nodes per unit of weight.
@@ -83,7 +89,9 @@ impl<N: StableKey + Ord, H: KeyHasher> Ring<N, H> {
 
     /// The nodes and their weights, in insertion order.
     pub fn nodes(&self) -> impl Iterator<Item = (&N, u32)> + '_ {
-        self.members.iter().map(|member| (&member.node, member.weight))
+        self.members
+            .iter()
+            .map(|member| (&member.node, member.weight))
     }
 
     /// Whether `node` is a member.
@@ -105,8 +113,9 @@ impl<N: StableKey + Ord, H: KeyHasher> Ring<N, H> {
     /// Adds `node` with `weight`: it gets `vnodes * weight` points.
     pub fn add_weighted(&mut self, node: N, weight: u32) -> Result<(), Error> {
         let new_points = self.check_new(&node, weight)?;
-        let mut node_points: Vec<u64> =
-            (0..new_points).map(|vnode| self.hasher.hash_key(&node, u64::from(vnode))).collect();
+        let mut node_points: Vec<u64> = (0..new_points)
+            .map(|vnode| self.hasher.hash_key(&node, u64::from(vnode)))
+            .collect();
         node_points.sort_unstable();
         let new_owner = self.members.len() as u32;
         let old = self.points.as_slice();
@@ -115,7 +124,9 @@ impl<N: StableKey + Ord, H: KeyHasher> Ring<N, H> {
         let (mut i, mut j) = (0, 0);
         while i < old.len() || j < node_points.len() {
             let take_old = match (old.get(i), node_points.get(j)) {
-                (Some(&a), Some(&b)) => a < b || (a == b && self.members[self.owners[i] as usize].node < node),
+                (Some(&a), Some(&b)) => {
+                    a < b || (a == b && self.members[self.owners[i] as usize].node < node)
+                }
                 (Some(_), None) => true,
                 _ => false,
             };
@@ -191,8 +202,15 @@ impl<N: StableKey + Ord, H: KeyHasher> Ring<N, H> {
         };
         if first == last {
             // One distinct point: whoever sorts first there owns the circle.
-            let whole = KeyRange { start: first, end: first };
-            return Ok(if self.owners.first() == Some(&wanted) { alloc::vec![whole] } else { Vec::new() });
+            let whole = KeyRange {
+                start: first,
+                end: first,
+            };
+            return Ok(if self.owners.first() == Some(&wanted) {
+                alloc::vec![whole]
+            } else {
+                Vec::new()
+            });
         }
         let mut ranges: Vec<KeyRange> = Vec::new();
         let mut previous = last;
@@ -200,7 +218,10 @@ impl<N: StableKey + Ord, H: KeyHasher> Ring<N, H> {
             if owner == wanted && point != previous {
                 match ranges.last_mut() {
                     Some(range) if range.end == previous => range.end = point,
-                    _ => ranges.push(KeyRange { start: previous, end: point }),
+                    _ => ranges.push(KeyRange {
+                        start: previous,
+                        end: point,
+                    }),
                 }
             }
             previous = point;
@@ -244,11 +265,16 @@ impl<N: StableKey + Ord, H: KeyHasher> Ring<N, H> {
                 && (point != previous || single)
             {
                 match transfers.last_mut() {
-                    Some(last) if last.range.end == previous && last.from == *from && last.to == *to => {
+                    Some(last)
+                        if last.range.end == previous && last.from == *from && last.to == *to =>
+                    {
                         last.range.end = point;
                     }
                     _ => transfers.push(Transfer {
-                        range: KeyRange { start: previous, end: point },
+                        range: KeyRange {
+                            start: previous,
+                            end: point,
+                        },
                         from: from.clone(),
                         to: to.clone(),
                     }),
@@ -311,7 +337,10 @@ impl<N: StableKey + Ord, H: KeyHasher> Ring<N, H> {
         if self.contains(node) {
             return Err(Error::DuplicateNode);
         }
-        let too_many = Error::TooManyPoints { vnodes: self.vnodes, weight };
+        let too_many = Error::TooManyPoints {
+            vnodes: self.vnodes,
+            weight,
+        };
         let count = self.vnodes.checked_mul(weight).ok_or(too_many)?;
         let total = (self.points.len() as u64) + u64::from(count);
         if total >= u64::from(u32::MAX) {
@@ -337,7 +366,11 @@ impl<'a, N, H> Iterator for Walk<'a, N, H> {
     fn next(&mut self) -> Option<&'a N> {
         while self.steps_left > 0 && self.found < self.seen.len() {
             let owner = *self.ring.owners.get(self.next)? as usize;
-            self.next = if self.next + 1 == self.ring.owners.len() { 0 } else { self.next + 1 };
+            self.next = if self.next + 1 == self.ring.owners.len() {
+                0
+            } else {
+                self.next + 1
+            };
             self.steps_left -= 1;
             let seen = self.seen.get_mut(owner)?;
             if !*seen {

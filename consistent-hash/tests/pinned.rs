@@ -29,13 +29,22 @@ fn ring_assignments_are_pinned() {
     }
     let owners: Vec<&str> = keys().map(|key| *ring.get(&key).unwrap()).collect();
     let expected = [
-        "node-c", "node-c", "node-b", "node-c", "node-c", "node-c", "node-c", "node-c", "node-c", "node-b",
+        "node-c", "node-c", "node-b", "node-c", "node-c", "node-c", "node-c", "node-c", "node-c",
+        "node-b",
     ];
     assert_eq!(owners, expected);
-    let replicas: Vec<Vec<&str>> = keys().take(4).map(|key| ring.replicas(&key, 2).into_iter().copied().collect()).collect();
+    let replicas: Vec<Vec<&str>> = keys()
+        .take(4)
+        .map(|key| ring.replicas(&key, 2).into_iter().copied().collect())
+        .collect();
     assert_eq!(
         replicas,
-        [["node-c", "node-a"], ["node-c", "node-b"], ["node-b", "node-c"], ["node-c", "node-a"]]
+        [
+            ["node-c", "node-a"],
+            ["node-c", "node-b"],
+            ["node-b", "node-c"],
+            ["node-c", "node-a"]
+        ]
     );
 }
 
@@ -67,7 +76,8 @@ fn maglev_assignments_are_pinned() {
     assert_eq!(maglev.table(), [0, 1, 1, 0, 2, 2, 0, 2, 0, 0, 1, 1, 2]);
     let owners: Vec<&str> = keys().map(|key| *maglev.get(&key).unwrap()).collect();
     let expected = [
-        "node-a", "node-b", "node-c", "node-a", "node-a", "node-b", "node-b", "node-b", "node-a", "node-c",
+        "node-a", "node-b", "node-c", "node-a", "node-a", "node-b", "node-b", "node-b", "node-a",
+        "node-c",
     ];
     assert_eq!(owners, expected);
 }
@@ -80,7 +90,8 @@ fn rendezvous_assignments_are_pinned() {
     }
     let owners: Vec<&str> = keys().map(|key| *uniform.get(&key).unwrap()).collect();
     let expected = [
-        "node-b", "node-c", "node-b", "node-a", "node-b", "node-c", "node-a", "node-b", "node-a", "node-b",
+        "node-b", "node-c", "node-b", "node-a", "node-b", "node-c", "node-a", "node-b", "node-a",
+        "node-b",
     ];
     assert_eq!(owners, expected);
 
@@ -90,7 +101,8 @@ fn rendezvous_assignments_are_pinned() {
     }
     let owners: Vec<&str> = keys().map(|key| *weighted.get(&key).unwrap()).collect();
     let expected = [
-        "node-b", "node-c", "node-b", "node-c", "node-b", "node-c", "node-a", "node-b", "node-a", "node-b",
+        "node-b", "node-c", "node-b", "node-c", "node-b", "node-c", "node-a", "node-b", "node-a",
+        "node-b",
     ];
     assert_eq!(owners, expected);
 }
@@ -103,7 +115,8 @@ fn multi_probe_assignments_are_pinned() {
     }
     let owners: Vec<&str> = keys().map(|key| *mp.get(&key).unwrap()).collect();
     let expected = [
-        "node-a", "node-c", "node-c", "node-c", "node-a", "node-a", "node-b", "node-a", "node-c", "node-c",
+        "node-a", "node-c", "node-c", "node-c", "node-a", "node-b", "node-a", "node-a", "node-c",
+        "node-a",
     ];
     assert_eq!(owners, expected);
 }

@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
-use quorate_consistent_hash::{BoundedLoads, Bucket, JumpHash, Maglev, MultiProbe, Rendezvous, Ring};
+use quorate_consistent_hash::{
+    BoundedLoads, Bucket, JumpHash, Maglev, MultiProbe, Rendezvous, Ring,
+};
 
 fn names(count: usize) -> Vec<String> {
     (0..count).map(|i| format!("node-{i}")).collect()
@@ -42,7 +44,9 @@ fn maglev_gives_every_node_its_share_of_slots() {
 
     let mut loads = BTreeMap::new();
     for key in 0u64..1_000_000 {
-        *loads.entry(maglev.get(&key).unwrap().clone()).or_insert(0u64) += 1;
+        *loads
+            .entry(maglev.get(&key).unwrap().clone())
+            .or_insert(0u64) += 1;
     }
     let ratio = max_over_mean(&loads, 100);
     assert!(ratio <= 1.06, "max/mean {ratio}");
@@ -71,7 +75,10 @@ fn maglev_removal_disrupts_little_besides_the_removed_node() {
         }
     }
     eprintln!("maglev removal: {lost} slots of the removed node, {reshuffled} others reshuffled");
-    assert!(reshuffled <= lost, "{reshuffled} slots moved between survivors, {lost} were the removed node's");
+    assert!(
+        reshuffled <= lost,
+        "{reshuffled} slots moved between survivors, {lost} were the removed node's"
+    );
 }
 
 #[test]
@@ -85,8 +92,8 @@ fn multi_probe_balance() {
         *loads.entry(mp.get(&key).unwrap().clone()).or_insert(0u64) += 1;
     }
     let ratio = max_over_mean(&loads, 100);
-    eprintln!("multi-probe 21: {ratio}");
-    assert!(ratio <= 1.10, "max/mean {ratio}");
+    // 21 independent probes: ~1.06 measured, of which ~1.03 is the sampling noise of 10,000 keys per node.
+    assert!(ratio <= 1.08, "max/mean {ratio}");
 }
 
 #[test]
@@ -102,7 +109,10 @@ fn rendezvous_weights_within_5_percent() {
     }
     for (i, weight) in weights.iter().enumerate() {
         let share = loads[i] as f64 / 400_000.0;
-        assert!((share / (weight / 10.0) - 1.0).abs() <= 0.05, "node {i}: {share}");
+        assert!(
+            (share / (weight / 10.0) - 1.0).abs() <= 0.05,
+            "node {i}: {share}"
+        );
     }
 }
 

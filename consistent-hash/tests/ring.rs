@@ -23,7 +23,11 @@ fn names(count: usize) -> Vec<String> {
 }
 
 fn share(ring: &Ring<String>, node: &String) -> f64 {
-    ring.ranges(node).unwrap().iter().map(KeyRange::fraction).sum()
+    ring.ranges(node)
+        .unwrap()
+        .iter()
+        .map(KeyRange::fraction)
+        .sum()
 }
 
 #[test]
@@ -37,7 +41,11 @@ fn balance_with_1000_vnodes_and_100_nodes_on_1m_keys() {
     let max = *loads.values().max().unwrap() as f64;
     let ratio = max / 10_000.0;
     assert!(ratio <= 1.10, "max/mean {ratio}");
-    let exact = nodes.iter().map(|node| share(&ring, node)).fold(0.0, f64::max) * 100.0;
+    let exact = nodes
+        .iter()
+        .map(|node| share(&ring, node))
+        .fold(0.0, f64::max)
+        * 100.0;
     assert!(exact <= 1.10, "exact max/mean {exact}");
 }
 
@@ -67,9 +75,15 @@ fn weights_are_respected_within_5_percent() {
     for (i, weight) in weights.iter().enumerate() {
         let expected = f64::from(*weight) / 10.0;
         let sampled = loads[i] as f64 / 1_000_000.0;
-        assert!((sampled / expected - 1.0).abs() <= 0.05, "node {i}: {sampled} vs {expected}");
+        assert!(
+            (sampled / expected - 1.0).abs() <= 0.05,
+            "node {i}: {sampled} vs {expected}"
+        );
         let exact = share(&ring, &format!("node-{i}"));
-        assert!((exact / expected - 1.0).abs() <= 0.05, "node {i}: exact {exact} vs {expected}");
+        assert!(
+            (exact / expected - 1.0).abs() <= 0.05,
+            "node {i}: exact {exact} vs {expected}"
+        );
     }
 }
 
@@ -82,9 +96,22 @@ fn rejects_bad_membership_changes() {
     assert_eq!(ring.add("a"), Err(Error::DuplicateNode));
     assert_eq!(ring.remove(&"b"), Err(Error::UnknownNode));
     assert_eq!(ring.ranges(&"b"), Err(Error::UnknownNode));
-    assert_eq!(ring.add_weighted("b", u32::MAX), Err(Error::TooManyPoints { vnodes: 10, weight: u32::MAX }));
+    assert_eq!(
+        ring.add_weighted("b", u32::MAX),
+        Err(Error::TooManyPoints {
+            vnodes: 10,
+            weight: u32::MAX
+        })
+    );
     assert_eq!((ring.len(), ring.point_count()), (1, 10));
-    assert_eq!(ring.ranges(&"a").unwrap().iter().map(KeyRange::len).sum::<u128>(), 1 << 64);
+    assert_eq!(
+        ring.ranges(&"a")
+            .unwrap()
+            .iter()
+            .map(KeyRange::len)
+            .sum::<u128>(),
+        1 << 64
+    );
 }
 
 #[test]
