@@ -235,13 +235,17 @@ impl Sim {
 
 fn assert_lookups_correct_and_logarithmic(results: &[LookupResult], nodes: usize, phase: &str) {
     let wrong: Vec<&LookupResult> = results.iter().filter(|r| r.successor != r.truth).collect();
-    assert!(
-        wrong.is_empty(),
-        "{phase}: {} of {} lookups wrong, e.g. {:?}",
-        wrong.len(),
-        results.len(),
-        wrong[0]
-    );
+    if let Some(first) = wrong.first() {
+        panic!(
+            "{phase}: {} of {} lookups wrong, e.g. key {:?} gave {:?} instead of {:?} after {} hops",
+            wrong.len(),
+            results.len(),
+            first.key,
+            first.successor,
+            first.truth,
+            first.hops
+        );
+    }
     let log_n = (nodes as f64).log2();
     let mean = results.iter().map(|r| f64::from(r.hops)).sum::<f64>() / results.len() as f64;
     let max = results.iter().map(|r| r.hops).max().unwrap();
