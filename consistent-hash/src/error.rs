@@ -40,6 +40,12 @@ pub enum Error {
     /// A jump hash cannot have zero buckets.
     #[error("jump hash needs at least one bucket")]
     NoBuckets,
+    /// A jump hash already has `u32::MAX` buckets.
+    #[error("jump hash cannot grow past {buckets} buckets")]
+    TooManyBuckets {
+        /// The current bucket count.
+        buckets: u32,
+    },
     /// A Maglev table size must be prime for the permutations to cover the table.
     #[error("Maglev table size {size} is not prime")]
     TableSizeNotPrime {

@@ -60,3 +60,8 @@ pub use multi_probe::{DEFAULT_PROBES, MultiProbe};
 pub use range::{KeyRange, Transfer};
 pub use rendezvous::Rendezvous;
 pub use ring::{Ring, Walk};
+
+/// Compiles and runs the README's examples.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
