@@ -53,7 +53,7 @@ mod ring;
 
 pub use bounded::BoundedLoads;
 pub use error::Error;
-pub use hash::{KeyHasher, StableKey, Xxh3};
+pub use hash::{KeyHasher, StableKey, Xxh3, splitmix64};
 pub use jump::{Bucket, JumpHash, jump};
 pub use maglev::{DEFAULT_TABLE_SIZE, Maglev};
 pub use multi_probe::{DEFAULT_PROBES, MultiProbe};

@@ -2,7 +2,7 @@
 //!
 //! Every node scores every key; the highest score wins. A node's score for
 //! a key is `weight / -ln(u)` where `u` in `(0, 1)` comes from
-//! `hasher.hash(key_hash.to_le_bytes(), node_hash)` (`key_hash` as in
+//! `splitmix64(key_hash ^ node_hash)` ([`crate::splitmix64`]; `key_hash` as in
 //! [`crate::Ring::hash_key`], `node_hash = hasher.hash(node.stable_bytes(), 0)`):
 //! the top 52 bits `t` give `u = (t + 0.5) / 2^52`. With this score a node wins
 //! a key with probability exactly `weight / total weight` (Schindelhauer &
@@ -14,7 +14,7 @@ use alloc::vec::Vec;
 use core::cmp::Ordering;
 
 use crate::Error;
-use crate::hash::{KeyHasher, StableKey, Xxh3};
+use crate::hash::{KeyHasher, StableKey, Xxh3, splitmix64};
 
 #[derive(Debug, Clone)]
 struct Member<N> {
@@ -121,11 +121,10 @@ impl<N: StableKey + Ord, H: KeyHasher> Rendezvous<N, H> {
 
     /// The node with the highest score for a key hash.
     pub fn get_by_hash(&self, key_hash: u64) -> Option<&N> {
-        let bytes = key_hash.to_le_bytes();
         let uniform = self.uniform();
         let mut best: Option<(Score, &N)> = None;
         for member in &self.members {
-            let score = self.score(&bytes, member, uniform);
+            let score = self.score(key_hash, member, uniform);
             if best
                 .as_ref()
                 .is_none_or(|(top, node)| beats(&score, &member.node, top, node))
@@ -145,12 +144,11 @@ impl<N: StableKey + Ord, H: KeyHasher> Rendezvous<N, H> {
 
     /// Every node ranked by its score for a key hash, best first.
     pub fn ranked(&self, key_hash: u64) -> Vec<&N> {
-        let bytes = key_hash.to_le_bytes();
         let uniform = self.uniform();
         let mut scored: Vec<(Score, &N)> = self
             .members
             .iter()
-            .map(|member| (self.score(&bytes, member, uniform), &member.node))
+            .map(|member| (self.score(key_hash, member, uniform), &member.node))
             .collect();
         scored.sort_by(|(a, x), (b, y)| {
             if beats(a, x, b, y) {
@@ -173,8 +171,8 @@ impl<N: StableKey + Ord, H: KeyHasher> Rendezvous<N, H> {
     }
 
     #[inline]
-    fn score(&self, key_bytes: &[u8; 8], member: &Member<N>, uniform: bool) -> Score {
-        let draw = self.hasher.hash(key_bytes, member.seed) >> 12;
+    fn score(&self, key_hash: u64, member: &Member<N>, uniform: bool) -> Score {
+        let draw = splitmix64(key_hash ^ member.seed) >> 12;
         // Equal weights: the score is monotone in the draw, so skip `ln`.
         if uniform {
             Score::Draw(draw)

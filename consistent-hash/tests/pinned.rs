@@ -3,7 +3,9 @@
 //! Every expected value was computed outside this crate: XXH3 by the C
 //! reference library (python-xxhash 4.1, `xxh3_64_intdigest(data, seed)`),
 //! and ring, jump, Maglev, rendezvous and multi-probe placement by a short
-//! independent Python transcription of the rules documented in each module.
+//! independent Python transcription of the rules documented in each module
+//! (SplitMix64 there checked against the reference sequence, whose first
+//! output for seed 0 is 0xe220a8397b1dcdaf).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use quorate_consistent_hash::{JumpHash, KeyHasher, Maglev, MultiProbe, Rendezvous, Ring, Xxh3};
@@ -90,7 +92,7 @@ fn rendezvous_assignments_are_pinned() {
     }
     let owners: Vec<&str> = keys().map(|key| *uniform.get(&key).unwrap()).collect();
     let expected = [
-        "node-b", "node-c", "node-b", "node-a", "node-b", "node-c", "node-a", "node-b", "node-a",
+        "node-c", "node-a", "node-c", "node-c", "node-b", "node-c", "node-c", "node-c", "node-a",
         "node-b",
     ];
     assert_eq!(owners, expected);
@@ -101,7 +103,7 @@ fn rendezvous_assignments_are_pinned() {
     }
     let owners: Vec<&str> = keys().map(|key| *weighted.get(&key).unwrap()).collect();
     let expected = [
-        "node-b", "node-c", "node-b", "node-c", "node-b", "node-c", "node-a", "node-b", "node-a",
+        "node-c", "node-c", "node-c", "node-c", "node-c", "node-c", "node-c", "node-c", "node-c",
         "node-b",
     ];
     assert_eq!(owners, expected);
@@ -115,8 +117,8 @@ fn multi_probe_assignments_are_pinned() {
     }
     let owners: Vec<&str> = keys().map(|key| *mp.get(&key).unwrap()).collect();
     let expected = [
-        "node-a", "node-c", "node-c", "node-c", "node-a", "node-b", "node-a", "node-a", "node-c",
-        "node-a",
+        "node-c", "node-c", "node-c", "node-b", "node-a", "node-b", "node-b", "node-a", "node-c",
+        "node-c",
     ];
     assert_eq!(owners, expected);
 }
