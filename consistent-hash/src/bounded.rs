@@ -172,6 +172,25 @@ mod tests {
     }
 
     #[test]
+    fn releases_can_leave_a_node_over_the_shrunken_cap() {
+        let mut loads = BoundedLoads::new(0.0).unwrap();
+        let nodes = [1u32, 2];
+        for _ in 0..4 {
+            loads.place(nodes.iter(), 2).unwrap();
+        }
+        assert_eq!([loads.load(&1), loads.load(&2)], [2, 2]);
+        loads.release(&2).unwrap();
+        loads.release(&2).unwrap();
+        // 2 keys over 2 nodes: cap 1, and node 1 still holds 2.
+        assert_eq!(
+            loads.overloaded(2).collect::<alloc::vec::Vec<_>>(),
+            [(&1, 2)]
+        );
+        assert_eq!(loads.release(&2), Err(Error::NothingToRelease));
+        assert_eq!(loads.total(), 2);
+    }
+
+    #[test]
     fn zero_epsilon_is_perfect_balance() {
         let mut loads = BoundedLoads::new(0.0).unwrap();
         let nodes = [1u32, 2, 3];

@@ -162,6 +162,30 @@ impl<N: StableKey + Ord, H: KeyHasher> Ring<N, H> {
         Ok(self.members.remove(gone as usize).node)
     }
 
+    /// Changes `node`'s weight. Point `i` of a node is the same at every
+    /// weight, so growing only adds points (keys move only to `node`) and
+    /// shrinking only removes them (keys move only away from it).
+    pub fn set_weight(&mut self, node: &N, weight: u32) -> Result<(), Error>
+    where
+        N: Clone,
+    {
+        let index = self.index_of(node).ok_or(Error::UnknownNode)?;
+        if weight == 0 {
+            return Err(Error::ZeroWeight);
+        }
+        let too_many = Error::TooManyPoints {
+            vnodes: self.vnodes,
+            weight,
+        };
+        let count = self.vnodes.checked_mul(weight).ok_or(too_many)?;
+        let old = u64::from(self.vnodes) * u64::from(self.members[index].weight);
+        if self.points.len() as u64 - old + u64::from(count) >= u64::from(u32::MAX) {
+            return Err(too_many);
+        }
+        let node = self.remove(node)?;
+        self.add_weighted(node, weight)
+    }
+
     /// The node that owns `key`, or `None` on an empty ring.
     #[inline]
     pub fn get<K: StableKey + ?Sized>(&self, key: &K) -> Option<&N> {

@@ -103,6 +103,8 @@ fn rejects_bad_membership_changes() {
             weight: u32::MAX
         })
     );
+    assert_eq!(ring.set_weight(&"b", 2), Err(Error::UnknownNode));
+    assert_eq!(ring.set_weight(&"a", 0), Err(Error::ZeroWeight));
     assert_eq!((ring.len(), ring.point_count()), (1, 10));
     assert_eq!(
         ring.ranges(&"a")
@@ -156,6 +158,28 @@ proptest! {
         }
         let fraction = moved as f64 / keys as f64;
         prop_assert!((fraction / expected - 1.0).abs() <= 0.20, "sampled {fraction} vs {expected}");
+    }
+
+    /// Reweighting moves keys only to the reweighted node (up) or only away from it (down).
+    #[test]
+    fn reweighting_moves_only_the_reweighted_nodes_keys(nodes in node_names(), pick in any::<prop::sample::Index>(), weight in 1u32..5) {
+        let before = ring_of(&nodes, 50);
+        let node = nodes[pick.index(nodes.len())].clone();
+        let mut after = before.clone();
+        after.set_weight(&node, weight).unwrap();
+        prop_assert_eq!(after.nodes().find(|(n, _)| **n == node).map(|(_, w)| w), Some(weight));
+        prop_assert_eq!(after.point_count(), before.point_count() + 50 * (weight as usize - 1));
+        for key in 0u64..3000 {
+            let (old, new) = (before.get(&key).unwrap(), after.get(&key).unwrap());
+            if old != new {
+                prop_assert!(new == &node, "growing moves keys only to the node");
+            }
+        }
+        let mut back = after.clone();
+        back.set_weight(&node, 1).unwrap();
+        for key in 0u64..1000 {
+            prop_assert_eq!(before.get(&key), back.get(&key));
+        }
     }
 
     /// Removing a node moves only the keys it owned.
