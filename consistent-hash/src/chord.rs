@@ -23,6 +23,9 @@ use alloc::vec::Vec;
 
 use crate::Error;
 
+/// The most ids a message may carry in one list (successors, avoided nodes).
+pub const MAX_LIST: usize = 64;
+
 /// A point on the identifier circle: a node id or a key id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -243,6 +246,13 @@ pub enum Event {
     },
     /// The join lookup gave up; call [`Node::join`] again with another bootstrap.
     JoinFailed,
+    /// The predecessor changed: this node is now responsible for the keys in
+    /// `(predecessor, self]` (all keys when `None` and alone). A store hands
+    /// keys outside that arc to their new owner.
+    PredecessorChanged {
+        /// The new predecessor, or `None` when the old one failed.
+        predecessor: Option<Id>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -285,11 +295,11 @@ enum Pending {
 ///     loop {
 ///         let mut moved = false;
 ///         while let Some(out) = first.poll_transmit() {
-///             second.handle_message(Tick(now), first.id(), out.message);
+///             second.handle_message(Tick(now), first.id(), out.message)?;
 ///             moved = true;
 ///         }
 ///         while let Some(out) = second.poll_transmit() {
-///             first.handle_message(Tick(now), second.id(), out.message);
+///             first.handle_message(Tick(now), second.id(), out.message)?;
 ///             moved = true;
 ///         }
 ///         if !moved { break; }
@@ -444,7 +454,11 @@ impl Node {
     }
 
     /// Handles a message from `from`.
-    pub fn handle_message(&mut self, now: Tick, from: Id, message: Message) {
+    ///
+    /// A message naming ids outside the circle, or carrying more than
+    /// [`MAX_LIST`] ids in a list, is rejected with an error and changes nothing.
+    pub fn handle_message(&mut self, now: Tick, from: Id, message: Message) -> Result<(), Error> {
+        self.validate(from, &message)?;
         match message {
             Message::FindSuccessor {
                 request,
@@ -487,6 +501,45 @@ impl Node {
             Message::Pong { request } => {
                 self.take_pending(request, from);
             }
+        }
+        Ok(())
+    }
+
+    fn validate(&self, from: Id, message: &Message) -> Result<(), Error> {
+        let space = self.config.space;
+        let check_list = |ids: &[Id]| -> Result<(), Error> {
+            if ids.len() > MAX_LIST {
+                return Err(Error::ListTooLong {
+                    len: ids.len(),
+                    max: MAX_LIST,
+                });
+            }
+            ids.iter().try_for_each(|id| space.id(id.0).map(drop))
+        };
+        space.id(from.0)?;
+        match message {
+            Message::FindSuccessor { key, avoid, .. } => {
+                space.id(key.0)?;
+                check_list(avoid)
+            }
+            Message::NextHop {
+                hop: Hop::Found(id) | Hop::Next(id),
+                ..
+            } => space.id(id.0).map(drop),
+            Message::Predecessor {
+                predecessor,
+                successors,
+                ..
+            } => {
+                if let Some(predecessor) = predecessor {
+                    space.id(predecessor.0)?;
+                }
+                check_list(successors)
+            }
+            Message::GetPredecessor { .. }
+            | Message::Notify
+            | Message::Ping { .. }
+            | Message::Pong { .. } => Ok(()),
         }
     }
 
@@ -659,7 +712,7 @@ impl Node {
             Pending::Stabilize(successor) => self.forget(successor),
             Pending::Ping(predecessor) => {
                 if self.predecessor == Some(predecessor) {
-                    self.predecessor = None;
+                    self.set_predecessor(None);
                 }
             }
         }
@@ -692,7 +745,7 @@ impl Node {
             }
         }
         if self.predecessor == Some(failed) {
-            self.predecessor = None;
+            self.set_predecessor(None);
         }
     }
 
@@ -749,10 +802,18 @@ impl Node {
             .predecessor
             .is_none_or(|p| space.between(candidate, p, self.id))
         {
-            self.predecessor = Some(candidate);
+            self.set_predecessor(Some(candidate));
         }
         if self.successor() == self.id {
             self.successors = vec![candidate];
+        }
+    }
+
+    fn set_predecessor(&mut self, predecessor: Option<Id>) {
+        if self.predecessor != predecessor {
+            self.predecessor = predecessor;
+            self.events
+                .push_back(Event::PredecessorChanged { predecessor });
         }
     }
 
@@ -836,6 +897,76 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn rejects_forged_messages_without_changing_state() {
+        let mut node = Node::new(Id(5), Config::new(8).unwrap()).unwrap();
+        let before = alloc::format!("{node:?}");
+        let request = RequestId(1);
+        let out_of_range = Message::FindSuccessor {
+            request,
+            key: Id(300),
+            avoid: Vec::new(),
+        };
+        assert_eq!(
+            node.handle_message(Tick(0), Id(9), out_of_range),
+            Err(Error::IdOutOfRange { id: 300, bits: 8 })
+        );
+        let too_long = Message::Predecessor {
+            request,
+            predecessor: None,
+            successors: vec![Id(1); MAX_LIST + 1],
+        };
+        assert_eq!(
+            node.handle_message(Tick(0), Id(9), too_long),
+            Err(Error::ListTooLong {
+                len: MAX_LIST + 1,
+                max: MAX_LIST
+            })
+        );
+        assert_eq!(
+            node.handle_message(Tick(0), Id(256), Message::Notify),
+            Err(Error::IdOutOfRange { id: 256, bits: 8 })
+        );
+        assert_eq!(alloc::format!("{node:?}"), before);
+        assert_eq!(node.poll_transmit(), None);
+    }
+
+    #[test]
+    fn answers_only_the_peer_it_asked() {
+        let mut node = Node::new(Id(5), Config::new(8).unwrap()).unwrap();
+        node.handle_message(Tick(0), Id(50), Message::Notify)
+            .unwrap();
+        assert_eq!(node.predecessor(), Some(Id(50)));
+        assert_eq!(
+            node.poll_event(),
+            Some(Event::PredecessorChanged {
+                predecessor: Some(Id(50))
+            })
+        );
+        node.handle_timeout(Tick(0));
+        let stabilize = node.poll_transmit().unwrap();
+        let Message::GetPredecessor { request } = stabilize.message else {
+            panic!("{stabilize:?}")
+        };
+        assert_eq!(stabilize.to, Id(50));
+        // A reply from someone else is ignored.
+        let forged = Message::Predecessor {
+            request,
+            predecessor: Some(Id(7)),
+            successors: vec![Id(7)],
+        };
+        node.handle_message(Tick(1), Id(60), forged).unwrap();
+        assert_eq!(node.successor(), Id(50));
+        // The real one is taken: 7 lies between 5 and 50, so it becomes the successor.
+        let real = Message::Predecessor {
+            request,
+            predecessor: Some(Id(7)),
+            successors: vec![Id(5)],
+        };
+        node.handle_message(Tick(1), Id(50), real).unwrap();
+        assert_eq!(node.successors(), [Id(7), Id(50)]);
     }
 
     #[test]

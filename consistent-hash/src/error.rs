@@ -92,6 +92,14 @@ pub enum Error {
         /// The circle's size in bits.
         bits: u32,
     },
+    /// A Chord message carried a list longer than the protocol allows.
+    #[error("message list of {len} ids is longer than the maximum {max}")]
+    ListTooLong {
+        /// The list's length.
+        len: usize,
+        /// The most allowed.
+        max: usize,
+    },
     /// A Chord successor list must hold at least one entry.
     #[error("Chord successor list length must be at least 1, got 0")]
     ZeroSuccessors,

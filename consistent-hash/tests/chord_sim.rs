@@ -128,7 +128,7 @@ impl Sim {
         let due = self.in_flight.remove(&self.now).unwrap_or_default();
         for (from, to, message) in due {
             if let Some(node) = self.nodes.get_mut(&to) {
-                node.handle_message(now, from, message);
+                node.handle_message(now, from, message).unwrap();
             }
         }
         for node in self.nodes.values_mut() {
@@ -175,7 +175,7 @@ impl Sim {
                         let bootstrap = self.random_joined();
                         self.nodes.get_mut(&id).unwrap().join(bootstrap, now);
                     }
-                    Event::Joined { .. } => {}
+                    Event::Joined { .. } | Event::PredecessorChanged { .. } => {}
                 }
             }
         }
