@@ -46,6 +46,8 @@ mod hash;
 mod jump;
 mod maglev;
 mod multi_probe;
+#[cfg(feature = "serde")]
+mod persist;
 mod points;
 mod range;
 mod rendezvous;

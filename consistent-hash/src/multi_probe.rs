@@ -70,6 +70,11 @@ impl<N: StableKey + Ord, H: KeyHasher> MultiProbe<N, H> {
         self.ring.is_empty()
     }
 
+    /// The nodes, in insertion order.
+    pub fn nodes(&self) -> impl Iterator<Item = &N> + '_ {
+        self.ring.nodes().map(|(node, _)| node)
+    }
+
     /// Adds `node` (one point on the circle).
     pub fn add(&mut self, node: N) -> Result<(), Error> {
         self.ring.add(node)

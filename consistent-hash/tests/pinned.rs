@@ -122,3 +122,42 @@ fn multi_probe_assignments_are_pinned() {
     ];
     assert_eq!(owners, expected);
 }
+
+/// Serialized placement structures rebuild to identical placement, and
+/// invalid membership is rejected on the way in.
+#[cfg(feature = "serde")]
+#[test]
+fn serde_round_trips_preserve_placement() {
+    let mut ring: Ring<String> = Ring::new(16).unwrap();
+    ring.add("a".to_string()).unwrap();
+    ring.add_weighted("b".to_string(), 3).unwrap();
+    let json = serde_json::to_string(&ring).unwrap();
+    assert_eq!(json, r#"{"vnodes":16,"nodes":[["a",1],["b",3]]}"#);
+    let back: Ring<String> = serde_json::from_str(&json).unwrap();
+    let mut rendezvous: Rendezvous<String> = Rendezvous::new();
+    rendezvous.add_weighted("a".to_string(), 0.5).unwrap();
+    rendezvous.add("b".to_string()).unwrap();
+    let rendezvous_back: Rendezvous<String> =
+        serde_json::from_str(&serde_json::to_string(&rendezvous).unwrap()).unwrap();
+    let maglev = Maglev::with_table_size(NODES.map(String::from), 13, Xxh3).unwrap();
+    let maglev_back: Maglev<String> =
+        serde_json::from_str(&serde_json::to_string(&maglev).unwrap()).unwrap();
+    let mut mp = MultiProbe::new(7).unwrap();
+    for node in NODES {
+        mp.add(node.to_string()).unwrap();
+    }
+    let mp_back: MultiProbe<String> =
+        serde_json::from_str(&serde_json::to_string(&mp).unwrap()).unwrap();
+    for key in keys() {
+        assert_eq!(ring.get(&key), back.get(&key));
+        assert_eq!(rendezvous.get(&key), rendezvous_back.get(&key));
+        assert_eq!(maglev.get(&key), maglev_back.get(&key));
+        assert_eq!(mp.get(&key), mp_back.get(&key));
+    }
+    assert!(serde_json::from_str::<Ring<String>>(r#"{"vnodes":0,"nodes":[]}"#).is_err());
+    assert!(
+        serde_json::from_str::<Ring<String>>(r#"{"vnodes":4,"nodes":[["a",1],["a",2]]}"#).is_err()
+    );
+    assert!(serde_json::from_str::<Maglev<String>>(r#"{"table_size":12,"nodes":["a"]}"#).is_err());
+    assert!(serde_json::from_str::<Rendezvous<String>>(r#"{"nodes":[["a",-1.0]]}"#).is_err());
+}
