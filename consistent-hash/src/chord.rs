@@ -126,8 +126,11 @@ pub struct Config {
     pub successors: usize,
     /// Ticks between maintenance rounds (stabilize, one fix_fingers, check_predecessor).
     pub maintenance_interval: u64,
-    /// Ticks to wait for a reply before the peer counts as failed.
+    /// Ticks to wait for a reply.
     pub request_timeout: u64,
+    /// Unanswered requests in a row after which a peer counts as failed;
+    /// more than 1 keeps a lost message from evicting a live node.
+    pub misses_to_fail: u32,
     /// Most hops a lookup may take before it is reported failed.
     pub max_hops: u32,
     /// Most restarts after timeouts before a lookup is reported failed.
@@ -136,13 +139,14 @@ pub struct Config {
 
 impl Config {
     /// Defaults for a circle of `bits` bits: 8 successors, maintenance every
-    /// tick, 4-tick timeouts, `2 * bits` hops.
+    /// tick, 4-tick timeouts, failure after 3 misses, `2 * bits` hops.
     pub fn new(bits: u32) -> Result<Self, Error> {
         Ok(Self {
             space: IdSpace::new(bits)?,
             successors: 8,
             maintenance_interval: 1,
             request_timeout: 4,
+            misses_to_fail: 3,
             max_hops: 2 * bits,
             max_restarts: 4,
         })
@@ -269,6 +273,8 @@ struct Lookup {
     asking: Id,
     hops: u32,
     restarts: u32,
+    /// Unanswered requests to `asking` so far.
+    misses: u32,
     avoid: Vec<Id>,
 }
 
@@ -324,6 +330,8 @@ pub struct Node {
     successors: Vec<Id>,
     fingers: Vec<Option<Id>>,
     next_finger: u32,
+    successor_misses: u32,
+    predecessor_misses: u32,
     next_maintenance: Tick,
     next_number: u64,
     lookups: BTreeMap<u64, Lookup>,
@@ -349,6 +357,8 @@ impl Node {
             successors: vec![id],
             fingers: vec![None; config.space.bits() as usize],
             next_finger: 0,
+            successor_misses: 0,
+            predecessor_misses: 0,
             next_maintenance: Tick(0),
             next_number: 0,
             lookups: BTreeMap::new(),
@@ -400,7 +410,15 @@ impl Node {
         self.predecessor = None;
         self.successors = vec![self.id];
         self.fingers.iter_mut().for_each(|finger| *finger = None);
-        self.lookups.clear();
+        // Lookups in flight cannot finish on a ring we are leaving: fail them.
+        for lookup in core::mem::take(&mut self.lookups).into_values() {
+            if let Purpose::User(id) = lookup.purpose {
+                self.events.push_back(Event::LookupFailed {
+                    lookup: id,
+                    key: lookup.key,
+                });
+            }
+        }
         self.pending.clear();
         let number = self.number();
         let lookup = Lookup {
@@ -409,6 +427,7 @@ impl Node {
             asking: bootstrap,
             hops: 1,
             restarts: 0,
+            misses: 0,
             avoid: Vec::new(),
         };
         self.ask(number, lookup, now);
@@ -493,13 +512,16 @@ impl Node {
                 successors,
             } => {
                 if let Some((Pending::Stabilize(successor), _)) = self.take_pending(request, from) {
+                    self.successor_misses = 0;
                     self.stabilized(successor, predecessor, &successors);
                 }
             }
             Message::Notify => self.notified(from),
             Message::Ping { request } => self.send(from, Message::Pong { request }),
             Message::Pong { request } => {
-                self.take_pending(request, from);
+                if self.take_pending(request, from).is_some() {
+                    self.predecessor_misses = 0;
+                }
             }
         }
         Ok(())
@@ -620,6 +642,7 @@ impl Node {
             asking: self.id,
             hops: 0,
             restarts: 0,
+            misses: 0,
             avoid: Vec::new(),
         };
         let hop = self.find_successor(key, &[]);
@@ -656,6 +679,7 @@ impl Node {
             }
             Hop::Next(next) => {
                 lookup.asking = next;
+                lookup.misses = 0;
                 lookup.hops += 1;
                 self.ask(number, lookup, now);
             }
@@ -697,21 +721,37 @@ impl Node {
                 let Some(mut lookup) = self.lookups.remove(&number) else {
                     return;
                 };
+                lookup.misses += 1;
+                if lookup.misses < self.config.misses_to_fail {
+                    self.ask(number, lookup, now);
+                    return;
+                }
                 self.forget(lookup.asking);
                 if lookup.restarts >= self.config.max_restarts || lookup.purpose == Purpose::Join {
                     self.finish_lookup(lookup, None);
                     return;
                 }
                 lookup.restarts += 1;
+                lookup.misses = 0;
                 lookup.avoid.push(lookup.asking);
                 let hop = self.find_successor(lookup.key, &lookup.avoid);
                 lookup.asking = self.id;
                 self.lookups.insert(number, lookup);
                 self.advance_lookup(number, self.id, hop, now);
             }
-            Pending::Stabilize(successor) => self.forget(successor),
+            Pending::Stabilize(successor) => {
+                self.successor_misses += 1;
+                if self.successor_misses >= self.config.misses_to_fail {
+                    self.successor_misses = 0;
+                    self.forget(successor);
+                }
+            }
             Pending::Ping(predecessor) => {
-                if self.predecessor == Some(predecessor) {
+                self.predecessor_misses += 1;
+                if self.predecessor_misses >= self.config.misses_to_fail
+                    && self.predecessor == Some(predecessor)
+                {
+                    self.predecessor_misses = 0;
                     self.set_predecessor(None);
                 }
             }

@@ -1,7 +1,7 @@
 //! Seeded simulation of hundreds of Chord nodes joining and failing.
 //!
-//! A deterministic network (seeded delays of 1-3 ticks, messages to dead
-//! nodes vanish) drives [`Node`]s through three phases: 200 nodes join one
+//! A deterministic network (seeded delays of 1-3 ticks so messages reorder,
+//! 1% lost, 1% duplicated, messages to dead nodes vanish) drives [`Node`]s through three phases: 200 nodes join one
 //! by one; then churn, where 60 of them crash (one every 4 ticks) while 40
 //! more join and a lookup starts every tick, of which at least 90% must
 //! already be right; then quiet. After each phase has had time to
@@ -137,12 +137,21 @@ impl Sim {
         let ids: Vec<Id> = self.nodes.keys().copied().collect();
         for id in ids {
             while let Some(transmit) = self.nodes.get_mut(&id).unwrap().poll_transmit() {
-                let at = self.now + 1 + self.rng.u64(..3);
-                self.in_flight
-                    .entry(at)
-                    .or_default()
-                    .push((id, transmit.to, transmit.message));
                 self.messages += 1;
+                // Seeded faults: 1% of messages lost, 1% delivered twice.
+                let fate = self.rng.u32(..100);
+                if fate == 0 {
+                    continue;
+                }
+                let copies = if fate == 1 { 2 } else { 1 };
+                for _ in 0..copies {
+                    let at = self.now + 1 + self.rng.u64(..3);
+                    self.in_flight.entry(at).or_default().push((
+                        id,
+                        transmit.to,
+                        transmit.message.clone(),
+                    ));
+                }
             }
             while let Some(event) = self.nodes.get_mut(&id).unwrap().poll_event() {
                 match event {
