@@ -161,3 +161,77 @@ fn serde_round_trips_preserve_placement() {
     assert!(serde_json::from_str::<Maglev<String>>(r#"{"table_size":12,"nodes":["a"]}"#).is_err());
     assert!(serde_json::from_str::<Rendezvous<String>>(r#"{"nodes":[["a",-1.0]]}"#).is_err());
 }
+
+/// A hasher whose output can be computed by hand: the key's first 8 bytes
+/// as a little-endian integer, plus the seed. It shows the hasher is
+/// pluggable and pins the ring's rules (point `i` of node `n` is
+/// `hash(n, i)`; a key belongs to the first point at or after its hash).
+#[derive(Debug, Clone, Copy, Default)]
+struct ByHand;
+
+impl KeyHasher for ByHand {
+    fn hash(&self, bytes: &[u8], seed: u64) -> u64 {
+        let mut word = [0u8; 8];
+        for (to, from) in word.iter_mut().zip(bytes) {
+            *to = *from;
+        }
+        u64::from_le_bytes(word).wrapping_add(seed)
+    }
+}
+
+#[test]
+fn ring_rules_by_hand() {
+    use quorate_consistent_hash::{KeyRange, Transfer};
+    let mut ring = Ring::with_hasher(2, ByHand).unwrap();
+    for node in [100u64, 200, 300] {
+        ring.add(node).unwrap();
+    }
+    // Points: 100, 101 | 200, 201 | 300, 301.
+    assert_eq!(ring.get(&150u64), Some(&200));
+    assert_eq!(ring.get(&200u64), Some(&200));
+    assert_eq!(ring.get(&201u64), Some(&200));
+    assert_eq!(ring.get(&202u64), Some(&300));
+    assert_eq!(ring.get(&302u64), Some(&100), "wraps past the last point");
+    assert_eq!(ring.replicas(&150u64, 5), [&200, &300, &100]);
+    assert_eq!(
+        ring.ranges(&200).unwrap(),
+        [KeyRange {
+            start: 101,
+            end: 201
+        }]
+    );
+    assert_eq!(
+        ring.ranges(&100).unwrap(),
+        [KeyRange {
+            start: 301,
+            end: 101
+        }]
+    );
+    // Node 250 brings points 250 and 251: (201, 251] leaves node 300.
+    assert_eq!(
+        ring.transfers_on_add(250, 1).unwrap(),
+        [Transfer {
+            range: KeyRange {
+                start: 201,
+                end: 251
+            },
+            from: 300,
+            to: 250
+        }]
+    );
+    assert_eq!(
+        ring.transfers_on_remove(&100).unwrap(),
+        [Transfer {
+            range: KeyRange {
+                start: 301,
+                end: 101
+            },
+            from: 100,
+            to: 200
+        }]
+    );
+    // Weight 2 gives node 300 points 302 and 303 as well.
+    ring.set_weight(&300, 2).unwrap();
+    assert_eq!(ring.get(&303u64), Some(&300));
+    assert_eq!(ring.get(&304u64), Some(&100));
+}
