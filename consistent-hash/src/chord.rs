@@ -799,15 +799,28 @@ impl Node {
             }
             return;
         }
+        self.request_once(successor, Pending::Stabilize(successor), now, |request| {
+            Message::GetPredecessor { request }
+        });
+    }
+
+    /// Sends a request unless the same one is still waiting for its reply.
+    fn request_once(
+        &mut self,
+        to: Id,
+        pending: Pending,
+        now: Tick,
+        message: impl FnOnce(RequestId) -> Message,
+    ) {
         if self
             .pending
             .values()
-            .any(|(pending, _)| *pending == Pending::Stabilize(successor))
+            .any(|(waiting, _)| *waiting == pending)
         {
             return;
         }
-        let request = self.request(Pending::Stabilize(successor), now);
-        self.send(successor, Message::GetPredecessor { request });
+        let request = self.request(pending, now);
+        self.send(to, message(request));
     }
 
     fn stabilized(&mut self, successor: Id, predecessor: Option<Id>, their_successors: &[Id]) {
@@ -877,15 +890,9 @@ impl Node {
         let Some(predecessor) = self.predecessor else {
             return;
         };
-        if self
-            .pending
-            .values()
-            .any(|(pending, _)| *pending == Pending::Ping(predecessor))
-        {
-            return;
-        }
-        let request = self.request(Pending::Ping(predecessor), now);
-        self.send(predecessor, Message::Ping { request });
+        self.request_once(predecessor, Pending::Ping(predecessor), now, |request| {
+            Message::Ping { request }
+        });
     }
 }
 
