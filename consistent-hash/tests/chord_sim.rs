@@ -5,14 +5,17 @@
 //! are lost and 1% duplicated) drives [`Node`]s through three phases: 200 nodes join one
 //! by one; then churn, where 60 of them crash (one every 4 ticks) while 40
 //! more join and a lookup starts every tick, of which at least 85% must
-//! already be right; then quiet. After each phase has had time to
-//! stabilize, every lookup must return the true successor and take
-//! `O(log n)` hops (mean at most `log2(n)/2 + 1`, as the paper predicts),
-//! and successor/predecessor pointers must form the ring. A second run grows
+//! already be right; then quiet. After each phase the successor and
+//! predecessor pointers must match the live ring within 300 quiet ticks
+//! (stabilization converges), and then every lookup must return the true
+//! successor and take
+//! `O(log n)` hops (mean at most `log2(n)/2 + 1`, as the paper predicts).
+//! A second run grows
 //! rings of 16 and 256 nodes to show the mean grows with `log n`.
 //!
-//! Runs seeds `0..2`; `QUORATE_SIM_SEEDS=N` runs `0..N`, `QUORATE_SIM_SEED=S`
-//! runs only `S`. A failure names its seed.
+//! A third test replays the churn on 12-node rings for many seeds (default
+//! 500, `QUORATE_SIM_SEEDS=N` for N; the 200-node runs use N/250, at least
+//! 2); `QUORATE_SIM_SEED=S` runs only seed `S`. A failure names its seed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -221,6 +224,30 @@ impl Sim {
         std::mem::take(&mut self.results)
     }
 
+    /// Whether every joined node's successor and predecessor are the true ones.
+    fn ring_is_consistent(&self) -> bool {
+        let joined = self.joined();
+        joined.len() == self.nodes.len()
+            && joined.iter().enumerate().all(|(i, id)| {
+                let node = &self.nodes[id];
+                node.successor() == joined[(i + 1) % joined.len()]
+                    && node.predecessor() == Some(joined[(i + joined.len() - 1) % joined.len()])
+            })
+    }
+
+    /// Runs quiet ticks until the ring is consistent, at most `budget` of them,
+    /// then checks it (with a precise message if it never converged).
+    fn settle(&mut self, budget: u64) {
+        self.faults = false;
+        for _ in 0..budget {
+            if self.ring_is_consistent() {
+                break;
+            }
+            self.tick();
+        }
+        self.assert_ring_is_consistent();
+    }
+
     fn assert_ring_is_consistent(&self) {
         let joined: Vec<Id> = self.joined();
         let waiting: Vec<&Node> = self
@@ -278,8 +305,8 @@ fn assert_lookups_correct_and_logarithmic(results: &[LookupResult], nodes: usize
     );
 }
 
-/// A ring of `nodes` nodes that joined one by one, then had time to stabilize.
-fn grown(seed: u64, nodes: usize) -> Sim {
+/// A ring of `nodes` nodes that joined one by one, then stabilized within `budget` ticks.
+fn grown(seed: u64, nodes: usize, budget: u64) -> Sim {
     let mut sim = Sim::new(seed);
     sim.add_first();
     for _ in 1..nodes {
@@ -288,14 +315,32 @@ fn grown(seed: u64, nodes: usize) -> Sim {
     }
     // Quiet network from here: a lost reply can briefly evict a live node
     // (healed by the next stabilize), so exact checks need a quiet spell.
-    sim.faults = false;
-    sim.run(120);
-    sim.assert_ring_is_consistent();
+    sim.settle(budget);
     sim
 }
 
+/// The same story on 12 nodes, cheap enough for hundreds of seeds: 4 crash
+/// and 4 join over 60 faulty ticks, then every pointer and lookup is exact.
+fn small_ring(seed: u64) {
+    let mut sim = grown(seed, 12, 300);
+    sim.faults = true;
+    for step in 0..60u64 {
+        if step % 15 == 0 {
+            sim.crash_one();
+        }
+        if step % 15 == 7 {
+            sim.join_one();
+        }
+        sim.start_lookup();
+        sim.tick();
+    }
+    sim.settle(300);
+    let results = sim.measure_lookups(40);
+    assert_lookups_correct_and_logarithmic(&results, sim.nodes.len(), "small ring");
+}
+
 fn simulate(seed: u64) {
-    let mut sim = grown(seed, 200);
+    let mut sim = grown(seed, 200, 300);
     let results = sim.measure_lookups(300);
     assert_lookups_correct_and_logarithmic(&results, sim.nodes.len(), "after joins");
 
@@ -332,12 +377,15 @@ fn simulate(seed: u64) {
         during.len()
     );
 
-    sim.assert_ring_is_consistent();
+    sim.settle(300);
     let results = sim.measure_lookups(300);
     assert_lookups_correct_and_logarithmic(&results, sim.nodes.len(), "after churn");
 }
 
-fn seeds() -> Vec<u64> {
+/// `QUORATE_SIM_SEED=S` runs seed S only. Otherwise the small-ring
+/// simulation runs `QUORATE_SIM_SEEDS` seeds (default 500) and the
+/// hundreds-of-nodes ones, 100x dearer each, one per 250 of those (at least 2).
+fn seeds(large: bool) -> Vec<u64> {
     if let Some(seed) = std::env::var("QUORATE_SIM_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -347,8 +395,12 @@ fn seeds() -> Vec<u64> {
     let count = std::env::var("QUORATE_SIM_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(2u64);
-    (0..count).collect()
+        .unwrap_or(500u64);
+    if large {
+        (0..(count / 250).max(2)).collect()
+    } else {
+        (0..count).collect()
+    }
 }
 
 /// Mean hops grow with log n: 16x more nodes (16 -> 256) add about
@@ -356,7 +408,7 @@ fn seeds() -> Vec<u64> {
 fn scaling(seed: u64) {
     let mut means = Vec::new();
     for nodes in [16, 256] {
-        let mut sim = grown(seed, nodes);
+        let mut sim = grown(seed, nodes, 300);
         let results = sim.measure_lookups(300);
         assert_lookups_correct_and_logarithmic(&results, nodes, &format!("{nodes} nodes"));
         means.push(results.iter().map(|r| f64::from(r.hops)).sum::<f64>() / results.len() as f64);
@@ -368,8 +420,8 @@ fn scaling(seed: u64) {
     );
 }
 
-fn for_each_seed(run: fn(u64)) {
-    for seed in seeds() {
+fn for_each_seed(large: bool, run: fn(u64)) {
+    for seed in seeds(large) {
         if std::panic::catch_unwind(|| run(seed)).is_err() {
             panic!("chord simulation failed for seed {seed}; rerun with QUORATE_SIM_SEED={seed}");
         }
@@ -378,10 +430,15 @@ fn for_each_seed(run: fn(u64)) {
 
 #[test]
 fn chord_lookups_stay_correct_and_logarithmic_under_churn() {
-    for_each_seed(simulate);
+    for_each_seed(true, simulate);
+}
+
+#[test]
+fn chord_small_rings_survive_churn_and_faults() {
+    for_each_seed(false, small_ring);
 }
 
 #[test]
 fn chord_hops_grow_logarithmically() {
-    for_each_seed(scaling);
+    for_each_seed(true, scaling);
 }
