@@ -206,22 +206,28 @@ impl Sim {
 
     /// Runs `count` lookups to completion (crashed origins drop theirs) and returns the results.
     fn measure_lookups(&mut self, count: usize) -> Vec<LookupResult> {
+        // Lookups started during churn may rightly have seen stale tables: finish and drop them.
+        self.finish_lookups();
         self.results.clear();
         for _ in 0..count {
             self.start_lookup();
         }
-        for _ in 0..200 {
-            if self.lookups.is_empty() {
-                break;
-            }
-            self.tick();
-        }
+        self.finish_lookups();
         assert!(
             self.lookups.is_empty(),
             "{} lookups never finished",
             self.lookups.len()
         );
         std::mem::take(&mut self.results)
+    }
+
+    fn finish_lookups(&mut self) {
+        for _ in 0..200 {
+            if self.lookups.is_empty() {
+                break;
+            }
+            self.tick();
+        }
     }
 
     /// Whether every joined node's successor and predecessor are the true ones.
