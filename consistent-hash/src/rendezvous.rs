@@ -39,6 +39,8 @@ struct Member<N> {
 pub struct Rendezvous<N, H = Xxh3> {
     hasher: H,
     members: Vec<Member<N>>,
+    /// Whether every weight is the same (cached: lookups then skip `ln`).
+    uniform: bool,
 }
 
 impl<N: StableKey + Ord> Default for Rendezvous<N, Xxh3> {
@@ -60,6 +62,7 @@ impl<N: StableKey + Ord, H: KeyHasher> Rendezvous<N, H> {
         Self {
             hasher,
             members: Vec::new(),
+            uniform: true,
         }
     }
 
@@ -100,6 +103,7 @@ impl<N: StableKey + Ord, H: KeyHasher> Rendezvous<N, H> {
         }
         let seed = self.hasher.hash_key(&node, 0);
         self.members.push(Member { node, weight, seed });
+        self.uniform = weights_equal(&self.members);
         Ok(())
     }
 
@@ -110,7 +114,9 @@ impl<N: StableKey + Ord, H: KeyHasher> Rendezvous<N, H> {
             .iter()
             .position(|member| member.node == *node)
             .ok_or(Error::UnknownNode)?;
-        Ok(self.members.remove(index).node)
+        let removed = self.members.remove(index).node;
+        self.uniform = weights_equal(&self.members);
+        Ok(removed)
     }
 
     /// The node with the highest score for `key`.
@@ -121,15 +127,25 @@ impl<N: StableKey + Ord, H: KeyHasher> Rendezvous<N, H> {
 
     /// The node with the highest score for a key hash.
     pub fn get_by_hash(&self, key_hash: u64) -> Option<&N> {
-        let uniform = self.uniform();
-        let mut best: Option<(Score, &N)> = None;
+        if !self.uniform() {
+            let mut best: Option<(Score, &N)> = None;
+            for member in &self.members {
+                let score = self.score(key_hash, member, false);
+                if best
+                    .as_ref()
+                    .is_none_or(|(top, node)| beats(&score, &member.node, top, node))
+                {
+                    best = Some((score, &member.node));
+                }
+            }
+            return best.map(|(_, node)| node);
+        }
+        // Equal weights: compare raw draws, no `ln` and no float (same order as `beats`).
+        let mut best: Option<(u64, &N)> = None;
         for member in &self.members {
-            let score = self.score(key_hash, member, uniform);
-            if best
-                .as_ref()
-                .is_none_or(|(top, node)| beats(&score, &member.node, top, node))
-            {
-                best = Some((score, &member.node));
+            let draw = splitmix64(key_hash ^ member.seed) >> 12;
+            if best.is_none_or(|(top, node)| draw > top || (draw == top && member.node < *node)) {
+                best = Some((draw, &member.node));
             }
         }
         best.map(|(_, node)| node)
@@ -163,11 +179,7 @@ impl<N: StableKey + Ord, H: KeyHasher> Rendezvous<N, H> {
     }
 
     fn uniform(&self) -> bool {
-        self.members.first().is_none_or(|first| {
-            self.members
-                .iter()
-                .all(|member| member.weight == first.weight)
-        })
+        self.uniform
     }
 
     #[inline]
@@ -180,6 +192,12 @@ impl<N: StableKey + Ord, H: KeyHasher> Rendezvous<N, H> {
             Score::Weighted(score(draw, member.weight))
         }
     }
+}
+
+fn weights_equal<N>(members: &[Member<N>]) -> bool {
+    members
+        .first()
+        .is_none_or(|first| members.iter().all(|member| member.weight == first.weight))
 }
 
 #[derive(Debug, Clone, Copy)]
