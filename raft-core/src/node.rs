@@ -1,0 +1,843 @@
+//! [`Node`]: one Raft server as a deterministic state machine.
+
+use crate::config::{Config, Configuration};
+use crate::error::Error;
+use crate::log::RaftLog;
+use crate::message::{AppendOutcome, Message, MessageBody};
+use crate::progress::{Progress, ProgressState};
+use crate::ready::{Ready, Role, SoftState};
+use crate::storage::Storage;
+use crate::types::{Entry, HardState, LogIndex, NodeId, Term};
+use bytes::Bytes;
+use std::collections::VecDeque;
+
+/// A Ready handed out and not yet advanced.
+#[derive(Debug)]
+struct InFlight {
+    seq: u64,
+    /// The log is durable up to here once this Ready is advanced (lowered
+    /// if a later append replaces entries it carried).
+    persists_to: LogIndex,
+    hard_state: Option<HardState>,
+    /// Replies held until this Ready's state is durable.
+    held: Vec<Message>,
+    /// The application has applied up to here once this Ready is advanced.
+    applies_to: LogIndex,
+}
+
+/// One Raft node.
+///
+/// Drive it with [`tick`](Node::tick), [`step`](Node::step) and
+/// [`propose`](Node::propose); after each call, loop over
+/// [`ready`](Node::ready) / [`advance`](Node::advance) (see the crate
+/// documentation for the contract and a complete event loop).
+#[derive(Debug)]
+pub struct Node<S> {
+    id: NodeId,
+    config: Config,
+    configuration: Configuration,
+    log: RaftLog<S>,
+    term: Term,
+    vote: Option<NodeId>,
+    leader: Option<NodeId>,
+    role: Role,
+    election_elapsed: u32,
+    heartbeat_elapsed: u32,
+    randomized_election_timeout: u32,
+    rng: fastrand::Rng,
+    /// Votes received as candidate (this node's own vote is counted once
+    /// durable, see `self_vote_durable`).
+    votes: Vec<(NodeId, bool)>,
+    /// Per-follower progress, while leader.
+    progress: Vec<Progress>,
+    /// Messages that may be sent now.
+    outbox: Vec<Message>,
+    /// Replies that may be sent once the current state is durable.
+    held: Vec<Message>,
+    in_flight: VecDeque<InFlight>,
+    next_seq: u64,
+    /// The hard state last handed out in a Ready.
+    handed_hard_state: HardState,
+    /// The hard state last acknowledged durable.
+    durable_hard_state: HardState,
+    soft_state: SoftState,
+}
+
+impl<S: Storage> Node<S> {
+    /// Starts a node from what `storage` holds (a fresh log or the durable
+    /// state of a node that crashed).
+    pub fn new(config: Config, storage: S) -> Result<Self, Error> {
+        config.validate()?;
+        let initial = storage.initial_state()?;
+        if !initial.configuration.contains(config.id) {
+            return Err(Error::NotAMember { id: config.id });
+        }
+        let hs = initial.hard_state;
+        let log = RaftLog::new(storage, hs.commit)?;
+        let rng =
+            fastrand::Rng::with_seed(config.seed ^ config.id.0.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut node = Node {
+            id: config.id,
+            configuration: initial.configuration,
+            log,
+            term: hs.term,
+            vote: hs.vote,
+            leader: None,
+            role: Role::Follower,
+            election_elapsed: 0,
+            heartbeat_elapsed: 0,
+            randomized_election_timeout: config.election_tick,
+            rng,
+            votes: Vec::new(),
+            progress: Vec::new(),
+            outbox: Vec::new(),
+            held: Vec::new(),
+            in_flight: VecDeque::new(),
+            next_seq: 0,
+            handed_hard_state: hs,
+            durable_hard_state: hs,
+            soft_state: SoftState::default(),
+            config,
+        };
+        node.reset_election_timer();
+        Ok(node)
+    }
+
+    // ----- observers -----
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The current term.
+    pub fn term(&self) -> Term {
+        self.term
+    }
+
+    /// The current role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The leader of the current term, if known.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader
+    }
+
+    /// The candidate voted for in the current term.
+    pub fn vote(&self) -> Option<NodeId> {
+        self.vote
+    }
+
+    /// The highest index known committed.
+    pub fn commit_index(&self) -> LogIndex {
+        self.log.committed
+    }
+
+    /// The highest index the application acknowledged as applied.
+    pub fn applied_index(&self) -> LogIndex {
+        self.log.applied
+    }
+
+    /// The index of the last log entry (durable or not).
+    pub fn last_index(&self) -> LogIndex {
+        self.log.last_index()
+    }
+
+    /// The highest index acknowledged durable.
+    pub fn persisted_index(&self) -> LogIndex {
+        self.log.persisted()
+    }
+
+    /// The term of the entry at `index`, or `None` past the end of the log.
+    pub fn log_term(&self, index: LogIndex) -> Result<Option<Term>, Error> {
+        self.log.term(index)
+    }
+
+    /// Copies the entries in `[low, last_index]` into `out` (durable or not).
+    pub fn log_entries(&self, low: LogIndex, out: &mut Vec<Entry>) -> Result<(), Error> {
+        self.log.entries_from(low.max(LogIndex(1)), u64::MAX, out)
+    }
+
+    /// The cluster membership.
+    pub fn configuration(&self) -> &Configuration {
+        &self.configuration
+    }
+
+    /// The leader's view of a follower, while leader.
+    pub fn progress(&self, id: NodeId) -> Option<&Progress> {
+        self.progress.iter().find(|p| p.id == id)
+    }
+
+    /// The configuration this node runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The storage, for reading.
+    pub fn storage(&self) -> &S {
+        &self.log.storage
+    }
+
+    /// The storage, for writing what a [`Ready`] asks to persist.
+    pub fn storage_mut(&mut self) -> &mut S {
+        &mut self.log.storage
+    }
+
+    /// Stops the node and returns its storage: what a restart recovers from.
+    pub fn into_storage(self) -> S {
+        self.log.storage
+    }
+
+    // ----- inputs -----
+
+    /// Advances logical time by one tick: followers and candidates count
+    /// towards their election timeout, leaders towards the next heartbeat.
+    pub fn tick(&mut self) {
+        match self.role {
+            Role::Leader => {
+                self.heartbeat_elapsed += 1;
+                if self.heartbeat_elapsed >= self.config.heartbeat_tick {
+                    self.heartbeat_elapsed = 0;
+                    self.broadcast_heartbeat();
+                }
+            }
+            Role::Follower | Role::Candidate => {
+                self.election_elapsed += 1;
+                if self.election_elapsed >= self.randomized_election_timeout
+                    && self.configuration.voters().contains(&self.id)
+                {
+                    self.campaign();
+                }
+            }
+        }
+    }
+
+    /// Starts an election now, as if the election timeout had fired.
+    pub fn campaign(&mut self) {
+        if !self.configuration.voters().contains(&self.id) {
+            return;
+        }
+        let term = self.term.next();
+        self.become_candidate(term);
+        let last_log_index = self.log.last_index();
+        let last_log_term = self.log.last_term();
+        let peers: Vec<NodeId> = self
+            .configuration
+            .voters()
+            .iter()
+            .copied()
+            .filter(|v| *v != self.id)
+            .collect();
+        for to in peers {
+            self.send(
+                to,
+                MessageBody::RequestVote {
+                    last_log_index,
+                    last_log_term,
+                },
+            );
+        }
+    }
+
+    /// Proposes a command. On the leader, appends it to the log and returns
+    /// its index; it is replicated on the next [`ready`](Node::ready). The
+    /// entry may still be lost if leadership changes before it commits:
+    /// watch the index in committed entries, and retry with a request id
+    /// your state machine deduplicates.
+    pub fn propose(&mut self, data: Bytes) -> Result<LogIndex, Error> {
+        if self.role != Role::Leader {
+            return Err(Error::NotLeader {
+                leader_hint: self.leader,
+            });
+        }
+        let index = self.log.last_index().next();
+        self.log.push(Entry {
+            term: self.term,
+            index,
+            data,
+        });
+        Ok(index)
+    }
+
+    /// Handles a message from a peer. Malformed, misaddressed or foreign
+    /// messages are refused with an error and change nothing.
+    pub fn step(&mut self, m: Message) -> Result<(), Error> {
+        self.validate(&m)?;
+        if m.term > self.term {
+            let leader = match m.body {
+                MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } => Some(m.from),
+                _ => None,
+            };
+            self.become_follower(m.term, leader);
+        } else if m.term < self.term {
+            // Tell a stale leader or candidate about the newer term; drop
+            // stale replies.
+            match m.body {
+                MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } => {
+                    self.reply(m.from, MessageBody::HeartbeatResponse);
+                }
+                MessageBody::RequestVote { .. } => {
+                    self.reply(m.from, MessageBody::RequestVoteResponse { granted: false });
+                }
+                _ => {}
+            }
+            return Ok(());
+        }
+        match m.body {
+            MessageBody::RequestVote {
+                last_log_index,
+                last_log_term,
+            } => self.handle_request_vote(m.from, last_log_index, last_log_term),
+            MessageBody::RequestVoteResponse { granted } => {
+                self.handle_vote_response(m.from, granted);
+                Ok(())
+            }
+            MessageBody::AppendEntries {
+                prev_log_index,
+                prev_log_term,
+                entries,
+                leader_commit,
+            } => {
+                self.follow(m.from)?;
+                self.handle_append(
+                    m.from,
+                    prev_log_index,
+                    prev_log_term,
+                    &entries,
+                    leader_commit,
+                )
+            }
+            MessageBody::Heartbeat { commit } => {
+                self.follow(m.from)?;
+                self.log.commit_to(commit);
+                self.reply(m.from, MessageBody::HeartbeatResponse);
+                Ok(())
+            }
+            MessageBody::AppendEntriesResponse { outcome } => {
+                self.handle_append_response(m.from, outcome)
+            }
+            MessageBody::HeartbeatResponse => {
+                let last = self.log.last_index();
+                if let Some(p) = self.progress_mut(m.from) {
+                    p.heartbeat_answered(last);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    // ----- outputs -----
+
+    /// Collects the work the node has for the application, or `None` if
+    /// there is none. See [`Ready`] for what to do with it.
+    pub fn ready(&mut self) -> Result<Option<Ready>, Error> {
+        if self.role == Role::Leader {
+            self.replicate()?;
+        }
+        let soft = SoftState {
+            leader: self.leader,
+            role: self.role,
+        };
+        let soft_state = (soft != self.soft_state).then_some(soft);
+        let hs = self.hard_state();
+        let hard_state = (hs != self.handed_hard_state).then_some(hs);
+        if self.outbox.is_empty()
+            && self.held.is_empty()
+            && !self.log.has_unhanded_entries()
+            && hard_state.is_none()
+            && soft_state.is_none()
+            && !self.log.has_committed_to_hand()
+        {
+            return Ok(None);
+        }
+        let committed_entries = self.log.take_committed(u64::MAX)?;
+        let entries = self.log.take_unpersisted();
+        let mut messages = std::mem::take(&mut self.outbox);
+        let mut held = std::mem::take(&mut self.held);
+        if entries.is_empty() && hard_state.is_none() && self.in_flight.is_empty() {
+            // Everything the replies assert is already durable.
+            messages.append(&mut held);
+        }
+        self.soft_state = soft;
+        self.handed_hard_state = hs;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.in_flight.push_back(InFlight {
+            seq,
+            persists_to: self.log.last_index(),
+            hard_state,
+            held,
+            applies_to: committed_entries
+                .last()
+                .map_or(self.log.applied, |e| e.index),
+        });
+        Ok(Some(Ready {
+            seq,
+            messages,
+            entries,
+            hard_state,
+            committed_entries,
+            soft_state,
+        }))
+    }
+
+    /// Acknowledges that `ready`'s entries and hard state are durable and its
+    /// committed entries applied. Releases the replies that waited for it.
+    pub fn advance(&mut self, ready: Ready) -> Result<(), Error> {
+        let expected = self.in_flight.front().map_or(self.next_seq, |f| f.seq);
+        if ready.seq != expected {
+            return Err(Error::ReadyOutOfOrder {
+                expected,
+                got: ready.seq,
+            });
+        }
+        let Some(done) = self.in_flight.pop_front() else {
+            return Err(Error::ReadyOutOfOrder {
+                expected,
+                got: ready.seq,
+            });
+        };
+        self.log.persisted_to(done.persists_to);
+        if let Some(hs) = done.hard_state {
+            self.durable_hard_state = hs;
+        }
+        self.log.applied_to(done.applies_to);
+        self.outbox.extend(done.held);
+        match self.role {
+            Role::Candidate => self.tally_votes(),
+            // The leader counts itself towards commitment only for durable
+            // entries (thesis §10.2.1).
+            Role::Leader => self.maybe_commit()?,
+            Role::Follower => {}
+        }
+        Ok(())
+    }
+
+    // ----- role changes -----
+
+    fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.term,
+            vote: self.vote,
+            commit: self.log.committed,
+        }
+    }
+
+    fn reset_election_timer(&mut self) {
+        self.election_elapsed = 0;
+        let base = self.config.election_tick;
+        self.randomized_election_timeout = self.rng.u32(base..base.saturating_mul(2));
+    }
+
+    fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        if term > self.term {
+            self.term = term;
+            self.vote = None;
+        }
+        self.role = Role::Follower;
+        self.leader = leader;
+        self.votes.clear();
+        self.progress.clear();
+        self.reset_election_timer();
+    }
+
+    fn become_candidate(&mut self, term: Term) {
+        self.term = term;
+        self.vote = Some(self.id);
+        self.role = Role::Candidate;
+        self.leader = None;
+        self.votes.clear();
+        self.progress.clear();
+        self.reset_election_timer();
+    }
+
+    fn become_leader(&mut self) {
+        self.role = Role::Leader;
+        self.leader = Some(self.id);
+        self.votes.clear();
+        self.heartbeat_elapsed = 0;
+        let next = self.log.last_index().next();
+        let id = self.id;
+        self.progress = self
+            .configuration
+            .members()
+            .filter(|m| *m != id)
+            .map(|m| Progress::new(m, next))
+            .collect();
+        // A no-op entry of the new term lets entries of earlier terms commit
+        // (§5.4.2) without waiting for a client.
+        self.log.push(Entry {
+            term: self.term,
+            index: next,
+            data: Bytes::new(),
+        });
+    }
+
+    /// Accepts `from` as leader of the current term.
+    fn follow(&mut self, from: NodeId) -> Result<(), Error> {
+        if self.role == Role::Leader {
+            return Err(Error::MalformedMessage {
+                from,
+                reason: "a second leader in this node's term",
+            });
+        }
+        if self.role == Role::Candidate {
+            self.become_follower(self.term, Some(from));
+        }
+        self.leader = Some(from);
+        self.election_elapsed = 0;
+        Ok(())
+    }
+
+    // ----- elections -----
+
+    fn handle_request_vote(
+        &mut self,
+        from: NodeId,
+        last_log_index: LogIndex,
+        last_log_term: Term,
+    ) -> Result<(), Error> {
+        let can_vote = self.vote == Some(from) || (self.vote.is_none() && self.leader.is_none());
+        let granted = can_vote && self.log.is_up_to_date(last_log_index, last_log_term);
+        if granted {
+            self.vote = Some(from);
+            self.election_elapsed = 0;
+        }
+        self.reply(from, MessageBody::RequestVoteResponse { granted });
+        Ok(())
+    }
+
+    fn handle_vote_response(&mut self, from: NodeId, granted: bool) {
+        if self.role != Role::Candidate {
+            return;
+        }
+        if !self.votes.iter().any(|(v, _)| *v == from) {
+            self.votes.push((from, granted));
+        }
+        self.tally_votes();
+    }
+
+    fn tally_votes(&mut self) {
+        if self.role != Role::Candidate {
+            return;
+        }
+        // Our own vote counts once it is durable: a restart must not let us
+        // vote for someone else in this term.
+        let self_vote = self.durable_hard_state.term == self.term
+            && self.durable_hard_state.vote == Some(self.id);
+        let id = self.id;
+        let votes = &self.votes;
+        let vote_of = |v: NodeId| -> Option<bool> {
+            if v == id {
+                self_vote.then_some(true)
+            } else {
+                votes.iter().find(|(n, _)| *n == v).map(|(_, g)| *g)
+            }
+        };
+        if self.configuration.has_quorum(|v| vote_of(v) == Some(true)) {
+            self.become_leader();
+        } else if self
+            .configuration
+            .has_quorum(|v| v != id && vote_of(v) == Some(false))
+        {
+            self.become_follower(self.term, None);
+        }
+    }
+
+    // ----- replication, follower side -----
+
+    fn handle_append(
+        &mut self,
+        from: NodeId,
+        prev_log_index: LogIndex,
+        prev_log_term: Term,
+        entries: &[Entry],
+        leader_commit: LogIndex,
+    ) -> Result<(), Error> {
+        let committed = self.log.committed;
+        if prev_log_index < committed {
+            // Everything up to the commit index matches any leader's log
+            // (§5.4.3); skip the part we already have.
+            let skip = (committed.0 - prev_log_index.0) as usize;
+            let (prev_term, rest) = match entries.get(skip - 1..) {
+                Some([last_known, rest @ ..]) => (last_known.term, rest),
+                _ => {
+                    self.reply_append(
+                        from,
+                        AppendOutcome::Success {
+                            match_index: committed,
+                        },
+                    );
+                    return Ok(());
+                }
+            };
+            return self.handle_append(from, committed, prev_term, rest, leader_commit);
+        }
+        if !self.log.matches(prev_log_index, prev_log_term)? {
+            let outcome = self.conflict_hint(prev_log_index)?;
+            self.reply_append(from, outcome);
+            return Ok(());
+        }
+        // Skip entries we already have; replace from the first conflict.
+        let mut first_new = entries.len();
+        for (i, e) in entries.iter().enumerate() {
+            if !self.log.matches(e.index, e.term)? {
+                first_new = i;
+                break;
+            }
+        }
+        if let Some(new) = entries.get(first_new..).filter(|n| !n.is_empty()) {
+            let first = new[0].index;
+            if first <= committed {
+                return Err(Error::ConflictWithCommitted {
+                    from,
+                    index: first,
+                    committed,
+                });
+            }
+            if let Some(replaced) = self.log.truncate_and_append(new) {
+                for f in &mut self.in_flight {
+                    f.persists_to = f.persists_to.min(replaced.prev());
+                }
+            }
+        }
+        let last_new = prev_log_index.plus(entries.len() as u64);
+        self.log.commit_to(leader_commit.min(last_new));
+        self.reply_append(
+            from,
+            AppendOutcome::Success {
+                match_index: last_new,
+            },
+        );
+        Ok(())
+    }
+
+    /// The repair hint for a rejected `prev_log_index`: the term we hold
+    /// there and the first index of that term, so the leader can skip it.
+    fn conflict_hint(&self, rejected_index: LogIndex) -> Result<AppendOutcome, Error> {
+        let Some(term) = self.log.term(rejected_index)? else {
+            return Ok(AppendOutcome::Conflict {
+                rejected_index,
+                conflict_term: None,
+                first_index: self.log.last_index().next(),
+            });
+        };
+        let mut first = rejected_index;
+        while first.prev() > self.log.committed && self.log.term(first.prev())? == Some(term) {
+            first = first.prev();
+        }
+        Ok(AppendOutcome::Conflict {
+            rejected_index,
+            conflict_term: Some(term),
+            first_index: first,
+        })
+    }
+
+    // ----- replication, leader side -----
+
+    fn handle_append_response(
+        &mut self,
+        from: NodeId,
+        outcome: AppendOutcome,
+    ) -> Result<(), Error> {
+        if self.role != Role::Leader {
+            return Ok(());
+        }
+        match outcome {
+            AppendOutcome::Success { match_index } => {
+                if match_index > self.log.last_index() {
+                    return Err(Error::MalformedMessage {
+                        from,
+                        reason: "acknowledged entries the leader does not have",
+                    });
+                }
+                let moved = match self.progress_mut(from) {
+                    Some(p) => p.acknowledge(match_index),
+                    None => false,
+                };
+                if moved {
+                    self.maybe_commit()?;
+                }
+            }
+            AppendOutcome::Conflict {
+                rejected_index,
+                conflict_term,
+                first_index,
+            } => {
+                let hint = match conflict_term {
+                    Some(term) => self
+                        .last_index_of_term(term, rejected_index)?
+                        .map_or(first_index, LogIndex::next),
+                    None => first_index,
+                };
+                if let Some(p) = self.progress_mut(from) {
+                    p.reject(rejected_index, hint);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The last index at or before `at` holding an entry of `term`.
+    fn last_index_of_term(&self, term: Term, at: LogIndex) -> Result<Option<LogIndex>, Error> {
+        let mut i = at.min(self.log.last_index());
+        while i > LogIndex::ZERO {
+            match self.log.term(i)? {
+                Some(t) if t == term => return Ok(Some(i)),
+                Some(t) if t < term => return Ok(None),
+                _ => i = i.prev(),
+            }
+        }
+        Ok(None)
+    }
+
+    fn maybe_commit(&mut self) -> Result<(), Error> {
+        let id = self.id;
+        let persisted = self.log.persisted();
+        let progress = &self.progress;
+        let candidate = self.configuration.committed_by_majority(|v| {
+            if v == id {
+                persisted
+            } else {
+                progress
+                    .iter()
+                    .find(|p| p.id == v)
+                    .map_or(LogIndex::ZERO, |p| p.match_index)
+            }
+        });
+        // Only entries of the current term commit by counting (§5.4.2).
+        if candidate > self.log.committed && self.log.term(candidate)? == Some(self.term) {
+            self.log.commit_to(candidate);
+        }
+        Ok(())
+    }
+
+    /// Sends every follower what it is missing, as far as flow control
+    /// allows, and tells followers about a new commit index.
+    fn replicate(&mut self) -> Result<(), Error> {
+        let mut progress = std::mem::take(&mut self.progress);
+        let result = progress.iter_mut().try_for_each(|p| self.replicate_to(p));
+        self.progress = progress;
+        result
+    }
+
+    fn replicate_to(&mut self, p: &mut Progress) -> Result<(), Error> {
+        let last = self.log.last_index();
+        let committed = self.log.committed;
+        while p.can_send(self.config.max_inflight_msgs)
+            && (p.next_index <= last || p.sent_commit < committed)
+        {
+            let prev_log_index = p.next_index.prev();
+            let Some(prev_log_term) = self.log.term(prev_log_index)? else {
+                // Beyond our log (a stale probe position): restart the probe.
+                p.next_index = p.match_index.next();
+                p.state = ProgressState::Probe;
+                continue;
+            };
+            let mut entries = Vec::new();
+            self.log
+                .entries_from(p.next_index, self.config.max_size_per_msg, &mut entries)?;
+            p.sent(entries.last().map(|e| e.index));
+            p.sent_commit = committed;
+            self.outbox.push(Message {
+                from: self.id,
+                to: p.id,
+                term: self.term,
+                body: MessageBody::AppendEntries {
+                    prev_log_index,
+                    prev_log_term,
+                    entries,
+                    leader_commit: committed,
+                },
+            });
+            if p.state == ProgressState::Probe {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn broadcast_heartbeat(&mut self) {
+        let committed = self.log.committed;
+        let beats: Vec<(NodeId, LogIndex)> = self
+            .progress
+            .iter_mut()
+            .map(|p| {
+                p.recently_acked = false;
+                (p.id, p.match_index.min(committed))
+            })
+            .collect();
+        for (to, commit) in beats {
+            self.send(to, MessageBody::Heartbeat { commit });
+        }
+    }
+
+    // ----- plumbing -----
+
+    fn progress_mut(&mut self, id: NodeId) -> Option<&mut Progress> {
+        self.progress.iter_mut().find(|p| p.id == id)
+    }
+
+    fn send(&mut self, to: NodeId, body: MessageBody) {
+        self.outbox.push(Message {
+            from: self.id,
+            to,
+            term: self.term,
+            body,
+        });
+    }
+
+    /// Replies wait until the state they were computed from is durable.
+    fn reply(&mut self, to: NodeId, body: MessageBody) {
+        self.held.push(Message {
+            from: self.id,
+            to,
+            term: self.term,
+            body,
+        });
+    }
+
+    fn reply_append(&mut self, to: NodeId, outcome: AppendOutcome) {
+        self.reply(to, MessageBody::AppendEntriesResponse { outcome });
+    }
+
+    fn validate(&self, m: &Message) -> Result<(), Error> {
+        if m.to != self.id {
+            return Err(Error::WrongRecipient {
+                to: m.to,
+                me: self.id,
+            });
+        }
+        if !self.configuration.contains(m.from) || m.from == self.id {
+            return Err(Error::UnknownPeer { from: m.from });
+        }
+        if let MessageBody::AppendEntries {
+            prev_log_index,
+            prev_log_term,
+            entries,
+            ..
+        } = &m.body
+        {
+            let malformed = |reason| Error::MalformedMessage {
+                from: m.from,
+                reason,
+            };
+            if *prev_log_term > m.term {
+                return Err(malformed("previous entry from a future term"));
+            }
+            let mut term = *prev_log_term;
+            for (i, e) in entries.iter().enumerate() {
+                if e.index != prev_log_index.plus(i as u64 + 1) {
+                    return Err(malformed("entries are not contiguous"));
+                }
+                if e.term < term || e.term > m.term {
+                    return Err(malformed("entry terms out of order"));
+                }
+                term = e.term;
+            }
+        }
+        Ok(())
+    }
+}
