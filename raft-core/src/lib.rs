@@ -110,6 +110,9 @@ mod message;
 mod node;
 mod progress;
 mod ready;
+#[cfg(feature = "sim")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sim")))]
+pub mod sim;
 mod storage;
 mod types;
 
