@@ -40,7 +40,7 @@ impl Default for ClusterOptions {
             nodes: 3,
             tick: Duration::from_millis(10),
             clock_skew: 0.1,
-            max_write_latency: Duration::from_millis(3),
+            max_write_latency: Duration::from_millis(10),
             node_config: Config::new(NodeId(0)),
             link: LinkConfig::new(Duration::from_millis(1)).with_jitter(Duration::from_millis(2)),
             trace_capacity: 256,

@@ -150,6 +150,9 @@ pub struct SimOptions {
     pub client_timeout_ticks: u64,
     /// Inject faults (otherwise only jitter reorders messages).
     pub faults: bool,
+    /// Draw per seed the message size limit, the in-flight window and the
+    /// storage write latency (up to the cluster option's).
+    pub vary_limits: bool,
     /// The cluster's construction.
     pub cluster: ClusterOptions,
 }
@@ -164,6 +167,7 @@ impl Default for SimOptions {
             liveness_ticks: 200,
             client_timeout_ticks: 25,
             faults: true,
+            vary_limits: true,
             cluster: ClusterOptions::default(),
         }
     }
@@ -286,10 +290,19 @@ impl Simulation {
         let nodes = options
             .nodes
             .unwrap_or_else(|| [3, 3, 4, 5, 5, 7][rng.usize(..6)]);
-        let cluster_options = ClusterOptions {
+        let mut cluster_options = ClusterOptions {
             nodes,
             ..options.cluster.clone()
         };
+        if options.vary_limits {
+            // Small messages and windows split appends at arbitrary points,
+            // which is where commitment and repair bugs hide.
+            let node = &mut cluster_options.node_config;
+            node.max_size_per_msg = [60, 200, 1 << 20][rng.usize(..3)];
+            node.max_inflight_msgs = [1, 4, 256][rng.usize(..3)];
+            let max_write = cluster_options.max_write_latency.as_micros() as u64;
+            cluster_options.max_write_latency = Duration::from_micros(rng.u64(0..=max_write));
+        }
         let cluster = Cluster::new(rng.u64(..), &cluster_options)?;
         let clients = (0..options.clients)
             .map(|id| Client {
