@@ -837,6 +837,17 @@ impl<S: Storage> Node<S> {
                 }
                 term = e.term;
             }
+            // Committed entries are never replaced (§5.4.3): a leader that
+            // asks for it is refused before anything changes.
+            for e in entries.iter().take_while(|e| e.index <= self.log.committed) {
+                if self.log.term(e.index)?.is_some_and(|t| t != e.term) {
+                    return Err(Error::ConflictWithCommitted {
+                        from: m.from,
+                        index: e.index,
+                        committed: self.log.committed,
+                    });
+                }
+            }
         }
         Ok(())
     }
