@@ -837,9 +837,14 @@ impl<S: Storage> Node<S> {
                 }
                 term = e.term;
             }
-            // Committed entries are never replaced (§5.4.3): a leader that
-            // asks for it is refused before anything changes.
-            for e in entries.iter().take_while(|e| e.index <= self.log.committed) {
+            // Committed entries are never replaced (§5.4.3): a current
+            // leader that asks for it is refused before anything changes.
+            // (A stale leader's message is answered with our term instead.)
+            let current = m.term >= self.term;
+            for e in entries
+                .iter()
+                .take_while(|e| current && e.index <= self.log.committed)
+            {
                 if self.log.term(e.index)?.is_some_and(|t| t != e.term) {
                     return Err(Error::ConflictWithCommitted {
                         from: m.from,

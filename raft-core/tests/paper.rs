@@ -604,3 +604,53 @@ fn bad_input_is_refused_and_changes_nothing() {
     assert_eq!((node.term(), node.last_index(), node.vote()), before);
     assert!(node.ready().unwrap().is_none());
 }
+
+#[test]
+fn bad_input_stale_leader_append_over_committed_entries_is_answered_not_refused() {
+    // Node 1 committed [1@1, 2@2] in term 2. A deposed leader of term 1
+    // still sends its version of index 2: legal, just stale.
+    let mut storage = storage_with_log(3, &[1, 2], 2);
+    storage.set_hard_state(HardState {
+        term: Term(2),
+        vote: None,
+        commit: LogIndex(2),
+    });
+    let mut node = single(1, storage);
+    node.step(msg(
+        2,
+        1,
+        1,
+        MessageBody::AppendEntries {
+            prev_log_index: LogIndex(1),
+            prev_log_term: Term(1),
+            entries: vec![entry(2, 1)],
+            leader_commit: LogIndex(2),
+        },
+    ))
+    .unwrap();
+    let replies = drive(&mut node);
+    assert_eq!(replies.len(), 1);
+    assert_eq!(
+        replies[0].term,
+        Term(2),
+        "tells the stale leader the new term"
+    );
+    // The same from a leader of the current term is refused.
+    assert!(matches!(
+        node.step(msg(
+            3,
+            1,
+            2,
+            MessageBody::AppendEntries {
+                prev_log_index: LogIndex(1),
+                prev_log_term: Term(1),
+                entries: vec![entry(2, 1)],
+                leader_commit: LogIndex(2),
+            }
+        )),
+        Err(Error::ConflictWithCommitted {
+            index: LogIndex(2),
+            ..
+        })
+    ));
+}
