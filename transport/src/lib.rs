@@ -15,4 +15,14 @@
 
 extern crate alloc;
 
+pub mod codec;
+pub mod framing;
+pub mod mem;
+pub mod patterns;
 pub mod sim;
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub mod tcp;
+mod transport;
+
+pub use transport::{Event, Transport, Typed, TypedError};
