@@ -103,6 +103,9 @@
 //! store).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "codec")]
+#[cfg_attr(docsrs, doc(cfg(feature = "codec")))]
+pub mod codec;
 mod config;
 mod error;
 mod log;
