@@ -131,6 +131,18 @@ pub fn encode(m: &Message, dst: &mut BytesMut) {
             dst.put_u64(commit.0);
         }
         MessageBody::HeartbeatResponse => dst.put_u8(5),
+        MessageBody::PreVote {
+            last_log_index,
+            last_log_term,
+        } => {
+            dst.put_u8(6);
+            dst.put_u64(last_log_index.0);
+            dst.put_u64(last_log_term.0);
+        }
+        MessageBody::PreVoteResponse { granted } => {
+            dst.put_u8(7);
+            dst.put_u8(u8::from(*granted));
+        }
     }
 }
 
@@ -246,6 +258,11 @@ pub fn decode(src: Bytes) -> Result<Message, CodecError> {
             commit: LogIndex(r.u64()?),
         },
         5 => MessageBody::HeartbeatResponse,
+        6 => MessageBody::PreVote {
+            last_log_index: LogIndex(r.u64()?),
+            last_log_term: Term(r.u64()?),
+        },
+        7 => MessageBody::PreVoteResponse { granted: r.bool()? },
         k => return Err(CodecError::UnknownKind(k)),
     };
     if r.0.has_remaining() {
@@ -327,6 +344,11 @@ mod tests {
                 commit: LogIndex(4),
             },
             MessageBody::HeartbeatResponse,
+            MessageBody::PreVote {
+                last_log_index: LogIndex(3),
+                last_log_term: Term(2),
+            },
+            MessageBody::PreVoteResponse { granted: false },
         ] {
             let m = msg(body);
             assert_eq!(round_trip(&m), m);

@@ -30,6 +30,14 @@ pub struct Config {
     /// How many AppendEntries may be unacknowledged per follower while it
     /// is replicating (pipelining window).
     pub max_inflight_msgs: usize,
+    /// Run a pre-vote round before an election (thesis §9.6), so a node
+    /// that was partitioned away cannot disrupt a healthy leader when it
+    /// comes back.
+    pub pre_vote: bool,
+    /// A leader steps down when it has not heard from a quorum within an
+    /// election timeout; followers that hear from a leader ignore
+    /// RequestVote until their election timeout passes.
+    pub check_quorum: bool,
 }
 
 impl Config {
@@ -44,6 +52,8 @@ impl Config {
             seed: 0,
             max_size_per_msg: 1 << 20,
             max_inflight_msgs: 256,
+            pre_vote: false,
+            check_quorum: false,
         }
     }
 

@@ -39,6 +39,21 @@ pub enum MessageBody {
         /// Whether the vote was granted.
         granted: bool,
     },
+    /// A would-be candidate asks whether it could win an election (thesis
+    /// §9.6). The message's term is the term the election would use; the
+    /// receiver does not move to it.
+    PreVote {
+        /// Index of the sender's last log entry.
+        last_log_index: LogIndex,
+        /// Term of the sender's last log entry.
+        last_log_term: Term,
+    },
+    /// The answer to [`MessageBody::PreVote`]: granted answers carry the
+    /// asked term, refusals the voter's own term.
+    PreVoteResponse {
+        /// Whether the vote would be granted.
+        granted: bool,
+    },
     /// The leader replicates entries (§5.3), which follow the entry at
     /// `prev_log_index`/`prev_log_term`.
     AppendEntries {

@@ -202,8 +202,13 @@ impl<S: Storage> Node<S> {
                     self.heartbeat_elapsed = 0;
                     self.broadcast_heartbeat();
                 }
+                self.election_elapsed += 1;
+                if self.election_elapsed >= self.config.election_tick {
+                    self.election_elapsed = 0;
+                    self.check_quorum();
+                }
             }
-            Role::Follower | Role::Candidate => {
+            Role::Follower | Role::PreCandidate | Role::Candidate => {
                 self.election_elapsed += 1;
                 if self.election_elapsed >= self.randomized_election_timeout
                     && self.configuration.voters().contains(&self.id)
@@ -214,15 +219,34 @@ impl<S: Storage> Node<S> {
         }
     }
 
-    /// Starts an election now, as if the election timeout had fired.
+    /// Starts an election now, as if the election timeout had fired: a
+    /// pre-vote round first if [`Config::pre_vote`] is set.
     pub fn campaign(&mut self) {
         if !self.configuration.voters().contains(&self.id) {
             return;
         }
-        let term = self.term.next();
-        self.become_candidate(term);
+        if self.config.pre_vote {
+            self.become_pre_candidate();
+            self.request_votes(true);
+            // Alone, our own pre-vote is a quorum.
+            self.tally_votes();
+        } else {
+            let term = self.term.next();
+            self.become_candidate(term);
+            self.request_votes(false);
+        }
+    }
+
+    fn request_votes(&mut self, pre_vote: bool) {
         let last_log_index = self.log.last_index();
         let last_log_term = self.log.last_term();
+        // A pre-vote asks about the term the election would use, without
+        // moving to it (thesis §9.6).
+        let term = if pre_vote {
+            self.term.next()
+        } else {
+            self.term
+        };
         let peers: Vec<NodeId> = self
             .configuration
             .voters()
@@ -231,14 +255,35 @@ impl<S: Storage> Node<S> {
             .filter(|v| *v != self.id)
             .collect();
         for to in peers {
-            self.send(
-                to,
+            let body = if pre_vote {
+                MessageBody::PreVote {
+                    last_log_index,
+                    last_log_term,
+                }
+            } else {
                 MessageBody::RequestVote {
                     last_log_index,
                     last_log_term,
-                },
-            );
+                }
+            };
+            self.outbox.push(Message {
+                from: self.id,
+                to,
+                term,
+                body,
+            });
         }
+    }
+
+    /// Whether this node heard from a leader within the election timeout;
+    /// with check-quorum such a node ignores disruptive elections.
+    fn in_lease(&self) -> bool {
+        self.config.check_quorum && self.heard_from_leader()
+    }
+
+    /// Whether a leader was heard from within the election timeout.
+    fn heard_from_leader(&self) -> bool {
+        self.leader.is_some() && self.election_elapsed < self.config.election_tick
     }
 
     /// Proposes a command. On the leader, appends it to the log and returns
@@ -265,12 +310,25 @@ impl<S: Storage> Node<S> {
     /// messages are refused with an error and change nothing.
     pub fn step(&mut self, m: Message) -> Result<(), Error> {
         self.validate(&m)?;
+        if self.role == Role::Leader && m.term == self.term {
+            if let Some(p) = self.progress_mut(m.from) {
+                p.recent_active = true;
+            }
+        }
         if m.term > self.term {
-            let leader = match m.body {
-                MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } => Some(m.from),
-                _ => None,
-            };
-            self.become_follower(m.term, leader);
+            match m.body {
+                // Pre-votes never move terms: a granted answer carries the
+                // term the pre-candidate would use.
+                MessageBody::PreVote { .. } => {}
+                MessageBody::PreVoteResponse { granted: true } => {}
+                // A node that hears from its leader ignores elections
+                // (check-quorum lease, thesis §4.2.3).
+                MessageBody::RequestVote { .. } if self.in_lease() => return Ok(()),
+                MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } => {
+                    self.become_follower(m.term, Some(m.from));
+                }
+                _ => self.become_follower(m.term, None),
+            }
         } else if m.term < self.term {
             // Tell a stale leader or candidate about the newer term; drop
             // stale replies.
@@ -280,6 +338,9 @@ impl<S: Storage> Node<S> {
                 }
                 MessageBody::RequestVote { .. } => {
                     self.reply(m.from, MessageBody::RequestVoteResponse { granted: false });
+                }
+                MessageBody::PreVote { .. } => {
+                    self.send(m.from, MessageBody::PreVoteResponse { granted: false });
                 }
                 _ => {}
             }
@@ -291,7 +352,24 @@ impl<S: Storage> Node<S> {
                 last_log_term,
             } => self.handle_request_vote(m.from, last_log_index, last_log_term),
             MessageBody::RequestVoteResponse { granted } => {
-                self.handle_vote_response(m.from, granted);
+                if self.role == Role::Candidate {
+                    self.handle_vote_response(m.from, granted);
+                }
+                Ok(())
+            }
+            MessageBody::PreVote {
+                last_log_index,
+                last_log_term,
+            } => {
+                self.handle_pre_vote(m.from, m.term, last_log_index, last_log_term);
+                Ok(())
+            }
+            MessageBody::PreVoteResponse { granted } => {
+                // Grants carry our next term, refusals our current one.
+                let current = if granted { self.term.next() } else { self.term };
+                if self.role == Role::PreCandidate && m.term == current {
+                    self.handle_vote_response(m.from, granted);
+                }
                 Ok(())
             }
             MessageBody::AppendEntries {
@@ -407,6 +485,7 @@ impl<S: Storage> Node<S> {
         self.outbox.extend(done.held);
         match self.role {
             Role::Candidate => self.tally_votes(),
+            Role::PreCandidate => {}
             // The leader counts itself towards commitment only for durable
             // entries (thesis §10.2.1).
             Role::Leader => self.maybe_commit()?,
@@ -440,7 +519,10 @@ impl<S: Storage> Node<S> {
         self.leader = leader;
         self.votes.clear();
         self.progress.clear();
-        self.reset_election_timer();
+        // The election timer keeps running: figure 2 resets it only on
+        // hearing from a leader or granting a vote. Resetting it on every
+        // newer term lets two candidates with stale logs starve the nodes
+        // that could win (seen in simulation).
     }
 
     fn become_candidate(&mut self, term: Term) {
@@ -453,11 +535,40 @@ impl<S: Storage> Node<S> {
         self.reset_election_timer();
     }
 
+    fn become_pre_candidate(&mut self) {
+        // Term and vote stay: a failed pre-vote leaves no trace.
+        self.role = Role::PreCandidate;
+        self.leader = None;
+        self.votes.clear();
+        self.progress.clear();
+        self.reset_election_timer();
+    }
+
+    /// A leader that has not heard from a quorum within an election timeout
+    /// steps down, so clients stop waiting on it (thesis §6.2).
+    fn check_quorum(&mut self) {
+        if !self.config.check_quorum {
+            return;
+        }
+        let id = self.id;
+        let progress = &self.progress;
+        let active = self
+            .configuration
+            .has_quorum(|v| v == id || progress.iter().any(|p| p.id == v && p.recent_active));
+        for p in &mut self.progress {
+            p.recent_active = false;
+        }
+        if !active {
+            self.become_follower(self.term, None);
+        }
+    }
+
     fn become_leader(&mut self) {
         self.role = Role::Leader;
         self.leader = Some(self.id);
         self.votes.clear();
         self.heartbeat_elapsed = 0;
+        self.election_elapsed = 0;
         let next = self.log.last_index().next();
         let id = self.id;
         self.progress = self
@@ -483,7 +594,7 @@ impl<S: Storage> Node<S> {
                 reason: "a second leader in this node's term",
             });
         }
-        if self.role == Role::Candidate {
+        if matches!(self.role, Role::Candidate | Role::PreCandidate) {
             self.become_follower(self.term, Some(from));
         }
         self.leader = Some(from);
@@ -509,10 +620,32 @@ impl<S: Storage> Node<S> {
         Ok(())
     }
 
+    /// Answers a pre-vote: would we vote for this candidate if it started
+    /// an election? Changes nothing here, so the answer goes out at once.
+    fn handle_pre_vote(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        last_log_index: LogIndex,
+        last_log_term: Term,
+    ) {
+        let could_vote = term > self.term
+            || self.vote == Some(from)
+            || (self.vote.is_none() && self.leader.is_none());
+        // Thesis §9.6: refuse while a leader is being heard from, so a
+        // rejoining node cannot unseat it.
+        let granted = could_vote
+            && !self.heard_from_leader()
+            && self.log.is_up_to_date(last_log_index, last_log_term);
+        self.outbox.push(Message {
+            from: self.id,
+            to: from,
+            term: if granted { term } else { self.term },
+            body: MessageBody::PreVoteResponse { granted },
+        });
+    }
+
     fn handle_vote_response(&mut self, from: NodeId, granted: bool) {
-        if self.role != Role::Candidate {
-            return;
-        }
         if !self.votes.iter().any(|(v, _)| *v == from) {
             self.votes.push((from, granted));
         }
@@ -520,13 +653,15 @@ impl<S: Storage> Node<S> {
     }
 
     fn tally_votes(&mut self) {
-        if self.role != Role::Candidate {
+        if !matches!(self.role, Role::Candidate | Role::PreCandidate) {
             return;
         }
+        let pre_vote = self.role == Role::PreCandidate;
         // Our own vote counts once it is durable: a restart must not let us
-        // vote for someone else in this term.
-        let self_vote = self.durable_hard_state.term == self.term
-            && self.durable_hard_state.vote == Some(self.id);
+        // vote for someone else in this term. A pre-vote changes nothing.
+        let self_vote = pre_vote
+            || (self.durable_hard_state.term == self.term
+                && self.durable_hard_state.vote == Some(self.id));
         let id = self.id;
         let votes = &self.votes;
         let vote_of = |v: NodeId| -> Option<bool> {
@@ -537,7 +672,13 @@ impl<S: Storage> Node<S> {
             }
         };
         if self.configuration.has_quorum(|v| vote_of(v) == Some(true)) {
-            self.become_leader();
+            if pre_vote {
+                let term = self.term.next();
+                self.become_candidate(term);
+                self.request_votes(false);
+            } else {
+                self.become_leader();
+            }
         } else if self
             .configuration
             .has_quorum(|v| v != id && vote_of(v) == Some(false))

@@ -35,6 +35,9 @@ pub struct Progress {
     pub(crate) sent_commit: LogIndex,
     /// Whether the follower acknowledged entries since the last heartbeat.
     pub(crate) recently_acked: bool,
+    /// Whether the follower answered anything in the current check-quorum
+    /// interval.
+    pub(crate) recent_active: bool,
 }
 
 impl Progress {
@@ -48,6 +51,8 @@ impl Progress {
             inflight: VecDeque::new(),
             sent_commit: LogIndex::ZERO,
             recently_acked: false,
+            // A new leader gives every follower one interval to answer.
+            recent_active: true,
         }
     }
 

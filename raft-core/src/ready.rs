@@ -10,6 +10,9 @@ pub enum Role {
     /// Follows a leader, or waits for one.
     #[default]
     Follower,
+    /// Asks whether it could win an election, without changing terms
+    /// (pre-vote, thesis §9.6).
+    PreCandidate,
     /// Asks for votes to become leader.
     Candidate,
     /// Accepts proposals and replicates the log.

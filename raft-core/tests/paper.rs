@@ -654,3 +654,83 @@ fn bad_input_stale_leader_append_over_committed_entries_is_answered_not_refused(
         })
     ));
 }
+
+// ---------- Thesis §9.6 pre-vote, §6.2 / §4.2.3 check-quorum ----------
+
+#[test]
+fn prevote_9_6_rejoining_partitioned_node_does_not_disrupt_the_leader() {
+    let mut net = Network::with_config(3, |c| c.pre_vote = true);
+    net.campaign(1);
+    assert_eq!(net.leaders(), vec![id(1)]);
+    net.isolate(3);
+    net.tick_all(100); // node 3 times out again and again
+    assert_eq!(net.node(3).term(), Term(1), "pre-votes never move the term");
+    assert_eq!(net.node(3).role(), Role::PreCandidate);
+    net.heal();
+    net.tick_all(30);
+    assert_eq!(net.leaders(), vec![id(1)]);
+    assert_eq!(net.node(1).term(), Term(1), "the leader was not unseated");
+    assert_eq!(net.node(3).leader(), Some(id(1)));
+}
+
+#[test]
+fn prevote_9_6_without_it_a_rejoining_node_does_disrupt() {
+    // The contrast that shows the test above measures something.
+    let mut net = Network::new(3);
+    net.campaign(1);
+    net.isolate(3);
+    net.tick_all(100);
+    assert!(net.node(3).term() > Term(1));
+    net.heal();
+    net.tick_all(30);
+    assert!(
+        net.node(1).term() > Term(1),
+        "the old leader had to step down"
+    );
+}
+
+#[test]
+fn prevote_9_6_a_pre_candidate_that_can_win_starts_a_real_election() {
+    let mut net = Network::with_config(3, |c| c.pre_vote = true);
+    net.campaign(2);
+    assert_eq!(net.leaders(), vec![id(2)]);
+    assert_eq!(net.node(2).term(), Term(1));
+    // Leader crashes: the others stop hearing from it and elect a new one.
+    net.crash(2);
+    net.tick_all(60);
+    assert_eq!(net.leaders().len(), 1);
+    assert_eq!(net.nodes[&net.leaders()[0]].term(), Term(2));
+}
+
+#[test]
+fn check_quorum_6_2_leader_without_a_quorum_steps_down() {
+    let mut net = Network::with_config(3, |c| c.check_quorum = true);
+    net.campaign(1);
+    net.isolate(1);
+    let election_tick = net.node(1).config().election_tick;
+    net.tick_all(2 * election_tick);
+    assert_eq!(net.node(1).role(), Role::Follower);
+    assert!(matches!(net.propose(1, b"x"), Err(Error::NotLeader { .. })));
+}
+
+#[test]
+fn check_quorum_4_2_3_followers_in_lease_ignore_disruptive_vote_requests() {
+    let mut net = Network::with_config(3, |c| c.check_quorum = true);
+    net.campaign(1);
+    net.tick_all(1);
+    // Node 3 asks for votes in term 2 while 2 still hears from leader 1.
+    let mut node2 = net.nodes.remove(&id(2)).unwrap();
+    node2
+        .step(msg(
+            3,
+            2,
+            2,
+            MessageBody::RequestVote {
+                last_log_index: LogIndex(10),
+                last_log_term: Term(1),
+            },
+        ))
+        .unwrap();
+    assert_eq!(node2.term(), Term(1), "ignored: no term change");
+    assert!(drive(&mut node2).is_empty(), "and no answer");
+}

@@ -144,6 +144,9 @@ fn kind(body: &MessageBody) -> &'static str {
         MessageBody::AppendEntriesResponse { .. } => "AppendResponse",
         MessageBody::Heartbeat { .. } => "Heartbeat",
         MessageBody::HeartbeatResponse => "HeartbeatResponse",
+        MessageBody::PreVote { .. } => "PreVote",
+        MessageBody::PreVoteResponse { granted: true } => "PreVoteGranted",
+        MessageBody::PreVoteResponse { granted: false } => "PreVoteRefused",
     }
 }
 

@@ -150,8 +150,9 @@ pub struct SimOptions {
     pub client_timeout_ticks: u64,
     /// Inject faults (otherwise only jitter reorders messages).
     pub faults: bool,
-    /// Draw per seed the message size limit, the in-flight window and the
-    /// storage write latency (up to the cluster option's).
+    /// Draw per seed the message size limit, the in-flight window, the
+    /// storage write latency (up to the cluster option's), and whether
+    /// pre-vote and check-quorum are on.
     pub vary_limits: bool,
     /// The cluster's construction.
     pub cluster: ClusterOptions,
@@ -300,6 +301,8 @@ impl Simulation {
             let node = &mut cluster_options.node_config;
             node.max_size_per_msg = [60, 200, 1 << 20][rng.usize(..3)];
             node.max_inflight_msgs = [1, 4, 256][rng.usize(..3)];
+            node.pre_vote = rng.bool();
+            node.check_quorum = rng.bool();
             let max_write = cluster_options.max_write_latency.as_micros() as u64;
             cluster_options.max_write_latency = Duration::from_micros(rng.u64(0..=max_write));
         }
