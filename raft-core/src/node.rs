@@ -310,10 +310,9 @@ impl<S: Storage> Node<S> {
     /// messages are refused with an error and change nothing.
     pub fn step(&mut self, m: Message) -> Result<(), Error> {
         self.validate(&m)?;
-        if self.role == Role::Leader && m.term == self.term {
-            if let Some(p) = self.progress_mut(m.from) {
-                p.recent_active = true;
-            }
+        let leader_hears_follower = self.role == Role::Leader && m.term == self.term;
+        if let Some(p) = self.progress_mut(m.from).filter(|_| leader_hears_follower) {
+            p.recent_active = true;
         }
         if m.term > self.term {
             match m.body {
