@@ -126,11 +126,15 @@ pub fn encode(m: &Message, dst: &mut BytesMut) {
                 }
             }
         }
-        MessageBody::Heartbeat { commit } => {
+        MessageBody::Heartbeat { commit, round } => {
             dst.put_u8(4);
             dst.put_u64(commit.0);
+            dst.put_u64(*round);
         }
-        MessageBody::HeartbeatResponse => dst.put_u8(5),
+        MessageBody::HeartbeatResponse { round } => {
+            dst.put_u8(5);
+            dst.put_u64(*round);
+        }
         MessageBody::PreVote {
             last_log_index,
             last_log_term,
@@ -256,8 +260,9 @@ pub fn decode(src: Bytes) -> Result<Message, CodecError> {
         }
         4 => MessageBody::Heartbeat {
             commit: LogIndex(r.u64()?),
+            round: r.u64()?,
         },
-        5 => MessageBody::HeartbeatResponse,
+        5 => MessageBody::HeartbeatResponse { round: r.u64()? },
         6 => MessageBody::PreVote {
             last_log_index: LogIndex(r.u64()?),
             last_log_term: Term(r.u64()?),
@@ -342,8 +347,9 @@ mod tests {
             },
             MessageBody::Heartbeat {
                 commit: LogIndex(4),
+                round: 9,
             },
-            MessageBody::HeartbeatResponse,
+            MessageBody::HeartbeatResponse { round: 9 },
             MessageBody::PreVote {
                 last_log_index: LogIndex(3),
                 last_log_term: Term(2),
@@ -357,17 +363,20 @@ mod tests {
 
     #[test]
     fn known_layout_of_a_heartbeat() {
-        // Hand-assembled: version 1, from 1, to 2, term 7, kind 4, commit 4.
+        // Hand-assembled: version 1, from 1, to 2, term 7, kind 4, commit 4,
+        // round 9.
         let mut expected = vec![1u8];
         for v in [1u64, 2, 7] {
             expected.extend_from_slice(&v.to_be_bytes());
         }
         expected.push(4);
         expected.extend_from_slice(&4u64.to_be_bytes());
+        expected.extend_from_slice(&9u64.to_be_bytes());
         let mut buf = BytesMut::new();
         encode(
             &msg(MessageBody::Heartbeat {
                 commit: LogIndex(4),
+                round: 9,
             }),
             &mut buf,
         );
@@ -377,7 +386,7 @@ mod tests {
     #[test]
     fn malformed_frames_are_typed_errors() {
         let mut buf = BytesMut::new();
-        encode(&msg(MessageBody::HeartbeatResponse), &mut buf);
+        encode(&msg(MessageBody::HeartbeatResponse { round: 1 }), &mut buf);
         let good = buf.freeze();
         assert!(matches!(
             decode(good.slice(..10)),

@@ -1,7 +1,7 @@
 //! Errors. Bad input (malformed or misaddressed messages, unknown peers) and
 //! misuse of the API are reported and leave the node unchanged.
 
-use crate::types::{LogIndex, NodeId};
+use crate::types::{LogIndex, NodeId, Term};
 
 /// What went wrong in a [`Node`](crate::Node) call.
 #[derive(Debug, thiserror::Error)]
@@ -14,6 +14,14 @@ pub enum Error {
     NotLeader {
         /// The current leader, if known.
         leader_hint: Option<NodeId>,
+    },
+    /// A new leader cannot serve a read before an entry of its own term is
+    /// committed (its commit index may lag until then, thesis §6.4); retry
+    /// shortly.
+    #[error("leader of term {term} has not yet committed an entry of its term")]
+    NoCommitInTerm {
+        /// The leader's term.
+        term: Term,
     },
     /// A [`Config`](crate::Config) field is out of range.
     #[error("invalid configuration: {0}")]

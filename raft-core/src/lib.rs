@@ -124,6 +124,6 @@ pub use error::{Error, StorageError};
 pub use message::{AppendOutcome, Message, MessageBody};
 pub use node::Node;
 pub use progress::{Progress, ProgressState};
-pub use ready::{Ready, Role, SoftState};
+pub use ready::{ReadState, Ready, Role, SoftState};
 pub use storage::{InitialState, MemStorage, SnapshotMeta, Storage};
 pub use types::{Entry, HardState, LogIndex, NodeId, Term};

@@ -77,9 +77,16 @@ pub enum MessageBody {
     Heartbeat {
         /// The commit index the follower may adopt.
         commit: LogIndex,
+        /// The leader's read round: answers to this heartbeat confirm
+        /// leadership for reads registered up to this round (ReadIndex).
+        round: u64,
     },
     /// The answer to [`MessageBody::Heartbeat`].
-    HeartbeatResponse,
+    HeartbeatResponse {
+        /// The round of the heartbeat answered (0 when answering a stale
+        /// leader).
+        round: u64,
+    },
 }
 
 /// The result of an AppendEntries at the follower.
@@ -116,7 +123,7 @@ impl MessageBody {
             self,
             MessageBody::RequestVoteResponse { .. }
                 | MessageBody::AppendEntriesResponse { .. }
-                | MessageBody::HeartbeatResponse
+                | MessageBody::HeartbeatResponse { .. }
         )
     }
 }

@@ -5,7 +5,7 @@ use crate::error::Error;
 use crate::log::RaftLog;
 use crate::message::{AppendOutcome, Message, MessageBody};
 use crate::progress::{Progress, ProgressState};
-use crate::ready::{Ready, Role, SoftState};
+use crate::ready::{ReadState, Ready, Role, SoftState};
 use crate::storage::Storage;
 use crate::types::{Entry, HardState, LogIndex, NodeId, Term};
 use bytes::Bytes;
@@ -61,6 +61,20 @@ pub struct Node<S> {
     /// The hard state last acknowledged durable.
     durable_hard_state: HardState,
     soft_state: SoftState,
+    /// Leader: the read round of the latest ReadIndex request.
+    read_round: u64,
+    /// Leader: reads waiting for a quorum to confirm leadership.
+    pending_reads: VecDeque<PendingRead>,
+    /// Reads confirmed, for the next Ready.
+    read_states: Vec<ReadState>,
+}
+
+/// A ReadIndex request waiting for heartbeat answers.
+#[derive(Debug)]
+struct PendingRead {
+    id: u64,
+    index: LogIndex,
+    round: u64,
 }
 
 impl<S: Storage> Node<S> {
@@ -97,6 +111,9 @@ impl<S: Storage> Node<S> {
             handed_hard_state: hs,
             durable_hard_state: hs,
             soft_state: SoftState::default(),
+            read_round: 0,
+            pending_reads: VecDeque::new(),
+            read_states: Vec::new(),
             config,
         };
         node.reset_election_timer();
@@ -306,6 +323,54 @@ impl<S: Storage> Node<S> {
         Ok(index)
     }
 
+    /// Asks for a linearizable read without writing to the log (ReadIndex,
+    /// thesis §6.4). The leader records its commit index, confirms with a
+    /// heartbeat round that it still leads, and then reports a
+    /// [`ReadState`] with this `id` in a [`Ready`]: serve the read once the
+    /// applied index reaches the state's index. A leader that loses
+    /// leadership first drops its pending reads; retry them elsewhere.
+    pub fn read_index(&mut self, id: u64) -> Result<(), Error> {
+        if self.role != Role::Leader {
+            return Err(Error::NotLeader {
+                leader_hint: self.leader,
+            });
+        }
+        if self.log.term(self.log.committed)? != Some(self.term) {
+            return Err(Error::NoCommitInTerm { term: self.term });
+        }
+        self.read_round += 1;
+        self.pending_reads.push_back(PendingRead {
+            id,
+            index: self.log.committed,
+            round: self.read_round,
+        });
+        self.broadcast_heartbeat();
+        self.confirm_reads();
+        Ok(())
+    }
+
+    /// Releases the pending reads whose round a quorum has answered.
+    fn confirm_reads(&mut self) {
+        let id = self.id;
+        while let Some(read) = self.pending_reads.front() {
+            let progress = &self.progress;
+            let confirmed = self.configuration.has_quorum(|v| {
+                v == id
+                    || progress
+                        .iter()
+                        .any(|p| p.id == v && p.acked_round >= read.round)
+            });
+            if !confirmed {
+                break;
+            }
+            self.read_states.push(ReadState {
+                id: read.id,
+                index: read.index,
+            });
+            self.pending_reads.pop_front();
+        }
+    }
+
     /// Handles a message from a peer. Malformed, misaddressed or foreign
     /// messages are refused with an error and change nothing.
     pub fn step(&mut self, m: Message) -> Result<(), Error> {
@@ -333,7 +398,7 @@ impl<S: Storage> Node<S> {
             // stale replies.
             match m.body {
                 MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } => {
-                    self.reply(m.from, MessageBody::HeartbeatResponse);
+                    self.reply(m.from, MessageBody::HeartbeatResponse { round: 0 });
                 }
                 MessageBody::RequestVote { .. } => {
                     self.reply(m.from, MessageBody::RequestVoteResponse { granted: false });
@@ -386,20 +451,22 @@ impl<S: Storage> Node<S> {
                     leader_commit,
                 )
             }
-            MessageBody::Heartbeat { commit } => {
+            MessageBody::Heartbeat { commit, round } => {
                 self.follow(m.from)?;
                 self.log.commit_to(commit);
-                self.reply(m.from, MessageBody::HeartbeatResponse);
+                self.reply(m.from, MessageBody::HeartbeatResponse { round });
                 Ok(())
             }
             MessageBody::AppendEntriesResponse { outcome } => {
                 self.handle_append_response(m.from, outcome)
             }
-            MessageBody::HeartbeatResponse => {
+            MessageBody::HeartbeatResponse { round } => {
                 let last = self.log.last_index();
                 if let Some(p) = self.progress_mut(m.from) {
                     p.heartbeat_answered(last);
+                    p.acked_round = p.acked_round.max(round);
                 }
+                self.confirm_reads();
                 Ok(())
             }
         }
@@ -425,6 +492,7 @@ impl<S: Storage> Node<S> {
             && !self.log.has_unhanded_entries()
             && hard_state.is_none()
             && soft_state.is_none()
+            && self.read_states.is_empty()
             && !self.log.has_committed_to_hand()
         {
             return Ok(None);
@@ -457,6 +525,7 @@ impl<S: Storage> Node<S> {
             hard_state,
             committed_entries,
             soft_state,
+            read_states: std::mem::take(&mut self.read_states),
         }))
     }
 
@@ -518,6 +587,7 @@ impl<S: Storage> Node<S> {
         self.leader = leader;
         self.votes.clear();
         self.progress.clear();
+        self.pending_reads.clear();
         // The election timer keeps running: figure 2 resets it only on
         // hearing from a leader or granting a vote. Resetting it on every
         // newer term lets two candidates with stale logs starve the nodes
@@ -531,6 +601,7 @@ impl<S: Storage> Node<S> {
         self.leader = None;
         self.votes.clear();
         self.progress.clear();
+        self.pending_reads.clear();
         self.reset_election_timer();
     }
 
@@ -540,6 +611,7 @@ impl<S: Storage> Node<S> {
         self.leader = None;
         self.votes.clear();
         self.progress.clear();
+        self.pending_reads.clear();
         self.reset_election_timer();
     }
 
@@ -909,8 +981,9 @@ impl<S: Storage> Node<S> {
                 (p.id, p.match_index.min(committed))
             })
             .collect();
+        let round = self.read_round;
         for (to, commit) in beats {
-            self.send(to, MessageBody::Heartbeat { commit });
+            self.send(to, MessageBody::Heartbeat { commit, round });
         }
     }
 

@@ -38,6 +38,8 @@ pub struct Progress {
     /// Whether the follower answered anything in the current check-quorum
     /// interval.
     pub(crate) recent_active: bool,
+    /// The highest read round the follower answered (ReadIndex).
+    pub(crate) acked_round: u64,
 }
 
 impl Progress {
@@ -53,6 +55,7 @@ impl Progress {
             recently_acked: false,
             // A new leader gives every follower one interval to answer.
             recent_active: true,
+            acked_round: 0,
         }
     }
 

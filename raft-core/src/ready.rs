@@ -1,7 +1,7 @@
 //! The batch of work a node hands to the application.
 
 use crate::message::Message;
-use crate::types::{Entry, HardState, NodeId};
+use crate::types::{Entry, HardState, LogIndex, NodeId};
 
 /// A node's role in its current term (§5.1).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
@@ -28,6 +28,16 @@ pub struct SoftState {
     pub role: Role,
 }
 
+/// A read confirmed by ReadIndex (thesis §6.4): once the state machine has
+/// applied up to `index`, a read served from it is linearizable.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct ReadState {
+    /// The id the application gave to [`Node::read_index`](crate::Node::read_index).
+    pub id: u64,
+    /// Serve the read once the applied index reaches this.
+    pub index: LogIndex,
+}
+
 /// Work for the application: persist, send, apply. Obtained from
 /// [`Node::ready`](crate::Node::ready) and returned, once done, to
 /// [`Node::advance`](crate::Node::advance).
@@ -52,6 +62,7 @@ pub struct Ready {
     pub(crate) hard_state: Option<HardState>,
     pub(crate) committed_entries: Vec<Entry>,
     pub(crate) soft_state: Option<SoftState>,
+    pub(crate) read_states: Vec<ReadState>,
 }
 
 impl Ready {
@@ -91,6 +102,17 @@ impl Ready {
     /// The new soft state, if the role or the known leader changed.
     pub fn soft_state(&self) -> Option<SoftState> {
         self.soft_state
+    }
+
+    /// Reads confirmed by ReadIndex: serve each once the applied index
+    /// reaches its `index`.
+    pub fn read_states(&self) -> &[ReadState] {
+        &self.read_states
+    }
+
+    /// Moves the confirmed reads out.
+    pub fn take_read_states(&mut self) -> Vec<ReadState> {
+        std::mem::take(&mut self.read_states)
     }
 
     /// The position of this Ready in the sequence `advance` expects.

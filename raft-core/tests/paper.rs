@@ -734,3 +734,78 @@ fn check_quorum_4_2_3_followers_in_lease_ignore_disruptive_vote_requests() {
     assert_eq!(node2.term(), Term(1), "ignored: no term change");
     assert!(drive(&mut node2).is_empty(), "and no answer");
 }
+
+// ---------- Thesis §6.4 linearizable reads (ReadIndex) ----------
+
+/// Reads node `n` confirmed since the last call.
+fn confirmed_reads(net: &mut Network, n: u64) -> Vec<quorate_raft_core::ReadState> {
+    net.drive(id(n));
+    net.read_states.remove(&id(n)).unwrap_or_default()
+}
+
+#[test]
+fn read_index_6_4_leader_confirms_reads_with_a_heartbeat_quorum() {
+    let mut net = Network::new(3);
+    net.campaign(1);
+    let written = net.propose(1, b"x").unwrap();
+    net.node_mut(1).read_index(7).unwrap();
+    // Not confirmed until the followers answer the heartbeat round.
+    let before = confirmed_reads(&mut net, 1);
+    assert!(before.is_empty());
+    net.deliver_all();
+    let reads = confirmed_reads(&mut net, 1);
+    assert_eq!(reads.len(), 1);
+    assert_eq!(reads[0].id, 7);
+    assert!(
+        reads[0].index >= written,
+        "the read sees the committed write"
+    );
+}
+
+#[test]
+fn read_index_6_4_deposed_leader_never_confirms_a_read() {
+    let mut net = Network::new(3);
+    net.campaign(1);
+    net.isolate(1);
+    net.campaign(2);
+    net.propose(2, b"new").unwrap();
+    // Node 1 still believes it leads; its read must not be confirmed.
+    net.node_mut(1).read_index(1).unwrap();
+    net.deliver_all();
+    net.tick_all(10);
+    assert!(
+        confirmed_reads(&mut net, 1).is_empty(),
+        "a stale read would be served"
+    );
+    net.heal();
+    net.tick_all(5);
+    assert_ne!(net.node(1).role(), Role::Leader);
+    assert!(
+        confirmed_reads(&mut net, 1).is_empty(),
+        "dropped on stepping down"
+    );
+}
+
+#[test]
+fn read_index_6_4_needs_a_commit_in_the_leaders_term_and_a_leader() {
+    let mut node = single(1, storage_with_log(3, &[1], 1));
+    node.campaign();
+    drive(&mut node);
+    node.step(msg(
+        2,
+        1,
+        2,
+        MessageBody::RequestVoteResponse { granted: true },
+    ))
+    .unwrap();
+    assert_eq!(node.role(), Role::Leader);
+    assert!(matches!(
+        node.read_index(1),
+        Err(Error::NoCommitInTerm { term: Term(2) })
+    ));
+    let mut follower = single(2, storage_with_log(3, &[], 0));
+    assert!(matches!(
+        follower.read_index(1),
+        Err(Error::NotLeader { .. })
+    ));
+}

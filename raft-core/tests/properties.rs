@@ -93,8 +93,8 @@ fn body() -> impl Strategy<Value = MessageBody> {
                 }
             }
         ),
-        index().prop_map(|commit| MessageBody::Heartbeat { commit }),
-        Just(MessageBody::HeartbeatResponse),
+        (index(), 0..4u64).prop_map(|(commit, round)| MessageBody::Heartbeat { commit, round }),
+        (0..4u64).prop_map(|round| MessageBody::HeartbeatResponse { round }),
     ]
 }
 

@@ -24,14 +24,19 @@ fn run_shard(shard: u64) -> Vec<SimReport> {
 
 fn summarize(reports: &[SimReport]) {
     let ops: usize = reports.iter().map(|r| r.operations).sum();
+    let index_reads: u64 = reports.iter().map(|r| r.index_reads).sum();
     let dedup: u64 = reports.iter().map(|r| r.deduplicated).sum();
     let faults: usize = reports.iter().map(|r| r.faults).sum();
     let dropped: u64 = reports.iter().map(|r| r.dropped).sum();
     let steps: u64 = reports.iter().map(|r| r.steps).sum();
     eprintln!(
-        "{} seeds: {ops} linearizable operations, {dedup} retries deduplicated, {faults} faults, {dropped} messages dropped, {steps} steps",
+        "{} seeds: {ops} linearizable operations ({index_reads} reads by ReadIndex), {dedup} retries deduplicated, {faults} faults, {dropped} messages dropped, {steps} steps",
         reports.len()
     );
+    if reports.len() >= 20 {
+        assert!(index_reads > 0, "ReadIndex reads were exercised");
+        assert!(dedup > 0, "retries were deduplicated");
+    }
 }
 
 #[test]

@@ -5,12 +5,12 @@
 use super::invariants::Invariants;
 use super::{StateMachine, Violation};
 use crate::{
-    Config, Configuration, Error, LogIndex, MemStorage, Message, MessageBody, Node, NodeId, Ready,
-    Role, Term,
+    Config, Configuration, Error, LogIndex, MemStorage, Message, MessageBody, Node, NodeId,
+    ReadState, Ready, Role, Term,
 };
 use bytes::Bytes;
 use quorate_transport::sim::{LinkConfig, Network, SimTime};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::time::Duration;
 
@@ -143,7 +143,7 @@ fn kind(body: &MessageBody) -> &'static str {
         MessageBody::AppendEntries { .. } => "AppendEntries",
         MessageBody::AppendEntriesResponse { .. } => "AppendResponse",
         MessageBody::Heartbeat { .. } => "Heartbeat",
-        MessageBody::HeartbeatResponse => "HeartbeatResponse",
+        MessageBody::HeartbeatResponse { .. } => "HeartbeatResponse",
         MessageBody::PreVote { .. } => "PreVote",
         MessageBody::PreVoteResponse { granted: true } => "PreVoteGranted",
         MessageBody::PreVoteResponse { granted: false } => "PreVoteRefused",
@@ -165,6 +165,10 @@ struct Server<SM> {
     tick_interval: u64,
     next_tick: SimTime,
     restarts: u64,
+    /// ReadIndex queries asked of this node, by read id.
+    reads: BTreeMap<u64, Bytes>,
+    /// Reads confirmed by the leader, waiting for the applied index.
+    confirmed: Vec<ReadState>,
 }
 
 /// What happens next.
@@ -190,6 +194,7 @@ pub struct Cluster<SM: StateMachine> {
     max_write_latency: u64,
     responses: Vec<(SimTime, NodeId, SM::Response)>,
     steps: u64,
+    served_reads: u64,
 }
 
 impl<SM: StateMachine> fmt::Debug for Cluster<SM> {
@@ -231,6 +236,8 @@ impl<SM: StateMachine> Cluster<SM> {
                 tick_interval,
                 next_tick: SimTime::from_nanos(rng.u64(1..=tick_interval)),
                 restarts: 0,
+                reads: BTreeMap::new(),
+                confirmed: Vec::new(),
             });
         }
         Ok(Cluster {
@@ -245,6 +252,7 @@ impl<SM: StateMachine> Cluster<SM> {
             max_write_latency: options.max_write_latency.as_nanos() as u64,
             responses: Vec::new(),
             steps: 0,
+            served_reads: 0,
         })
     }
 
@@ -256,6 +264,11 @@ impl<SM: StateMachine> Cluster<SM> {
     /// The simulated time.
     pub fn now(&self) -> SimTime {
         self.now
+    }
+
+    /// How many ReadIndex reads were served.
+    pub fn served_reads(&self) -> u64 {
+        self.served_reads
     }
 
     /// How many events were processed.
@@ -358,6 +371,25 @@ impl<SM: StateMachine> Cluster<SM> {
         Ok(index)
     }
 
+    /// Asks node `id` for a linearizable read without a log write
+    /// (ReadIndex): once confirmed and applied far enough, the state
+    /// machine's [`query`](StateMachine::query) answers it into
+    /// [`take_responses`](Cluster::take_responses).
+    pub fn read(&mut self, id: NodeId, read_id: u64, query: Bytes) -> Result<(), Error> {
+        let i = self.index_of(id).ok_or(Error::UnknownPeer { from: id })?;
+        let server = &mut self.servers[i];
+        let node = server
+            .node
+            .as_mut()
+            .ok_or(Error::NotLeader { leader_hint: None })?;
+        node.read_index(read_id)?;
+        server.reads.insert(read_id, query);
+        self.pump(i).map_err(|v| match v {
+            Violation::Node { error, .. } => error,
+            _ => Error::InconsistentStorage("invariant violated while reading"),
+        })
+    }
+
     /// Runs every event up to and including time `until`; stops at the
     /// first invariant violation.
     pub fn run_until(&mut self, until: SimTime) -> Result<(), Violation> {
@@ -390,6 +422,8 @@ impl<SM: StateMachine> Cluster<SM> {
         if let Some(node) = server.node.take() {
             server.disk = Some(node.into_storage());
             server.writes.clear();
+            server.reads.clear();
+            server.confirmed.clear();
             server.state_machine = SM::default();
             self.net.crash(id);
             self.invariants.crashed(id);
@@ -605,6 +639,7 @@ impl<SM: StateMachine> Cluster<SM> {
             node.storage_mut().set_hard_state(hs);
         }
         let last = ready.entries().last().map(|e| e.index);
+        server.confirmed.extend(ready.take_read_states());
         for entry in ready.take_committed_entries() {
             self.invariants.applied(id, &entry)?;
             if entry.data.is_empty() {
@@ -615,6 +650,24 @@ impl<SM: StateMachine> Cluster<SM> {
             }
         }
         node.advance(ready).map_err(fail)?;
+        // Serve the confirmed reads the state machine has caught up with.
+        let applied = node.applied_index();
+        let mut i = 0;
+        while let Some(read) = server.confirmed.get(i).copied() {
+            if read.index > applied {
+                i += 1;
+                continue;
+            }
+            server.confirmed.swap_remove(i);
+            let answer = server
+                .reads
+                .remove(&read.id)
+                .and_then(|query| server.state_machine.query(&query));
+            if let Some(response) = answer {
+                self.served_reads += 1;
+                self.responses.push((self.now, id, response));
+            }
+        }
         if let (Some(last), true) = (last, self.trace_capacity > 0) {
             self.record(TraceEvent::Persisted {
                 at: self.now,

@@ -193,6 +193,16 @@ impl StateMachine for KvStore {
         self.sessions.insert(id.client, (id.seq, out));
         Some((id, out))
     }
+
+    /// Answers a `Get` from the current state; other operations are not
+    /// read-only and get no answer.
+    fn query(&self, query: &Bytes) -> Option<Self::Response> {
+        let cmd = KvCommand::decode(query)?;
+        match cmd.op {
+            KvOp::Get { key } => Some((cmd.id, KvOutput::Value(self.get(key)))),
+            _ => None,
+        }
+    }
 }
 
 /// The sequential specification of one key of the store, for the

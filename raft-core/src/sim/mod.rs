@@ -45,6 +45,12 @@ pub trait StateMachine: Default {
     /// Applies a committed, non-empty command; returns the response to
     /// route to the waiting client, if any.
     fn apply(&mut self, command: &Bytes) -> Option<Self::Response>;
+
+    /// Answers a read-only query from the current state (reads served by
+    /// ReadIndex, without a log entry). `None` by default.
+    fn query(&self, _query: &Bytes) -> Option<Self::Response> {
+        None
+    }
 }
 
 /// A broken property.
@@ -183,6 +189,8 @@ pub struct SimReport {
     pub nodes: u64,
     /// Client operations completed and checked for linearizability.
     pub operations: usize,
+    /// Reads served by ReadIndex (no log entry).
+    pub index_reads: u64,
     /// Retries answered from the session table instead of executed again.
     pub deduplicated: u64,
     /// Entries committed.
@@ -259,6 +267,7 @@ pub struct Simulation {
     clients: Vec<Client>,
     history: Vec<Operation<KvOp, KvOutput>>,
     issued: u64,
+    next_read_id: u64,
     faults: usize,
     tick: Duration,
 }
@@ -324,6 +333,7 @@ impl Simulation {
             clients,
             history: Vec::new(),
             issued: 0,
+            next_read_id: 0,
             faults: 0,
             tick: options.cluster.tick,
         })
@@ -470,7 +480,14 @@ impl Simulation {
                 client.target = nodes[self.rng.usize(..nodes.len())];
             }
             let target = client.target;
-            let (sent, retry_at) = match self.cluster.propose(target, command) {
+            // Half the reads go through ReadIndex instead of the log.
+            let outcome = if matches!(p.op, KvOp::Get { .. }) && self.rng.bool() {
+                self.next_read_id += 1;
+                self.cluster.read(target, self.next_read_id, command)
+            } else {
+                self.cluster.propose(target, command).map(|_| ())
+            };
+            let (sent, retry_at) = match outcome {
                 Ok(_) => (true, now.saturating_add(timeout)),
                 Err(Error::NotLeader { leader_hint }) => {
                     self.clients[c].target =
@@ -554,6 +571,7 @@ impl Simulation {
             seed: self.seed,
             nodes: self.cluster.ids().len() as u64,
             operations: self.history.len(),
+            index_reads: self.cluster.served_reads(),
             deduplicated,
             committed: self.cluster.committed(),
             elections: self.cluster.elections(),

@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use quorate_raft_core::{
-    Config, Configuration, Entry, Error, LogIndex, MemStorage, Message, Node, NodeId,
+    Config, Configuration, Entry, Error, LogIndex, MemStorage, Message, Node, NodeId, ReadState,
 };
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -20,6 +20,8 @@ pub struct Network {
     pub delivered: Vec<Message>,
     /// The entries each node applied, in order.
     pub applied: BTreeMap<NodeId, Vec<Entry>>,
+    /// Reads each node confirmed (ReadIndex).
+    pub read_states: BTreeMap<NodeId, Vec<ReadState>>,
 }
 
 pub fn id(n: u64) -> NodeId {
@@ -41,6 +43,7 @@ impl Network {
             queue: VecDeque::new(),
             delivered: Vec::new(),
             applied: BTreeMap::new(),
+            read_states: BTreeMap::new(),
         };
         for n in 1..=size {
             let mut config = Config::new(NodeId(n));
@@ -69,6 +72,10 @@ impl Network {
         };
         while let Some(mut ready) = node.ready().unwrap() {
             self.queue.extend(ready.take_messages());
+            self.read_states
+                .entry(n)
+                .or_default()
+                .extend(ready.take_read_states());
             node.storage_mut().append(ready.entries()).unwrap();
             if let Some(hs) = ready.hard_state() {
                 node.storage_mut().set_hard_state(hs);
