@@ -80,11 +80,14 @@ pub fn encode(m: &Message, dst: &mut BytesMut) {
         MessageBody::RequestVote {
             last_log_index,
             last_log_term,
+            leadership_transfer,
         } => {
             dst.put_u8(0);
             dst.put_u64(last_log_index.0);
             dst.put_u64(last_log_term.0);
+            dst.put_u8(u8::from(*leadership_transfer));
         }
+        MessageBody::TimeoutNow => dst.put_u8(8),
         MessageBody::RequestVoteResponse { granted } => {
             dst.put_u8(1);
             dst.put_u8(u8::from(*granted));
@@ -207,7 +210,9 @@ pub fn decode(src: Bytes) -> Result<Message, CodecError> {
         0 => MessageBody::RequestVote {
             last_log_index: LogIndex(r.u64()?),
             last_log_term: Term(r.u64()?),
+            leadership_transfer: r.bool()?,
         },
+        8 => MessageBody::TimeoutNow,
         1 => MessageBody::RequestVoteResponse { granted: r.bool()? },
         2 => {
             let prev_log_index = LogIndex(r.u64()?);
@@ -318,7 +323,9 @@ mod tests {
             MessageBody::RequestVote {
                 last_log_index: LogIndex(3),
                 last_log_term: Term(2),
+                leadership_transfer: true,
             },
+            MessageBody::TimeoutNow,
             MessageBody::RequestVoteResponse { granted: true },
             MessageBody::AppendEntries {
                 prev_log_index: LogIndex(10),

@@ -23,6 +23,19 @@ pub enum Error {
         /// The leader's term.
         term: Term,
     },
+    /// Leadership is being handed to `to`; proposals wait until the transfer
+    /// completes or is abandoned (after an election timeout).
+    #[error("leadership transfer to {to} in progress")]
+    TransferInProgress {
+        /// The designated next leader.
+        to: NodeId,
+    },
+    /// Leadership can only go to another voter.
+    #[error("{id} is not another voting member")]
+    NotAVoter {
+        /// The refused transferee.
+        id: NodeId,
+    },
     /// A [`Config`](crate::Config) field is out of range.
     #[error("invalid configuration: {0}")]
     InvalidConfig(&'static str),

@@ -33,6 +33,9 @@ pub enum MessageBody {
         last_log_index: LogIndex,
         /// Term of the candidate's last log entry.
         last_log_term: Term,
+        /// The election was started by the leader handing over (TimeoutNow):
+        /// voters answer even while they hear from that leader.
+        leadership_transfer: bool,
     },
     /// The answer to [`MessageBody::RequestVote`].
     RequestVoteResponse {
@@ -81,6 +84,9 @@ pub enum MessageBody {
         /// leadership for reads registered up to this round (ReadIndex).
         round: u64,
     },
+    /// The leader hands leadership over: the receiver starts an election at
+    /// once (thesis §3.10).
+    TimeoutNow,
     /// The answer to [`MessageBody::Heartbeat`].
     HeartbeatResponse {
         /// The round of the heartbeat answered (0 when answering a stale

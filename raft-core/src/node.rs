@@ -67,6 +67,9 @@ pub struct Node<S> {
     pending_reads: VecDeque<PendingRead>,
     /// Reads confirmed, for the next Ready.
     read_states: Vec<ReadState>,
+    /// Leader: the voter leadership is being handed to, and for how long.
+    transferee: Option<NodeId>,
+    transfer_elapsed: u32,
 }
 
 /// A ReadIndex request waiting for heartbeat answers.
@@ -114,6 +117,8 @@ impl<S: Storage> Node<S> {
             read_round: 0,
             pending_reads: VecDeque::new(),
             read_states: Vec::new(),
+            transferee: None,
+            transfer_elapsed: 0,
             config,
         };
         node.reset_election_timer();
@@ -224,6 +229,13 @@ impl<S: Storage> Node<S> {
                     self.election_elapsed = 0;
                     self.check_quorum();
                 }
+                if self.transferee.is_some() {
+                    self.transfer_elapsed += 1;
+                    if self.transfer_elapsed >= self.config.election_tick {
+                        // The transferee did not take over in time: abandon.
+                        self.transferee = None;
+                    }
+                }
             }
             Role::Follower | Role::PreCandidate | Role::Candidate => {
                 self.election_elapsed += 1;
@@ -244,17 +256,17 @@ impl<S: Storage> Node<S> {
         }
         if self.config.pre_vote {
             self.become_pre_candidate();
-            self.request_votes(true);
+            self.request_votes(true, false);
             // Alone, our own pre-vote is a quorum.
             self.tally_votes();
         } else {
             let term = self.term.next();
             self.become_candidate(term);
-            self.request_votes(false);
+            self.request_votes(false, false);
         }
     }
 
-    fn request_votes(&mut self, pre_vote: bool) {
+    fn request_votes(&mut self, pre_vote: bool, transfer: bool) {
         let last_log_index = self.log.last_index();
         let last_log_term = self.log.last_term();
         // A pre-vote asks about the term the election would use, without
@@ -281,6 +293,7 @@ impl<S: Storage> Node<S> {
                 MessageBody::RequestVote {
                     last_log_index,
                     last_log_term,
+                    leadership_transfer: transfer,
                 }
             };
             self.outbox.push(Message {
@@ -314,6 +327,9 @@ impl<S: Storage> Node<S> {
                 leader_hint: self.leader,
             });
         }
+        if let Some(to) = self.transferee {
+            return Err(Error::TransferInProgress { to });
+        }
         let index = self.log.last_index().next();
         self.log.push(Entry {
             term: self.term,
@@ -321,6 +337,38 @@ impl<S: Storage> Node<S> {
             data,
         });
         Ok(index)
+    }
+
+    /// Hands leadership to voter `to` (thesis §3.10): proposals are refused
+    /// meanwhile, `to` is brought up to date, then told to start an election
+    /// at once (TimeoutNow), which it wins with the most up-to-date log.
+    /// Abandoned if `to` has not taken over within an election timeout.
+    pub fn transfer_leadership(&mut self, to: NodeId) -> Result<(), Error> {
+        if self.role != Role::Leader {
+            return Err(Error::NotLeader {
+                leader_hint: self.leader,
+            });
+        }
+        if to == self.id || !self.configuration.voters().contains(&to) {
+            return Err(Error::NotAVoter { id: to });
+        }
+        self.transferee = Some(to);
+        self.transfer_elapsed = 0;
+        self.maybe_send_timeout_now(to);
+        Ok(())
+    }
+
+    /// The leadership transfer in progress, if any.
+    pub fn transferee(&self) -> Option<NodeId> {
+        self.transferee
+    }
+
+    fn maybe_send_timeout_now(&mut self, to: NodeId) {
+        let last = self.log.last_index();
+        let caught_up = self.progress(to).is_some_and(|p| p.match_index == last);
+        if self.transferee == Some(to) && caught_up {
+            self.send(to, MessageBody::TimeoutNow);
+        }
     }
 
     /// Asks for a linearizable read without writing to the log (ReadIndex,
@@ -387,7 +435,10 @@ impl<S: Storage> Node<S> {
                 MessageBody::PreVoteResponse { granted: true } => {}
                 // A node that hears from its leader ignores elections
                 // (check-quorum lease, thesis §4.2.3).
-                MessageBody::RequestVote { .. } if self.in_lease() => return Ok(()),
+                MessageBody::RequestVote {
+                    leadership_transfer: false,
+                    ..
+                } if self.in_lease() => return Ok(()),
                 MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } => {
                     self.become_follower(m.term, Some(m.from));
                 }
@@ -414,7 +465,18 @@ impl<S: Storage> Node<S> {
             MessageBody::RequestVote {
                 last_log_index,
                 last_log_term,
+                ..
             } => self.handle_request_vote(m.from, last_log_index, last_log_term),
+            MessageBody::TimeoutNow => {
+                // Only our leader may hand over; skip pre-vote, we know the
+                // leader stepped aside for us.
+                if self.leader == Some(m.from) && self.configuration.voters().contains(&self.id) {
+                    let term = self.term.next();
+                    self.become_candidate(term);
+                    self.request_votes(false, true);
+                }
+                Ok(())
+            }
             MessageBody::RequestVoteResponse { granted } => {
                 if self.role == Role::Candidate {
                     self.handle_vote_response(m.from, granted);
@@ -588,6 +650,7 @@ impl<S: Storage> Node<S> {
         self.votes.clear();
         self.progress.clear();
         self.pending_reads.clear();
+        self.transferee = None;
         // The election timer keeps running: figure 2 resets it only on
         // hearing from a leader or granting a vote. Resetting it on every
         // newer term lets two candidates with stale logs starve the nodes
@@ -602,6 +665,7 @@ impl<S: Storage> Node<S> {
         self.votes.clear();
         self.progress.clear();
         self.pending_reads.clear();
+        self.transferee = None;
         self.reset_election_timer();
     }
 
@@ -612,6 +676,7 @@ impl<S: Storage> Node<S> {
         self.votes.clear();
         self.progress.clear();
         self.pending_reads.clear();
+        self.transferee = None;
         self.reset_election_timer();
     }
 
@@ -638,6 +703,7 @@ impl<S: Storage> Node<S> {
         self.role = Role::Leader;
         self.leader = Some(self.id);
         self.votes.clear();
+        self.transferee = None;
         self.heartbeat_elapsed = 0;
         self.election_elapsed = 0;
         let next = self.log.last_index().next();
@@ -746,7 +812,7 @@ impl<S: Storage> Node<S> {
             if pre_vote {
                 let term = self.term.next();
                 self.become_candidate(term);
-                self.request_votes(false);
+                self.request_votes(false, false);
             } else {
                 self.become_leader();
             }
@@ -871,6 +937,7 @@ impl<S: Storage> Node<S> {
                 };
                 if moved {
                     self.maybe_commit()?;
+                    self.maybe_send_timeout_now(from);
                 }
             }
             AppendOutcome::Conflict {

@@ -104,6 +104,7 @@ fn leader_election_5_2_each_server_votes_for_at_most_one_candidate_per_term() {
             MessageBody::RequestVote {
                 last_log_index: LogIndex(0),
                 last_log_term: Term(0),
+                leadership_transfer: false,
             },
         )
     };
@@ -425,6 +426,7 @@ fn crashes_5_5_crashed_candidate_keeps_its_vote_for_itself() {
         MessageBody::RequestVote {
             last_log_index: LogIndex(5),
             last_log_term: Term(1),
+            leadership_transfer: false,
         },
     ))
     .unwrap();
@@ -446,6 +448,7 @@ fn persistence_vote_is_not_sent_before_it_is_durable() {
         MessageBody::RequestVote {
             last_log_index: LogIndex(0),
             last_log_term: Term(0),
+            leadership_transfer: false,
         },
     ))
     .unwrap();
@@ -467,6 +470,7 @@ fn persistence_vote_is_not_sent_before_it_is_durable() {
         MessageBody::RequestVote {
             last_log_index: LogIndex(0),
             last_log_term: Term(0),
+            leadership_transfer: false,
         },
     ))
     .unwrap();
@@ -728,6 +732,7 @@ fn check_quorum_4_2_3_followers_in_lease_ignore_disruptive_vote_requests() {
             MessageBody::RequestVote {
                 last_log_index: LogIndex(10),
                 last_log_term: Term(1),
+                leadership_transfer: false,
             },
         ))
         .unwrap();
@@ -807,5 +812,86 @@ fn read_index_6_4_needs_a_commit_in_the_leaders_term_and_a_leader() {
     assert!(matches!(
         follower.read_index(1),
         Err(Error::NotLeader { .. })
+    ));
+}
+
+// ---------- Learners (non-voting members) ----------
+
+#[test]
+fn learners_receive_the_log_but_neither_vote_nor_count() {
+    let members = Configuration::new([id(1), id(2), id(3)]).with_learners([id(4)]);
+    let mut net = Network::with_members(members, |_| {});
+    net.campaign(1);
+    net.propose(1, b"a").unwrap();
+    assert_eq!(net.applied_data(4), vec![Bytes::from_static(b"a")]);
+    // With both voters cut off, the learner's acknowledgement is no quorum.
+    net.cut(1, 2);
+    net.cut(1, 3);
+    let index = net.propose(1, b"b").unwrap();
+    assert_eq!(net.node(4).last_index(), index, "the learner has it");
+    assert!(net.node(1).commit_index() < index, "but it does not count");
+    // A learner never campaigns, however long it hears nothing.
+    net.isolate(4);
+    net.tick_all(100);
+    assert_eq!(net.node(4).role(), Role::Follower);
+    assert_eq!(net.node(4).term(), Term(1));
+}
+
+// ---------- Thesis §3.10 leadership transfer ----------
+
+#[test]
+fn leadership_transfer_3_10_hands_over_to_an_up_to_date_voter() {
+    let mut net = Network::with_config(3, |c| c.check_quorum = true);
+    net.campaign(1);
+    net.propose(1, b"a").unwrap();
+    net.node_mut(1).transfer_leadership(id(3)).unwrap();
+    net.drive(id(1));
+    net.deliver_all();
+    assert_eq!(
+        net.leaders(),
+        vec![id(3)],
+        "even though followers were in lease"
+    );
+    assert_eq!(net.node(3).term(), Term(2));
+    net.propose(3, b"b").unwrap();
+    assert_eq!(
+        net.applied_data(1),
+        vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")]
+    );
+}
+
+#[test]
+fn leadership_transfer_3_10_catches_a_lagging_transferee_up_first_and_blocks_proposals() {
+    let mut net = Network::new(3);
+    net.campaign(1);
+    net.isolate(3);
+    for _ in 0..5 {
+        net.propose(1, b"x").unwrap();
+    }
+    net.node_mut(1).transfer_leadership(id(3)).unwrap();
+    assert!(matches!(
+        net.propose(1, b"refused"),
+        Err(Error::TransferInProgress { to }) if to == id(3)
+    ));
+    net.heal();
+    net.tick_all(4);
+    assert_eq!(net.leaders(), vec![id(3)]);
+    assert_eq!(net.node(3).last_index(), net.node(1).last_index());
+}
+
+#[test]
+fn leadership_transfer_3_10_is_abandoned_after_an_election_timeout() {
+    let mut net = Network::new(3);
+    net.campaign(1);
+    net.crash(3);
+    net.node_mut(1).transfer_leadership(id(3)).unwrap();
+    let election_tick = net.node(1).config().election_tick;
+    net.tick_all(election_tick);
+    assert_eq!(net.node(1).transferee(), None);
+    assert_eq!(net.leaders(), vec![id(1)]);
+    net.propose(1, b"accepted again").unwrap();
+    assert!(matches!(
+        net.node_mut(1).transfer_leadership(id(1)),
+        Err(Error::NotAVoter { .. })
     ));
 }

@@ -47,10 +47,14 @@ fn entry() -> impl Strategy<Value = Entry> {
 
 fn body() -> impl Strategy<Value = MessageBody> {
     prop_oneof![
-        (index(), term()).prop_map(|(last_log_index, last_log_term)| MessageBody::RequestVote {
-            last_log_index,
-            last_log_term
-        }),
+        (index(), term(), any::<bool>()).prop_map(
+            |(last_log_index, last_log_term, leadership_transfer)| MessageBody::RequestVote {
+                last_log_index,
+                last_log_term,
+                leadership_transfer,
+            }
+        ),
+        Just(MessageBody::TimeoutNow),
         any::<bool>().prop_map(|granted| MessageBody::RequestVoteResponse { granted }),
         // Mostly well-formed appends (contiguous), sometimes arbitrary.
         (index(), term(), 0..4usize, 0..6u64, index()).prop_map(

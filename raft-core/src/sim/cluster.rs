@@ -138,6 +138,7 @@ impl fmt::Display for TraceEvent {
 fn kind(body: &MessageBody) -> &'static str {
     match body {
         MessageBody::RequestVote { .. } => "RequestVote",
+        MessageBody::TimeoutNow => "TimeoutNow",
         MessageBody::RequestVoteResponse { granted: true } => "VoteGranted",
         MessageBody::RequestVoteResponse { granted: false } => "VoteRefused",
         MessageBody::AppendEntries { .. } => "AppendEntries",
@@ -450,6 +451,20 @@ impl<SM: StateMachine> Cluster<SM> {
             .saturating_add(Duration::from_nanos(server.tick_interval));
         self.net.restart(id);
         self.fault(format!("restart {id:?}"));
+        self.pump(i)
+    }
+
+    /// Asks the leader `from` to hand leadership to `to`.
+    pub fn transfer_leadership(&mut self, from: NodeId, to: NodeId) -> Result<(), Violation> {
+        let Some(i) = self.index_of(from) else {
+            return Ok(());
+        };
+        let Some(node) = self.servers[i].node.as_mut() else {
+            return Ok(());
+        };
+        if node.transfer_leadership(to).is_ok() {
+            self.fault(format!("transfer {from:?}->{to:?}"));
+        }
         self.pump(i)
     }
 

@@ -381,7 +381,13 @@ impl Simulation {
         self.faults += 1;
         let ids = self.cluster.ids();
         let pick = |rng: &mut fastrand::Rng, from: &[NodeId]| from[rng.usize(..from.len())];
-        match self.rng.u32(..8) {
+        match self.rng.u32(..9) {
+            8 => {
+                if let Some(leader) = self.cluster.leader() {
+                    let to = pick(&mut self.rng, &ids);
+                    self.cluster.transfer_leadership(leader, to)?;
+                }
+            }
             0 | 1 => {
                 let running = self.cluster.running();
                 if running.len() > 1 {

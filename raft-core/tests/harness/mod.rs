@@ -34,7 +34,10 @@ impl Network {
     }
 
     pub fn with_config(size: u64, tweak: impl Fn(&mut Config)) -> Self {
-        let configuration = Configuration::new((1..=size).map(NodeId));
+        Self::with_members(Configuration::new((1..=size).map(NodeId)), tweak)
+    }
+
+    pub fn with_members(configuration: Configuration, tweak: impl Fn(&mut Config)) -> Self {
         let mut net = Network {
             nodes: BTreeMap::new(),
             crashed: BTreeMap::new(),
@@ -45,7 +48,8 @@ impl Network {
             applied: BTreeMap::new(),
             read_states: BTreeMap::new(),
         };
-        for n in 1..=size {
+        let members: Vec<u64> = configuration.members().map(|m| m.0).collect();
+        for n in members {
             let mut config = Config::new(NodeId(n));
             config.seed = 7;
             tweak(&mut config);
