@@ -38,6 +38,12 @@ pub struct Config {
     /// election timeout; followers that hear from a leader ignore
     /// RequestVote until their election timeout passes.
     pub check_quorum: bool,
+    /// Lease reads ([`Node::read_lease`](crate::Node::read_lease)) assume
+    /// that over one election timeout no two nodes' tick clocks drift apart
+    /// by more than this many ticks (plus one tick of phase). The lease
+    /// lasts `election_tick - max_clock_drift_ticks - 1` ticks from the
+    /// sending of a heartbeat a quorum answered.
+    pub max_clock_drift_ticks: u32,
 }
 
 impl Config {
@@ -54,6 +60,7 @@ impl Config {
             max_inflight_msgs: 256,
             pre_vote: false,
             check_quorum: false,
+            max_clock_drift_ticks: 3,
         }
     }
 
@@ -65,6 +72,11 @@ impl Config {
         if self.election_tick <= self.heartbeat_tick {
             return Err(Error::InvalidConfig(
                 "election_tick must be greater than heartbeat_tick",
+            ));
+        }
+        if self.max_clock_drift_ticks.saturating_add(1) >= self.election_tick {
+            return Err(Error::InvalidConfig(
+                "max_clock_drift_ticks must leave a lease shorter than election_tick",
             ));
         }
         if self.max_inflight_msgs == 0 {

@@ -36,6 +36,11 @@ pub enum Error {
         /// The refused transferee.
         id: NodeId,
     },
+    /// A lease read needs check-quorum and a lease confirmed by a quorum
+    /// within the last lease period; fall back to
+    /// [`Node::read_index`](crate::Node::read_index).
+    #[error("no valid leader lease")]
+    LeaseUnavailable,
     /// A [`Config`](crate::Config) field is out of range.
     #[error("invalid configuration: {0}")]
     InvalidConfig(&'static str),

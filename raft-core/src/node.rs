@@ -70,6 +70,15 @@ pub struct Node<S> {
     /// Leader: the voter leadership is being handed to, and for how long.
     transferee: Option<NodeId>,
     transfer_elapsed: u32,
+    /// Ticks since this node started.
+    ticks: u64,
+    /// Whether the node restarted with a term, so may have promised a
+    /// leader a lease before it stopped.
+    restarted: bool,
+    /// Leader: when (in ticks) each recent heartbeat round was sent.
+    round_sent: VecDeque<(u64, u64)>,
+    /// Leader: lease reads are served while `ticks` is below this.
+    lease_until: u64,
 }
 
 /// A ReadIndex request waiting for heartbeat answers.
@@ -119,6 +128,10 @@ impl<S: Storage> Node<S> {
             read_states: Vec::new(),
             transferee: None,
             transfer_elapsed: 0,
+            ticks: 0,
+            restarted: hs.term > Term(0),
+            round_sent: VecDeque::new(),
+            lease_until: 0,
             config,
         };
         node.reset_election_timer();
@@ -217,6 +230,7 @@ impl<S: Storage> Node<S> {
     /// Advances logical time by one tick: followers and candidates count
     /// towards their election timeout, leaders towards the next heartbeat.
     pub fn tick(&mut self) {
+        self.ticks += 1;
         match self.role {
             Role::Leader => {
                 self.heartbeat_elapsed += 1;
@@ -308,7 +322,10 @@ impl<S: Storage> Node<S> {
     /// Whether this node heard from a leader within the election timeout;
     /// with check-quorum such a node ignores disruptive elections.
     fn in_lease(&self) -> bool {
-        self.config.check_quorum && self.heard_from_leader()
+        // A node that restarted may have promised a leader its lease before
+        // it stopped: it honours that for an election timeout.
+        let starting = self.restarted && self.ticks < u64::from(self.config.election_tick);
+        self.config.check_quorum && (self.heard_from_leader() || starting)
     }
 
     /// Whether a leader was heard from within the election timeout.
@@ -386,15 +403,72 @@ impl<S: Storage> Node<S> {
         if self.log.term(self.log.committed)? != Some(self.term) {
             return Err(Error::NoCommitInTerm { term: self.term });
         }
-        self.read_round += 1;
+        // Confirmed by answers to the heartbeat round sent now.
         self.pending_reads.push_back(PendingRead {
             id,
             index: self.log.committed,
-            round: self.read_round,
+            round: self.read_round + 1,
         });
         self.broadcast_heartbeat();
         self.confirm_reads();
         Ok(())
+    }
+
+    /// Serves a linearizable read at once if the leader holds a lease: a
+    /// quorum answered a heartbeat sent less than a lease period ago, so
+    /// (with check-quorum, and clocks drifting less than
+    /// [`Config::max_clock_drift_ticks`]) no other leader can have been
+    /// elected since. The [`ReadState`] comes in the next [`Ready`].
+    /// Fails with [`Error::LeaseUnavailable`]; then use
+    /// [`read_index`](Node::read_index).
+    pub fn read_lease(&mut self, id: u64) -> Result<(), Error> {
+        if self.role != Role::Leader {
+            return Err(Error::NotLeader {
+                leader_hint: self.leader,
+            });
+        }
+        if self.log.term(self.log.committed)? != Some(self.term) {
+            return Err(Error::NoCommitInTerm { term: self.term });
+        }
+        let single = self.configuration.voters().len() == 1;
+        let leased = self.ticks < self.lease_until || single;
+        if !self.config.check_quorum || self.transferee.is_some() || !leased {
+            return Err(Error::LeaseUnavailable);
+        }
+        self.read_states.push(ReadState {
+            id,
+            index: self.log.committed,
+        });
+        Ok(())
+    }
+
+    /// Extends the lease to the newest heartbeat round a quorum answered.
+    fn renew_lease(&mut self) {
+        let id = self.id;
+        let progress = &self.progress;
+        let round = self.configuration.committed_by_majority(|v| {
+            if v == id {
+                u64::MAX
+            } else {
+                progress
+                    .iter()
+                    .find(|p| p.id == v)
+                    .map_or(0, |p| p.acked_round)
+            }
+        });
+        while let Some(&(r, sent)) = self.round_sent.front() {
+            if r > round {
+                break;
+            }
+            self.round_sent.pop_front();
+            if r == round {
+                let lease = self
+                    .config
+                    .election_tick
+                    .saturating_sub(self.config.max_clock_drift_ticks + 1);
+                self.lease_until = self.lease_until.max(sent + u64::from(lease));
+            }
+        }
     }
 
     /// Releases the pending reads whose round a quorum has answered.
@@ -529,6 +603,7 @@ impl<S: Storage> Node<S> {
                     p.acked_round = p.acked_round.max(round);
                 }
                 self.confirm_reads();
+                self.renew_lease();
                 Ok(())
             }
         }
@@ -704,6 +779,8 @@ impl<S: Storage> Node<S> {
         self.leader = Some(self.id);
         self.votes.clear();
         self.transferee = None;
+        self.lease_until = 0;
+        self.round_sent.clear();
         self.heartbeat_elapsed = 0;
         self.election_elapsed = 0;
         let next = self.log.last_index().next();
@@ -1048,7 +1125,12 @@ impl<S: Storage> Node<S> {
                 (p.id, p.match_index.min(committed))
             })
             .collect();
+        self.read_round += 1;
         let round = self.read_round;
+        self.round_sent.push_back((round, self.ticks));
+        if self.round_sent.len() > 64 {
+            self.round_sent.pop_front();
+        }
         for (to, commit) in beats {
             self.send(to, MessageBody::Heartbeat { commit, round });
         }

@@ -895,3 +895,54 @@ fn leadership_transfer_3_10_is_abandoned_after_an_election_timeout() {
         Err(Error::NotAVoter { .. })
     ));
 }
+
+#[test]
+fn read_lease_6_4_1_no_other_leader_while_the_lease_holds() {
+    // Five nodes; 4 and 5 cannot hear leader 1. Node 2 crashes and comes
+    // back: had it forgotten its promise to leader 1, 4 could win with
+    // 2, 4 and 5 while 1 still serves reads under its lease.
+    let mut net = Network::with_config(5, |c| c.check_quorum = true);
+    net.campaign(1);
+    net.propose(1, b"a").unwrap();
+    net.cut(1, 4);
+    net.cut(1, 5);
+    // 4 and 5 stop hearing from 1 long enough to leave its lease; 2 and 3
+    // keep answering heartbeats, so 1 keeps its lease.
+    let election_tick = net.node(1).config().election_tick;
+    net.tick_all(2 * election_tick);
+    assert_eq!(net.leaders(), vec![id(1)]);
+    net.node_mut(1).read_lease(1).unwrap();
+    net.crash(2);
+    net.restart(2);
+    net.campaign(4);
+    let leaders = net.leaders();
+    let lease_read = net.node_mut(1).read_lease(2);
+    assert!(
+        leaders == vec![id(1)] || lease_read.is_err(),
+        "leaders {leaders:?} while node 1 still serves lease reads"
+    );
+    net.heal();
+    net.tick_all(4 * election_tick);
+    assert_eq!(net.leaders().len(), 1);
+}
+
+#[test]
+fn read_lease_6_4_1_needs_check_quorum_and_expires_without_heartbeat_answers() {
+    let mut net = Network::new(3);
+    net.campaign(1);
+    net.tick_all(2);
+    assert!(matches!(
+        net.node_mut(1).read_lease(1),
+        Err(Error::LeaseUnavailable)
+    ));
+
+    let mut net = Network::with_config(3, |c| c.check_quorum = true);
+    net.campaign(1);
+    net.tick_all(2);
+    net.node_mut(1).read_lease(1).unwrap();
+    net.isolate(1);
+    let config = net.node(1).config().clone();
+    let lease = config.election_tick - config.max_clock_drift_ticks - 1;
+    net.tick_all(lease);
+    assert!(net.node_mut(1).read_lease(2).is_err(), "expired");
+}

@@ -25,16 +25,18 @@ fn run_shard(shard: u64) -> Vec<SimReport> {
 fn summarize(reports: &[SimReport]) {
     let ops: usize = reports.iter().map(|r| r.operations).sum();
     let index_reads: u64 = reports.iter().map(|r| r.index_reads).sum();
+    let lease_reads: u64 = reports.iter().map(|r| r.lease_reads).sum();
     let dedup: u64 = reports.iter().map(|r| r.deduplicated).sum();
     let faults: usize = reports.iter().map(|r| r.faults).sum();
     let dropped: u64 = reports.iter().map(|r| r.dropped).sum();
     let steps: u64 = reports.iter().map(|r| r.steps).sum();
     eprintln!(
-        "{} seeds: {ops} linearizable operations ({index_reads} reads by ReadIndex), {dedup} retries deduplicated, {faults} faults, {dropped} messages dropped, {steps} steps",
+        "{} seeds: {ops} linearizable operations ({index_reads} reads without log entries, {lease_reads} of them by lease), {dedup} retries deduplicated, {faults} faults, {dropped} messages dropped, {steps} steps",
         reports.len()
     );
     if reports.len() >= 20 {
         assert!(index_reads > 0, "ReadIndex reads were exercised");
+        assert!(lease_reads > 0, "lease reads were exercised");
         assert!(dedup > 0, "retries were deduplicated");
     }
 }

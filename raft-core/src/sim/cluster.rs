@@ -391,6 +391,24 @@ impl<SM: StateMachine> Cluster<SM> {
         })
     }
 
+    /// Asks node `id` for a lease read
+    /// ([`Node::read_lease`](crate::Node::read_lease)), answered like
+    /// [`read`](Cluster::read).
+    pub fn read_lease(&mut self, id: NodeId, read_id: u64, query: Bytes) -> Result<(), Error> {
+        let i = self.index_of(id).ok_or(Error::UnknownPeer { from: id })?;
+        let server = &mut self.servers[i];
+        let node = server
+            .node
+            .as_mut()
+            .ok_or(Error::NotLeader { leader_hint: None })?;
+        node.read_lease(read_id)?;
+        server.reads.insert(read_id, query);
+        self.pump(i).map_err(|v| match v {
+            Violation::Node { error, .. } => error,
+            _ => Error::InconsistentStorage("invariant violated while reading"),
+        })
+    }
+
     /// Runs every event up to and including time `until`; stops at the
     /// first invariant violation.
     pub fn run_until(&mut self, until: SimTime) -> Result<(), Violation> {

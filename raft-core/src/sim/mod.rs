@@ -189,8 +189,10 @@ pub struct SimReport {
     pub nodes: u64,
     /// Client operations completed and checked for linearizability.
     pub operations: usize,
-    /// Reads served by ReadIndex (no log entry).
+    /// Reads served by ReadIndex or lease (no log entry).
     pub index_reads: u64,
+    /// Of those, reads accepted under a leader lease.
+    pub lease_reads: u64,
     /// Retries answered from the session table instead of executed again.
     pub deduplicated: u64,
     /// Entries committed.
@@ -268,6 +270,7 @@ pub struct Simulation {
     history: Vec<Operation<KvOp, KvOutput>>,
     issued: u64,
     next_read_id: u64,
+    lease_reads: u64,
     faults: usize,
     tick: Duration,
 }
@@ -334,6 +337,7 @@ impl Simulation {
             history: Vec::new(),
             issued: 0,
             next_read_id: 0,
+            lease_reads: 0,
             faults: 0,
             tick: options.cluster.tick,
         })
@@ -486,12 +490,26 @@ impl Simulation {
                 client.target = nodes[self.rng.usize(..nodes.len())];
             }
             let target = client.target;
-            // Half the reads go through ReadIndex instead of the log.
-            let outcome = if matches!(p.op, KvOp::Get { .. }) && self.rng.bool() {
-                self.next_read_id += 1;
-                self.cluster.read(target, self.next_read_id, command)
+            // A third of the reads go through the log, a third by ReadIndex,
+            // a third by lease (falling back to ReadIndex without one).
+            let path = if matches!(p.op, KvOp::Get { .. }) {
+                self.rng.u8(..3)
             } else {
-                self.cluster.propose(target, command).map(|_| ())
+                0
+            };
+            self.next_read_id += 1;
+            let read_id = self.next_read_id;
+            let outcome = match path {
+                0 => self.cluster.propose(target, command).map(|_| ()),
+                1 => self.cluster.read(target, read_id, command),
+                _ => match self.cluster.read_lease(target, read_id, command.clone()) {
+                    Err(Error::LeaseUnavailable) => self.cluster.read(target, read_id, command),
+                    Ok(()) => {
+                        self.lease_reads += 1;
+                        Ok(())
+                    }
+                    other => other,
+                },
             };
             let (sent, retry_at) = match outcome {
                 Ok(_) => (true, now.saturating_add(timeout)),
@@ -578,6 +596,7 @@ impl Simulation {
             nodes: self.cluster.ids().len() as u64,
             operations: self.history.len(),
             index_reads: self.cluster.served_reads(),
+            lease_reads: self.lease_reads,
             deduplicated,
             committed: self.cluster.committed(),
             elections: self.cluster.elections(),
