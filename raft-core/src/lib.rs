@@ -96,6 +96,13 @@
 //! # }
 //! ```
 //!
+//! Reads need no log entry: [`Node::read_index`] (confirmed by a heartbeat
+//! round) and [`Node::read_lease`] (with [`Config::check_quorum`], under a
+//! documented clock-drift bound) report [`ReadState`]s in the `Ready`; serve
+//! each once the applied index reaches it. [`Config::pre_vote`] keeps
+//! rejoining nodes from disrupting a leader, and
+//! [`Node::transfer_leadership`] hands leadership over.
+//!
 //! Proposals made to a follower fail with [`Error::NotLeader`] and a hint;
 //! forwarding is the application's choice. A proposal may be lost when
 //! leadership changes before it commits: clients retry with a request id

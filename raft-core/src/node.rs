@@ -79,6 +79,10 @@ pub struct Node<S> {
     round_sent: VecDeque<(u64, u64)>,
     /// Leader: lease reads are served while `ticks` is below this.
     lease_until: u64,
+    /// Leader: a TimeoutNow went out this term. It may arrive at any later
+    /// time and start an election that ignores the followers' leases, so no
+    /// more lease reads in this term (raft-rs issue 234).
+    lease_forfeited: bool,
 }
 
 /// A ReadIndex request waiting for heartbeat answers.
@@ -132,6 +136,7 @@ impl<S: Storage> Node<S> {
             restarted: hs.term > Term(0),
             round_sent: VecDeque::new(),
             lease_until: 0,
+            lease_forfeited: false,
             config,
         };
         node.reset_election_timer();
@@ -384,6 +389,7 @@ impl<S: Storage> Node<S> {
         let last = self.log.last_index();
         let caught_up = self.progress(to).is_some_and(|p| p.match_index == last);
         if self.transferee == Some(to) && caught_up {
+            self.lease_forfeited = true;
             self.send(to, MessageBody::TimeoutNow);
         }
     }
@@ -432,7 +438,8 @@ impl<S: Storage> Node<S> {
         }
         let single = self.configuration.voters().len() == 1;
         let leased = self.ticks < self.lease_until || single;
-        if !self.config.check_quorum || self.transferee.is_some() || !leased {
+        let transferring = self.transferee.is_some() || self.lease_forfeited;
+        if !self.config.check_quorum || transferring || !leased {
             return Err(Error::LeaseUnavailable);
         }
         self.read_states.push(ReadState {
@@ -780,6 +787,7 @@ impl<S: Storage> Node<S> {
         self.votes.clear();
         self.transferee = None;
         self.lease_until = 0;
+        self.lease_forfeited = false;
         self.round_sent.clear();
         self.heartbeat_elapsed = 0;
         self.election_elapsed = 0;

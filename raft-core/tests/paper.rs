@@ -880,6 +880,30 @@ fn leadership_transfer_3_10_catches_a_lagging_transferee_up_first_and_blocks_pro
 }
 
 #[test]
+fn leadership_transfer_3_10_forfeits_lease_reads_for_the_term() {
+    // A TimeoutNow may be delayed past an abandoned transfer and then start
+    // an election that ignores leases: the leader stops lease reads.
+    let mut net = Network::with_config(3, |c| c.check_quorum = true);
+    net.campaign(1);
+    net.tick_all(2);
+    net.node_mut(1).read_lease(1).unwrap();
+    net.cut(1, 3); // the TimeoutNow is lost, the transfer abandoned
+    net.node_mut(1).transfer_leadership(id(3)).unwrap();
+    net.drive(id(1));
+    net.deliver_all();
+    let election_tick = net.node(1).config().election_tick;
+    net.heal();
+    net.tick_all(election_tick);
+    assert_eq!(net.node(1).transferee(), None);
+    assert_eq!(net.leaders(), vec![id(1)]);
+    assert!(matches!(
+        net.node_mut(1).read_lease(2),
+        Err(Error::LeaseUnavailable)
+    ));
+    net.node_mut(1).read_index(3).unwrap();
+}
+
+#[test]
 fn leadership_transfer_3_10_is_abandoned_after_an_election_timeout() {
     let mut net = Network::new(3);
     net.campaign(1);
