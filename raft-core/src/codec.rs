@@ -88,6 +88,14 @@ pub fn encode(m: &Message, dst: &mut BytesMut) {
             dst.put_u8(u8::from(*leadership_transfer));
         }
         MessageBody::TimeoutNow => dst.put_u8(8),
+        MessageBody::ForwardedProposal { commands } => {
+            dst.put_u8(9);
+            dst.put_u32(commands.len() as u32);
+            for c in commands {
+                dst.put_u32(c.len() as u32);
+                dst.put_slice(c);
+            }
+        }
         MessageBody::RequestVoteResponse { granted } => {
             dst.put_u8(1);
             dst.put_u8(u8::from(*granted));
@@ -213,6 +221,20 @@ pub fn decode(src: Bytes) -> Result<Message, CodecError> {
             leadership_transfer: r.bool()?,
         },
         8 => MessageBody::TimeoutNow,
+        9 => {
+            let count = r.u32()?;
+            // Each command takes at least its 4-byte length.
+            let max = r.0.remaining() / 4;
+            if count as usize > max {
+                return Err(CodecError::TooManyEntries { count, max });
+            }
+            let mut commands = Vec::with_capacity(count as usize);
+            for _ in 0..count {
+                let len = r.u32()? as usize;
+                commands.push(r.bytes(len)?);
+            }
+            MessageBody::ForwardedProposal { commands }
+        }
         1 => MessageBody::RequestVoteResponse { granted: r.bool()? },
         2 => {
             let prev_log_index = LogIndex(r.u64()?);
@@ -326,6 +348,9 @@ mod tests {
                 leadership_transfer: true,
             },
             MessageBody::TimeoutNow,
+            MessageBody::ForwardedProposal {
+                commands: vec![Bytes::from_static(b"a"), Bytes::new()],
+            },
             MessageBody::RequestVoteResponse { granted: true },
             MessageBody::AppendEntries {
                 prev_log_index: LogIndex(10),

@@ -129,7 +129,7 @@ mod types;
 pub use config::{Config, Configuration};
 pub use error::{Error, StorageError};
 pub use message::{AppendOutcome, Message, MessageBody};
-pub use node::Node;
+pub use node::{Node, Proposed};
 pub use progress::{Progress, ProgressState};
 pub use ready::{ReadState, Ready, Role, SoftState};
 pub use storage::{InitialState, MemStorage, SnapshotMeta, Storage};

@@ -87,6 +87,13 @@ pub enum MessageBody {
     /// The leader hands leadership over: the receiver starts an election at
     /// once (thesis §3.10).
     TimeoutNow,
+    /// Commands a follower forwards to the leader it knows
+    /// ([`Node::propose_or_forward`](crate::Node::propose_or_forward)).
+    /// Dropped by a node that is not the leader of that term.
+    ForwardedProposal {
+        /// The commands, in order.
+        commands: Vec<bytes::Bytes>,
+    },
     /// The answer to [`MessageBody::Heartbeat`].
     HeartbeatResponse {
         /// The round of the heartbeat answered (0 when answering a stale

@@ -11,6 +11,15 @@ use crate::types::{Entry, HardState, LogIndex, NodeId, Term};
 use bytes::Bytes;
 use std::collections::VecDeque;
 
+/// Where [`Node::propose_or_forward`] sent a command.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Proposed {
+    /// Appended to this leader's log at this index.
+    Appended(LogIndex),
+    /// Forwarded to this leader.
+    Forwarded(NodeId),
+}
+
 /// A Ready handed out and not yet advanced.
 #[derive(Debug)]
 struct InFlight {
@@ -361,6 +370,27 @@ impl<S: Storage> Node<S> {
         Ok(index)
     }
 
+    /// Proposes on the leader, or forwards the command to the leader this
+    /// node knows (thesis §6.2 leaves the choice to the implementation).
+    /// A forwarded command has no index yet and may be dropped if
+    /// leadership moves; retry with a request id your state machine
+    /// deduplicates. Without a known leader: [`Error::NotLeader`].
+    pub fn propose_or_forward(&mut self, data: Bytes) -> Result<Proposed, Error> {
+        match (self.role, self.leader) {
+            (Role::Leader, _) => self.propose(data).map(Proposed::Appended),
+            (_, Some(leader)) => {
+                self.send(
+                    leader,
+                    MessageBody::ForwardedProposal {
+                        commands: vec![data],
+                    },
+                );
+                Ok(Proposed::Forwarded(leader))
+            }
+            (_, None) => Err(Error::NotLeader { leader_hint: None }),
+        }
+    }
+
     /// Hands leadership to voter `to` (thesis §3.10): proposals are refused
     /// meanwhile, `to` is brought up to date, then told to start an election
     /// at once (TimeoutNow), which it wins with the most up-to-date log.
@@ -548,6 +578,14 @@ impl<S: Storage> Node<S> {
                 last_log_term,
                 ..
             } => self.handle_request_vote(m.from, last_log_index, last_log_term),
+            MessageBody::ForwardedProposal { commands } => {
+                if self.role == Role::Leader && self.transferee.is_none() {
+                    for data in commands {
+                        self.propose(data)?;
+                    }
+                }
+                Ok(())
+            }
             MessageBody::TimeoutNow => {
                 // Only our leader may hand over; skip pre-vote, we know the
                 // leader stepped aside for us.

@@ -970,3 +970,59 @@ fn read_lease_6_4_1_needs_check_quorum_and_expires_without_heartbeat_answers() {
     net.tick_all(lease);
     assert!(net.node_mut(1).read_lease(2).is_err(), "expired");
 }
+
+// ---------- Proposal forwarding ----------
+
+#[test]
+fn forwarding_follower_sends_commands_to_the_leader_it_knows() {
+    let mut net = Network::new(3);
+    net.campaign(1);
+    let proposed = net
+        .node_mut(2)
+        .propose_or_forward(Bytes::from_static(b"via 2"))
+        .unwrap();
+    assert_eq!(proposed, quorate_raft_core::Proposed::Forwarded(id(1)));
+    net.drive(id(2));
+    net.deliver_all();
+    assert_eq!(net.applied_data(3), vec![Bytes::from_static(b"via 2")]);
+    // On the leader it is an ordinary proposal.
+    let on_leader = net
+        .node_mut(1)
+        .propose_or_forward(Bytes::from_static(b"x"))
+        .unwrap();
+    assert!(matches!(
+        on_leader,
+        quorate_raft_core::Proposed::Appended(_)
+    ));
+    // Without a known leader there is nowhere to forward to.
+    let mut lone = single(1, storage_with_log(3, &[], 0));
+    assert!(matches!(
+        lone.propose_or_forward(Bytes::from_static(b"y")),
+        Err(Error::NotLeader { leader_hint: None })
+    ));
+}
+
+#[test]
+fn forwarding_a_deposed_leader_drops_forwarded_commands() {
+    let mut net = Network::new(3);
+    net.campaign(1);
+    net.isolate(1);
+    net.campaign(2);
+    net.heal();
+    net.tick_all(3);
+    assert_eq!(net.node(1).role(), Role::Follower);
+    // A command forwarded to node 1 while it led term 1 arrives late: node
+    // 1 now follows in term 2 and drops it.
+    let stale = msg(
+        3,
+        1,
+        1,
+        MessageBody::ForwardedProposal {
+            commands: vec![Bytes::from_static(b"lost")],
+        },
+    );
+    let mut node1 = net.nodes.remove(&id(1)).unwrap();
+    let before = node1.last_index();
+    node1.step(stale).unwrap();
+    assert_eq!(node1.last_index(), before, "nothing appended");
+}

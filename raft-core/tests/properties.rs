@@ -55,6 +55,8 @@ fn body() -> impl Strategy<Value = MessageBody> {
             }
         ),
         Just(MessageBody::TimeoutNow),
+        prop::collection::vec(Just(Bytes::from_static(b"f")), 0..3)
+            .prop_map(|commands| MessageBody::ForwardedProposal { commands }),
         any::<bool>().prop_map(|granted| MessageBody::RequestVoteResponse { granted }),
         // Mostly well-formed appends (contiguous), sometimes arbitrary.
         (index(), term(), 0..4usize, 0..6u64, index()).prop_map(

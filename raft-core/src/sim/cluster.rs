@@ -6,7 +6,7 @@ use super::invariants::Invariants;
 use super::{StateMachine, Violation};
 use crate::{
     Config, Configuration, Error, LogIndex, MemStorage, Message, MessageBody, Node, NodeId,
-    ReadState, Ready, Role, Term,
+    Proposed, ReadState, Ready, Role, Term,
 };
 use bytes::Bytes;
 use quorate_transport::sim::{LinkConfig, Network, SimTime};
@@ -139,6 +139,7 @@ fn kind(body: &MessageBody) -> &'static str {
     match body {
         MessageBody::RequestVote { .. } => "RequestVote",
         MessageBody::TimeoutNow => "TimeoutNow",
+        MessageBody::ForwardedProposal { .. } => "ForwardedProposal",
         MessageBody::RequestVoteResponse { granted: true } => "VoteGranted",
         MessageBody::RequestVoteResponse { granted: false } => "VoteRefused",
         MessageBody::AppendEntries { .. } => "AppendEntries",
@@ -370,6 +371,21 @@ impl<SM: StateMachine> Cluster<SM> {
             _ => Error::InconsistentStorage("invariant violated while proposing"),
         })?;
         Ok(index)
+    }
+
+    /// Proposes at node `id`, or lets it forward to the leader it knows.
+    pub fn propose_or_forward(&mut self, id: NodeId, command: Bytes) -> Result<Proposed, Error> {
+        let i = self.index_of(id).ok_or(Error::UnknownPeer { from: id })?;
+        let node = self.servers[i]
+            .node
+            .as_mut()
+            .ok_or(Error::NotLeader { leader_hint: None })?;
+        let proposed = node.propose_or_forward(command)?;
+        self.pump(i).map_err(|v| match v {
+            Violation::Node { error, .. } => error,
+            _ => Error::InconsistentStorage("invariant violated while proposing"),
+        })?;
+        Ok(proposed)
     }
 
     /// Asks node `id` for a linearizable read without a log write

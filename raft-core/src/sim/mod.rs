@@ -500,6 +500,10 @@ impl Simulation {
             self.next_read_id += 1;
             let read_id = self.next_read_id;
             let outcome = match path {
+                // Some writes are forwarded by followers instead of refused.
+                0 if self.rng.bool() => {
+                    self.cluster.propose_or_forward(target, command).map(|_| ())
+                }
                 0 => self.cluster.propose(target, command).map(|_| ()),
                 1 => self.cluster.read(target, read_id, command),
                 _ => match self.cluster.read_lease(target, read_id, command.clone()) {
