@@ -129,6 +129,10 @@ impl MemStorage {
 
     /// Discards entries up to and including `index`, recording them as
     /// covered by a snapshot of the application state.
+    ///
+    /// InstallSnapshot is not implemented yet: a leader that needs a
+    /// compacted entry for a follower fails with [`StorageError::Compacted`].
+    /// Compact only below every member's match index.
     pub fn compact(&mut self, index: LogIndex) -> Result<(), StorageError> {
         if index <= self.snapshot.index {
             return Ok(());
