@@ -2,4 +2,5 @@
 //! tests can run every scenario the programs in `examples/examples` run.
 
 pub mod clocks;
+pub mod merkle_sync;
 pub mod ring_rebalance;
