@@ -253,6 +253,7 @@ struct Status {
     displayed: usize,
     joined: bool,
     connected: bool,
+    held: usize,
 }
 
 /// Commands from the script to a client task.
@@ -260,7 +261,8 @@ struct Status {
 enum Command {
     Post(String),
     Leave,
-    Join,
+    Connect,
+    FetchArchive,
     Quit,
 }
 
@@ -298,6 +300,7 @@ impl Timeline {
 async fn server(
     mut net: TcpTransport,
     mut stop: oneshot::Receiver<()>,
+    subscribers: watch::Sender<usize>,
     timeline: Timeline,
 ) -> Result<usize, ChatError> {
     let start = Instant::now();
@@ -335,6 +338,10 @@ async fn server(
             None => {}
         }
         mux.handle_timeout(now);
+        if let Some(publisher) = mux.publisher_mut(FEED) {
+            let count = publisher.subscribers();
+            subscribers.send_if_modified(|c| std::mem::replace(c, count) != count);
+        }
         let mut posts = Vec::new();
         if let Some(puller) = mux.puller_mut(POST) {
             while let Some(pulled) = puller.poll_event() {
@@ -424,10 +431,10 @@ impl Client {
         Ok(())
     }
 
-    /// Connects, subscribes, then asks the archive for what it lacks. The
-    /// subscription is written before the archive request on the same
-    /// connection, so the server handles it first: no message falls between.
-    async fn join(&mut self) -> Result<(), ChatError> {
+    /// Connects and subscribes to the feed. Ask the archive only after
+    /// this: the subscription then reaches the server first (one ordered
+    /// connection), so no message falls between archive and feed.
+    async fn connect(&mut self) -> Result<(), ChatError> {
         self.session += 1;
         let net = TcpTransport::client(PeerId(self.session), TcpConfig::default());
         net.add_peer(SERVER, self.server_addr);
@@ -442,7 +449,12 @@ impl Client {
             sub.connect(now, SERVER);
             sub.subscribe(now, Bytes::from_static(TOPIC.as_bytes()))?;
         }
-        self.flush().await?;
+        self.flush().await
+    }
+
+    /// Asks the archive for every message not yet delivered here.
+    async fn fetch_archive(&mut self) -> Result<(), ChatError> {
+        let now = self.now();
         let since = self.buffer.delivered().clone();
         if let Some(req) = self.mux.requester_mut(ARCHIVE) {
             let id = req.request(now, SERVER, Bytes::from(since.to_bytes()), ARCHIVE_TIMEOUT)?;
@@ -496,6 +508,7 @@ impl Client {
                 "{}: message {id} arrived before its cause; held in the causal buffer",
                 self.name
             ));
+            self.status.send_modify(|s| s.held += 1);
         }
         while let Some(delivery) = self.buffer.poll_deliver() {
             let (message, via) = delivery.message;
@@ -531,7 +544,13 @@ impl Client {
             }
         }
         for body in feed {
-            self.admit(ChatMessage::from_bytes(&body)?, Via::Feed)?;
+            // A garbled feed message is dropped, not fatal: the archive has it.
+            match ChatMessage::from_bytes(&body) {
+                Ok(message) => self.admit(message, Via::Feed)?,
+                Err(error) => self
+                    .timeline
+                    .log(format!("{}: dropped feed message: {error}", self.name)),
+            }
         }
         if let Some(body) = archived {
             self.archive_request = None;
@@ -574,7 +593,8 @@ impl Client {
             match wake {
                 Wake::Command(Some(Command::Post(text))) => self.post(text).await?,
                 Wake::Command(Some(Command::Leave)) => self.leave().await,
-                Wake::Command(Some(Command::Join)) => self.join().await?,
+                Wake::Command(Some(Command::Connect)) => self.connect().await?,
+                Wake::Command(Some(Command::FetchArchive)) => self.fetch_archive().await?,
                 Wake::Command(Some(Command::Quit) | None) => break,
                 Wake::Net(NetEvent::Message { from, msg }) => {
                     let now = self.now();
@@ -629,6 +649,21 @@ impl Handle {
             s.displayed >= count
         })
         .await
+    }
+}
+
+/// The script's view of the server's subscriber count (what the example
+/// waits on so that its steps happen in a fixed order).
+struct Subscribers(watch::Receiver<usize>);
+
+impl Subscribers {
+    async fn wait(&mut self, count: usize) -> Result<(), ChatError> {
+        let waited = tokio::time::timeout(STEP_TIMEOUT, self.0.wait_for(|&c| c == count)).await;
+        match waited {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(ChatError::ClientGone("server".into())),
+            Err(_) => Err(ChatError::Timeout(format!("{count} subscribers"))),
+        }
     }
 }
 
@@ -758,14 +793,17 @@ pub async fn run() -> Result<Report, ChatError> {
         .local_addr()
         .ok_or_else(|| std::io::Error::other("server is not listening"))?;
     let (stop, stopped) = oneshot::channel();
-    let server_task = tokio::spawn(server(net, stopped, timeline.clone()));
+    let (subscribers_tx, subscribers) = watch::channel(0);
+    let mut server_subscribers = Subscribers(subscribers);
+    let server_task = tokio::spawn(server(net, stopped, subscribers_tx, timeline.clone()));
     timeline.log(format!("server listening on {addr}"));
 
     let mut alice = spawn_client("alice", 1, addr, &timeline)?;
     let mut bob = spawn_client("bob", 2, addr, &timeline)?;
     let mut carol = spawn_client("carol", 3, addr, &timeline)?;
     for c in [&mut alice, &mut bob, &mut carol] {
-        c.send(Command::Join).await?;
+        c.send(Command::Connect).await?;
+        c.send(Command::FetchArchive).await?;
         c.joined().await?;
     }
 
@@ -789,12 +827,18 @@ pub async fn run() -> Result<Report, ChatError> {
     bob.send(Command::Post("booking a table".into())).await?;
     alice.seen(5).await?;
 
-    timeline.log("carol reconnects and asks the archive for what she lacks");
-    carol.send(Command::Join).await?;
-    // Bob posts while carol catches up: it depends on messages she can only
-    // get from the archive, so she may see it on the feed first.
+    // Carol reconnects and subscribes; before she asks the archive, bob
+    // posts. His message depends on two she missed, so her causal buffer
+    // holds it until the archive brings them.
+    server_subscribers.wait(2).await?;
+    timeline.log("carol reconnects and subscribes");
+    carol.send(Command::Connect).await?;
+    server_subscribers.wait(3).await?;
     bob.send(Command::Post("table for three booked".into()))
         .await?;
+    carol.wait("to hold a message", |s| s.held >= 1).await?;
+    timeline.log("carol asks the archive for what she lacks");
+    carol.send(Command::FetchArchive).await?;
     carol.joined().await?;
     carol.seen(6).await?;
     carol

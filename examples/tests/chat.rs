@@ -62,6 +62,12 @@ async fn clients_display_the_same_causal_order() {
     for text in ["noodles it is, 12:30", "booking a table"] {
         assert_eq!(carol[position(carol, text)].via, Via::Archive, "{text}");
     }
+    // Bob's post reached her on the feed before its causes (the script
+    // makes it so): the causal buffer held it until the archive's arrived.
+    let table = &carol[position(carol, "table for three booked")];
+    assert_eq!(table.via, Via::Feed);
+    assert!(table.waited);
+    assert!(carol.iter().filter(|d| d.waited).count() == 1);
     // Alice and Bob never needed the archive.
     for name in ["alice", "bob"] {
         assert!(report.displays[name].iter().all(|d| d.via != Via::Archive));
