@@ -820,6 +820,8 @@ pub async fn run() -> Result<Report, ChatError> {
     timeline.log("carol's connection drops");
     carol.send(Command::Leave).await?;
     carol.left().await?;
+    // The server has forgotten her old session before anyone posts.
+    server_subscribers.wait(2).await?;
     alice
         .send(Command::Post("noodles it is, 12:30".into()))
         .await?;
@@ -830,7 +832,6 @@ pub async fn run() -> Result<Report, ChatError> {
     // Carol reconnects and subscribes; before she asks the archive, bob
     // posts. His message depends on two she missed, so her causal buffer
     // holds it until the archive brings them.
-    server_subscribers.wait(2).await?;
     timeline.log("carol reconnects and subscribes");
     carol.send(Command::Connect).await?;
     server_subscribers.wait(3).await?;
