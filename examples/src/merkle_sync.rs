@@ -186,7 +186,7 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "proof hashes       {} received; {} as plain inclusion proofs ({:.0}% saved by `have`)",
+            "proof hashes       {} received; {} as plain inclusion proofs ({:.0}% saved: nodes verified by the diff and by earlier blocks are announced as `have`)",
             self.proof_hashes,
             self.plain_proof_hashes,
             100.0 * (1.0 - self.proof_hashes as f64 / self.plain_proof_hashes.max(1) as f64)
@@ -194,7 +194,7 @@ impl Report {
         let total = self.bytes_sent + self.bytes_received;
         let _ = writeln!(
             out,
-            "bytes on the wire  {} ({} sent, {} received) vs {} for a full copy: {:.1}%",
+            "bytes on the wire  {} ({} sent, {} received, the rejected batch included) vs {} for a full copy: {:.1}%",
             total,
             self.bytes_sent,
             self.bytes_received,
