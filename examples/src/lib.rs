@@ -1,4 +1,7 @@
 //! The logic of quorate's example programs, one module per example, so that
 //! tests can run every scenario the programs in `examples/examples` run.
 
+pub mod chat;
 pub mod clocks;
+pub mod merkle_sync;
+pub mod ring_rebalance;
