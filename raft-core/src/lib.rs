@@ -1,6 +1,129 @@
 //! The Raft consensus protocol as a pure state machine: the application feeds
 //! it ticks, messages and proposals, and drives persistence, sending and
-//! applying from what it hands back. A deterministic simulator and a
-//! linearizability checker (feature `sim`) test it, and your state machine on
-//! top of it, under loss, reordering, partitions and crashes.
+//! applying from what it hands back. No I/O, no clock, no threads: the same
+//! inputs give the same outputs, which is what lets the deterministic
+//! simulator (feature `sim`) test it, and your state machine on top of it,
+//! under loss, reordering, partitions and crashes, with every run replayable
+//! from its seed.
+//!
+//! # The contract
+//!
+//! A [`Node`] takes three kinds of input: [`Node::tick`] (logical time; call
+//! it at a fixed interval), [`Node::step`] (a message from a peer) and
+//! [`Node::propose`] (a command, on the leader). After any of them, call
+//! [`Node::ready`] until it returns `None`. Each [`Ready`] asks you to
+//!
+//! * send its [`messages`](Ready::messages) (right away, no need to wait),
+//! * append its [`entries`](Ready::entries) and store its
+//!   [`hard_state`](Ready::hard_state) durably,
+//! * apply its [`committed_entries`](Ready::committed_entries) in order,
+//!
+//! and then hand it back with [`Node::advance`]. Replies that promise
+//! durable state (a granted vote, an acknowledged append) are never in the
+//! `Ready` that asks for that state to be persisted: the node holds them
+//! until `advance` says the write is done, and releases them in a later
+//! `Ready`. So sending early cannot break safety, and forgetting to
+//! `advance` only stalls the node. A leader counts its own log towards
+//! commitment only once durable (thesis §10.2.1), so it can replicate
+//! while its own write is in flight.
+//!
+//! # Example
+//!
+//! A complete event loop: three nodes in one process, an in-memory "network"
+//! and an in-memory "disk". A real application would put the network and
+//! the disk behind the same loop.
+//!
+//! ```
+//! use bytes::Bytes;
+//! use quorate_raft_core::{Config, Configuration, MemStorage, Message, Node, NodeId, Role};
+//! use std::collections::VecDeque;
+//!
+//! # fn main() -> Result<(), quorate_raft_core::Error> {
+//! let members = Configuration::new([NodeId(1), NodeId(2), NodeId(3)]);
+//! let mut nodes = Vec::new();
+//! for id in 1..=3 {
+//!     let mut config = Config::new(NodeId(id));
+//!     config.seed = 42; // election timeouts are drawn from this seed
+//!     nodes.push(Node::new(config, MemStorage::new(members.clone()))?);
+//! }
+//! let mut network: VecDeque<Message> = VecDeque::new();
+//! let mut applied: Vec<Vec<Bytes>> = vec![Vec::new(); 3];
+//!
+//! // Persist, send, apply; then advance. Loop until the node is idle.
+//! fn handle_ready(
+//!     node: &mut Node<MemStorage>,
+//!     network: &mut VecDeque<Message>,
+//!     applied: &mut Vec<Bytes>,
+//! ) -> Result<(), quorate_raft_core::Error> {
+//!     while let Some(mut ready) = node.ready()? {
+//!         network.extend(ready.take_messages());
+//!         node.storage_mut().append(ready.entries())?;
+//!         if let Some(hard_state) = ready.hard_state() {
+//!             node.storage_mut().set_hard_state(hard_state);
+//!         }
+//!         for entry in ready.take_committed_entries() {
+//!             if !entry.data.is_empty() {
+//!                 applied.push(entry.data); // your state machine here
+//!             }
+//!         }
+//!         node.advance(ready)?;
+//!     }
+//!     Ok(())
+//! }
+//!
+//! let mut proposed = false;
+//! for _tick in 0..200 {
+//!     for (i, node) in nodes.iter_mut().enumerate() {
+//!         node.tick();
+//!         handle_ready(node, &mut network, &mut applied[i])?;
+//!     }
+//!     while let Some(message) = network.pop_front() {
+//!         let i = (message.to.0 - 1) as usize;
+//!         nodes[i].step(message)?;
+//!         handle_ready(&mut nodes[i], &mut network, &mut applied[i])?;
+//!     }
+//!     if !proposed {
+//!         if let Some(leader) = nodes.iter_mut().find(|n| n.role() == Role::Leader) {
+//!             leader.propose(Bytes::from_static(b"set x = 1"))?;
+//!             proposed = true;
+//!         }
+//!     }
+//! }
+//! for log in &applied {
+//!     assert_eq!(log, &[Bytes::from_static(b"set x = 1")]);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Proposals made to a follower fail with [`Error::NotLeader`] and a hint;
+//! forwarding is the application's choice. A proposal may be lost when
+//! leadership changes before it commits: clients retry with a request id
+//! that the state machine deduplicates (see the `sim` module's key-value
+//! store).
 #![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[cfg(feature = "codec")]
+#[cfg_attr(docsrs, doc(cfg(feature = "codec")))]
+pub mod codec;
+mod config;
+mod error;
+mod log;
+mod message;
+mod node;
+mod progress;
+mod ready;
+#[cfg(feature = "sim")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sim")))]
+pub mod sim;
+mod storage;
+mod types;
+
+pub use config::{Config, Configuration};
+pub use error::{Error, StorageError};
+pub use message::{AppendOutcome, Message, MessageBody};
+pub use node::Node;
+pub use progress::{Progress, ProgressState};
+pub use ready::{ReadState, Ready, Role, SoftState};
+pub use storage::{InitialState, MemStorage, SnapshotMeta, Storage};
+pub use types::{Entry, HardState, LogIndex, NodeId, Term};

@@ -1,0 +1,1139 @@
+//! [`Node`]: one Raft server as a deterministic state machine.
+
+use crate::config::{Config, Configuration};
+use crate::error::Error;
+use crate::log::RaftLog;
+use crate::message::{AppendOutcome, Message, MessageBody};
+use crate::progress::{Progress, ProgressState};
+use crate::ready::{ReadState, Ready, Role, SoftState};
+use crate::storage::Storage;
+use crate::types::{Entry, HardState, LogIndex, NodeId, Term};
+use bytes::Bytes;
+use std::collections::VecDeque;
+
+/// A Ready handed out and not yet advanced.
+#[derive(Debug)]
+struct InFlight {
+    seq: u64,
+    /// The log is durable up to here once this Ready is advanced (lowered
+    /// if a later append replaces entries it carried).
+    persists_to: LogIndex,
+    hard_state: Option<HardState>,
+    /// Replies held until this Ready's state is durable.
+    held: Vec<Message>,
+    /// The application has applied up to here once this Ready is advanced.
+    applies_to: LogIndex,
+}
+
+/// One Raft node.
+///
+/// Drive it with [`tick`](Node::tick), [`step`](Node::step) and
+/// [`propose`](Node::propose); after each call, loop over
+/// [`ready`](Node::ready) / [`advance`](Node::advance) (see the crate
+/// documentation for the contract and a complete event loop).
+#[derive(Debug)]
+pub struct Node<S> {
+    id: NodeId,
+    config: Config,
+    configuration: Configuration,
+    log: RaftLog<S>,
+    term: Term,
+    vote: Option<NodeId>,
+    leader: Option<NodeId>,
+    role: Role,
+    election_elapsed: u32,
+    heartbeat_elapsed: u32,
+    randomized_election_timeout: u32,
+    rng: fastrand::Rng,
+    /// Votes received as candidate (this node's own vote is counted once
+    /// durable, see `self_vote_durable`).
+    votes: Vec<(NodeId, bool)>,
+    /// Per-follower progress, while leader.
+    progress: Vec<Progress>,
+    /// Messages that may be sent now.
+    outbox: Vec<Message>,
+    /// Replies that may be sent once the current state is durable.
+    held: Vec<Message>,
+    in_flight: VecDeque<InFlight>,
+    next_seq: u64,
+    /// The hard state last handed out in a Ready.
+    handed_hard_state: HardState,
+    /// The hard state last acknowledged durable.
+    durable_hard_state: HardState,
+    soft_state: SoftState,
+    /// Leader: the read round of the latest ReadIndex request.
+    read_round: u64,
+    /// Leader: reads waiting for a quorum to confirm leadership.
+    pending_reads: VecDeque<PendingRead>,
+    /// Reads confirmed, for the next Ready.
+    read_states: Vec<ReadState>,
+    /// Leader: the voter leadership is being handed to, and for how long.
+    transferee: Option<NodeId>,
+    transfer_elapsed: u32,
+}
+
+/// A ReadIndex request waiting for heartbeat answers.
+#[derive(Debug)]
+struct PendingRead {
+    id: u64,
+    index: LogIndex,
+    round: u64,
+}
+
+impl<S: Storage> Node<S> {
+    /// Starts a node from what `storage` holds (a fresh log or the durable
+    /// state of a node that crashed).
+    pub fn new(config: Config, storage: S) -> Result<Self, Error> {
+        config.validate()?;
+        let initial = storage.initial_state()?;
+        if !initial.configuration.contains(config.id) {
+            return Err(Error::NotAMember { id: config.id });
+        }
+        let hs = initial.hard_state;
+        let log = RaftLog::new(storage, hs.commit)?;
+        let rng =
+            fastrand::Rng::with_seed(config.seed ^ config.id.0.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut node = Node {
+            id: config.id,
+            configuration: initial.configuration,
+            log,
+            term: hs.term,
+            vote: hs.vote,
+            leader: None,
+            role: Role::Follower,
+            election_elapsed: 0,
+            heartbeat_elapsed: 0,
+            randomized_election_timeout: config.election_tick,
+            rng,
+            votes: Vec::new(),
+            progress: Vec::new(),
+            outbox: Vec::new(),
+            held: Vec::new(),
+            in_flight: VecDeque::new(),
+            next_seq: 0,
+            handed_hard_state: hs,
+            durable_hard_state: hs,
+            soft_state: SoftState::default(),
+            read_round: 0,
+            pending_reads: VecDeque::new(),
+            read_states: Vec::new(),
+            transferee: None,
+            transfer_elapsed: 0,
+            config,
+        };
+        node.reset_election_timer();
+        Ok(node)
+    }
+
+    // ----- observers -----
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The current term.
+    pub fn term(&self) -> Term {
+        self.term
+    }
+
+    /// The current role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The leader of the current term, if known.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader
+    }
+
+    /// The candidate voted for in the current term.
+    pub fn vote(&self) -> Option<NodeId> {
+        self.vote
+    }
+
+    /// The highest index known committed.
+    pub fn commit_index(&self) -> LogIndex {
+        self.log.committed
+    }
+
+    /// The highest index the application acknowledged as applied.
+    pub fn applied_index(&self) -> LogIndex {
+        self.log.applied
+    }
+
+    /// The index of the last log entry (durable or not).
+    pub fn last_index(&self) -> LogIndex {
+        self.log.last_index()
+    }
+
+    /// The highest index acknowledged durable.
+    pub fn persisted_index(&self) -> LogIndex {
+        self.log.persisted()
+    }
+
+    /// The term of the entry at `index`, or `None` past the end of the log.
+    pub fn log_term(&self, index: LogIndex) -> Result<Option<Term>, Error> {
+        self.log.term(index)
+    }
+
+    /// Copies the entries in `[low, last_index]` into `out` (durable or not).
+    pub fn log_entries(&self, low: LogIndex, out: &mut Vec<Entry>) -> Result<(), Error> {
+        self.log.entries_from(low.max(LogIndex(1)), u64::MAX, out)
+    }
+
+    /// The cluster membership.
+    pub fn configuration(&self) -> &Configuration {
+        &self.configuration
+    }
+
+    /// The leader's view of a follower, while leader.
+    pub fn progress(&self, id: NodeId) -> Option<&Progress> {
+        self.progress.iter().find(|p| p.id == id)
+    }
+
+    /// The configuration this node runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The storage, for reading.
+    pub fn storage(&self) -> &S {
+        &self.log.storage
+    }
+
+    /// The storage, for writing what a [`Ready`] asks to persist.
+    pub fn storage_mut(&mut self) -> &mut S {
+        &mut self.log.storage
+    }
+
+    /// Stops the node and returns its storage: what a restart recovers from.
+    pub fn into_storage(self) -> S {
+        self.log.storage
+    }
+
+    // ----- inputs -----
+
+    /// Advances logical time by one tick: followers and candidates count
+    /// towards their election timeout, leaders towards the next heartbeat.
+    pub fn tick(&mut self) {
+        match self.role {
+            Role::Leader => {
+                self.heartbeat_elapsed += 1;
+                if self.heartbeat_elapsed >= self.config.heartbeat_tick {
+                    self.heartbeat_elapsed = 0;
+                    self.broadcast_heartbeat();
+                }
+                self.election_elapsed += 1;
+                if self.election_elapsed >= self.config.election_tick {
+                    self.election_elapsed = 0;
+                    self.check_quorum();
+                }
+                if self.transferee.is_some() {
+                    self.transfer_elapsed += 1;
+                    if self.transfer_elapsed >= self.config.election_tick {
+                        // The transferee did not take over in time: abandon.
+                        self.transferee = None;
+                    }
+                }
+            }
+            Role::Follower | Role::PreCandidate | Role::Candidate => {
+                self.election_elapsed += 1;
+                if self.election_elapsed >= self.randomized_election_timeout
+                    && self.configuration.voters().contains(&self.id)
+                {
+                    self.campaign();
+                }
+            }
+        }
+    }
+
+    /// Starts an election now, as if the election timeout had fired: a
+    /// pre-vote round first if [`Config::pre_vote`] is set.
+    pub fn campaign(&mut self) {
+        if !self.configuration.voters().contains(&self.id) {
+            return;
+        }
+        if self.config.pre_vote {
+            self.become_pre_candidate();
+            self.request_votes(true, false);
+            // Alone, our own pre-vote is a quorum.
+            self.tally_votes();
+        } else {
+            let term = self.term.next();
+            self.become_candidate(term);
+            self.request_votes(false, false);
+        }
+    }
+
+    fn request_votes(&mut self, pre_vote: bool, transfer: bool) {
+        let last_log_index = self.log.last_index();
+        let last_log_term = self.log.last_term();
+        // A pre-vote asks about the term the election would use, without
+        // moving to it (thesis §9.6).
+        let term = if pre_vote {
+            self.term.next()
+        } else {
+            self.term
+        };
+        let peers: Vec<NodeId> = self
+            .configuration
+            .voters()
+            .iter()
+            .copied()
+            .filter(|v| *v != self.id)
+            .collect();
+        for to in peers {
+            let body = if pre_vote {
+                MessageBody::PreVote {
+                    last_log_index,
+                    last_log_term,
+                }
+            } else {
+                MessageBody::RequestVote {
+                    last_log_index,
+                    last_log_term,
+                    leadership_transfer: transfer,
+                }
+            };
+            self.outbox.push(Message {
+                from: self.id,
+                to,
+                term,
+                body,
+            });
+        }
+    }
+
+    /// Whether this node heard from a leader within the election timeout;
+    /// with check-quorum such a node ignores disruptive elections.
+    fn in_lease(&self) -> bool {
+        self.config.check_quorum && self.heard_from_leader()
+    }
+
+    /// Whether a leader was heard from within the election timeout.
+    fn heard_from_leader(&self) -> bool {
+        self.leader.is_some() && self.election_elapsed < self.config.election_tick
+    }
+
+    /// Proposes a command. On the leader, appends it to the log and returns
+    /// its index; it is replicated on the next [`ready`](Node::ready). The
+    /// entry may still be lost if leadership changes before it commits:
+    /// watch the index in committed entries, and retry with a request id
+    /// your state machine deduplicates.
+    pub fn propose(&mut self, data: Bytes) -> Result<LogIndex, Error> {
+        if self.role != Role::Leader {
+            return Err(Error::NotLeader {
+                leader_hint: self.leader,
+            });
+        }
+        if let Some(to) = self.transferee {
+            return Err(Error::TransferInProgress { to });
+        }
+        let index = self.log.last_index().next();
+        self.log.push(Entry {
+            term: self.term,
+            index,
+            data,
+        });
+        Ok(index)
+    }
+
+    /// Hands leadership to voter `to` (thesis §3.10): proposals are refused
+    /// meanwhile, `to` is brought up to date, then told to start an election
+    /// at once (TimeoutNow), which it wins with the most up-to-date log.
+    /// Abandoned if `to` has not taken over within an election timeout.
+    pub fn transfer_leadership(&mut self, to: NodeId) -> Result<(), Error> {
+        if self.role != Role::Leader {
+            return Err(Error::NotLeader {
+                leader_hint: self.leader,
+            });
+        }
+        if to == self.id || !self.configuration.voters().contains(&to) {
+            return Err(Error::NotAVoter { id: to });
+        }
+        self.transferee = Some(to);
+        self.transfer_elapsed = 0;
+        self.maybe_send_timeout_now(to);
+        Ok(())
+    }
+
+    /// The leadership transfer in progress, if any.
+    pub fn transferee(&self) -> Option<NodeId> {
+        self.transferee
+    }
+
+    fn maybe_send_timeout_now(&mut self, to: NodeId) {
+        let last = self.log.last_index();
+        let caught_up = self.progress(to).is_some_and(|p| p.match_index == last);
+        if self.transferee == Some(to) && caught_up {
+            self.send(to, MessageBody::TimeoutNow);
+        }
+    }
+
+    /// Asks for a linearizable read without writing to the log (ReadIndex,
+    /// thesis §6.4). The leader records its commit index, confirms with a
+    /// heartbeat round that it still leads, and then reports a
+    /// [`ReadState`] with this `id` in a [`Ready`]: serve the read once the
+    /// applied index reaches the state's index. A leader that loses
+    /// leadership first drops its pending reads; retry them elsewhere.
+    pub fn read_index(&mut self, id: u64) -> Result<(), Error> {
+        if self.role != Role::Leader {
+            return Err(Error::NotLeader {
+                leader_hint: self.leader,
+            });
+        }
+        if self.log.term(self.log.committed)? != Some(self.term) {
+            return Err(Error::NoCommitInTerm { term: self.term });
+        }
+        self.read_round += 1;
+        self.pending_reads.push_back(PendingRead {
+            id,
+            index: self.log.committed,
+            round: self.read_round,
+        });
+        self.broadcast_heartbeat();
+        self.confirm_reads();
+        Ok(())
+    }
+
+    /// Releases the pending reads whose round a quorum has answered.
+    fn confirm_reads(&mut self) {
+        let id = self.id;
+        while let Some(read) = self.pending_reads.front() {
+            let progress = &self.progress;
+            let confirmed = self.configuration.has_quorum(|v| {
+                v == id
+                    || progress
+                        .iter()
+                        .any(|p| p.id == v && p.acked_round >= read.round)
+            });
+            if !confirmed {
+                break;
+            }
+            self.read_states.push(ReadState {
+                id: read.id,
+                index: read.index,
+            });
+            self.pending_reads.pop_front();
+        }
+    }
+
+    /// Handles a message from a peer. Malformed, misaddressed or foreign
+    /// messages are refused with an error and change nothing.
+    pub fn step(&mut self, m: Message) -> Result<(), Error> {
+        self.validate(&m)?;
+        let leader_hears_follower = self.role == Role::Leader && m.term == self.term;
+        if let Some(p) = self.progress_mut(m.from).filter(|_| leader_hears_follower) {
+            p.recent_active = true;
+        }
+        if m.term > self.term {
+            match m.body {
+                // Pre-votes never move terms: a granted answer carries the
+                // term the pre-candidate would use.
+                MessageBody::PreVote { .. } => {}
+                MessageBody::PreVoteResponse { granted: true } => {}
+                // A node that hears from its leader ignores elections
+                // (check-quorum lease, thesis §4.2.3).
+                MessageBody::RequestVote {
+                    leadership_transfer: false,
+                    ..
+                } if self.in_lease() => return Ok(()),
+                MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } => {
+                    self.become_follower(m.term, Some(m.from));
+                }
+                _ => self.become_follower(m.term, None),
+            }
+        } else if m.term < self.term {
+            // Tell a stale leader or candidate about the newer term; drop
+            // stale replies.
+            match m.body {
+                MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } => {
+                    self.reply(m.from, MessageBody::HeartbeatResponse { round: 0 });
+                }
+                MessageBody::RequestVote { .. } => {
+                    self.reply(m.from, MessageBody::RequestVoteResponse { granted: false });
+                }
+                MessageBody::PreVote { .. } => {
+                    self.send(m.from, MessageBody::PreVoteResponse { granted: false });
+                }
+                _ => {}
+            }
+            return Ok(());
+        }
+        match m.body {
+            MessageBody::RequestVote {
+                last_log_index,
+                last_log_term,
+                ..
+            } => self.handle_request_vote(m.from, last_log_index, last_log_term),
+            MessageBody::TimeoutNow => {
+                // Only our leader may hand over; skip pre-vote, we know the
+                // leader stepped aside for us.
+                if self.leader == Some(m.from) && self.configuration.voters().contains(&self.id) {
+                    let term = self.term.next();
+                    self.become_candidate(term);
+                    self.request_votes(false, true);
+                }
+                Ok(())
+            }
+            MessageBody::RequestVoteResponse { granted } => {
+                if self.role == Role::Candidate {
+                    self.handle_vote_response(m.from, granted);
+                }
+                Ok(())
+            }
+            MessageBody::PreVote {
+                last_log_index,
+                last_log_term,
+            } => {
+                self.handle_pre_vote(m.from, m.term, last_log_index, last_log_term);
+                Ok(())
+            }
+            MessageBody::PreVoteResponse { granted } => {
+                // Grants carry our next term, refusals our current one.
+                let current = if granted { self.term.next() } else { self.term };
+                if self.role == Role::PreCandidate && m.term == current {
+                    self.handle_vote_response(m.from, granted);
+                }
+                Ok(())
+            }
+            MessageBody::AppendEntries {
+                prev_log_index,
+                prev_log_term,
+                entries,
+                leader_commit,
+            } => {
+                self.follow(m.from)?;
+                self.handle_append(
+                    m.from,
+                    prev_log_index,
+                    prev_log_term,
+                    &entries,
+                    leader_commit,
+                )
+            }
+            MessageBody::Heartbeat { commit, round } => {
+                self.follow(m.from)?;
+                self.log.commit_to(commit);
+                self.reply(m.from, MessageBody::HeartbeatResponse { round });
+                Ok(())
+            }
+            MessageBody::AppendEntriesResponse { outcome } => {
+                self.handle_append_response(m.from, outcome)
+            }
+            MessageBody::HeartbeatResponse { round } => {
+                let last = self.log.last_index();
+                if let Some(p) = self.progress_mut(m.from) {
+                    p.heartbeat_answered(last);
+                    p.acked_round = p.acked_round.max(round);
+                }
+                self.confirm_reads();
+                Ok(())
+            }
+        }
+    }
+
+    // ----- outputs -----
+
+    /// Collects the work the node has for the application, or `None` if
+    /// there is none. See [`Ready`] for what to do with it.
+    pub fn ready(&mut self) -> Result<Option<Ready>, Error> {
+        if self.role == Role::Leader {
+            self.replicate()?;
+        }
+        let soft = SoftState {
+            leader: self.leader,
+            role: self.role,
+        };
+        let soft_state = (soft != self.soft_state).then_some(soft);
+        let hs = self.hard_state();
+        let hard_state = (hs != self.handed_hard_state).then_some(hs);
+        if self.outbox.is_empty()
+            && self.held.is_empty()
+            && !self.log.has_unhanded_entries()
+            && hard_state.is_none()
+            && soft_state.is_none()
+            && self.read_states.is_empty()
+            && !self.log.has_committed_to_hand()
+        {
+            return Ok(None);
+        }
+        let committed_entries = self.log.take_committed(u64::MAX)?;
+        let entries = self.log.take_unpersisted();
+        let mut messages = std::mem::take(&mut self.outbox);
+        let mut held = std::mem::take(&mut self.held);
+        if entries.is_empty() && hard_state.is_none() && self.in_flight.is_empty() {
+            // Everything the replies assert is already durable.
+            messages.append(&mut held);
+        }
+        self.soft_state = soft;
+        self.handed_hard_state = hs;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.in_flight.push_back(InFlight {
+            seq,
+            persists_to: self.log.last_index(),
+            hard_state,
+            held,
+            applies_to: committed_entries
+                .last()
+                .map_or(self.log.applied, |e| e.index),
+        });
+        Ok(Some(Ready {
+            seq,
+            messages,
+            entries,
+            hard_state,
+            committed_entries,
+            soft_state,
+            read_states: std::mem::take(&mut self.read_states),
+        }))
+    }
+
+    /// Acknowledges that `ready`'s entries and hard state are durable and its
+    /// committed entries applied. Releases the replies that waited for it.
+    pub fn advance(&mut self, ready: Ready) -> Result<(), Error> {
+        let expected = self.in_flight.front().map_or(self.next_seq, |f| f.seq);
+        if ready.seq != expected {
+            return Err(Error::ReadyOutOfOrder {
+                expected,
+                got: ready.seq,
+            });
+        }
+        let Some(done) = self.in_flight.pop_front() else {
+            return Err(Error::ReadyOutOfOrder {
+                expected,
+                got: ready.seq,
+            });
+        };
+        self.log.persisted_to(done.persists_to);
+        if let Some(hs) = done.hard_state {
+            self.durable_hard_state = hs;
+        }
+        self.log.applied_to(done.applies_to);
+        self.outbox.extend(done.held);
+        match self.role {
+            Role::Candidate => self.tally_votes(),
+            Role::PreCandidate => {}
+            // The leader counts itself towards commitment only for durable
+            // entries (thesis §10.2.1).
+            Role::Leader => self.maybe_commit()?,
+            Role::Follower => {}
+        }
+        Ok(())
+    }
+
+    // ----- role changes -----
+
+    fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.term,
+            vote: self.vote,
+            commit: self.log.committed,
+        }
+    }
+
+    fn reset_election_timer(&mut self) {
+        self.election_elapsed = 0;
+        let base = self.config.election_tick;
+        self.randomized_election_timeout = self.rng.u32(base..base.saturating_mul(2));
+    }
+
+    fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        if term > self.term {
+            self.term = term;
+            self.vote = None;
+        }
+        self.role = Role::Follower;
+        self.leader = leader;
+        self.votes.clear();
+        self.progress.clear();
+        self.pending_reads.clear();
+        self.transferee = None;
+        // The election timer keeps running: figure 2 resets it only on
+        // hearing from a leader or granting a vote. Resetting it on every
+        // newer term lets two candidates with stale logs starve the nodes
+        // that could win (seen in simulation).
+    }
+
+    fn become_candidate(&mut self, term: Term) {
+        self.term = term;
+        self.vote = Some(self.id);
+        self.role = Role::Candidate;
+        self.leader = None;
+        self.votes.clear();
+        self.progress.clear();
+        self.pending_reads.clear();
+        self.transferee = None;
+        self.reset_election_timer();
+    }
+
+    fn become_pre_candidate(&mut self) {
+        // Term and vote stay: a failed pre-vote leaves no trace.
+        self.role = Role::PreCandidate;
+        self.leader = None;
+        self.votes.clear();
+        self.progress.clear();
+        self.pending_reads.clear();
+        self.transferee = None;
+        self.reset_election_timer();
+    }
+
+    /// A leader that has not heard from a quorum within an election timeout
+    /// steps down, so clients stop waiting on it (thesis §6.2).
+    fn check_quorum(&mut self) {
+        if !self.config.check_quorum {
+            return;
+        }
+        let id = self.id;
+        let progress = &self.progress;
+        let active = self
+            .configuration
+            .has_quorum(|v| v == id || progress.iter().any(|p| p.id == v && p.recent_active));
+        for p in &mut self.progress {
+            p.recent_active = false;
+        }
+        if !active {
+            self.become_follower(self.term, None);
+        }
+    }
+
+    fn become_leader(&mut self) {
+        self.role = Role::Leader;
+        self.leader = Some(self.id);
+        self.votes.clear();
+        self.transferee = None;
+        self.heartbeat_elapsed = 0;
+        self.election_elapsed = 0;
+        let next = self.log.last_index().next();
+        let id = self.id;
+        self.progress = self
+            .configuration
+            .members()
+            .filter(|m| *m != id)
+            .map(|m| Progress::new(m, next))
+            .collect();
+        // A no-op entry of the new term lets entries of earlier terms commit
+        // (§5.4.2) without waiting for a client.
+        self.log.push(Entry {
+            term: self.term,
+            index: next,
+            data: Bytes::new(),
+        });
+    }
+
+    /// Accepts `from` as leader of the current term.
+    fn follow(&mut self, from: NodeId) -> Result<(), Error> {
+        if self.role == Role::Leader {
+            return Err(Error::MalformedMessage {
+                from,
+                reason: "a second leader in this node's term",
+            });
+        }
+        if matches!(self.role, Role::Candidate | Role::PreCandidate) {
+            self.become_follower(self.term, Some(from));
+        }
+        self.leader = Some(from);
+        self.election_elapsed = 0;
+        Ok(())
+    }
+
+    // ----- elections -----
+
+    fn handle_request_vote(
+        &mut self,
+        from: NodeId,
+        last_log_index: LogIndex,
+        last_log_term: Term,
+    ) -> Result<(), Error> {
+        let can_vote = self.vote == Some(from) || (self.vote.is_none() && self.leader.is_none());
+        let granted = can_vote && self.log.is_up_to_date(last_log_index, last_log_term);
+        if granted {
+            self.vote = Some(from);
+            self.election_elapsed = 0;
+        }
+        self.reply(from, MessageBody::RequestVoteResponse { granted });
+        Ok(())
+    }
+
+    /// Answers a pre-vote: would we vote for this candidate if it started
+    /// an election? Changes nothing here, so the answer goes out at once.
+    fn handle_pre_vote(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        last_log_index: LogIndex,
+        last_log_term: Term,
+    ) {
+        let could_vote = term > self.term
+            || self.vote == Some(from)
+            || (self.vote.is_none() && self.leader.is_none());
+        // Thesis §9.6: refuse while a leader is being heard from, so a
+        // rejoining node cannot unseat it.
+        let granted = could_vote
+            && !self.heard_from_leader()
+            && self.log.is_up_to_date(last_log_index, last_log_term);
+        self.outbox.push(Message {
+            from: self.id,
+            to: from,
+            term: if granted { term } else { self.term },
+            body: MessageBody::PreVoteResponse { granted },
+        });
+    }
+
+    fn handle_vote_response(&mut self, from: NodeId, granted: bool) {
+        if !self.votes.iter().any(|(v, _)| *v == from) {
+            self.votes.push((from, granted));
+        }
+        self.tally_votes();
+    }
+
+    fn tally_votes(&mut self) {
+        if !matches!(self.role, Role::Candidate | Role::PreCandidate) {
+            return;
+        }
+        let pre_vote = self.role == Role::PreCandidate;
+        // Our own vote counts once it is durable: a restart must not let us
+        // vote for someone else in this term. A pre-vote changes nothing.
+        let self_vote = pre_vote
+            || (self.durable_hard_state.term == self.term
+                && self.durable_hard_state.vote == Some(self.id));
+        let id = self.id;
+        let votes = &self.votes;
+        let vote_of = |v: NodeId| -> Option<bool> {
+            if v == id {
+                self_vote.then_some(true)
+            } else {
+                votes.iter().find(|(n, _)| *n == v).map(|(_, g)| *g)
+            }
+        };
+        if self.configuration.has_quorum(|v| vote_of(v) == Some(true)) {
+            if pre_vote {
+                let term = self.term.next();
+                self.become_candidate(term);
+                self.request_votes(false, false);
+            } else {
+                self.become_leader();
+            }
+        } else if self
+            .configuration
+            .has_quorum(|v| v != id && vote_of(v) == Some(false))
+        {
+            self.become_follower(self.term, None);
+        }
+    }
+
+    // ----- replication, follower side -----
+
+    fn handle_append(
+        &mut self,
+        from: NodeId,
+        prev_log_index: LogIndex,
+        prev_log_term: Term,
+        entries: &[Entry],
+        leader_commit: LogIndex,
+    ) -> Result<(), Error> {
+        let committed = self.log.committed;
+        if prev_log_index < committed {
+            // Everything up to the commit index matches any leader's log
+            // (§5.4.3); skip the part we already have.
+            let skip = (committed.0 - prev_log_index.0) as usize;
+            let (prev_term, rest) = match entries.get(skip - 1..) {
+                Some([last_known, rest @ ..]) => (last_known.term, rest),
+                _ => {
+                    self.reply_append(
+                        from,
+                        AppendOutcome::Success {
+                            match_index: committed,
+                        },
+                    );
+                    return Ok(());
+                }
+            };
+            return self.handle_append(from, committed, prev_term, rest, leader_commit);
+        }
+        if !self.log.matches(prev_log_index, prev_log_term)? {
+            let outcome = self.conflict_hint(prev_log_index)?;
+            self.reply_append(from, outcome);
+            return Ok(());
+        }
+        // Skip entries we already have; replace from the first conflict.
+        let mut first_new = entries.len();
+        for (i, e) in entries.iter().enumerate() {
+            if !self.log.matches(e.index, e.term)? {
+                first_new = i;
+                break;
+            }
+        }
+        if let Some(new) = entries.get(first_new..).filter(|n| !n.is_empty()) {
+            let first = new[0].index;
+            if first <= committed {
+                return Err(Error::ConflictWithCommitted {
+                    from,
+                    index: first,
+                    committed,
+                });
+            }
+            if let Some(replaced) = self.log.truncate_and_append(new) {
+                for f in &mut self.in_flight {
+                    f.persists_to = f.persists_to.min(replaced.prev());
+                }
+            }
+        }
+        let last_new = prev_log_index.plus(entries.len() as u64);
+        self.log.commit_to(leader_commit.min(last_new));
+        self.reply_append(
+            from,
+            AppendOutcome::Success {
+                match_index: last_new,
+            },
+        );
+        Ok(())
+    }
+
+    /// The repair hint for a rejected `prev_log_index`: the term we hold
+    /// there and the first index of that term, so the leader can skip it.
+    fn conflict_hint(&self, rejected_index: LogIndex) -> Result<AppendOutcome, Error> {
+        let Some(term) = self.log.term(rejected_index)? else {
+            return Ok(AppendOutcome::Conflict {
+                rejected_index,
+                conflict_term: None,
+                first_index: self.log.last_index().next(),
+            });
+        };
+        let mut first = rejected_index;
+        while first.prev() > self.log.committed && self.log.term(first.prev())? == Some(term) {
+            first = first.prev();
+        }
+        Ok(AppendOutcome::Conflict {
+            rejected_index,
+            conflict_term: Some(term),
+            first_index: first,
+        })
+    }
+
+    // ----- replication, leader side -----
+
+    fn handle_append_response(
+        &mut self,
+        from: NodeId,
+        outcome: AppendOutcome,
+    ) -> Result<(), Error> {
+        if self.role != Role::Leader {
+            return Ok(());
+        }
+        match outcome {
+            AppendOutcome::Success { match_index } => {
+                if match_index > self.log.last_index() {
+                    return Err(Error::MalformedMessage {
+                        from,
+                        reason: "acknowledged entries the leader does not have",
+                    });
+                }
+                let moved = match self.progress_mut(from) {
+                    Some(p) => p.acknowledge(match_index),
+                    None => false,
+                };
+                if moved {
+                    self.maybe_commit()?;
+                    self.maybe_send_timeout_now(from);
+                }
+            }
+            AppendOutcome::Conflict {
+                rejected_index,
+                conflict_term,
+                first_index,
+            } => {
+                let hint = match conflict_term {
+                    Some(term) => self
+                        .last_index_of_term(term, rejected_index)?
+                        .map_or(first_index, LogIndex::next),
+                    None => first_index,
+                };
+                if let Some(p) = self.progress_mut(from) {
+                    p.reject(rejected_index, hint);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The last index at or before `at` holding an entry of `term`.
+    fn last_index_of_term(&self, term: Term, at: LogIndex) -> Result<Option<LogIndex>, Error> {
+        let mut i = at.min(self.log.last_index());
+        while i > LogIndex::ZERO {
+            match self.log.term(i)? {
+                Some(t) if t == term => return Ok(Some(i)),
+                Some(t) if t < term => return Ok(None),
+                _ => i = i.prev(),
+            }
+        }
+        Ok(None)
+    }
+
+    fn maybe_commit(&mut self) -> Result<(), Error> {
+        let id = self.id;
+        let persisted = self.log.persisted();
+        let progress = &self.progress;
+        let candidate = self.configuration.committed_by_majority(|v| {
+            if v == id {
+                persisted
+            } else {
+                progress
+                    .iter()
+                    .find(|p| p.id == v)
+                    .map_or(LogIndex::ZERO, |p| p.match_index)
+            }
+        });
+        // Only entries of the current term commit by counting (§5.4.2).
+        if candidate > self.log.committed && self.log.term(candidate)? == Some(self.term) {
+            self.log.commit_to(candidate);
+        }
+        Ok(())
+    }
+
+    /// Sends every follower what it is missing, as far as flow control
+    /// allows, and tells followers about a new commit index.
+    fn replicate(&mut self) -> Result<(), Error> {
+        let mut progress = std::mem::take(&mut self.progress);
+        let result = progress.iter_mut().try_for_each(|p| self.replicate_to(p));
+        self.progress = progress;
+        result
+    }
+
+    fn replicate_to(&mut self, p: &mut Progress) -> Result<(), Error> {
+        let last = self.log.last_index();
+        let committed = self.log.committed;
+        while p.can_send(self.config.max_inflight_msgs)
+            && (p.next_index <= last || p.sent_commit < committed)
+        {
+            let prev_log_index = p.next_index.prev();
+            let Some(prev_log_term) = self.log.term(prev_log_index)? else {
+                // Beyond our log (a stale probe position): restart the probe.
+                p.next_index = p.match_index.next();
+                p.state = ProgressState::Probe;
+                continue;
+            };
+            let mut entries = Vec::new();
+            self.log
+                .entries_from(p.next_index, self.config.max_size_per_msg, &mut entries)?;
+            p.sent(entries.last().map(|e| e.index));
+            p.sent_commit = committed;
+            self.outbox.push(Message {
+                from: self.id,
+                to: p.id,
+                term: self.term,
+                body: MessageBody::AppendEntries {
+                    prev_log_index,
+                    prev_log_term,
+                    entries,
+                    leader_commit: committed,
+                },
+            });
+            if p.state == ProgressState::Probe {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn broadcast_heartbeat(&mut self) {
+        let committed = self.log.committed;
+        let beats: Vec<(NodeId, LogIndex)> = self
+            .progress
+            .iter_mut()
+            .map(|p| {
+                p.recently_acked = false;
+                (p.id, p.match_index.min(committed))
+            })
+            .collect();
+        let round = self.read_round;
+        for (to, commit) in beats {
+            self.send(to, MessageBody::Heartbeat { commit, round });
+        }
+    }
+
+    // ----- plumbing -----
+
+    fn progress_mut(&mut self, id: NodeId) -> Option<&mut Progress> {
+        self.progress.iter_mut().find(|p| p.id == id)
+    }
+
+    fn send(&mut self, to: NodeId, body: MessageBody) {
+        self.outbox.push(Message {
+            from: self.id,
+            to,
+            term: self.term,
+            body,
+        });
+    }
+
+    /// Replies wait until the state they were computed from is durable.
+    fn reply(&mut self, to: NodeId, body: MessageBody) {
+        self.held.push(Message {
+            from: self.id,
+            to,
+            term: self.term,
+            body,
+        });
+    }
+
+    fn reply_append(&mut self, to: NodeId, outcome: AppendOutcome) {
+        self.reply(to, MessageBody::AppendEntriesResponse { outcome });
+    }
+
+    fn validate(&self, m: &Message) -> Result<(), Error> {
+        if m.to != self.id {
+            return Err(Error::WrongRecipient {
+                to: m.to,
+                me: self.id,
+            });
+        }
+        if !self.configuration.contains(m.from) || m.from == self.id {
+            return Err(Error::UnknownPeer { from: m.from });
+        }
+        if let MessageBody::AppendEntries {
+            prev_log_index,
+            prev_log_term,
+            entries,
+            ..
+        } = &m.body
+        {
+            let malformed = |reason| Error::MalformedMessage {
+                from: m.from,
+                reason,
+            };
+            if *prev_log_term > m.term {
+                return Err(malformed("previous entry from a future term"));
+            }
+            let mut term = *prev_log_term;
+            for (i, e) in entries.iter().enumerate() {
+                if e.index != prev_log_index.plus(i as u64 + 1) {
+                    return Err(malformed("entries are not contiguous"));
+                }
+                if e.term < term || e.term > m.term {
+                    return Err(malformed("entry terms out of order"));
+                }
+                term = e.term;
+            }
+            // Committed entries are never replaced (§5.4.3): a current
+            // leader that asks for it is refused before anything changes.
+            // (A stale leader's message is answered with our term instead.)
+            let current = m.term >= self.term;
+            for e in entries
+                .iter()
+                .take_while(|e| current && e.index <= self.log.committed)
+            {
+                if self.log.term(e.index)?.is_some_and(|t| t != e.term) {
+                    return Err(Error::ConflictWithCommitted {
+                        from: m.from,
+                        index: e.index,
+                        committed: self.log.committed,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,172 @@
+//! What a leader knows about each follower's log, and the flow control
+//! that decides when to send it more.
+
+use crate::types::{LogIndex, NodeId};
+use std::collections::VecDeque;
+
+/// How the leader is replicating to a follower.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ProgressState {
+    /// The follower's match point is unknown: one AppendEntries at a time,
+    /// moving `next` back on each rejection.
+    Probe,
+    /// The follower's log matches: AppendEntries are pipelined, up to
+    /// `max_inflight_msgs` unacknowledged.
+    Replicate,
+}
+
+/// The leader's record of one follower (figure 2: `nextIndex`, `matchIndex`).
+#[derive(Clone, Debug)]
+pub struct Progress {
+    /// The follower.
+    pub id: NodeId,
+    /// Highest index known to match the leader's log.
+    pub match_index: LogIndex,
+    /// Index of the next entry to send.
+    pub next_index: LogIndex,
+    /// Probing or replicating.
+    pub state: ProgressState,
+    /// In probe state: an AppendEntries is outstanding, wait for its answer
+    /// or the next heartbeat response.
+    pub(crate) paused: bool,
+    /// Last index of each unacknowledged AppendEntries (replicate state).
+    pub(crate) inflight: VecDeque<LogIndex>,
+    /// The commit index last told to the follower.
+    pub(crate) sent_commit: LogIndex,
+    /// Whether the follower acknowledged entries since the last heartbeat.
+    pub(crate) recently_acked: bool,
+    /// Whether the follower answered anything in the current check-quorum
+    /// interval.
+    pub(crate) recent_active: bool,
+    /// The highest read round the follower answered (ReadIndex).
+    pub(crate) acked_round: u64,
+}
+
+impl Progress {
+    pub(crate) fn new(id: NodeId, next_index: LogIndex) -> Self {
+        Progress {
+            id,
+            match_index: LogIndex::ZERO,
+            next_index,
+            state: ProgressState::Probe,
+            paused: false,
+            inflight: VecDeque::new(),
+            sent_commit: LogIndex::ZERO,
+            recently_acked: false,
+            // A new leader gives every follower one interval to answer.
+            recent_active: true,
+            acked_round: 0,
+        }
+    }
+
+    /// Whether the leader may send another AppendEntries now.
+    pub(crate) fn can_send(&self, max_inflight: usize) -> bool {
+        match self.state {
+            ProgressState::Probe => !self.paused,
+            ProgressState::Replicate => self.inflight.len() < max_inflight,
+        }
+    }
+
+    /// Records an AppendEntries whose last entry is `last`.
+    pub(crate) fn sent(&mut self, last: Option<LogIndex>) {
+        match self.state {
+            ProgressState::Probe => self.paused = true,
+            ProgressState::Replicate => {
+                if let Some(last) = last {
+                    self.next_index = last.next();
+                    self.inflight.push_back(last);
+                }
+            }
+        }
+    }
+
+    /// The follower acknowledged a match up to `index`. Returns whether the
+    /// match index moved.
+    pub(crate) fn acknowledge(&mut self, index: LogIndex) -> bool {
+        self.paused = false;
+        self.recently_acked = true;
+        while self.inflight.front().is_some_and(|last| *last <= index) {
+            self.inflight.pop_front();
+        }
+        let moved = index > self.match_index;
+        if moved {
+            self.match_index = index;
+        }
+        self.next_index = self.next_index.max(index.next());
+        if self.state == ProgressState::Probe {
+            self.state = ProgressState::Replicate;
+            self.next_index = self.match_index.next();
+        }
+        moved
+    }
+
+    /// The follower answered a heartbeat. If it is behind and acknowledged
+    /// nothing for a whole heartbeat interval, the AppendEntries in flight
+    /// were probably lost: probe again from the match index.
+    pub(crate) fn heartbeat_answered(&mut self, leader_last: LogIndex) {
+        self.paused = false;
+        if self.match_index < leader_last && !self.recently_acked {
+            self.state = ProgressState::Probe;
+            self.inflight.clear();
+            self.next_index = self.match_index.next();
+        }
+    }
+
+    /// The follower rejected an AppendEntries at `rejected`; `hint` is the
+    /// leader's guess at the next index to try. Returns false when the
+    /// rejection is stale and was ignored.
+    pub(crate) fn reject(&mut self, rejected: LogIndex, hint: LogIndex) -> bool {
+        match self.state {
+            ProgressState::Replicate if rejected <= self.match_index => return false,
+            ProgressState::Probe if rejected != self.next_index.prev() => return false,
+            _ => {}
+        }
+        self.state = ProgressState::Probe;
+        self.inflight.clear();
+        self.paused = false;
+        // The entry at `rejected` does not match, everything up to
+        // `match_index` does.
+        self.next_index = hint.min(rejected).max(self.match_index.next());
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_sends_one_at_a_time_then_replicates() {
+        let mut p = Progress::new(NodeId(2), LogIndex(10));
+        assert!(p.can_send(4));
+        p.sent(Some(LogIndex(12)));
+        assert!(!p.can_send(4), "probe waits for an answer");
+        assert!(p.acknowledge(LogIndex(12)));
+        assert_eq!(p.state, ProgressState::Replicate);
+        assert_eq!(p.next_index, LogIndex(13));
+        for last in [14, 16, 18, 20] {
+            assert!(p.can_send(4));
+            p.sent(Some(LogIndex(last)));
+        }
+        assert!(!p.can_send(4), "window of four is full");
+        p.acknowledge(LogIndex(16));
+        assert_eq!(p.inflight.len(), 2);
+        assert!(p.can_send(4));
+    }
+
+    #[test]
+    fn stale_rejections_are_ignored() {
+        let mut p = Progress::new(NodeId(2), LogIndex(10));
+        p.sent(None);
+        assert!(
+            !p.reject(LogIndex(5), LogIndex(3)),
+            "not the probe in flight"
+        );
+        assert!(p.reject(LogIndex(9), LogIndex(4)));
+        assert_eq!(p.next_index, LogIndex(4));
+        p.acknowledge(LogIndex(6));
+        assert!(!p.reject(LogIndex(6), LogIndex(1)), "below the match index");
+        assert!(p.reject(LogIndex(8), LogIndex(1)));
+        assert_eq!(p.next_index, LogIndex(7), "never behind the match index");
+    }
+}

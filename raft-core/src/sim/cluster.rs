@@ -1,0 +1,704 @@
+//! A simulated Raft cluster: nodes, their disks and state machines, the
+//! `quorate-transport` simulated network between them, per-node clocks
+//! that drift, and storage writes that take time and are lost on a crash.
+
+use super::invariants::Invariants;
+use super::{StateMachine, Violation};
+use crate::{
+    Config, Configuration, Error, LogIndex, MemStorage, Message, MessageBody, Node, NodeId,
+    ReadState, Ready, Role, Term,
+};
+use bytes::Bytes;
+use quorate_transport::sim::{LinkConfig, Network, SimTime};
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::time::Duration;
+
+/// How a simulated cluster is built.
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    /// Number of voters, 1 to 9.
+    pub nodes: u64,
+    /// The nominal interval between two ticks of a node.
+    pub tick: Duration,
+    /// Clock-rate skew: each node's tick interval is the nominal one scaled
+    /// by a factor drawn from `[1 - skew, 1 + skew]`.
+    pub clock_skew: f64,
+    /// The longest a storage write takes before it is durable.
+    pub max_write_latency: Duration,
+    /// Node timing (its `id` and `seed` are set per node).
+    pub node_config: Config,
+    /// The links' behaviour when no fault is injected.
+    pub link: LinkConfig,
+    /// How many trace events to keep for a failure report.
+    pub trace_capacity: usize,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            nodes: 3,
+            tick: Duration::from_millis(10),
+            clock_skew: 0.1,
+            max_write_latency: Duration::from_millis(10),
+            node_config: Config::new(NodeId(0)),
+            link: LinkConfig::new(Duration::from_millis(1)).with_jitter(Duration::from_millis(2)),
+            trace_capacity: 256,
+        }
+    }
+}
+
+/// One step of the simulation, as kept in the trace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TraceEvent {
+    /// A node's clock ticked.
+    Tick {
+        /// When.
+        at: SimTime,
+        /// Which node.
+        node: NodeId,
+    },
+    /// A message arrived.
+    Deliver {
+        /// When.
+        at: SimTime,
+        /// Sender.
+        from: NodeId,
+        /// Receiver.
+        to: NodeId,
+        /// The sender's term.
+        term: Term,
+        /// What kind of message.
+        kind: &'static str,
+    },
+    /// A storage write became durable.
+    Persisted {
+        /// When.
+        at: SimTime,
+        /// Which node.
+        node: NodeId,
+        /// Last index made durable.
+        last: LogIndex,
+    },
+    /// A node became leader.
+    Elected {
+        /// When.
+        at: SimTime,
+        /// Which node.
+        node: NodeId,
+        /// Its term.
+        term: Term,
+    },
+    /// A client proposal was accepted.
+    Proposed {
+        /// When.
+        at: SimTime,
+        /// The leader.
+        node: NodeId,
+        /// The entry's index.
+        index: LogIndex,
+    },
+    /// A fault was injected or healed.
+    Fault {
+        /// When.
+        at: SimTime,
+        /// What.
+        what: String,
+    },
+}
+
+impl fmt::Display for TraceEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = |t: &SimTime| t.as_nanos() as f64 / 1e6;
+        match self {
+            TraceEvent::Tick { at, node } => write!(f, "{:>10.3}ms tick {node:?}", ms(at)),
+            TraceEvent::Deliver {
+                at,
+                from,
+                to,
+                term,
+                kind,
+            } => {
+                write!(f, "{:>10.3}ms {from:?}->{to:?} {kind} {term:?}", ms(at))
+            }
+            TraceEvent::Persisted { at, node, last } => {
+                write!(f, "{:>10.3}ms {node:?} persisted to {last:?}", ms(at))
+            }
+            TraceEvent::Elected { at, node, term } => {
+                write!(f, "{:>10.3}ms {node:?} leads {term:?}", ms(at))
+            }
+            TraceEvent::Proposed { at, node, index } => {
+                write!(f, "{:>10.3}ms {node:?} proposed {index:?}", ms(at))
+            }
+            TraceEvent::Fault { at, what } => write!(f, "{:>10.3}ms FAULT {what}", ms(at)),
+        }
+    }
+}
+
+fn kind(body: &MessageBody) -> &'static str {
+    match body {
+        MessageBody::RequestVote { .. } => "RequestVote",
+        MessageBody::TimeoutNow => "TimeoutNow",
+        MessageBody::RequestVoteResponse { granted: true } => "VoteGranted",
+        MessageBody::RequestVoteResponse { granted: false } => "VoteRefused",
+        MessageBody::AppendEntries { .. } => "AppendEntries",
+        MessageBody::AppendEntriesResponse { .. } => "AppendResponse",
+        MessageBody::Heartbeat { .. } => "Heartbeat",
+        MessageBody::HeartbeatResponse { .. } => "HeartbeatResponse",
+        MessageBody::PreVote { .. } => "PreVote",
+        MessageBody::PreVoteResponse { granted: true } => "PreVoteGranted",
+        MessageBody::PreVoteResponse { granted: false } => "PreVoteRefused",
+    }
+}
+
+/// A simulated server: the Raft node (absent while crashed), its disk and
+/// its volatile state machine.
+#[derive(Debug)]
+struct Server<SM> {
+    id: NodeId,
+    config: Config,
+    node: Option<Node<MemStorage>>,
+    /// The disk while the node is down.
+    disk: Option<MemStorage>,
+    state_machine: SM,
+    /// Readies whose writes are in progress, with their completion times.
+    writes: VecDeque<(SimTime, Ready)>,
+    tick_interval: u64,
+    next_tick: SimTime,
+    restarts: u64,
+    /// ReadIndex queries asked of this node, by read id.
+    reads: BTreeMap<u64, Bytes>,
+    /// Reads confirmed by the leader, waiting for the applied index.
+    confirmed: Vec<ReadState>,
+}
+
+/// What happens next.
+#[derive(Clone, Copy, Debug)]
+enum Event {
+    Deliver,
+    WriteDone(usize),
+    Tick(usize),
+}
+
+/// A cluster of Raft nodes over a simulated network, with the safety
+/// invariants checked after every step. Generic over the application's
+/// [`StateMachine`], so it tests yours as well as the key-value store.
+pub struct Cluster<SM: StateMachine> {
+    seed: u64,
+    now: SimTime,
+    rng: fastrand::Rng,
+    net: Network<NodeId, Message>,
+    servers: Vec<Server<SM>>,
+    invariants: Invariants,
+    trace: VecDeque<TraceEvent>,
+    trace_capacity: usize,
+    max_write_latency: u64,
+    responses: Vec<(SimTime, NodeId, SM::Response)>,
+    steps: u64,
+    served_reads: u64,
+}
+
+impl<SM: StateMachine> fmt::Debug for Cluster<SM> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cluster")
+            .field("seed", &self.seed)
+            .field("now", &self.now)
+            .field("nodes", &self.servers.len())
+            .field("steps", &self.steps)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<SM: StateMachine> Cluster<SM> {
+    /// Builds a cluster whose every random choice derives from `seed`.
+    pub fn new(seed: u64, options: &ClusterOptions) -> Result<Self, Violation> {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let members = Configuration::new((1..=options.nodes).map(NodeId));
+        let mut net = Network::new(rng.u64(..));
+        net.set_default_link(options.link);
+        let nominal = options.tick.as_nanos() as f64;
+        let mut servers = Vec::new();
+        for n in 1..=options.nodes {
+            let id = NodeId(n);
+            let mut config = options.node_config.clone();
+            config.id = id;
+            config.seed = rng.u64(..);
+            let node = Node::new(config.clone(), MemStorage::new(members.clone()))
+                .map_err(|error| Violation::Node { node: id, error })?;
+            let skew = 1.0 + options.clock_skew * (rng.f64() * 2.0 - 1.0);
+            let tick_interval = (nominal * skew).max(1.0) as u64;
+            servers.push(Server {
+                id,
+                config,
+                node: Some(node),
+                disk: None,
+                state_machine: SM::default(),
+                writes: VecDeque::new(),
+                tick_interval,
+                next_tick: SimTime::from_nanos(rng.u64(1..=tick_interval)),
+                restarts: 0,
+                reads: BTreeMap::new(),
+                confirmed: Vec::new(),
+            });
+        }
+        Ok(Cluster {
+            seed,
+            now: SimTime::ZERO,
+            rng,
+            net,
+            servers,
+            invariants: Invariants::default(),
+            trace: VecDeque::new(),
+            trace_capacity: options.trace_capacity,
+            max_write_latency: options.max_write_latency.as_nanos() as u64,
+            responses: Vec::new(),
+            steps: 0,
+            served_reads: 0,
+        })
+    }
+
+    /// The seed the cluster was built from.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// The simulated time.
+    pub fn now(&self) -> SimTime {
+        self.now
+    }
+
+    /// How many ReadIndex reads were served.
+    pub fn served_reads(&self) -> u64 {
+        self.served_reads
+    }
+
+    /// How many events were processed.
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// The simulated network, for faults beyond the helpers below.
+    pub fn network_mut(&mut self) -> &mut Network<NodeId, Message> {
+        &mut self.net
+    }
+
+    /// The network's counters.
+    pub fn network_stats(&self) -> quorate_transport::sim::Stats {
+        self.net.stats()
+    }
+
+    /// The member ids.
+    pub fn ids(&self) -> Vec<NodeId> {
+        self.servers.iter().map(|s| s.id).collect()
+    }
+
+    /// A running node, or `None` if it is down.
+    pub fn node(&self, id: NodeId) -> Option<&Node<MemStorage>> {
+        self.server(id).and_then(|s| s.node.as_ref())
+    }
+
+    /// The state machine of a node (rebuilt from the log after a restart).
+    pub fn state_machine(&self, id: NodeId) -> Option<&SM> {
+        self.server(id).map(|s| &s.state_machine)
+    }
+
+    /// The running leader with the highest term, if any.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.servers
+            .iter()
+            .filter_map(|s| s.node.as_ref())
+            .filter(|n| n.role() == Role::Leader)
+            .max_by_key(|n| n.term())
+            .map(|n| n.id())
+    }
+
+    /// Ids of the nodes that are up.
+    pub fn running(&self) -> Vec<NodeId> {
+        self.servers
+            .iter()
+            .filter(|s| s.node.is_some())
+            .map(|s| s.id)
+            .collect()
+    }
+
+    /// Ids of the nodes that are down.
+    pub fn crashed(&self) -> Vec<NodeId> {
+        self.servers
+            .iter()
+            .filter(|s| s.node.is_none())
+            .map(|s| s.id)
+            .collect()
+    }
+
+    /// How many entries are known committed.
+    pub fn committed(&self) -> u64 {
+        self.invariants.committed_len()
+    }
+
+    /// How many terms had a leader.
+    pub fn elections(&self) -> usize {
+        self.invariants.elections()
+    }
+
+    /// The most recent events, oldest first.
+    pub fn trace(&self) -> impl Iterator<Item = &TraceEvent> + '_ {
+        self.trace.iter()
+    }
+
+    /// Responses the state machines produced since the last call, with the
+    /// time and node that produced them.
+    pub fn take_responses(&mut self) -> Vec<(SimTime, NodeId, SM::Response)> {
+        std::mem::take(&mut self.responses)
+    }
+
+    /// Proposes a command at node `id`. A node that is down answers
+    /// `NotLeader` without a hint, as a client would conclude from silence.
+    pub fn propose(&mut self, id: NodeId, command: Bytes) -> Result<LogIndex, Error> {
+        let i = self.index_of(id).ok_or(Error::UnknownPeer { from: id })?;
+        let node = self.servers[i]
+            .node
+            .as_mut()
+            .ok_or(Error::NotLeader { leader_hint: None })?;
+        let index = node.propose(command)?;
+        self.record(TraceEvent::Proposed {
+            at: self.now,
+            node: id,
+            index,
+        });
+        self.pump(i).map_err(|v| match v {
+            Violation::Node { error, .. } => error,
+            _ => Error::InconsistentStorage("invariant violated while proposing"),
+        })?;
+        Ok(index)
+    }
+
+    /// Asks node `id` for a linearizable read without a log write
+    /// (ReadIndex): once confirmed and applied far enough, the state
+    /// machine's [`query`](StateMachine::query) answers it into
+    /// [`take_responses`](Cluster::take_responses).
+    pub fn read(&mut self, id: NodeId, read_id: u64, query: Bytes) -> Result<(), Error> {
+        let i = self.index_of(id).ok_or(Error::UnknownPeer { from: id })?;
+        let server = &mut self.servers[i];
+        let node = server
+            .node
+            .as_mut()
+            .ok_or(Error::NotLeader { leader_hint: None })?;
+        node.read_index(read_id)?;
+        server.reads.insert(read_id, query);
+        self.pump(i).map_err(|v| match v {
+            Violation::Node { error, .. } => error,
+            _ => Error::InconsistentStorage("invariant violated while reading"),
+        })
+    }
+
+    /// Runs every event up to and including time `until`; stops at the
+    /// first invariant violation.
+    pub fn run_until(&mut self, until: SimTime) -> Result<(), Violation> {
+        while let Some((at, event)) = self.next_event() {
+            if at > until {
+                break;
+            }
+            self.now = self.now.max(at);
+            self.steps += 1;
+            match event {
+                Event::Deliver => {
+                    if let Some(d) = self.net.poll_delivery(self.now) {
+                        self.deliver(d.from, d.to, d.msg)?;
+                    }
+                }
+                Event::WriteDone(i) => self.complete_write(i)?,
+                Event::Tick(i) => self.tick(i)?,
+            }
+            self.check()?;
+        }
+        self.now = self.now.max(until);
+        Ok(())
+    }
+
+    /// Crashes a node: its volatile state, unfinished writes and in-flight
+    /// messages to it are lost; its disk survives.
+    pub fn crash(&mut self, id: NodeId) {
+        let Some(i) = self.index_of(id) else { return };
+        let server = &mut self.servers[i];
+        if let Some(node) = server.node.take() {
+            server.disk = Some(node.into_storage());
+            server.writes.clear();
+            server.reads.clear();
+            server.confirmed.clear();
+            server.state_machine = SM::default();
+            self.net.crash(id);
+            self.invariants.crashed(id);
+            self.fault(format!("crash {id:?}"));
+        }
+    }
+
+    /// Restarts a crashed node from its disk alone.
+    pub fn restart(&mut self, id: NodeId) -> Result<(), Violation> {
+        let Some(i) = self.index_of(id) else {
+            return Ok(());
+        };
+        let server = &mut self.servers[i];
+        let Some(disk) = server.disk.take() else {
+            return Ok(());
+        };
+        server.restarts += 1;
+        let mut config = server.config.clone();
+        config.seed = config.seed.wrapping_add(server.restarts);
+        let node = Node::new(config, disk).map_err(|error| Violation::Node { node: id, error })?;
+        server.node = Some(node);
+        server.next_tick = self
+            .now
+            .saturating_add(Duration::from_nanos(server.tick_interval));
+        self.net.restart(id);
+        self.fault(format!("restart {id:?}"));
+        self.pump(i)
+    }
+
+    /// Asks the leader `from` to hand leadership to `to`.
+    pub fn transfer_leadership(&mut self, from: NodeId, to: NodeId) -> Result<(), Violation> {
+        let Some(i) = self.index_of(from) else {
+            return Ok(());
+        };
+        let Some(node) = self.servers[i].node.as_mut() else {
+            return Ok(());
+        };
+        if node.transfer_leadership(to).is_ok() {
+            self.fault(format!("transfer {from:?}->{to:?}"));
+        }
+        self.pump(i)
+    }
+
+    /// Splits the nodes into groups that cannot reach each other.
+    pub fn partition(&mut self, groups: &[&[NodeId]]) {
+        self.net.split(groups);
+        self.fault(format!("partition {groups:?}"));
+    }
+
+    /// Cuts the link from `from` to `to` only (an asymmetric partition).
+    pub fn cut(&mut self, from: NodeId, to: NodeId) {
+        self.net.cut(from, to);
+        self.fault(format!("cut {from:?}->{to:?}"));
+    }
+
+    /// Isolates one node from all others.
+    pub fn isolate(&mut self, id: NodeId) {
+        self.net.isolate(id);
+        self.fault(format!("isolate {id:?}"));
+    }
+
+    /// Removes every partition and cut.
+    pub fn heal(&mut self) {
+        self.net.heal_all();
+        self.fault("heal".to_owned());
+    }
+
+    /// Sets every link's behaviour (loss, duplication, jitter).
+    pub fn set_links(&mut self, link: LinkConfig) {
+        self.net.set_default_link(link);
+        self.fault(format!("links {link:?}"));
+    }
+
+    // ----- internals -----
+
+    fn server(&self, id: NodeId) -> Option<&Server<SM>> {
+        self.index_of(id).map(|i| &self.servers[i])
+    }
+
+    fn index_of(&self, id: NodeId) -> Option<usize> {
+        self.servers.iter().position(|s| s.id == id)
+    }
+
+    fn fault(&mut self, what: String) {
+        self.record(TraceEvent::Fault { at: self.now, what });
+    }
+
+    fn record(&mut self, event: TraceEvent) {
+        if self.trace_capacity == 0 {
+            return;
+        }
+        if self.trace.len() == self.trace_capacity {
+            self.trace.pop_front();
+        }
+        self.trace.push_back(event);
+    }
+
+    fn next_event(&self) -> Option<(SimTime, Event)> {
+        let mut best = self.net.next_delivery_time().map(|t| (t, Event::Deliver));
+        for (i, s) in self.servers.iter().enumerate() {
+            if s.node.is_none() {
+                continue;
+            }
+            let candidates = [
+                s.writes.front().map(|(t, _)| (*t, Event::WriteDone(i))),
+                Some((s.next_tick, Event::Tick(i))),
+            ];
+            for (t, e) in candidates.into_iter().flatten() {
+                if best.is_none_or(|(b, _)| t < b) {
+                    best = Some((t, e));
+                }
+            }
+        }
+        best
+    }
+
+    fn deliver(&mut self, from: NodeId, to: NodeId, m: Message) -> Result<(), Violation> {
+        let Some(i) = self.index_of(to) else {
+            return Ok(());
+        };
+        if self.trace_capacity > 0 {
+            self.record(TraceEvent::Deliver {
+                at: self.now,
+                from,
+                to,
+                term: m.term,
+                kind: kind(&m.body),
+            });
+        }
+        let Some(node) = self.servers[i].node.as_mut() else {
+            return Ok(());
+        };
+        node.step(m)
+            .map_err(|error| Violation::Node { node: to, error })?;
+        self.pump(i)
+    }
+
+    fn tick(&mut self, i: usize) -> Result<(), Violation> {
+        let server = &mut self.servers[i];
+        server.next_tick = server
+            .next_tick
+            .saturating_add(Duration::from_nanos(server.tick_interval));
+        let Some(node) = server.node.as_mut() else {
+            return Ok(());
+        };
+        node.tick();
+        let id = server.id;
+        if self.trace_capacity > 0 {
+            self.record(TraceEvent::Tick {
+                at: self.now,
+                node: id,
+            });
+        }
+        self.pump(i)
+    }
+
+    /// Collects the node's Readies: messages go out at once, writes are
+    /// queued to complete after a random delay, in order.
+    fn pump(&mut self, i: usize) -> Result<(), Violation> {
+        loop {
+            let server = &mut self.servers[i];
+            let id = server.id;
+            let Some(node) = server.node.as_mut() else {
+                return Ok(());
+            };
+            let was_leader = node.role() == Role::Leader;
+            let Some(mut ready) = node
+                .ready()
+                .map_err(|error| Violation::Node { node: id, error })?
+            else {
+                return Ok(());
+            };
+            self.invariants.appended(node, ready.entries())?;
+            if ready
+                .soft_state()
+                .is_some_and(|soft| soft.role == Role::Leader && !was_leader)
+            {
+                let term = node.term();
+                self.record(TraceEvent::Elected {
+                    at: self.now,
+                    node: id,
+                    term,
+                });
+            }
+            for m in ready.take_messages() {
+                self.net.send(self.now, m.from, m.to, m);
+            }
+            let server = &mut self.servers[i];
+            let latency = if ready.must_persist() {
+                self.rng.u64(0..=self.max_write_latency)
+            } else {
+                0
+            };
+            let after = server.writes.back().map_or(self.now, |(t, _)| *t);
+            let due = self
+                .now
+                .saturating_add(Duration::from_nanos(latency))
+                .max(after);
+            if due == self.now && server.writes.is_empty() {
+                self.finish_write(i, ready)?;
+            } else {
+                server.writes.push_back((due, ready));
+            }
+        }
+    }
+
+    fn complete_write(&mut self, i: usize) -> Result<(), Violation> {
+        let Some((_, ready)) = self.servers[i].writes.pop_front() else {
+            return Ok(());
+        };
+        self.finish_write(i, ready)?;
+        self.pump(i)
+    }
+
+    /// The write of `ready` is durable: store it, apply, advance.
+    fn finish_write(&mut self, i: usize, mut ready: Ready) -> Result<(), Violation> {
+        let server = &mut self.servers[i];
+        let id = server.id;
+        let Some(node) = server.node.as_mut() else {
+            return Ok(());
+        };
+        let fail = |error| Violation::Node { node: id, error };
+        node.storage_mut()
+            .append(ready.entries())
+            .map_err(|e| fail(Error::Storage(e)))?;
+        if let Some(hs) = ready.hard_state() {
+            node.storage_mut().set_hard_state(hs);
+        }
+        let last = ready.entries().last().map(|e| e.index);
+        server.confirmed.extend(ready.take_read_states());
+        for entry in ready.take_committed_entries() {
+            self.invariants.applied(id, &entry)?;
+            if entry.data.is_empty() {
+                continue;
+            }
+            if let Some(response) = server.state_machine.apply(&entry.data) {
+                self.responses.push((self.now, id, response));
+            }
+        }
+        node.advance(ready).map_err(fail)?;
+        // Serve the confirmed reads the state machine has caught up with.
+        let applied = node.applied_index();
+        let mut i = 0;
+        while let Some(read) = server.confirmed.get(i).copied() {
+            if read.index > applied {
+                i += 1;
+                continue;
+            }
+            server.confirmed.swap_remove(i);
+            let answer = server
+                .reads
+                .remove(&read.id)
+                .and_then(|query| server.state_machine.query(&query));
+            if let Some(response) = answer {
+                self.served_reads += 1;
+                self.responses.push((self.now, id, response));
+            }
+        }
+        if let (Some(last), true) = (last, self.trace_capacity > 0) {
+            self.record(TraceEvent::Persisted {
+                at: self.now,
+                node: id,
+                last,
+            });
+        }
+        Ok(())
+    }
+
+    fn check(&mut self) -> Result<(), Violation> {
+        for s in &self.servers {
+            if let Some(node) = &s.node {
+                self.invariants.observe(node)?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,189 @@
+//! The safety properties of figure 3 of the paper, checked incrementally
+//! after every simulation step: election safety, leader append-only, log
+//! matching, leader completeness and state machine safety.
+
+use super::Violation;
+use crate::{Entry, LogIndex, MemStorage, Node, NodeId, Role, Term};
+use bytes::Bytes;
+use std::collections::{BTreeMap, HashMap};
+
+/// What the checker has seen so far.
+#[derive(Debug, Default)]
+pub(crate) struct Invariants {
+    /// Election safety: the leader of each term.
+    leaders: BTreeMap<Term, NodeId>,
+    /// Log matching: every (index, term) ever written to a log, with its
+    /// payload and the term of the entry before it. Equal payloads and
+    /// predecessors at every pair imply, by induction, identical prefixes.
+    written: HashMap<(LogIndex, Term), (Bytes, Term)>,
+    /// Entries known committed, by index - 1: the entry's term, payload,
+    /// and the term of the leader that committed it.
+    committed: Vec<(Term, Bytes, Term)>,
+    /// Leader append-only: per node, the term it leads and the length of
+    /// its log when last seen.
+    leading: BTreeMap<NodeId, (Term, LogIndex)>,
+}
+
+impl Invariants {
+    /// A node handed out `entries` to persist: log matching, and leaders
+    /// never overwrite.
+    pub(crate) fn appended(
+        &mut self,
+        node: &Node<MemStorage>,
+        entries: &[Entry],
+    ) -> Result<(), Violation> {
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        let id = node.id();
+        let overwrites = self.leading.get(&id).is_some_and(|(term, last)| {
+            node.role() == Role::Leader && *term == node.term() && first.index <= *last
+        });
+        if overwrites {
+            return Err(Violation::LeaderAppendOnly {
+                node: id,
+                term: node.term(),
+                index: first.index,
+            });
+        }
+        let mut prev_term = node
+            .log_term(first.index.prev())
+            .map_err(|error| Violation::Node { node: id, error })?
+            .unwrap_or_default();
+        for e in entries {
+            let seen = self
+                .written
+                .entry((e.index, e.term))
+                .or_insert_with(|| (e.data.clone(), prev_term));
+            if seen.0 != e.data || seen.1 != prev_term {
+                return Err(Violation::LogMatching {
+                    node: id,
+                    index: e.index,
+                    term: e.term,
+                });
+            }
+            prev_term = e.term;
+        }
+        Ok(())
+    }
+
+    /// Checks a running node's role and commit index after a step.
+    pub(crate) fn observe(&mut self, node: &Node<MemStorage>) -> Result<(), Violation> {
+        let id = node.id();
+        if node.role() != Role::Leader {
+            self.leading.remove(&id);
+            return Ok(());
+        }
+        let term = node.term();
+        let leader = *self.leaders.entry(term).or_insert(id);
+        if leader != id {
+            return Err(Violation::ElectionSafety {
+                term,
+                first: leader,
+                second: id,
+            });
+        }
+        let last = node.last_index();
+        match self.leading.get(&id) {
+            Some((t, seen)) if *t == term => {
+                if last < *seen {
+                    return Err(Violation::LeaderAppendOnly {
+                        node: id,
+                        term,
+                        index: last,
+                    });
+                }
+            }
+            _ => self.new_leader(node)?,
+        }
+        self.leading.insert(id, (term, last));
+        self.record_commits(node)
+    }
+
+    /// Leader completeness: a new leader of term T holds every entry
+    /// committed in a term before T.
+    fn new_leader(&self, node: &Node<MemStorage>) -> Result<(), Violation> {
+        let term = node.term();
+        for (i, (entry_term, _, committed_in)) in self.committed.iter().enumerate() {
+            if *committed_in >= term {
+                continue;
+            }
+            let index = LogIndex(i as u64 + 1);
+            let held = node.log_term(index).map_err(|error| Violation::Node {
+                node: node.id(),
+                error,
+            })?;
+            if held != Some(*entry_term) {
+                return Err(Violation::LeaderCompleteness {
+                    leader: node.id(),
+                    term,
+                    index,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn record_commits(&mut self, leader: &Node<MemStorage>) -> Result<(), Violation> {
+        let commit = leader.commit_index();
+        let known = LogIndex(self.committed.len() as u64);
+        if commit <= known {
+            return Ok(());
+        }
+        let mut entries = Vec::new();
+        leader
+            .log_entries(known.next(), &mut entries)
+            .map_err(|error| Violation::Node {
+                node: leader.id(),
+                error,
+            })?;
+        for e in entries.into_iter().take((commit.0 - known.0) as usize) {
+            self.committed.push((e.term, e.data, leader.term()));
+        }
+        Ok(())
+    }
+
+    /// State machine safety: whatever any node applies at an index, every
+    /// node applies there, and it is what the leaders committed.
+    pub(crate) fn applied(&mut self, node: NodeId, entry: &Entry) -> Result<(), Violation> {
+        let i = (entry.index.0 - 1) as usize;
+        match self.committed.get(i) {
+            Some((term, data, _)) => {
+                if *term != entry.term || *data != entry.data {
+                    return Err(Violation::StateMachineSafety {
+                        node,
+                        index: entry.index,
+                    });
+                }
+            }
+            // Applied before any leader was seen committing it (the leader
+            // crashed in the same step): it becomes the reference.
+            None if i == self.committed.len() => {
+                self.committed
+                    .push((entry.term, entry.data.clone(), entry.term));
+            }
+            None => {
+                return Err(Violation::StateMachineSafety {
+                    node,
+                    index: entry.index,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets per-node leadership state (the node crashed).
+    pub(crate) fn crashed(&mut self, node: NodeId) {
+        self.leading.remove(&node);
+    }
+
+    /// How many entries are known committed.
+    pub(crate) fn committed_len(&self) -> u64 {
+        self.committed.len() as u64
+    }
+
+    /// How many distinct leaders were elected.
+    pub(crate) fn elections(&self) -> usize {
+        self.leaders.len()
+    }
+}

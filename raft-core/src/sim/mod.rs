@@ -1,0 +1,611 @@
+//! Deterministic simulation (feature `sim`): a Raft cluster on
+//! `quorate-transport`'s simulated network with loss, duplication,
+//! reordering, delay, partitions (including one-way cuts), crashes with
+//! restart from disk alone, storage writes that take time, and clock-rate
+//! skew between nodes. After every step it checks the safety properties of
+//! the paper's figure 3; at the end it checks liveness after the faults
+//! heal, and that the clients' history is linearizable.
+//!
+//! Everything derives from one seed: a failing seed replays exactly
+//! (`QUORATE_SIM_SEED=<seed> cargo test ...`), and the failure report ends
+//! with the last events before the violation.
+//!
+//! ```
+//! use quorate_raft_core::sim::{Simulation, SimOptions};
+//!
+//! let options = SimOptions { fault_ticks: 60, ..SimOptions::default() };
+//! let report = Simulation::run(3, &options).unwrap_or_else(|failure| panic!("{failure}"));
+//! assert!(report.operations > 0);
+//! ```
+//!
+//! [`Cluster`] is generic over a [`StateMachine`], so the same machinery
+//! tests your own state machine; [`Simulation`] drives the bundled
+//! key-value store ([`kv`]) with clients that retry with unique request ids.
+
+mod cluster;
+mod invariants;
+pub mod kv;
+pub mod linearizability;
+
+pub use cluster::{Cluster, ClusterOptions, TraceEvent};
+
+use crate::{Error, LogIndex, NodeId, Term};
+use bytes::Bytes;
+use kv::{KvCommand, KvModel, KvOp, KvOutput, KvStore, RequestId};
+use linearizability::{NotLinearizable, Operation};
+use quorate_transport::sim::{LinkConfig, SimTime};
+use std::fmt;
+use std::time::Duration;
+
+/// An application state machine driven by committed entries.
+pub trait StateMachine: Default {
+    /// What applying a command produces for the client that sent it.
+    type Response: Clone + fmt::Debug;
+
+    /// Applies a committed, non-empty command; returns the response to
+    /// route to the waiting client, if any.
+    fn apply(&mut self, command: &Bytes) -> Option<Self::Response>;
+
+    /// Answers a read-only query from the current state (reads served by
+    /// ReadIndex, without a log entry). `None` by default.
+    fn query(&self, _query: &Bytes) -> Option<Self::Response> {
+        None
+    }
+}
+
+/// A broken property.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Violation {
+    /// Two leaders in one term (§5.2).
+    #[error("election safety: {first} and {second} both lead term {term}")]
+    ElectionSafety {
+        /// The term.
+        term: Term,
+        /// The first leader seen.
+        first: NodeId,
+        /// The second.
+        second: NodeId,
+    },
+    /// A leader overwrote or deleted entries of its own log.
+    #[error("leader append-only: {node} changed its log at {index} while leading {term}")]
+    LeaderAppendOnly {
+        /// The leader.
+        node: NodeId,
+        /// Its term.
+        term: Term,
+        /// Where.
+        index: LogIndex,
+    },
+    /// Two logs agree on an entry's index and term but not on the entry or
+    /// what precedes it.
+    #[error("log matching: {node} holds a different entry or prefix at {index} {term}")]
+    LogMatching {
+        /// The node whose log disagrees with one seen before.
+        node: NodeId,
+        /// The index.
+        index: LogIndex,
+        /// The term.
+        term: Term,
+    },
+    /// A new leader lacks a committed entry (§5.4).
+    #[error("leader completeness: {leader} leads {term} without committed entry {index}")]
+    LeaderCompleteness {
+        /// The leader.
+        leader: NodeId,
+        /// Its term.
+        term: Term,
+        /// The missing entry.
+        index: LogIndex,
+    },
+    /// Two nodes applied different entries at one index.
+    #[error("state machine safety: {node} applied a different entry at {index}")]
+    StateMachineSafety {
+        /// The node.
+        node: NodeId,
+        /// The index.
+        index: LogIndex,
+    },
+    /// After the faults healed, the cluster did not make progress in time.
+    #[error("liveness: {what} within {ticks} ticks after healing")]
+    Liveness {
+        /// What did not happen.
+        what: &'static str,
+        /// The bound.
+        ticks: u64,
+    },
+    /// The clients' history has no linearization.
+    #[error("not linearizable: key {} ({} operations)", .0.partition, .0.operations)]
+    NotLinearizable(NotLinearizable),
+    /// A retried request was executed twice.
+    #[error("{node} executed {executed} requests but only {issued} were issued")]
+    DuplicateExecution {
+        /// The node.
+        node: NodeId,
+        /// Commands its store executed.
+        executed: u64,
+        /// Distinct requests issued by clients.
+        issued: u64,
+    },
+    /// A node refused a call (a bug when all peers are honest).
+    #[error("{node}: {error}")]
+    Node {
+        /// The node.
+        node: NodeId,
+        /// Its error.
+        #[source]
+        error: Error,
+    },
+}
+
+/// What a simulation run does.
+#[derive(Clone, Debug)]
+pub struct SimOptions {
+    /// Cluster size; `None` draws it from the seed (3 to 7).
+    pub nodes: Option<u64>,
+    /// Concurrent clients.
+    pub clients: u32,
+    /// Distinct keys the clients use.
+    pub keys: u8,
+    /// Nominal ticks of the fault phase.
+    pub fault_ticks: u64,
+    /// Ticks allowed after healing for a leader to emerge and every pending
+    /// request to complete.
+    pub liveness_ticks: u64,
+    /// Ticks a client waits for an answer before retrying elsewhere.
+    pub client_timeout_ticks: u64,
+    /// Inject faults (otherwise only jitter reorders messages).
+    pub faults: bool,
+    /// Draw per seed the message size limit, the in-flight window, the
+    /// storage write latency (up to the cluster option's), and whether
+    /// pre-vote and check-quorum are on.
+    pub vary_limits: bool,
+    /// The cluster's construction.
+    pub cluster: ClusterOptions,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions {
+            nodes: None,
+            clients: 3,
+            keys: 3,
+            fault_ticks: 200,
+            liveness_ticks: 200,
+            client_timeout_ticks: 25,
+            faults: true,
+            vary_limits: true,
+            cluster: ClusterOptions::default(),
+        }
+    }
+}
+
+/// A passing run's numbers.
+#[derive(Clone, Debug, Default)]
+pub struct SimReport {
+    /// The seed.
+    pub seed: u64,
+    /// Cluster size.
+    pub nodes: u64,
+    /// Client operations completed and checked for linearizability.
+    pub operations: usize,
+    /// Reads served by ReadIndex (no log entry).
+    pub index_reads: u64,
+    /// Retries answered from the session table instead of executed again.
+    pub deduplicated: u64,
+    /// Entries committed.
+    pub committed: u64,
+    /// Terms that had a leader.
+    pub elections: usize,
+    /// Faults injected.
+    pub faults: usize,
+    /// Simulation steps.
+    pub steps: u64,
+    /// Messages lost, cut or filtered by the network.
+    pub dropped: u64,
+}
+
+/// A failing run: the seed that replays it, what broke, and the last events.
+#[derive(Debug)]
+pub struct SimFailure {
+    /// Replays the failure exactly.
+    pub seed: u64,
+    /// What broke.
+    pub violation: Violation,
+    /// The last events before the failure, oldest first.
+    pub trace: Vec<TraceEvent>,
+}
+
+impl fmt::Display for SimFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "simulation seed {} failed: {}",
+            self.seed, self.violation
+        )?;
+        writeln!(
+            f,
+            "replay with QUORATE_SIM_SEED={}; last events:",
+            self.seed
+        )?;
+        for e in &self.trace {
+            writeln!(f, "  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for SimFailure {}
+
+/// A client with one request outstanding at a time.
+#[derive(Debug)]
+struct Client {
+    id: u32,
+    seq: u64,
+    target: NodeId,
+    pending: Option<Pending>,
+    next_op_at: SimTime,
+}
+
+#[derive(Debug)]
+struct Pending {
+    op: KvOp,
+    call: SimTime,
+    retry_at: SimTime,
+    /// Whether the last attempt was accepted by a leader (so a retry means
+    /// it timed out).
+    sent: bool,
+}
+
+/// The key-value simulation: clients, faults, checks.
+#[derive(Debug)]
+pub struct Simulation {
+    seed: u64,
+    rng: fastrand::Rng,
+    options: SimOptions,
+    cluster: Cluster<KvStore>,
+    clients: Vec<Client>,
+    history: Vec<Operation<KvOp, KvOutput>>,
+    issued: u64,
+    next_read_id: u64,
+    faults: usize,
+    tick: Duration,
+}
+
+impl Simulation {
+    /// Runs one seed: faults, then healing, then the checks.
+    pub fn run(seed: u64, options: &SimOptions) -> Result<SimReport, SimFailure> {
+        let mut sim = match Simulation::new(seed, options) {
+            Ok(sim) => sim,
+            Err(violation) => {
+                return Err(SimFailure {
+                    seed,
+                    violation,
+                    trace: Vec::new(),
+                });
+            }
+        };
+        match sim.run_phases() {
+            Ok(()) => Ok(sim.report()),
+            Err(violation) => Err(SimFailure {
+                seed,
+                violation,
+                trace: sim.cluster.trace().cloned().collect(),
+            }),
+        }
+    }
+
+    fn new(seed: u64, options: &SimOptions) -> Result<Self, Violation> {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let nodes = options
+            .nodes
+            .unwrap_or_else(|| [3, 3, 4, 5, 5, 7][rng.usize(..6)]);
+        let mut cluster_options = ClusterOptions {
+            nodes,
+            ..options.cluster.clone()
+        };
+        if options.vary_limits {
+            // Small messages and windows split appends at arbitrary points,
+            // which is where commitment and repair bugs hide.
+            let node = &mut cluster_options.node_config;
+            node.max_size_per_msg = [60, 200, 1 << 20][rng.usize(..3)];
+            node.max_inflight_msgs = [1, 4, 256][rng.usize(..3)];
+            node.pre_vote = rng.bool();
+            node.check_quorum = rng.bool();
+            let max_write = cluster_options.max_write_latency.as_micros() as u64;
+            cluster_options.max_write_latency = Duration::from_micros(rng.u64(0..=max_write));
+        }
+        let cluster = Cluster::new(rng.u64(..), &cluster_options)?;
+        let clients = (0..options.clients)
+            .map(|id| Client {
+                id,
+                seq: 0,
+                target: NodeId(rng.u64(1..=nodes)),
+                pending: None,
+                next_op_at: SimTime::ZERO,
+            })
+            .collect();
+        Ok(Simulation {
+            seed,
+            rng,
+            options: options.clone(),
+            cluster,
+            clients,
+            history: Vec::new(),
+            issued: 0,
+            next_read_id: 0,
+            faults: 0,
+            tick: options.cluster.tick,
+        })
+    }
+
+    fn run_phases(&mut self) -> Result<(), Violation> {
+        // Fault phase: clients run, faults come and go.
+        for _ in 0..self.options.fault_ticks {
+            if self.options.faults && self.rng.u32(..12) == 0 {
+                self.inject_fault()?;
+            }
+            self.clients_act(true);
+            self.advance_one_tick()?;
+        }
+        // Heal: everything up, no partitions, reliable (still reordering) links.
+        self.cluster.heal();
+        self.cluster.set_links(self.options.cluster.link);
+        for id in self.cluster.crashed() {
+            self.cluster.restart(id)?;
+        }
+        // Liveness: within the bound, a leader is elected, every pending
+        // request is answered and every node has applied what it committed.
+        let bound = self.options.liveness_ticks;
+        let mut waited = 0;
+        while let Some(what) = self.unsettled() {
+            if waited == bound {
+                return Err(Violation::Liveness { what, ticks: bound });
+            }
+            self.clients_act(false);
+            self.advance_one_tick()?;
+            waited += 1;
+        }
+        self.check_deduplication()?;
+        linearizability::check(&KvModel, &self.history).map_err(Violation::NotLinearizable)
+    }
+
+    fn advance_one_tick(&mut self) -> Result<(), Violation> {
+        let until = self.cluster.now().saturating_add(self.tick);
+        self.cluster.run_until(until)?;
+        self.collect_responses();
+        Ok(())
+    }
+
+    fn inject_fault(&mut self) -> Result<(), Violation> {
+        self.faults += 1;
+        let ids = self.cluster.ids();
+        let pick = |rng: &mut fastrand::Rng, from: &[NodeId]| from[rng.usize(..from.len())];
+        match self.rng.u32(..9) {
+            8 => {
+                if let Some(leader) = self.cluster.leader() {
+                    let to = pick(&mut self.rng, &ids);
+                    self.cluster.transfer_leadership(leader, to)?;
+                }
+            }
+            0 | 1 => {
+                let running = self.cluster.running();
+                if running.len() > 1 {
+                    let id = pick(&mut self.rng, &running);
+                    self.cluster.crash(id);
+                }
+            }
+            2 => {
+                let crashed = self.cluster.crashed();
+                if !crashed.is_empty() {
+                    let id = pick(&mut self.rng, &crashed);
+                    self.cluster.restart(id)?;
+                }
+            }
+            3 => {
+                let mut shuffled = ids.clone();
+                self.rng.shuffle(&mut shuffled);
+                let cut = self.rng.usize(1..shuffled.len());
+                let (a, b) = shuffled.split_at(cut);
+                self.cluster.partition(&[a, b]);
+            }
+            4 => {
+                let id = pick(&mut self.rng, &ids);
+                self.cluster.isolate(id);
+            }
+            5 => {
+                let from = pick(&mut self.rng, &ids);
+                let to = pick(&mut self.rng, &ids);
+                if from != to {
+                    self.cluster.cut(from, to);
+                }
+            }
+            6 => {
+                let link = LinkConfig::new(Duration::from_micros(self.rng.u64(200..3000)))
+                    .with_jitter(Duration::from_micros(self.rng.u64(0..15_000)))
+                    .with_loss(self.rng.f64() * 0.3)
+                    .with_duplicate(self.rng.f64() * 0.2);
+                self.cluster.set_links(link);
+            }
+            _ => {
+                self.cluster.heal();
+                self.cluster.set_links(self.options.cluster.link);
+            }
+        }
+        Ok(())
+    }
+
+    /// Clients start new requests (if `new_requests`) and retry timed-out ones.
+    fn clients_act(&mut self, new_requests: bool) {
+        let now = self.cluster.now();
+        let timeout = self.tick * self.options.client_timeout_ticks as u32;
+        let nodes = self.cluster.ids();
+        for c in 0..self.clients.len() {
+            let client = &mut self.clients[c];
+            match &client.pending {
+                None if new_requests && now >= client.next_op_at => {
+                    client.seq += 1;
+                    self.issued += 1;
+                    let key = self.rng.u8(..self.options.keys);
+                    let op = match self.rng.u8(..3) {
+                        0 => KvOp::Get { key },
+                        1 => KvOp::Put {
+                            key,
+                            value: self.rng.u64(..10),
+                        },
+                        _ => KvOp::Cas {
+                            key,
+                            expected: self.rng.u64(..10),
+                            new: self.rng.u64(..10),
+                        },
+                    };
+                    client.pending = Some(Pending {
+                        op,
+                        call: now,
+                        retry_at: now,
+                        sent: false,
+                    });
+                }
+                Some(p) if now >= p.retry_at => {}
+                _ => continue,
+            }
+            let Some(p) = client.pending.as_ref() else {
+                continue;
+            };
+            let command = KvCommand {
+                id: RequestId {
+                    client: client.id,
+                    seq: client.seq,
+                },
+                op: p.op,
+            }
+            .encode();
+            if p.sent {
+                // No answer in time: the node may have lost leadership or
+                // be cut off. Try another one.
+                client.target = nodes[self.rng.usize(..nodes.len())];
+            }
+            let target = client.target;
+            // Half the reads go through ReadIndex instead of the log.
+            let outcome = if matches!(p.op, KvOp::Get { .. }) && self.rng.bool() {
+                self.next_read_id += 1;
+                self.cluster.read(target, self.next_read_id, command)
+            } else {
+                self.cluster.propose(target, command).map(|_| ())
+            };
+            let (sent, retry_at) = match outcome {
+                Ok(_) => (true, now.saturating_add(timeout)),
+                Err(Error::NotLeader { leader_hint }) => {
+                    self.clients[c].target =
+                        leader_hint.unwrap_or_else(|| nodes[self.rng.usize(..nodes.len())]);
+                    (false, now.saturating_add(self.tick))
+                }
+                Err(_) => (false, now.saturating_add(self.tick)),
+            };
+            if let Some(p) = self.clients[c].pending.as_mut() {
+                p.retry_at = retry_at;
+                p.sent = sent;
+            }
+        }
+    }
+
+    fn collect_responses(&mut self) {
+        for (at, _node, (id, output)) in self.cluster.take_responses() {
+            let Some(client) = self.clients.get_mut(id.client as usize) else {
+                continue;
+            };
+            if client.seq != id.seq {
+                continue;
+            }
+            if let Some(p) = client.pending.take() {
+                self.history.push(Operation {
+                    client: u64::from(id.client),
+                    call: p.call.as_nanos(),
+                    ret: at.as_nanos(),
+                    input: p.op,
+                    output,
+                });
+                client.next_op_at = at.saturating_add(self.tick * self.rng.u32(0..4));
+            }
+        }
+    }
+
+    /// What the healed cluster has yet to do, if anything.
+    fn unsettled(&self) -> Option<&'static str> {
+        let Some(leader) = self.cluster.leader().and_then(|l| self.cluster.node(l)) else {
+            return Some("no leader elected");
+        };
+        if self.clients.iter().any(|c| c.pending.is_some()) {
+            return Some("pending requests not answered");
+        }
+        let commit = leader.commit_index();
+        let behind = self
+            .cluster
+            .running()
+            .into_iter()
+            .filter_map(|id| self.cluster.node(id))
+            .any(|n| n.applied_index() < commit);
+        behind.then_some("a node did not apply the leader's commit index")
+    }
+
+    fn check_deduplication(&self) -> Result<(), Violation> {
+        for id in self.cluster.running() {
+            if let Some(store) = self.cluster.state_machine(id) {
+                let (executed, _) = store.counts();
+                if executed > self.issued {
+                    return Err(Violation::DuplicateExecution {
+                        node: id,
+                        executed,
+                        issued: self.issued,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn report(&self) -> SimReport {
+        let deduplicated = self
+            .cluster
+            .running()
+            .iter()
+            .filter_map(|id| self.cluster.state_machine(*id))
+            .map(|s| s.counts().1)
+            .max()
+            .unwrap_or(0);
+        SimReport {
+            seed: self.seed,
+            nodes: self.cluster.ids().len() as u64,
+            operations: self.history.len(),
+            index_reads: self.cluster.served_reads(),
+            deduplicated,
+            committed: self.cluster.committed(),
+            elections: self.cluster.elections(),
+            faults: self.faults,
+            steps: self.cluster.steps(),
+            dropped: self.cluster.network_stats().dropped(),
+        }
+    }
+}
+
+/// The seeds a test shard runs: seeds `0..n` (`n` from the environment
+/// variable `QUORATE_SIM_SEEDS`, else `default`) that are `shard` modulo
+/// `shards`, so several test functions share the work in parallel.
+/// `QUORATE_SIM_SEED=s` runs only seed `s` (in the shard it belongs to).
+pub fn seeds_from_env(shard: u64, shards: u64, default: u64) -> Vec<u64> {
+    let var = |name| {
+        std::env::var(name)
+            .ok()
+            .and_then(|s: String| s.trim().parse::<u64>().ok())
+    };
+    let shards = shards.max(1);
+    if let Some(seed) = var("QUORATE_SIM_SEED") {
+        return if seed % shards == shard {
+            vec![seed]
+        } else {
+            Vec::new()
+        };
+    }
+    let n = var("QUORATE_SIM_SEEDS").unwrap_or(default);
+    (0..n).filter(|s| s % shards == shard).collect()
+}

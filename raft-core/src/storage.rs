@@ -1,0 +1,288 @@
+//! Stable storage: the [`Storage`] trait through which a node reads its
+//! durable log, hard state and snapshot metadata, and [`MemStorage`], an
+//! in-memory implementation for tests, simulation and benchmarks.
+//!
+//! A node only *reads* storage. The application writes to it what
+//! [`Ready`](crate::Ready) batches ask it to persist, then acknowledges with
+//! [`Node::advance`](crate::Node::advance).
+
+use crate::config::Configuration;
+use crate::error::StorageError;
+use crate::types::{Entry, HardState, LogIndex, Term};
+
+#[cfg(feature = "serde")]
+use serde::{Deserialize, Serialize};
+
+/// What a node starts from: its hard state and membership.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct InitialState {
+    /// Term, vote and commit index as last persisted.
+    pub hard_state: HardState,
+    /// The membership as last persisted.
+    pub configuration: Configuration,
+}
+
+/// Describes the snapshot that replaces the log prefix up to `index`.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+pub struct SnapshotMeta {
+    /// The last log index the snapshot covers.
+    pub index: LogIndex,
+    /// The term of that entry.
+    pub term: Term,
+    /// The membership as of `index`.
+    pub configuration: Configuration,
+}
+
+/// Read access to a node's stable storage.
+///
+/// The log stored is the entries in `first_index()..=last_index()`, preceded
+/// by the snapshot described by [`Storage::snapshot_meta`] (index 0, term 0
+/// for a fresh log).
+pub trait Storage {
+    /// The persisted hard state and configuration.
+    fn initial_state(&self) -> Result<InitialState, StorageError>;
+
+    /// Appends the entries with indices in `[low, high)` to `out`, stopping
+    /// early once their total size exceeds `max_bytes` (but always at least
+    /// one entry when the range is non-empty).
+    fn entries(
+        &self,
+        low: LogIndex,
+        high: LogIndex,
+        max_bytes: u64,
+        out: &mut Vec<Entry>,
+    ) -> Result<(), StorageError>;
+
+    /// The term of the entry at `index`, which may be the snapshot's index.
+    fn term(&self, index: LogIndex) -> Result<Term, StorageError>;
+
+    /// The first index stored as an entry (the snapshot's index + 1).
+    fn first_index(&self) -> Result<LogIndex, StorageError>;
+
+    /// The last index stored (the snapshot's index if no entries follow it).
+    fn last_index(&self) -> Result<LogIndex, StorageError>;
+
+    /// The metadata of the latest snapshot.
+    fn snapshot_meta(&self) -> Result<SnapshotMeta, StorageError>;
+}
+
+/// A [`Storage`] kept in memory. "Durable" means "written here"; the
+/// simulator keeps a node's `MemStorage` across a crash and drops everything
+/// else, which models a disk.
+#[derive(Clone, Debug, Default)]
+pub struct MemStorage {
+    hard_state: HardState,
+    snapshot: SnapshotMeta,
+    /// The entries after `snapshot.index`.
+    entries: Vec<Entry>,
+}
+
+impl MemStorage {
+    /// An empty log for a cluster with the given membership.
+    pub fn new(configuration: Configuration) -> Self {
+        MemStorage {
+            snapshot: SnapshotMeta {
+                configuration,
+                ..SnapshotMeta::default()
+            },
+            ..MemStorage::default()
+        }
+    }
+
+    /// Persists the hard state.
+    pub fn set_hard_state(&mut self, hard_state: HardState) {
+        self.hard_state = hard_state;
+    }
+
+    /// The persisted hard state.
+    pub fn hard_state(&self) -> HardState {
+        self.hard_state
+    }
+
+    /// Appends entries, first discarding any stored entries at or after the
+    /// first new index (they conflict with the leader's log). Entries the
+    /// snapshot already covers are skipped.
+    pub fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
+        let Some(first_new) = entries.first() else {
+            return Ok(());
+        };
+        let last = self.last();
+        if first_new.index > last.next() {
+            return Err(StorageError::Gap {
+                index: first_new.index,
+                last,
+            });
+        }
+        let offset = self.snapshot.index.0;
+        let skip = offset.saturating_sub(first_new.index.0.saturating_sub(1)) as usize;
+        let Some(rest) = entries.get(skip..) else {
+            return Ok(());
+        };
+        if let Some(first) = rest.first() {
+            self.entries
+                .truncate(first.index.0.saturating_sub(offset + 1) as usize);
+            self.entries.extend_from_slice(rest);
+        }
+        Ok(())
+    }
+
+    /// Discards entries up to and including `index`, recording them as
+    /// covered by a snapshot of the application state.
+    pub fn compact(&mut self, index: LogIndex) -> Result<(), StorageError> {
+        if index <= self.snapshot.index {
+            return Ok(());
+        }
+        let term = self.term(index)?;
+        let drop = (index.0 - self.snapshot.index.0) as usize;
+        self.entries.drain(..drop);
+        self.snapshot.index = index;
+        self.snapshot.term = term;
+        Ok(())
+    }
+
+    /// Every stored entry, oldest first.
+    pub fn all_entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    fn last(&self) -> LogIndex {
+        self.snapshot.index.plus(self.entries.len() as u64)
+    }
+
+    fn position(&self, index: LogIndex) -> Result<usize, StorageError> {
+        if index <= self.snapshot.index {
+            return Err(StorageError::Compacted {
+                index,
+                first: self.snapshot.index.next(),
+            });
+        }
+        let last = self.last();
+        if index > last {
+            return Err(StorageError::Unavailable { index, last });
+        }
+        Ok((index.0 - self.snapshot.index.0 - 1) as usize)
+    }
+}
+
+impl Storage for MemStorage {
+    fn initial_state(&self) -> Result<InitialState, StorageError> {
+        Ok(InitialState {
+            hard_state: self.hard_state,
+            configuration: self.snapshot.configuration.clone(),
+        })
+    }
+
+    fn entries(
+        &self,
+        low: LogIndex,
+        high: LogIndex,
+        max_bytes: u64,
+        out: &mut Vec<Entry>,
+    ) -> Result<(), StorageError> {
+        if low >= high {
+            return Ok(());
+        }
+        let start = self.position(low)?;
+        let end = self.position(high.prev())? + 1;
+        let mut size = 0u64;
+        for entry in self.entries.get(start..end).unwrap_or_default() {
+            size += entry.size();
+            if size > max_bytes && size != entry.size() {
+                break;
+            }
+            out.push(entry.clone());
+        }
+        Ok(())
+    }
+
+    fn term(&self, index: LogIndex) -> Result<Term, StorageError> {
+        if index == self.snapshot.index {
+            return Ok(self.snapshot.term);
+        }
+        let pos = self.position(index)?;
+        self.entries
+            .get(pos)
+            .map(|e| e.term)
+            .ok_or(StorageError::Unavailable {
+                index,
+                last: self.last(),
+            })
+    }
+
+    fn first_index(&self) -> Result<LogIndex, StorageError> {
+        Ok(self.snapshot.index.next())
+    }
+
+    fn last_index(&self) -> Result<LogIndex, StorageError> {
+        Ok(self.last())
+    }
+
+    fn snapshot_meta(&self) -> Result<SnapshotMeta, StorageError> {
+        Ok(self.snapshot.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn e(index: u64, term: u64) -> Entry {
+        Entry {
+            term: Term(term),
+            index: LogIndex(index),
+            data: Bytes::from_static(b"x"),
+        }
+    }
+
+    fn terms(s: &MemStorage) -> Vec<u64> {
+        s.all_entries().iter().map(|e| e.term.0).collect()
+    }
+
+    #[test]
+    fn append_truncates_conflicting_suffix() {
+        let mut s = MemStorage::default();
+        s.append(&[e(1, 1), e(2, 1), e(3, 1)]).unwrap();
+        s.append(&[e(2, 2)]).unwrap();
+        assert_eq!(terms(&s), vec![1, 2]);
+        assert_eq!(s.last_index().unwrap(), LogIndex(2));
+        assert!(matches!(
+            s.append(&[e(4, 2)]),
+            Err(StorageError::Gap { .. })
+        ));
+    }
+
+    #[test]
+    fn compaction_moves_the_first_index() {
+        let mut s = MemStorage::default();
+        s.append(&[e(1, 1), e(2, 1), e(3, 2)]).unwrap();
+        s.compact(LogIndex(2)).unwrap();
+        assert_eq!(s.first_index().unwrap(), LogIndex(3));
+        assert_eq!(s.term(LogIndex(2)).unwrap(), Term(1));
+        assert!(matches!(
+            s.term(LogIndex(1)),
+            Err(StorageError::Compacted { .. })
+        ));
+        // Entries the snapshot covers are skipped, the rest appended.
+        s.append(&[e(2, 1), e(3, 2), e(4, 2)]).unwrap();
+        assert_eq!(terms(&s), vec![2, 2]);
+    }
+
+    #[test]
+    fn entries_respects_the_size_budget_but_returns_one() {
+        let mut s = MemStorage::default();
+        s.append(&[e(1, 1), e(2, 1), e(3, 1)]).unwrap();
+        let mut out = Vec::new();
+        s.entries(LogIndex(1), LogIndex(4), 0, &mut out).unwrap();
+        assert_eq!(out.len(), 1);
+        out.clear();
+        s.entries(LogIndex(1), LogIndex(4), 34, &mut out).unwrap();
+        assert_eq!(out.len(), 2, "17 bytes each");
+        out.clear();
+        assert!(
+            s.entries(LogIndex(2), LogIndex(5), u64::MAX, &mut out)
+                .is_err()
+        );
+    }
+}
