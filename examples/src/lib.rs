@@ -2,3 +2,4 @@
 //! tests can run every scenario the programs in `examples/examples` run.
 
 pub mod clocks;
+pub mod kv_cluster;
