@@ -3,7 +3,7 @@
 //! with the same Snowflake id until it is answered, so a write applies once
 //! however many times it is sent.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -21,7 +21,7 @@ use super::{CLIENT_CHANNEL, Error};
 const VNODES: u32 = 64;
 
 /// How long one attempt waits for its reply before retrying.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1000);
+const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// How long a request keeps retrying before giving up.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(30);
@@ -33,6 +33,8 @@ pub struct Client {
     nodes: Vec<u64>,
     ring: Ring<u32>,
     leaders: HashMap<u32, u64>,
+    /// Nodes whose connection dropped and has not come back.
+    down: HashSet<u64>,
     ids: SystemClockGenerator,
     /// Attempts beyond the first, over all requests.
     retries: u64,
@@ -74,6 +76,7 @@ impl Client {
             nodes: nodes.iter().map(|&(id, _)| id).collect(),
             ring,
             leaders: HashMap::new(),
+            down: HashSet::new(),
             ids,
             retries: 0,
         })
@@ -111,6 +114,19 @@ impl Client {
         self.call(Some(shard), Envelope { id, body: request }).await
     }
 
+    /// Sends a write once without waiting for the answer: a request in
+    /// flight, to be retried with [`Client::put_with_id`].
+    pub async fn send_put(&mut self, id: u64, key: &str, value: Bytes) -> Result<(), Error> {
+        let shard = self.shard_of(key);
+        let target = self.leaders.get(&shard).copied().unwrap_or(0);
+        let request = Request::Put {
+            shard,
+            key: key.to_owned(),
+            value,
+        };
+        self.send(target, &Envelope { id, body: request }).await
+    }
+
     /// Reads `key` (linearizable: served by the leader after ReadIndex).
     pub async fn get(&mut self, key: &str) -> Result<Answer, Error> {
         let shard = self.shard_of(key);
@@ -132,7 +148,8 @@ impl Client {
         let deadline = Instant::now() + REQUEST_DEADLINE;
         while Instant::now() < deadline {
             self.send(node, &envelope).await?;
-            if let Some(Reply::Status(s)) = self.await_reply(id).await?.map(|(r, _)| r) {
+            if let Some(Reply::Status(s)) = self.await_reply(id, Some(node)).await?.map(|(r, _)| r)
+            {
                 return Ok(s);
             }
         }
@@ -146,15 +163,32 @@ impl Client {
         Ok(())
     }
 
-    async fn await_reply(&mut self, id: u64) -> Result<Option<(Reply, u64)>, Error> {
+    async fn await_reply(
+        &mut self,
+        id: u64,
+        waiting_on: Option<u64>,
+    ) -> Result<Option<(Reply, u64)>, Error> {
         let deadline = tokio::time::Instant::now() + ATTEMPT_TIMEOUT;
         loop {
             let event = match tokio::time::timeout_at(deadline, self.transport.recv()).await {
                 Err(_elapsed) => return Ok(None),
                 Ok(event) => event?,
             };
-            let Event::Message { from, msg } = event else {
-                continue;
+            let (from, msg) = match event {
+                Event::Message { from, msg } => (from, msg),
+                Event::Disconnected(peer) => {
+                    self.down.insert(peer.0);
+                    self.leaders.retain(|_, leader| *leader != peer.0);
+                    // The node we wait on went away: retry elsewhere now.
+                    if Some(peer.0) == waiting_on {
+                        return Ok(None);
+                    }
+                    continue;
+                }
+                Event::Connected(peer) => {
+                    self.down.remove(&peer.0);
+                    continue;
+                }
             };
             if msg.channel != CLIENT_CHANNEL {
                 continue;
@@ -180,12 +214,18 @@ impl Client {
             .and_then(|s| self.leaders.get(&s).copied())
             .unwrap_or_else(|| self.nodes.first().copied().unwrap_or(0));
         while start.elapsed() < REQUEST_DEADLINE {
+            if self.down.contains(&target) {
+                // Skip nodes known to be down (unless all are).
+                if let Some(up) = self.nodes.iter().find(|n| !self.down.contains(n)) {
+                    target = *up;
+                }
+            }
             attempts += 1;
             if attempts > 1 {
                 self.retries += 1;
             }
             self.send(target, &envelope).await?;
-            match self.await_reply(envelope.id).await? {
+            match self.await_reply(envelope.id, Some(target)).await? {
                 Some((Reply::NotLeader { hint }, _)) if hint != 0 && hint != target => {
                     target = hint;
                 }

@@ -47,13 +47,16 @@ impl Default for Params {
 /// What a run observed.
 #[derive(Clone, Debug, Default)]
 pub struct Report {
-    /// Client operations answered (puts and gets).
-    pub ops: usize,
-    /// Their latencies (retries included).
-    pub latencies: Vec<Duration>,
-    /// Per shard, from the leader's kill to the first write acknowledged by
-    /// its successor (or by the same leader, for a shard it did not lead).
-    pub failover: Vec<Duration>,
+    /// Latencies of acknowledged writes (retries included).
+    pub writes: Vec<Duration>,
+    /// Latencies of reads.
+    pub reads: Vec<Duration>,
+    /// From the leader's kill to a successor's election, as seen by a
+    /// surviving node.
+    pub election: Duration,
+    /// From the leader's kill to the successor acknowledging the write that
+    /// was in flight at the kill (the failover a client sees).
+    pub failover: Duration,
     /// Every acknowledged write: key, value.
     pub acknowledged: BTreeMap<String, Bytes>,
     /// Acknowledged writes not read back with their value after failover
@@ -80,44 +83,70 @@ pub struct Report {
     pub timeline: Vec<String>,
 }
 
+/// The latency at quantile `q` (0..=1) of `samples`.
+pub fn percentile(samples: &[Duration], q: f64) -> Duration {
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    let Some(last) = sorted.len().checked_sub(1) else {
+        return Duration::ZERO;
+    };
+    let i = ((last as f64) * q.clamp(0.0, 1.0)).round() as usize;
+    sorted.get(i.min(last)).copied().unwrap_or_default()
+}
+
 impl Report {
-    /// The latency at quantile `q` (0..=1).
-    pub fn percentile(&self, q: f64) -> Duration {
-        let mut sorted = self.latencies.clone();
-        sorted.sort();
-        let Some(last) = sorted.len().checked_sub(1) else {
-            return Duration::ZERO;
-        };
-        let i = ((last as f64) * q).round() as usize;
-        sorted.get(i.min(last)).copied().unwrap_or_default()
+    /// Client operations answered (writes and reads).
+    pub fn ops(&self) -> usize {
+        self.writes.len() + self.reads.len()
     }
 
     /// The summary printed at the end of a run.
     pub fn summary(&self) -> String {
-        let failover = self
-            .failover
-            .iter()
-            .enumerate()
-            .map(|(s, d)| format!("shard {s} {}", ms(*d)))
-            .collect::<Vec<_>>()
-            .join(", ");
-        format!(
-            "summary: {} ops, p50 {}, p99 {}, failover {failover}; \
-             {} writes acknowledged, {} lost, {} applied twice; {} retries, \
-             {} duplicate log entries skipped; catch-up {} (log replay); \
-             Merkle roots {}; {} bucket(s) repaired",
-            self.ops,
-            ms(self.percentile(0.5)),
-            ms(self.percentile(0.99)),
-            self.acknowledged.len(),
-            self.lost.len(),
-            self.applied_twice.len(),
-            self.retries,
-            self.duplicates_skipped,
-            ms(self.catch_up),
-            if self.roots_equal { "equal" } else { "DIFFER" },
-            self.repaired_buckets,
-        )
+        let p = |v: &[Duration]| {
+            format!(
+                "p50 {:>8}   p99 {:>8}",
+                ms(percentile(v, 0.5)),
+                ms(percentile(v, 0.99))
+            )
+        };
+        [
+            "summary".to_owned(),
+            format!(
+                "  ops             {} ({} writes, {} reads)",
+                self.ops(),
+                self.writes.len(),
+                self.reads.len()
+            ),
+            format!("  write latency   {}", p(&self.writes)),
+            format!("  read latency    {}", p(&self.reads)),
+            format!(
+                "  failover        new leader after {}, in-flight write acknowledged after {}",
+                ms(self.election),
+                ms(self.failover)
+            ),
+            format!(
+                "  durability      {} writes acknowledged, {} lost",
+                self.acknowledged.len(),
+                self.lost.len()
+            ),
+            format!(
+                "  exactly once    {} client retries, {} duplicate log entries skipped, {} requests applied twice",
+                self.retries,
+                self.duplicates_skipped,
+                self.applied_twice.len()
+            ),
+            format!(
+                "  catch-up        {} log entries from disk, rest by log replay from the leader in {}",
+                self.replayed_from_disk,
+                ms(self.catch_up)
+            ),
+            format!(
+                "  merkle          roots {} on every shard; {} corrupted bucket(s) found and repaired",
+                if self.roots_equal { "equal" } else { "DIFFER" },
+                self.repaired_buckets
+            ),
+        ]
+        .join("\n")
     }
 }
 
@@ -293,7 +322,10 @@ pub async fn run(params: Params, sink: &mut dyn FnMut(&str)) -> Result<Report, E
     let outcome = workload(&params, &mut cluster, &mut t, &mut report).await;
     cluster.shutdown().await?;
     outcome?;
-    t.log(report.summary());
+    for line in report.summary().lines() {
+        (t.sink)(line);
+        t.lines.push(line.to_owned());
+    }
     report.timeline = t.lines;
     Ok(report)
 }
@@ -333,7 +365,7 @@ async fn workload(
         let value = Bytes::from(format!("v{i}"));
         let answer = client.put(&key, value.clone()).await?;
         expect_written(&key, &answer)?;
-        report.latencies.push(answer.latency);
+        report.writes.push(answer.latency);
         report.acknowledged.insert(key, value);
     }
     t.log(format!(
@@ -358,9 +390,9 @@ async fn workload(
             .put_with_id(retried, "retry:demo", value.clone())
             .await?;
         expect_written("retry:demo", &answer)?;
-        report.latencies.push(answer.latency);
+        report.writes.push(answer.latency);
         t.log(format!(
-            "put retry:demo with request id {retried} (attempt {attempt}): written"
+            "put retry:demo with request id {retried} (send {attempt} of 3): acknowledged"
         ));
     }
     report.acknowledged.insert("retry:demo".into(), value);
@@ -375,7 +407,8 @@ async fn workload(
         report.lost.len()
     ));
 
-    // Phase 3: kill shard 0's leader, measure each shard's failover.
+    // Phase 3: send a write to shard 0's leader and kill the leader before
+    // it answers; the client retries that request id on the successor.
     let status = client.status(first).await?;
     let victim = status.first().map_or(first, |s| s.leader);
     let led: Vec<u32> = status
@@ -383,34 +416,56 @@ async fn workload(
         .filter(|s| s.leader == victim)
         .map(|s| s.shard)
         .collect();
+    let others: Vec<u64> = nodes.iter().copied().filter(|&n| n != victim).collect();
+    let survivor = others.first().copied().unwrap_or(first);
+    let key = (0..)
+        .map(|i| format!("in-flight:{i}"))
+        .find(|k| client.shard_of(k) == 0)
+        .unwrap_or_default();
+    let value = Bytes::from_static(b"sent-as-the-leader-died");
+    let in_flight = client.next_id()?;
+    client.send_put(in_flight, &key, value.clone()).await?;
     cluster.kill(victim).await?;
     let killed = Instant::now();
-    t.log(format!("killed n{victim} (leader of shard(s) {led:?})"));
-    for shard in 0..params.shards {
-        let key = (0..)
-            .map(|i| format!("probe:{shard}:{i}"))
-            .find(|k| client.shard_of(k) == shard)
-            .unwrap_or_default();
-        let value = Bytes::from(format!("after-failover-{shard}"));
-        let answer = client.put(&key, value.clone()).await?;
-        expect_written(&key, &answer)?;
-        let took = killed.elapsed();
-        report.failover.push(took);
-        report.acknowledged.insert(key.clone(), value);
-        t.log(format!(
-            "shard {shard}: first write after the kill acknowledged by n{} after {} ({} attempts)",
-            answer.node,
-            ms(took),
-            answer.attempts
-        ));
+    t.log(format!(
+        "sent put {key} (request {in_flight}) to n{victim}, then killed n{victim} (leader of shard(s) {led:?}) before it answered"
+    ));
+    let elected = wait_status(&mut client, survivor, |s| {
+        led.iter().all(|&shard| {
+            s.get(shard as usize)
+                .is_some_and(|s| s.leader != 0 && s.leader != victim)
+        })
+    })
+    .await?;
+    report.election = killed.elapsed();
+    for &shard in &led {
+        if let Some(s) = elected.get(shard as usize) {
+            t.log(format!(
+                "shard {shard}: n{} elected (term {}) {} after the kill",
+                s.leader,
+                s.term,
+                ms(report.election)
+            ));
+        }
     }
+    let answer = client.put_with_id(in_flight, &key, value.clone()).await?;
+    expect_written(&key, &answer)?;
+    report.failover = killed.elapsed();
+    report.writes.push(answer.latency);
+    report.acknowledged.insert(key.clone(), value);
+    t.log(format!(
+        "retried request {in_flight} on n{}: written {} after the kill ({} attempts)",
+        answer.node,
+        ms(report.failover),
+        answer.attempts
+    ));
     let phase = Instant::now();
     for i in 0..params.writes / 2 {
         let key = format!("late:{i:04}");
         let value = Bytes::from(format!("w{i}"));
         let answer = client.put(&key, value.clone()).await?;
         expect_written(&key, &answer)?;
-        report.latencies.push(answer.latency);
+        report.writes.push(answer.latency);
         report.acknowledged.insert(key, value);
     }
     t.log(format!(
@@ -433,7 +488,6 @@ async fn workload(
         "restarted n{victim}: {} log entries replayed from its data directory",
         report.replayed_from_disk
     ));
-    let others: Vec<u64> = nodes.iter().copied().filter(|&n| n != victim).collect();
     let reference = others.first().copied().unwrap_or(first);
     let target = client.status(reference).await?;
     wait_status(&mut client, victim, |s| {
@@ -473,9 +527,14 @@ async fn workload(
     report.repaired_buckets = repair(cluster, shard, bad_node, t)?;
     report.roots_equal &= roots_agree(&mut client, &nodes, t).await?;
     read_all(&mut client, report).await?;
-    report.ops = report.latencies.len();
     report.retries = client.retries();
     audit(cluster, report);
+    for (what, id) in [("retry:demo", retried), ("in-flight write", in_flight)] {
+        let counts = applications(cluster, id);
+        t.log(format!(
+            "{what}: request {id} applied {counts:?} time(s) on the replicas of its shard"
+        ));
+    }
     client.close().await;
     Ok(())
 }
@@ -489,7 +548,7 @@ async fn read_all(client: &mut Client, report: &mut Report) -> Result<(), Error>
         .collect();
     for (key, value) in keys {
         let answer = client.get(&key).await?;
-        report.latencies.push(answer.latency);
+        report.reads.push(answer.latency);
         let ok = matches!(&answer.reply, Reply::Value(Some((v, _))) if *v == value);
         if !ok && !report.lost.contains(&key) {
             report.lost.push(key);
@@ -585,6 +644,22 @@ fn repair(cluster: &Cluster, shard: u32, bad: u64, t: &mut Timeline<'_>) -> Resu
         repaired += 1;
     }
     Ok(repaired)
+}
+
+/// How many times each replica holding request `id` applied it.
+fn applications(cluster: &Cluster, id: u64) -> Vec<u32> {
+    let mut ids: Vec<&u64> = cluster.running.keys().collect();
+    ids.sort();
+    ids.into_iter()
+        .filter_map(|n| cluster.running.get(n))
+        .filter_map(|h| {
+            let stores = h.stores();
+            let stores = stores.lock().ok()?;
+            stores
+                .iter()
+                .find_map(|s| s.applications().get(&id).copied())
+        })
+        .collect()
 }
 
 /// Counts applications per request id on every replica.
