@@ -140,17 +140,22 @@ impl Client {
 
     /// The state of every replica on `node`.
     pub async fn status(&mut self, node: u64) -> Result<Vec<ShardStatus>, Error> {
+        match self.ask(node, Request::Status).await? {
+            Reply::Status(s) => Ok(s),
+            other => Err(Error::Check(format!("status: {other:?}"))),
+        }
+    }
+
+    /// Sends `request` to `node` itself (not to a leader), retrying with the
+    /// same id until it answers.
+    pub async fn ask(&mut self, node: u64, request: Request) -> Result<Reply, Error> {
         let id = self.next_id()?;
-        let envelope = Envelope {
-            id,
-            body: Request::Status,
-        };
+        let envelope = Envelope { id, body: request };
         let deadline = Instant::now() + REQUEST_DEADLINE;
         while Instant::now() < deadline {
             self.send(node, &envelope).await?;
-            if let Some(Reply::Status(s)) = self.await_reply(id, Some(node)).await?.map(|(r, _)| r)
-            {
-                return Ok(s);
+            if let Some((reply, _)) = self.await_reply(id, Some(node)).await? {
+                return Ok(reply);
             }
         }
         Err(Error::Unanswered { id })

@@ -40,6 +40,41 @@ pub enum Request {
     },
     /// Report the state of every shard replica on the node.
     Status,
+    /// The Merkle leaf hashes (one per bucket) of the node's replica of `shard`.
+    LeafHashes {
+        /// The shard.
+        shard: u32,
+    },
+    /// The entries of one bucket of the node's replica of `shard`.
+    Bucket {
+        /// The shard.
+        shard: u32,
+        /// The bucket (Merkle leaf index).
+        bucket: u64,
+    },
+    /// Anti-entropy repair: replace a bucket of the node's replica of
+    /// `shard` with entries the other replicas agree on.
+    Repair {
+        /// The shard.
+        shard: u32,
+        /// The bucket (Merkle leaf index).
+        bucket: u64,
+        /// Its correct contents.
+        entries: Vec<BucketEntry>,
+    },
+}
+
+/// One key of a bucket, as sent in repairs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BucketEntry {
+    /// The key.
+    pub key: String,
+    /// Its value.
+    pub value: Bytes,
+    /// The value's HLC stamp.
+    pub stamp: u64,
+    /// The request that wrote it.
+    pub request: u64,
 }
 
 /// A request with its Snowflake id, which is also the correlation id.
@@ -86,6 +121,36 @@ pub enum Reply {
     NoSuchShard,
     /// Per-shard state of the node.
     Status(Vec<ShardStatus>),
+    /// Merkle leaf hashes, one per bucket.
+    LeafHashes(Vec<[u8; 32]>),
+    /// A bucket's entries.
+    Bucket(Vec<BucketEntry>),
+}
+
+fn put_entries(dst: &mut BytesMut, entries: &[BucketEntry]) {
+    dst.put_u32(entries.len() as u32);
+    for e in entries {
+        put_str(dst, e.key.as_bytes());
+        put_str(dst, &e.value);
+        dst.put_u64(e.stamp);
+        dst.put_u64(e.request);
+    }
+}
+
+fn get_entries(src: &mut Bytes) -> Result<Vec<BucketEntry>, Error> {
+    let n = get_u32(src)?;
+    // Each entry takes at least 24 bytes: refuse counts the payload cannot hold.
+    need(src, (n as usize).saturating_mul(24))?;
+    let mut out = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        out.push(BucketEntry {
+            key: get_string(src)?,
+            value: get_bytes(src)?,
+            stamp: get_u64(src)?,
+            request: get_u64(src)?,
+        });
+    }
+    Ok(out)
 }
 
 fn put_str(dst: &mut BytesMut, s: &[u8]) {
@@ -180,6 +245,25 @@ impl Envelope<Request> {
                 put_str(&mut dst, key.as_bytes());
             }
             Request::Status => dst.put_u8(3),
+            Request::LeafHashes { shard } => {
+                dst.put_u8(4);
+                dst.put_u32(*shard);
+            }
+            Request::Bucket { shard, bucket } => {
+                dst.put_u8(5);
+                dst.put_u32(*shard);
+                dst.put_u64(*bucket);
+            }
+            Request::Repair {
+                shard,
+                bucket,
+                entries,
+            } => {
+                dst.put_u8(6);
+                dst.put_u32(*shard);
+                dst.put_u64(*bucket);
+                put_entries(&mut dst, entries);
+            }
         }
         dst.freeze()
     }
@@ -198,6 +282,18 @@ impl Envelope<Request> {
                 key: get_string(&mut src)?,
             },
             3 => Request::Status,
+            4 => Request::LeafHashes {
+                shard: get_u32(&mut src)?,
+            },
+            5 => Request::Bucket {
+                shard: get_u32(&mut src)?,
+                bucket: get_u64(&mut src)?,
+            },
+            6 => Request::Repair {
+                shard: get_u32(&mut src)?,
+                bucket: get_u64(&mut src)?,
+                entries: get_entries(&mut src)?,
+            },
             _ => return Err(Error::Malformed("unknown request kind")),
         };
         finish(&src, Envelope { id, body })
@@ -232,6 +328,17 @@ impl Envelope<Reply> {
                     }
                     dst.put_slice(&s.root);
                 }
+            }
+            Reply::LeafHashes(hashes) => {
+                dst.put_u8(7);
+                dst.put_u32(hashes.len() as u32);
+                for h in hashes {
+                    dst.put_slice(h);
+                }
+            }
+            Reply::Bucket(entries) => {
+                dst.put_u8(8);
+                put_entries(&mut dst, entries);
             }
         }
         dst.freeze()
@@ -280,6 +387,18 @@ impl Envelope<Reply> {
                 }
                 Reply::Status(shards)
             }
+            7 => {
+                let n = get_u32(&mut src)? as usize;
+                need(&src, n.saturating_mul(32))?;
+                let mut hashes = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let mut h = [0u8; 32];
+                    src.copy_to_slice(&mut h);
+                    hashes.push(h);
+                }
+                Reply::LeafHashes(hashes)
+            }
+            8 => Reply::Bucket(get_entries(&mut src)?),
             _ => return Err(Error::Malformed("unknown reply kind")),
         };
         finish(&src, Envelope { id, body })
@@ -316,18 +435,48 @@ mod tests {
         for cut in 0..bytes.len() {
             assert!(Envelope::<Reply>::decode(bytes.slice(..cut)).is_err());
         }
-        let q = Envelope {
-            id: 1,
-            body: Request::Put {
+        let entry = BucketEntry {
+            key: "a".into(),
+            value: Bytes::from_static(b"b"),
+            stamp: 5,
+            request: 6,
+        };
+        let replies = [
+            Reply::LeafHashes(vec![[1; 32], [2; 32]]),
+            Reply::Bucket(vec![entry.clone()]),
+        ];
+        for body in replies {
+            let r = Envelope { id: 4, body };
+            let bytes = r.encode();
+            assert_eq!(Envelope::<Reply>::decode(bytes.clone()).unwrap(), r);
+            for cut in 0..bytes.len() {
+                assert!(Envelope::<Reply>::decode(bytes.slice(..cut)).is_err());
+            }
+        }
+        let requests = [
+            Request::Put {
                 shard: 0,
                 key: "a".into(),
                 value: Bytes::from_static(b"b"),
             },
-        };
-        let bytes = q.encode();
-        assert_eq!(Envelope::<Request>::decode(bytes.clone()).unwrap(), q);
-        for cut in 0..bytes.len() {
-            assert!(Envelope::<Request>::decode(bytes.slice(..cut)).is_err());
+            Request::LeafHashes { shard: 1 },
+            Request::Bucket {
+                shard: 1,
+                bucket: 9,
+            },
+            Request::Repair {
+                shard: 1,
+                bucket: 9,
+                entries: vec![entry],
+            },
+        ];
+        for body in requests {
+            let q = Envelope { id: 1, body };
+            let bytes = q.encode();
+            assert_eq!(Envelope::<Request>::decode(bytes.clone()).unwrap(), q);
+            for cut in 0..bytes.len() {
+                assert!(Envelope::<Request>::decode(bytes.slice(..cut)).is_err());
+            }
         }
     }
 }

@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use quorate_merkle::diff::diff;
+use quorate_merkle::{Hash, MerkleTree, Sha256};
 
 use super::Error;
 use super::client::{Answer, Client};
-use super::protocol::{Reply, ShardStatus};
+use super::protocol::{Reply, Request, ShardStatus};
 use super::server::{BoundNode, NodeConfig, NodeHandle};
 
 /// Sizes and timing of a run.
@@ -409,7 +410,7 @@ async fn workload(
 
     // Phase 3: send a write to shard 0's leader and kill the leader before
     // it answers; the client retries that request id on the successor.
-    let status = client.status(first).await?;
+    let status = wait_status(&mut client, first, |s| s.iter().all(|s| s.leader != 0)).await?;
     let victim = status.first().map_or(first, |s| s.leader);
     let led: Vec<u32> = status
         .iter()
@@ -524,7 +525,9 @@ async fn workload(
     if agree {
         return Err(Error::Check("corruption went unnoticed".into()));
     }
-    report.repaired_buckets = repair(cluster, shard, bad_node, t)?;
+    for shard in 0..params.shards {
+        report.repaired_buckets += anti_entropy(&mut client, &nodes, shard, t).await?;
+    }
     report.roots_equal &= roots_agree(&mut client, &nodes, t).await?;
     read_all(&mut client, report).await?;
     report.retries = client.retries();
@@ -608,40 +611,55 @@ async fn roots_agree(
     }
 }
 
-/// Finds the buckets where `bad`'s replica of `shard` differs from the
-/// other replicas (which agree) by diffing Merkle trees, and copies those
-/// buckets over.
-fn repair(cluster: &Cluster, shard: u32, bad: u64, t: &mut Timeline<'_>) -> Result<usize, Error> {
-    let good = cluster
-        .running
-        .iter()
-        .find(|(id, _)| **id != bad)
-        .map(|(_, h)| h.stores())
-        .ok_or(Error::Check("no healthy replica".into()))?;
-    let bad_stores = cluster
-        .running
-        .get(&bad)
-        .map(NodeHandle::stores)
-        .ok_or(Error::Check("no corrupted replica".into()))?;
-    let good = good.lock().map_err(|_| Error::Check("poisoned".into()))?;
-    let mut bad_stores = bad_stores
-        .lock()
-        .map_err(|_| Error::Check("poisoned".into()))?;
-    let (Some(good), Some(bad_store)) =
-        (good.get(shard as usize), bad_stores.get_mut(shard as usize))
-    else {
-        return Err(Error::Check(format!("no shard {shard}")));
+/// Anti-entropy over the network for one shard: fetches every replica's
+/// Merkle leaf hashes, takes the root a majority agrees on, diffs each
+/// dissenting replica's tree against it to find the differing buckets, and
+/// copies those buckets from an agreeing replica. Returns the buckets repaired.
+async fn anti_entropy(
+    client: &mut Client,
+    nodes: &[u64],
+    shard: u32,
+    t: &mut Timeline<'_>,
+) -> Result<usize, Error> {
+    let mut trees = Vec::new();
+    for &n in nodes {
+        match client.ask(n, Request::LeafHashes { shard }).await? {
+            Reply::LeafHashes(hashes) => {
+                let tree: MerkleTree<Sha256> =
+                    MerkleTree::from_leaf_hashes(hashes.into_iter().map(Hash));
+                trees.push((n, tree));
+            }
+            other => return Err(Error::Check(format!("leaf hashes from n{n}: {other:?}"))),
+        }
+    }
+    let majority = trees.iter().find(|(_, a)| {
+        trees.iter().filter(|(_, b)| b.root() == a.root()).count() * 2 > trees.len()
+    });
+    let Some((good, good_tree)) = majority else {
+        return Err(Error::Check(format!("shard {shard}: no majority root")));
     };
-    let ranges = diff(&good.merkle_tree(), &bad_store.merkle_tree());
     let mut repaired = 0;
-    for bucket in ranges.into_iter().flatten() {
-        let entries = good.bucket_entries(bucket);
-        t.log(format!(
-            "repair n{bad} shard {shard}: bucket {bucket} differs, copied {} key(s)",
-            entries.len()
-        ));
-        bad_store.replace_bucket(bucket, entries);
-        repaired += 1;
+    for (bad, tree) in &trees {
+        if tree.root() == good_tree.root() {
+            continue;
+        }
+        for bucket in diff(good_tree, tree).into_iter().flatten() {
+            let entries = match client.ask(*good, Request::Bucket { shard, bucket }).await? {
+                Reply::Bucket(entries) => entries,
+                other => return Err(Error::Check(format!("bucket from n{good}: {other:?}"))),
+            };
+            let count = entries.len();
+            let repair = Request::Repair {
+                shard,
+                bucket,
+                entries,
+            };
+            client.ask(*bad, repair).await?;
+            t.log(format!(
+                "anti-entropy shard {shard}: n{bad} bucket {bucket} differs from the majority; copied {count} key(s) from n{good}"
+            ));
+            repaired += 1;
+        }
     }
     Ok(repaired)
 }

@@ -18,8 +18,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::log_store::FileLog;
-use super::protocol::{Command, Envelope, Reply, Request, ShardStatus};
-use super::store::KvStore;
+use super::protocol::{BucketEntry, Command, Envelope, Reply, Request, ShardStatus};
+use super::store::{KvStore, Versioned};
 use super::{CLIENT_CHANNEL, Error};
 
 /// Timing and layout of a node.
@@ -240,6 +240,52 @@ impl Running {
                 self.reply(from, id, Reply::Status(status));
                 return;
             }
+            Request::LeafHashes { shard } => {
+                let reply = self.with_store(shard, |s| Reply::LeafHashes(s.leaf_hashes()));
+                self.reply(from, id, reply);
+                return;
+            }
+            Request::Bucket { shard, bucket } => {
+                let reply = self.with_store(shard, |s| {
+                    Reply::Bucket(
+                        s.bucket_entries(bucket)
+                            .into_iter()
+                            .map(|(key, v)| BucketEntry {
+                                key,
+                                value: v.value,
+                                stamp: v.stamp,
+                                request: v.request,
+                            })
+                            .collect(),
+                    )
+                });
+                self.reply(from, id, reply);
+                return;
+            }
+            Request::Repair {
+                shard,
+                bucket,
+                entries,
+            } => {
+                let entries = entries
+                    .into_iter()
+                    .filter(|e| KvStore::bucket(&e.key) == bucket)
+                    .map(|e| {
+                        let v = Versioned {
+                            value: e.value,
+                            stamp: e.stamp,
+                            request: e.request,
+                        };
+                        (e.key, v)
+                    })
+                    .collect();
+                let reply = self.with_store(shard, |s| {
+                    s.replace_bucket(bucket, entries);
+                    Reply::Written
+                });
+                self.reply(from, id, reply);
+                return;
+            }
             Request::Put { shard, key, value } => (shard, key, Some(value)),
             Request::Get { shard, key } => (shard, key, None),
         };
@@ -292,6 +338,12 @@ impl Running {
         if outcome.is_err() {
             self.reply(from, id, Reply::NotLeader { hint });
         }
+    }
+
+    /// Runs `f` on the replica of `shard`'s store, or answers NoSuchShard.
+    fn with_store(&self, shard: u32, f: impl FnOnce(&mut KvStore) -> Reply) -> Reply {
+        let mut stores = self.stores.lock().unwrap_or_else(PoisonError::into_inner);
+        stores.get_mut(shard as usize).map_or(Reply::NoSuchShard, f)
     }
 
     fn status(&self) -> Vec<ShardStatus> {

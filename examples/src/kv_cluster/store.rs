@@ -117,6 +117,15 @@ impl KvStore {
         MerkleTree::from_leaves(leaves.iter().map(|l| &l[..]))
     }
 
+    /// The Merkle leaf hash of every bucket.
+    pub fn leaf_hashes(&self) -> Vec<[u8; 32]> {
+        let tree = self.merkle_tree();
+        (0..BUCKETS)
+            .filter_map(|b| tree.leaf_hash(b))
+            .map(|h| h.0)
+            .collect()
+    }
+
     /// The keys of bucket `b`, with their values.
     pub fn bucket_entries(&self, b: u64) -> Vec<(String, Versioned)> {
         self.data
