@@ -10,6 +10,22 @@
 //! one process, a scripted workload with a leader crash and a restart, and a
 //! report. [`server`] and [`client`] are what the `node`, `put`, `get` and
 //! `bench` commands run.
+//!
+//! Talking to a running cluster (started with `kv-cluster node ...`):
+//!
+//! ```no_run
+//! use bytes::Bytes;
+//! use quorate_examples::kv_cluster::{Error, client::Client, protocol::Reply};
+//!
+//! # async fn demo() -> Result<(), Error> {
+//! let nodes = [(1, "127.0.0.1:7001".parse().unwrap()), (2, "127.0.0.1:7002".parse().unwrap())];
+//! let mut client = Client::new(1000, &nodes, 2)?; // client id 1000, 2 shards
+//! client.put("colour", Bytes::from("blue")).await?; // retried with one request id
+//! let answer = client.get("colour").await?;
+//! assert!(matches!(answer.reply, Reply::Value(Some((v, _stamp))) if v == "blue"));
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod client;
 pub mod log_store;
