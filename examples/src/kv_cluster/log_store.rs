@@ -36,11 +36,18 @@ pub struct FileLog {
 impl FileLog {
     /// Opens (or creates) the log at `path` for a group with `members`.
     pub fn open(path: &Path, members: Configuration) -> Result<Self, Error> {
+        let existed = path.exists();
         let mut file = OpenOptions::new()
             .read(true)
             .append(true)
             .create(true)
             .open(path)?;
+        if !existed {
+            // Make the new file's directory entry durable too (POSIX).
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                File::open(dir)?.sync_all()?;
+            }
+        }
         let mut raw = Vec::new();
         file.read_to_end(&mut raw)?;
         let mut mem = MemStorage::new(members);
