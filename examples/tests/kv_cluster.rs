@@ -38,6 +38,13 @@ async fn scenario_keeps_every_acknowledged_write_once() {
         report.never_applied
     );
     assert!(report.roots_equal, "{dump}");
+    // retry:demo was sent three times: the last two were answered from the
+    // dedup table (or, had leadership moved in between, reached the log
+    // again and were skipped when applied).
+    assert!(
+        report.retries_answered + report.duplicates_skipped >= 2,
+        "{dump}"
+    );
     assert_eq!(report.repaired_buckets, 1, "{dump}");
     assert!(
         report.replayed_from_disk > 0,

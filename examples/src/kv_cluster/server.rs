@@ -290,8 +290,16 @@ impl Running {
             Request::Get { shard, key } => (shard, key, None),
         };
         let applied = {
-            let stores = self.stores.lock().unwrap_or_else(PoisonError::into_inner);
-            stores.get(shard as usize).map(|s| s.is_applied(id))
+            let mut stores = self.stores.lock().unwrap_or_else(PoisonError::into_inner);
+            let store = stores.get_mut(shard as usize);
+            let applied = store.as_ref().map(|s| s.is_applied(id));
+            if let Some(store) = store
+                && value.is_some()
+                && applied == Some(true)
+            {
+                store.note_retry_answered();
+            }
+            applied
         };
         let stamp = match self.hlc.now(now_ms()) {
             Ok(t) => t.as_u64(),

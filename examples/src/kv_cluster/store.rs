@@ -39,6 +39,8 @@ pub struct KvStore {
     /// Log entries carrying an already-applied request id (retries that
     /// reached the log twice), skipped.
     duplicates_skipped: u64,
+    /// Client retries of applied requests answered without proposing again.
+    retries_answered: u64,
 }
 
 impl KvStore {
@@ -89,6 +91,16 @@ impl KvStore {
     /// Applications per request id.
     pub fn applications(&self) -> &HashMap<u64, u32> {
         &self.applications
+    }
+
+    /// Notes a retry of an applied request answered from the dedup table.
+    pub fn note_retry_answered(&mut self) {
+        self.retries_answered += 1;
+    }
+
+    /// Retries of applied requests answered without proposing again.
+    pub fn retries_answered(&self) -> u64 {
+        self.retries_answered
     }
 
     /// Log entries skipped as duplicates.
