@@ -3,5 +3,6 @@
 
 pub mod chat;
 pub mod clocks;
+pub mod kv_cluster;
 pub mod merkle_sync;
 pub mod ring_rebalance;

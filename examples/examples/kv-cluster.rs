@@ -1,0 +1,271 @@
+//! kv-cluster: a sharded, replicated key-value store on the quorate crates.
+//!
+//! With no arguments: a 3-node, 2-shard cluster in this process, a scripted
+//! workload with a leader crash, a restart and a Merkle check, then a
+//! summary. With arguments: run one node, or talk to a cluster.
+//!
+//! ```text
+//! cargo run --release -p quorate-examples --example kv-cluster
+//! kv-cluster node --id 1 --listen 127.0.0.1:7001 --peers 2=127.0.0.1:7002,3=127.0.0.1:7003
+//! kv-cluster put --nodes 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 colour blue
+//! kv-cluster get --nodes ... colour
+//! kv-cluster bench --nodes ... --count 1000
+//! kv-cluster status --nodes ...
+//! ```
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use quorate_examples::kv_cluster::Error;
+use quorate_examples::kv_cluster::client::Client;
+use quorate_examples::kv_cluster::protocol::Reply;
+use quorate_examples::kv_cluster::scenario::{self, Params};
+use quorate_examples::kv_cluster::server::{BoundNode, NodeConfig};
+
+#[derive(Parser, Debug)]
+#[command(about = "A sharded, replicated key-value store built on the quorate crates")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the scripted in-process scenario (the default).
+    Demo {
+        /// Writes before the crash.
+        #[arg(long, default_value_t = 200)]
+        writes: usize,
+    },
+    /// Run one node.
+    Node {
+        /// This node's id.
+        #[arg(long)]
+        id: u64,
+        /// Address to listen on.
+        #[arg(long)]
+        listen: SocketAddr,
+        /// The other nodes, as id=address, comma separated.
+        #[arg(long, value_delimiter = ',', value_parser = parse_peer)]
+        peers: Vec<(u64, SocketAddr)>,
+        /// Number of shards (the same on every node).
+        #[arg(long, default_value_t = 2)]
+        shards: u32,
+        /// Where the node keeps its log files.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Write a key.
+    Put {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+    },
+    /// Read a key.
+    Get {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// The key.
+        key: String,
+    },
+    /// Write `count` keys one after another and report latencies.
+    Bench {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// How many writes.
+        #[arg(long, default_value_t = 1000)]
+        count: usize,
+    },
+    /// Show every node's shard replicas: leader, term, indices, Merkle root.
+    Status {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct ClusterArgs {
+    /// The nodes, as id=address, comma separated.
+    #[arg(long, value_delimiter = ',', value_parser = parse_peer, required = true)]
+    nodes: Vec<(u64, SocketAddr)>,
+    /// Number of shards.
+    #[arg(long, default_value_t = 2)]
+    shards: u32,
+    /// This client's id (distinct per concurrent client, above node ids).
+    #[arg(long, default_value_t = 1000)]
+    client_id: u64,
+}
+
+fn parse_peer(s: &str) -> Result<(u64, SocketAddr), String> {
+    let (id, addr) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected id=address, got {s:?}"))?;
+    let id = id.parse().map_err(|e| format!("node id {id:?}: {e}"))?;
+    let addr = addr.parse().map_err(|e| format!("address {addr:?}: {e}"))?;
+    Ok((id, addr))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kv-cluster: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command.unwrap_or(Command::Demo { writes: 200 }))) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("kv-cluster: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<ExitCode, Error> {
+    match command {
+        Command::Demo { writes } => {
+            let params = Params {
+                writes,
+                ..Params::default()
+            };
+            let report = scenario::run(params, &mut |line| println!("{line}")).await?;
+            let ok = report.lost.is_empty()
+                && report.applied_twice.is_empty()
+                && report.never_applied.is_empty()
+                && report.roots_equal;
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Node {
+            id,
+            listen,
+            peers,
+            shards,
+            data_dir,
+        } => {
+            let node = BoundNode::bind(id, listen).await?;
+            for &(peer, addr) in &peers {
+                node.add_peer(peer, addr);
+            }
+            let mut members: Vec<u64> = peers.iter().map(|&(p, _)| p).collect();
+            members.push(id);
+            members.sort_unstable();
+            let config = NodeConfig {
+                id,
+                members,
+                shards,
+                data_dir: data_dir.unwrap_or_else(|| PathBuf::from(format!("kv-data-{id}"))),
+                tick: Duration::from_millis(10),
+                election_ticks: 10,
+            };
+            println!(
+                "node {id} listening on {listen}, data in {}",
+                config.data_dir.display()
+            );
+            let handle = node.spawn(config)?;
+            println!("replayed {} log entries from disk", handle.recovered());
+            handle.wait().await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Put {
+            cluster,
+            key,
+            value,
+        } => {
+            let mut client = connect(&cluster)?;
+            let answer = client.put(&key, Bytes::from(value)).await?;
+            println!(
+                "{:?} by node {} in {:.1} ms ({} attempts)",
+                answer.reply,
+                answer.node,
+                answer.latency.as_secs_f64() * 1000.0,
+                answer.attempts
+            );
+            client.close().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Get { cluster, key } => {
+            let mut client = connect(&cluster)?;
+            let answer = client.get(&key).await?;
+            match &answer.reply {
+                Reply::Value(Some((value, stamp))) => println!(
+                    "{key} = {} (HLC {})",
+                    String::from_utf8_lossy(value),
+                    quorate_clocks::HlcTimestamp::from_u64(*stamp)
+                ),
+                Reply::Value(None) => println!("{key} not found"),
+                other => println!("{other:?}"),
+            }
+            client.close().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench { cluster, count } => {
+            let mut client = connect(&cluster)?;
+            let start = Instant::now();
+            let mut latencies = Vec::with_capacity(count);
+            for i in 0..count {
+                let answer = client
+                    .put(&format!("bench:{i}"), Bytes::from(format!("{i}")))
+                    .await?;
+                latencies.push(answer.latency);
+            }
+            latencies.sort();
+            let at = |q: f64| {
+                let last = latencies.len().saturating_sub(1);
+                latencies
+                    .get(((last as f64) * q).round() as usize)
+                    .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+            };
+            let elapsed = start.elapsed().as_secs_f64();
+            println!(
+                "{count} writes in {elapsed:.2} s ({:.0}/s), p50 {:.1} ms, p99 {:.1} ms, {} retries",
+                count as f64 / elapsed.max(1e-9),
+                at(0.5),
+                at(0.99),
+                client.retries()
+            );
+            client.close().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { cluster } => {
+            let mut client = connect(&cluster)?;
+            for &(id, addr) in &cluster.nodes {
+                match tokio::time::timeout(Duration::from_secs(3), client.status(id)).await {
+                    Ok(Ok(shards)) => {
+                        for s in shards {
+                            let root: String =
+                                s.root.iter().take(4).map(|b| format!("{b:02x}")).collect();
+                            println!(
+                                "node {id} ({addr}) shard {}: leader {} term {} commit {} applied {} keys {} root {root}",
+                                s.shard, s.leader, s.term, s.commit, s.applied, s.keys
+                            );
+                        }
+                    }
+                    _ => println!("node {id} ({addr}): no answer"),
+                }
+            }
+            client.close().await;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn connect(cluster: &ClusterArgs) -> Result<Client, Error> {
+    Client::new(cluster.client_id, &cluster.nodes, cluster.shards)
+}

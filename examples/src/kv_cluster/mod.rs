@@ -1,0 +1,78 @@
+//! kv-cluster: a sharded, replicated key-value store built from the quorate
+//! crates. Keys map to shards on a consistent-hash ring; each shard is a
+//! Raft group (`quorate-raft-core`) over every node, carried by the TCP
+//! transport (`quorate-transport`); requests carry Snowflake ids
+//! (`quorate-ids`) so retries apply once; values carry HLC stamps
+//! (`quorate-clocks`); and replicas compare Merkle roots over their key
+//! space (`quorate-merkle`) to prove they hold the same data.
+//!
+//! [`scenario::run`] is the program's default: three nodes and two shards in
+//! one process, a scripted workload with a leader crash and a restart, and a
+//! report. [`server`] and [`client`] are what the `node`, `put`, `get` and
+//! `bench` commands run.
+//!
+//! Talking to a running cluster (started with `kv-cluster node ...`):
+//!
+//! ```no_run
+//! use bytes::Bytes;
+//! use quorate_examples::kv_cluster::{Error, client::Client, protocol::Reply};
+//!
+//! # async fn demo() -> Result<(), Error> {
+//! let nodes = [(1, "127.0.0.1:7001".parse().unwrap()), (2, "127.0.0.1:7002".parse().unwrap())];
+//! let mut client = Client::new(1000, &nodes, 2)?; // client id 1000, 2 shards
+//! client.put("colour", Bytes::from("blue")).await?; // retried with one request id
+//! let answer = client.get("colour").await?;
+//! assert!(matches!(answer.reply, Reply::Value(Some((v, _stamp))) if v == "blue"));
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod client;
+pub mod log_store;
+pub mod protocol;
+pub mod scenario;
+pub mod server;
+pub mod store;
+
+use quorate_transport::framing::ChannelId;
+
+/// The channel clients talk on; shard `s`'s Raft messages use channel `s`.
+pub const CLIENT_CHANNEL: ChannelId = ChannelId(1 << 20);
+
+/// What can go wrong in kv-cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file or socket failed.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// The Raft state machine refused something.
+    #[error("raft: {0}")]
+    Raft(#[from] quorate_raft_core::Error),
+    /// The log file could not be replayed.
+    #[error("log storage: {0}")]
+    Storage(#[from] quorate_raft_core::StorageError),
+    /// The transport failed.
+    #[error("transport: {0}")]
+    Transport(#[from] quorate_transport::tcp::TcpError),
+    /// Shard placement failed.
+    #[error("placement: {0}")]
+    Placement(#[from] quorate_consistent_hash::Error),
+    /// No request id could be minted.
+    #[error("request id: {0}")]
+    Id(#[from] quorate_ids::IdError),
+    /// Bytes from the network did not parse.
+    #[error("malformed message: {0}")]
+    Malformed(&'static str),
+    /// A request got no answer before its deadline, despite retries.
+    #[error("request {id} unanswered")]
+    Unanswered {
+        /// The request id.
+        id: u64,
+    },
+    /// A node task failed.
+    #[error("node task: {0}")]
+    Task(String),
+    /// The scenario saw something wrong.
+    #[error("scenario check failed: {0}")]
+    Check(String),
+}

@@ -1,0 +1,482 @@
+//! The bytes on the wire: client requests and replies, and the commands
+//! that go through each shard's Raft log. A small hand-written format:
+//! big-endian integers, length-prefixed strings; every decoder is total.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use super::Error;
+
+/// A write as it travels through a shard's Raft log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Command {
+    /// The client's Snowflake request id: the deduplication key.
+    pub request: u64,
+    /// The leader's HLC stamp for the write.
+    pub stamp: u64,
+    /// The key.
+    pub key: String,
+    /// The new value.
+    pub value: Bytes,
+}
+
+/// What a client asks a node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// Write `value` under `key` in `shard`.
+    Put {
+        /// Shard the key maps to.
+        shard: u32,
+        /// The key.
+        key: String,
+        /// The value.
+        value: Bytes,
+    },
+    /// Read `key` from `shard` (linearizable, by ReadIndex on the leader).
+    Get {
+        /// Shard the key maps to.
+        shard: u32,
+        /// The key.
+        key: String,
+    },
+    /// Report the state of every shard replica on the node.
+    Status,
+    /// The Merkle leaf hashes (one per bucket) of the node's replica of `shard`.
+    LeafHashes {
+        /// The shard.
+        shard: u32,
+    },
+    /// The entries of one bucket of the node's replica of `shard`.
+    Bucket {
+        /// The shard.
+        shard: u32,
+        /// The bucket (Merkle leaf index).
+        bucket: u64,
+    },
+    /// Anti-entropy repair: replace a bucket of the node's replica of
+    /// `shard` with entries the other replicas agree on.
+    Repair {
+        /// The shard.
+        shard: u32,
+        /// The bucket (Merkle leaf index).
+        bucket: u64,
+        /// Its correct contents.
+        entries: Vec<BucketEntry>,
+    },
+}
+
+/// One key of a bucket, as sent in repairs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BucketEntry {
+    /// The key.
+    pub key: String,
+    /// Its value.
+    pub value: Bytes,
+    /// The value's HLC stamp.
+    pub stamp: u64,
+    /// The request that wrote it.
+    pub request: u64,
+}
+
+/// A request with its Snowflake id, which is also the correlation id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Envelope<T> {
+    /// The Snowflake id; retries reuse it.
+    pub id: u64,
+    /// The request or reply.
+    pub body: T,
+}
+
+/// One shard replica's state, as reported by [`Request::Status`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardStatus {
+    /// The shard.
+    pub shard: u32,
+    /// The leader this replica knows of (0: none).
+    pub leader: u64,
+    /// The replica's current term.
+    pub term: u64,
+    /// Its commit index.
+    pub commit: u64,
+    /// The last index applied to its key-value store.
+    pub applied: u64,
+    /// How many keys it holds.
+    pub keys: u64,
+    /// The Merkle root over its key space.
+    pub root: [u8; 32],
+}
+
+/// What a node answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// The write is committed and applied (possibly by an earlier attempt).
+    Written,
+    /// The value under the key, with its HLC stamp, if any.
+    Value(Option<(Bytes, u64)>),
+    /// This node does not lead the shard; try the hinted node (0: unknown).
+    NotLeader {
+        /// The leader this node knows of.
+        hint: u64,
+    },
+    /// The shard does not exist on this node.
+    NoSuchShard,
+    /// Per-shard state of the node.
+    Status(Vec<ShardStatus>),
+    /// Merkle leaf hashes, one per bucket.
+    LeafHashes(Vec<[u8; 32]>),
+    /// A bucket's entries.
+    Bucket(Vec<BucketEntry>),
+}
+
+fn put_entries(dst: &mut BytesMut, entries: &[BucketEntry]) {
+    dst.put_u32(entries.len() as u32);
+    for e in entries {
+        put_str(dst, e.key.as_bytes());
+        put_str(dst, &e.value);
+        dst.put_u64(e.stamp);
+        dst.put_u64(e.request);
+    }
+}
+
+fn get_entries(src: &mut Bytes) -> Result<Vec<BucketEntry>, Error> {
+    let n = get_u32(src)?;
+    // Each entry takes at least 24 bytes: refuse counts the payload cannot hold.
+    need(src, (n as usize).saturating_mul(24))?;
+    let mut out = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        out.push(BucketEntry {
+            key: get_string(src)?,
+            value: get_bytes(src)?,
+            stamp: get_u64(src)?,
+            request: get_u64(src)?,
+        });
+    }
+    Ok(out)
+}
+
+fn put_str(dst: &mut BytesMut, s: &[u8]) {
+    dst.put_u32(s.len() as u32);
+    dst.put_slice(s);
+}
+
+fn need(src: &Bytes, n: usize) -> Result<(), Error> {
+    if src.remaining() < n {
+        return Err(Error::Malformed("truncated message"));
+    }
+    Ok(())
+}
+
+fn get_u8(src: &mut Bytes) -> Result<u8, Error> {
+    need(src, 1)?;
+    Ok(src.get_u8())
+}
+
+fn get_u32(src: &mut Bytes) -> Result<u32, Error> {
+    need(src, 4)?;
+    Ok(src.get_u32())
+}
+
+fn get_u64(src: &mut Bytes) -> Result<u64, Error> {
+    need(src, 8)?;
+    Ok(src.get_u64())
+}
+
+fn get_bytes(src: &mut Bytes) -> Result<Bytes, Error> {
+    let len = get_u32(src)? as usize;
+    need(src, len)?;
+    Ok(src.split_to(len))
+}
+
+fn get_string(src: &mut Bytes) -> Result<String, Error> {
+    let raw = get_bytes(src)?;
+    String::from_utf8(raw.to_vec()).map_err(|_| Error::Malformed("key is not UTF-8"))
+}
+
+fn finish<T>(src: &Bytes, value: T) -> Result<T, Error> {
+    if src.has_remaining() {
+        return Err(Error::Malformed("trailing bytes"));
+    }
+    Ok(value)
+}
+
+impl Command {
+    /// The bytes stored in the Raft log.
+    pub fn encode(&self) -> Bytes {
+        let mut dst = BytesMut::with_capacity(24 + self.key.len() + self.value.len());
+        dst.put_u64(self.request);
+        dst.put_u64(self.stamp);
+        put_str(&mut dst, self.key.as_bytes());
+        put_str(&mut dst, &self.value);
+        dst.freeze()
+    }
+
+    /// Parses a log entry.
+    pub fn decode(mut src: Bytes) -> Result<Self, Error> {
+        let request = get_u64(&mut src)?;
+        let stamp = get_u64(&mut src)?;
+        let key = get_string(&mut src)?;
+        let value = get_bytes(&mut src)?;
+        finish(
+            &src,
+            Command {
+                request,
+                stamp,
+                key,
+                value,
+            },
+        )
+    }
+}
+
+impl Envelope<Request> {
+    /// The frame payload.
+    pub fn encode(&self) -> Bytes {
+        let mut dst = BytesMut::new();
+        dst.put_u64(self.id);
+        match &self.body {
+            Request::Put { shard, key, value } => {
+                dst.put_u8(1);
+                dst.put_u32(*shard);
+                put_str(&mut dst, key.as_bytes());
+                put_str(&mut dst, value);
+            }
+            Request::Get { shard, key } => {
+                dst.put_u8(2);
+                dst.put_u32(*shard);
+                put_str(&mut dst, key.as_bytes());
+            }
+            Request::Status => dst.put_u8(3),
+            Request::LeafHashes { shard } => {
+                dst.put_u8(4);
+                dst.put_u32(*shard);
+            }
+            Request::Bucket { shard, bucket } => {
+                dst.put_u8(5);
+                dst.put_u32(*shard);
+                dst.put_u64(*bucket);
+            }
+            Request::Repair {
+                shard,
+                bucket,
+                entries,
+            } => {
+                dst.put_u8(6);
+                dst.put_u32(*shard);
+                dst.put_u64(*bucket);
+                put_entries(&mut dst, entries);
+            }
+        }
+        dst.freeze()
+    }
+
+    /// Parses a frame payload.
+    pub fn decode(mut src: Bytes) -> Result<Self, Error> {
+        let id = get_u64(&mut src)?;
+        let body = match get_u8(&mut src)? {
+            1 => Request::Put {
+                shard: get_u32(&mut src)?,
+                key: get_string(&mut src)?,
+                value: get_bytes(&mut src)?,
+            },
+            2 => Request::Get {
+                shard: get_u32(&mut src)?,
+                key: get_string(&mut src)?,
+            },
+            3 => Request::Status,
+            4 => Request::LeafHashes {
+                shard: get_u32(&mut src)?,
+            },
+            5 => Request::Bucket {
+                shard: get_u32(&mut src)?,
+                bucket: get_u64(&mut src)?,
+            },
+            6 => Request::Repair {
+                shard: get_u32(&mut src)?,
+                bucket: get_u64(&mut src)?,
+                entries: get_entries(&mut src)?,
+            },
+            _ => return Err(Error::Malformed("unknown request kind")),
+        };
+        finish(&src, Envelope { id, body })
+    }
+}
+
+impl Envelope<Reply> {
+    /// The frame payload.
+    pub fn encode(&self) -> Bytes {
+        let mut dst = BytesMut::new();
+        dst.put_u64(self.id);
+        match &self.body {
+            Reply::Written => dst.put_u8(1),
+            Reply::Value(None) => dst.put_u8(2),
+            Reply::Value(Some((value, stamp))) => {
+                dst.put_u8(3);
+                put_str(&mut dst, value);
+                dst.put_u64(*stamp);
+            }
+            Reply::NotLeader { hint } => {
+                dst.put_u8(4);
+                dst.put_u64(*hint);
+            }
+            Reply::NoSuchShard => dst.put_u8(5),
+            Reply::Status(shards) => {
+                dst.put_u8(6);
+                dst.put_u32(shards.len() as u32);
+                for s in shards {
+                    dst.put_u32(s.shard);
+                    for n in [s.leader, s.term, s.commit, s.applied, s.keys] {
+                        dst.put_u64(n);
+                    }
+                    dst.put_slice(&s.root);
+                }
+            }
+            Reply::LeafHashes(hashes) => {
+                dst.put_u8(7);
+                dst.put_u32(hashes.len() as u32);
+                for h in hashes {
+                    dst.put_slice(h);
+                }
+            }
+            Reply::Bucket(entries) => {
+                dst.put_u8(8);
+                put_entries(&mut dst, entries);
+            }
+        }
+        dst.freeze()
+    }
+
+    /// Parses a frame payload.
+    pub fn decode(mut src: Bytes) -> Result<Self, Error> {
+        let id = get_u64(&mut src)?;
+        let body = match get_u8(&mut src)? {
+            1 => Reply::Written,
+            2 => Reply::Value(None),
+            3 => {
+                let value = get_bytes(&mut src)?;
+                Reply::Value(Some((value, get_u64(&mut src)?)))
+            }
+            4 => Reply::NotLeader {
+                hint: get_u64(&mut src)?,
+            },
+            5 => Reply::NoSuchShard,
+            6 => {
+                let n = get_u32(&mut src)?;
+                // Each shard takes 76 bytes: refuse counts the payload cannot hold.
+                need(&src, (n as usize).saturating_mul(76))?;
+                let mut shards = Vec::with_capacity(n as usize);
+                for _ in 0..n {
+                    let shard = get_u32(&mut src)?;
+                    let [leader, term, commit, applied, keys] = [
+                        get_u64(&mut src)?,
+                        get_u64(&mut src)?,
+                        get_u64(&mut src)?,
+                        get_u64(&mut src)?,
+                        get_u64(&mut src)?,
+                    ];
+                    need(&src, 32)?;
+                    let mut root = [0u8; 32];
+                    src.copy_to_slice(&mut root);
+                    shards.push(ShardStatus {
+                        shard,
+                        leader,
+                        term,
+                        commit,
+                        applied,
+                        keys,
+                        root,
+                    });
+                }
+                Reply::Status(shards)
+            }
+            7 => {
+                let n = get_u32(&mut src)? as usize;
+                need(&src, n.saturating_mul(32))?;
+                let mut hashes = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let mut h = [0u8; 32];
+                    src.copy_to_slice(&mut h);
+                    hashes.push(h);
+                }
+                Reply::LeafHashes(hashes)
+            }
+            8 => Reply::Bucket(get_entries(&mut src)?),
+            _ => return Err(Error::Malformed("unknown reply kind")),
+        };
+        finish(&src, Envelope { id, body })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_refuses_truncation() {
+        let c = Command {
+            request: 7,
+            stamp: 9,
+            key: "k".into(),
+            value: Bytes::from_static(b"v"),
+        };
+        assert_eq!(Command::decode(c.encode()).unwrap(), c);
+        let r = Envelope {
+            id: 3,
+            body: Reply::Status(vec![ShardStatus {
+                shard: 1,
+                leader: 2,
+                term: 3,
+                commit: 4,
+                applied: 5,
+                keys: 6,
+                root: [7; 32],
+            }]),
+        };
+        let bytes = r.encode();
+        assert_eq!(Envelope::<Reply>::decode(bytes.clone()).unwrap(), r);
+        for cut in 0..bytes.len() {
+            assert!(Envelope::<Reply>::decode(bytes.slice(..cut)).is_err());
+        }
+        let entry = BucketEntry {
+            key: "a".into(),
+            value: Bytes::from_static(b"b"),
+            stamp: 5,
+            request: 6,
+        };
+        let replies = [
+            Reply::LeafHashes(vec![[1; 32], [2; 32]]),
+            Reply::Bucket(vec![entry.clone()]),
+        ];
+        for body in replies {
+            let r = Envelope { id: 4, body };
+            let bytes = r.encode();
+            assert_eq!(Envelope::<Reply>::decode(bytes.clone()).unwrap(), r);
+            for cut in 0..bytes.len() {
+                assert!(Envelope::<Reply>::decode(bytes.slice(..cut)).is_err());
+            }
+        }
+        let requests = [
+            Request::Put {
+                shard: 0,
+                key: "a".into(),
+                value: Bytes::from_static(b"b"),
+            },
+            Request::LeafHashes { shard: 1 },
+            Request::Bucket {
+                shard: 1,
+                bucket: 9,
+            },
+            Request::Repair {
+                shard: 1,
+                bucket: 9,
+                entries: vec![entry],
+            },
+        ];
+        for body in requests {
+            let q = Envelope { id: 1, body };
+            let bytes = q.encode();
+            assert_eq!(Envelope::<Request>::decode(bytes.clone()).unwrap(), q);
+            for cut in 0..bytes.len() {
+                assert!(Envelope::<Request>::decode(bytes.slice(..cut)).is_err());
+            }
+        }
+    }
+}
