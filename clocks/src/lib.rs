@@ -1,7 +1,76 @@
 //! Logical clocks for replicated systems: Lamport clocks, vector clocks,
 //! dotted version vectors, hybrid logical clocks and a causal-delivery buffer.
 //!
-//! Every type is a pure value: physical time, when a clock needs it, is an
-//! argument, never read from the system.
+//! Use a [`LamportClock`] (or the lock-free [`AtomicLamportClock`]) for a
+//! cheap total order consistent with happened-before; a [`VectorClock`] to
+//! tell whether two events are ordered or concurrent; a [`DvvSet`] to keep the
+//! concurrent versions of a key in a Dynamo-style store; an [`Hlc`] for
+//! timestamps close to wall-clock time that still respect causality (or the
+//! lock-free [`AtomicHlc`] to share one between threads); and a
+//! [`CausalBuffer`] to deliver broadcasts in causal order. Every type is a
+//! plain value (Sans-IO): physical time, when a clock needs it, is an
+//! argument, never read from the system. Every clock has a compact, versioned
+//! binary encoding (`to_bytes`/`from_bytes`, see [`encoding`]) and, with the
+//! `serde` feature, serde support. The crate is `no_std` + `alloc`.
+//!
+//! ```
+//! use quorate_clocks::{Causality, Hlc, LamportClock, VectorClock};
+//!
+//! // Lamport: a receive is stamped after the send it answers.
+//! let (mut p, mut q) = (LamportClock::new(1u32), LamportClock::new(2u32));
+//! let sent = p.send();
+//! assert!(q.receive(&sent)? > sent);
+//!
+//! // Vector clocks: two independent events are concurrent.
+//! let (mut a, mut b) = (VectorClock::new(), VectorClock::new());
+//! a.increment(1u32);
+//! b.increment(2u32);
+//! assert_eq!(a.compare(&b), Causality::Concurrent);
+//! a.merge(&b);
+//! assert_eq!(a.compare(&b), Causality::After);
+//!
+//! // Hybrid logical clock: physical time (ms) comes in as an argument.
+//! let mut hlc = Hlc::new(500);
+//! let t1 = hlc.now(1_700_000_000_000)?;
+//! let t2 = hlc.now(1_699_999_999_999)?; // wall clock stepped back: still later
+//! assert!(t2 > t1);
+//!
+//! // Compact binary encoding, checked on the way back in.
+//! assert_eq!(VectorClock::from_bytes(&a.to_bytes())?, a);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_cfg))]
+
+extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
+
+#[cfg(target_has_atomic = "64")]
+mod atomic_hlc;
+#[cfg(target_has_atomic = "64")]
+mod atomic_lamport;
+mod causal;
+mod dot;
+mod dvv;
+pub mod encoding;
+mod hlc;
+mod lamport;
+mod vector;
+
+#[cfg(target_has_atomic = "64")]
+pub use atomic_hlc::AtomicHlc;
+#[cfg(target_has_atomic = "64")]
+pub use atomic_lamport::AtomicLamportClock;
+pub use causal::{Admission, CausalBuffer, CausalError, Delivery};
+pub use dot::Dot;
+pub use dvv::{DottedVersionVector, DvvSet};
+pub use encoding::{Codec, DecodeError, MAX_COUNTER};
+pub use hlc::{Hlc, HlcError, HlcTimestamp};
+pub use lamport::{LamportClock, LamportError, LamportTimestamp};
+pub use vector::{Causality, IntoIter, Iter, VectorClock};
+
+/// The README's code blocks, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

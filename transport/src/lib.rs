@@ -1,7 +1,11 @@
 //! The transport that carries the messages quorate's state machines emit:
-//! length-prefixed multiplexed framing (Sans-IO), request/reply, push/pull,
-//! publish/subscribe and dealer/router patterns over one connection per peer,
-//! a seeded fault-injecting simulated network, and (feature `tokio`) TCP.
+//! length-prefixed multiplexed framing (Sans-IO, [`framing`]), request/reply,
+//! push/pull, publish/subscribe and dealer/router as Sans-IO state machines
+//! sharing one connection per peer ([`patterns`]), a seeded fault-injecting
+//! simulated network for deterministic tests ([`sim`]), the small
+//! [`Transport`] and [`codec::Codec`] traits with an in-process
+//! implementation ([`mem`]), and (feature `tokio`) TCP. Without `tokio` the
+//! crate does no I/O at all.
 //!
 //! ```
 //! use quorate_transport::sim::{Network, SimTime};
@@ -26,3 +30,8 @@ pub mod tcp;
 mod transport;
 
 pub use transport::{Event, Transport, Typed, TypedError};
+
+// The README's examples are compiled and run as doctests.
+#[cfg(all(doctest, feature = "tokio"))]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

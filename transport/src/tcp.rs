@@ -23,6 +23,8 @@
 //!   [`try_send`](TcpTransport::try_send) refuses with [`TcpError::Full`]
 //!   and counts the drop (drop policy). A reader whose inbound queue is full
 //!   stops reading, so a slow consumer pushes back through TCP to the sender.
+//! - **Simultaneous dials.** Two peers that dial each other at once keep
+//!   both connections, each side sending on the one it dialed; both work.
 //! - **Graceful shutdown.** [`shutdown`](TcpTransport::shutdown) stops
 //!   accepting, writes out every queued frame, closes each connection's
 //!   write side and waits for the tasks.
@@ -287,6 +289,16 @@ impl<W: StreamWrapper> TcpTransport<W> {
         lock(&self.shared.addrs).insert(peer, addr);
     }
 
+    /// Forgets `peer`'s address and ends its dialing link: frames already
+    /// queued for it are still written if it is connected, then that
+    /// connection closes. Sends to it fail with [`TcpError::UnknownPeer`]
+    /// until it connects to us or is added again. (An inbound connection from
+    /// it stays open until either side closes it.)
+    pub fn remove_peer(&self, peer: PeerId) {
+        lock(&self.shared.addrs).remove(&peer);
+        lock(&self.shared.links).remove(&peer);
+    }
+
     /// Queues `frame` for `to` without waiting: a full queue drops the frame,
     /// counts it and returns [`TcpError::Full`].
     pub fn try_send(&self, to: PeerId, frame: Frame) -> Result<(), TcpError> {
@@ -445,7 +457,8 @@ async fn dial_loop<W: StreamWrapper>(
     let mut stop = shared.shutdown.subscribe();
     let mut backoff = shared.config.backoff_initial;
     loop {
-        if *stop.borrow() {
+        // Shut down, or the peer was removed and its queue is drained.
+        if *stop.borrow() || (rx.is_closed() && rx.is_empty()) {
             return;
         }
         if let Ok((r, w, buf)) = dial(&shared, peer, addr).await {
@@ -461,7 +474,7 @@ async fn dial_loop<W: StreamWrapper>(
             _ = tokio::time::sleep(backoff) => {}
             _ = stopped(&mut stop) => return,
         }
-        backoff = (backoff * 2).min(shared.config.backoff_max);
+        backoff = backoff.saturating_mul(2).min(shared.config.backoff_max);
     }
 }
 

@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use quorate_transport::codec::BytesCodec;
 use quorate_transport::framing::{ChannelId, Frame};
+use quorate_transport::patterns::Limits;
+use quorate_transport::patterns::mux::{Endpoint, Mux};
 use quorate_transport::patterns::pubsub::{Publisher, Subscriber};
 use quorate_transport::patterns::pushpull::{Puller, Pusher};
 use quorate_transport::patterns::reqrep::{Replier, ReplierEvent, Requester, RequesterEvent};
 use quorate_transport::patterns::router::{Dealer, Router};
-use quorate_transport::patterns::{Limits, Wire};
 use quorate_transport::tcp::{CONTROL_CHANNEL, PeerId, TcpConfig, TcpError, TcpTransport};
 use quorate_transport::{Event, Transport, Typed};
 
@@ -22,143 +23,88 @@ const ROUTER: ChannelId = ChannelId(4);
 const SERVER: PeerId = PeerId(1);
 const CLIENT: PeerId = PeerId(2);
 
-async fn send_all(t: &TcpTransport, out: Vec<(PeerId, Frame)>) {
-    for (to, frame) in out {
-        t.send(to, frame).await.unwrap();
+/// One side: a transport and its pattern endpoints, all on one connection.
+struct Side {
+    t: TcpTransport,
+    mux: Mux<PeerId>,
+}
+
+impl Side {
+    fn on(&mut self, now: Duration, ev: Event<PeerId, Frame>) {
+        match ev {
+            Event::Connected(peer) => {
+                // The server pulls from whoever connects.
+                if let Some(puller) = self.mux.puller_mut(PUSHPULL) {
+                    puller.connect(now, peer);
+                }
+            }
+            Event::Disconnected(peer) => self.mux.disconnect(peer),
+            Event::Message { from, msg } => self.mux.handle(now, from, &msg).unwrap(),
+        }
+    }
+
+    async fn flush(&mut self, now: Duration) {
+        self.mux.handle_timeout(now);
+        while let Some((to, frame)) = self.mux.poll_transmit() {
+            self.t.send(to, frame).await.unwrap();
+        }
     }
 }
 
-/// Drains one pattern endpoint's transmits into frames on `channel`.
-fn frames(
-    channel: ChannelId,
-    out: &mut Vec<(PeerId, Frame)>,
-    mut poll: impl FnMut() -> Option<(PeerId, Wire)>,
-) {
-    while let Some((to, w)) = poll() {
-        out.push((to, w.to_frame(channel)));
-    }
-}
-
-struct Server {
-    t: TcpTransport,
-    replier: Replier<PeerId>,
-    puller: Puller<PeerId>,
-    publisher: Publisher<PeerId>,
-    router: Router<PeerId>,
-    pulled: usize,
-}
-
-struct Client {
-    t: TcpTransport,
-    requester: Requester<PeerId>,
-    pusher: Pusher<PeerId>,
-    subscriber: Subscriber<PeerId>,
-    dealer: Dealer<PeerId>,
+#[derive(Default)]
+struct Tally {
     replies: usize,
+    pulled: usize,
     published: usize,
     dealt: usize,
 }
 
-impl Server {
-    fn on(&mut self, now: Duration, ev: Event<PeerId, Frame>) {
-        match ev {
-            Event::Connected(p) => self.puller.connect(now, p),
-            Event::Disconnected(_) => {}
-            Event::Message { from, msg } => {
-                let w = Wire::from_frame(&msg).unwrap();
-                match msg.channel {
-                    REQREP => self.replier.handle(from, w),
-                    PUSHPULL => self.puller.handle(now, from, w),
-                    PUBSUB => self.publisher.handle(from, w),
-                    ROUTER => self.router.handle(from, w),
-                    other => panic!("unexpected {other}"),
-                }
-            }
-        }
+/// The server's application: answer, drain, publish, echo.
+fn serve(mux: &mut Mux<PeerId>, tally: &mut Tally) {
+    let replier = mux.replier_mut(REQREP).unwrap();
+    while let Some(ReplierEvent::Request { from, id, body }) = replier.poll_event() {
+        let answer = [b"re:".as_slice(), &body].concat();
+        replier.reply(from, id, Bytes::from(answer)).unwrap();
     }
-
-    fn app(&mut self, now: Duration) {
-        self.puller.handle_timeout(now);
-        while let Some(ReplierEvent::Request { from, id, body }) = self.replier.poll_event() {
-            let answer = [b"re:".as_slice(), &body].concat();
-            self.replier.reply(from, id, Bytes::from(answer)).unwrap();
-        }
-        while self.puller.poll_event().is_some() {
-            self.pulled += 1;
-        }
-        if self.publisher.subscribers() > 0 {
-            let _ = self
-                .publisher
-                .publish(Bytes::from("chat/new"), Bytes::from("m"));
-            let _ = self
-                .publisher
-                .publish(Bytes::from("other"), Bytes::from("x"));
-        }
-        while let Some(r) = self.router.poll_event() {
-            self.router.send(r.identity, r.body).unwrap();
-        }
+    let puller = mux.puller_mut(PUSHPULL).unwrap();
+    while puller.poll_event().is_some() {
+        tally.pulled += 1;
     }
-
-    fn transmits(&mut self) -> Vec<(PeerId, Frame)> {
-        let mut out = Vec::new();
-        frames(REQREP, &mut out, || self.replier.poll_transmit());
-        frames(PUSHPULL, &mut out, || self.puller.poll_transmit());
-        frames(PUBSUB, &mut out, || self.publisher.poll_transmit());
-        frames(ROUTER, &mut out, || self.router.poll_transmit());
-        out
+    let publisher = mux.publisher_mut(PUBSUB).unwrap();
+    if publisher.subscribers() > 0 {
+        let _ = publisher.publish(Bytes::from("chat/new"), Bytes::from("m"));
+        let _ = publisher.publish(Bytes::from("other"), Bytes::from("x"));
+    }
+    let router = mux.router_mut(ROUTER).unwrap();
+    while let Some(r) = router.poll_event() {
+        router.send(r.identity, r.body).unwrap();
     }
 }
 
-impl Client {
-    fn on(&mut self, now: Duration, ev: Event<PeerId, Frame>) {
-        if let Event::Message { from, msg } = ev {
-            let w = Wire::from_frame(&msg).unwrap();
-            match msg.channel {
-                REQREP => self.requester.handle(now, from, w),
-                PUSHPULL => self.pusher.handle(now, from, w),
-                PUBSUB => self.subscriber.handle(from, w),
-                ROUTER => self.dealer.handle(from, w),
-                other => panic!("unexpected {other}"),
+/// The client's application: check what came back.
+fn consume(mux: &mut Mux<PeerId>, tally: &mut Tally) {
+    while let Some(e) = mux.requester_mut(REQREP).unwrap().poll_event() {
+        match e {
+            RequesterEvent::Reply { body, .. } => {
+                assert!(body.starts_with(b"re:q"));
+                tally.replies += 1;
             }
+            RequesterEvent::TimedOut { id } => panic!("request {id:?} timed out on loopback"),
         }
     }
-
-    fn app(&mut self, now: Duration) {
-        self.requester.handle_timeout(now);
-        self.subscriber.handle_timeout(now);
-        self.dealer.handle_timeout(now);
-        while let Some(e) = self.requester.poll_event() {
-            match e {
-                RequesterEvent::Reply { body, .. } => {
-                    assert!(body.starts_with(b"re:q"));
-                    self.replies += 1;
-                }
-                RequesterEvent::TimedOut { id } => panic!("request {id:?} timed out on loopback"),
-            }
-        }
-        while let Some(p) = self.subscriber.poll_event() {
-            assert!(p.topic.starts_with(b"chat/"), "got {:?}", p.topic);
-            self.published += 1;
-        }
-        while let Some(d) = self.dealer.poll_event() {
-            assert!(d.body.starts_with(b"job"));
-            self.dealt += 1;
-        }
+    while let Some(p) = mux.subscriber_mut(PUBSUB).unwrap().poll_event() {
+        assert!(p.topic.starts_with(b"chat/"), "got {:?}", p.topic);
+        tally.published += 1;
     }
-
-    fn transmits(&mut self) -> Vec<(PeerId, Frame)> {
-        let mut out = Vec::new();
-        frames(REQREP, &mut out, || self.requester.poll_transmit());
-        frames(PUSHPULL, &mut out, || self.pusher.poll_transmit());
-        frames(PUBSUB, &mut out, || self.subscriber.poll_transmit());
-        frames(ROUTER, &mut out, || self.dealer.poll_transmit());
-        out
+    while let Some(d) = mux.dealer_mut(ROUTER).unwrap().poll_event() {
+        assert!(d.body.starts_with(b"job"));
+        tally.dealt += 1;
     }
 }
 
 #[tokio::test]
 async fn all_patterns_share_one_connection() {
-    let limits = Limits::default()
+    let l = Limits::default()
         .with_hwm(64)
         .with_refresh(Duration::from_millis(50));
     let server_t = TcpTransport::bind(SERVER, "127.0.0.1:0", TcpConfig::default())
@@ -166,72 +112,95 @@ async fn all_patterns_share_one_connection() {
         .unwrap();
     let client_t = TcpTransport::client(CLIENT, TcpConfig::default());
     client_t.add_peer(SERVER, server_t.local_addr().unwrap());
-    let mut server = Server {
+
+    let mut server = Side {
         t: server_t,
-        replier: Replier::new(limits),
-        puller: Puller::new(limits, 8),
-        publisher: Publisher::new(limits),
-        router: Router::new(limits),
-        pulled: 0,
+        mux: Mux::new(),
     };
-    let mut client = Client {
+    server
+        .mux
+        .add(REQREP, Endpoint::Replier(Replier::new(l)))
+        .unwrap();
+    server
+        .mux
+        .add(PUSHPULL, Endpoint::Puller(Puller::new(l, 8)))
+        .unwrap();
+    server
+        .mux
+        .add(PUBSUB, Endpoint::Publisher(Publisher::new(l)))
+        .unwrap();
+    server
+        .mux
+        .add(ROUTER, Endpoint::Router(Router::new(l)))
+        .unwrap();
+
+    let mut client = Side {
         t: client_t,
-        requester: Requester::new(limits),
-        pusher: Pusher::new(limits),
-        subscriber: Subscriber::new(limits),
-        dealer: Dealer::new(limits, Bytes::from("client-dealer")),
-        replies: 0,
-        published: 0,
-        dealt: 0,
+        mux: Mux::new(),
     };
+    let dealer = Dealer::new(l, Bytes::from("client-dealer"));
+    client
+        .mux
+        .add(REQREP, Endpoint::Requester(Requester::new(l)))
+        .unwrap();
+    client
+        .mux
+        .add(PUSHPULL, Endpoint::Pusher(Pusher::new(l)))
+        .unwrap();
+    client
+        .mux
+        .add(PUBSUB, Endpoint::Subscriber(Subscriber::new(l)))
+        .unwrap();
+    client.mux.add(ROUTER, Endpoint::Dealer(dealer)).unwrap();
+
     let start = Instant::now();
     let now = || start.elapsed();
+    let requester = client.mux.requester_mut(REQREP).unwrap();
     for i in 0..10 {
         let body = Bytes::from(format!("q{i}"));
-        client
-            .requester
+        requester
             .request(now(), SERVER, body, Duration::from_secs(10))
             .unwrap();
     }
+    let pusher = client.mux.pusher_mut(PUSHPULL).unwrap();
     for i in 0..50u32 {
-        client
-            .pusher
-            .push(Bytes::from(i.to_be_bytes().to_vec()))
-            .unwrap();
+        pusher.push(Bytes::from(i.to_be_bytes().to_vec())).unwrap();
     }
-    client.subscriber.connect(now(), SERVER);
-    client
-        .subscriber
-        .subscribe(now(), Bytes::from("chat/"))
-        .unwrap();
-    client.dealer.connect(now(), SERVER);
+    let subscriber = client.mux.subscriber_mut(PUBSUB).unwrap();
+    subscriber.connect(now(), SERVER);
+    subscriber.subscribe(now(), Bytes::from("chat/")).unwrap();
+    let dealer = client.mux.dealer_mut(ROUTER).unwrap();
+    dealer.connect(now(), SERVER);
     for i in 0..5 {
-        client.dealer.send(Bytes::from(format!("job{i}"))).unwrap();
+        dealer.send(Bytes::from(format!("job{i}"))).unwrap();
     }
 
-    while client.replies < 10 || server.pulled < 50 || client.published < 5 || client.dealt < 5 {
+    let (mut at_server, mut at_client) = (Tally::default(), Tally::default());
+    while at_client.replies < 10
+        || at_server.pulled < 50
+        || at_client.published < 5
+        || at_client.dealt < 5
+    {
         assert!(
             start.elapsed() < Duration::from_secs(20),
             "stalled: replies {} pulled {} published {} dealt {}",
-            client.replies,
-            server.pulled,
-            client.published,
-            client.dealt
+            at_client.replies,
+            at_server.pulled,
+            at_client.published,
+            at_client.dealt
         );
         tokio::select! {
             ev = server.t.recv() => server.on(now(), ev.unwrap()),
             ev = client.t.recv() => client.on(now(), ev.unwrap()),
             _ = tokio::time::sleep(Duration::from_millis(5)) => {}
         }
-        server.app(now());
-        client.app(now());
-        let out = server.transmits();
-        send_all(&server.t, out).await;
-        let out = client.transmits();
-        send_all(&client.t, out).await;
+        serve(&mut server.mux, &mut at_server);
+        consume(&mut client.mux, &mut at_client);
+        server.flush(now()).await;
+        client.flush(now()).await;
     }
-    assert_eq!(client.replies, 10);
-    assert_eq!(server.pulled, 50);
+    assert_eq!(at_client.replies, 10);
+    assert_eq!(at_server.pulled, 50);
     client.t.shutdown().await;
     server.t.shutdown().await;
 }
@@ -383,4 +352,83 @@ async fn typed_messages_and_misuse_errors() {
             _ => continue,
         }
     }
+}
+
+#[tokio::test]
+async fn shutdown_writes_out_queued_frames() {
+    let mut server = TcpTransport::bind(SERVER, "127.0.0.1:0", TcpConfig::default())
+        .await
+        .unwrap();
+    let client = TcpTransport::client(CLIENT, TcpConfig::default());
+    client.add_peer(SERVER, server.local_addr().unwrap());
+    for i in 0..200u32 {
+        let f = Frame::new(ChannelId(0), Bytes::from(i.to_be_bytes().to_vec()));
+        client.send(SERVER, f).await.unwrap();
+    }
+    client.shutdown().await;
+    for i in 0..200u32 {
+        let (_, msg) = next_message(&mut server).await;
+        assert_eq!(msg.payload, Bytes::from(i.to_be_bytes().to_vec()));
+    }
+    wait_for(&mut server, Event::Disconnected(CLIENT)).await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn garbage_and_oversized_frames_close_only_that_connection() {
+    use tokio::io::AsyncWriteExt;
+    let config = TcpConfig {
+        framing: quorate_transport::framing::FrameCodec::with_max_frame_size(1024),
+        ..TcpConfig::default()
+    };
+    let mut server = TcpTransport::bind(SERVER, "127.0.0.1:0", config)
+        .await
+        .unwrap();
+    let addr = server.local_addr().unwrap();
+
+    // No hello at all, just noise: dropped before any event.
+    let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
+    raw.write_all(&[0xff; 64]).await.unwrap();
+
+    // A proper hello, then a header claiming 4 GiB.
+    let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut hello = vec![0, 0, 0, 8];
+    hello.extend_from_slice(&CONTROL_CHANNEL.0.to_be_bytes());
+    hello.push(0);
+    hello.extend_from_slice(&7u64.to_be_bytes());
+    raw.write_all(&hello).await.unwrap();
+    raw.write_all(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0])
+        .await
+        .unwrap();
+    wait_for(&mut server, Event::Connected(PeerId(7))).await;
+    wait_for(&mut server, Event::Disconnected(PeerId(7))).await;
+
+    // The server still serves well-behaved peers.
+    let client = TcpTransport::client(CLIENT, config);
+    client.add_peer(SERVER, addr);
+    client.send(SERVER, frame("fine")).await.unwrap();
+    let (from, msg) = next_message(&mut server).await;
+    assert_eq!((from, &msg.payload[..]), (CLIENT, &b"fine"[..]));
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn removing_a_peer_closes_its_link() {
+    let mut server = TcpTransport::bind(SERVER, "127.0.0.1:0", TcpConfig::default())
+        .await
+        .unwrap();
+    let client = TcpTransport::client(CLIENT, TcpConfig::default());
+    client.add_peer(SERVER, server.local_addr().unwrap());
+    client.send(SERVER, frame("last words")).await.unwrap();
+    client.remove_peer(SERVER);
+    let (_, msg) = next_message(&mut server).await;
+    assert_eq!(&msg.payload[..], b"last words");
+    wait_for(&mut server, Event::Disconnected(CLIENT)).await;
+    assert!(matches!(
+        client.send(SERVER, frame("x")).await,
+        Err(TcpError::UnknownPeer(SERVER))
+    ));
+    client.shutdown().await;
+    server.shutdown().await;
 }

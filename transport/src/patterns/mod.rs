@@ -14,6 +14,8 @@
 //! [`ChannelId`](crate::framing::ChannelId); [`Wire`] messages travel as frame
 //! payloads on that channel, so a chat client's request (archive), push
 //! (post) and subscribe (new posts) share one TCP connection.
+//! [`mux::Mux`] holds the endpoints by channel, routes inbound frames to
+//! them and gathers their output as frames.
 //!
 //! **High-water marks.** Every queue is bounded by [`Limits::hwm`]. When a
 //! queue is full the [`HwmPolicy`] decides: [`HwmPolicy::Block`] refuses
@@ -29,11 +31,12 @@
 //! absolute and idempotent, and is re-sent every [`Limits::refresh`], so
 //! lost, duplicated or reordered control messages heal by themselves.
 
+pub mod mux;
 pub mod pubsub;
 pub mod pushpull;
 pub mod reqrep;
 pub mod router;
-mod wire;
+pub(crate) mod wire;
 
 pub use wire::{MAX_WIRE_PREFIXES, RequestId, Wire, WireError};
 

@@ -121,7 +121,8 @@ impl<P: Copy + Ord + Debug> Pusher<P> {
                 >= credit
                     .high_since
                     .saturating_add(self.limits.refresh.saturating_mul(2));
-        if stalled {
+        let already = self.control.iter().any(|(p, _)| *p == from);
+        if stalled && !already {
             // The pushes beyond `high` are lost: say so, once per two refreshes.
             credit.high_since = now;
             let to = credit.next_seq;
@@ -347,7 +348,8 @@ impl<P: Copy + Ord + Debug> Puller<P> {
 }
 
 fn grant(src: &Source, window: u64) -> u64 {
-    src.high + window.saturating_sub(src.queued)
+    // Saturating: `high` comes from the peer (a skip can name any number).
+    src.high.saturating_add(window.saturating_sub(src.queued))
 }
 
 #[cfg(test)]
@@ -433,6 +435,11 @@ mod tests {
         );
         q.handle(T, 1, push(9));
         assert_eq!(q.counters().ignored, 3);
+        // A hostile skip to the end of the sequence space neither panics
+        // nor lets anything through.
+        q.handle(T, 1, Wire::Skip { to: u64::MAX });
+        q.handle(T, 1, push(u64::MAX));
+        assert_eq!(q.counters().dropped_inbound, 2);
     }
 
     #[test]

@@ -96,7 +96,10 @@ impl<P: Copy + Ord + Debug> Requester<P> {
         body: Bytes,
         timeout: Duration,
     ) -> Result<RequestId, Error> {
-        if self.pending.len() + self.events.len() >= self.limits.cap() {
+        // Outcomes not yet polled and requests not yet transmitted count too,
+        // so an application that stops polling cannot grow either queue.
+        let cap = self.limits.cap();
+        if self.pending.len() + self.events.len() >= cap || self.transmit.len() >= cap {
             return Err(self.limits.refuse(&mut self.counters));
         }
         let id = RequestId(self.next_id);
@@ -245,6 +248,12 @@ impl<P: Copy + Ord + Debug> Replier<P> {
         Ok(())
     }
 
+    /// Gives up on answering request `id` from `from`, freeing its slot
+    /// (the requester will time out); returns whether it was pending.
+    pub fn abandon(&mut self, from: P, id: RequestId) -> bool {
+        self.pending.remove(&(from, id))
+    }
+
     /// The next message to send.
     pub fn poll_transmit(&mut self) -> Option<(P, Wire)> {
         self.transmit.pop_front()
@@ -285,6 +294,9 @@ mod tests {
             r.poll_event(),
             Some(RequesterEvent::TimedOut { id: RequestId(0) })
         );
+        // Still refused: both requests are still waiting to be transmitted.
+        assert!(r.request(ms(10), 1, Bytes::new(), ms(10)).is_err());
+        assert!(r.poll_transmit().is_some());
         assert!(r.request(ms(10), 1, Bytes::new(), ms(10)).is_ok());
     }
 
@@ -361,5 +373,11 @@ mod tests {
         assert!(s.poll_transmit().is_some());
         s.handle(3, req(1));
         assert_eq!(s.poll_event().map(|_| ()), Some(()));
+        assert!(s.abandon(2, RequestId(0)));
+        assert!(!s.abandon(2, RequestId(0)));
+        assert_eq!(
+            s.reply(2, RequestId(0), Bytes::new()),
+            Err(Error::UnknownRequest { id: RequestId(0) })
+        );
     }
 }

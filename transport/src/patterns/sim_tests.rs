@@ -1,6 +1,6 @@
 //! The patterns on the simulated network with loss, duplication and
 //! reordering. Every case is replayable from the seed proptest prints.
-//! `QUORATE_SIM_SEEDS=N` runs N cases per property (default 24).
+//! `QUORATE_SIM_SEEDS=N` runs N cases per property (default 500, as CI expects).
 
 use super::pubsub::{Publisher, Subscriber};
 use super::pushpull::{Puller, Pusher};
@@ -19,7 +19,7 @@ fn cases() -> u32 {
     std::env::var("QUORATE_SIM_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(24)
+        .unwrap_or(500)
 }
 
 #[derive(Clone, Copy, Debug)]

@@ -287,7 +287,7 @@ fn get_bytes(src: &mut Bytes) -> Result<Bytes, WireError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
@@ -295,7 +295,7 @@ mod tests {
         proptest::collection::vec(any::<u8>(), 0..40).prop_map(Bytes::from)
     }
 
-    fn wire() -> impl Strategy<Value = Wire> {
+    pub(crate) fn wire() -> impl Strategy<Value = Wire> {
         prop_oneof![
             (any::<u64>(), bytes()).prop_map(|(i, body)| Wire::Request {
                 id: RequestId(i),

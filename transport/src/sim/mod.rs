@@ -23,6 +23,9 @@
 //! [`Network::next_delivery_time`] when the next message is due, and pulls
 //! due messages in time order with [`Network::poll_delivery`], interleaving
 //! them with its own timers (node ticks) as it likes.
+//! The network holds whatever the driver sends until it is due: it is a
+//! test harness, and bounding traffic is the driver's (and the protocol's)
+//! job.
 //!
 //! ```
 //! use core::time::Duration;

@@ -20,12 +20,12 @@ fn t(n: u64) -> SimTime {
     SimTime::from_millis(n)
 }
 
-/// How many seeds the seeded scenario tests run: `QUORATE_SIM_SEEDS` or 16.
+/// How many seeds the seeded scenario tests run: `QUORATE_SIM_SEEDS` or 500.
 fn sim_seeds() -> u64 {
     std::env::var("QUORATE_SIM_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(16)
+        .unwrap_or(500)
 }
 
 fn drain<N: Copy + Ord + fmt::Debug, M: Clone>(

@@ -1,0 +1,1020 @@
+//! Sans-IO block sync: a [`Sender`] that holds blocks and a signed root, and
+//! a [`Receiver`] that wants the same blocks, verified.
+//!
+//! The exchange, all of it in typed [`Message`]s that you carry:
+//!
+//! 1. The receiver asks for the [`SignedRoot`] and checks its signature.
+//! 2. It diffs its own blocks against that root ([`RemoteDiff`]), fetching
+//!    only the remote nodes on paths to differing leaves, each checked
+//!    against the root. Where a differing remote leaf hash matches a block the
+//!    receiver already holds (moved data), it reuses its own copy.
+//! 3. It asks for the remaining blocks by index (or, on request, by content
+//!    hash), announcing the nodes it already holds (`have`), so the sender
+//!    leaves those out of the proofs: a proof stops at the first node the
+//!    receiver knows. Every block is checked before it is accepted; a block
+//!    or node that contradicts the root is reported as an [`Error`] naming it.
+//! 4. Requests unanswered for the request timeout (see
+//!    [`Receiver::poll_timeout`] / [`Receiver::handle_timeout`]), or all of
+//!    them after [`Receiver::on_disconnect`], are asked again; verified work
+//!    is kept, so sync resumes where it stopped.
+//!
+//! Neither side does I/O, reads a clock or draws randomness: inputs are
+//! [`Receiver::handle`] / [`Sender::handle`] and the `now` you pass in,
+//! outputs are polled from `poll_transmit` and `poll_event` until `None`.
+
+use crate::{
+    Error, Hash, MerkleHasher, MerkleTree, SignedRoot, Verifier,
+    codec::{self, Reader},
+    diff::RemoteDiff,
+    flat,
+    hash::fold_full_roots,
+    signed::Signer,
+};
+use alloc::{
+    collections::{BTreeMap, BTreeSet, VecDeque},
+    vec::Vec,
+};
+use core::{fmt, time::Duration};
+
+/// Identifies a request so its answer can be matched to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct RequestId(pub u64);
+
+/// Which block a receiver wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum BlockRef {
+    /// The block at this leaf index.
+    Index(u64),
+    /// A block whose leaf hash ([`MerkleHasher::hash_leaf`]) is this.
+    Hash(Hash),
+}
+
+/// A block with the proof nodes the receiver does not already hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Block {
+    /// Leaf index of the block.
+    pub index: u64,
+    /// The block's bytes.
+    pub data: Vec<u8>,
+    /// Proof hashes, in the order the receiver's walk reads them.
+    pub proof: Vec<Hash>,
+}
+
+/// Everything the two sides say to each other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum Message {
+    /// Receiver to sender: send your signed root.
+    GetRoot,
+    /// Sender to receiver: the signed root.
+    Root(SignedRoot),
+    /// Receiver to sender: the hashes of these nodes (flat indices).
+    GetNodes {
+        /// Request id.
+        id: RequestId,
+        /// Flat indices of the wanted nodes.
+        nodes: Vec<u64>,
+    },
+    /// Sender to receiver: node hashes, in the requested order.
+    Nodes {
+        /// Id of the request answered.
+        id: RequestId,
+        /// One hash per requested node.
+        hashes: Vec<Hash>,
+    },
+    /// Receiver to sender: these blocks, leaving the `have` nodes out of the proofs.
+    GetBlocks {
+        /// Request id.
+        id: RequestId,
+        /// The wanted blocks.
+        blocks: Vec<BlockRef>,
+        /// Flat indices of nodes the receiver already holds, verified.
+        have: Vec<u64>,
+    },
+    /// Sender to receiver: one entry per requested block, `None` when a
+    /// block asked for by hash is not in the tree.
+    Blocks {
+        /// Id of the request answered.
+        id: RequestId,
+        /// The blocks, in the requested order.
+        blocks: Vec<Option<Block>>,
+    },
+}
+
+/// How long a [`Receiver`] waits for an answer before asking again.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most blocks in one [`Message::GetBlocks`].
+pub const MAX_BLOCKS_PER_REQUEST: u64 = 256;
+/// Most nodes in one [`Message::GetNodes`] or `have` list.
+pub const MAX_NODES_PER_MESSAGE: u64 = 1 << 16;
+/// Largest block accepted on the wire.
+pub const MAX_BLOCK_LEN: u64 = 16 << 20;
+const MAX_PROOF: u64 = 128;
+
+impl Message {
+    /// Compact binary encoding (a tag byte, LEB128 counts and ids, raw hashes).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        match self {
+            Message::GetRoot => out.push(1),
+            Message::Root(root) => {
+                out.push(2);
+                root.encode_into(&mut out);
+            }
+            Message::GetNodes { id, nodes } => {
+                out.push(3);
+                codec::put_varint(&mut out, id.0);
+                codec::put_varint(&mut out, nodes.len() as u64);
+                nodes.iter().for_each(|&n| codec::put_varint(&mut out, n));
+            }
+            Message::Nodes { id, hashes } => {
+                out.push(4);
+                codec::put_varint(&mut out, id.0);
+                codec::put_hashes(&mut out, hashes);
+            }
+            Message::GetBlocks { id, blocks, have } => {
+                out.push(5);
+                codec::put_varint(&mut out, id.0);
+                codec::put_varint(&mut out, blocks.len() as u64);
+                for b in blocks {
+                    match b {
+                        BlockRef::Index(i) => {
+                            out.push(0);
+                            codec::put_varint(&mut out, *i);
+                        }
+                        BlockRef::Hash(h) => {
+                            out.push(1);
+                            out.extend_from_slice(&h.0);
+                        }
+                    }
+                }
+                codec::put_varint(&mut out, have.len() as u64);
+                have.iter().for_each(|&n| codec::put_varint(&mut out, n));
+            }
+            Message::Blocks { id, blocks } => {
+                out.push(6);
+                codec::put_varint(&mut out, id.0);
+                codec::put_varint(&mut out, blocks.len() as u64);
+                for b in blocks {
+                    match b {
+                        None => out.push(0),
+                        Some(b) => {
+                            out.push(1);
+                            codec::put_varint(&mut out, b.index);
+                            codec::put_bytes(&mut out, &b.data);
+                            codec::put_hashes(&mut out, &b.proof);
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Decodes [`to_bytes`](Self::to_bytes) output. Never panics; counts are
+    /// capped before anything is allocated.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
+        let mut r = Reader::new(bytes);
+        let msg = match r.u8()? {
+            1 => Message::GetRoot,
+            2 => Message::Root(SignedRoot::decode_from(&mut r)?),
+            3 => {
+                let id = RequestId(r.varint()?);
+                let nodes = varints(&mut r, "node list")?;
+                Message::GetNodes { id, nodes }
+            }
+            4 => Message::Nodes {
+                id: RequestId(r.varint()?),
+                hashes: r.hashes(MAX_NODES_PER_MESSAGE)?,
+            },
+            5 => {
+                let id = RequestId(r.varint()?);
+                let blocks = r.list("block list", MAX_BLOCKS_PER_REQUEST, 2, |r| {
+                    match r.u8()? {
+                        0 => Ok(BlockRef::Index(r.varint()?)),
+                        1 => Ok(BlockRef::Hash(r.hash()?)),
+                        tag => Err(Error::UnknownTag {
+                            what: "block reference",
+                            tag,
+                        }),
+                    }
+                })?;
+                let have = varints(&mut r, "have list")?;
+                Message::GetBlocks { id, blocks, have }
+            }
+            6 => {
+                let id = RequestId(r.varint()?);
+                let blocks = r.list("block list", MAX_BLOCKS_PER_REQUEST, 1, |r| {
+                    match r.u8()? {
+                        0 => Ok(None),
+                        1 => Ok(Some(Block {
+                            index: r.varint()?,
+                            data: r.bytes("block", MAX_BLOCK_LEN)?.to_vec(),
+                            proof: r.hashes(MAX_PROOF)?,
+                        })),
+                        tag => Err(Error::UnknownTag {
+                            what: "block entry",
+                            tag,
+                        }),
+                    }
+                })?;
+                Message::Blocks { id, blocks }
+            }
+            tag => {
+                return Err(Error::UnknownTag {
+                    what: "message",
+                    tag,
+                });
+            }
+        };
+        r.finish()?;
+        Ok(msg)
+    }
+}
+
+fn varints(r: &mut Reader<'_>, what: &'static str) -> Result<Vec<u64>, Error> {
+    r.list(what, MAX_NODES_PER_MESSAGE, 1, Reader::varint)
+}
+
+/// Whether `node` is one of the full roots of a tree of `size` leaves.
+fn is_full_root(node: u64, size: u64) -> bool {
+    flat::is_complete(node, size) && !flat::is_complete(flat::parent(node), size)
+}
+
+/// The shape of a block proof, computed identically by both sides from the
+/// leaf index, the tree size and the set of nodes the receiver holds.
+#[derive(Debug, Default)]
+struct Plan {
+    /// Nodes the proof carries, in order.
+    carried: Vec<u64>,
+    /// Nodes the receiver holds (verified) once the block checks out.
+    touched: Vec<u64>,
+}
+
+/// Walks from the leaf towards the root. The walk stops at the first node the
+/// receiver holds (the computed hash must equal it) or at the leaf's full
+/// root (the full roots must fold to the signed root).
+fn plan(leaf: u64, size: u64, known: &BTreeSet<u64>) -> Plan {
+    let mut p = Plan::default();
+    let mut x = flat::leaf_index(leaf);
+    p.touched.push(x);
+    loop {
+        if known.contains(&x) {
+            return p;
+        }
+        if is_full_root(x, size) {
+            for r in flat::full_roots(size).filter(|&r| r != x) {
+                p.touched.push(r);
+                if !known.contains(&r) {
+                    p.carried.push(r);
+                }
+            }
+            return p;
+        }
+        let s = flat::sibling(x);
+        p.touched.push(s);
+        if !known.contains(&s) {
+            p.carried.push(s);
+        }
+        x = flat::parent(x);
+        p.touched.push(x);
+    }
+}
+
+/// Events a [`Receiver`] reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The signed root verified; sync targets this tree.
+    RootVerified {
+        /// Leaves of the remote tree.
+        tree_size: u64,
+    },
+    /// The diff finished; this many blocks must be fetched.
+    DiffDone {
+        /// Blocks still to fetch.
+        missing: u64,
+        /// Blocks found locally under another index (moved data) and reused.
+        reused: u64,
+    },
+    /// A block arrived and verified.
+    BlockAccepted {
+        /// Its leaf index.
+        index: u64,
+    },
+    /// The sender has no block with this content hash.
+    NotFound(Hash),
+    /// Every block is present and verified.
+    Complete,
+}
+
+#[derive(Debug)]
+enum InFlight {
+    Root,
+    Nodes,
+    Blocks {
+        refs: Vec<BlockRef>,
+        announced: BTreeSet<u64>,
+    },
+}
+
+/// The side that wants the blocks. See the [module docs](self).
+pub struct Receiver<H, V> {
+    verifier: V,
+    local: MerkleTree<H>,
+    local_blocks: Vec<Vec<u8>>,
+    root: Option<SignedRoot>,
+    diff: Option<RemoteDiff<H>>,
+    /// Remote nodes verified against the signed root, by flat index.
+    store: BTreeMap<u64, Hash>,
+    /// The remote blocks, filled as they verify.
+    result: Vec<Option<Vec<u8>>>,
+    /// Leaves to fetch that are not in flight.
+    missing: BTreeSet<u64>,
+    by_hash: VecDeque<Hash>,
+    /// Outstanding requests and when they were sent.
+    in_flight: BTreeMap<RequestId, (Duration, InFlight)>,
+    request_timeout: Duration,
+    next_id: u64,
+    events: VecDeque<Event>,
+    max_blocks_in_flight: usize,
+    complete: bool,
+}
+
+impl<H, V> fmt::Debug for Receiver<H, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Receiver")
+            .field("root", &self.root)
+            .field("verified_nodes", &self.store.len())
+            .field("missing", &self.missing.len())
+            .field("in_flight", &self.in_flight.len())
+            .field("complete", &self.complete)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<H: MerkleHasher, V: Verifier> Receiver<H, V> {
+    /// A receiver that holds `local_blocks` (possibly none, possibly an older
+    /// or different version) and trusts roots signed for `verifier`.
+    pub fn new(local_blocks: Vec<Vec<u8>>, verifier: V) -> Self {
+        Self {
+            verifier,
+            local: MerkleTree::from_leaves(&local_blocks),
+            local_blocks,
+            root: None,
+            diff: None,
+            store: BTreeMap::new(),
+            result: Vec::new(),
+            missing: BTreeSet::new(),
+            by_hash: VecDeque::new(),
+            in_flight: BTreeMap::new(),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            next_id: 0,
+            events: VecDeque::new(),
+            max_blocks_in_flight: 4 * MAX_BLOCKS_PER_REQUEST as usize,
+            complete: false,
+        }
+    }
+
+    /// Asks for a block by content (leaf) hash once the root is known; the
+    /// answer arrives as [`Event::BlockAccepted`] or [`Event::NotFound`].
+    pub fn request_by_hash(&mut self, leaf_hash: Hash) {
+        self.by_hash.push_back(leaf_hash);
+    }
+
+    /// The verified signed root, once received.
+    pub fn signed_root(&self) -> Option<&SignedRoot> {
+        self.root.as_ref()
+    }
+
+    /// Whether every block of the signed tree is present and verified.
+    pub fn is_complete(&self) -> bool {
+        self.complete
+    }
+
+    /// The synced blocks, once complete.
+    pub fn blocks(&self) -> Option<Vec<&[u8]>> {
+        if !self.complete {
+            return None;
+        }
+        self.result.iter().map(|b| b.as_deref()).collect()
+    }
+
+    /// The synced blocks, moved out; `None` unless [`is_complete`](Self::is_complete).
+    pub fn into_blocks(self) -> Option<Vec<Vec<u8>>> {
+        if !self.complete {
+            return None;
+        }
+        self.result.into_iter().collect()
+    }
+
+    /// Number of verified remote nodes held (what `have` announcements draw on).
+    pub fn verified_nodes(&self) -> usize {
+        self.store.len()
+    }
+
+    fn next_id(&mut self) -> RequestId {
+        self.next_id += 1;
+        RequestId(self.next_id)
+    }
+
+    /// The next message to send at `now` (any monotonic time since an
+    /// origin of your choosing), if any.
+    pub fn poll_transmit(&mut self, now: Duration) -> Option<Message> {
+        let Some(root) = self.root.as_ref() else {
+            if self
+                .in_flight
+                .values()
+                .any(|(_, f)| matches!(f, InFlight::Root))
+            {
+                return None;
+            }
+            let id = self.next_id();
+            self.in_flight.insert(id, (now, InFlight::Root));
+            return Some(Message::GetRoot);
+        };
+        let size = root.tree_size;
+        if let Some(nodes) = self.diff.as_mut().and_then(RemoteDiff::poll_request) {
+            let id = self.next_id();
+            self.in_flight.insert(id, (now, InFlight::Nodes));
+            return Some(Message::GetNodes { id, nodes });
+        }
+        let in_flight_blocks: usize = self
+            .in_flight
+            .values()
+            .map(|(_, f)| {
+                if let InFlight::Blocks { refs, .. } = f {
+                    refs.len()
+                } else {
+                    0
+                }
+            })
+            .sum();
+        if self.diff.is_some() || in_flight_blocks >= self.max_blocks_in_flight {
+            return None;
+        }
+        let mut refs: Vec<BlockRef> = Vec::new();
+        while (refs.len() as u64) < MAX_BLOCKS_PER_REQUEST {
+            if let Some(h) = self.by_hash.pop_front() {
+                refs.push(BlockRef::Hash(h));
+            } else if let Some(i) = self.missing.pop_first() {
+                refs.push(BlockRef::Index(i));
+            } else {
+                break;
+            }
+        }
+        if refs.is_empty() {
+            return None;
+        }
+        let announced = self.announce(&refs, size);
+        let id = self.next_id();
+        let have = announced.iter().copied().collect();
+        self.in_flight.insert(
+            id,
+            (
+                now,
+                InFlight::Blocks {
+                    refs: refs.clone(),
+                    announced,
+                },
+            ),
+        );
+        Some(Message::GetBlocks {
+            id,
+            blocks: refs,
+            have,
+        })
+    }
+
+    /// Held nodes worth announcing for these blocks: the lowest held node on
+    /// each leaf's path (or the held siblings below it) and the full roots.
+    fn announce(&self, refs: &[BlockRef], size: u64) -> BTreeSet<u64> {
+        let mut have: BTreeSet<u64> = flat::full_roots(size)
+            .filter(|r| self.store.contains_key(r))
+            .collect();
+        for r in refs {
+            let BlockRef::Index(leaf) = r else { continue };
+            let mut x = flat::leaf_index(*leaf);
+            while !is_full_root(x, size) {
+                if self.store.contains_key(&x) {
+                    have.insert(x);
+                    break;
+                }
+                let s = flat::sibling(x);
+                if self.store.contains_key(&s) {
+                    have.insert(s);
+                }
+                x = flat::parent(x);
+            }
+        }
+        have
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The connection dropped: what was in flight is asked again next time.
+    /// Verified nodes and blocks are kept.
+    pub fn on_disconnect(&mut self) {
+        for (_, (_, f)) in core::mem::take(&mut self.in_flight) {
+            self.requeue(f);
+        }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called:
+    /// the earliest moment an outstanding request expires.
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        self.in_flight
+            .values()
+            .map(|(sent, _)| sent.saturating_add(self.request_timeout))
+            .min()
+    }
+
+    /// Gives up on requests unanswered for the request timeout at `now`;
+    /// they are asked again by the next [`poll_transmit`](Self::poll_transmit).
+    /// An answer that arrives later is refused as [`Error::Unexpected`]
+    /// (late, not forged).
+    pub fn handle_timeout(&mut self, now: Duration) {
+        let expired: Vec<RequestId> = self
+            .in_flight
+            .iter()
+            .filter(|(_, (sent, _))| sent.saturating_add(self.request_timeout) <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some((_, f)) = self.in_flight.remove(&id) {
+                self.requeue(f);
+            }
+        }
+    }
+
+    /// Sets how long a request may stay unanswered (default 5 s).
+    pub fn set_request_timeout(&mut self, timeout: Duration) {
+        self.request_timeout = timeout;
+    }
+
+    fn requeue(&mut self, f: InFlight) {
+        match f {
+            InFlight::Root => {}
+            InFlight::Nodes => {
+                if let Some(d) = self.diff.as_mut() {
+                    d.reset_in_flight();
+                }
+            }
+            InFlight::Blocks { refs, .. } => {
+                for r in refs {
+                    match r {
+                        BlockRef::Index(i) => {
+                            self.missing.insert(i);
+                        }
+                        BlockRef::Hash(h) => self.by_hash.push_back(h),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes a message from the sender. Any message that is not accepted is
+    /// an [`Error`] and changes nothing. [`Error::Forged`],
+    /// [`Error::ProofLength`], [`Error::RootMismatch`] and
+    /// [`Error::BadSignature`] are proof that the sender lies (or its data is
+    /// corrupt): drop it and call [`on_disconnect`](Self::on_disconnect) to
+    /// ask another. [`Error::Unexpected`] only means an answer nobody is
+    /// waiting for, e.g. one that arrived after its request timed out.
+    pub fn handle(&mut self, msg: Message) -> Result<(), Error> {
+        match msg {
+            Message::Root(signed) => self.on_root(signed),
+            Message::Nodes { id, hashes } => {
+                let diff = match (self.in_flight.get(&id), self.diff.as_mut()) {
+                    (Some((_, InFlight::Nodes)), Some(diff)) => diff,
+                    _ => {
+                        return Err(Error::Unexpected {
+                            what: "node hashes",
+                            id: id.0,
+                        });
+                    }
+                };
+                diff.handle_nodes(&self.local, &hashes)?;
+                self.in_flight.remove(&id);
+                if diff.is_done() {
+                    self.finish_diff();
+                }
+                Ok(())
+            }
+            Message::Blocks { id, blocks } => self.on_blocks(id, blocks),
+            Message::GetRoot | Message::GetNodes { .. } | Message::GetBlocks { .. } => {
+                Err(Error::Unexpected {
+                    what: "request",
+                    id: 0,
+                })
+            }
+        }
+    }
+
+    fn on_root(&mut self, signed: SignedRoot) -> Result<(), Error> {
+        if let Some(known) = &self.root {
+            // A resumed session must be about the same tree.
+            return if *known == signed {
+                Ok(())
+            } else {
+                Err(Error::Unexpected {
+                    what: "root",
+                    id: signed.tree_size,
+                })
+            };
+        }
+        let Some(id) = self
+            .in_flight
+            .iter()
+            .find(|(_, (_, f))| matches!(f, InFlight::Root))
+            .map(|(id, _)| *id)
+        else {
+            return Err(Error::Unexpected {
+                what: "root",
+                id: signed.tree_size,
+            });
+        };
+        signed.verify(&self.verifier)?;
+        let size = signed.tree_size;
+        // Slots for every remote block; refuse absurd sizes rather than abort.
+        let slots = usize::try_from(size).map_err(|_| Error::SizeOutOfRange {
+            size,
+            limit: usize::MAX as u64,
+        })?;
+        let mut result = Vec::new();
+        result
+            .try_reserve_exact(slots)
+            .map_err(|_| Error::SizeOutOfRange { size, limit: 0 })?;
+        result.resize(slots, None);
+        self.in_flight.remove(&id);
+        self.result = result;
+        self.diff = Some(RemoteDiff::new(size, signed.root));
+        self.root = Some(signed);
+        self.events
+            .push_back(Event::RootVerified { tree_size: size });
+        if self.diff.as_ref().is_some_and(RemoteDiff::is_done) {
+            self.finish_diff();
+        }
+        Ok(())
+    }
+
+    fn finish_diff(&mut self) {
+        let Some(diff) = self.diff.take() else { return };
+        let size = self.result.len() as u64;
+        self.store
+            .extend(diff.verified().iter().map(|(k, v)| (*k, *v)));
+        let differing = diff.differing(&self.local);
+        let local_by_hash: BTreeMap<Hash, usize> = (0..self.local_blocks.len())
+            .filter_map(|i| self.local.leaf_hash(i as u64).map(|h| (h, i)))
+            .collect();
+        let mut is_diff = differing
+            .iter()
+            .flat_map(|r| r.clone())
+            .filter(|&i| i < size)
+            .peekable();
+        let mut reused = 0;
+        for i in 0..size {
+            let same = is_diff.peek() != Some(&i);
+            if !same {
+                is_diff.next();
+            }
+            let local = if same {
+                self.local_blocks.get(i as usize)
+            } else {
+                // A differing leaf whose remote hash we verified may be a
+                // block we hold at another index.
+                let copy = self
+                    .store
+                    .get(&flat::leaf_index(i))
+                    .and_then(|h| local_by_hash.get(h));
+                reused += u64::from(copy.is_some());
+                copy.and_then(|&j| self.local_blocks.get(j))
+            };
+            match (local, self.result.get_mut(i as usize)) {
+                (Some(block), Some(slot)) => *slot = Some(block.clone()),
+                _ => {
+                    self.missing.insert(i);
+                }
+            }
+        }
+        self.events.push_back(Event::DiffDone {
+            missing: self.missing.len() as u64,
+            reused,
+        });
+        self.check_complete();
+    }
+
+    fn check_complete(&mut self) {
+        if !self.complete
+            && self.root.is_some()
+            && self.diff.is_none()
+            && self.missing.is_empty()
+            && self.by_hash.is_empty()
+            && self.in_flight.is_empty()
+            && self.result.iter().all(Option::is_some)
+        {
+            self.complete = true;
+            self.events.push_back(Event::Complete);
+        }
+    }
+
+    fn on_blocks(&mut self, id: RequestId, blocks: Vec<Option<Block>>) -> Result<(), Error> {
+        let Some((_, InFlight::Blocks { refs, announced })) = self.in_flight.get(&id) else {
+            return Err(Error::Unexpected {
+                what: "blocks",
+                id: id.0,
+            });
+        };
+        let size = self.result.len() as u64;
+        if blocks.len() != refs.len() {
+            return Err(Error::ProofLength {
+                expected: refs.len(),
+                actual: blocks.len(),
+            });
+        }
+        let mut known = announced.clone();
+        let mut pending: BTreeMap<u64, Hash> = BTreeMap::new();
+        let mut accepted: Vec<(u64, &[u8])> = Vec::new();
+        let mut not_found = Vec::new();
+        for (r, b) in refs.iter().zip(&blocks) {
+            let block = match (r, b) {
+                (BlockRef::Hash(h), None) => {
+                    not_found.push(*h);
+                    continue;
+                }
+                (BlockRef::Index(i), None) => {
+                    return Err(Error::Forged {
+                        what: "missing block",
+                        index: *i,
+                    });
+                }
+                (BlockRef::Index(i), Some(b)) if b.index != *i => {
+                    return Err(Error::Forged {
+                        what: "block index",
+                        index: b.index,
+                    });
+                }
+                (_, Some(b)) => b,
+            };
+            let leaf = H::hash_leaf(&block.data);
+            if matches!(r, BlockRef::Hash(h) if *h != leaf) {
+                return Err(Error::Forged {
+                    what: "block",
+                    index: block.index,
+                });
+            }
+            if block.index >= size {
+                return Err(Error::LeafOutOfRange {
+                    index: block.index,
+                    size,
+                });
+            }
+            self.verify_block(block.index, leaf, &block.proof, &known, &mut pending)?;
+            known.extend(plan(block.index, size, &known).touched);
+            accepted.push((block.index, &block.data));
+        }
+        // Everything verified: apply.
+        for (i, data) in accepted {
+            if let Some(slot @ None) = self.result.get_mut(i as usize) {
+                *slot = Some(data.to_vec());
+            }
+            self.missing.remove(&i);
+            self.events.push_back(Event::BlockAccepted { index: i });
+        }
+        self.events
+            .extend(not_found.into_iter().map(Event::NotFound));
+        self.store.extend(pending);
+        self.in_flight.remove(&id);
+        self.check_complete();
+        Ok(())
+    }
+
+    /// Checks one block along its [`plan`], recording the nodes it proves in
+    /// `pending`.
+    fn verify_block(
+        &self,
+        leaf: u64,
+        leaf_hash: Hash,
+        proof: &[Hash],
+        known: &BTreeSet<u64>,
+        pending: &mut BTreeMap<u64, Hash>,
+    ) -> Result<(), Error> {
+        let size = self.result.len() as u64;
+        let p = plan(leaf, size, known);
+        if p.carried.len() != proof.len() {
+            return Err(Error::ProofLength {
+                expected: p.carried.len(),
+                actual: proof.len(),
+            });
+        }
+        let forged = Error::Forged {
+            what: "block",
+            index: leaf,
+        };
+        let mut proof = proof.iter();
+        let held = |i: u64| pending.get(&i).or_else(|| self.store.get(&i)).copied();
+        let mut value = |i: u64| -> Result<Hash, Error> {
+            if known.contains(&i) {
+                held(i).ok_or(Error::Forged {
+                    what: "node",
+                    index: i,
+                })
+            } else {
+                proof.next().copied().ok_or(Error::RootMismatch)
+            }
+        };
+        let mut proven: Vec<(u64, Hash)> = Vec::new();
+        let mut x = flat::leaf_index(leaf);
+        let mut h = leaf_hash;
+        loop {
+            proven.push((x, h));
+            if known.contains(&x) {
+                if held(x) != Some(h) {
+                    return Err(forged);
+                }
+                break;
+            }
+            if is_full_root(x, size) {
+                let mut roots = Vec::new();
+                for r in flat::full_roots(size) {
+                    let v = if r == x { h } else { value(r)? };
+                    roots.push((r, v));
+                }
+                let tree_hash = fold_full_roots::<H>(roots.iter().map(|(_, v)| *v));
+                let root = self.root.as_ref().map(|r| r.root);
+                if Some(H::bind_root(size, &tree_hash)) != root {
+                    return Err(forged);
+                }
+                proven.extend(roots);
+                break;
+            }
+            let s = flat::sibling(x);
+            let sv = value(s)?;
+            proven.push((s, sv));
+            h = if flat::is_left(x) {
+                H::hash_node(&h, &sv)
+            } else {
+                H::hash_node(&sv, &h)
+            };
+            x = flat::parent(x);
+        }
+        pending.extend(proven);
+        Ok(())
+    }
+}
+
+/// The side that holds the blocks. See the [module docs](self).
+pub struct Sender<H> {
+    tree: MerkleTree<H>,
+    blocks: Vec<Vec<u8>>,
+    signed: SignedRoot,
+    by_hash: BTreeMap<Hash, u64>,
+    outbox: VecDeque<Message>,
+}
+
+impl<H> fmt::Debug for Sender<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sender")
+            .field("signed", &self.signed)
+            .field("queued", &self.outbox.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<H: MerkleHasher> Sender<H> {
+    /// A sender for `blocks`, signing their root with `signer`.
+    pub fn new(blocks: Vec<Vec<u8>>, signer: &impl Signer) -> Self {
+        let tree = MerkleTree::<H>::from_leaves(&blocks);
+        let signed = SignedRoot::sign(tree.len(), tree.root(), signer);
+        Self::assemble(tree, blocks, signed)
+    }
+
+    /// A sender for `blocks` with a root signed elsewhere. Fails if the root
+    /// or size does not match the blocks.
+    pub fn with_signed_root(blocks: Vec<Vec<u8>>, signed: SignedRoot) -> Result<Self, Error> {
+        let tree = MerkleTree::<H>::from_leaves(&blocks);
+        if tree.len() != signed.tree_size || tree.root() != signed.root {
+            return Err(Error::RootMismatch);
+        }
+        Ok(Self::assemble(tree, blocks, signed))
+    }
+
+    fn assemble(tree: MerkleTree<H>, blocks: Vec<Vec<u8>>, signed: SignedRoot) -> Self {
+        let mut by_hash = BTreeMap::new();
+        for i in (0..tree.len()).rev() {
+            if let Some(h) = tree.leaf_hash(i) {
+                by_hash.insert(h, i); // the lowest index wins
+            }
+        }
+        Self {
+            tree,
+            blocks,
+            signed,
+            by_hash,
+            outbox: VecDeque::new(),
+        }
+    }
+
+    /// The tree being served.
+    pub fn tree(&self) -> &MerkleTree<H> {
+        &self.tree
+    }
+
+    /// The signed root being served.
+    pub fn signed_root(&self) -> &SignedRoot {
+        &self.signed
+    }
+
+    /// The next message to send, if any.
+    pub fn poll_transmit(&mut self) -> Option<Message> {
+        self.outbox.pop_front()
+    }
+
+    /// Takes a request from a receiver and queues the answer. A malformed
+    /// request is an [`Error`] and queues nothing.
+    pub fn handle(&mut self, msg: Message) -> Result<(), Error> {
+        let reply = match msg {
+            Message::GetRoot => Message::Root(self.signed.clone()),
+            Message::GetNodes { id, nodes } => {
+                if nodes.len() as u64 > MAX_NODES_PER_MESSAGE {
+                    return Err(Error::TooLong {
+                        what: "node list",
+                        len: nodes.len() as u64,
+                        max: MAX_NODES_PER_MESSAGE,
+                    });
+                }
+                let hashes = nodes
+                    .iter()
+                    .map(|&n| {
+                        self.tree.node(n).ok_or(Error::NodeOutOfRange {
+                            index: n,
+                            size: self.tree.len(),
+                        })
+                    })
+                    .collect::<Result<_, _>>()?;
+                Message::Nodes { id, hashes }
+            }
+            Message::GetBlocks { id, blocks, have } => self.answer_blocks(id, &blocks, have)?,
+            Message::Root(_) | Message::Nodes { .. } | Message::Blocks { .. } => {
+                return Err(Error::Unexpected {
+                    what: "answer",
+                    id: 0,
+                });
+            }
+        };
+        self.outbox.push_back(reply);
+        Ok(())
+    }
+
+    fn answer_blocks(
+        &self,
+        id: RequestId,
+        refs: &[BlockRef],
+        have: Vec<u64>,
+    ) -> Result<Message, Error> {
+        if refs.len() as u64 > MAX_BLOCKS_PER_REQUEST {
+            return Err(Error::TooLong {
+                what: "block list",
+                len: refs.len() as u64,
+                max: MAX_BLOCKS_PER_REQUEST,
+            });
+        }
+        if have.len() as u64 > MAX_NODES_PER_MESSAGE {
+            return Err(Error::TooLong {
+                what: "have list",
+                len: have.len() as u64,
+                max: MAX_NODES_PER_MESSAGE,
+            });
+        }
+        let size = self.tree.len();
+        let mut known: BTreeSet<u64> = have.into_iter().collect();
+        let mut out = Vec::with_capacity(refs.len());
+        for r in refs {
+            let index = match *r {
+                BlockRef::Index(i) if i < size => i,
+                BlockRef::Index(i) => return Err(Error::LeafOutOfRange { index: i, size }),
+                BlockRef::Hash(h) => match self.by_hash.get(&h) {
+                    Some(&i) => i,
+                    None => {
+                        out.push(None);
+                        continue;
+                    }
+                },
+            };
+            let p = plan(index, size, &known);
+            let proof = p
+                .carried
+                .iter()
+                .filter_map(|&n| self.tree.node(n))
+                .collect();
+            let data = self.blocks.get(index as usize).cloned().unwrap_or_default();
+            known.extend(p.touched);
+            out.push(Some(Block { index, data, proof }));
+        }
+        Ok(Message::Blocks { id, blocks: out })
+    }
+}
