@@ -8,7 +8,9 @@
 //! their indices follow from `prev_log_index`, so a non-contiguous batch
 //! cannot even be encoded.
 
+use crate::config::Configuration;
 use crate::message::{AppendOutcome, Message, MessageBody};
+use crate::storage::SnapshotMeta;
 use crate::types::{Entry, LogIndex, NodeId, Term};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use quorate_transport::codec::Codec;
@@ -88,6 +90,31 @@ pub fn encode(m: &Message, dst: &mut BytesMut) {
             dst.put_u8(u8::from(*leadership_transfer));
         }
         MessageBody::TimeoutNow => dst.put_u8(8),
+        MessageBody::InstallSnapshot {
+            meta,
+            offset,
+            data,
+            done,
+        } => {
+            dst.put_u8(10);
+            dst.put_u64(meta.index.0);
+            dst.put_u64(meta.term.0);
+            let voters = meta.configuration.voters();
+            let learners = meta.configuration.learners();
+            dst.put_u32(voters.len() as u32);
+            voters.iter().for_each(|v| dst.put_u64(v.0));
+            dst.put_u32(learners.len() as u32);
+            learners.iter().for_each(|l| dst.put_u64(l.0));
+            dst.put_u64(*offset);
+            dst.put_u8(u8::from(*done));
+            dst.put_u32(data.len() as u32);
+            dst.put_slice(data);
+        }
+        MessageBody::InstallSnapshotResponse { index, received } => {
+            dst.put_u8(11);
+            dst.put_u64(index.0);
+            dst.put_u64(*received);
+        }
         MessageBody::ForwardedProposal { commands } => {
             dst.put_u8(9);
             dst.put_u32(commands.len() as u32);
@@ -198,6 +225,17 @@ impl Reader {
         }
     }
 
+    /// A count-prefixed list of node ids; the count is checked against
+    /// the bytes left before allocating.
+    fn ids(&mut self) -> Result<Vec<NodeId>, CodecError> {
+        let count = self.u32()?;
+        let max = self.0.remaining() / 8;
+        if count as usize > max {
+            return Err(CodecError::TooManyEntries { count, max });
+        }
+        (0..count).map(|_| self.u64().map(NodeId)).collect()
+    }
+
     fn bytes(&mut self, n: usize) -> Result<Bytes, CodecError> {
         self.need(n)?;
         Ok(self.0.split_to(n))
@@ -221,6 +259,29 @@ pub fn decode(src: Bytes) -> Result<Message, CodecError> {
             leadership_transfer: r.bool()?,
         },
         8 => MessageBody::TimeoutNow,
+        10 => {
+            let index = LogIndex(r.u64()?);
+            let term = Term(r.u64()?);
+            let voters = r.ids()?;
+            let learners = r.ids()?;
+            let offset = r.u64()?;
+            let done = r.bool()?;
+            let len = r.u32()? as usize;
+            MessageBody::InstallSnapshot {
+                meta: SnapshotMeta {
+                    index,
+                    term,
+                    configuration: Configuration::new(voters).with_learners(learners),
+                },
+                offset,
+                done,
+                data: r.bytes(len)?,
+            }
+        }
+        11 => MessageBody::InstallSnapshotResponse {
+            index: LogIndex(r.u64()?),
+            received: r.u64()?,
+        },
         9 => {
             let count = r.u32()?;
             // Each command takes at least its 4-byte length.
@@ -348,6 +409,21 @@ mod tests {
                 leadership_transfer: true,
             },
             MessageBody::TimeoutNow,
+            MessageBody::InstallSnapshot {
+                meta: SnapshotMeta {
+                    index: LogIndex(40),
+                    term: Term(3),
+                    configuration: Configuration::new([NodeId(1), NodeId(2), NodeId(3)])
+                        .with_learners([NodeId(9)]),
+                },
+                offset: 4096,
+                data: Bytes::from_static(b"state"),
+                done: true,
+            },
+            MessageBody::InstallSnapshotResponse {
+                index: LogIndex(40),
+                received: 4101,
+            },
             MessageBody::ForwardedProposal {
                 commands: vec![Bytes::from_static(b"a"), Bytes::new()],
             },

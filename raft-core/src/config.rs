@@ -44,6 +44,8 @@ pub struct Config {
     /// lasts `election_tick - max_clock_drift_ticks - 1` ticks from the
     /// sending of a heartbeat a quorum answered.
     pub max_clock_drift_ticks: u32,
+    /// Upper bound on the snapshot bytes in one InstallSnapshot chunk.
+    pub max_snapshot_chunk_bytes: u64,
 }
 
 impl Config {
@@ -61,6 +63,7 @@ impl Config {
             pre_vote: false,
             check_quorum: false,
             max_clock_drift_ticks: 3,
+            max_snapshot_chunk_bytes: 1 << 20,
         }
     }
 
@@ -81,6 +84,11 @@ impl Config {
         }
         if self.max_inflight_msgs == 0 {
             return Err(Error::InvalidConfig("max_inflight_msgs must be at least 1"));
+        }
+        if self.max_snapshot_chunk_bytes == 0 {
+            return Err(Error::InvalidConfig(
+                "max_snapshot_chunk_bytes must be at least 1",
+            ));
         }
         Ok(())
     }

@@ -14,6 +14,8 @@
 //! [`Node::ready`] until it returns `None`. Each [`Ready`] asks you to
 //!
 //! * send its [`messages`](Ready::messages) (right away, no need to wait),
+//! * if it carries a [`snapshot`](Ready::snapshot) from the leader, store it
+//!   (it replaces the stored log) and restore your state machine from it,
 //! * append its [`entries`](Ready::entries) and store its
 //!   [`hard_state`](Ready::hard_state) durably,
 //! * apply its [`committed_entries`](Ready::committed_entries) in order,
@@ -57,6 +59,10 @@
 //! ) -> Result<(), quorate_raft_core::Error> {
 //!     while let Some(mut ready) = node.ready()? {
 //!         network.extend(ready.take_messages());
+//!         if let Some(snapshot) = ready.take_snapshot() {
+//!             *applied = Vec::new(); // restore your state machine from snapshot.data
+//!             node.storage_mut().apply_snapshot(snapshot);
+//!         }
 //!         node.storage_mut().append(ready.entries())?;
 //!         if let Some(hard_state) = ready.hard_state() {
 //!             node.storage_mut().set_hard_state(hard_state);
@@ -103,6 +109,15 @@
 //! rejoining nodes from disrupting a leader, and
 //! [`Node::transfer_leadership`] hands leadership over.
 //!
+//! Log compaction: once your state machine has applied up to some index,
+//! serialize it and record it as the snapshot that replaces the log up to
+//! there ([`MemStorage::compact`], or your [`Storage`]'s equivalent; on a
+//! restart, restore the state machine from [`Storage::snapshot`]). A leader
+//! sends its snapshot to followers that need compacted entries, in chunks of
+//! at most [`Config::max_snapshot_chunk_bytes`] that resume from the offset
+//! the follower reports (InstallSnapshot, thesis §5.3); the follower hands
+//! it to you in a `Ready` and acknowledges it once you `advance`.
+//!
 //! Proposals made to a follower fail with [`Error::NotLeader`] and a hint;
 //! forwarding is the application's choice. A proposal may be lost when
 //! leadership changes before it commits: clients retry with a request id
@@ -132,5 +147,5 @@ pub use message::{AppendOutcome, Message, MessageBody};
 pub use node::{Node, Proposed};
 pub use progress::{Progress, ProgressState};
 pub use ready::{ReadState, Ready, Role, SoftState};
-pub use storage::{InitialState, MemStorage, SnapshotMeta, Storage};
+pub use storage::{InitialState, MemStorage, Snapshot, SnapshotMeta, Storage};
 pub use types::{Entry, HardState, LogIndex, NodeId, Term};

@@ -2,7 +2,8 @@
 //! entries not yet acknowledged as persisted, kept in memory.
 
 use crate::error::Error;
-use crate::storage::Storage;
+use crate::error::StorageError;
+use crate::storage::{SnapshotMeta, Storage};
 use crate::types::{Entry, LogIndex, Term};
 use std::collections::VecDeque;
 
@@ -24,6 +25,9 @@ pub(crate) struct RaftLog<S> {
     pub(crate) applied: LogIndex,
     /// Highest index handed to the application for applying.
     apply_handed: LogIndex,
+    /// A snapshot from the leader that replaced this log and is not yet
+    /// durable: storage still holds the old log, which must not be read.
+    restoring: Option<SnapshotMeta>,
 }
 
 impl<S: Storage> RaftLog<S> {
@@ -47,6 +51,7 @@ impl<S: Storage> RaftLog<S> {
             committed: committed.max(applied),
             applied,
             apply_handed: applied,
+            restoring: None,
         })
     }
 
@@ -71,7 +76,56 @@ impl<S: Storage> RaftLog<S> {
             let pos = (index.0 - self.persisted.0 - 1) as usize;
             return Ok(self.unstable.get(pos).map(|e| e.term));
         }
+        if let Some(meta) = &self.restoring {
+            return match index == meta.index {
+                true => Ok(Some(meta.term)),
+                false => Err(self.compacted(index)),
+            };
+        }
         Ok(Some(self.storage.term(index)?))
+    }
+
+    fn compacted(&self, index: LogIndex) -> Error {
+        Error::Storage(StorageError::Compacted {
+            index,
+            first: self.first_index().unwrap_or(index.next()),
+        })
+    }
+
+    /// The first index still held as an entry (after the latest snapshot,
+    /// durable or being restored).
+    pub(crate) fn first_index(&self) -> Result<LogIndex, Error> {
+        match &self.restoring {
+            Some(meta) => Ok(meta.index.next()),
+            None => Ok(self.storage.first_index()?),
+        }
+    }
+
+    /// Whether a snapshot from the leader is waiting to become durable.
+    pub(crate) fn is_restoring(&self) -> bool {
+        self.restoring.is_some()
+    }
+
+    /// Replaces the whole log by the leader's snapshot, which ends after
+    /// the commit index. Storage keeps the old log until the application
+    /// persists the snapshot and calls [`RaftLog::snapshot_persisted`].
+    pub(crate) fn restore(&mut self, meta: SnapshotMeta) {
+        self.unstable.clear();
+        self.persisted = meta.index;
+        self.handed = meta.index;
+        self.last_term = meta.term;
+        self.committed = meta.index;
+        self.apply_handed = meta.index;
+        self.restoring = Some(meta);
+    }
+
+    /// The snapshot at `index` restored by [`RaftLog::restore`] is durable
+    /// and applied.
+    pub(crate) fn snapshot_persisted(&mut self, index: LogIndex) {
+        if self.restoring.as_ref().is_some_and(|m| m.index == index) {
+            self.restoring = None;
+        }
+        self.applied = self.applied.max(index);
     }
 
     pub(crate) fn matches(&self, index: LogIndex, term: Term) -> Result<bool, Error> {
@@ -125,6 +179,9 @@ impl<S: Storage> RaftLog<S> {
             return Ok(());
         }
         if low <= self.persisted {
+            if self.restoring.is_some() {
+                return Err(self.compacted(low));
+            }
             self.storage
                 .entries(low, self.persisted.next(), max_bytes, out)?;
             if out.last().is_none_or(|e| e.index < self.persisted) {

@@ -3,6 +3,7 @@
 //! feature they serialize with any serde format (and so through
 //! `quorate-transport`'s serde codec).
 
+use crate::storage::SnapshotMeta;
 use crate::types::{Entry, LogIndex, NodeId, Term};
 
 #[cfg(feature = "serde")]
@@ -93,6 +94,31 @@ pub enum MessageBody {
     ForwardedProposal {
         /// The commands, in order.
         commands: Vec<bytes::Bytes>,
+    },
+    /// One chunk of the leader's snapshot, for a follower that needs
+    /// entries the leader compacted (InstallSnapshot, thesis §5.3). Chunks
+    /// go one at a time; the transfer resumes from the offset the follower
+    /// reports, so a lost chunk is simply sent again.
+    InstallSnapshot {
+        /// Which log prefix the snapshot replaces.
+        meta: SnapshotMeta,
+        /// Where `data` starts in the snapshot's data.
+        offset: u64,
+        /// The chunk.
+        data: bytes::Bytes,
+        /// Whether this is the last chunk.
+        done: bool,
+    },
+    /// The answer to a chunk of [`MessageBody::InstallSnapshot`] that was
+    /// not the last: how many bytes of the snapshot at `index` the follower
+    /// holds, so the leader sends from there. The last chunk is answered
+    /// with an [`MessageBody::AppendEntriesResponse`] once the snapshot is
+    /// durable.
+    InstallSnapshotResponse {
+        /// The snapshot's index.
+        index: LogIndex,
+        /// Bytes received so far.
+        received: u64,
     },
     /// The answer to [`MessageBody::Heartbeat`].
     HeartbeatResponse {

@@ -1,14 +1,14 @@
 //! [`Node`]: one Raft server as a deterministic state machine.
 
 use crate::config::{Config, Configuration};
-use crate::error::Error;
+use crate::error::{Error, StorageError};
 use crate::log::RaftLog;
 use crate::message::{AppendOutcome, Message, MessageBody};
 use crate::progress::{Progress, ProgressState};
 use crate::ready::{ReadState, Ready, Role, SoftState};
-use crate::storage::Storage;
+use crate::storage::{Snapshot, SnapshotMeta, Storage};
 use crate::types::{Entry, HardState, LogIndex, NodeId, Term};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 
 /// Where [`Node::propose_or_forward`] sent a command.
@@ -32,6 +32,17 @@ struct InFlight {
     held: Vec<Message>,
     /// The application has applied up to here once this Ready is advanced.
     applies_to: LogIndex,
+    /// The index of the snapshot this Ready asked to restore.
+    restores: Option<LogIndex>,
+}
+
+/// A snapshot arriving in chunks from the leader.
+#[derive(Debug)]
+struct IncomingSnapshot {
+    term: Term,
+    from: NodeId,
+    meta: SnapshotMeta,
+    data: BytesMut,
 }
 
 /// One Raft node.
@@ -92,6 +103,10 @@ pub struct Node<S> {
     /// time and start an election that ignores the followers' leases, so no
     /// more lease reads in this term (raft-rs issue 234).
     lease_forfeited: bool,
+    /// Follower: the snapshot being received.
+    incoming_snapshot: Option<IncomingSnapshot>,
+    /// Follower: a received snapshot for the next Ready.
+    restored: Option<Snapshot>,
 }
 
 /// A ReadIndex request waiting for heartbeat answers.
@@ -146,6 +161,8 @@ impl<S: Storage> Node<S> {
             round_sent: VecDeque::new(),
             lease_until: 0,
             lease_forfeited: false,
+            incoming_snapshot: None,
+            restored: None,
             config,
         };
         node.reset_election_timer();
@@ -204,9 +221,11 @@ impl<S: Storage> Node<S> {
         self.log.term(index)
     }
 
-    /// Copies the entries in `[low, last_index]` into `out` (durable or not).
+    /// Copies the entries in `[low, last_index]` into `out` (durable or
+    /// not), starting after the latest snapshot if `low` is compacted.
     pub fn log_entries(&self, low: LogIndex, out: &mut Vec<Entry>) -> Result<(), Error> {
-        self.log.entries_from(low.max(LogIndex(1)), u64::MAX, out)
+        self.log
+            .entries_from(low.max(self.log.first_index()?), u64::MAX, out)
     }
 
     /// The cluster membership.
@@ -267,8 +286,7 @@ impl<S: Storage> Node<S> {
             }
             Role::Follower | Role::PreCandidate | Role::Candidate => {
                 self.election_elapsed += 1;
-                if self.election_elapsed >= self.randomized_election_timeout
-                    && self.configuration.voters().contains(&self.id)
+                if self.election_elapsed >= self.randomized_election_timeout && self.can_campaign()
                 {
                     self.campaign();
                 }
@@ -279,7 +297,7 @@ impl<S: Storage> Node<S> {
     /// Starts an election now, as if the election timeout had fired: a
     /// pre-vote round first if [`Config::pre_vote`] is set.
     pub fn campaign(&mut self) {
-        if !self.configuration.voters().contains(&self.id) {
+        if !self.can_campaign() {
             return;
         }
         if self.config.pre_vote {
@@ -292,6 +310,12 @@ impl<S: Storage> Node<S> {
             self.become_candidate(term);
             self.request_votes(false, false);
         }
+    }
+
+    /// Voters campaign; not while restoring a snapshot, since a leader
+    /// replicates from storage, which holds the old log until then.
+    fn can_campaign(&self) -> bool {
+        self.configuration.voters().contains(&self.id) && !self.log.is_restoring()
     }
 
     fn request_votes(&mut self, pre_vote: bool, transfer: bool) {
@@ -550,7 +574,9 @@ impl<S: Storage> Node<S> {
                     leadership_transfer: false,
                     ..
                 } if self.in_lease() => return Ok(()),
-                MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } => {
+                MessageBody::AppendEntries { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::InstallSnapshot { .. } => {
                     self.become_follower(m.term, Some(m.from));
                 }
                 _ => self.become_follower(m.term, None),
@@ -559,7 +585,9 @@ impl<S: Storage> Node<S> {
             // Tell a stale leader or candidate about the newer term; drop
             // stale replies.
             match m.body {
-                MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } => {
+                MessageBody::AppendEntries { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::InstallSnapshot { .. } => {
                     self.reply(m.from, MessageBody::HeartbeatResponse { round: 0 });
                 }
                 MessageBody::RequestVote { .. } => {
@@ -589,7 +617,7 @@ impl<S: Storage> Node<S> {
             MessageBody::TimeoutNow => {
                 // Only our leader may hand over; skip pre-vote, we know the
                 // leader stepped aside for us.
-                if self.leader == Some(m.from) && self.configuration.voters().contains(&self.id) {
+                if self.leader == Some(m.from) && self.can_campaign() {
                     let term = self.term.next();
                     self.become_candidate(term);
                     self.request_votes(false, true);
@@ -631,6 +659,23 @@ impl<S: Storage> Node<S> {
                     &entries,
                     leader_commit,
                 )
+            }
+            MessageBody::InstallSnapshot {
+                meta,
+                offset,
+                data,
+                done,
+            } => {
+                self.follow(m.from)?;
+                self.handle_install_snapshot(m.from, m.term, meta, offset, &data, done)
+            }
+            MessageBody::InstallSnapshotResponse { index, received } => {
+                if self.role == Role::Leader
+                    && let Some(p) = self.progress_mut(m.from)
+                {
+                    p.snapshot_received(index, received);
+                }
+                Ok(())
             }
             MessageBody::Heartbeat { commit, round } => {
                 self.follow(m.from)?;
@@ -675,15 +720,21 @@ impl<S: Storage> Node<S> {
             && hard_state.is_none()
             && soft_state.is_none()
             && self.read_states.is_empty()
+            && self.restored.is_none()
             && !self.log.has_committed_to_hand()
         {
             return Ok(None);
         }
         let committed_entries = self.log.take_committed(u64::MAX)?;
         let entries = self.log.take_unpersisted();
+        let snapshot = self.restored.take();
         let mut messages = std::mem::take(&mut self.outbox);
         let mut held = std::mem::take(&mut self.held);
-        if entries.is_empty() && hard_state.is_none() && self.in_flight.is_empty() {
+        if entries.is_empty()
+            && hard_state.is_none()
+            && snapshot.is_none()
+            && self.in_flight.is_empty()
+        {
             // Everything the replies assert is already durable.
             messages.append(&mut held);
         }
@@ -699,6 +750,7 @@ impl<S: Storage> Node<S> {
             applies_to: committed_entries
                 .last()
                 .map_or(self.log.applied, |e| e.index),
+            restores: snapshot.as_ref().map(|s| s.meta.index),
         });
         Ok(Some(Ready {
             seq,
@@ -708,6 +760,7 @@ impl<S: Storage> Node<S> {
             committed_entries,
             soft_state,
             read_states: std::mem::take(&mut self.read_states),
+            snapshot,
         }))
     }
 
@@ -732,6 +785,9 @@ impl<S: Storage> Node<S> {
             self.durable_hard_state = hs;
         }
         self.log.applied_to(done.applies_to);
+        if let Some(index) = done.restores {
+            self.log.snapshot_persisted(index);
+        }
         self.outbox.extend(done.held);
         match self.role {
             Role::Candidate => self.tally_votes(),
@@ -1015,6 +1071,89 @@ impl<S: Storage> Node<S> {
         Ok(())
     }
 
+    /// A chunk of the leader's snapshot (thesis figure 5.3). Chunks must
+    /// arrive in order; otherwise the answer tells the leader where to
+    /// resume. The last chunk either confirms a log we already hold or
+    /// replaces the log, and is acknowledged once that is durable.
+    fn handle_install_snapshot(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        meta: SnapshotMeta,
+        offset: u64,
+        data: &Bytes,
+        done: bool,
+    ) -> Result<(), Error> {
+        let committed = self.log.committed;
+        if meta.index <= committed {
+            // We already hold (and may have applied) all of it.
+            self.incoming_snapshot = None;
+            self.reply_append(
+                from,
+                AppendOutcome::Success {
+                    match_index: committed,
+                },
+            );
+            return Ok(());
+        }
+        let same = |i: &IncomingSnapshot| i.term == term && i.from == from && i.meta == meta;
+        if !self.incoming_snapshot.as_ref().is_some_and(same) {
+            if offset != 0 {
+                self.snapshot_received(from, meta.index, 0);
+                return Ok(());
+            }
+            self.incoming_snapshot = Some(IncomingSnapshot {
+                term,
+                from,
+                meta: meta.clone(),
+                data: BytesMut::new(),
+            });
+        }
+        let Some(incoming) = self.incoming_snapshot.as_mut() else {
+            return Ok(());
+        };
+        let received = incoming.data.len() as u64;
+        if offset != received {
+            self.snapshot_received(from, meta.index, received);
+            return Ok(());
+        }
+        incoming.data.extend_from_slice(data);
+        if !done {
+            let received = incoming.data.len() as u64;
+            self.snapshot_received(from, meta.index, received);
+            return Ok(());
+        }
+        let Some(incoming) = self.incoming_snapshot.take() else {
+            return Ok(());
+        };
+        if self.log.matches(meta.index, meta.term)? {
+            // Our log already holds the snapshot's last entry, so it holds
+            // everything before it: keep the log, entries after it included.
+            self.log.commit_to(meta.index);
+        } else {
+            self.log.restore(meta.clone());
+            self.configuration = meta.configuration.clone();
+            for f in &mut self.in_flight {
+                f.persists_to = f.persists_to.min(meta.index);
+            }
+            self.restored = Some(Snapshot {
+                meta: meta.clone(),
+                data: incoming.data.freeze(),
+            });
+        }
+        self.reply_append(
+            from,
+            AppendOutcome::Success {
+                match_index: meta.index,
+            },
+        );
+        Ok(())
+    }
+
+    fn snapshot_received(&mut self, to: NodeId, index: LogIndex, received: u64) {
+        self.send(to, MessageBody::InstallSnapshotResponse { index, received });
+    }
+
     /// The repair hint for a rejected `prev_log_index`: the term we hold
     /// there and the first index of that term, so the leader can skip it.
     fn conflict_hint(&self, rejected_index: LogIndex) -> Result<AppendOutcome, Error> {
@@ -1085,7 +1224,8 @@ impl<S: Storage> Node<S> {
     /// The last index at or before `at` holding an entry of `term`.
     fn last_index_of_term(&self, term: Term, at: LogIndex) -> Result<Option<LogIndex>, Error> {
         let mut i = at.min(self.log.last_index());
-        while i > LogIndex::ZERO {
+        let snapshot = self.log.first_index()?.prev();
+        while i > LogIndex::ZERO && i >= snapshot {
             match self.log.term(i)? {
                 Some(t) if t == term => return Ok(Some(i)),
                 Some(t) if t < term => return Ok(None),
@@ -1126,6 +1266,9 @@ impl<S: Storage> Node<S> {
     }
 
     fn replicate_to(&mut self, p: &mut Progress) -> Result<(), Error> {
+        if p.state == ProgressState::Snapshot || p.next_index < self.log.first_index()? {
+            return self.send_snapshot_chunk(p);
+        }
         let last = self.log.last_index();
         let committed = self.log.committed;
         while p.can_send(self.config.max_inflight_msgs)
@@ -1158,6 +1301,38 @@ impl<S: Storage> Node<S> {
                 break;
             }
         }
+        Ok(())
+    }
+
+    /// Sends the next chunk of the latest snapshot to a follower that needs
+    /// compacted entries; restarts the transfer if the snapshot changed.
+    fn send_snapshot_chunk(&mut self, p: &mut Progress) -> Result<(), Error> {
+        let snapshot = self.log.storage.snapshot()?;
+        let index = snapshot.meta.index;
+        if p.state != ProgressState::Snapshot || p.snapshot_index != index {
+            p.send_snapshot(index);
+        }
+        if !p.can_send(self.config.max_inflight_msgs) {
+            return Ok(());
+        }
+        let len = snapshot.data.len() as u64;
+        let start = p.snapshot_offset.min(len);
+        let end = start
+            .saturating_add(self.config.max_snapshot_chunk_bytes)
+            .min(len);
+        let data = snapshot.data.slice(start as usize..end as usize);
+        p.sent(None);
+        self.outbox.push(Message {
+            from: self.id,
+            to: p.id,
+            term: self.term,
+            body: MessageBody::InstallSnapshot {
+                meta: snapshot.meta,
+                offset: start,
+                data,
+                done: end == len,
+            },
+        });
         Ok(())
     }
 
@@ -1253,13 +1428,32 @@ impl<S: Storage> Node<S> {
                 .iter()
                 .take_while(|e| current && e.index <= self.log.committed)
             {
-                if self.log.term(e.index)?.is_some_and(|t| t != e.term) {
+                let held = match self.log.term(e.index) {
+                    // Compacted entries were committed, so they match.
+                    Err(Error::Storage(StorageError::Compacted { .. })) => None,
+                    other => other?,
+                };
+                if held.is_some_and(|t| t != e.term) {
                     return Err(Error::ConflictWithCommitted {
                         from: m.from,
                         index: e.index,
                         committed: self.log.committed,
                     });
                 }
+            }
+        }
+        if let MessageBody::InstallSnapshot { meta, .. } = &m.body {
+            let malformed = |reason| Error::MalformedMessage {
+                from: m.from,
+                reason,
+            };
+            if meta.term > m.term || meta.term == Term(0) || meta.index == LogIndex::ZERO {
+                return Err(malformed("snapshot of an impossible log position"));
+            }
+            if !meta.configuration.contains(self.id) {
+                return Err(malformed(
+                    "snapshot of a configuration without the receiver",
+                ));
             }
         }
         Ok(())

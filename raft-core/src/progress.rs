@@ -13,6 +13,9 @@ pub enum ProgressState {
     /// The follower's log matches: AppendEntries are pipelined, up to
     /// `max_inflight_msgs` unacknowledged.
     Replicate,
+    /// The follower needs entries the leader compacted: the leader sends
+    /// its snapshot, one chunk at a time.
+    Snapshot,
 }
 
 /// The leader's record of one follower (figure 2: `nextIndex`, `matchIndex`).
@@ -40,6 +43,10 @@ pub struct Progress {
     pub(crate) recent_active: bool,
     /// The highest read round the follower answered (ReadIndex).
     pub(crate) acked_round: u64,
+    /// In snapshot state: the index of the snapshot being sent.
+    pub(crate) snapshot_index: LogIndex,
+    /// In snapshot state: how many bytes of it the follower holds.
+    pub(crate) snapshot_offset: u64,
 }
 
 impl Progress {
@@ -56,13 +63,32 @@ impl Progress {
             // A new leader gives every follower one interval to answer.
             recent_active: true,
             acked_round: 0,
+            snapshot_index: LogIndex::ZERO,
+            snapshot_offset: 0,
+        }
+    }
+
+    /// Starts sending the snapshot at `index` from its first byte.
+    pub(crate) fn send_snapshot(&mut self, index: LogIndex) {
+        self.state = ProgressState::Snapshot;
+        self.snapshot_index = index;
+        self.snapshot_offset = 0;
+        self.inflight.clear();
+        self.paused = false;
+    }
+
+    /// The follower holds `received` bytes of the snapshot at `index`.
+    pub(crate) fn snapshot_received(&mut self, index: LogIndex, received: u64) {
+        if self.state == ProgressState::Snapshot && index == self.snapshot_index {
+            self.snapshot_offset = received;
+            self.paused = false;
         }
     }
 
     /// Whether the leader may send another AppendEntries now.
     pub(crate) fn can_send(&self, max_inflight: usize) -> bool {
         match self.state {
-            ProgressState::Probe => !self.paused,
+            ProgressState::Probe | ProgressState::Snapshot => !self.paused,
             ProgressState::Replicate => self.inflight.len() < max_inflight,
         }
     }
@@ -70,7 +96,7 @@ impl Progress {
     /// Records an AppendEntries whose last entry is `last`.
     pub(crate) fn sent(&mut self, last: Option<LogIndex>) {
         match self.state {
-            ProgressState::Probe => self.paused = true,
+            ProgressState::Probe | ProgressState::Snapshot => self.paused = true,
             ProgressState::Replicate => {
                 if let Some(last) = last {
                     self.next_index = last.next();
@@ -83,6 +109,16 @@ impl Progress {
     /// The follower acknowledged a match up to `index`. Returns whether the
     /// match index moved.
     pub(crate) fn acknowledge(&mut self, index: LogIndex) -> bool {
+        if self.state == ProgressState::Snapshot && index < self.snapshot_index {
+            // A stale answer from before the snapshot: the follower still
+            // needs it.
+            let moved = index > self.match_index;
+            self.match_index = self.match_index.max(index);
+            return moved;
+        }
+        if self.state == ProgressState::Snapshot {
+            self.state = ProgressState::Probe;
+        }
         self.paused = false;
         self.recently_acked = true;
         while self.inflight.front().is_some_and(|last| *last <= index) {
@@ -105,6 +141,10 @@ impl Progress {
     /// were probably lost: probe again from the match index.
     pub(crate) fn heartbeat_answered(&mut self, leader_last: LogIndex) {
         self.paused = false;
+        if self.state == ProgressState::Snapshot {
+            // Resend the chunk in flight, which may have been lost.
+            return;
+        }
         if self.match_index < leader_last && !self.recently_acked {
             self.state = ProgressState::Probe;
             self.inflight.clear();
@@ -117,6 +157,8 @@ impl Progress {
     /// rejection is stale and was ignored.
     pub(crate) fn reject(&mut self, rejected: LogIndex, hint: LogIndex) -> bool {
         match self.state {
+            // Answers to appends sent before the snapshot.
+            ProgressState::Snapshot => return false,
             ProgressState::Replicate if rejected <= self.match_index => return false,
             ProgressState::Probe if rejected != self.next_index.prev() => return false,
             _ => {}

@@ -1,6 +1,7 @@
 //! The batch of work a node hands to the application.
 
 use crate::message::Message;
+use crate::storage::Snapshot;
 use crate::types::{Entry, HardState, LogIndex, NodeId};
 
 /// A node's role in its current term (§5.1).
@@ -47,8 +48,9 @@ pub struct ReadState {
 /// are held inside the node until you call `advance`). What you must
 /// guarantee before `advance(ready)`:
 ///
-/// 1. [`entries`](Ready::entries) and [`hard_state`](Ready::hard_state) are
-///    durable (entries first, or both atomically), and
+/// 1. [`snapshot`](Ready::snapshot), then [`entries`](Ready::entries) and
+///    [`hard_state`](Ready::hard_state) are durable (in that order, or
+///    atomically), and the state machine is restored from the snapshot, and
 /// 2. [`committed_entries`](Ready::committed_entries) are applied to your
 ///    state machine, in order.
 ///
@@ -63,6 +65,7 @@ pub struct Ready {
     pub(crate) committed_entries: Vec<Entry>,
     pub(crate) soft_state: Option<SoftState>,
     pub(crate) read_states: Vec<ReadState>,
+    pub(crate) snapshot: Option<Snapshot>,
 }
 
 impl Ready {
@@ -115,6 +118,19 @@ impl Ready {
         std::mem::take(&mut self.read_states)
     }
 
+    /// A snapshot the leader sent, which replaces this node's log: persist
+    /// it (it replaces every stored entry) and restore the state machine
+    /// from its data before the entries of this Ready. A Ready with a
+    /// snapshot carries no committed entries: the snapshot stands for them.
+    pub fn snapshot(&self) -> Option<&Snapshot> {
+        self.snapshot.as_ref()
+    }
+
+    /// Moves the snapshot out.
+    pub fn take_snapshot(&mut self) -> Option<Snapshot> {
+        self.snapshot.take()
+    }
+
     /// The position of this Ready in the sequence `advance` expects.
     pub fn sequence(&self) -> u64 {
         self.seq
@@ -122,6 +138,6 @@ impl Ready {
 
     /// Whether there is anything to persist (entries or hard state).
     pub fn must_persist(&self) -> bool {
-        !self.entries.is_empty() || self.hard_state.is_some()
+        !self.entries.is_empty() || self.hard_state.is_some() || self.snapshot.is_some()
     }
 }

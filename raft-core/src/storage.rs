@@ -34,6 +34,18 @@ pub struct SnapshotMeta {
     pub configuration: Configuration,
 }
 
+/// A snapshot of the application state: the metadata saying which log
+/// prefix it replaces, and the application's serialized state, opaque to
+/// Raft (thesis §5.1).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+pub struct Snapshot {
+    /// Which prefix of the log the snapshot replaces.
+    pub meta: SnapshotMeta,
+    /// The application state as of `meta.index`.
+    pub data: bytes::Bytes,
+}
+
 /// Read access to a node's stable storage.
 ///
 /// The log stored is the entries in `first_index()..=last_index()`, preceded
@@ -65,6 +77,10 @@ pub trait Storage {
 
     /// The metadata of the latest snapshot.
     fn snapshot_meta(&self) -> Result<SnapshotMeta, StorageError>;
+
+    /// The latest snapshot with its data, which a leader sends to followers
+    /// that need entries it compacted (InstallSnapshot).
+    fn snapshot(&self) -> Result<Snapshot, StorageError>;
 }
 
 /// A [`Storage`] kept in memory. "Durable" means "written here"; the
@@ -74,6 +90,8 @@ pub trait Storage {
 pub struct MemStorage {
     hard_state: HardState,
     snapshot: SnapshotMeta,
+    /// The application state as of `snapshot.index`.
+    snapshot_data: bytes::Bytes,
     /// The entries after `snapshot.index`.
     entries: Vec<Entry>,
 }
@@ -127,13 +145,12 @@ impl MemStorage {
         Ok(())
     }
 
-    /// Discards entries up to and including `index`, recording them as
-    /// covered by a snapshot of the application state.
-    ///
-    /// InstallSnapshot is not implemented yet: a leader that needs a
-    /// compacted entry for a follower fails with [`StorageError::Compacted`].
-    /// Compact only below every member's match index.
-    pub fn compact(&mut self, index: LogIndex) -> Result<(), StorageError> {
+    /// Records `data`, the application state as of the applied `index`, as
+    /// the latest snapshot and discards the entries it covers (log
+    /// compaction, thesis §5.1). Followers that need a discarded entry are
+    /// sent the snapshot instead (InstallSnapshot). Compact only up to the
+    /// applied index, so `data` reflects exactly the entries up to `index`.
+    pub fn compact(&mut self, index: LogIndex, data: bytes::Bytes) -> Result<(), StorageError> {
         if index <= self.snapshot.index {
             return Ok(());
         }
@@ -142,7 +159,18 @@ impl MemStorage {
         self.entries.drain(..drop);
         self.snapshot.index = index;
         self.snapshot.term = term;
+        self.snapshot_data = data;
         Ok(())
+    }
+
+    /// Persists a snapshot received from the leader
+    /// ([`Ready::snapshot`](crate::Ready::snapshot)): it replaces the whole
+    /// log, whose entries conflict with or precede it.
+    pub fn apply_snapshot(&mut self, snapshot: Snapshot) {
+        self.entries.clear();
+        self.hard_state.commit = self.hard_state.commit.max(snapshot.meta.index);
+        self.snapshot = snapshot.meta;
+        self.snapshot_data = snapshot.data;
     }
 
     /// Every stored entry, oldest first.
@@ -170,6 +198,13 @@ impl MemStorage {
 }
 
 impl Storage for MemStorage {
+    fn snapshot(&self) -> Result<Snapshot, StorageError> {
+        Ok(Snapshot {
+            meta: self.snapshot.clone(),
+            data: self.snapshot_data.clone(),
+        })
+    }
+
     fn initial_state(&self) -> Result<InitialState, StorageError> {
         Ok(InitialState {
             hard_state: self.hard_state,
@@ -261,7 +296,7 @@ mod tests {
     fn compaction_moves_the_first_index() {
         let mut s = MemStorage::default();
         s.append(&[e(1, 1), e(2, 1), e(3, 2)]).unwrap();
-        s.compact(LogIndex(2)).unwrap();
+        s.compact(LogIndex(2), bytes::Bytes::new()).unwrap();
         assert_eq!(s.first_index().unwrap(), LogIndex(3));
         assert_eq!(s.term(LogIndex(2)).unwrap(), Term(1));
         assert!(matches!(

@@ -16,6 +16,23 @@ impl StateMachine for Journal {
         self.0.push(command.clone());
         Some(self.0.len())
     }
+    fn snapshot(&self) -> Bytes {
+        let mut out = Vec::new();
+        for c in &self.0 {
+            out.extend_from_slice(&(c.len() as u32).to_be_bytes());
+            out.extend_from_slice(c);
+        }
+        Bytes::from(out)
+    }
+    fn restore(&mut self, snapshot: &Bytes) {
+        self.0.clear();
+        let mut rest = snapshot.clone();
+        while rest.len() >= 4 {
+            let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
+            self.0.push(rest.slice(4..4 + len));
+            rest = rest.slice(4 + len..);
+        }
+    }
 }
 
 fn run_to(cluster: &mut Cluster<Journal>, ms: u64) {

@@ -101,6 +101,23 @@ fn body() -> impl Strategy<Value = MessageBody> {
         ),
         (index(), 0..4u64).prop_map(|(commit, round)| MessageBody::Heartbeat { commit, round }),
         (0..4u64).prop_map(|round| MessageBody::HeartbeatResponse { round }),
+        (index(), term(), 0..12u64, any::<bool>(), 1..4u64).prop_map(
+            |(index, term, offset, done, voters)| MessageBody::InstallSnapshot {
+                meta: quorate_raft_core::SnapshotMeta {
+                    index,
+                    term,
+                    configuration: quorate_raft_core::Configuration::new(
+                        (1..=voters).map(quorate_raft_core::NodeId)
+                    ),
+                },
+                offset,
+                data: Bytes::from_static(b"snap"),
+                done,
+            }
+        ),
+        (index(), 0..12u64).prop_map(|(index, received)| {
+            MessageBody::InstallSnapshotResponse { index, received }
+        }),
     ]
 }
 
@@ -145,7 +162,10 @@ fn observe(node: &Node<MemStorage>) -> Observed {
 }
 
 fn drive(node: &mut Node<MemStorage>) {
-    while let Some(ready) = node.ready().unwrap() {
+    while let Some(mut ready) = node.ready().unwrap() {
+        if let Some(snapshot) = ready.take_snapshot() {
+            node.storage_mut().apply_snapshot(snapshot);
+        }
         node.storage_mut().append(ready.entries()).unwrap();
         if let Some(hs) = ready.hard_state() {
             node.storage_mut().set_hard_state(hs);

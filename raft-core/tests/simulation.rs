@@ -30,14 +30,16 @@ fn summarize(reports: &[SimReport]) {
     let faults: usize = reports.iter().map(|r| r.faults).sum();
     let dropped: u64 = reports.iter().map(|r| r.dropped).sum();
     let steps: u64 = reports.iter().map(|r| r.steps).sum();
+    let snapshots: u64 = reports.iter().map(|r| r.snapshots_installed).sum();
     eprintln!(
-        "{} seeds: {ops} linearizable operations ({index_reads} reads without log entries, {lease_reads} of them by lease), {dedup} retries deduplicated, {faults} faults, {dropped} messages dropped, {steps} steps",
+        "{} seeds: {ops} linearizable operations ({index_reads} reads without log entries, {lease_reads} of them by lease), {dedup} retries deduplicated, {faults} faults, {dropped} messages dropped, {snapshots} snapshots installed, {steps} steps",
         reports.len()
     );
     if reports.len() >= 20 {
         assert!(index_reads > 0, "ReadIndex reads were exercised");
         assert!(lease_reads > 0, "lease reads were exercised");
         assert!(dedup > 0, "retries were deduplicated");
+        assert!(snapshots > 0, "followers installed snapshots");
     }
 }
 

@@ -6,7 +6,7 @@ use super::invariants::Invariants;
 use super::{StateMachine, Violation};
 use crate::{
     Config, Configuration, Error, LogIndex, MemStorage, Message, MessageBody, Node, NodeId,
-    Proposed, ReadState, Ready, Role, Term,
+    Proposed, ReadState, Ready, Role, Storage, Term,
 };
 use bytes::Bytes;
 use quorate_transport::sim::{LinkConfig, Network, SimTime};
@@ -32,6 +32,9 @@ pub struct ClusterOptions {
     pub link: LinkConfig,
     /// How many trace events to keep for a failure report.
     pub trace_capacity: usize,
+    /// Each node compacts its log into a snapshot of its state machine
+    /// once this many applied entries follow its latest snapshot (0: never).
+    pub compact_every: u64,
 }
 
 impl Default for ClusterOptions {
@@ -44,6 +47,7 @@ impl Default for ClusterOptions {
             node_config: Config::new(NodeId(0)),
             link: LinkConfig::new(Duration::from_millis(1)).with_jitter(Duration::from_millis(2)),
             trace_capacity: 256,
+            compact_every: 0,
         }
     }
 }
@@ -139,6 +143,8 @@ fn kind(body: &MessageBody) -> &'static str {
     match body {
         MessageBody::RequestVote { .. } => "RequestVote",
         MessageBody::TimeoutNow => "TimeoutNow",
+        MessageBody::InstallSnapshot { .. } => "InstallSnapshot",
+        MessageBody::InstallSnapshotResponse { .. } => "SnapshotChunkAck",
         MessageBody::ForwardedProposal { .. } => "ForwardedProposal",
         MessageBody::RequestVoteResponse { granted: true } => "VoteGranted",
         MessageBody::RequestVoteResponse { granted: false } => "VoteRefused",
@@ -194,6 +200,8 @@ pub struct Cluster<SM: StateMachine> {
     trace: VecDeque<TraceEvent>,
     trace_capacity: usize,
     max_write_latency: u64,
+    compact_every: u64,
+    snapshots: u64,
     responses: Vec<(SimTime, NodeId, SM::Response)>,
     steps: u64,
     served_reads: u64,
@@ -252,6 +260,8 @@ impl<SM: StateMachine> Cluster<SM> {
             trace: VecDeque::new(),
             trace_capacity: options.trace_capacity,
             max_write_latency: options.max_write_latency.as_nanos() as u64,
+            compact_every: options.compact_every,
+            snapshots: 0,
             responses: Vec::new(),
             steps: 0,
             served_reads: 0,
@@ -466,6 +476,11 @@ impl<SM: StateMachine> Cluster<SM> {
         }
     }
 
+    /// How many snapshots nodes installed from a leader (InstallSnapshot).
+    pub fn installed_snapshots(&self) -> u64 {
+        self.snapshots
+    }
+
     /// Restarts a crashed node from its disk alone.
     pub fn restart(&mut self, id: NodeId) -> Result<(), Violation> {
         let Some(i) = self.index_of(id) else {
@@ -478,6 +493,13 @@ impl<SM: StateMachine> Cluster<SM> {
         server.restarts += 1;
         let mut config = server.config.clone();
         config.seed = config.seed.wrapping_add(server.restarts);
+        // The state machine comes back from the snapshot, the node applies
+        // the committed log tail after it.
+        let snapshot = disk.snapshot().map_err(|e| Violation::Node {
+            node: id,
+            error: Error::Storage(e),
+        })?;
+        server.state_machine.restore(&snapshot.data);
         let node = Node::new(config, disk).map_err(|error| Violation::Node { node: id, error })?;
         server.node = Some(node);
         server.next_tick = self
@@ -681,6 +703,11 @@ impl<SM: StateMachine> Cluster<SM> {
             return Ok(());
         };
         let fail = |error| Violation::Node { node: id, error };
+        if let Some(snapshot) = ready.take_snapshot() {
+            server.state_machine.restore(&snapshot.data);
+            node.storage_mut().apply_snapshot(snapshot);
+            self.snapshots += 1;
+        }
         node.storage_mut()
             .append(ready.entries())
             .map_err(|e| fail(Error::Storage(e)))?;
@@ -699,6 +726,16 @@ impl<SM: StateMachine> Cluster<SM> {
             }
         }
         node.advance(ready).map_err(fail)?;
+        let applied = node.applied_index();
+        let first = node
+            .storage()
+            .first_index()
+            .map_err(|e| fail(Error::Storage(e)))?;
+        if self.compact_every > 0 && applied.0 >= first.0 + self.compact_every {
+            node.storage_mut()
+                .compact(applied, server.state_machine.snapshot())
+                .map_err(|e| fail(Error::Storage(e)))?;
+        }
         // Serve the confirmed reads the state machine has caught up with.
         let applied = node.applied_index();
         let mut i = 0;

@@ -152,6 +152,48 @@ impl KvStore {
         (self.executed, self.deduplicated)
     }
 
+    /// Parses what [`StateMachine::snapshot`] wrote; `None` if malformed
+    /// (the empty snapshot of a fresh log included).
+    fn decode(mut b: &[u8]) -> Option<KvStore> {
+        let mut store = KvStore::default();
+        if b.remaining() < 4 {
+            return None;
+        }
+        for _ in 0..b.get_u32() {
+            if b.remaining() < 9 {
+                return None;
+            }
+            let key = b.get_u8();
+            store.data.insert(key, b.get_u64());
+        }
+        if b.remaining() < 4 {
+            return None;
+        }
+        for _ in 0..b.get_u32() {
+            if b.remaining() < 21 {
+                return None;
+            }
+            let client = b.get_u32();
+            let seq = b.get_u64();
+            let tag = b.get_u8();
+            let value = b.get_u64();
+            let out = match tag {
+                0 => KvOutput::Value(None),
+                1 => KvOutput::Value(Some(value)),
+                2 => KvOutput::Written,
+                3 => KvOutput::Swapped(value != 0),
+                _ => return None,
+            };
+            store.sessions.insert(client, (seq, out));
+        }
+        if b.remaining() != 16 {
+            return None;
+        }
+        store.executed = b.get_u64();
+        store.deduplicated = b.get_u64();
+        Some(store)
+    }
+
     fn execute(&mut self, op: KvOp) -> KvOutput {
         self.executed += 1;
         match op {
@@ -192,6 +234,37 @@ impl StateMachine for KvStore {
         let out = self.execute(cmd.op);
         self.sessions.insert(id.client, (id.seq, out));
         Some((id, out))
+    }
+
+    /// The values, the session table (so retries stay deduplicated after a
+    /// restore) and the counters.
+    fn snapshot(&self) -> Bytes {
+        let mut b = BytesMut::new();
+        b.put_u32(self.data.len() as u32);
+        for (key, value) in &self.data {
+            b.put_u8(*key);
+            b.put_u64(*value);
+        }
+        b.put_u32(self.sessions.len() as u32);
+        for (client, (seq, out)) in &self.sessions {
+            b.put_u32(*client);
+            b.put_u64(*seq);
+            let (tag, value) = match *out {
+                KvOutput::Value(None) => (0, 0),
+                KvOutput::Value(Some(v)) => (1, v),
+                KvOutput::Written => (2, 0),
+                KvOutput::Swapped(swapped) => (3, u64::from(swapped)),
+            };
+            b.put_u8(tag);
+            b.put_u64(value);
+        }
+        b.put_u64(self.executed);
+        b.put_u64(self.deduplicated);
+        b.freeze()
+    }
+
+    fn restore(&mut self, snapshot: &Bytes) {
+        *self = KvStore::decode(snapshot).unwrap_or_default();
     }
 
     /// Answers a `Get` from the current state; other operations are not

@@ -51,6 +51,14 @@ pub trait StateMachine: Default {
     fn query(&self, _query: &Bytes) -> Option<Self::Response> {
         None
     }
+
+    /// Serializes the whole state, for a snapshot (log compaction). It must
+    /// include whatever deduplicates retried requests.
+    fn snapshot(&self) -> Bytes;
+
+    /// Replaces the whole state by one [`snapshot`](StateMachine::snapshot)
+    /// produced (the empty snapshot of a fresh log means the initial state).
+    fn restore(&mut self, snapshot: &Bytes);
 }
 
 /// A broken property.
@@ -205,6 +213,8 @@ pub struct SimReport {
     pub steps: u64,
     /// Messages lost, cut or filtered by the network.
     pub dropped: u64,
+    /// Snapshots followers installed from a leader (InstallSnapshot).
+    pub snapshots_installed: u64,
 }
 
 /// A failing run: the seed that replays it, what broke, and the last events.
@@ -317,6 +327,10 @@ impl Simulation {
             node.check_quorum = rng.bool();
             let max_write = cluster_options.max_write_latency.as_micros() as u64;
             cluster_options.max_write_latency = Duration::from_micros(rng.u64(0..=max_write));
+            // Frequent compaction sends snapshots to every lagging or
+            // restarted follower; small chunks split them.
+            cluster_options.compact_every = [0, 6, 25][rng.usize(..3)];
+            node.max_snapshot_chunk_bytes = [16, 100, 1 << 20][rng.usize(..3)];
         }
         let cluster = Cluster::new(rng.u64(..), &cluster_options)?;
         let clients = (0..options.clients)
@@ -607,6 +621,7 @@ impl Simulation {
             faults: self.faults,
             steps: self.cluster.steps(),
             dropped: self.cluster.network_stats().dropped(),
+            snapshots_installed: self.cluster.installed_snapshots(),
         }
     }
 }

@@ -6,6 +6,7 @@
 use bytes::Bytes;
 use quorate_raft_core::{
     Config, Configuration, Entry, Error, LogIndex, MemStorage, Message, Node, NodeId, ReadState,
+    Snapshot,
 };
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -22,6 +23,8 @@ pub struct Network {
     pub applied: BTreeMap<NodeId, Vec<Entry>>,
     /// Reads each node confirmed (ReadIndex).
     pub read_states: BTreeMap<NodeId, Vec<ReadState>>,
+    /// Snapshots each node installed from a leader.
+    pub installed: BTreeMap<NodeId, Vec<Snapshot>>,
 }
 
 pub fn id(n: u64) -> NodeId {
@@ -47,6 +50,7 @@ impl Network {
             delivered: Vec::new(),
             applied: BTreeMap::new(),
             read_states: BTreeMap::new(),
+            installed: BTreeMap::new(),
         };
         let members: Vec<u64> = configuration.members().map(|m| m.0).collect();
         for n in members {
@@ -80,6 +84,10 @@ impl Network {
                 .entry(n)
                 .or_default()
                 .extend(ready.take_read_states());
+            if let Some(snapshot) = ready.take_snapshot() {
+                node.storage_mut().apply_snapshot(snapshot.clone());
+                self.installed.entry(n).or_default().push(snapshot);
+            }
             node.storage_mut().append(ready.entries()).unwrap();
             if let Some(hs) = ready.hard_state() {
                 node.storage_mut().set_hard_state(hs);
