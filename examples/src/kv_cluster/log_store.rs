@@ -15,8 +15,8 @@ use std::path::Path;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use quorate_raft_core::{
-    Configuration, Entry, HardState, InitialState, LogIndex, MemStorage, NodeId, SnapshotMeta,
-    Storage, StorageError, Term,
+    Configuration, Entry, HardState, InitialState, LogIndex, MemStorage, NodeId, Snapshot,
+    SnapshotMeta, Storage, StorageError, Term,
 };
 
 use super::Error;
@@ -210,6 +210,12 @@ impl Storage for FileLog {
 
     fn snapshot_meta(&self) -> Result<SnapshotMeta, StorageError> {
         self.mem.snapshot_meta()
+    }
+
+    // The example never compacts its log, so this is the empty snapshot at
+    // index 0 and a leader never needs to send one.
+    fn snapshot(&self) -> Result<Snapshot, StorageError> {
+        self.mem.snapshot()
     }
 }
 
