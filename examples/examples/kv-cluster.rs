@@ -40,6 +40,12 @@ enum Command {
         /// Writes before the crash.
         #[arg(long, default_value_t = 200)]
         writes: usize,
+        /// Compact each shard's log every this many applied entries.
+        #[arg(long, default_value_t = NodeConfig::COMPACT_EVERY)]
+        compact_every: u64,
+        /// Largest InstallSnapshot chunk, in bytes.
+        #[arg(long, default_value_t = NodeConfig::SNAPSHOT_CHUNK_BYTES)]
+        snapshot_chunk_bytes: u64,
     },
     /// Run one node.
     Node {
@@ -58,6 +64,12 @@ enum Command {
         /// Where the node keeps its log files.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Compact each shard's log every this many applied entries (0: never).
+        #[arg(long, default_value_t = NodeConfig::COMPACT_EVERY)]
+        compact_every: u64,
+        /// Largest InstallSnapshot chunk, in bytes.
+        #[arg(long, default_value_t = NodeConfig::SNAPSHOT_CHUNK_BYTES)]
+        snapshot_chunk_bytes: u64,
     },
     /// Write a key.
     Put {
@@ -125,7 +137,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command.unwrap_or(Command::Demo { writes: 200 }))) {
+    let demo = Command::Demo {
+        writes: 200,
+        compact_every: NodeConfig::COMPACT_EVERY,
+        snapshot_chunk_bytes: NodeConfig::SNAPSHOT_CHUNK_BYTES,
+    };
+    match runtime.block_on(run(cli.command.unwrap_or(demo))) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("kv-cluster: {e}");
@@ -136,9 +153,15 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> Result<ExitCode, Error> {
     match command {
-        Command::Demo { writes } => {
+        Command::Demo {
+            writes,
+            compact_every,
+            snapshot_chunk_bytes,
+        } => {
             let params = Params {
                 writes,
+                compact_every,
+                snapshot_chunk_bytes,
                 ..Params::default()
             };
             let report = scenario::run(params, &mut |line| println!("{line}")).await?;
@@ -158,6 +181,8 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             peers,
             shards,
             data_dir,
+            compact_every,
+            snapshot_chunk_bytes,
         } => {
             let node = BoundNode::bind(id, listen).await?;
             for &(peer, addr) in &peers {
@@ -173,13 +198,19 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                 data_dir: data_dir.unwrap_or_else(|| PathBuf::from(format!("kv-data-{id}"))),
                 tick: Duration::from_millis(10),
                 election_ticks: 10,
+                compact_every,
+                snapshot_chunk_bytes,
             };
             println!(
                 "node {id} listening on {listen}, data in {}",
                 config.data_dir.display()
             );
             let handle = node.spawn(config)?;
-            println!("replayed {} log entries from disk", handle.recovered());
+            println!(
+                "recovered up to log index {} from disk (snapshots at {:?})",
+                handle.recovered(),
+                handle.recovered_snapshots()
+            );
             handle.wait().await?;
             Ok(ExitCode::SUCCESS)
         }

@@ -16,6 +16,10 @@ async fn scenario_keeps_every_acknowledged_write_once() {
         // Slower ticks: a loaded debug build must not see spurious elections
         // (they would only cost retries, but keep the run calm).
         tick: Duration::from_millis(20),
+        // 20 writes while a node is down, about 10 per shard: compacting
+        // every 4 puts the leaders' snapshots past the restarted node's log.
+        compact_every: 4,
+        snapshot_chunk_bytes: 256,
         ..Params::default()
     };
     let mut lines = Vec::new();
@@ -51,6 +55,25 @@ async fn scenario_keeps_every_acknowledged_write_once() {
         "restart found no log\n{dump}"
     );
     assert!(report.failover >= report.election, "{dump}");
+    // The restarted node caught up through InstallSnapshot, and what it
+    // installed covers entries it never had (beyond its own disk).
+    assert!(
+        !report.snapshots_installed.is_empty(),
+        "no snapshot installed on the restarted node\n{dump}"
+    );
+    for (shard, s) in &report.snapshots_installed {
+        let own = report
+            .disk_snapshots
+            .get(*shard as usize)
+            .copied()
+            .unwrap_or(0);
+        assert!(
+            s.index > own,
+            "shard {shard}: snapshot {s:?} not newer than disk ({own})\n{dump}"
+        );
+        assert!(s.bytes > 0, "{dump}");
+    }
+    assert!(dump.contains("caught up by snapshot at index"), "{dump}");
 }
 
 /// Every node crashes at once and restarts from its data directory: the
@@ -72,6 +95,9 @@ async fn whole_cluster_restart_keeps_acknowledged_writes() {
         data_dir: dir.join(format!("n{id}")),
         tick: Duration::from_millis(20),
         election_ticks: 10,
+        // Compacts mid-run, so the restart loads snapshot plus log tail.
+        compact_every: 8,
+        snapshot_chunk_bytes: 1024,
     };
     async fn launch(
         addrs: &[(u64, SocketAddr)],
@@ -131,6 +157,12 @@ async fn whole_cluster_restart_keeps_acknowledged_writes() {
     }
     let handles = launch(&addrs, bound, &config).await;
     assert!(handles.iter().all(|h| h.recovered() > 0));
+    assert!(
+        handles
+            .iter()
+            .all(|h| h.recovered_snapshots().iter().any(|&i| i > 0)),
+        "every node compacted some shard before the crash"
+    );
     let mut client = Client::new(1001, &addrs, 2).unwrap();
     for i in 0..20 {
         let answer = client.get(&format!("k{i}")).await.unwrap();

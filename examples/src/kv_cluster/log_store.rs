@@ -1,7 +1,17 @@
 //! A simple durable Raft log: one append-only file per shard replica, each
-//! record written and `fsync`ed before the node is told it is durable.
-//! On start the file is replayed into a [`MemStorage`]; a torn last record
-//! (a crash mid-write) is cut off.
+//! record written and `fsync`ed before the node is told it is durable, plus
+//! a snapshot file next to it once the log has been compacted.
+//! On start the snapshot is loaded and the log file replayed on top into a
+//! [`MemStorage`]; a torn last record (a crash mid-write) is cut off.
+//!
+//! Compaction (and installing a leader's snapshot) is crash-safe in two
+//! steps: the snapshot is written to a temporary file, `fsync`ed and renamed
+//! over the old one (then the directory is `fsync`ed), and only then is the
+//! log rewritten the same way without the entries the snapshot covers. A
+//! crash between the two leaves the new snapshot and the old, longer log,
+//! whose covered prefix replay skips.
+//!
+//! Snapshot file: `index u64 | term u64 | len u32 | data`.
 //!
 //! Record: `tag u8 | len u32 | payload`. Tag 1 appends entries
 //! (`count u32`, then `term u64 | index u64 | len u32 | data` each), with the
@@ -11,7 +21,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use quorate_raft_core::{
@@ -28,9 +38,12 @@ const HARD_STATE: u8 = 2;
 #[derive(Debug)]
 pub struct FileLog {
     file: File,
+    path: PathBuf,
     mem: MemStorage,
-    /// Entries replayed from disk when opened (for the timeline).
+    /// The last index recovered from disk when opened (snapshot plus log).
     recovered: u64,
+    /// The snapshot's index when opened (0: none).
+    recovered_snapshot: u64,
 }
 
 impl FileLog {
@@ -48,9 +61,13 @@ impl FileLog {
                 File::open(dir)?.sync_all()?;
             }
         }
+        let mut mem = MemStorage::new(members.clone());
+        if let Some(snapshot) = read_snapshot(&snapshot_path(path), members)? {
+            mem.apply_snapshot(snapshot);
+        }
+        let recovered_snapshot = mem.snapshot_meta()?.index.0;
         let mut raw = Vec::new();
         file.read_to_end(&mut raw)?;
-        let mut mem = MemStorage::new(members);
         let mut src = Bytes::from(raw);
         let total = src.len();
         let mut good = 0;
@@ -76,14 +93,62 @@ impl FileLog {
         let recovered = mem.last_index()?.0;
         Ok(FileLog {
             file,
+            path: path.to_path_buf(),
             mem,
             recovered,
+            recovered_snapshot,
         })
     }
 
-    /// How many log entries were found on disk when opened.
+    /// The last log index found on disk when opened (in the snapshot or
+    /// the log after it).
     pub fn recovered(&self) -> u64 {
         self.recovered
+    }
+
+    /// The index of the snapshot found on disk when opened (0: none).
+    pub fn recovered_snapshot(&self) -> u64 {
+        self.recovered_snapshot
+    }
+
+    /// Compacts the log: `data` is the state machine as of the applied
+    /// `index`; it becomes the durable snapshot and the entries up to
+    /// `index` are dropped from the log file.
+    pub fn compact(&mut self, index: LogIndex, data: Bytes) -> Result<(), Error> {
+        if index <= self.mem.snapshot_meta()?.index {
+            return Ok(());
+        }
+        let term = self.mem.term(index)?;
+        write_snapshot(&self.path, index, term, &data)?;
+        self.mem.compact(index, data)?;
+        self.rewrite()
+    }
+
+    /// Durably stores a snapshot a leader sent
+    /// ([`Ready::take_snapshot`](quorate_raft_core::Ready::take_snapshot));
+    /// it replaces the whole log. Call before persisting that `Ready`'s
+    /// entries and before `advance`.
+    pub fn install(&mut self, snapshot: Snapshot) -> Result<(), Error> {
+        write_snapshot(
+            &self.path,
+            snapshot.meta.index,
+            snapshot.meta.term,
+            &snapshot.data,
+        )?;
+        self.mem.apply_snapshot(snapshot);
+        self.rewrite()
+    }
+
+    /// Rewrites the log file as the hard state plus the entries after the
+    /// snapshot: temporary file, `fsync`, rename, directory `fsync`.
+    fn rewrite(&mut self) -> Result<(), Error> {
+        let mut buf = BytesMut::new();
+        put_hard_state(&mut buf, self.mem.hard_state());
+        put_entries(&mut buf, self.mem.all_entries());
+        let tmp = self.path.with_extension("log.tmp");
+        replace_durably(&tmp, &self.path, &buf)?;
+        self.file = OpenOptions::new().append(true).open(&self.path)?;
+        Ok(())
     }
 
     /// Durably appends `entries` and stores `hard_state`, in one write and
@@ -97,23 +162,9 @@ impl FileLog {
             return Ok(());
         }
         let mut buf = BytesMut::new();
-        if !entries.is_empty() {
-            let mut payload = BytesMut::new();
-            payload.put_u32(entries.len() as u32);
-            for e in entries {
-                payload.put_u64(e.term.0);
-                payload.put_u64(e.index.0);
-                payload.put_u32(e.data.len() as u32);
-                payload.put_slice(&e.data);
-            }
-            put_record(&mut buf, ENTRIES, &payload);
-        }
+        put_entries(&mut buf, entries);
         if let Some(hs) = hard_state {
-            let mut payload = BytesMut::new();
-            payload.put_u64(hs.term.0);
-            payload.put_u64(hs.vote.map_or(0, |v| v.0));
-            payload.put_u64(hs.commit.0);
-            put_record(&mut buf, HARD_STATE, &payload);
+            put_hard_state(&mut buf, hs);
         }
         self.file.write_all(&buf)?;
         self.file.sync_data()?;
@@ -123,6 +174,85 @@ impl FileLog {
         }
         Ok(())
     }
+}
+
+fn put_entries(buf: &mut BytesMut, entries: &[Entry]) {
+    if entries.is_empty() {
+        return;
+    }
+    let mut payload = BytesMut::new();
+    payload.put_u32(entries.len() as u32);
+    for e in entries {
+        payload.put_u64(e.term.0);
+        payload.put_u64(e.index.0);
+        payload.put_u32(e.data.len() as u32);
+        payload.put_slice(&e.data);
+    }
+    put_record(buf, ENTRIES, &payload);
+}
+
+fn put_hard_state(buf: &mut BytesMut, hs: HardState) {
+    let mut payload = BytesMut::new();
+    payload.put_u64(hs.term.0);
+    payload.put_u64(hs.vote.map_or(0, |v| v.0));
+    payload.put_u64(hs.commit.0);
+    put_record(buf, HARD_STATE, &payload);
+}
+
+fn snapshot_path(log: &Path) -> PathBuf {
+    log.with_extension("snap")
+}
+
+/// Writes `bytes` to `tmp`, `fsync`s it, renames it over `path` and
+/// `fsync`s the directory, so `path` holds either the old or the new bytes.
+fn replace_durably(tmp: &Path, path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let mut file = File::create(tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(tmp, path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+fn write_snapshot(log: &Path, index: LogIndex, term: Term, data: &[u8]) -> Result<(), Error> {
+    let mut buf = BytesMut::with_capacity(20 + data.len());
+    buf.put_u64(index.0);
+    buf.put_u64(term.0);
+    buf.put_u32(data.len() as u32);
+    buf.put_slice(data);
+    let path = snapshot_path(log);
+    replace_durably(&path.with_extension("snap.tmp"), &path, &buf)
+}
+
+/// The snapshot stored next to the log at `log`, if any. It is only ever
+/// replaced whole by a rename, so a short file is corruption, not a crash.
+fn read_snapshot(path: &Path, members: Configuration) -> Result<Option<Snapshot>, Error> {
+    let raw = match std::fs::read(path) {
+        Ok(raw) => raw,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let mut src = Bytes::from(raw);
+    if src.remaining() < 20 {
+        return Err(Error::Malformed("snapshot file header"));
+    }
+    let index = LogIndex(src.get_u64());
+    let term = Term(src.get_u64());
+    let len = src.get_u32() as usize;
+    if src.remaining() != len {
+        return Err(Error::Malformed("snapshot file length"));
+    }
+    Ok(Some(Snapshot {
+        meta: SnapshotMeta {
+            index,
+            term,
+            configuration: members,
+        },
+        data: src,
+    }))
 }
 
 fn put_record(buf: &mut BytesMut, tag: u8, payload: &[u8]) {
@@ -212,8 +342,6 @@ impl Storage for FileLog {
         self.mem.snapshot_meta()
     }
 
-    // The example never compacts its log, so this is the empty snapshot at
-    // index 0 and a leader never needs to send one.
     fn snapshot(&self) -> Result<Snapshot, StorageError> {
         self.mem.snapshot()
     }
@@ -259,6 +387,94 @@ mod tests {
             log.term(LogIndex(3)).unwrap(),
             Term(2),
             "conflict truncated"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("quorate-filelog-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn compaction_survives_a_restart_as_snapshot_plus_tail() {
+        let dir = scratch("compact");
+        let path = dir.join("log");
+        let members = Configuration::new([NodeId(1), NodeId(2), NodeId(3)]);
+        let hs = HardState {
+            term: Term(1),
+            vote: Some(NodeId(1)),
+            commit: LogIndex(4),
+        };
+        {
+            let mut log = FileLog::open(&path, members.clone()).unwrap();
+            log.persist(&[e(1, 1), e(2, 1), e(3, 1), e(4, 1)], Some(hs))
+                .unwrap();
+            log.compact(LogIndex(3), Bytes::from_static(b"state@3"))
+                .unwrap();
+            log.persist(&[e(5, 1)], None).unwrap();
+        }
+        let log = FileLog::open(&path, members.clone()).unwrap();
+        assert_eq!(log.recovered_snapshot(), 3);
+        assert_eq!(log.recovered(), 5);
+        assert_eq!(log.first_index().unwrap(), LogIndex(4));
+        let snap = log.snapshot().unwrap();
+        assert_eq!((snap.meta.index, snap.meta.term), (LogIndex(3), Term(1)));
+        assert_eq!(snap.data, Bytes::from_static(b"state@3"));
+        assert_eq!(log.initial_state().unwrap().hard_state, hs);
+        assert_eq!(log.term(LogIndex(5)).unwrap(), Term(1));
+        assert!(log.term(LogIndex(2)).is_err(), "compacted away");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_crash_between_snapshot_and_log_rewrite_loses_nothing() {
+        let dir = scratch("torn-compact");
+        let path = dir.join("log");
+        let members = Configuration::new([NodeId(1), NodeId(2), NodeId(3)]);
+        {
+            let mut log = FileLog::open(&path, members.clone()).unwrap();
+            log.persist(&[e(1, 1), e(2, 1), e(3, 1)], None).unwrap();
+        }
+        // The snapshot landed, the log was not rewritten yet.
+        write_snapshot(&path, LogIndex(2), Term(1), b"state@2").unwrap();
+        let log = FileLog::open(&path, members).unwrap();
+        assert_eq!(log.first_index().unwrap(), LogIndex(3));
+        assert_eq!(log.last_index().unwrap(), LogIndex(3));
+        assert_eq!(log.snapshot().unwrap().data, Bytes::from_static(b"state@2"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_installed_snapshot_replaces_the_log_durably() {
+        let dir = scratch("install");
+        let path = dir.join("log");
+        let members = Configuration::new([NodeId(1), NodeId(2), NodeId(3)]);
+        {
+            let mut log = FileLog::open(&path, members.clone()).unwrap();
+            log.persist(&[e(1, 1), e(2, 1)], None).unwrap();
+            log.install(Snapshot {
+                meta: SnapshotMeta {
+                    index: LogIndex(10),
+                    term: Term(3),
+                    configuration: members.clone(),
+                },
+                data: Bytes::from_static(b"leader state"),
+            })
+            .unwrap();
+            log.persist(&[e(11, 3)], None).unwrap();
+        }
+        let log = FileLog::open(&path, members).unwrap();
+        assert_eq!(log.recovered_snapshot(), 10);
+        assert_eq!(log.first_index().unwrap(), LogIndex(11));
+        assert_eq!(log.last_index().unwrap(), LogIndex(11));
+        assert_eq!(log.initial_state().unwrap().hard_state.commit, LogIndex(10));
+        assert_eq!(
+            log.snapshot().unwrap().data,
+            Bytes::from_static(b"leader state")
         );
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -17,6 +17,7 @@ use super::Error;
 use super::client::{Answer, Client};
 use super::protocol::{Reply, Request, ShardStatus};
 use super::server::{BoundNode, NodeConfig, NodeHandle};
+use super::store::InstalledSnapshot;
 
 /// Sizes and timing of a run.
 #[derive(Clone, Debug)]
@@ -31,6 +32,13 @@ pub struct Params {
     pub tick: Duration,
     /// Election timeout in ticks.
     pub election_ticks: u32,
+    /// Compact each shard's log every this many applied entries. Keep it
+    /// below `writes / shards / 2` (about the writes per shard made while a
+    /// node is down) so the restarted node is behind the leaders' compacted
+    /// logs and catches up by InstallSnapshot.
+    pub compact_every: u64,
+    /// Largest InstallSnapshot chunk, in bytes.
+    pub snapshot_chunk_bytes: u64,
 }
 
 impl Default for Params {
@@ -41,6 +49,8 @@ impl Default for Params {
             writes: 200,
             tick: Duration::from_millis(10),
             election_ticks: 10,
+            compact_every: NodeConfig::COMPACT_EVERY,
+            snapshot_chunk_bytes: NodeConfig::SNAPSHOT_CHUNK_BYTES,
         }
     }
 }
@@ -73,8 +83,17 @@ pub struct Report {
     pub duplicates_skipped: u64,
     /// Sends of the retried write answered from the dedup table (not proposed).
     pub retries_answered: u64,
-    /// Log entries the restarted node replayed from its own disk.
+    /// The last log index the restarted node found on its own disk (in its
+    /// snapshot or the log after it), summed over shards.
     pub replayed_from_disk: u64,
+    /// Per shard, the index of the snapshot the restarted node loaded from
+    /// its own disk (0: none).
+    pub disk_snapshots: Vec<u64>,
+    /// Leaders' snapshots the restarted node installed to catch up, with
+    /// their shard.
+    pub snapshots_installed: Vec<(u32, InstalledSnapshot)>,
+    /// The InstallSnapshot chunk size of the run.
+    pub snapshot_chunk_bytes: u64,
     /// How long the restarted node took to catch up.
     pub catch_up: Duration,
     /// Whether every shard's replicas had equal Merkle roots (before the
@@ -139,11 +158,7 @@ impl Report {
                 self.duplicates_skipped,
                 self.applied_twice.len()
             ),
-            format!(
-                "  catch-up        {} log entries from disk, rest by log replay from the leader in {}",
-                self.replayed_from_disk,
-                ms(self.catch_up)
-            ),
+            format!("  catch-up        {}", self.catch_up_summary()),
             format!(
                 "  merkle          roots {} on every shard; {} corrupted bucket(s) found and repaired",
                 if self.roots_equal { "equal" } else { "DIFFER" },
@@ -151,6 +166,37 @@ impl Report {
             ),
         ]
         .join("\n")
+    }
+}
+
+impl Report {
+    /// InstallSnapshot chunks a snapshot of `bytes` takes.
+    fn chunks(&self, bytes: u64) -> u64 {
+        bytes.div_ceil(self.snapshot_chunk_bytes.max(1)).max(1)
+    }
+
+    fn catch_up_summary(&self) -> String {
+        let disk = format!(
+            "own disk up to index {} (snapshots at {:?})",
+            self.replayed_from_disk, self.disk_snapshots
+        );
+        if self.snapshots_installed.is_empty() {
+            return format!(
+                "{disk}, rest by log replay from the leaders in {}",
+                ms(self.catch_up)
+            );
+        }
+        let bytes: u64 = self.snapshots_installed.iter().map(|(_, s)| s.bytes).sum();
+        let chunks: u64 = self
+            .snapshots_installed
+            .iter()
+            .map(|(_, s)| self.chunks(s.bytes))
+            .sum();
+        format!(
+            "{disk}, then {} InstallSnapshot(s) ({bytes} bytes in {chunks} chunks) + log tail from the leaders, in {}",
+            self.snapshots_installed.len(),
+            ms(self.catch_up)
+        )
     }
 }
 
@@ -211,6 +257,8 @@ impl Cluster {
             data_dir: self.dir.join(format!("n{id}")),
             tick: self.params.tick,
             election_ticks: self.params.election_ticks,
+            compact_every: self.params.compact_every,
+            snapshot_chunk_bytes: self.params.snapshot_chunk_bytes,
         }
     }
 
@@ -233,7 +281,7 @@ impl Cluster {
     }
 
     /// Restarts a killed node on its old address, from its log files.
-    async fn restart(&mut self, id: u64) -> Result<u64, Error> {
+    async fn restart(&mut self, id: u64) -> Result<&NodeHandle, Error> {
         let addr = self
             .addrs
             .iter()
@@ -252,7 +300,9 @@ impl Cluster {
             }
         };
         self.launch(id, node)?;
-        Ok(self.running.get(&id).map_or(0, NodeHandle::recovered))
+        self.running
+            .get(&id)
+            .ok_or(Error::Check(format!("n{id} did not start")))
     }
 
     async fn shutdown(mut self) -> Result<(), Error> {
@@ -498,13 +548,18 @@ async fn workload(
         report.lost.len()
     ));
 
-    // Phase 4: restart the victim; it replays its own log, then the leaders
-    // send it what it missed (log replay: raft-core has no snapshots yet).
+    // Phase 4: restart the victim; it loads its own snapshot and log, then
+    // the leaders, whose logs were compacted past what it holds while it
+    // was down, send it their snapshots (InstallSnapshot) and the log tail.
     let restarted = Instant::now();
-    report.replayed_from_disk = cluster.restart(victim).await?;
+    report.snapshot_chunk_bytes = params.snapshot_chunk_bytes;
+    let handle = cluster.restart(victim).await?;
+    report.replayed_from_disk = handle.recovered();
+    report.disk_snapshots = handle.recovered_snapshots().to_vec();
+    let victim_stores = handle.stores();
     t.log(format!(
-        "restarted n{victim}: {} log entries replayed from its data directory",
-        report.replayed_from_disk
+        "restarted n{victim}: loaded snapshots at {:?} + log tail (up to index {} over all shards) from its data directory",
+        report.disk_snapshots, report.replayed_from_disk
     ));
     let reference = others.first().copied().unwrap_or(first);
     let target = client.status(reference).await?;
@@ -515,11 +570,47 @@ async fn workload(
     })
     .await?;
     report.catch_up = restarted.elapsed();
-    t.log(format!(
-        "n{victim} caught up by log replay in {} (applied {:?})",
-        ms(report.catch_up),
-        target.iter().map(|s| s.commit).collect::<Vec<_>>()
-    ));
+    {
+        let stores = victim_stores
+            .lock()
+            .map_err(|_| Error::Check("poisoned".into()))?;
+        for (shard, store) in (0..).zip(stores.iter()) {
+            report
+                .snapshots_installed
+                .extend(store.installed().iter().map(|&s| (shard, s)));
+        }
+    }
+    for (shard, theirs) in (0..).zip(&target) {
+        let installed: Vec<InstalledSnapshot> = report
+            .snapshots_installed
+            .iter()
+            .filter(|(s, _)| *s == shard)
+            .map(|&(_, s)| s)
+            .collect();
+        let how = match installed.as_slice() {
+            // The leader still held (or had already sent) what it missed.
+            [] => "by log replay from the leader".to_owned(),
+            many => {
+                many.iter()
+                    .map(|s| {
+                        format!(
+                            "by snapshot at index {} ({} bytes in {} chunks)",
+                            s.index,
+                            s.bytes,
+                            report.chunks(s.bytes)
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+                    + " + log tail"
+            }
+        };
+        t.log(format!(
+            "n{victim} shard {shard}: caught up {how} to index {} in {}",
+            theirs.commit,
+            ms(report.catch_up)
+        ));
+    }
 
     // Phase 5: Merkle roots across replicas.
     report.roots_equal = roots_agree(&mut client, &nodes, t).await?;

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
 use quorate_clocks::{Hlc, HlcTimestamp};
-use quorate_raft_core::{Config, Configuration, Node, NodeId, ReadState, Role};
+use quorate_raft_core::{Config, Configuration, Node, NodeId, ReadState, Role, Storage};
 use quorate_transport::framing::{ChannelId, Frame};
 use quorate_transport::tcp::{PeerId, TcpConfig, TcpTransport};
 use quorate_transport::{Event, Transport};
@@ -37,6 +37,19 @@ pub struct NodeConfig {
     pub tick: Duration,
     /// Election timeout in ticks (randomized up to twice this).
     pub election_ticks: u32,
+    /// Compact a shard's log into a snapshot every this many applied
+    /// entries (0: never).
+    pub compact_every: u64,
+    /// Largest InstallSnapshot chunk a leader sends, in bytes.
+    pub snapshot_chunk_bytes: u64,
+}
+
+impl NodeConfig {
+    /// Default compaction interval, in applied entries.
+    pub const COMPACT_EVERY: u64 = 32;
+    /// Default InstallSnapshot chunk size: small, so a demo snapshot of a
+    /// few kilobytes visibly travels in several resumable chunks.
+    pub const SNAPSHOT_CHUNK_BYTES: u64 = 1024;
 }
 
 /// The state of one node's replicas that a test or the scenario may read.
@@ -72,16 +85,25 @@ impl BoundNode {
         let members = Configuration::new(config.members.iter().map(|&m| NodeId(m)));
         let mut replicas = Vec::new();
         let mut recovered = 0;
-        for shard in 0..config.shards {
+        let mut recovered_snapshots = Vec::new();
+        let mut stores = vec![KvStore::default(); config.shards as usize];
+        for (shard, store) in (0..config.shards).zip(&mut stores) {
             let path = config.data_dir.join(format!("shard-{shard}.log"));
             let log = FileLog::open(&path, members.clone())?;
             recovered += log.recovered();
+            recovered_snapshots.push(log.recovered_snapshot());
+            // The node starts applying after the snapshot, so the store
+            // must already hold everything the snapshot covers.
+            if log.recovered_snapshot() > 0 {
+                store.restore(log.snapshot()?.data)?;
+            }
             let mut raft = Config::new(NodeId(config.id));
             raft.election_tick = config.election_ticks;
             raft.heartbeat_tick = (config.election_ticks / 5).max(1);
             raft.seed = 0x5eed ^ u64::from(shard).wrapping_mul(0x9E37_79B9);
             raft.pre_vote = true;
             raft.check_quorum = true;
+            raft.max_snapshot_chunk_bytes = config.snapshot_chunk_bytes.max(1);
             replicas.push(Replica {
                 shard,
                 node: Node::new(raft, log)?,
@@ -90,14 +112,14 @@ impl BoundNode {
                 confirmed_reads: Vec::new(),
             });
         }
-        let stores: SharedStores =
-            Arc::new(Mutex::new(vec![KvStore::default(); config.shards as usize]));
+        let stores: SharedStores = Arc::new(Mutex::new(stores));
         let (stop_tx, stop_rx) = watch::channel(false);
         let running = Running {
             transport: self.transport,
             replicas,
             stores: stores.clone(),
             hlc: Hlc::default(),
+            compact_every: config.compact_every,
         };
         let task = tokio::spawn(running.run(config.tick, stop_rx));
         Ok(NodeHandle {
@@ -106,6 +128,7 @@ impl BoundNode {
             stop: stop_tx,
             task,
             recovered,
+            recovered_snapshots,
         })
     }
 }
@@ -126,6 +149,7 @@ pub struct NodeHandle {
     stop: watch::Sender<bool>,
     task: JoinHandle<Result<(), Error>>,
     recovered: u64,
+    recovered_snapshots: Vec<u64>,
 }
 
 impl NodeHandle {
@@ -139,9 +163,15 @@ impl NodeHandle {
         self.stores.clone()
     }
 
-    /// Log entries found on disk at start, over all shards.
+    /// The last log index found on disk at start (in a snapshot or the log
+    /// after it), summed over all shards.
     pub fn recovered(&self) -> u64 {
         self.recovered
+    }
+
+    /// Per shard, the index of the snapshot found on disk at start (0: none).
+    pub fn recovered_snapshots(&self) -> &[u64] {
+        &self.recovered_snapshots
     }
 
     /// Stops the node as a crash would (its log files stay; nothing else
@@ -173,6 +203,7 @@ struct Running {
     replicas: Vec<Replica>,
     stores: SharedStores,
     hlc: Hlc,
+    compact_every: u64,
 }
 
 fn now_ms() -> u64 {
@@ -383,6 +414,16 @@ impl Running {
                     // Raft tolerates loss: a full queue or a down peer drops.
                     let _ = self.transport.try_send(PeerId(m.to.0), frame);
                 }
+                if let Some(snapshot) = ready.take_snapshot() {
+                    // Durable before the store changes and before `advance`
+                    // lets the node acknowledge it to the leader.
+                    let (index, data) = (snapshot.meta.index.0, snapshot.data.clone());
+                    r.node.storage_mut().install(snapshot)?;
+                    let mut stores = self.stores.lock().unwrap_or_else(PoisonError::into_inner);
+                    if let Some(store) = stores.get_mut(r.shard as usize) {
+                        store.install(index, data)?;
+                    }
+                }
                 r.node
                     .storage_mut()
                     .persist(ready.entries(), ready.hard_state())?;
@@ -412,6 +453,14 @@ impl Running {
             let applied = r.node.applied_index();
             let stores = self.stores.lock().unwrap_or_else(PoisonError::into_inner);
             let store = stores.get(r.shard as usize);
+            // The store reflects exactly the entries up to `applied` here.
+            let compacted = r.node.storage().snapshot_meta()?.index;
+            if let Some(store) = store
+                && self.compact_every > 0
+                && applied.0 >= compacted.0 + self.compact_every
+            {
+                r.node.storage_mut().compact(applied, store.snapshot())?;
+            }
             r.confirmed_reads.retain(|read| {
                 if read.index > applied {
                     return true;
