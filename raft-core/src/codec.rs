@@ -105,6 +105,10 @@ pub fn encode(m: &Message, dst: &mut BytesMut) {
             voters.iter().for_each(|v| dst.put_u64(v.0));
             dst.put_u32(learners.len() as u32);
             learners.iter().for_each(|l| dst.put_u64(l.0));
+            // A snapshot may end inside a joint membership change.
+            let outgoing = meta.configuration.outgoing();
+            dst.put_u32(outgoing.len() as u32);
+            outgoing.iter().for_each(|o| dst.put_u64(o.0));
             dst.put_u64(*offset);
             dst.put_u8(u8::from(*done));
             dst.put_u32(data.len() as u32);
@@ -264,6 +268,7 @@ pub fn decode(src: Bytes) -> Result<Message, CodecError> {
             let term = Term(r.u64()?);
             let voters = r.ids()?;
             let learners = r.ids()?;
+            let outgoing = r.ids()?;
             let offset = r.u64()?;
             let done = r.bool()?;
             let len = r.u32()? as usize;
@@ -271,7 +276,8 @@ pub fn decode(src: Bytes) -> Result<Message, CodecError> {
                 meta: SnapshotMeta {
                     index,
                     term,
-                    configuration: Configuration::new(voters).with_learners(learners),
+                    configuration: Configuration::new(outgoing)
+                        .joint_to(&Configuration::new(voters).with_learners(learners)),
                 },
                 offset,
                 done,
@@ -413,8 +419,10 @@ mod tests {
                 meta: SnapshotMeta {
                     index: LogIndex(40),
                     term: Term(3),
-                    configuration: Configuration::new([NodeId(1), NodeId(2), NodeId(3)])
-                        .with_learners([NodeId(9)]),
+                    configuration: Configuration::new([NodeId(1), NodeId(2), NodeId(4)]).joint_to(
+                        &Configuration::new([NodeId(1), NodeId(2), NodeId(3)])
+                            .with_learners([NodeId(9)]),
+                    ),
                 },
                 offset: 4096,
                 data: Bytes::from_static(b"state"),

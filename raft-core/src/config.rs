@@ -96,11 +96,19 @@ impl Config {
 
 /// Cluster membership: the voters, whose majority decides elections and
 /// commitment, and learners, which receive the log but do not vote.
+///
+/// During a membership change by joint consensus (thesis §4.3) the
+/// configuration is *joint*: it also holds the outgoing voters, and
+/// decisions need a majority of the (incoming) voters **and** a majority of
+/// the outgoing voters.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
 pub struct Configuration {
     voters: BTreeSet<NodeId>,
     learners: BTreeSet<NodeId>,
+    /// The voters of C_old while joint; empty otherwise.
+    #[cfg_attr(feature = "serde", serde(default))]
+    outgoing: BTreeSet<NodeId>,
 }
 
 impl Configuration {
@@ -109,7 +117,61 @@ impl Configuration {
         Configuration {
             voters: voters.into_iter().collect(),
             learners: BTreeSet::new(),
+            outgoing: BTreeSet::new(),
         }
+    }
+
+    /// The joint configuration C_old,new on the way from `self` (C_old) to
+    /// `target` (C_new): `target`'s voters and learners, with `self`'s
+    /// voters as the outgoing majority. Learners of `target` that vote in
+    /// C_old keep voting until the change completes.
+    #[must_use]
+    pub fn joint_to(&self, target: &Configuration) -> Configuration {
+        let outgoing = self.voters.clone();
+        let learners = target
+            .learners
+            .iter()
+            .copied()
+            .filter(|l| !target.voters.contains(l))
+            .collect();
+        Configuration {
+            voters: target.voters.clone(),
+            learners,
+            outgoing,
+        }
+    }
+
+    /// C_new: this configuration without its outgoing voters.
+    #[must_use]
+    pub fn leave_joint(&self) -> Configuration {
+        Configuration {
+            voters: self.voters.clone(),
+            learners: self.learners.clone(),
+            outgoing: BTreeSet::new(),
+        }
+    }
+
+    /// Whether this is a joint configuration C_old,new.
+    pub fn is_joint(&self) -> bool {
+        !self.outgoing.is_empty()
+    }
+
+    /// The outgoing voters (C_old's) while joint; empty otherwise.
+    pub fn outgoing(&self) -> &BTreeSet<NodeId> {
+        &self.outgoing
+    }
+
+    /// Whether `id` votes: a voter of C_new or, while joint, of C_old.
+    pub fn is_voter(&self, id: NodeId) -> bool {
+        self.voters.contains(&id) || self.outgoing.contains(&id)
+    }
+
+    /// Every voter, C_new's and C_old's, each once.
+    pub fn all_voters(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.voters
+            .iter()
+            .copied()
+            .chain(self.outgoing.difference(&self.voters).copied())
     }
 
     /// Adds learners (non-voting members). A node cannot be both.
@@ -117,7 +179,7 @@ impl Configuration {
     pub fn with_learners(mut self, learners: impl IntoIterator<Item = NodeId>) -> Self {
         self.learners = learners
             .into_iter()
-            .filter(|l| !self.voters.contains(l))
+            .filter(|l| !self.voters.contains(l) && !self.outgoing.contains(l))
             .collect();
         self
     }
@@ -132,50 +194,119 @@ impl Configuration {
         &self.learners
     }
 
-    /// Whether `id` is a voter or a learner.
+    /// Whether `id` is a voter (of C_new or C_old) or a learner.
     pub fn contains(&self, id: NodeId) -> bool {
-        self.voters.contains(&id) || self.learners.contains(&id)
+        self.is_voter(id) || self.learners.contains(&id)
     }
 
-    /// Every member, voters first.
+    /// Every member, voters first, each once.
     pub fn members(&self) -> impl Iterator<Item = NodeId> + '_ {
-        self.voters.iter().chain(self.learners.iter()).copied()
+        self.all_voters().chain(
+            self.learners
+                .iter()
+                .copied()
+                .filter(|l| !self.outgoing.contains(l)),
+        )
     }
 
-    /// The number of voters that make a majority.
+    /// The number of voters that make a majority (of C_new while joint).
     pub fn quorum(&self) -> usize {
         self.voters.len() / 2 + 1
     }
 
-    /// Whether the voters for which `granted` is true form a majority.
+    /// Whether the voters for which `granted` is true form a majority; while
+    /// joint, a majority of C_new and a majority of C_old.
     pub fn has_quorum(&self, mut granted: impl FnMut(NodeId) -> bool) -> bool {
-        self.voters.iter().filter(|v| granted(**v)).count() >= self.quorum()
+        let majority = |set: &BTreeSet<NodeId>, granted: &mut dyn FnMut(NodeId) -> bool| {
+            set.iter().filter(|v| granted(**v)).count() > set.len() / 2
+        };
+        majority(&self.voters, &mut granted)
+            && (self.outgoing.is_empty() || majority(&self.outgoing, &mut granted))
     }
 
     /// The highest value that a majority of voters has reached, given each
-    /// voter's value (a match index, say). Zero for an empty configuration.
+    /// voter's value (a match index, say); while joint, the lower of C_new's
+    /// and C_old's. Zero for an empty configuration.
     pub(crate) fn committed_by_majority<T: Ord + Copy + Default>(
         &self,
         mut value_of: impl FnMut(NodeId) -> T,
     ) -> T {
-        // Small clusters are the norm: keep the values on the stack.
-        let mut buf: [T; 9] = [T::default(); 9];
-        let mut heap = Vec::new();
-        let values: &mut [T] = if self.voters.len() <= buf.len() {
-            for (slot, v) in buf.iter_mut().zip(&self.voters) {
-                *slot = value_of(*v);
-            }
-            &mut buf[..self.voters.len()]
-        } else {
-            heap.extend(self.voters.iter().map(|v| value_of(*v)));
-            &mut heap
-        };
-        if values.is_empty() {
-            return T::default();
+        let new = majority_value(&self.voters, &mut value_of);
+        if self.outgoing.is_empty() {
+            return new;
         }
-        values.sort_unstable_by(|a, b| b.cmp(a));
-        values.get(self.quorum() - 1).copied().unwrap_or_default()
+        new.min(majority_value(&self.outgoing, &mut value_of))
     }
+}
+
+/// Configuration entries are log entries whose data starts with this tag
+/// (the [`Entry`](crate::Entry) layout stays three fields, so every
+/// existing `Storage` persists them unchanged); [`Node::propose`]
+/// refuses commands that start with it.
+///
+/// [`Node::propose`]: crate::Node::propose
+pub const CONFIGURATION_TAG: &[u8] = b"\xffquorate/configuration\x00";
+
+impl Configuration {
+    /// The payload of a configuration entry: the tag, then the voter,
+    /// learner and outgoing sets, each as a u32 count and u64 ids (big
+    /// endian).
+    pub(crate) fn encode(&self) -> bytes::Bytes {
+        let mut out = Vec::with_capacity(CONFIGURATION_TAG.len() + 12);
+        out.extend_from_slice(CONFIGURATION_TAG);
+        for set in [&self.voters, &self.learners, &self.outgoing] {
+            out.extend_from_slice(&(set.len() as u32).to_be_bytes());
+            for id in set {
+                out.extend_from_slice(&id.0.to_be_bytes());
+            }
+        }
+        out.into()
+    }
+
+    /// Reads a configuration entry's payload; `None` for any other data.
+    pub(crate) fn decode(data: &[u8]) -> Option<Configuration> {
+        let mut rest = data.strip_prefix(CONFIGURATION_TAG)?;
+        let mut sets: [BTreeSet<NodeId>; 3] = Default::default();
+        for set in &mut sets {
+            let (count, tail) = rest.split_first_chunk::<4>()?;
+            rest = tail;
+            for _ in 0..u32::from_be_bytes(*count) {
+                let (id, tail) = rest.split_first_chunk::<8>()?;
+                rest = tail;
+                set.insert(NodeId(u64::from_be_bytes(*id)));
+            }
+        }
+        let [voters, learners, outgoing] = sets;
+        rest.is_empty().then_some(Configuration {
+            voters,
+            learners,
+            outgoing,
+        })
+    }
+}
+
+/// The highest value a majority of `voters` has reached.
+fn majority_value<T: Ord + Copy + Default>(
+    voters: &BTreeSet<NodeId>,
+    value_of: &mut impl FnMut(NodeId) -> T,
+) -> T {
+    // Small clusters are the norm: keep the values on the stack.
+    let mut buf: [T; 9] = [T::default(); 9];
+    let mut heap = Vec::new();
+    let values: &mut [T] = if voters.len() <= buf.len() {
+        for (slot, v) in buf.iter_mut().zip(voters) {
+            *slot = value_of(*v);
+        }
+        &mut buf[..voters.len()]
+    } else {
+        heap.extend(voters.iter().map(|v| value_of(*v)));
+        &mut heap
+    };
+    if values.is_empty() {
+        return T::default();
+    }
+    values.sort_unstable_by(|a, b| b.cmp(a));
+    values.get(voters.len() / 2).copied().unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -207,6 +338,37 @@ mod tests {
         assert_eq!(conf(4).quorum(), 3);
         assert!(conf(3).has_quorum(|id| id.0 != 2));
         assert!(!conf(3).has_quorum(|id| id.0 == 2));
+    }
+
+    #[test]
+    fn joint_quorum_needs_both_majorities() {
+        // C_old = {1,2,3}, C_new = {3,4,5}.
+        let joint = conf(3).joint_to(&Configuration::new([3, 4, 5].map(NodeId)));
+        assert!(joint.is_joint());
+        // {1,2,3}: majority of C_old, one of C_new: not enough.
+        assert!(!joint.has_quorum(|id| id.0 <= 3));
+        // {3,4,5}: majority of C_new only.
+        assert!(!joint.has_quorum(|id| id.0 >= 3));
+        // {2,3,4}: two of each.
+        assert!(joint.has_quorum(|id| (2..=4).contains(&id.0)));
+        // Match indexes 1:9 2:8 3:7 4:6 5:5: C_old's majority reached 8,
+        // C_new's reached 6, so 6 is committed.
+        assert_eq!(joint.committed_by_majority(|id| 10 - id.0), 6);
+        assert_eq!(joint.members().count(), 5);
+        assert_eq!(
+            joint.leave_joint(),
+            Configuration::new([3, 4, 5].map(NodeId))
+        );
+    }
+
+    #[test]
+    fn configuration_entries_round_trip() {
+        let c =
+            conf(3).joint_to(&Configuration::new([2, 4].map(NodeId)).with_learners([NodeId(9)]));
+        let data = c.encode();
+        assert_eq!(Configuration::decode(&data), Some(c));
+        assert_eq!(Configuration::decode(b"set x 1"), None);
+        assert_eq!(Configuration::decode(&data[..data.len() - 1]), None);
     }
 
     #[test]

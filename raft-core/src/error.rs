@@ -44,6 +44,21 @@ pub enum Error {
     /// A [`Config`](crate::Config) field is out of range.
     #[error("invalid configuration: {0}")]
     InvalidConfig(&'static str),
+    /// A membership change was asked while the previous one has not
+    /// finished (its entry is uncommitted, or the cluster is still joint).
+    #[error("membership change in progress (configuration entry at {index})")]
+    ConfigurationChangeInProgress {
+        /// The index of the unfinished configuration entry.
+        index: crate::LogIndex,
+    },
+    /// A membership change that would leave no voter, or name the same
+    /// node twice.
+    #[error("invalid membership change: {0}")]
+    InvalidConfigurationChange(&'static str),
+    /// A command starts with [`CONFIGURATION_TAG`](crate::CONFIGURATION_TAG),
+    /// which marks configuration entries.
+    #[error("command starts with the reserved configuration tag")]
+    ReservedCommand,
     /// The node's id is not in the stored configuration.
     #[error("node {id} is not a member of the stored configuration")]
     NotAMember {

@@ -141,7 +141,7 @@ pub mod sim;
 mod storage;
 mod types;
 
-pub use config::{Config, Configuration};
+pub use config::{CONFIGURATION_TAG, Config, Configuration};
 pub use error::{Error, StorageError};
 pub use message::{AppendOutcome, Message, MessageBody};
 pub use node::{Node, Proposed};

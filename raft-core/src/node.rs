@@ -55,7 +55,15 @@ struct IncomingSnapshot {
 pub struct Node<S> {
     id: NodeId,
     config: Config,
+    /// The latest configuration in the log, in effect from the moment it is
+    /// appended (thesis §4.1).
     configuration: Configuration,
+    /// The configuration as of the snapshot (or the initial one), with the
+    /// snapshot's index.
+    base_configuration: (LogIndex, Configuration),
+    /// Configuration entries in the log after the snapshot, oldest first:
+    /// truncating the log reverts to the latest one left.
+    configurations: Vec<(LogIndex, Configuration)>,
     log: RaftLog<S>,
     term: Term,
     vote: Option<NodeId>,
@@ -123,16 +131,36 @@ impl<S: Storage> Node<S> {
     pub fn new(config: Config, storage: S) -> Result<Self, Error> {
         config.validate()?;
         let initial = storage.initial_state()?;
-        if !initial.configuration.contains(config.id) {
-            return Err(Error::NotAMember { id: config.id });
-        }
         let hs = initial.hard_state;
         let log = RaftLog::new(storage, hs.commit)?;
+        // Configuration entries after the snapshot are in effect already.
+        let snapshot_index = log.first_index()?.prev();
+        let mut tail = Vec::new();
+        log.entries_from(snapshot_index.next(), u64::MAX, &mut tail)?;
+        let configurations: Vec<(LogIndex, Configuration)> = tail
+            .iter()
+            .filter_map(|e| e.configuration().map(|c| (e.index, c)))
+            .collect();
         let rng =
             fastrand::Rng::with_seed(config.seed ^ config.id.0.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let configuration = configurations
+            .last()
+            .map_or(&initial.configuration, |(_, c)| c)
+            .clone();
+        // A node removed by a configuration in its log or snapshot may
+        // restart (and stays passive), as may a new node whose snapshot
+        // predates its addition. A fresh node must be a member.
+        if configurations.is_empty()
+            && snapshot_index == LogIndex::ZERO
+            && !configuration.contains(config.id)
+        {
+            return Err(Error::NotAMember { id: config.id });
+        }
         let mut node = Node {
             id: config.id,
-            configuration: initial.configuration,
+            configuration,
+            base_configuration: (snapshot_index, initial.configuration),
+            configurations,
             log,
             term: hs.term,
             vote: hs.vote,
@@ -315,7 +343,7 @@ impl<S: Storage> Node<S> {
     /// Voters campaign; not while restoring a snapshot, since a leader
     /// replicates from storage, which holds the old log until then.
     fn can_campaign(&self) -> bool {
-        self.configuration.voters().contains(&self.id) && !self.log.is_restoring()
+        self.configuration.is_voter(self.id) && !self.log.is_restoring()
     }
 
     fn request_votes(&mut self, pre_vote: bool, transfer: bool) {
@@ -330,9 +358,7 @@ impl<S: Storage> Node<S> {
         };
         let peers: Vec<NodeId> = self
             .configuration
-            .voters()
-            .iter()
-            .copied()
+            .all_voters()
             .filter(|v| *v != self.id)
             .collect();
         for to in peers {
@@ -385,13 +411,156 @@ impl<S: Storage> Node<S> {
         if let Some(to) = self.transferee {
             return Err(Error::TransferInProgress { to });
         }
+        if data.starts_with(crate::config::CONFIGURATION_TAG) {
+            return Err(Error::ReservedCommand);
+        }
+        Ok(self.append_as_leader(data))
+    }
+
+    /// Appends an entry of the current term to the leader's log.
+    fn append_as_leader(&mut self, data: Bytes) -> LogIndex {
         let index = self.log.last_index().next();
+        let configuration = Configuration::decode(&data);
         self.log.push(Entry {
             term: self.term,
             index,
             data,
         });
-        Ok(index)
+        if let Some(c) = configuration {
+            self.configurations.push((index, c));
+            self.configuration_changed();
+        }
+        index
+    }
+
+    /// Changes the membership to `target` by joint consensus (thesis
+    /// §4.3): the leader appends C_old,new, which takes effect at once;
+    /// once it commits, the leader appends C_new by itself (also a leader
+    /// elected meanwhile does); once C_new commits, a leader that is no
+    /// longer a voter steps down. A change of learners only needs no joint
+    /// phase. Returns the index of the first configuration entry.
+    ///
+    /// Refused while the previous change is unfinished
+    /// ([`Error::ConfigurationChangeInProgress`]), before the leader has
+    /// committed an entry of its term ([`Error::NoCommitInTerm`], the
+    /// single-server bug of thesis §4.1 applies to joint changes led by a
+    /// stale leader too), and for a target without voters.
+    ///
+    /// A new node starts with a storage whose configuration holds the
+    /// current voters and itself as a learner (so it never campaigns); it
+    /// learns the real configuration from the log or a snapshot.
+    pub fn propose_configuration(&mut self, target: Configuration) -> Result<LogIndex, Error> {
+        if self.role != Role::Leader {
+            return Err(Error::NotLeader {
+                leader_hint: self.leader,
+            });
+        }
+        if let Some(to) = self.transferee {
+            return Err(Error::TransferInProgress { to });
+        }
+        if target.voters().is_empty() || target.is_joint() {
+            return Err(Error::InvalidConfigurationChange(
+                "the target needs voters and must not be joint",
+            ));
+        }
+        let index = self.configuration_index();
+        if index > self.log.committed || self.configuration.is_joint() {
+            return Err(Error::ConfigurationChangeInProgress { index });
+        }
+        if self.log.term(self.log.committed)? != Some(self.term) {
+            return Err(Error::NoCommitInTerm { term: self.term });
+        }
+        let next = if target.voters() == self.configuration.voters() {
+            target
+        } else {
+            self.configuration.joint_to(&target)
+        };
+        Ok(self.append_as_leader(next.encode()))
+    }
+
+    /// Adds `id` as a voter, or promotes it if it is a learner (through
+    /// joint consensus, see [`propose_configuration`](Node::propose_configuration)).
+    /// Add a new node as a learner first and promote it once it caught up,
+    /// so the cluster's availability does not wait for it (thesis §4.2.1).
+    pub fn add_voter(&mut self, id: NodeId) -> Result<LogIndex, Error> {
+        let c = &self.configuration;
+        let voters = c.voters().iter().copied().chain([id]);
+        let learners = c.learners().iter().copied().filter(|l| *l != id);
+        let target = Configuration::new(voters).with_learners(learners.collect::<Vec<_>>());
+        self.propose_configuration(target)
+    }
+
+    /// Adds `id` as a learner (a non-voting member that receives the log).
+    pub fn add_learner(&mut self, id: NodeId) -> Result<LogIndex, Error> {
+        let c = &self.configuration;
+        if c.is_voter(id) {
+            return Err(Error::InvalidConfigurationChange("already a voter"));
+        }
+        let learners = c.learners().iter().copied().chain([id]);
+        let target = Configuration::new(c.voters().iter().copied()).with_learners(learners);
+        self.propose_configuration(target)
+    }
+
+    /// Removes voter or learner `id`. Removing the leader is allowed: it
+    /// steps down once the new configuration commits (thesis §4.2.2).
+    pub fn remove_member(&mut self, id: NodeId) -> Result<LogIndex, Error> {
+        let c = &self.configuration;
+        let voters = c.voters().iter().copied().filter(|v| *v != id);
+        let learners = c.learners().iter().copied().filter(|l| *l != id);
+        let target = Configuration::new(voters).with_learners(learners.collect::<Vec<_>>());
+        self.propose_configuration(target)
+    }
+
+    /// The index of the entry the current configuration came from (the
+    /// snapshot's index if it came from the snapshot).
+    pub fn configuration_index(&self) -> LogIndex {
+        self.configurations
+            .last()
+            .map_or(self.base_configuration.0, |(i, _)| *i)
+    }
+
+    /// The configuration list changed: bring `configuration` and the
+    /// leader's follower set in line.
+    fn configuration_changed(&mut self) {
+        self.configuration = self
+            .configurations
+            .last()
+            .map_or(&self.base_configuration.1, |(_, c)| c)
+            .clone();
+        if self.role != Role::Leader {
+            return;
+        }
+        let id = self.id;
+        let configuration = &self.configuration;
+        self.progress.retain(|p| configuration.contains(p.id));
+        let next = self.log.last_index();
+        let new: Vec<NodeId> = configuration
+            .members()
+            .filter(|m| *m != id && !self.progress.iter().any(|p| p.id == *m))
+            .collect();
+        self.progress
+            .extend(new.into_iter().map(|m| Progress::new(m, next)));
+        if self
+            .transferee
+            .is_some_and(|t| !configuration.voters().contains(&t))
+        {
+            self.transferee = None;
+        }
+    }
+
+    /// Leader, after its commit index moved: finish a joint change by
+    /// appending C_new, and step down once a configuration that removed
+    /// this node commits.
+    fn after_commit(&mut self) {
+        if self.role != Role::Leader || self.configuration_index() > self.log.committed {
+            return;
+        }
+        if self.configuration.is_joint() {
+            let next = self.configuration.leave_joint().encode();
+            self.append_as_leader(next);
+        } else if !self.configuration.is_voter(self.id) {
+            self.become_follower(self.term, None);
+        }
     }
 
     /// Proposes on the leader, or forwards the command to the leader this
@@ -425,7 +594,10 @@ impl<S: Storage> Node<S> {
                 leader_hint: self.leader,
             });
         }
-        if to == self.id || !self.configuration.voters().contains(&to) {
+        if to == self.id
+            || !self.configuration.voters().contains(&to)
+            || !self.configuration.is_voter(self.id)
+        {
             return Err(Error::NotAVoter { id: to });
         }
         self.transferee = Some(to);
@@ -490,7 +662,7 @@ impl<S: Storage> Node<S> {
         if self.log.term(self.log.committed)? != Some(self.term) {
             return Err(Error::NoCommitInTerm { term: self.term });
         }
-        let single = self.configuration.voters().len() == 1;
+        let single = self.configuration.voters().len() == 1 && !self.configuration.is_joint();
         let leased = self.ticks < self.lease_until || single;
         let transferring = self.transferee.is_some() || self.lease_forfeited;
         if !self.config.check_quorum || transferring || !leased {
@@ -569,11 +741,18 @@ impl<S: Storage> Node<S> {
                 MessageBody::PreVote { .. } => {}
                 MessageBody::PreVoteResponse { granted: true } => {}
                 // A node that hears from its leader ignores elections
-                // (check-quorum lease, thesis §4.2.3).
+                // (check-quorum lease, thesis §4.2.3), and always those
+                // of servers that are not voters of C_new: a server being
+                // removed cannot disrupt the new configuration.
                 MessageBody::RequestVote {
                     leadership_transfer: false,
                     ..
-                } if self.in_lease() => return Ok(()),
+                } if self.in_lease()
+                    || (self.heard_from_leader()
+                        && !self.configuration.voters().contains(&m.from)) =>
+                {
+                    return Ok(());
+                }
                 MessageBody::AppendEntries { .. }
                 | MessageBody::Heartbeat { .. }
                 | MessageBody::InstallSnapshot { .. } => {
@@ -900,6 +1079,9 @@ impl<S: Storage> Node<S> {
             index: next,
             data: Bytes::new(),
         });
+        // A joint configuration inherited committed is finished at once
+        // (otherwise when the no-op commits it).
+        self.after_commit();
     }
 
     /// Accepts `from` as leader of the current term.
@@ -1059,6 +1241,14 @@ impl<S: Storage> Node<S> {
                     f.persists_to = f.persists_to.min(replaced.prev());
                 }
             }
+            // Configurations of replaced entries revert; new ones take
+            // effect on append (thesis §4.1).
+            self.configurations.retain(|(i, _)| *i < first);
+            self.configurations.extend(
+                new.iter()
+                    .filter_map(|e| e.configuration().map(|c| (e.index, c))),
+            );
+            self.configuration_changed();
         }
         let last_new = prev_log_index.plus(entries.len() as u64);
         self.log.commit_to(leader_commit.min(last_new));
@@ -1132,7 +1322,9 @@ impl<S: Storage> Node<S> {
             self.log.commit_to(meta.index);
         } else {
             self.log.restore(meta.clone());
-            self.configuration = meta.configuration.clone();
+            self.base_configuration = (meta.index, meta.configuration.clone());
+            self.configurations.clear();
+            self.configuration_changed();
             for f in &mut self.in_flight {
                 f.persists_to = f.persists_to.min(meta.index);
             }
@@ -1252,6 +1444,7 @@ impl<S: Storage> Node<S> {
         // Only entries of the current term commit by counting (§5.4.2).
         if candidate > self.log.committed && self.log.term(candidate)? == Some(self.term) {
             self.log.commit_to(candidate);
+            self.after_commit();
         }
         Ok(())
     }
@@ -1393,7 +1586,17 @@ impl<S: Storage> Node<S> {
                 me: self.id,
             });
         }
-        if !self.configuration.contains(m.from) || m.from == self.id {
+        // A leader's traffic is accepted from nodes we do not know yet (a
+        // lagging node learns of new members from the log); anything else
+        // from a non-member, such as a removed server's RequestVote, is
+        // refused.
+        let leader_traffic = matches!(
+            m.body,
+            MessageBody::AppendEntries { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::InstallSnapshot { .. }
+        );
+        if m.from == self.id || !(leader_traffic || self.configuration.contains(m.from)) {
             return Err(Error::UnknownPeer { from: m.from });
         }
         if let MessageBody::AppendEntries {
@@ -1447,13 +1650,12 @@ impl<S: Storage> Node<S> {
                 from: m.from,
                 reason,
             };
-            if meta.term > m.term || meta.term == Term(0) || meta.index == LogIndex::ZERO {
+            if meta.term > m.term
+                || meta.term == Term(0)
+                || meta.index == LogIndex::ZERO
+                || meta.index == LogIndex(u64::MAX)
+            {
                 return Err(malformed("snapshot of an impossible log position"));
-            }
-            if !meta.configuration.contains(self.id) {
-                return Err(malformed(
-                    "snapshot of a configuration without the receiver",
-                ));
             }
         }
         Ok(())

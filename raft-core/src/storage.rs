@@ -139,7 +139,7 @@ impl MemStorage {
         };
         if let Some(first) = rest.first() {
             self.entries
-                .truncate(first.index.0.saturating_sub(offset + 1) as usize);
+                .truncate(first.index.0.saturating_sub(offset.saturating_add(1)) as usize);
             self.entries.extend_from_slice(rest);
         }
         Ok(())
@@ -156,6 +156,17 @@ impl MemStorage {
         }
         let term = self.term(index)?;
         let drop = (index.0 - self.snapshot.index.0) as usize;
+        // The snapshot carries the configuration as of its index.
+        if let Some(c) = self
+            .entries
+            .get(..drop)
+            .unwrap_or_default()
+            .iter()
+            .rev()
+            .find_map(Entry::configuration)
+        {
+            self.snapshot.configuration = c;
+        }
         self.entries.drain(..drop);
         self.snapshot.index = index;
         self.snapshot.term = term;

@@ -87,6 +87,13 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// The configuration this entry carries, if it is a configuration
+    /// entry (membership change, thesis §4.3) rather than a command.
+    /// Applications skip such entries when applying commands.
+    pub fn configuration(&self) -> Option<crate::Configuration> {
+        crate::Configuration::decode(&self.data)
+    }
+
     /// Bytes this entry counts against a message size budget.
     pub(crate) fn size(&self) -> u64 {
         // 16 bytes of term and index, then the payload.

@@ -593,8 +593,21 @@ fn bad_input_is_refused_and_changes_nothing() {
         node.step(append(2, 9, vec![])),
         Err(Error::WrongRecipient { .. })
     ));
+    // Non-members may not vote or campaign (a removed server must not
+    // disrupt, thesis §4.2.3). A leader's appends from a node we do not
+    // know yet are taken: lagging nodes learn new members from the log.
+    let vote_request = msg(
+        9,
+        1,
+        6,
+        MessageBody::RequestVote {
+            last_log_index: LogIndex(9),
+            last_log_term: Term(5),
+            leadership_transfer: false,
+        },
+    );
     assert!(matches!(
-        node.step(append(9, 1, vec![])),
+        node.step(vote_request),
         Err(Error::UnknownPeer { .. })
     ));
     assert!(matches!(

@@ -179,6 +179,33 @@ struct Server<SM> {
     confirmed: Vec<ReadState>,
 }
 
+impl<SM: Default> Server<SM> {
+    /// A server running a fresh node whose empty disk holds `configuration`.
+    fn start(
+        config: Config,
+        configuration: Configuration,
+        tick_interval: u64,
+        first_tick: SimTime,
+    ) -> Result<Self, Violation> {
+        let id = config.id;
+        let node = Node::new(config.clone(), MemStorage::new(configuration))
+            .map_err(|error| Violation::Node { node: id, error })?;
+        Ok(Server {
+            id,
+            config,
+            node: Some(node),
+            disk: None,
+            state_machine: SM::default(),
+            writes: VecDeque::new(),
+            tick_interval,
+            next_tick: first_tick,
+            restarts: 0,
+            reads: BTreeMap::new(),
+            confirmed: Vec::new(),
+        })
+    }
+}
+
 /// What happens next.
 #[derive(Clone, Copy, Debug)]
 enum Event {
@@ -201,6 +228,9 @@ pub struct Cluster<SM: StateMachine> {
     trace_capacity: usize,
     max_write_latency: u64,
     compact_every: u64,
+    /// The node configuration new servers start with.
+    node_config: Config,
+    membership_changes: u64,
     snapshots: u64,
     responses: Vec<(SimTime, NodeId, SM::Response)>,
     steps: u64,
@@ -232,23 +262,15 @@ impl<SM: StateMachine> Cluster<SM> {
             let mut config = options.node_config.clone();
             config.id = id;
             config.seed = rng.u64(..);
-            let node = Node::new(config.clone(), MemStorage::new(members.clone()))
-                .map_err(|error| Violation::Node { node: id, error })?;
             let skew = 1.0 + options.clock_skew * (rng.f64() * 2.0 - 1.0);
             let tick_interval = (nominal * skew).max(1.0) as u64;
-            servers.push(Server {
-                id,
+            let first_tick = SimTime::from_nanos(rng.u64(1..=tick_interval));
+            servers.push(Server::start(
                 config,
-                node: Some(node),
-                disk: None,
-                state_machine: SM::default(),
-                writes: VecDeque::new(),
+                members.clone(),
                 tick_interval,
-                next_tick: SimTime::from_nanos(rng.u64(1..=tick_interval)),
-                restarts: 0,
-                reads: BTreeMap::new(),
-                confirmed: Vec::new(),
-            });
+                first_tick,
+            )?);
         }
         Ok(Cluster {
             seed,
@@ -261,6 +283,8 @@ impl<SM: StateMachine> Cluster<SM> {
             trace_capacity: options.trace_capacity,
             max_write_latency: options.max_write_latency.as_nanos() as u64,
             compact_every: options.compact_every,
+            node_config: options.node_config.clone(),
+            membership_changes: 0,
             snapshots: 0,
             responses: Vec::new(),
             steps: 0,
@@ -476,6 +500,11 @@ impl<SM: StateMachine> Cluster<SM> {
         }
     }
 
+    /// How many membership changes leaders accepted.
+    pub fn membership_changes(&self) -> u64 {
+        self.membership_changes
+    }
+
     /// How many snapshots nodes installed from a leader (InstallSnapshot).
     pub fn installed_snapshots(&self) -> u64 {
         self.snapshots
@@ -508,6 +537,56 @@ impl<SM: StateMachine> Cluster<SM> {
         self.net.restart(id);
         self.fault(format!("restart {id:?}"));
         self.pump(i)
+    }
+
+    /// Asks the leader `leader` to change the membership to `target`,
+    /// first starting the target's new nodes (with empty disks and the
+    /// current voters as their boot configuration, themselves as learners).
+    pub fn change_membership(
+        &mut self,
+        leader: NodeId,
+        target: Configuration,
+    ) -> Result<(), Violation> {
+        let Some(i) = self.index_of(leader) else {
+            return Ok(());
+        };
+        let Some(current) = self.servers[i]
+            .node
+            .as_ref()
+            .map(|n| n.configuration().clone())
+        else {
+            return Ok(());
+        };
+        // Refused proposals (a change in progress, no commit in the term)
+        // are not faults; check before starting servers.
+        let Some(node) = self.servers[i].node.as_mut() else {
+            return Ok(());
+        };
+        let Ok(index) = node.propose_configuration(target.clone()) else {
+            return Ok(());
+        };
+        self.membership_changes += 1;
+        self.fault(format!("membership {target:?} at {index:?}"));
+        for id in target.members() {
+            if self.index_of(id).is_none() {
+                let boot = Configuration::new(current.voters().iter().copied()).with_learners([id]);
+                self.start_server(id, boot)?;
+            }
+        }
+        self.pump(i)
+    }
+
+    /// Starts a new server with an empty disk holding `boot`.
+    fn start_server(&mut self, id: NodeId, boot: Configuration) -> Result<(), Violation> {
+        let mut config = self.node_config.clone();
+        config.id = id;
+        config.seed = self.rng.u64(..);
+        let tick_interval = self.servers.first().map_or(1_000_000, |s| s.tick_interval);
+        let first_tick = self.now.saturating_add(Duration::from_nanos(tick_interval));
+        self.servers
+            .push(Server::start(config, boot, tick_interval, first_tick)?);
+        self.fault(format!("start {id:?}"));
+        Ok(())
     }
 
     /// Asks the leader `from` to hand leadership to `to`.
@@ -613,8 +692,12 @@ impl<SM: StateMachine> Cluster<SM> {
         let Some(node) = self.servers[i].node.as_mut() else {
             return Ok(());
         };
-        node.step(m)
-            .map_err(|error| Violation::Node { node: to, error })?;
+        match node.step(m) {
+            // Messages from servers outside the configuration (removed
+            // ones still running) are refused: that is the point.
+            Ok(()) | Err(Error::UnknownPeer { .. }) => {}
+            Err(error) => return Err(Violation::Node { node: to, error }),
+        }
         self.pump(i)
     }
 
@@ -718,7 +801,7 @@ impl<SM: StateMachine> Cluster<SM> {
         server.confirmed.extend(ready.take_read_states());
         for entry in ready.take_committed_entries() {
             self.invariants.applied(id, &entry)?;
-            if entry.data.is_empty() {
+            if entry.data.is_empty() || entry.configuration().is_some() {
                 continue;
             }
             if let Some(response) = server.state_machine.apply(&entry.data) {
@@ -768,6 +851,14 @@ impl<SM: StateMachine> Cluster<SM> {
         for s in &self.servers {
             if let Some(node) = &s.node {
                 self.invariants.observe(node)?;
+                let removed = !node.configuration().is_voter(node.id())
+                    && node.configuration_index() <= node.commit_index();
+                if node.role() == Role::Leader && removed {
+                    return Err(Violation::RemovedLeader {
+                        node: node.id(),
+                        term: node.term(),
+                    });
+                }
             }
         }
         Ok(())

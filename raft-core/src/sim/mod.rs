@@ -29,13 +29,17 @@ pub mod linearizability;
 
 pub use cluster::{Cluster, ClusterOptions, TraceEvent};
 
-use crate::{Error, LogIndex, NodeId, Term};
+use crate::{Configuration, Error, LogIndex, Node, NodeId, Term};
 use bytes::Bytes;
 use kv::{KvCommand, KvModel, KvOp, KvOutput, KvStore, RequestId};
 use linearizability::{NotLinearizable, Operation};
 use quorate_transport::sim::{LinkConfig, SimTime};
 use std::fmt;
 use std::time::Duration;
+
+/// Ticks a settled cluster must keep its leader (four election timeouts at
+/// the default settings).
+const STABLE_TICKS: u64 = 40;
 
 /// An application state machine driven by committed entries.
 pub trait StateMachine: Default {
@@ -113,6 +117,24 @@ pub enum Violation {
         node: NodeId,
         /// The index.
         index: LogIndex,
+    },
+    /// A leader removed from the configuration kept leading after the
+    /// configuration that removed it committed (thesis §4.2.2).
+    #[error("{node} still leads term {term} after its removal committed")]
+    RemovedLeader {
+        /// The node.
+        node: NodeId,
+        /// Its term.
+        term: Term,
+    },
+    /// Once the cluster settled, its leadership changed anyway: something
+    /// (a removed server, say) disrupted it.
+    #[error("the settled leader {leader} of term {term} was disrupted")]
+    Disrupted {
+        /// The settled leader.
+        leader: NodeId,
+        /// Its term.
+        term: Term,
     },
     /// After the faults healed, the cluster did not make progress in time.
     #[error("liveness: {what} within {ticks} ticks after healing")]
@@ -215,6 +237,11 @@ pub struct SimReport {
     pub dropped: u64,
     /// Snapshots followers installed from a leader (InstallSnapshot).
     pub snapshots_installed: u64,
+    /// Membership changes the leader accepted (each a joint change or a
+    /// change of learners).
+    pub membership_changes: u64,
+    /// Servers removed from the configuration that kept running.
+    pub removed_running: usize,
 }
 
 /// A failing run: the seed that replays it, what broke, and the last events.
@@ -384,6 +411,22 @@ impl Simulation {
             self.advance_one_tick()?;
             waited += 1;
         }
+        // Settled: the leader must stay, whatever removed servers still
+        // running try (thesis §4.2.3).
+        if let Some(leader) = self.cluster.leader() {
+            let term = self.cluster.node(leader).map(Node::term);
+            for _ in 0..STABLE_TICKS {
+                self.advance_one_tick()?;
+            }
+            let now = self.cluster.leader();
+            let now_term = now.and_then(|l| self.cluster.node(l)).map(Node::term);
+            if now != Some(leader) || now_term != term {
+                return Err(Violation::Disrupted {
+                    leader,
+                    term: term.unwrap_or_default(),
+                });
+            }
+        }
         self.check_deduplication()?;
         linearizability::check(&KvModel, &self.history).map_err(Violation::NotLinearizable)
     }
@@ -399,7 +442,8 @@ impl Simulation {
         self.faults += 1;
         let ids = self.cluster.ids();
         let pick = |rng: &mut fastrand::Rng, from: &[NodeId]| from[rng.usize(..from.len())];
-        match self.rng.u32(..9) {
+        match self.rng.u32(..10) {
+            9 => self.change_membership()?,
             8 => {
                 if let Some(leader) = self.cluster.leader() {
                     let to = pick(&mut self.rng, &ids);
@@ -451,6 +495,41 @@ impl Simulation {
             }
         }
         Ok(())
+    }
+
+    /// Asks the leader for a membership change: add a new node (as voter or
+    /// learner), promote a learner, remove a member (the leader included),
+    /// or replace a voter by a new node; voters stay within 3-7.
+    fn change_membership(&mut self) -> Result<(), Violation> {
+        let Some(leader) = self.cluster.leader() else {
+            return Ok(());
+        };
+        let Some(current) = self.cluster.node(leader).map(|n| n.configuration().clone()) else {
+            return Ok(());
+        };
+        let mut voters: Vec<NodeId> = current.voters().iter().copied().collect();
+        let mut learners: Vec<NodeId> = current.learners().iter().copied().collect();
+        let fresh = self.cluster.ids().into_iter().max().unwrap_or_default().0 + 1;
+        let fresh = NodeId(fresh);
+        match self.rng.u32(..5) {
+            0 if voters.len() < 7 => voters.push(fresh),
+            1 => learners.push(fresh),
+            2 if !learners.is_empty() && voters.len() < 7 => {
+                voters.push(learners.remove(self.rng.usize(..learners.len())));
+            }
+            3 if voters.len() > 3 => {
+                voters.remove(self.rng.usize(..voters.len()));
+            }
+            3 if !learners.is_empty() => {
+                learners.remove(self.rng.usize(..learners.len()));
+            }
+            _ => {
+                voters.remove(self.rng.usize(..voters.len()));
+                voters.push(fresh);
+            }
+        }
+        let target = Configuration::new(voters).with_learners(learners);
+        self.cluster.change_membership(leader, target)
     }
 
     /// Clients start new requests (if `new_requests`) and retry timed-out ones.
@@ -574,11 +653,19 @@ impl Simulation {
         if self.clients.iter().any(|c| c.pending.is_some()) {
             return Some("pending requests not answered");
         }
+        let configuration = leader.configuration();
+        if configuration.is_joint() || leader.configuration_index() > leader.commit_index() {
+            return Some("the membership change did not finish");
+        }
+        if leader.transferee().is_some() {
+            return Some("the leadership transfer did not finish");
+        }
         let commit = leader.commit_index();
         let behind = self
             .cluster
             .running()
             .into_iter()
+            .filter(|id| configuration.contains(*id))
             .filter_map(|id| self.cluster.node(id))
             .any(|n| n.applied_index() < commit);
         behind.then_some("a node did not apply the leader's commit index")
@@ -598,6 +685,18 @@ impl Simulation {
             }
         }
         Ok(())
+    }
+
+    /// Running servers outside the settled leader's configuration.
+    fn removed_running(&self) -> usize {
+        let Some(leader) = self.cluster.leader().and_then(|l| self.cluster.node(l)) else {
+            return 0;
+        };
+        self.cluster
+            .running()
+            .into_iter()
+            .filter(|id| !leader.configuration().contains(*id))
+            .count()
     }
 
     fn report(&self) -> SimReport {
@@ -622,6 +721,8 @@ impl Simulation {
             steps: self.cluster.steps(),
             dropped: self.cluster.network_stats().dropped(),
             snapshots_installed: self.cluster.installed_snapshots(),
+            membership_changes: self.cluster.membership_changes(),
+            removed_running: self.removed_running(),
         }
     }
 }
