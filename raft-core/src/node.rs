@@ -11,6 +11,10 @@ use crate::types::{Entry, HardState, LogIndex, NodeId, Term};
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 
+/// Terms and log indices at or above this are refused as malformed input:
+/// no real cluster reaches them, and arithmetic on them could overflow.
+const MAX_POSITION: u64 = u64::MAX / 2;
+
 /// Where [`Node::propose_or_forward`] sent a command.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Proposed {
@@ -1556,23 +1560,25 @@ impl<S: Storage> Node<S> {
         self.progress.iter_mut().find(|p| p.id == id)
     }
 
-    fn send(&mut self, to: NodeId, body: MessageBody) {
-        self.outbox.push(Message {
+    /// A message from this node in its current term.
+    fn message(&self, to: NodeId, body: MessageBody) -> Message {
+        Message {
             from: self.id,
             to,
             term: self.term,
             body,
-        });
+        }
+    }
+
+    fn send(&mut self, to: NodeId, body: MessageBody) {
+        let m = self.message(to, body);
+        self.outbox.push(m);
     }
 
     /// Replies wait until the state they were computed from is durable.
     fn reply(&mut self, to: NodeId, body: MessageBody) {
-        self.held.push(Message {
-            from: self.id,
-            to,
-            term: self.term,
-            body,
-        });
+        let m = self.message(to, body);
+        self.held.push(m);
     }
 
     fn reply_append(&mut self, to: NodeId, outcome: AppendOutcome) {
@@ -1598,6 +1604,24 @@ impl<S: Storage> Node<S> {
         );
         if m.from == self.id || !(leader_traffic || self.configuration.contains(m.from)) {
             return Err(Error::UnknownPeer { from: m.from });
+        }
+        // Terms and indices this far out are unreachable by a real cluster;
+        // accepting them would let later arithmetic (a new term, the next
+        // entry's index) overflow, so they are refused as malformed.
+        let out_of_range = match &m.body {
+            MessageBody::AppendEntries {
+                prev_log_index,
+                entries,
+                ..
+            } => prev_log_index.0.saturating_add(entries.len() as u64) >= MAX_POSITION,
+            MessageBody::InstallSnapshot { meta, .. } => meta.index.0 >= MAX_POSITION,
+            _ => false,
+        };
+        if m.term.0 >= MAX_POSITION || out_of_range {
+            return Err(Error::MalformedMessage {
+                from: m.from,
+                reason: "term or log index beyond any reachable position",
+            });
         }
         if let MessageBody::AppendEntries {
             prev_log_index,
