@@ -427,31 +427,32 @@ impl<SM: StateMachine> Cluster<SM> {
     /// machine's [`query`](StateMachine::query) answers it into
     /// [`take_responses`](Cluster::take_responses).
     pub fn read(&mut self, id: NodeId, read_id: u64, query: Bytes) -> Result<(), Error> {
-        let i = self.index_of(id).ok_or(Error::UnknownPeer { from: id })?;
-        let server = &mut self.servers[i];
-        let node = server
-            .node
-            .as_mut()
-            .ok_or(Error::NotLeader { leader_hint: None })?;
-        node.read_index(read_id)?;
-        server.reads.insert(read_id, query);
-        self.pump(i).map_err(|v| match v {
-            Violation::Node { error, .. } => error,
-            _ => Error::InconsistentStorage("invariant violated while reading"),
-        })
+        self.start_read(id, read_id, query, Node::read_index)
     }
 
     /// Asks node `id` for a lease read
     /// ([`Node::read_lease`](crate::Node::read_lease)), answered like
     /// [`read`](Cluster::read).
     pub fn read_lease(&mut self, id: NodeId, read_id: u64, query: Bytes) -> Result<(), Error> {
+        self.start_read(id, read_id, query, Node::read_lease)
+    }
+
+    /// Starts a read on node `id` with `start` and remembers its query until
+    /// the node releases it.
+    fn start_read(
+        &mut self,
+        id: NodeId,
+        read_id: u64,
+        query: Bytes,
+        start: impl FnOnce(&mut Node<MemStorage>, u64) -> Result<(), Error>,
+    ) -> Result<(), Error> {
         let i = self.index_of(id).ok_or(Error::UnknownPeer { from: id })?;
         let server = &mut self.servers[i];
         let node = server
             .node
             .as_mut()
             .ok_or(Error::NotLeader { leader_hint: None })?;
-        node.read_lease(read_id)?;
+        start(node, read_id)?;
         server.reads.insert(read_id, query);
         self.pump(i).map_err(|v| match v {
             Violation::Node { error, .. } => error,
