@@ -1019,18 +1019,17 @@ impl<S: Storage> Node<S> {
     fn become_candidate(&mut self, term: Term) {
         self.term = term;
         self.vote = Some(self.id);
-        self.role = Role::Candidate;
-        self.leader = None;
-        self.votes.clear();
-        self.progress.clear();
-        self.pending_reads.clear();
-        self.transferee = None;
-        self.reset_election_timer();
+        self.start_campaign(Role::Candidate);
     }
 
     fn become_pre_candidate(&mut self) {
         // Term and vote stay: a failed pre-vote leaves no trace.
-        self.role = Role::PreCandidate;
+        self.start_campaign(Role::PreCandidate);
+    }
+
+    /// What a candidate and a pre-candidate both forget as they ask for votes.
+    fn start_campaign(&mut self, role: Role) {
+        self.role = role;
         self.leader = None;
         self.votes.clear();
         self.progress.clear();
