@@ -166,6 +166,10 @@ pub fn encode(m: &Message, dst: &mut BytesMut) {
                     dst.put_u64(conflict_term.map_or(0, |t| t.0));
                     dst.put_u64(first_index.0);
                 }
+                AppendOutcome::Received { match_index } => {
+                    dst.put_u8(2);
+                    dst.put_u64(match_index.0);
+                }
             }
         }
         MessageBody::Heartbeat { commit, round } => {
@@ -348,6 +352,9 @@ pub fn decode(src: Bytes) -> Result<Message, CodecError> {
                         first_index: LogIndex(r.u64()?),
                     }
                 }
+                2 => AppendOutcome::Received {
+                    match_index: LogIndex(r.u64()?),
+                },
                 k => return Err(CodecError::UnknownKind(k)),
             };
             MessageBody::AppendEntriesResponse { outcome }
@@ -448,6 +455,11 @@ mod tests {
                 },
             },
             MessageBody::AppendEntriesResponse {
+                outcome: AppendOutcome::Received {
+                    match_index: LogIndex(12),
+                },
+            },
+            MessageBody::AppendEntriesResponse {
                 outcome: AppendOutcome::Conflict {
                     rejected_index: LogIndex(10),
                     conflict_term: Some(Term(4)),
@@ -497,6 +509,36 @@ mod tests {
             &mut buf,
         );
         assert_eq!(&buf[..], &expected[..]);
+    }
+
+    #[test]
+    fn known_layout_of_a_received_ack() {
+        // Hand-assembled: version 1, from 1, to 2, term 7, kind 3 (append
+        // response), outcome 2 (received), match index 12.
+        let mut expected = vec![1u8];
+        for v in [1u64, 2, 7] {
+            expected.extend_from_slice(&v.to_be_bytes());
+        }
+        expected.extend_from_slice(&[3, 2]);
+        expected.extend_from_slice(&12u64.to_be_bytes());
+        let mut buf = BytesMut::new();
+        encode(
+            &msg(MessageBody::AppendEntriesResponse {
+                outcome: AppendOutcome::Received {
+                    match_index: LogIndex(12),
+                },
+            }),
+            &mut buf,
+        );
+        assert_eq!(&buf[..], &expected[..]);
+        assert_eq!(
+            decode(buf.freeze()),
+            Ok(msg(MessageBody::AppendEntriesResponse {
+                outcome: AppendOutcome::Received {
+                    match_index: LogIndex(12)
+                },
+            }))
+        );
     }
 
     #[test]

@@ -1206,12 +1206,7 @@ impl<S: Storage> Node<S> {
             let (prev_term, rest) = match entries.get(skip - 1..) {
                 Some([last_known, rest @ ..]) => (last_known.term, rest),
                 _ => {
-                    self.reply_append(
-                        from,
-                        AppendOutcome::Success {
-                            match_index: committed,
-                        },
-                    );
+                    self.ack_append(from, committed);
                     return Ok(());
                 }
             };
@@ -1243,6 +1238,7 @@ impl<S: Storage> Node<S> {
                 for f in &mut self.in_flight {
                     f.persists_to = f.persists_to.min(replaced.prev());
                 }
+                self.forget_acks_from(replaced);
             }
             // Configurations of replaced entries revert; new ones take
             // effect on append (thesis §4.1).
@@ -1255,12 +1251,7 @@ impl<S: Storage> Node<S> {
         }
         let last_new = prev_log_index.plus(entries.len() as u64);
         self.log.commit_to(leader_commit.min(last_new));
-        self.reply_append(
-            from,
-            AppendOutcome::Success {
-                match_index: last_new,
-            },
-        );
+        self.ack_append(from, last_new);
         Ok(())
     }
 
@@ -1331,6 +1322,7 @@ impl<S: Storage> Node<S> {
             for f in &mut self.in_flight {
                 f.persists_to = f.persists_to.min(meta.index);
             }
+            self.forget_acks_from(meta.index.next());
             self.restored = Some(Snapshot {
                 meta: meta.clone(),
                 data: incoming.data.freeze(),
@@ -1382,12 +1374,7 @@ impl<S: Storage> Node<S> {
         }
         match outcome {
             AppendOutcome::Success { match_index } => {
-                if match_index > self.log.last_index() {
-                    return Err(Error::MalformedMessage {
-                        from,
-                        reason: "acknowledged entries the leader does not have",
-                    });
-                }
+                // validate() refused indices beyond the leader's log.
                 let moved = match self.progress_mut(from) {
                     Some(p) => p.acknowledge(match_index),
                     None => false,
@@ -1395,6 +1382,12 @@ impl<S: Storage> Node<S> {
                 if moved {
                     self.maybe_commit()?;
                     self.maybe_send_timeout_now(from);
+                }
+            }
+            AppendOutcome::Received { match_index } => {
+                // Not durable yet: replicate further, but do not count it.
+                if let Some(p) = self.progress_mut(from) {
+                    p.received(match_index);
                 }
             }
             AppendOutcome::Conflict {
@@ -1584,6 +1577,37 @@ impl<S: Storage> Node<S> {
         self.reply(to, MessageBody::AppendEntriesResponse { outcome });
     }
 
+    /// Acknowledges entries that match the leader's log up to
+    /// `match_index`: as durable once the Ready persisting them is
+    /// advanced, and (with [`Config::early_append_ack`]) at once as
+    /// received, which asserts nothing about durability (thesis §10.2.1).
+    fn ack_append(&mut self, to: NodeId, match_index: LogIndex) {
+        if self.config.early_append_ack {
+            let received = AppendOutcome::Received { match_index };
+            self.send(to, MessageBody::AppendEntriesResponse { outcome: received });
+        }
+        self.reply_append(to, AppendOutcome::Success { match_index });
+    }
+
+    /// The log from `index` on was replaced (by a newer leader's entries or
+    /// a snapshot) before being acknowledged: durable acknowledgments still
+    /// held for it would claim entries this node no longer has, to a leader
+    /// that has been superseded, so they are dropped.
+    fn forget_acks_from(&mut self, index: LogIndex) {
+        let stale = |m: &Message| {
+            matches!(
+                m.body,
+                MessageBody::AppendEntriesResponse {
+                    outcome: AppendOutcome::Success { match_index }
+                } if match_index >= index
+            )
+        };
+        self.held.retain(|m| !stale(m));
+        for f in &mut self.in_flight {
+            f.held.retain(|m| !stale(m));
+        }
+    }
+
     fn validate(&self, m: &Message) -> Result<(), Error> {
         if m.to != self.id {
             return Err(Error::WrongRecipient {
@@ -1681,6 +1705,105 @@ impl<S: Storage> Node<S> {
                 return Err(malformed("snapshot of an impossible log position"));
             }
         }
+        self.validate_positions(m)?;
+        if self.role == Role::Leader && m.term == self.term {
+            self.validate_for_leader(m)?;
+        }
         Ok(())
+    }
+
+    /// Positions no honest sender produces in any state: beyond
+    /// [`MAX_POSITION`], or a candidate's last entry from a term after the
+    /// election's.
+    fn validate_positions(&self, m: &Message) -> Result<(), Error> {
+        let beyond = |i: &LogIndex| i.0 >= MAX_POSITION;
+        let reason = match &m.body {
+            MessageBody::RequestVote {
+                last_log_index,
+                last_log_term,
+                ..
+            }
+            | MessageBody::PreVote {
+                last_log_index,
+                last_log_term,
+            } if beyond(last_log_index) || *last_log_term > m.term => {
+                "candidate's last entry beyond its election"
+            }
+            MessageBody::AppendEntries { leader_commit, .. } if beyond(leader_commit) => {
+                "commit index beyond any reachable position"
+            }
+            MessageBody::Heartbeat { commit, .. } if beyond(commit) => {
+                "commit index beyond any reachable position"
+            }
+            MessageBody::InstallSnapshot { offset, .. } if *offset >= MAX_POSITION => {
+                "snapshot offset beyond any reachable position"
+            }
+            MessageBody::ForwardedProposal { commands }
+                if commands
+                    .iter()
+                    .any(|c| c.starts_with(crate::config::CONFIGURATION_TAG)) =>
+            {
+                "forwarded command carries the configuration tag"
+            }
+            _ => return Ok(()),
+        };
+        Err(Error::MalformedMessage {
+            from: m.from,
+            reason,
+        })
+    }
+
+    /// Answers a leader can check against what it sent in its term: no
+    /// acknowledgment beyond its log, no rejection of an append it never
+    /// sent, no answer to a heartbeat round or snapshot bytes it never
+    /// sent, and no second leader. Refused before anything changes.
+    fn validate_for_leader(&self, m: &Message) -> Result<(), Error> {
+        let last = self.log.last_index();
+        let reason = match &m.body {
+            MessageBody::AppendEntries { .. }
+            | MessageBody::Heartbeat { .. }
+            | MessageBody::InstallSnapshot { .. } => "a second leader in this node's term",
+            MessageBody::AppendEntriesResponse {
+                outcome:
+                    AppendOutcome::Success { match_index } | AppendOutcome::Received { match_index },
+            } if *match_index > last => "acknowledged entries the leader does not have",
+            MessageBody::AppendEntriesResponse {
+                outcome:
+                    AppendOutcome::Conflict {
+                        rejected_index,
+                        conflict_term,
+                        first_index,
+                    },
+            } if *rejected_index > last
+                || *rejected_index == LogIndex::ZERO
+                || *first_index > *rejected_index
+                || *first_index == LogIndex::ZERO
+                || conflict_term.is_some_and(|t| t > m.term) =>
+            {
+                "rejection of an append the leader never sent"
+            }
+            MessageBody::HeartbeatResponse { round } if *round > self.read_round => {
+                "answer to a heartbeat round not yet sent"
+            }
+            MessageBody::InstallSnapshotResponse { index, received } => {
+                let sending = self
+                    .progress(m.from)
+                    .filter(|p| p.state == ProgressState::Snapshot && p.snapshot_index == *index);
+                let too_long = match sending {
+                    Some(_) => *received > self.log.storage.snapshot()?.data.len() as u64,
+                    None => false,
+                };
+                if *index > last || too_long {
+                    "snapshot bytes the leader never sent"
+                } else {
+                    return Ok(());
+                }
+            }
+            _ => return Ok(()),
+        };
+        Err(Error::MalformedMessage {
+            from: m.from,
+            reason,
+        })
     }
 }

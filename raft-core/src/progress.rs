@@ -136,6 +136,29 @@ impl Progress {
         moved
     }
 
+    /// The follower received entries matching the leader's log up to
+    /// `index`, not necessarily durable yet (early append acknowledgment):
+    /// frees in-flight slots and moves `next_index` on, but not the match
+    /// index, which counts towards commitment and so waits for durability.
+    pub(crate) fn received(&mut self, index: LogIndex) {
+        match self.state {
+            // The snapshot transfer ends with a durable acknowledgment.
+            ProgressState::Snapshot => return,
+            // Answers older than the probe in flight say nothing new.
+            ProgressState::Probe if index < self.next_index.prev() => return,
+            ProgressState::Probe => {
+                self.state = ProgressState::Replicate;
+                self.next_index = index.next();
+            }
+            ProgressState::Replicate => self.next_index = self.next_index.max(index.next()),
+        }
+        self.paused = false;
+        self.recently_acked = true;
+        while self.inflight.front().is_some_and(|last| *last <= index) {
+            self.inflight.pop_front();
+        }
+    }
+
     /// The follower answered a heartbeat. If it is behind and acknowledged
     /// nothing for a whole heartbeat interval, the AppendEntries in flight
     /// were probably lost: probe again from the match index.
@@ -194,6 +217,36 @@ mod tests {
         p.acknowledge(LogIndex(16));
         assert_eq!(p.inflight.len(), 2);
         assert!(p.can_send(4));
+    }
+
+    #[test]
+    fn received_slides_the_window_but_not_the_match() {
+        let mut p = Progress::new(NodeId(2), LogIndex(10));
+        p.sent(Some(LogIndex(12)));
+        p.received(LogIndex(12));
+        assert_eq!(p.state, ProgressState::Replicate);
+        assert_eq!(p.next_index, LogIndex(13));
+        assert_eq!(p.match_index, LogIndex::ZERO, "not durable yet");
+        for last in [14, 16, 18, 20] {
+            p.sent(Some(LogIndex(last)));
+        }
+        assert!(!p.can_send(4));
+        p.received(LogIndex(16));
+        assert!(p.can_send(4), "two slots freed");
+        // A duplicate or reordered older answer changes nothing.
+        p.received(LogIndex(14));
+        assert_eq!((p.inflight.len(), p.next_index), (2, LogIndex(21)));
+        // The durable acknowledgment then moves the match index.
+        assert!(p.acknowledge(LogIndex(16)));
+        assert_eq!(p.match_index, LogIndex(16));
+        // In probe state, an answer older than the probe is stale.
+        assert!(p.reject(LogIndex(18), LogIndex(17)));
+        p.sent(None);
+        p.received(LogIndex(15));
+        assert_eq!(p.state, ProgressState::Probe);
+        p.received(LogIndex(17));
+        assert_eq!(p.state, ProgressState::Replicate);
+        assert_eq!(p.next_index, LogIndex(18));
     }
 
     #[test]

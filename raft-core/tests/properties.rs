@@ -90,6 +90,9 @@ fn body() -> impl Strategy<Value = MessageBody> {
         index().prop_map(|match_index| MessageBody::AppendEntriesResponse {
             outcome: AppendOutcome::Success { match_index }
         }),
+        index().prop_map(|match_index| MessageBody::AppendEntriesResponse {
+            outcome: AppendOutcome::Received { match_index }
+        }),
         (index(), prop::option::of(term()), index()).prop_map(
             |(rejected_index, conflict_term, first_index)| MessageBody::AppendEntriesResponse {
                 outcome: AppendOutcome::Conflict {

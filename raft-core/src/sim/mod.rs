@@ -358,6 +358,8 @@ impl Simulation {
             // restarted follower; small chunks split them.
             cluster_options.compact_every = [0, 6, 25][rng.usize(..3)];
             node.max_snapshot_chunk_bytes = [16, 100, 1 << 20][rng.usize(..3)];
+            // Followers acknowledge receipt before durability (§10.2.1).
+            node.early_append_ack = rng.bool();
         }
         let cluster = Cluster::new(rng.u64(..), &cluster_options)?;
         let clients = (0..options.clients)
