@@ -27,7 +27,9 @@
 //! `Ready`. So sending early cannot break safety, and forgetting to
 //! `advance` only stalls the node. A leader counts its own log towards
 //! commitment only once durable (thesis §10.2.1), so it can replicate
-//! while its own write is in flight.
+//! while its own write is in flight; with [`Config::early_append_ack`]
+//! followers also tell it at once that they received entries, which slides
+//! its in-flight window but counts for nothing until they are durable.
 //!
 //! # Example
 //!
