@@ -446,3 +446,29 @@ fn stale_term_acks_are_ignored_by_a_newer_leader() {
         .unwrap();
     assert_eq!(c.node(2).commit_index(), commit);
 }
+
+#[cfg(feature = "serde")]
+#[test]
+fn serde_carries_received_acks_and_old_configs_default_the_option_off() {
+    let m = Message {
+        from: NodeId(2),
+        to: NodeId(1),
+        term: Term(4),
+        body: MessageBody::AppendEntriesResponse {
+            outcome: AppendOutcome::Received {
+                match_index: LogIndex(9),
+            },
+        },
+    };
+    let json = serde_json::to_string(&m).unwrap();
+    assert_eq!(serde_json::from_str::<Message>(&json).unwrap(), m);
+    // A configuration serialized before the option existed still loads.
+    let mut value = serde_json::to_value(Config::new(NodeId(1))).unwrap();
+    value
+        .as_object_mut()
+        .unwrap()
+        .remove("early_append_ack")
+        .unwrap();
+    let config: Config = serde_json::from_value(value).unwrap();
+    assert!(!config.early_append_ack);
+}
