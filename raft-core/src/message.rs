@@ -167,9 +167,10 @@ pub enum AppendOutcome {
 }
 
 impl MessageBody {
-    /// Whether this is a response; responses assert the sender's durable
+    /// Whether this is a response. Responses assert the sender's durable
     /// state (a granted vote, an acknowledged append) and so are held back
-    /// until that state is persisted.
+    /// until that state is persisted, except
+    /// [`AppendOutcome::Received`], which asserts nothing durable.
     pub fn is_response(&self) -> bool {
         matches!(
             self,
