@@ -30,6 +30,18 @@ pub struct Config {
     /// How many AppendEntries may be unacknowledged per follower while it
     /// is replicating (pipelining window).
     pub max_inflight_msgs: usize,
+    /// Followers acknowledge appended entries twice (thesis §10.2.1): at
+    /// once that they received and matched them
+    /// ([`AppendOutcome::Received`](crate::AppendOutcome::Received)), which
+    /// lets the leader's in-flight window slide at network pace, and once
+    /// they are durable ([`AppendOutcome::Success`](crate::AppendOutcome::Success)),
+    /// which alone counts towards commitment. Worth it when storage writes
+    /// take longer than a round trip and the window
+    /// ([`max_inflight_msgs`](Config::max_inflight_msgs)) fills meanwhile;
+    /// off by default, since it doubles the append responses and the
+    /// default window of 256 rarely fills.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub early_append_ack: bool,
     /// Run a pre-vote round before an election (thesis §9.6), so a node
     /// that was partitioned away cannot disrupt a healthy leader when it
     /// comes back.
@@ -46,18 +58,6 @@ pub struct Config {
     pub max_clock_drift_ticks: u32,
     /// Upper bound on the snapshot bytes in one InstallSnapshot chunk.
     pub max_snapshot_chunk_bytes: u64,
-    /// Followers acknowledge appended entries twice (thesis §10.2.1): at
-    /// once that they received and matched them
-    /// ([`AppendOutcome::Received`](crate::AppendOutcome::Received)), which
-    /// lets the leader's in-flight window slide at network pace, and once
-    /// they are durable ([`AppendOutcome::Success`](crate::AppendOutcome::Success)),
-    /// which alone counts towards commitment. Worth it when storage writes
-    /// take longer than a round trip and the window
-    /// ([`max_inflight_msgs`](Config::max_inflight_msgs)) fills meanwhile;
-    /// off by default, since it doubles the append responses and the
-    /// default window of 256 rarely fills.
-    #[cfg_attr(feature = "serde", serde(default))]
-    pub early_append_ack: bool,
 }
 
 impl Config {
@@ -72,11 +72,11 @@ impl Config {
             seed: 0,
             max_size_per_msg: 1 << 20,
             max_inflight_msgs: 256,
+            early_append_ack: false,
             pre_vote: false,
             check_quorum: false,
             max_clock_drift_ticks: 3,
             max_snapshot_chunk_bytes: 1 << 20,
-            early_append_ack: false,
         }
     }
 
