@@ -123,8 +123,16 @@ trait Harness: Sized {
     fn applied(&self) -> &[usize];
     /// Read states the leader handed out.
     fn confirmed(&self) -> usize;
-    /// Messages delivered so far.
-    fn delivered(&self) -> usize;
+    /// Messages and log entries delivered so far.
+    fn delivered(&self) -> Traffic;
+}
+
+/// What the network carried: messages, and log entries inside them (an
+/// entry sent twice counts twice).
+#[derive(Clone, Copy, Debug, Default)]
+struct Traffic {
+    messages: usize,
+    entries: usize,
 }
 
 /// Drives `h` hop by hop until every entry is applied on every node and
@@ -158,7 +166,9 @@ fn run<H: Harness>(h: &mut H, payloads: Vec<H::Payload>, load: Load) -> u64 {
 
 mod quorate {
     use super::*;
-    use quorate_raft_core::{Config, Configuration, MemStorage, Message, Node, NodeId, Role};
+    use quorate_raft_core::{
+        Config, Configuration, MemStorage, Message, MessageBody, Node, NodeId, Role,
+    };
 
     pub(crate) struct Cluster {
         nodes: Vec<Node<MemStorage>>,
@@ -167,7 +177,7 @@ mod quorate {
         delivering: Vec<Message>,
         applied: Vec<usize>,
         confirmed: usize,
-        delivered: usize,
+        delivered: Traffic,
     }
 
     impl Cluster {
@@ -222,7 +232,7 @@ mod quorate {
                 delivering: Vec::new(),
                 applied: vec![0; setup.nodes],
                 confirmed: 0,
-                delivered: 0,
+                delivered: Traffic::default(),
             };
             cluster.nodes[0].campaign();
             cluster.settle();
@@ -233,7 +243,7 @@ mod quorate {
                 cluster.settle();
             }
             cluster.confirmed = 0;
-            cluster.delivered = 0;
+            cluster.delivered = Traffic::default();
             cluster
         }
 
@@ -264,8 +274,11 @@ mod quorate {
         fn deliver(&mut self) -> bool {
             std::mem::swap(&mut self.sent, &mut self.delivering);
             let any = !self.delivering.is_empty();
-            self.delivered += self.delivering.len();
+            self.delivered.messages += self.delivering.len();
             for m in self.delivering.drain(..) {
+                if let MessageBody::AppendEntries { entries, .. } = &m.body {
+                    self.delivered.entries += entries.len();
+                }
                 let i = (m.to.0 - 1) as usize;
                 self.nodes[i].step(m).unwrap();
             }
@@ -280,7 +293,7 @@ mod quorate {
             self.confirmed
         }
 
-        fn delivered(&self) -> usize {
+        fn delivered(&self) -> Traffic {
             self.delivered
         }
     }
@@ -288,7 +301,7 @@ mod quorate {
 
 mod raftrs {
     use super::*;
-    use raft::eraftpb::{ConfState, Entry, Message};
+    use raft::eraftpb::{ConfState, Entry, Message, MessageType};
     use raft::storage::MemStorage;
     use raft::{Config, RawNode, ReadOnlyOption, StateRole};
 
@@ -298,7 +311,7 @@ mod raftrs {
         delivering: Vec<Message>,
         applied: Vec<usize>,
         confirmed: usize,
-        delivered: usize,
+        delivered: Traffic,
     }
 
     impl Cluster {
@@ -378,12 +391,12 @@ mod raftrs {
                 delivering: Vec::new(),
                 applied: vec![0; setup.nodes],
                 confirmed: 0,
-                delivered: 0,
+                delivered: Traffic::default(),
             };
             cluster.nodes[0].campaign().unwrap();
             cluster.settle();
             assert_eq!(cluster.nodes[0].raft.state, StateRole::Leader);
-            cluster.delivered = 0;
+            cluster.delivered = Traffic::default();
             cluster
         }
 
@@ -412,8 +425,11 @@ mod raftrs {
         fn deliver(&mut self) -> bool {
             std::mem::swap(&mut self.sent, &mut self.delivering);
             let any = !self.delivering.is_empty();
-            self.delivered += self.delivering.len();
+            self.delivered.messages += self.delivering.len();
             for m in self.delivering.drain(..) {
+                if m.get_msg_type() == MessageType::MsgAppend {
+                    self.delivered.entries += m.entries.len();
+                }
                 let i = (m.to - 1) as usize;
                 self.nodes[i].step(m).unwrap();
             }
@@ -428,7 +444,7 @@ mod raftrs {
             self.confirmed
         }
 
-        fn delivered(&self) -> usize {
+        fn delivered(&self) -> Traffic {
             self.delivered
         }
     }
@@ -508,7 +524,7 @@ fn once<H: Harness>(case: &Case) -> (Duration, String) {
     let hops = run(&mut h, payloads, case.load);
     let took = start.elapsed();
     let work = format!(
-        "{hops} hops, {} messages, applied {:?}, {} read states",
+        "{hops} hops, {:?}, applied {:?}, {} read states",
         h.delivered(),
         h.applied(),
         h.confirmed()
