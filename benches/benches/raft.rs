@@ -514,15 +514,15 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-/// One run of `case` on `H`, after building the cluster: its wall time and
-/// a line describing the work done (hops, messages delivered, entries
-/// applied per node, read states), so both sides can be compared.
-fn once<H: Harness>(case: &Case) -> (Duration, String) {
+/// One run of `case` on `H`, after building the cluster: the time it took
+/// and a line describing the work done (hops, traffic, entries applied
+/// per node, read states), so both sides can be compared.
+fn once<H: Harness>(case: &Case) -> (Took, String) {
     let mut h = H::new(case.setup);
     let payloads = H::payloads(case.load.writes);
-    let start = Instant::now();
+    let start = Took::now();
     let hops = run(&mut h, payloads, case.load);
-    let took = start.elapsed();
+    let took = Took::now().since(start);
     let work = format!(
         "{hops} hops, {:?}, applied {:?}, {} read states",
         h.delivered(),
@@ -531,6 +531,67 @@ fn once<H: Harness>(case: &Case) -> (Duration, String) {
     );
     (took, work)
 }
+
+/// `runs` runs of `case` on `H` back to back (the clusters built first),
+/// and the time per run: the CPU clock ticks coarsely, so short cases need
+/// several runs per reading.
+fn runs<H: Harness>(case: &Case, runs: u32) -> Took {
+    let clusters: Vec<_> = (0..runs)
+        .map(|_| (H::new(case.setup), H::payloads(case.load.writes)))
+        .collect();
+    let start = Took::now();
+    for (mut h, payloads) in clusters {
+        run(&mut h, payloads, case.load);
+    }
+    let took = Took::now().since(start);
+    Took {
+        cpu: took.cpu / runs,
+        wall: took.wall / runs,
+    }
+}
+
+/// Wall time and this thread's time on a CPU. On a shared machine the
+/// second leaves out the time the thread waited for a core.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Took {
+    cpu: Duration,
+    wall: Duration,
+}
+
+impl Took {
+    const MAX: Took = Took {
+        cpu: Duration::MAX,
+        wall: Duration::MAX,
+    };
+
+    /// Now, counted from an arbitrary origin. The CPU time comes from
+    /// Linux's `/proc/thread-self/schedstat` (nanoseconds on a CPU); zero
+    /// where that file does not exist.
+    fn now() -> Took {
+        let cpu = std::fs::read_to_string("/proc/thread-self/schedstat")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok())
+            .map_or(Duration::ZERO, Duration::from_nanos);
+        let wall = EPOCH.get_or_init(Instant::now).elapsed();
+        Took { cpu, wall }
+    }
+
+    fn since(self, start: Took) -> Took {
+        Took {
+            cpu: self.cpu - start.cpu,
+            wall: self.wall - start.wall,
+        }
+    }
+
+    fn min(self, other: Took) -> Took {
+        Took {
+            cpu: self.cpu.min(other.cpu),
+            wall: self.wall.min(other.wall),
+        }
+    }
+}
+
+static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
 
 fn bench_one<H: Harness>(g: &mut BenchmarkGroup<'_, WallTime>, name: &str, case: &Case) {
     eprintln!("{}/{name}: {}", case.name, once::<H>(case).1);
@@ -562,23 +623,33 @@ fn raft(c: &mut Criterion) {
 criterion_group!(benches, raft);
 
 /// `RAFT_BEST_OF=<rounds>`: runs every case that many times, alternating
-/// the two libraries, and prints each side's fastest run and the ratio.
-/// On a shared machine the fastest of several alternating runs is the run
-/// least disturbed by other processes, for both sides alike.
+/// the two libraries, and prints each side's fastest run, in CPU time and
+/// in wall time, and the ratios. On a shared machine the fastest of
+/// several alternating runs is the run least disturbed by other
+/// processes, for both sides alike, and CPU time leaves out the waits for
+/// a core.
 fn best_of(rounds: usize) {
     for case in cases() {
-        let (mut ours, mut theirs) = (Duration::MAX, Duration::MAX);
+        // Enough runs per reading for about 100 ms of the faster side.
+        let one = once::<quorate::Cluster>(&case).0.wall;
+        let n = (Duration::from_millis(100).as_nanos() / one.as_nanos().max(1)).clamp(1, 1000);
+        let n = n as u32;
+        let (mut ours, mut theirs) = (Took::MAX, Took::MAX);
         for _ in 0..rounds {
-            ours = ours.min(once::<quorate::Cluster>(&case).0);
-            theirs = theirs.min(once::<raftrs::Cluster>(&case).0);
+            ours = ours.min(runs::<quorate::Cluster>(&case, n));
+            theirs = theirs.min(runs::<raftrs::Cluster>(&case, n));
         }
-        let per_sec = |d: Duration| case.load.items() as f64 / d.as_secs_f64();
+        let rate = |d: Duration| case.load.items() as f64 / d.as_secs_f64();
+        let ratio = |a: Duration, b: Duration| b.as_secs_f64() / a.as_secs_f64();
         println!(
-            "{}: quorate-raft-core {:.0}/s, raft-rs 0.7 {:.0}/s, ratio {:.2}x",
+            "{}: cpu {:.0}/s vs {:.0}/s = {:.2}x; wall {:.0}/s vs {:.0}/s = {:.2}x",
             case.name,
-            per_sec(ours),
-            per_sec(theirs),
-            theirs.as_secs_f64() / ours.as_secs_f64()
+            rate(ours.cpu),
+            rate(theirs.cpu),
+            ratio(ours.cpu, theirs.cpu),
+            rate(ours.wall),
+            rate(theirs.wall),
+            ratio(ours.wall, theirs.wall)
         );
     }
 }
