@@ -46,6 +46,15 @@ pub struct Config {
     pub max_clock_drift_ticks: u32,
     /// Upper bound on the snapshot bytes in one InstallSnapshot chunk.
     pub max_snapshot_chunk_bytes: u64,
+    /// [`Node::add_voter`](crate::Node::add_voter) promotes a learner once a
+    /// replication round lasts less than an election timeout, and gives up
+    /// after this many rounds (thesis §4.2.1 suggests 10).
+    pub catch_up_rounds: u32,
+    /// [`Node::add_voter`](crate::Node::add_voter) also gives up on a
+    /// learner that acknowledges nothing (no entry, no snapshot chunk) for
+    /// this many ticks: it is unavailable, and without this bound its first
+    /// round would never end.
+    pub catch_up_stall_ticks: u32,
 }
 
 impl Config {
@@ -64,6 +73,8 @@ impl Config {
             check_quorum: false,
             max_clock_drift_ticks: 3,
             max_snapshot_chunk_bytes: 1 << 20,
+            catch_up_rounds: 10,
+            catch_up_stall_ticks: 50,
         }
     }
 
@@ -88,6 +99,14 @@ impl Config {
         if self.max_snapshot_chunk_bytes == 0 {
             return Err(Error::InvalidConfig(
                 "max_snapshot_chunk_bytes must be at least 1",
+            ));
+        }
+        if self.catch_up_rounds == 0 {
+            return Err(Error::InvalidConfig("catch_up_rounds must be at least 1"));
+        }
+        if self.catch_up_stall_ticks < self.election_tick {
+            return Err(Error::InvalidConfig(
+                "catch_up_stall_ticks must be at least election_tick",
             ));
         }
         Ok(())

@@ -131,6 +131,7 @@ pub mod codec;
 mod config;
 mod error;
 mod log;
+mod membership;
 mod message;
 mod node;
 mod progress;
@@ -143,6 +144,7 @@ mod types;
 
 pub use config::{CONFIGURATION_TAG, Config, Configuration};
 pub use error::{Error, StorageError};
+pub use membership::{ChangeMethod, Promotion};
 pub use message::{AppendOutcome, Message, MessageBody};
 pub use node::{Node, Proposed};
 pub use progress::{Progress, ProgressState};
