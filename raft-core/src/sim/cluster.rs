@@ -231,6 +231,8 @@ pub struct Cluster<SM: StateMachine> {
     /// The node configuration new servers start with.
     node_config: Config,
     membership_changes: u64,
+    /// Membership changes that went through a joint configuration.
+    joint_changes: u64,
     /// Learners promoted after catching up (`Node::add_voter`).
     promotions: u64,
     snapshots: u64,
@@ -287,6 +289,7 @@ impl<SM: StateMachine> Cluster<SM> {
             compact_every: options.compact_every,
             node_config: options.node_config.clone(),
             membership_changes: 0,
+            joint_changes: 0,
             promotions: 0,
             snapshots: 0,
             responses: Vec::new(),
@@ -572,6 +575,9 @@ impl<SM: StateMachine> Cluster<SM> {
             return Ok(());
         };
         self.membership_changes += 1;
+        if node.configuration().is_joint() {
+            self.joint_changes += 1;
+        }
         self.fault(format!("membership {target:?} ({method:?}) at {index:?}"));
         self.start_new_members(&current, target.members())?;
         self.pump(i)
@@ -594,6 +600,12 @@ impl<SM: StateMachine> Cluster<SM> {
         self.fault(format!("add voter {id:?} after catch-up"));
         self.start_new_members(&current, [id])?;
         self.pump(i)
+    }
+
+    /// How many membership changes went through a joint configuration
+    /// (the others took one step).
+    pub fn joint_changes(&self) -> u64 {
+        self.joint_changes
     }
 
     /// How many learners were promoted after catching up.

@@ -240,6 +240,8 @@ pub struct SimReport {
     /// Membership changes the leader accepted (one step, joint, or a new
     /// voter caught up as a learner first).
     pub membership_changes: u64,
+    /// Of those, the changes that went through a joint configuration.
+    pub joint_changes: u64,
     /// Learners promoted to voters once caught up (`Node::add_voter`).
     pub promotions: u64,
     /// Servers removed from the configuration that kept running.
@@ -743,6 +745,7 @@ impl Simulation {
             dropped: self.cluster.network_stats().dropped(),
             snapshots_installed: self.cluster.installed_snapshots(),
             membership_changes: self.cluster.membership_changes(),
+            joint_changes: self.cluster.joint_changes(),
             promotions: self.cluster.promotions(),
             removed_running: self.removed_running(),
         }
