@@ -661,10 +661,18 @@ impl<S: Storage> Node<S> {
                 },
             }
         }
+        self.catching_up = keep;
         // The configuration may have changed under the others meanwhile.
-        let (still, gone): (Vec<CatchUp>, Vec<CatchUp>) = keep
+        self.end_catch_ups_of_non_learners();
+    }
+
+    /// Ends (as cancelled) the catch-ups of servers that are no longer
+    /// learners: removed, or made voters by another change.
+    fn end_catch_ups_of_non_learners(&mut self) {
+        let learners = self.configuration.learners();
+        let (still, gone): (Vec<CatchUp>, Vec<CatchUp>) = std::mem::take(&mut self.catching_up)
             .into_iter()
-            .partition(|c| self.configuration.learners().contains(&c.id));
+            .partition(|c| learners.contains(&c.id));
         self.catching_up = still;
         self.promotions
             .extend(gone.into_iter().map(|c| Promotion::Cancelled { id: c.id }));
@@ -727,12 +735,7 @@ impl<S: Storage> Node<S> {
         {
             self.transferee = None;
         }
-        let (still, gone): (Vec<CatchUp>, Vec<CatchUp>) = std::mem::take(&mut self.catching_up)
-            .into_iter()
-            .partition(|c| configuration.learners().contains(&c.id));
-        self.catching_up = still;
-        self.promotions
-            .extend(gone.into_iter().map(|c| Promotion::Cancelled { id: c.id }));
+        self.end_catch_ups_of_non_learners();
     }
 
     /// Leader, after its commit index moved: finish a joint change by
