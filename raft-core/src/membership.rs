@@ -244,6 +244,60 @@ mod tests {
         }
     }
 
+    /// Whether some majority of `a` and some majority of `b` share no
+    /// server: tries every way of splitting the servers in two.
+    fn disjoint_majorities_exist(a: &Configuration, b: &Configuration) -> bool {
+        let servers: Vec<NodeId> = a.voters().union(b.voters()).copied().collect();
+        (0u32..1 << servers.len()).any(|mask| {
+            let side = |v: NodeId| {
+                let i = servers.iter().position(|s| *s == v).unwrap_or(0);
+                mask & (1 << i) != 0
+            };
+            a.has_quorum(side) && b.has_quorum(|v| !side(v))
+        })
+    }
+
+    proptest::proptest! {
+        /// The safety of one-step changes (thesis §4.1): configurations
+        /// that differ by one voter have no disjoint majorities, so they
+        /// cannot elect two leaders or commit conflicting entries at once.
+        /// Two voters apart, they sometimes do (hence joint consensus).
+        #[test]
+        fn one_voter_apart_majorities_overlap(
+            old in proptest::collection::btree_set(1u64..9, 1..7),
+            add in proptest::bool::ANY,
+            pick in 0usize..8,
+        ) {
+            let old = Configuration::new(old.into_iter().map(NodeId));
+            let mut voters: Vec<NodeId> = old.voters().iter().copied().collect();
+            if add || voters.len() == 1 {
+                let fresh = (1..=9).map(NodeId).find(|n| !old.voters().contains(n));
+                voters.extend(fresh);
+            } else {
+                voters.remove(pick % voters.len());
+            }
+            let new = Configuration::new(voters);
+            proptest::prop_assert_eq!(voter_difference(&old, &new), 1);
+            proptest::prop_assert!(!disjoint_majorities_exist(&old, &new));
+            proptest::prop_assert!(!disjoint_majorities_exist(&new, &old));
+        }
+    }
+
+    #[test]
+    fn two_voters_apart_majorities_may_not_overlap() {
+        // Figure 4.2 of the thesis: {1,2,3} -> {1,2,3,4,5}: {1,2} is a
+        // majority of the old, {3,4,5} of the new.
+        let c = |ids: &[u64]| Configuration::new(ids.iter().map(|n| NodeId(*n)));
+        assert!(disjoint_majorities_exist(
+            &c(&[1, 2, 3]),
+            &c(&[1, 2, 3, 4, 5])
+        ));
+        assert!(!disjoint_majorities_exist(
+            &c(&[1, 2, 3]),
+            &c(&[1, 2, 3, 4])
+        ));
+    }
+
     #[test]
     fn voter_difference_counts_both_ways() {
         let c = |ids: &[u64]| Configuration::new(ids.iter().map(|n| NodeId(*n)));
