@@ -49,12 +49,25 @@ pub struct Config {
     /// [`Node::add_voter`](crate::Node::add_voter) promotes a learner once a
     /// replication round lasts less than an election timeout, and gives up
     /// after this many rounds (thesis §4.2.1 suggests 10).
+    #[cfg_attr(feature = "serde", serde(default = "default_catch_up_rounds"))]
     pub catch_up_rounds: u32,
     /// [`Node::add_voter`](crate::Node::add_voter) also gives up on a
     /// learner that acknowledges nothing (no entry, no snapshot chunk) for
     /// this many ticks: it is unavailable, and without this bound its first
     /// round would never end.
+    #[cfg_attr(feature = "serde", serde(default = "default_catch_up_stall_ticks"))]
     pub catch_up_stall_ticks: u32,
+}
+
+/// Configurations serialized before catch-up existed get the defaults.
+#[cfg(feature = "serde")]
+fn default_catch_up_rounds() -> u32 {
+    Config::new(NodeId(0)).catch_up_rounds
+}
+
+#[cfg(feature = "serde")]
+fn default_catch_up_stall_ticks() -> u32 {
+    Config::new(NodeId(0)).catch_up_stall_ticks
 }
 
 impl Config {
@@ -388,6 +401,19 @@ mod tests {
         assert_eq!(Configuration::decode(&data), Some(c));
         assert_eq!(Configuration::decode(b"set x 1"), None);
         assert_eq!(Configuration::decode(&data[..data.len() - 1]), None);
+    }
+
+    #[cfg(feature = "serde")]
+    #[test]
+    fn configs_serialized_before_catch_up_get_its_defaults() {
+        let config = Config::new(NodeId(3));
+        let mut json = serde_json::to_value(&config).unwrap();
+        let fields = json.as_object_mut().unwrap();
+        assert!(fields.remove("catch_up_rounds").is_some());
+        assert!(fields.remove("catch_up_stall_ticks").is_some());
+        let read: Config = serde_json::from_value(json).unwrap();
+        assert_eq!(read, config);
+        assert_eq!((read.catch_up_rounds, read.catch_up_stall_ticks), (10, 50));
     }
 
     #[test]
