@@ -8,6 +8,19 @@ use crate::types::{LogIndex, NodeId};
 
 /// How [`Node::propose_configuration_with`](crate::Node::propose_configuration_with)
 /// moves the cluster to the target configuration.
+///
+/// etcd-raft and raft-rs (its port) offer the same two paths with other
+/// words: a `ConfChange` (v1) changes one server in one step; a
+/// `ConfChangeV2` with several changes goes joint, and its transition says
+/// how it leaves the joint state: `Auto` (one step when possible, else
+/// joint and left automatically, like [`ChangeMethod::Auto`]), `Implicit`
+/// (always joint, left automatically, like [`ChangeMethod::Joint`]) or
+/// `Explicit` (the application proposes the leave; a forgotten leave is
+/// how etcd users got clusters stuck joint, so it has no equivalent here:
+/// C_new always follows). There, changes take effect when applied, and a
+/// new leader waits until its log is applied before it accepts one; here
+/// they take effect when appended (thesis §4.1) and a new leader waits for
+/// a commit in its term.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub enum ChangeMethod {
     /// One step when the target adds or removes exactly one voter (learner
