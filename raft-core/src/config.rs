@@ -53,10 +53,10 @@ pub struct Config {
     pub catch_up_rounds: u32,
     /// [`Node::add_voter`](crate::Node::add_voter) also gives up on a
     /// learner that acknowledges nothing (no entry, no snapshot chunk) for
-    /// this many ticks: it is unavailable, and without this bound its first
-    /// round would never end.
-    #[cfg_attr(feature = "serde", serde(default = "default_catch_up_stall_ticks"))]
-    pub catch_up_stall_ticks: u32,
+    /// this many election timeouts (`election_tick`s): it is unavailable,
+    /// and without this bound its first round would never end.
+    #[cfg_attr(feature = "serde", serde(default = "default_catch_up_stall_timeouts"))]
+    pub catch_up_stall_timeouts: u32,
 }
 
 /// Configurations serialized before catch-up existed get the defaults.
@@ -66,8 +66,8 @@ fn default_catch_up_rounds() -> u32 {
 }
 
 #[cfg(feature = "serde")]
-fn default_catch_up_stall_ticks() -> u32 {
-    Config::new(NodeId(0)).catch_up_stall_ticks
+fn default_catch_up_stall_timeouts() -> u32 {
+    Config::new(NodeId(0)).catch_up_stall_timeouts
 }
 
 impl Config {
@@ -87,7 +87,7 @@ impl Config {
             max_clock_drift_ticks: 3,
             max_snapshot_chunk_bytes: 1 << 20,
             catch_up_rounds: 10,
-            catch_up_stall_ticks: 50,
+            catch_up_stall_timeouts: 5,
         }
     }
 
@@ -117,9 +117,9 @@ impl Config {
         if self.catch_up_rounds == 0 {
             return Err(Error::InvalidConfig("catch_up_rounds must be at least 1"));
         }
-        if self.catch_up_stall_ticks < self.election_tick {
+        if self.catch_up_stall_timeouts == 0 {
             return Err(Error::InvalidConfig(
-                "catch_up_stall_ticks must be at least election_tick",
+                "catch_up_stall_timeouts must be at least 1",
             ));
         }
         Ok(())
@@ -410,10 +410,13 @@ mod tests {
         let mut json = serde_json::to_value(&config).unwrap();
         let fields = json.as_object_mut().unwrap();
         assert!(fields.remove("catch_up_rounds").is_some());
-        assert!(fields.remove("catch_up_stall_ticks").is_some());
+        assert!(fields.remove("catch_up_stall_timeouts").is_some());
         let read: Config = serde_json::from_value(json).unwrap();
         assert_eq!(read, config);
-        assert_eq!((read.catch_up_rounds, read.catch_up_stall_ticks), (10, 50));
+        assert_eq!(
+            (read.catch_up_rounds, read.catch_up_stall_timeouts),
+            (10, 5)
+        );
     }
 
     #[test]

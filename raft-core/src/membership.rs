@@ -62,7 +62,7 @@ pub enum Promotion {
     /// The learner did not catch up: `rounds` rounds each lasted an election
     /// timeout or more ([`Config::catch_up_rounds`](crate::Config::catch_up_rounds)),
     /// or it acknowledged nothing for
-    /// [`Config::catch_up_stall_ticks`](crate::Config::catch_up_stall_ticks).
+    /// [`Config::catch_up_stall_timeouts`](crate::Config::catch_up_stall_timeouts).
     /// It stays a learner; ask again (its log is further along now) or
     /// remove it.
     Aborted {

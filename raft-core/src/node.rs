@@ -549,7 +549,8 @@ impl<S: Storage> Node<S> {
     /// single-server change) at the end of the first round that lasts less
     /// than an election timeout. It gives up after
     /// [`Config::catch_up_rounds`] rounds, or when the learner acknowledges
-    /// nothing for [`Config::catch_up_stall_ticks`]. A learner never counts
+    /// nothing for [`Config::catch_up_stall_timeouts`] election timeouts.
+    /// A learner never counts
     /// towards commitment, so a slow or unavailable new server never holds
     /// up the cluster. Poll the outcome with
     /// [`poll_promotion`](Node::poll_promotion). Asking again for a learner
@@ -631,7 +632,8 @@ impl<S: Storage> Node<S> {
         let limits = CatchUpLimits {
             round_ticks: u64::from(self.config.election_tick),
             max_rounds: self.config.catch_up_rounds,
-            stall_ticks: u64::from(self.config.catch_up_stall_ticks),
+            stall_ticks: u64::from(self.config.catch_up_stall_timeouts)
+                * u64::from(self.config.election_tick),
         };
         let mut pending = std::mem::take(&mut self.catching_up);
         let mut keep = Vec::with_capacity(pending.len());

@@ -408,7 +408,7 @@ fn membership_4_2_1_unavailable_new_server_never_blocks_commits() {
         net.tick_all(1);
         outcome.extend(promotions(&mut net, 1));
     }
-    // It answered nothing for catch_up_stall_ticks: given up.
+    // It answered nothing for catch_up_stall_timeouts (5 x 10 ticks): given up.
     assert!(
         matches!(
             outcome[..],
