@@ -58,6 +58,28 @@ pub struct Config {
     pub max_clock_drift_ticks: u32,
     /// Upper bound on the snapshot bytes in one InstallSnapshot chunk.
     pub max_snapshot_chunk_bytes: u64,
+    /// [`Node::add_voter`](crate::Node::add_voter) promotes a learner once a
+    /// replication round lasts less than an election timeout, and gives up
+    /// after this many rounds (thesis §4.2.1 suggests 10).
+    #[cfg_attr(feature = "serde", serde(default = "default_catch_up_rounds"))]
+    pub catch_up_rounds: u32,
+    /// [`Node::add_voter`](crate::Node::add_voter) also gives up on a
+    /// learner that acknowledges nothing (no entry, no snapshot chunk) for
+    /// this many election timeouts (`election_tick`s): it is unavailable,
+    /// and without this bound its first round would never end.
+    #[cfg_attr(feature = "serde", serde(default = "default_catch_up_stall_timeouts"))]
+    pub catch_up_stall_timeouts: u32,
+}
+
+/// Configurations serialized before catch-up existed get the defaults.
+#[cfg(feature = "serde")]
+fn default_catch_up_rounds() -> u32 {
+    Config::new(NodeId(0)).catch_up_rounds
+}
+
+#[cfg(feature = "serde")]
+fn default_catch_up_stall_timeouts() -> u32 {
+    Config::new(NodeId(0)).catch_up_stall_timeouts
 }
 
 impl Config {
@@ -77,6 +99,8 @@ impl Config {
             check_quorum: false,
             max_clock_drift_ticks: 3,
             max_snapshot_chunk_bytes: 1 << 20,
+            catch_up_rounds: 10,
+            catch_up_stall_timeouts: 5,
         }
     }
 
@@ -101,6 +125,14 @@ impl Config {
         if self.max_snapshot_chunk_bytes == 0 {
             return Err(Error::InvalidConfig(
                 "max_snapshot_chunk_bytes must be at least 1",
+            ));
+        }
+        if self.catch_up_rounds == 0 {
+            return Err(Error::InvalidConfig("catch_up_rounds must be at least 1"));
+        }
+        if self.catch_up_stall_timeouts == 0 {
+            return Err(Error::InvalidConfig(
+                "catch_up_stall_timeouts must be at least 1",
             ));
         }
         Ok(())
@@ -382,6 +414,22 @@ mod tests {
         assert_eq!(Configuration::decode(&data), Some(c));
         assert_eq!(Configuration::decode(b"set x 1"), None);
         assert_eq!(Configuration::decode(&data[..data.len() - 1]), None);
+    }
+
+    #[cfg(feature = "serde")]
+    #[test]
+    fn configs_serialized_before_catch_up_get_its_defaults() {
+        let config = Config::new(NodeId(3));
+        let mut json = serde_json::to_value(&config).unwrap();
+        let fields = json.as_object_mut().unwrap();
+        assert!(fields.remove("catch_up_rounds").is_some());
+        assert!(fields.remove("catch_up_stall_timeouts").is_some());
+        let read: Config = serde_json::from_value(json).unwrap();
+        assert_eq!(read, config);
+        assert_eq!(
+            (read.catch_up_rounds, read.catch_up_stall_timeouts),
+            (10, 5)
+        );
     }
 
     #[test]

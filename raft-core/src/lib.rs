@@ -120,6 +120,16 @@
 //! the follower reports (InstallSnapshot, thesis §5.3); the follower hands
 //! it to you in a `Ready` and acknowledges it once you `advance`.
 //!
+//! Membership: [`Node::add_voter`] brings a new server in the safe order
+//! of thesis §4.2.1 (a learner first, promoted once a replication round
+//! to it lasts less than an election timeout; the outcome comes out of
+//! [`Node::poll_promotion`] as a [`Promotion`]); [`Node::remove_member`]
+//! and [`Node::add_learner`] take one step. [`Node::propose_configuration`]
+//! moves to any configuration, in one step when a single voter changes
+//! (§4.1) and by joint consensus otherwise (§4.3), or as a
+//! [`ChangeMethod`] says. One change at a time, and only once the leader
+//! has committed an entry of its term (the 2015 single-server errata).
+//!
 //! Proposals made to a follower fail with [`Error::NotLeader`] and a hint;
 //! forwarding is the application's choice. A proposal may be lost when
 //! leadership changes before it commits: clients retry with a request id
@@ -133,6 +143,7 @@ pub mod codec;
 mod config;
 mod error;
 mod log;
+mod membership;
 mod message;
 mod node;
 mod progress;
@@ -145,6 +156,7 @@ mod types;
 
 pub use config::{CONFIGURATION_TAG, Config, Configuration};
 pub use error::{Error, StorageError};
+pub use membership::{ChangeMethod, Promotion};
 pub use message::{AppendOutcome, Message, MessageBody};
 pub use node::{Node, Proposed};
 pub use progress::{Progress, ProgressState};

@@ -32,9 +32,11 @@ fn summarize(reports: &[SimReport]) {
     let steps: u64 = reports.iter().map(|r| r.steps).sum();
     let snapshots: u64 = reports.iter().map(|r| r.snapshots_installed).sum();
     let changes: u64 = reports.iter().map(|r| r.membership_changes).sum();
+    let promotions: u64 = reports.iter().map(|r| r.promotions).sum();
+    let joint: u64 = reports.iter().map(|r| r.joint_changes).sum();
     let removed: usize = reports.iter().map(|r| r.removed_running).sum();
     eprintln!(
-        "{} seeds: {ops} linearizable operations ({index_reads} reads without log entries, {lease_reads} of them by lease), {dedup} retries deduplicated, {faults} faults, {dropped} messages dropped, {snapshots} snapshots installed, {changes} membership changes, {removed} removed servers left running, {steps} steps",
+        "{} seeds: {ops} linearizable operations ({index_reads} reads without log entries, {lease_reads} of them by lease), {dedup} retries deduplicated, {faults} faults, {dropped} messages dropped, {snapshots} snapshots installed, {changes} membership changes ({joint} joint, {promotions} learners promoted after catching up), {removed} removed servers left running, {steps} steps",
         reports.len()
     );
     if reports.len() >= 20 {
@@ -43,6 +45,11 @@ fn summarize(reports: &[SimReport]) {
         assert!(dedup > 0, "retries were deduplicated");
         assert!(snapshots > 0, "followers installed snapshots");
         assert!(changes > 0, "membership changed");
+        assert!(promotions > 0, "learners caught up and were promoted");
+        assert!(
+            joint > 0 && joint < changes,
+            "one-step and joint changes ran"
+        );
         assert!(removed > 0, "removed servers kept running");
     }
 }

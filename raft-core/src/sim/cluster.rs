@@ -5,8 +5,8 @@
 use super::invariants::Invariants;
 use super::{StateMachine, Violation};
 use crate::{
-    Config, Configuration, Error, LogIndex, MemStorage, Message, MessageBody, Node, NodeId,
-    Proposed, ReadState, Ready, Role, Storage, Term,
+    ChangeMethod, Config, Configuration, Error, LogIndex, MemStorage, Message, MessageBody, Node,
+    NodeId, Promotion, Proposed, ReadState, Ready, Role, Storage, Term,
 };
 use bytes::Bytes;
 use quorate_transport::sim::{LinkConfig, Network, SimTime};
@@ -231,6 +231,10 @@ pub struct Cluster<SM: StateMachine> {
     /// The node configuration new servers start with.
     node_config: Config,
     membership_changes: u64,
+    /// Membership changes that went through a joint configuration.
+    joint_changes: u64,
+    /// Learners promoted after catching up (`Node::add_voter`).
+    promotions: u64,
     snapshots: u64,
     responses: Vec<(SimTime, NodeId, SM::Response)>,
     steps: u64,
@@ -285,6 +289,8 @@ impl<SM: StateMachine> Cluster<SM> {
             compact_every: options.compact_every,
             node_config: options.node_config.clone(),
             membership_changes: 0,
+            joint_changes: 0,
+            promotions: 0,
             snapshots: 0,
             responses: Vec::new(),
             steps: 0,
@@ -540,13 +546,15 @@ impl<SM: StateMachine> Cluster<SM> {
         self.pump(i)
     }
 
-    /// Asks the leader `leader` to change the membership to `target`,
-    /// first starting the target's new nodes (with empty disks and the
-    /// current voters as their boot configuration, themselves as learners).
+    /// Asks the leader `leader` to change the membership to `target` the
+    /// way `method` says, then starts the target's new nodes (with empty
+    /// disks and the current voters as their boot configuration,
+    /// themselves as learners).
     pub fn change_membership(
         &mut self,
         leader: NodeId,
         target: Configuration,
+        method: ChangeMethod,
     ) -> Result<(), Violation> {
         let Some(i) = self.index_of(leader) else {
             return Ok(());
@@ -563,18 +571,62 @@ impl<SM: StateMachine> Cluster<SM> {
         let Some(node) = self.servers[i].node.as_mut() else {
             return Ok(());
         };
-        let Ok(index) = node.propose_configuration(target.clone()) else {
+        let Ok(index) = node.propose_configuration_with(target.clone(), method) else {
             return Ok(());
         };
         self.membership_changes += 1;
-        self.fault(format!("membership {target:?} at {index:?}"));
-        for id in target.members() {
+        if node.configuration().is_joint() {
+            self.joint_changes += 1;
+        }
+        self.fault(format!("membership {target:?} ({method:?}) at {index:?}"));
+        self.start_new_members(&current, target.members())?;
+        self.pump(i)
+    }
+
+    /// Asks the leader `leader` to make `id` a voter once it has caught up
+    /// (`Node::add_voter`), starting `id` if it is a new server.
+    pub fn add_voter(&mut self, leader: NodeId, id: NodeId) -> Result<(), Violation> {
+        let Some(i) = self.index_of(leader) else {
+            return Ok(());
+        };
+        let Some(node) = self.servers[i].node.as_mut() else {
+            return Ok(());
+        };
+        let current = node.configuration().clone();
+        if node.add_voter(id).is_err() {
+            return Ok(());
+        }
+        self.membership_changes += 1;
+        self.fault(format!("add voter {id:?} after catch-up"));
+        self.start_new_members(&current, [id])?;
+        self.pump(i)
+    }
+
+    /// How many membership changes went through a joint configuration
+    /// (the others took one step).
+    pub fn joint_changes(&self) -> u64 {
+        self.joint_changes
+    }
+
+    /// How many learners were promoted after catching up.
+    pub fn promotions(&self) -> u64 {
+        self.promotions
+    }
+
+    /// Starts the servers among `members` that never ran, booting from
+    /// `current`'s voters with themselves as learners.
+    fn start_new_members(
+        &mut self,
+        current: &Configuration,
+        members: impl IntoIterator<Item = NodeId>,
+    ) -> Result<(), Violation> {
+        for id in members {
             if self.index_of(id).is_none() {
                 let boot = Configuration::new(current.voters().iter().copied()).with_learners([id]);
                 self.start_server(id, boot)?;
             }
         }
-        self.pump(i)
+        Ok(())
     }
 
     /// Starts a new server with an empty disk holding `boot`.
@@ -724,6 +776,7 @@ impl<SM: StateMachine> Cluster<SM> {
     /// Collects the node's Readies: messages go out at once, writes are
     /// queued to complete after a random delay, in order.
     fn pump(&mut self, i: usize) -> Result<(), Violation> {
+        self.collect_promotions(i);
         loop {
             let server = &mut self.servers[i];
             let id = server.id;
@@ -768,6 +821,22 @@ impl<SM: StateMachine> Cluster<SM> {
             } else {
                 server.writes.push_back((due, ready));
             }
+        }
+    }
+
+    /// Counts and traces how the node's catch-ups ended.
+    fn collect_promotions(&mut self, i: usize) {
+        let server = &mut self.servers[i];
+        let id = server.id;
+        let Some(node) = server.node.as_mut() else {
+            return;
+        };
+        let ended: Vec<Promotion> = std::iter::from_fn(|| node.poll_promotion()).collect();
+        for promotion in ended {
+            if matches!(promotion, Promotion::Promoted { .. }) {
+                self.promotions += 1;
+            }
+            self.fault(format!("{id:?}: {promotion:?}"));
         }
     }
 

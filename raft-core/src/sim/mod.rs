@@ -29,7 +29,7 @@ pub mod linearizability;
 
 pub use cluster::{Cluster, ClusterOptions, TraceEvent};
 
-use crate::{Configuration, Error, LogIndex, Node, NodeId, Term};
+use crate::{ChangeMethod, Configuration, Error, LogIndex, Node, NodeId, Term};
 use bytes::Bytes;
 use kv::{KvCommand, KvModel, KvOp, KvOutput, KvStore, RequestId};
 use linearizability::{NotLinearizable, Operation};
@@ -237,9 +237,13 @@ pub struct SimReport {
     pub dropped: u64,
     /// Snapshots followers installed from a leader (InstallSnapshot).
     pub snapshots_installed: u64,
-    /// Membership changes the leader accepted (each a joint change or a
-    /// change of learners).
+    /// Membership changes the leader accepted (one step, joint, or a new
+    /// voter caught up as a learner first).
     pub membership_changes: u64,
+    /// Of those, the changes that went through a joint configuration.
+    pub joint_changes: u64,
+    /// Learners promoted to voters once caught up (`Node::add_voter`).
+    pub promotions: u64,
     /// Servers removed from the configuration that kept running.
     pub removed_running: usize,
 }
@@ -499,9 +503,12 @@ impl Simulation {
         Ok(())
     }
 
-    /// Asks the leader for a membership change: add a new node (as voter or
-    /// learner), promote a learner, remove a member (the leader included),
-    /// or replace a voter by a new node; voters stay within 3-7.
+    /// Asks the leader for a membership change: add a new node (as voter,
+    /// directly or after catching up as a learner, or as a learner), promote
+    /// a learner (directly or after catching up), remove a member (the
+    /// leader included), or replace a voter by a new node; voters stay
+    /// within 3-7. Single-server changes take one step or, one time in
+    /// three, go through joint consensus.
     fn change_membership(&mut self) -> Result<(), Violation> {
         let Some(leader) = self.cluster.leader() else {
             return Ok(());
@@ -513,7 +520,20 @@ impl Simulation {
         let mut learners: Vec<NodeId> = current.learners().iter().copied().collect();
         let fresh = self.cluster.ids().into_iter().max().unwrap_or_default().0 + 1;
         let fresh = NodeId(fresh);
+        let method = if self.rng.u32(..3) == 0 {
+            ChangeMethod::Joint
+        } else {
+            ChangeMethod::Auto
+        };
+        let catch_up = self.rng.bool();
         match self.rng.u32(..5) {
+            0 if voters.len() < 7 && catch_up => {
+                return self.cluster.add_voter(leader, fresh);
+            }
+            2 if !learners.is_empty() && voters.len() < 7 && catch_up => {
+                let learner = learners[self.rng.usize(..learners.len())];
+                return self.cluster.add_voter(leader, learner);
+            }
             0 if voters.len() < 7 => voters.push(fresh),
             1 => learners.push(fresh),
             2 if !learners.is_empty() && voters.len() < 7 => {
@@ -531,7 +551,7 @@ impl Simulation {
             }
         }
         let target = Configuration::new(voters).with_learners(learners);
-        self.cluster.change_membership(leader, target)
+        self.cluster.change_membership(leader, target, method)
     }
 
     /// Clients start new requests (if `new_requests`) and retry timed-out ones.
@@ -662,6 +682,9 @@ impl Simulation {
         if leader.transferee().is_some() {
             return Some("the leadership transfer did not finish");
         }
+        if leader.catching_up().next().is_some() {
+            return Some("a learner's catch-up did not finish");
+        }
         let commit = leader.commit_index();
         let behind = self
             .cluster
@@ -724,6 +747,8 @@ impl Simulation {
             dropped: self.cluster.network_stats().dropped(),
             snapshots_installed: self.cluster.installed_snapshots(),
             membership_changes: self.cluster.membership_changes(),
+            joint_changes: self.cluster.joint_changes(),
+            promotions: self.cluster.promotions(),
             removed_running: self.removed_running(),
         }
     }
