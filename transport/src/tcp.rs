@@ -68,7 +68,7 @@ use core::fmt;
 use core::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::sync::{Mutex as AsyncMutex, Notify, mpsc, watch};
 use tokio::task::JoinHandle;
@@ -158,7 +158,22 @@ pub trait StreamWrapper: Send + Sync + 'static {
     async fn client(&self, stream: TcpStream, peer: PeerId) -> io::Result<Self::Stream>;
     /// Wraps a stream we accepted.
     async fn server(&self, stream: TcpStream) -> io::Result<Self::Stream>;
+
+    /// Splits a wrapped stream into the halves its reader task and writer
+    /// task use at the same time. The default, [`tokio::io::split`], puts
+    /// both halves behind one lock that the two tasks then contend for on
+    /// every read and write; override it when the stream splits without one
+    /// (as [`Plain`] does with [`TcpStream::into_split`]).
+    fn split(stream: Self::Stream) -> (StreamReader, StreamWriter) {
+        let (r, w) = tokio::io::split(stream);
+        (Box::new(r), Box::new(w))
+    }
 }
+
+/// The read half of a connection's stream.
+pub type StreamReader = Box<dyn AsyncRead + Send + Unpin>;
+/// The write half of a connection's stream.
+pub type StreamWriter = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// Plain TCP: streams are used as they are.
 #[derive(Clone, Copy, Debug, Default)]
@@ -172,6 +187,11 @@ impl StreamWrapper for Plain {
     }
     async fn server(&self, stream: TcpStream) -> io::Result<TcpStream> {
         Ok(stream)
+    }
+    /// Lock-free halves: reads and writes never wait for each other.
+    fn split(stream: TcpStream) -> (StreamReader, StreamWriter) {
+        let (r, w) = stream.into_split();
+        (Box::new(r), Box::new(w))
     }
 }
 
@@ -578,7 +598,7 @@ async fn serve<W: StreamWrapper>(shared: Arc<Shared<W>>, stream: TcpStream) {
     let Ok(stream) = shared.wrapper.server(stream).await else {
         return;
     };
-    let (mut r, mut w) = tokio::io::split(stream);
+    let (mut r, mut w) = W::split(stream);
     let mut buf = BytesMut::new();
     let hello = tokio::time::timeout(
         HELLO_TIMEOUT,
@@ -627,8 +647,8 @@ async fn finish<W: StreamWrapper>(shared: &Arc<Shared<W>>, conn: &Conn, ended: E
 async fn refuse<W: StreamWrapper>(
     shared: &Arc<Shared<W>>,
     peer: PeerId,
-    r: ReadHalf<W::Stream>,
-    mut w: WriteHalf<W::Stream>,
+    r: StreamReader,
+    mut w: StreamWriter,
     buf: BytesMut,
 ) {
     let mut reader = tokio::spawn(read_loop(Arc::clone(shared), peer, r, buf));
@@ -643,10 +663,10 @@ async fn refuse<W: StreamWrapper>(
 /// still its current connection (the winner's hello not yet read) and
 /// report a disconnect that never was. Each wait is bounded by the hello
 /// timeout (a peer that never closes) and by shutdown.
-async fn retire<W, S: AsyncWrite>(
+async fn retire<W>(
     shared: &Shared<W>,
     peer: PeerId,
-    w: &mut WriteHalf<S>,
+    w: &mut StreamWriter,
     reader: &mut JoinHandle<()>,
 ) {
     let mut stop = shared.shutdown.subscribe();
@@ -725,17 +745,17 @@ async fn dial_loop<W: StreamWrapper>(
     }
 }
 
-type Halves<S> = (ReadHalf<S>, WriteHalf<S>, BytesMut);
+type Halves = (StreamReader, StreamWriter, BytesMut);
 
 async fn dial<W: StreamWrapper>(
     shared: &Shared<W>,
     peer: PeerId,
     addr: SocketAddr,
-) -> io::Result<Halves<W::Stream>> {
+) -> io::Result<Halves> {
     let stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     let stream = shared.wrapper.client(stream, peer).await?;
-    let (mut r, mut w) = tokio::io::split(stream);
+    let (mut r, mut w) = W::split(stream);
     write_hello(&mut w, shared.id).await?;
     let mut buf = BytesMut::new();
     let theirs = tokio::time::timeout(
@@ -769,8 +789,8 @@ enum Ended {
 async fn run_connection<W: StreamWrapper>(
     shared: &Arc<Shared<W>>,
     conn: &Conn,
-    r: ReadHalf<W::Stream>,
-    mut w: WriteHalf<W::Stream>,
+    r: StreamReader,
+    mut w: StreamWriter,
     buf: BytesMut,
 ) -> Ended {
     let mut reader = tokio::spawn(read_loop(Arc::clone(shared), conn.peer, r, buf));
@@ -788,7 +808,7 @@ async fn run_connection<W: StreamWrapper>(
 async fn write_loop<W: StreamWrapper>(
     shared: &Arc<Shared<W>>,
     conn: &Conn,
-    w: &mut WriteHalf<W::Stream>,
+    w: &mut StreamWriter,
     reader: &mut JoinHandle<()>,
 ) -> Ended {
     let mut stop = shared.shutdown.subscribe();
@@ -836,10 +856,10 @@ async fn write_loop<W: StreamWrapper>(
 }
 
 /// Decodes frames into the inbound queue until the stream ends or breaks.
-async fn read_loop<S: AsyncRead>(
+async fn read_loop(
     shared: Arc<Shared<impl StreamWrapper>>,
     peer: PeerId,
-    mut r: ReadHalf<S>,
+    mut r: StreamReader,
     mut buf: BytesMut,
 ) {
     let framing = shared.config.framing;
@@ -873,7 +893,7 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-async fn write_hello<S: AsyncWrite>(w: &mut WriteHalf<S>, id: PeerId) -> io::Result<()> {
+async fn write_hello(w: &mut StreamWriter, id: PeerId) -> io::Result<()> {
     let mut out = BytesMut::new();
     let payload = Bytes::copy_from_slice(&id.0.to_be_bytes());
     FrameCodec::new()
@@ -882,8 +902,8 @@ async fn write_hello<S: AsyncWrite>(w: &mut WriteHalf<S>, id: PeerId) -> io::Res
     w.write_all(&out).await
 }
 
-async fn read_hello<S: AsyncRead>(
-    r: &mut ReadHalf<S>,
+async fn read_hello(
+    r: &mut StreamReader,
     buf: &mut BytesMut,
     framing: FrameCodec,
 ) -> io::Result<PeerId> {
