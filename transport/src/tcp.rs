@@ -694,13 +694,6 @@ async fn dial_loop<W: StreamWrapper>(
     let mut stop = shared.shutdown.subscribe();
     let mut backoff = shared.config.backoff_initial;
     loop {
-        // Shut down, or the peer was removed and its queue is drained.
-        let drained = rx
-            .try_lock()
-            .is_ok_and(|rx| rx.is_closed() && rx.is_empty());
-        if *stop.borrow() || drained {
-            return;
-        }
         // The peer's own connection won a simultaneous open: no redial
         // while it is up.
         loop {
@@ -712,6 +705,13 @@ async fn dial_loop<W: StreamWrapper>(
                 _ = released => {}
                 _ = stopped(&mut stop) => return,
             }
+        }
+        // Shut down, or the peer was removed and its queue is drained.
+        let drained = rx
+            .try_lock()
+            .is_ok_and(|rx| rx.is_closed() && rx.is_empty());
+        if *stop.borrow() || drained {
+            return;
         }
         if let Ok((r, w, buf)) = dial(&shared, peer, addr).await {
             let _open = Open::new(&shared.open);

@@ -564,3 +564,23 @@ async fn simultaneous_dials() {
         b.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn removing_a_peer_also_closes_the_connection_it_opened() {
+    let mut server = TcpTransport::bind(SERVER, "127.0.0.1:0", TcpConfig::default())
+        .await
+        .unwrap();
+    let mut client = TcpTransport::client(CLIENT, TcpConfig::default());
+    client.add_peer(SERVER, server.local_addr().unwrap());
+    client.send(SERVER, frame("hello")).await.unwrap();
+    next_message(&mut server).await;
+    server.send(CLIENT, frame("queued")).await.unwrap();
+    server.remove_peer(CLIENT);
+    // What was queued is still written, then the connection closes.
+    let (_, msg) = next_message(&mut client).await;
+    assert_eq!(&msg.payload[..], b"queued");
+    wait_for(&mut server, Event::Disconnected(CLIENT)).await;
+    wait_for(&mut client, Event::Disconnected(SERVER)).await;
+    client.shutdown().await;
+    server.shutdown().await;
+}
