@@ -1307,6 +1307,24 @@ mod peer_tests {
     }
 
     #[test]
+    fn a_block_fetched_by_hash_and_by_index_is_accepted_once() {
+        let blocks = remote(20);
+        let mut local = blocks.clone();
+        local[3] = b"old".to_vec();
+        let mut sender = Sender::<Sha256>::new(blocks.clone(), &Key);
+        let mut rx = Receiver::<Sha256, Key, u8>::new(local, Key);
+        rx.request_by_hash(Sha256::hash_leaf(&blocks[3]));
+        let mut got = Vec::new();
+        while let Some(m) = rx.poll_transmit_to(T0, A) {
+            let reply = answer(&mut sender, m);
+            rx.handle_from(&A, reply).unwrap();
+            got.extend(accepted(&mut rx));
+        }
+        assert!(rx.is_complete());
+        assert_eq!(got, [3], "block 3 wanted twice, reported once");
+    }
+
+    #[test]
     fn blocks_in_flight_are_capped_per_peer() {
         let (_, mut rx) = past_diff(4096);
         let cap = 4 * MAX_BLOCKS_PER_REQUEST as usize;
