@@ -29,8 +29,10 @@
 //!   [`PeerId`] ([`simultaneous_open::resolve`], Sans-IO) and close the
 //!   other gracefully: its writer stops, the peer's queue moves to the
 //!   winner in order, and what was already written on the loser is still
-//!   read to its end. The switch emits no events: the peer stays connected.
-//!   A side whose own dial lost does not redial while the winner is up.
+//!   read to its end, so nothing queued is lost (frames still in flight on
+//!   the loser may arrive after the first ones on the winner). The switch
+//!   emits no events: the peer stays connected. A side whose own dial lost
+//!   does not redial while the winner is up.
 //! - **Graceful shutdown.** [`shutdown`](TcpTransport::shutdown) stops
 //!   accepting, writes out every queued frame, closes each connection's
 //!   write side and waits for the tasks.
