@@ -140,6 +140,7 @@ mod ready;
 pub mod sim;
 mod storage;
 mod types;
+pub mod witness;
 
 pub use config::{CONFIGURATION_TAG, Config, Configuration};
 pub use error::{Error, StorageError};

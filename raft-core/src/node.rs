@@ -345,9 +345,12 @@ impl<S: Storage> Node<S> {
     }
 
     /// Voters campaign; not while restoring a snapshot, since a leader
-    /// replicates from storage, which holds the old log until then.
+    /// replicates from storage, which holds the old log until then. Never
+    /// witnesses: they hold no payloads to replicate.
     fn can_campaign(&self) -> bool {
-        self.configuration.is_voter(self.id) && !self.log.is_restoring()
+        self.configuration.is_voter(self.id)
+            && !self.configuration.is_witness(self.id)
+            && !self.log.is_restoring()
     }
 
     fn request_votes(&mut self, pre_vote: bool, transfer: bool) {
@@ -467,6 +470,12 @@ impl<S: Storage> Node<S> {
                 "the target needs voters and must not be joint",
             ));
         }
+        let target = self.configuration.keep_witnesses(target)?;
+        if target.voters().iter().all(|v| target.is_witness(*v)) {
+            return Err(Error::InvalidConfigurationChange(
+                "the target needs a voter that is not a witness",
+            ));
+        }
         let index = self.configuration_index();
         if index > self.log.committed || self.configuration.is_joint() {
             return Err(Error::ConfigurationChangeInProgress { index });
@@ -491,6 +500,20 @@ impl<S: Storage> Node<S> {
         let voters = c.voters().iter().copied().chain([id]);
         let learners = c.learners().iter().copied().filter(|l| *l != id);
         let target = Configuration::new(voters).with_learners(learners.collect::<Vec<_>>());
+        self.propose_configuration(target)
+    }
+
+    /// Adds `id` as a witness: a voter that never leads and keeps no
+    /// state-machine data (see [`Configuration::with_witnesses`]), through
+    /// joint consensus. A witness catches up on metadata only, so it needs
+    /// no learner phase. Refused for a current data member (witness status
+    /// is fixed for a node's membership).
+    pub fn add_witness(&mut self, id: NodeId) -> Result<LogIndex, Error> {
+        let c = &self.configuration;
+        let learners = c.learners().iter().copied().filter(|l| *l != id);
+        let target = Configuration::new(c.voters().iter().copied())
+            .with_learners(learners.collect::<Vec<_>>())
+            .with_witnesses([id]);
         self.propose_configuration(target)
     }
 
@@ -603,6 +626,9 @@ impl<S: Storage> Node<S> {
             || !self.configuration.is_voter(self.id)
         {
             return Err(Error::NotAVoter { id: to });
+        }
+        if self.configuration.is_witness(to) {
+            return Err(Error::WitnessCannotLead { id: to });
         }
         self.transferee = Some(to);
         self.transfer_elapsed = 0;
@@ -1480,6 +1506,9 @@ impl<S: Storage> Node<S> {
             let mut entries = Vec::new();
             self.log
                 .entries_from(p.next_index, self.config.max_size_per_msg, &mut entries)?;
+            if self.configuration.is_witness(p.id) {
+                crate::witness::metadata_only(&mut entries);
+            }
             p.sent(entries.last().map(|e| e.index));
             p.sent_commit = committed;
             self.outbox.push(Message {
@@ -1503,7 +1532,10 @@ impl<S: Storage> Node<S> {
     /// Sends the next chunk of the latest snapshot to a follower that needs
     /// compacted entries; restarts the transfer if the snapshot changed.
     fn send_snapshot_chunk(&mut self, p: &mut Progress) -> Result<(), Error> {
-        let snapshot = self.log.storage.snapshot()?;
+        let mut snapshot = self.log.storage.snapshot()?;
+        if self.configuration.is_witness(p.id) {
+            crate::witness::snapshot_metadata_only(&mut snapshot);
+        }
         let index = snapshot.meta.index;
         if p.state != ProgressState::Snapshot || p.snapshot_index != index {
             p.send_snapshot(index);
