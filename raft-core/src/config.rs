@@ -555,4 +555,16 @@ mod tests {
         bad.extend_from_slice(&9u64.to_be_bytes());
         assert_eq!(Configuration::decode(&bad), None);
     }
+
+    #[cfg(feature = "serde")]
+    #[test]
+    fn serde_carries_witnesses_and_reads_configurations_without_them() {
+        let c = conf(2).with_witnesses([NodeId(3)]);
+        let json = serde_json::to_string(&c).unwrap();
+        assert_eq!(serde_json::from_str::<Configuration>(&json).unwrap(), c);
+        // Written before witnesses existed (and still written so without).
+        let old = r#"{"voters":[1,2],"learners":[],"outgoing":[]}"#;
+        assert_eq!(serde_json::to_string(&conf(2)).unwrap(), old);
+        assert_eq!(serde_json::from_str::<Configuration>(old).unwrap(), conf(2));
+    }
 }
