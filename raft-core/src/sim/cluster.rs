@@ -35,6 +35,8 @@ pub struct ClusterOptions {
     /// Each node compacts its log into a snapshot of its state machine
     /// once this many applied entries follow its latest snapshot (0: never).
     pub compact_every: u64,
+    /// How many of the `nodes` voters (the highest ids) are witnesses.
+    pub witnesses: u64,
 }
 
 impl Default for ClusterOptions {
@@ -48,6 +50,7 @@ impl Default for ClusterOptions {
             link: LinkConfig::new(Duration::from_millis(1)).with_jitter(Duration::from_millis(2)),
             trace_capacity: 256,
             compact_every: 0,
+            witnesses: 0,
         }
     }
 }
@@ -252,7 +255,13 @@ impl<SM: StateMachine> Cluster<SM> {
     /// Builds a cluster whose every random choice derives from `seed`.
     pub fn new(seed: u64, options: &ClusterOptions) -> Result<Self, Violation> {
         let mut rng = fastrand::Rng::with_seed(seed);
-        let members = Configuration::new((1..=options.nodes).map(NodeId));
+        let data_nodes = options.nodes.saturating_sub(options.witnesses);
+        let members = Configuration::new((1..=data_nodes).map(NodeId))
+            .with_witnesses((data_nodes + 1..=options.nodes).map(NodeId));
+        let mut invariants = Invariants::default();
+        for w in members.witnesses() {
+            invariants.witness(*w);
+        }
         let mut net = Network::new(rng.u64(..));
         net.set_default_link(options.link);
         let nominal = options.tick.as_nanos() as f64;
@@ -278,7 +287,7 @@ impl<SM: StateMachine> Cluster<SM> {
             rng,
             net,
             servers,
-            invariants: Invariants::default(),
+            invariants,
             trace: VecDeque::new(),
             trace_capacity: options.trace_capacity,
             max_write_latency: options.max_write_latency.as_nanos() as u64,
@@ -569,6 +578,9 @@ impl<SM: StateMachine> Cluster<SM> {
         self.membership_changes += 1;
         self.fault(format!("membership {target:?} at {index:?}"));
         for id in target.members() {
+            if target.is_witness(id) {
+                self.invariants.witness(id);
+            }
             if self.index_of(id).is_none() {
                 let boot = Configuration::new(current.voters().iter().copied()).with_learners([id]);
                 self.start_server(id, boot)?;
@@ -787,7 +799,14 @@ impl<SM: StateMachine> Cluster<SM> {
             return Ok(());
         };
         let fail = |error| Violation::Node { node: id, error };
+        let witness = self.invariants.is_witness(id);
         if let Some(snapshot) = ready.take_snapshot() {
+            if witness && !snapshot.data.is_empty() {
+                return Err(Violation::WitnessPayload {
+                    node: id,
+                    index: snapshot.meta.index,
+                });
+            }
             server.state_machine.restore(&snapshot.data);
             node.storage_mut().apply_snapshot(snapshot);
             self.snapshots += 1;
@@ -816,8 +835,13 @@ impl<SM: StateMachine> Cluster<SM> {
             .first_index()
             .map_err(|e| fail(Error::Storage(e)))?;
         if self.compact_every > 0 && applied.0 >= first.0 + self.compact_every {
+            // A witness has no state machine: its snapshots are metadata.
+            let data = match witness {
+                true => Bytes::new(),
+                false => server.state_machine.snapshot(),
+            };
             node.storage_mut()
-                .compact(applied, server.state_machine.snapshot())
+                .compact(applied, data)
                 .map_err(|e| fail(Error::Storage(e)))?;
         }
         // Serve the confirmed reads the state machine has caught up with.
