@@ -118,6 +118,15 @@
 //! the follower reports (InstallSnapshot, thesis §5.3); the follower hands
 //! it to you in a `Ready` and acknowledges it once you `advance`.
 //!
+//! Witnesses ([`Configuration::with_witnesses`], [`Node::add_witness`]) are
+//! voters that never lead and keep no state-machine data, for 2+1
+//! deployments: the leader sends them entries without payloads and
+//! snapshots without data. A witness runs the same event loop; its `Ready`s
+//! hold no command to apply and no state to restore (check
+//! `node.configuration().is_witness(node.id())` to skip building a state
+//! machine). The [`witness`] module gives the safety argument and the
+//! availability trade-off.
+//!
 //! Proposals made to a follower fail with [`Error::NotLeader`] and a hint;
 //! forwarding is the application's choice. A proposal may be lost when
 //! leadership changes before it commits: clients retry with a request id
