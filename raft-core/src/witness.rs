@@ -15,8 +15,10 @@
 //!   to it fails with [`Error::WitnessCannotLead`](crate::Error::WitnessCannotLead).
 //! * The leader sends it entries with their payload stripped: index and
 //!   term kept, data empty, except configuration entries, which go whole
-//!   so the witness knows the membership. A snapshot sent to it carries
-//!   the metadata (index, term, configuration) and no data.
+//!   so the witness knows the membership. The leader builds these from log
+//!   positions without reading payloads, and fills the message size budget
+//!   with the small stripped entries. A snapshot sent to it carries the
+//!   metadata (index, term, configuration) and no data.
 //! * Its application sees the same [`Ready`](crate::Ready) as on any node:
 //!   entries to persist (payloads empty), hard state, committed entries
 //!   (empty data, or configuration entries, which every application skips
@@ -69,18 +71,7 @@
 //! other data node is caught up, and any one failure for safety.
 
 use crate::storage::Snapshot;
-use crate::types::Entry;
 use bytes::Bytes;
-
-/// The entries as a witness receives them: command payloads dropped,
-/// configuration entries kept whole.
-pub(crate) fn metadata_only(entries: &mut [Entry]) {
-    for e in entries {
-        if e.configuration().is_none() {
-            e.data = Bytes::new();
-        }
-    }
-}
 
 /// The snapshot as a witness receives it: metadata, no data.
 pub(crate) fn snapshot_metadata_only(snapshot: &mut Snapshot) {

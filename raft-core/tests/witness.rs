@@ -223,6 +223,41 @@ fn witness_saves_the_payload_bytes_on_the_wire() {
 }
 
 #[test]
+fn witness_appends_fill_the_size_budget_with_stripped_entries() {
+    // 200-byte messages: one 100-byte command (116 bytes counted) fits in
+    // an append to a data node, twelve stripped entries (16 bytes each)
+    // in one to the witness.
+    let mut net = Network::with_members(conf(&[1, 2]).with_witnesses([id(3)]), |c| {
+        c.max_size_per_msg = 200;
+        c.max_inflight_msgs = 1;
+    });
+    net.campaign(1);
+    net.isolate(3);
+    for _ in 0..20 {
+        net.node_mut(1)
+            .propose(Bytes::from(vec![7u8; 100]))
+            .unwrap();
+    }
+    net.drive_all();
+    net.heal();
+    net.tick_all(3);
+    let largest = |to: u64| {
+        net.delivered
+            .iter()
+            .filter_map(|m| match &m.body {
+                MessageBody::AppendEntries { entries, .. } if m.to == id(to) => Some(entries.len()),
+                _ => None,
+            })
+            .max()
+            .unwrap()
+    };
+    assert_eq!(largest(3), 12, "200 / 16 stripped entries");
+    assert_eq!(largest(2), 1, "one 116-byte entry");
+    assert_eq!(net.node(3).last_index(), net.node(1).last_index());
+    assert!(holds_no_payloads(&net, 3));
+}
+
+#[test]
 fn witness_gets_snapshots_without_data() {
     let mut net = Network::with_members(conf(&[1, 2]).with_witnesses([id(3)]), |c| {
         c.max_snapshot_chunk_bytes = 4;
