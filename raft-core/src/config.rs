@@ -556,6 +556,65 @@ mod tests {
         assert_eq!(Configuration::decode(&bad), None);
     }
 
+    fn arbitrary_configuration() -> impl proptest::strategy::Strategy<Value = Configuration> {
+        use proptest::prelude::*;
+        // Each of ids 1..=6 is absent, a data voter, a witness or a learner.
+        proptest::collection::vec(0..4u8, 6).prop_map(|roles| {
+            let with = |role| -> Vec<NodeId> {
+                (1..=6u64)
+                    .filter(|i| roles[*i as usize - 1] == role)
+                    .map(NodeId)
+                    .collect()
+            };
+            let voters = with(1);
+            Configuration::new(voters)
+                .with_witnesses(with(2))
+                .with_learners(with(3))
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn witness_status_is_kept_through_every_accepted_change(
+            current in arbitrary_configuration(),
+            target in arbitrary_configuration(),
+        ) {
+            let Ok(next) = current.keep_witnesses(target.clone()) else {
+                // Refused only for an in-place switch.
+                let data_to_witness = target
+                    .witnesses()
+                    .iter()
+                    .any(|w| current.contains(*w) && !current.is_witness(*w));
+                let witness_to_learner = current
+                    .witnesses()
+                    .iter()
+                    .any(|w| target.learners().contains(w));
+                proptest::prop_assert!(data_to_witness || witness_to_learner);
+                return Ok(());
+            };
+            proptest::prop_assert_eq!(next.voters(), target.voters());
+            for id in next.voters() {
+                let was_witness = current.is_witness(*id);
+                let named = target.is_witness(*id);
+                proptest::prop_assert_eq!(next.is_witness(*id), was_witness || named);
+            }
+            // Through the joint configuration and out of it, witnesses are
+            // always voters, and nobody switches.
+            let joint = current.joint_to(&next);
+            for step in [&joint, &joint.leave_joint()] {
+                for w in step.witnesses() {
+                    proptest::prop_assert!(step.is_voter(*w));
+                }
+                for id in step.members() {
+                    if current.contains(id) && step.is_voter(id) {
+                        proptest::prop_assert_eq!(step.is_witness(id), current.is_witness(id));
+                    }
+                }
+                proptest::prop_assert_eq!(Configuration::decode(&step.encode()), Some(step.clone()));
+            }
+        }
+    }
+
     #[cfg(feature = "serde")]
     #[test]
     fn serde_carries_witnesses_and_reads_configurations_without_them() {

@@ -67,6 +67,34 @@ fn witness_2_plus_1_keeps_committing_with_either_data_node_down() {
 }
 
 #[test]
+fn witness_restarts_from_its_metadata_and_votes_as_before() {
+    let mut net = two_plus_one();
+    net.propose(1, b"a").unwrap();
+    // The witness compacts (a snapshot without data) and restarts from
+    // disk: snapshot metadata plus a stripped tail.
+    let applied = net.node(3).applied_index();
+    net.node_mut(3)
+        .storage_mut()
+        .compact(applied, Bytes::new())
+        .unwrap();
+    net.propose(1, b"b").unwrap();
+    net.crash(3);
+    net.restart(3);
+    assert_eq!(net.node(3).configuration(), net.node(1).configuration());
+    assert_eq!(net.node(3).last_index(), net.node(1).last_index());
+    // It still makes the quorum with either data node.
+    net.crash(2);
+    let c = net.propose(1, b"c").unwrap();
+    assert!(net.node(1).commit_index() >= c);
+    net.restart(2);
+    net.tick_all(3);
+    net.crash(1);
+    net.campaign(2);
+    assert_eq!(net.node(2).role(), Role::Leader);
+    assert!(holds_no_payloads(&net, 3));
+}
+
+#[test]
 fn witness_never_campaigns_even_when_the_leader_is_gone() {
     let mut net = Network::with_members(conf(&[1, 2]).with_witnesses([id(3)]), |c| {
         c.pre_vote = true;
