@@ -29,8 +29,9 @@
 //!   membership change keeps every witness that stays a voter a witness,
 //!   refuses to make a witness a learner and refuses to turn a data node
 //!   into a witness in place. A witness's disk must never become a data
-//!   node's disk: to turn a witness host into a data node, remove the
-//!   witness and add a node under a new id (or with an empty disk).
+//!   node's disk (its log has no payloads), also when the change that
+//!   added it was rolled back: to turn a witness host into a data node,
+//!   remove the witness and add a node under a new id with an empty disk.
 //!
 //! # Why Raft's guarantees still hold
 //!
@@ -44,9 +45,10 @@
 //! * **Election safety** (one leader per term): votes and quorums are
 //!   unchanged; a witness simply never asks for votes.
 //! * **Log matching**: consistency checks use (index, term) only, which a
-//!   witness stores exactly. Payloads are stripped only for a node whose
-//!   witness status is fixed, so no data node ever receives a stripped
-//!   entry.
+//!   witness stores exactly. Payloads are stripped only for nodes the
+//!   leader's configuration names witnesses; a member's witness status
+//!   never changes and a witness's disk never serves a data node (above),
+//!   so no data node ever holds a stripped entry.
 //! * **Leader completeness**: a committed entry is on a quorum; a leader
 //!   won the votes of a quorum, each granted only to a candidate at least
 //!   as up to date (§5.4.1, with the witness judging on the metadata it

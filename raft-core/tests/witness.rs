@@ -358,7 +358,7 @@ fn witness_membership_add_replace_and_no_in_place_switch() {
         Err(Error::InvalidConfigurationChange(_))
     ));
     // A target that does not mention 3 as a witness keeps it one.
-    leader.add_voter(id(4)).unwrap();
+    leader.propose_configuration(conf(&[1, 2, 3, 4])).unwrap();
     net.add_node(4, conf(&[1, 2]).with_learners([id(4)]));
     net.drive_all();
     let c = net.node(1).configuration().clone();
