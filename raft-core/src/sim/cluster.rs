@@ -238,6 +238,8 @@ pub struct Cluster<SM: StateMachine> {
     responses: Vec<(SimTime, NodeId, SM::Response)>,
     steps: u64,
     served_reads: u64,
+    /// When a TimeoutNow was last delivered to a running node.
+    last_handover: Option<SimTime>,
 }
 
 impl<SM: StateMachine> fmt::Debug for Cluster<SM> {
@@ -298,6 +300,7 @@ impl<SM: StateMachine> Cluster<SM> {
             responses: Vec::new(),
             steps: 0,
             served_reads: 0,
+            last_handover: None,
         })
     }
 
@@ -314,6 +317,11 @@ impl<SM: StateMachine> Cluster<SM> {
     /// How many ReadIndex reads were served.
     pub fn served_reads(&self) -> u64 {
         self.served_reads
+    }
+
+    /// When a TimeoutNow (a leadership handover) was last delivered.
+    pub fn last_handover(&self) -> Option<SimTime> {
+        self.last_handover
     }
 
     /// How many events were processed.
@@ -705,6 +713,9 @@ impl<SM: StateMachine> Cluster<SM> {
         let Some(node) = self.servers[i].node.as_mut() else {
             return Ok(());
         };
+        if m.body == MessageBody::TimeoutNow {
+            self.last_handover = Some(self.now);
+        }
         match node.step(m) {
             // Messages from servers outside the configuration (removed
             // ones still running) are refused: that is the point.

@@ -692,6 +692,17 @@ impl Simulation {
         if leader.transferee().is_some() {
             return Some("the leadership transfer did not finish");
         }
+        // A TimeoutNow may arrive just as the leader abandons the transfer;
+        // the election it starts is the leader's handover, not a
+        // disruption: let it play out before the leader must stay.
+        let election_timeout = self.tick * self.options.cluster.node_config.election_tick;
+        let handing_over = self
+            .cluster
+            .last_handover()
+            .is_some_and(|at| self.cluster.now() < at.saturating_add(election_timeout));
+        if handing_over {
+            return Some("a leadership handover is under way");
+        }
         let commit = leader.commit_index();
         let behind = self
             .cluster
