@@ -36,6 +36,13 @@ pub enum Error {
         /// The refused transferee.
         id: NodeId,
     },
+    /// Leadership cannot go to a witness: it holds no payloads to
+    /// replicate, so it never leads.
+    #[error("{id} is a witness and never leads")]
+    WitnessCannotLead {
+        /// The refused transferee.
+        id: NodeId,
+    },
     /// A lease read needs check-quorum and a lease confirmed by a quorum
     /// within the last lease period; fall back to
     /// [`Node::read_index`](crate::Node::read_index).

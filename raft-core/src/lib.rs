@@ -130,6 +130,15 @@
 //! [`ChangeMethod`] says. One change at a time, and only once the leader
 //! has committed an entry of its term (the 2015 single-server errata).
 //!
+//! Witnesses ([`Configuration::with_witnesses`], [`Node::add_witness`]) are
+//! voters that never lead and keep no state-machine data, for 2+1
+//! deployments: the leader sends them entries without payloads and
+//! snapshots without data. A witness runs the same event loop; its `Ready`s
+//! hold no command to apply and no state to restore (check
+//! `node.configuration().is_witness(node.id())` to skip building a state
+//! machine). The [`witness`] module gives the safety argument and the
+//! availability trade-off.
+//!
 //! Proposals made to a follower fail with [`Error::NotLeader`] and a hint;
 //! forwarding is the application's choice. A proposal may be lost when
 //! leadership changes before it commits: clients retry with a request id
@@ -153,6 +162,7 @@ mod ready;
 pub mod sim;
 mod storage;
 mod types;
+pub mod witness;
 
 pub use config::{CONFIGURATION_TAG, Config, Configuration};
 pub use error::{Error, StorageError};

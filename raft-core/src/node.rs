@@ -355,9 +355,12 @@ impl<S: Storage> Node<S> {
     }
 
     /// Voters campaign; not while restoring a snapshot, since a leader
-    /// replicates from storage, which holds the old log until then.
+    /// replicates from storage, which holds the old log until then. Never
+    /// witnesses: they hold no payloads to replicate.
     fn can_campaign(&self) -> bool {
-        self.configuration.is_voter(self.id) && !self.log.is_restoring()
+        self.configuration.is_voter(self.id)
+            && !self.configuration.is_witness(self.id)
+            && !self.log.is_restoring()
     }
 
     fn request_votes(&mut self, pre_vote: bool, transfer: bool) {
@@ -497,6 +500,12 @@ impl<S: Storage> Node<S> {
         if target.voters().is_empty() || target.is_joint() {
             return Err(Error::InvalidConfigurationChange(
                 "the target needs voters and must not be joint",
+            ));
+        }
+        let target = self.configuration.keep_witnesses(target)?;
+        if target.voters().iter().all(|v| target.is_witness(*v)) {
+            return Err(Error::InvalidConfigurationChange(
+                "the target needs a voter that is not a witness",
             ));
         }
         self.check_can_change()?;
@@ -680,6 +689,20 @@ impl<S: Storage> Node<S> {
             .extend(gone.into_iter().map(|c| Promotion::Cancelled { id: c.id }));
     }
 
+    /// Adds `id` as a witness: a voter that never leads and keeps no
+    /// state-machine data (see [`Configuration::with_witnesses`]). A witness catches up on metadata only, so it needs
+    /// no learner phase; adding one voter, the change takes one step
+    /// (thesis §4.1). Refused for a current data member (witness status is
+    /// fixed for a node's membership).
+    pub fn add_witness(&mut self, id: NodeId) -> Result<LogIndex, Error> {
+        let c = &self.configuration;
+        let learners = c.learners().iter().copied().filter(|l| *l != id);
+        let target = Configuration::new(c.voters().iter().copied())
+            .with_learners(learners.collect::<Vec<_>>())
+            .with_witnesses([id]);
+        self.propose_configuration(target)
+    }
+
     /// Adds `id` as a learner (a non-voting member that receives the log).
     pub fn add_learner(&mut self, id: NodeId) -> Result<LogIndex, Error> {
         let c = &self.configuration;
@@ -791,6 +814,9 @@ impl<S: Storage> Node<S> {
             || !self.configuration.is_voter(self.id)
         {
             return Err(Error::NotAVoter { id: to });
+        }
+        if self.configuration.is_witness(to) {
+            return Err(Error::WitnessCannotLead { id: to });
         }
         self.transferee = Some(to);
         self.transfer_elapsed = 0;
@@ -1667,8 +1693,12 @@ impl<S: Storage> Node<S> {
                 continue;
             };
             let mut entries = Vec::new();
-            self.log
-                .entries_from(p.next_index, self.config.max_size_per_msg, &mut entries)?;
+            if self.configuration.is_witness(p.id) {
+                self.witness_entries(p.next_index, &mut entries)?;
+            } else {
+                self.log
+                    .entries_from(p.next_index, self.config.max_size_per_msg, &mut entries)?;
+            }
             p.sent(entries.last().map(|e| e.index));
             p.sent_commit = committed;
             self.outbox.push(Message {
@@ -1689,10 +1719,55 @@ impl<S: Storage> Node<S> {
         Ok(())
     }
 
+    /// The entries from `low` as a witness receives them, built from log
+    /// positions alone: each entry's term with an empty payload, except
+    /// configuration entries, which go whole. The leader reads no payload,
+    /// and the message size budget counts what is sent (16 bytes a
+    /// stripped entry), so a witness catches up in few messages.
+    fn witness_entries(&self, low: LogIndex, out: &mut Vec<Entry>) -> Result<(), Error> {
+        let last = self.log.last_index();
+        let mut size = 0u64;
+        let mut index = low;
+        while index <= last {
+            let is_configuration = self
+                .configurations
+                .binary_search_by_key(&index, |(i, _)| *i)
+                .is_ok();
+            let entry = if is_configuration {
+                let mut one = Vec::new();
+                self.log.entries_from(index, 0, &mut one)?;
+                one.truncate(1);
+                match one.pop() {
+                    Some(entry) => entry,
+                    None => break,
+                }
+            } else {
+                let Some(term) = self.log.term(index)? else {
+                    break;
+                };
+                Entry {
+                    term,
+                    index,
+                    data: Bytes::new(),
+                }
+            };
+            size += entry.size();
+            if size > self.config.max_size_per_msg && !out.is_empty() {
+                break;
+            }
+            out.push(entry);
+            index = index.next();
+        }
+        Ok(())
+    }
+
     /// Sends the next chunk of the latest snapshot to a follower that needs
     /// compacted entries; restarts the transfer if the snapshot changed.
     fn send_snapshot_chunk(&mut self, p: &mut Progress) -> Result<(), Error> {
-        let snapshot = self.log.storage.snapshot()?;
+        let mut snapshot = self.log.storage.snapshot()?;
+        if self.configuration.is_witness(p.id) {
+            crate::witness::snapshot_metadata_only(&mut snapshot);
+        }
         let index = snapshot.meta.index;
         if p.state != ProgressState::Snapshot || p.snapshot_index != index {
             p.send_snapshot(index);

@@ -35,6 +35,8 @@ pub struct ClusterOptions {
     /// Each node compacts its log into a snapshot of its state machine
     /// once this many applied entries follow its latest snapshot (0: never).
     pub compact_every: u64,
+    /// How many of the `nodes` voters (the highest ids) are witnesses.
+    pub witnesses: u64,
 }
 
 impl Default for ClusterOptions {
@@ -48,6 +50,7 @@ impl Default for ClusterOptions {
             link: LinkConfig::new(Duration::from_millis(1)).with_jitter(Duration::from_millis(2)),
             trace_capacity: 256,
             compact_every: 0,
+            witnesses: 0,
         }
     }
 }
@@ -239,6 +242,8 @@ pub struct Cluster<SM: StateMachine> {
     responses: Vec<(SimTime, NodeId, SM::Response)>,
     steps: u64,
     served_reads: u64,
+    /// When a TimeoutNow was last delivered to a running node.
+    last_handover: Option<SimTime>,
 }
 
 impl<SM: StateMachine> fmt::Debug for Cluster<SM> {
@@ -256,7 +261,13 @@ impl<SM: StateMachine> Cluster<SM> {
     /// Builds a cluster whose every random choice derives from `seed`.
     pub fn new(seed: u64, options: &ClusterOptions) -> Result<Self, Violation> {
         let mut rng = fastrand::Rng::with_seed(seed);
-        let members = Configuration::new((1..=options.nodes).map(NodeId));
+        let data_nodes = options.nodes.saturating_sub(options.witnesses);
+        let members = Configuration::new((1..=data_nodes).map(NodeId))
+            .with_witnesses((data_nodes + 1..=options.nodes).map(NodeId));
+        let mut invariants = Invariants::default();
+        for w in members.witnesses() {
+            invariants.witness(*w);
+        }
         let mut net = Network::new(rng.u64(..));
         net.set_default_link(options.link);
         let nominal = options.tick.as_nanos() as f64;
@@ -282,7 +293,7 @@ impl<SM: StateMachine> Cluster<SM> {
             rng,
             net,
             servers,
-            invariants: Invariants::default(),
+            invariants,
             trace: VecDeque::new(),
             trace_capacity: options.trace_capacity,
             max_write_latency: options.max_write_latency.as_nanos() as u64,
@@ -295,6 +306,7 @@ impl<SM: StateMachine> Cluster<SM> {
             responses: Vec::new(),
             steps: 0,
             served_reads: 0,
+            last_handover: None,
         })
     }
 
@@ -311,6 +323,11 @@ impl<SM: StateMachine> Cluster<SM> {
     /// How many ReadIndex reads were served.
     pub fn served_reads(&self) -> u64 {
         self.served_reads
+    }
+
+    /// When a TimeoutNow (a leadership handover) was last delivered.
+    pub fn last_handover(&self) -> Option<SimTime> {
+        self.last_handover
     }
 
     /// How many events were processed.
@@ -579,6 +596,9 @@ impl<SM: StateMachine> Cluster<SM> {
             self.joint_changes += 1;
         }
         self.fault(format!("membership {target:?} ({method:?}) at {index:?}"));
+        for id in target.witnesses() {
+            self.invariants.witness(*id);
+        }
         self.start_new_members(&current, target.members())?;
         self.pump(i)
     }
@@ -745,6 +765,9 @@ impl<SM: StateMachine> Cluster<SM> {
         let Some(node) = self.servers[i].node.as_mut() else {
             return Ok(());
         };
+        if m.body == MessageBody::TimeoutNow {
+            self.last_handover = Some(self.now);
+        }
         match node.step(m) {
             // Messages from servers outside the configuration (removed
             // ones still running) are refused: that is the point.
@@ -856,7 +879,14 @@ impl<SM: StateMachine> Cluster<SM> {
             return Ok(());
         };
         let fail = |error| Violation::Node { node: id, error };
+        let witness = self.invariants.is_witness(id);
         if let Some(snapshot) = ready.take_snapshot() {
+            if witness && !snapshot.data.is_empty() {
+                return Err(Violation::WitnessPayload {
+                    node: id,
+                    index: snapshot.meta.index,
+                });
+            }
             server.state_machine.restore(&snapshot.data);
             node.storage_mut().apply_snapshot(snapshot);
             self.snapshots += 1;
@@ -885,8 +915,13 @@ impl<SM: StateMachine> Cluster<SM> {
             .first_index()
             .map_err(|e| fail(Error::Storage(e)))?;
         if self.compact_every > 0 && applied.0 >= first.0 + self.compact_every {
+            // A witness has no state machine: its snapshots are metadata.
+            let data = match witness {
+                true => Bytes::new(),
+                false => server.state_machine.snapshot(),
+            };
             node.storage_mut()
-                .compact(applied, server.state_machine.snapshot())
+                .compact(applied, data)
                 .map_err(|e| fail(Error::Storage(e)))?;
         }
         // Serve the confirmed reads the state machine has caught up with.

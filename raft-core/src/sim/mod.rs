@@ -118,6 +118,22 @@ pub enum Violation {
         /// The index.
         index: LogIndex,
     },
+    /// A witness campaigned or led.
+    #[error("witness {node} left the follower role in term {term}")]
+    WitnessCampaigned {
+        /// The witness.
+        node: NodeId,
+        /// Its term.
+        term: Term,
+    },
+    /// A witness held a command payload (an entry or snapshot data).
+    #[error("witness {node} holds a payload at {index}")]
+    WitnessPayload {
+        /// The witness.
+        node: NodeId,
+        /// The entry (or snapshot) index.
+        index: LogIndex,
+    },
     /// A leader removed from the configuration kept leading after the
     /// configuration that removed it committed (thesis §4.2.2).
     #[error("{node} still leads term {term} after its removal committed")]
@@ -246,6 +262,8 @@ pub struct SimReport {
     pub promotions: u64,
     /// Servers removed from the configuration that kept running.
     pub removed_running: usize,
+    /// Witnesses in the settled configuration.
+    pub witnesses: usize,
 }
 
 /// A failing run: the seed that replays it, what broke, and the last events.
@@ -520,6 +538,20 @@ impl Simulation {
         let mut learners: Vec<NodeId> = current.learners().iter().copied().collect();
         let fresh = self.cluster.ids().into_iter().max().unwrap_or_default().0 + 1;
         let fresh = NodeId(fresh);
+        // With witnesses, a third of the changes add one or replace one by
+        // a new witness (witness status of members never changes). Other
+        // runs draw exactly as before.
+        let witnesses: Vec<NodeId> = current.witnesses().iter().copied().collect();
+        if !witnesses.is_empty() && self.rng.u32(..3) == 0 {
+            if voters.len() >= 7 || self.rng.bool() {
+                let old = witnesses[self.rng.usize(..witnesses.len())];
+                voters.retain(|v| *v != old);
+            }
+            let target = Configuration::new(voters)
+                .with_learners(learners)
+                .with_witnesses([fresh]);
+            return self.cluster.change_membership(leader, target, ChangeMethod::Auto);
+        }
         let method = if self.rng.u32(..3) == 0 {
             ChangeMethod::Joint
         } else {
@@ -685,6 +717,17 @@ impl Simulation {
         if leader.catching_up().next().is_some() {
             return Some("a learner's catch-up did not finish");
         }
+        // A TimeoutNow may arrive just as the leader abandons the transfer;
+        // the election it starts is the leader's handover, not a
+        // disruption: let it play out before the leader must stay.
+        let election_timeout = self.tick * self.options.cluster.node_config.election_tick;
+        let handing_over = self
+            .cluster
+            .last_handover()
+            .is_some_and(|at| self.cluster.now() < at.saturating_add(election_timeout));
+        if handing_over {
+            return Some("a leadership handover is under way");
+        }
         let commit = leader.commit_index();
         let behind = self
             .cluster
@@ -750,6 +793,11 @@ impl Simulation {
             joint_changes: self.cluster.joint_changes(),
             promotions: self.cluster.promotions(),
             removed_running: self.removed_running(),
+            witnesses: self
+                .cluster
+                .leader()
+                .and_then(|l| self.cluster.node(l))
+                .map_or(0, |n| n.configuration().witnesses().len()),
         }
     }
 }
