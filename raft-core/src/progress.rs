@@ -274,6 +274,40 @@ mod tests {
     }
 
     #[test]
+    fn heartbeat_answers_reprobe_only_after_a_beat_without_acks() {
+        let mut p = Progress::new(NodeId(2), LogIndex(1));
+        p.sent(None);
+        p.acknowledge(LogIndex(0));
+        assert_eq!(p.state, ProgressState::Replicate);
+        // An answer overtaking appends in flight (a read round) leaves the
+        // window alone.
+        p.sent(Some(LogIndex(4)));
+        p.sent(Some(LogIndex(8)));
+        p.heartbeat_answered();
+        assert_eq!(
+            (p.state, p.next_index),
+            (ProgressState::Replicate, LogIndex(9))
+        );
+        // An acknowledgment after the beat shows the link works.
+        p.beat();
+        p.acknowledge(LogIndex(4));
+        p.heartbeat_answered();
+        assert_eq!((p.state, p.inflight.len()), (ProgressState::Replicate, 1));
+        // Acked up to date; a window started after the beat is not stale.
+        p.acknowledge(LogIndex(8));
+        p.beat();
+        p.sent(Some(LogIndex(12)));
+        p.heartbeat_answered();
+        assert_eq!(p.state, ProgressState::Replicate);
+        // Appends outstanding through a beat with no acknowledgment since:
+        // probably lost, probe from the match index.
+        p.beat();
+        p.heartbeat_answered();
+        assert_eq!(p.state, ProgressState::Probe);
+        assert_eq!((p.next_index, p.inflight.len()), (LogIndex(9), 0));
+    }
+
+    #[test]
     fn stale_rejections_are_ignored() {
         let mut p = Progress::new(NodeId(2), LogIndex(10));
         p.sent(None);
