@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 
 /// Entries per replication run.
 const ENTRIES: usize = 100_000;
-/// Reads per read run (they cost more per item than entries: ReadIndex
-/// sends a heartbeat round per request in both libraries).
+/// Reads per read run (they cost more per item than entries: raft-rs sends
+/// a heartbeat round per ReadIndex request, quorate one per Ready).
 const READS: usize = 25_600;
 const PAYLOAD: usize = 16;
 /// Entries the client proposes to the leader per hop.

@@ -310,6 +310,9 @@ impl<S: Storage> Node<S> {
                 self.heartbeat_elapsed += 1;
                 if self.heartbeat_elapsed >= self.config.heartbeat_tick {
                     self.heartbeat_elapsed = 0;
+                    // Only these beats measure how long appends go
+                    // unanswered; ReadIndex rounds come at any rate.
+                    self.progress.iter_mut().for_each(Progress::beat);
                     self.broadcast_heartbeat();
                 }
                 self.election_elapsed += 1;
@@ -844,6 +847,11 @@ impl<S: Storage> Node<S> {
     /// [`ReadState`] with this `id` in a [`Ready`]: serve the read once the
     /// applied index reaches the state's index. A leader that loses
     /// leadership first drops its pending reads; retry them elsewhere.
+    ///
+    /// The round goes out with the next [`ready`](Node::ready), so all the
+    /// reads asked before it share one round (each keeps the commit index
+    /// of when it was asked): batch reads by calling this several times
+    /// between two `ready` calls.
     pub fn read_index(&mut self, id: u64) -> Result<(), Error> {
         if self.role != Role::Leader {
             return Err(Error::NotLeader {
@@ -853,13 +861,13 @@ impl<S: Storage> Node<S> {
         if self.log.term(self.log.committed)? != Some(self.term) {
             return Err(Error::NoCommitInTerm { term: self.term });
         }
-        // Confirmed by answers to the heartbeat round sent now.
+        // Confirmed by answers to the next heartbeat round, which goes out
+        // after this call: at the next `ready` or tick, whichever is first.
         self.pending_reads.push_back(PendingRead {
             id,
             index: self.log.committed,
             round: self.read_round + 1,
         });
-        self.broadcast_heartbeat();
         self.confirm_reads();
         Ok(())
     }
@@ -1084,9 +1092,8 @@ impl<S: Storage> Node<S> {
                 self.handle_append_response(m.from, outcome)
             }
             MessageBody::HeartbeatResponse { round } => {
-                let last = self.log.last_index();
                 if let Some(p) = self.progress_mut(m.from) {
-                    p.heartbeat_answered(last);
+                    p.heartbeat_answered();
                     p.acked_round = p.acked_round.max(round);
                 }
                 self.confirm_reads();
@@ -1103,6 +1110,7 @@ impl<S: Storage> Node<S> {
     pub fn ready(&mut self) -> Result<Option<Ready>, Error> {
         if self.role == Role::Leader {
             self.replicate()?;
+            self.send_read_round();
         }
         let soft = SoftState {
             leader: self.leader,
@@ -1796,15 +1804,24 @@ impl<S: Storage> Node<S> {
         Ok(())
     }
 
+    /// Sends one heartbeat round for all the reads asked since the last
+    /// round went out (ReadIndex batching): none if there are none.
+    fn send_read_round(&mut self) {
+        let unsent = self
+            .pending_reads
+            .back()
+            .is_some_and(|read| read.round > self.read_round);
+        if unsent {
+            self.broadcast_heartbeat();
+        }
+    }
+
     fn broadcast_heartbeat(&mut self) {
         let committed = self.log.committed;
         let beats: Vec<(NodeId, LogIndex)> = self
             .progress
-            .iter_mut()
-            .map(|p| {
-                p.recently_acked = false;
-                (p.id, p.match_index.min(committed))
-            })
+            .iter()
+            .map(|p| (p.id, p.match_index.min(committed)))
             .collect();
         self.read_round += 1;
         let round = self.read_round;

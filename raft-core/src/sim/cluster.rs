@@ -450,24 +450,27 @@ impl<SM: StateMachine> Cluster<SM> {
     /// machine's [`query`](StateMachine::query) answers it into
     /// [`take_responses`](Cluster::take_responses).
     pub fn read(&mut self, id: NodeId, read_id: u64, query: Bytes) -> Result<(), Error> {
-        self.start_read(id, read_id, query, Node::read_index)
+        // No Ready now: the heartbeat round goes out at the node's next
+        // event, shared by every read asked until then (ReadIndex batching).
+        self.start_read(id, read_id, query, Node::read_index, false)
     }
 
     /// Asks node `id` for a lease read
     /// ([`Node::read_lease`](crate::Node::read_lease)), answered like
     /// [`read`](Cluster::read).
     pub fn read_lease(&mut self, id: NodeId, read_id: u64, query: Bytes) -> Result<(), Error> {
-        self.start_read(id, read_id, query, Node::read_lease)
+        self.start_read(id, read_id, query, Node::read_lease, true)
     }
 
     /// Starts a read on node `id` with `start` and remembers its query until
-    /// the node releases it.
+    /// the node releases it; runs the node's Ready loop now if `pump`.
     fn start_read(
         &mut self,
         id: NodeId,
         read_id: u64,
         query: Bytes,
         start: impl FnOnce(&mut Node<MemStorage>, u64) -> Result<(), Error>,
+        pump: bool,
     ) -> Result<(), Error> {
         let i = self.index_of(id).ok_or(Error::UnknownPeer { from: id })?;
         let server = &mut self.servers[i];
@@ -477,6 +480,9 @@ impl<SM: StateMachine> Cluster<SM> {
             .ok_or(Error::NotLeader { leader_hint: None })?;
         start(node, read_id)?;
         server.reads.insert(read_id, query);
+        if !pump {
+            return Ok(());
+        }
         self.pump(i).map_err(|v| match v {
             Violation::Node { error, .. } => error,
             _ => Error::InconsistentStorage("invariant violated while reading"),
