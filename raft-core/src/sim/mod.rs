@@ -550,7 +550,9 @@ impl Simulation {
             let target = Configuration::new(voters)
                 .with_learners(learners)
                 .with_witnesses([fresh]);
-            return self.cluster.change_membership(leader, target, ChangeMethod::Auto);
+            return self
+                .cluster
+                .change_membership(leader, target, ChangeMethod::Auto);
         }
         let method = if self.rng.u32(..3) == 0 {
             ChangeMethod::Joint
