@@ -511,6 +511,19 @@ impl<S: Storage> Node<S> {
                 "the target needs a voter that is not a witness",
             ));
         }
+        // A leader that leaves the voters keeps replicating until C_new
+        // commits; a witness may then hold entries whose only full copy is
+        // on that leader, which can no longer campaign, and refuse every
+        // other candidate as less up to date: the cluster would be stuck
+        // for good (seen in simulation). With witnesses, hand leadership
+        // over first.
+        let witnesses =
+            !target.witnesses().is_empty() || !self.configuration.witnesses().is_empty();
+        if witnesses && !target.voters().contains(&self.id) {
+            return Err(Error::InvalidConfigurationChange(
+                "with witnesses, a leader cannot remove itself from the voters: transfer leadership first",
+            ));
+        }
         self.check_can_change()?;
         let difference = voter_difference(&self.configuration, &target);
         let one_step = match method {

@@ -32,6 +32,12 @@
 //!   node's disk (its log has no payloads), also when the change that
 //!   added it was rolled back: to turn a witness host into a data node,
 //!   remove the witness and add a node under a new id with an empty disk.
+//! * With witnesses, a leader cannot remove itself from the voters
+//!   (thesis §4.2.2): transfer leadership first. A removed leader keeps
+//!   replicating until C_new commits, so a witness could end up holding
+//!   entries whose only full copy is on a server that can no longer
+//!   campaign, and refuse every remaining data node as less up to date:
+//!   the cluster would wait forever (the simulator found this).
 //!
 //! # Why Raft's guarantees still hold
 //!

@@ -381,6 +381,29 @@ fn witness_membership_add_replace_and_no_in_place_switch() {
 }
 
 #[test]
+fn witness_clusters_refuse_a_leader_removing_itself() {
+    // A removed leader keeps replicating until C_new commits; the witness
+    // could then hold entries whose only full copy is on a server that can
+    // no longer campaign, and refuse everyone else forever. So with
+    // witnesses the leader hands over first.
+    let mut net = Network::with_members(conf(&[1, 2, 4]).with_witnesses([id(3)]), |_| {});
+    net.campaign(1);
+    assert!(matches!(
+        net.node_mut(1).remove_member(id(1)),
+        Err(Error::InvalidConfigurationChange(_))
+    ));
+    net.node_mut(1).transfer_leadership(id(2)).unwrap();
+    net.drive_all();
+    assert_eq!(net.leaders(), [id(2)]);
+    net.node_mut(2).remove_member(id(1)).unwrap();
+    net.drive_all();
+    assert_eq!(
+        net.node(2).configuration(),
+        &conf(&[2, 4]).with_witnesses([id(3)])
+    );
+}
+
+#[test]
 fn witness_only_targets_and_all_witness_leaders_are_refused() {
     let mut net = two_plus_one();
     // Removing both data nodes would leave nobody able to lead.
