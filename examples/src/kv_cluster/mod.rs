@@ -27,6 +27,7 @@
 //! # }
 //! ```
 
+pub mod anti_entropy;
 pub mod client;
 pub mod log_store;
 pub mod protocol;
