@@ -768,6 +768,7 @@ impl Running {
         let mut digests_due = Vec::new();
         let mut repairs_due = Vec::new();
         let mut promotions = Vec::new();
+        let mut abandoned = Vec::new();
         for r in &mut self.replicas {
             while let Some(mut ready) = r.node.ready()? {
                 for m in ready.take_messages() {
@@ -826,6 +827,22 @@ impl Running {
             while let Some(outcome) = r.node.poll_promotion() {
                 promotions.push((r.shard, outcome));
             }
+            if r.node.role() != Role::Leader {
+                // Leadership moved (or this server was removed): send the
+                // waiting clients on now rather than after their timeout.
+                // A write may still commit; its retry carries the same
+                // request id, so it applies once either way.
+                let writes = r.pending_writes.drain().map(|(id, client)| (client, id));
+                let reads = r
+                    .pending_reads
+                    .drain()
+                    .map(|(id, (client, _))| (client, id));
+                let waiting: Vec<(PeerId, u64)> = writes.chain(reads).collect();
+                if !waiting.is_empty() {
+                    r.confirmed_reads.clear();
+                    abandoned.push((r.shard, waiting));
+                }
+            }
             let applied = r.node.applied_index();
             let mut stores = self.stores.lock().unwrap_or_else(PoisonError::into_inner);
             // A snapshot may have brought the store to a round's index.
@@ -855,6 +872,12 @@ impl Running {
         }
         for (to, id, body) in replies {
             self.reply(to, id, body);
+        }
+        for (shard, waiting) in abandoned {
+            let not_leader = self.not_leader(shard);
+            for (client, id) in waiting {
+                self.reply(client, id, not_leader.clone());
+            }
         }
         for (shard, outcome) in promotions {
             self.note(NodeEvent::Promotion { shard, outcome });
