@@ -1,7 +1,8 @@
 //! kv-cluster: a sharded, replicated key-value store on the quorate crates.
 //!
 //! With no arguments: a 3-node, 2-shard cluster in this process, a scripted
-//! workload with a leader crash, a restart and a Merkle check, then a
+//! workload with a leader crash, a restart, a member of shard 0 replaced
+//! under load and a corrupted replica repaired by anti-entropy, then a
 //! summary. With arguments: run one node, or talk to a cluster.
 //!
 //! ```text

@@ -225,8 +225,9 @@ pub struct AntiEntropy {
     rounds: BTreeMap<Round, BTreeMap<u64, Vec<LeafHash>>>,
     /// Rounds announced at an index this replica has not applied yet.
     pending: BTreeSet<Round>,
-    /// Buckets asked for, with the round that found them damaged.
-    asked: BTreeMap<u64, Round>,
+    /// Buckets asked for, with the round that found them damaged and the
+    /// voter asked: only its answer is taken.
+    asked: BTreeMap<u64, (Round, u64)>,
     /// Repairs received ahead of this replica, by the index they are as of.
     parked: BTreeMap<u64, Vec<(u64, u64, Vec<BucketEntry>)>>,
 }
@@ -285,7 +286,7 @@ impl AntiEntropy {
             .copied()
             .unwrap_or(Round { index: 0, seq: 0 });
         // A request whose round is forgotten may be asked again.
-        self.asked.retain(|_, round| *round >= oldest);
+        self.asked.retain(|_, (round, _)| *round >= oldest);
     }
 
     /// The buckets of `round` where this replica (`me`) differs from
@@ -340,7 +341,7 @@ impl AntiEntropy {
                 .find(|n| Some(*n) == prefer)
                 .or_else(|| holders.clone().next());
             if let Some(source) = source {
-                self.asked.insert(bucket, round);
+                self.asked.insert(bucket, (round, source));
                 out.push(Divergence {
                     round,
                     bucket,
@@ -355,7 +356,9 @@ impl AntiEntropy {
     /// on `from`; `applied` is this replica's applied index. Returns the
     /// entries to install now (the replica is exactly at `index`); parks
     /// them if it is behind; drops them if it is past (never installed over
-    /// writes applied after `index`).
+    /// writes applied after `index`). Contents nobody was asked for, or
+    /// from another server than the one asked, are dropped: a repair
+    /// overrides Raft, so only the majority's choice may make one.
     pub fn received(
         &mut self,
         from: u64,
@@ -364,6 +367,13 @@ impl AntiEntropy {
         entries: Vec<BucketEntry>,
         applied: u64,
     ) -> Option<Vec<BucketEntry>> {
+        if self.asked.get(&bucket).map(|&(_, source)| source) != Some(from) {
+            return None;
+        }
+        let parked = self.parked.values().flatten().any(|(_, b, _)| *b == bucket);
+        if parked {
+            return None;
+        }
         if applied == index {
             self.asked.remove(&bucket);
             return Some(entries);
@@ -477,6 +487,19 @@ mod tests {
             request: 2,
         };
         let mut ae = AntiEntropy::default();
+        // This replica (2) differs in buckets 5 to 8 from voters 1 and 3.
+        let mut mine = leaves(0);
+        for b in 5..=8 {
+            mine[b] = [1; 32];
+        }
+        ae.record(at(9), 2, mine);
+        ae.record(at(9), 1, leaves(0));
+        ae.record(at(9), 3, leaves(0));
+        assert_eq!(ae.divergent(at(9), 2, &voters(), Some(3)).len(), 4);
+        // Unasked contents, or from another server than the one asked, are
+        // never taken.
+        assert!(ae.received(3, 9, 20, vec![entry.clone()], 20).is_none());
+        assert!(ae.received(1, 5, 20, vec![entry.clone()], 20).is_none());
         // Exactly there: now.
         assert!(ae.received(3, 5, 20, vec![entry.clone()], 20).is_some());
         // Behind: parked until the apply loop reaches 30, not before.
