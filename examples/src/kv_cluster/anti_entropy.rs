@@ -489,8 +489,8 @@ mod tests {
         let mut ae = AntiEntropy::default();
         // This replica (2) differs in buckets 5 to 8 from voters 1 and 3.
         let mut mine = leaves(0);
-        for b in 5..=8 {
-            mine[b] = [1; 32];
+        for leaf in &mut mine[5..=8] {
+            *leaf = [1; 32];
         }
         ae.record(at(9), 2, mine);
         ae.record(at(9), 1, leaves(0));
