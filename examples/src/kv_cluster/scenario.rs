@@ -904,24 +904,40 @@ async fn replace_member(
     t.log(format!(
         "client 1001 writing in the background; started n{new_id} on {addr}, empty, for shard {shard} only (its storage: voters {voters:?}, itself a learner)"
     ));
-    let answer = change_membership(client, shard, Request::AddVoter { shard, id: new_id }).await?;
-    let leader = answer.node;
-    t.log(format!(
-        "shard {shard}: leader n{leader} added n{new_id} as a learner and is catching it up (add_voter)"
-    ));
     let deadline = Instant::now() + Duration::from_secs(30);
-    let (index, rounds) = loop {
-        let outcome = cluster.events().into_iter().find_map(|(_, e)| match e {
-            NodeEvent::Promotion { shard: s, outcome } if s == shard => Some(outcome),
-            _ => None,
-        });
-        match outcome {
-            Some(Promotion::Promoted { index, rounds, .. }) => break (index, rounds),
-            Some(other) => return Err(Error::Check(format!("n{new_id}: {other:?}"))),
-            None if Instant::now() > deadline => {
-                return Err(Error::Check(format!("n{new_id} never promoted")));
+    let mut leader;
+    let (index, rounds) = 'promoted: loop {
+        let seen = cluster.event_counts();
+        let answer =
+            change_membership(client, shard, Request::AddVoter { shard, id: new_id }).await?;
+        leader = answer.node;
+        t.log(format!(
+            "shard {shard}: leader n{leader} added n{new_id} as a learner and is catching it up (add_voter)"
+        ));
+        loop {
+            let outcome = cluster
+                .events_after(&seen)
+                .into_iter()
+                .find_map(|(_, e)| match e {
+                    NodeEvent::Promotion { shard: s, outcome } if s == shard => Some(outcome),
+                    _ => None,
+                });
+            match outcome {
+                Some(Promotion::Promoted { index, rounds, .. }) => break 'promoted (index, rounds),
+                // Leadership moved, or the learner fell behind: it is
+                // still a learner; ask the shard's leader again.
+                Some(other) if Instant::now() < deadline => {
+                    t.log(format!(
+                        "shard {shard}: catch-up of n{new_id} ended: {other:?}; asking again"
+                    ));
+                    break;
+                }
+                Some(other) => return Err(Error::Check(format!("n{new_id}: {other:?}"))),
+                None if Instant::now() > deadline => {
+                    return Err(Error::Check(format!("n{new_id} never promoted")));
+                }
+                None => tokio::time::sleep(Duration::from_millis(10)).await,
             }
-            None => tokio::time::sleep(Duration::from_millis(10)).await,
         }
     };
     report.joined = new_id;
