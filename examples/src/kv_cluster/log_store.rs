@@ -12,8 +12,8 @@
 //! whose covered prefix replay skips.
 //!
 //! Snapshot file: `index u64 | term u64 | len u32 | data`, then the
-//! configuration as of `index` (voters, learners and outgoing voters, each
-//! a `count u32` and `u64` ids). The configuration must travel with the
+//! configuration as of `index` (`len u32`, then
+//! [`Configuration::encode`]'s bytes). The configuration must travel with the
 //! snapshot: once membership has changed, the entries that changed it may
 //! be compacted away, and a node restarted with the configuration it was
 //! first given would count the wrong majority. A file without it (written
@@ -227,13 +227,9 @@ fn write_snapshot(log: &Path, meta: &SnapshotMeta, data: &[u8]) -> Result<(), Er
     buf.put_u64(meta.term.0);
     buf.put_u32(data.len() as u32);
     buf.put_slice(data);
-    let c = &meta.configuration;
-    for set in [c.voters(), c.learners(), c.outgoing()] {
-        buf.put_u32(set.len() as u32);
-        for id in set {
-            buf.put_u64(id.0);
-        }
-    }
+    let configuration = meta.configuration.encode();
+    buf.put_u32(configuration.len() as u32);
+    buf.put_slice(&configuration);
     let path = snapshot_path(log);
     replace_durably(&path.with_extension("snap.tmp"), &path, &buf)
 }
@@ -272,29 +268,17 @@ fn read_snapshot(path: &Path, members: Configuration) -> Result<Option<Snapshot>
     }))
 }
 
-/// The configuration [`write_snapshot`] stores after the data.
+/// The configuration [`write_snapshot`] stores after the data: its length,
+/// then raft-core's own encoding (so witnesses and joint states round-trip).
 fn read_configuration(src: &mut Bytes) -> Option<Configuration> {
-    let mut sets: [Vec<NodeId>; 3] = Default::default();
-    for set in &mut sets {
-        if src.remaining() < 4 {
-            return None;
-        }
-        let n = src.get_u32() as usize;
-        if src.remaining() < n.checked_mul(8)? {
-            return None;
-        }
-        set.extend((0..n).map(|_| NodeId(src.get_u64())));
-    }
-    if src.has_remaining() {
+    if src.remaining() < 4 {
         return None;
     }
-    let [voters, learners, outgoing] = sets;
-    let target = Configuration::new(voters).with_learners(learners);
-    Some(if outgoing.is_empty() {
-        target
-    } else {
-        Configuration::new(outgoing).joint_to(&target)
-    })
+    let len = src.get_u32() as usize;
+    if src.remaining() != len {
+        return None;
+    }
+    Configuration::decode(src)
 }
 
 fn put_record(buf: &mut BytesMut, tag: u8, payload: &[u8]) {
