@@ -350,7 +350,11 @@ impl Configuration {
     /// endian), then the witness set in the same form, present only when
     /// not empty: a configuration without witnesses encodes exactly as
     /// before witnesses existed, so logs written earlier read unchanged.
-    pub(crate) fn encode(&self) -> bytes::Bytes {
+    ///
+    /// Public so that a storage keeping its own snapshot files can store a
+    /// snapshot's configuration in the same format (read it back with
+    /// [`decode`](Configuration::decode)).
+    pub fn encode(&self) -> bytes::Bytes {
         let mut out = Vec::with_capacity(CONFIGURATION_TAG.len() + 12);
         out.extend_from_slice(CONFIGURATION_TAG);
         let witnesses = (!self.witnesses.is_empty()).then_some(&self.witnesses);
@@ -366,8 +370,10 @@ impl Configuration {
         out.into()
     }
 
-    /// Reads a configuration entry's payload; `None` for any other data.
-    pub(crate) fn decode(data: &[u8]) -> Option<Configuration> {
+    /// Reads what [`encode`](Configuration::encode) wrote (a configuration
+    /// entry's payload); `None` for any other data, including truncated or
+    /// contradictory sets.
+    pub fn decode(data: &[u8]) -> Option<Configuration> {
         let mut rest = data.strip_prefix(CONFIGURATION_TAG)?;
         let mut sets: [BTreeSet<NodeId>; 4] = Default::default();
         for (i, set) in sets.iter_mut().enumerate() {
