@@ -26,13 +26,16 @@ mod cluster;
 mod invariants;
 pub mod kv;
 pub mod linearizability;
+mod nemesis;
 
 pub use cluster::{Cluster, ClusterOptions, TraceEvent};
+pub use nemesis::Nemesis;
 
 use crate::{Configuration, Error, LogIndex, Node, NodeId, Term};
 use bytes::Bytes;
 use kv::{KvCommand, KvModel, KvOp, KvOutput, KvStore, RequestId};
 use linearizability::{NotLinearizable, Operation};
+use nemesis::{Pin, Script};
 use quorate_transport::sim::{LinkConfig, SimTime};
 use std::fmt;
 use std::time::Duration;
@@ -190,6 +193,9 @@ pub struct SimOptions {
     /// storage write latency (up to the cluster option's), and whether
     /// pre-vote and check-quorum are on.
     pub vary_limits: bool,
+    /// The fault schedule; `None` draws it from the seed (half the seeds
+    /// random faults, a quarter each targeted schedule).
+    pub nemesis: Option<Nemesis>,
     /// The cluster's construction.
     pub cluster: ClusterOptions,
 }
@@ -205,6 +211,7 @@ impl Default for SimOptions {
             client_timeout_ticks: 25,
             faults: true,
             vary_limits: true,
+            nemesis: None,
             cluster: ClusterOptions::default(),
         }
     }
@@ -284,6 +291,8 @@ struct Client {
     target: NodeId,
     pending: Option<Pending>,
     next_op_at: SimTime,
+    /// Set while a targeted schedule steers this client.
+    pin: Option<Pin>,
 }
 
 #[derive(Debug)]
@@ -310,6 +319,8 @@ pub struct Simulation {
     lease_reads: u64,
     faults: usize,
     tick: Duration,
+    nemesis: Nemesis,
+    script: Script,
 }
 
 impl Simulation {
@@ -337,9 +348,15 @@ impl Simulation {
 
     fn new(seed: u64, options: &SimOptions) -> Result<Self, Violation> {
         let mut rng = fastrand::Rng::with_seed(seed);
+        let nemesis = options.nemesis.unwrap_or_else(|| Nemesis::draw(&mut rng));
+        // Figure 8 needs few voters: one cut-off leader's tail, one other.
+        let sizes: &[u64] = match nemesis {
+            Nemesis::LeaderChurn => &[3, 3, 3, 5],
+            _ => &[3, 3, 4, 5, 5, 7],
+        };
         let nodes = options
             .nodes
-            .unwrap_or_else(|| [3, 3, 4, 5, 5, 7][rng.usize(..6)]);
+            .unwrap_or_else(|| sizes[rng.usize(..sizes.len())]);
         let mut cluster_options = ClusterOptions {
             nodes,
             ..options.cluster.clone()
@@ -359,6 +376,11 @@ impl Simulation {
             cluster_options.compact_every = [0, 6, 25][rng.usize(..3)];
             node.max_snapshot_chunk_bytes = [16, 100, 1 << 20][rng.usize(..3)];
         }
+        if nemesis == Nemesis::LeaderChurn {
+            // Slow disks: a new leader's own entry often becomes durable
+            // after its followers acknowledged the entries before it.
+            cluster_options.max_write_latency = options.cluster.max_write_latency * 3;
+        }
         let cluster = Cluster::new(rng.u64(..), &cluster_options)?;
         let clients = (0..options.clients)
             .map(|id| Client {
@@ -367,6 +389,7 @@ impl Simulation {
                 target: NodeId(rng.u64(1..=nodes)),
                 pending: None,
                 next_op_at: SimTime::ZERO,
+                pin: None,
             })
             .collect();
         Ok(Simulation {
@@ -381,18 +404,17 @@ impl Simulation {
             lease_reads: 0,
             faults: 0,
             tick: options.cluster.tick,
+            nemesis,
+            script: Script::default(),
         })
     }
 
     fn run_phases(&mut self) -> Result<(), Violation> {
         // Fault phase: clients run, faults come and go.
         for _ in 0..self.options.fault_ticks {
-            if self.options.faults && self.rng.u32(..12) == 0 {
-                self.inject_fault()?;
-            }
-            self.clients_act(true);
-            self.advance_one_tick()?;
+            self.fault_tick()?;
         }
+        self.end_script();
         // Heal: everything up, no partitions, reliable (still reordering) links.
         self.cluster.heal();
         self.cluster.set_links(self.options.cluster.link);
@@ -544,7 +566,7 @@ impl Simulation {
                     client.seq += 1;
                     self.issued += 1;
                     let key = self.rng.u8(..self.options.keys);
-                    let op = match self.rng.u8(..3) {
+                    let op = match Pin::op_kind(client.pin, &mut self.rng) {
                         0 => KvOp::Get { key },
                         1 => KvOp::Put {
                             key,
@@ -577,7 +599,7 @@ impl Simulation {
                 op: p.op,
             }
             .encode();
-            if p.sent {
+            if p.sent && client.pin.is_none() {
                 // No answer in time: the node may have lost leadership or
                 // be cut off. Try another one.
                 client.target = nodes[self.rng.usize(..nodes.len())];
@@ -585,8 +607,9 @@ impl Simulation {
             let target = client.target;
             // A third of the reads go through the log, a third by ReadIndex,
             // a third by lease (falling back to ReadIndex without one).
+            let pin = client.pin;
             let path = if matches!(p.op, KvOp::Get { .. }) {
-                self.rng.u8(..3)
+                Pin::read_path(pin, &mut self.rng)
             } else {
                 0
             };
@@ -610,6 +633,10 @@ impl Simulation {
             };
             let (sent, retry_at) = match outcome {
                 Ok(_) => (true, now.saturating_add(timeout)),
+                // A pinned client stays with its node until told of a leader.
+                Err(Error::NotLeader { leader_hint: None }) if pin.is_some() => {
+                    (false, now.saturating_add(self.tick))
+                }
                 Err(Error::NotLeader { leader_hint }) => {
                     self.clients[c].target =
                         leader_hint.unwrap_or_else(|| nodes[self.rng.usize(..nodes.len())]);
