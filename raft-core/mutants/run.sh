@@ -35,36 +35,56 @@ copy_workspace() {
     (cd "$root" && git ls-files -co --exclude-standard -z | tar --null -T - -cf -) | tar -xf - -C "$ws"
 }
 
+# Replaces the one occurrence of the text in file $2 by the text in file $3
+# inside file $1 (literal text, so perl's index, not a regex).
+replace_once() {
+    perl -e '
+        local $/;
+        my ($target, $find, $replace) = @ARGV;
+        open(my $fh, "<", $target) or die "$target: $!\n"; my $text = <$fh>; close $fh;
+        open($fh, "<", $find) or die; my $old = <$fh>; close $fh;
+        open($fh, "<", $replace) or die; my $new = <$fh>; close $fh;
+        my $at = index($text, $old);
+        exit 3 if $at < 0;
+        exit 4 if index($text, $old, $at + 1) >= 0;
+        substr($text, $at, length $old) = $new;
+        open($fh, ">", $target) or die; print $fh $text; close $fh;
+    ' "$@"
+}
+
 # Applies the hunks of mutant file $1 inside the scratch crate.
 apply_mutant() {
-    local mutant="$1" file="" state="none" find="" replace="" line content rest
+    local mutant="$1" file="" state="none" line target rc
+    local find="$scratch/find" replace="$scratch/replace"
     while IFS= read -r line || [[ -n "$line" ]]; do
         case "$state" in
         none)
             case "$line" in
             '#'* | '') ;;
             'file '*) file="${line#file }" ;;
-            '<<<') state=find; find="" ;;
+            '<<<') state=find; : >"$find" ;;
             *) die "$mutant: unexpected line: $line" ;;
             esac
             ;;
         find)
-            if [[ "$line" == '===' ]]; then state=replace; replace=""; else find+="$line"$'\n'; fi
+            if [[ "$line" == '===' ]]; then state=replace; : >"$replace"; else printf '%s\n' "$line" >>"$find"; fi
             ;;
         replace)
             if [[ "$line" == '>>>' ]]; then
                 [[ -n "$file" ]] || die "$mutant: hunk before any 'file' line"
-                local target="$ws/$rel_crate/$file"
+                target="$ws/$rel_crate/$file"
                 [[ -f "$target" ]] || die "$mutant: no file $file"
-                content="$(cat "$target"; printf x)"
-                content="${content%x}"
-                rest="${content#*"$find"}"
-                [[ "$rest" != "$content" ]] || die "$mutant: snippet not found in $file:"$'\n'"$find"
-                [[ "${rest#*"$find"}" == "$rest" ]] || die "$mutant: snippet occurs more than once in $file:"$'\n'"$find"
-                printf '%s' "${content/"$find"/"$replace"}" >"$target"
+                rc=0
+                replace_once "$target" "$find" "$replace" || rc=$?
+                case "$rc" in
+                0) ;;
+                3) die "$mutant: snippet not found in $file:"$'\n'"$(cat "$find")" ;;
+                4) die "$mutant: snippet occurs more than once in $file:"$'\n'"$(cat "$find")" ;;
+                *) die "$mutant: could not edit $file" ;;
+                esac
                 state=none
             else
-                replace+="$line"$'\n'
+                printf '%s\n' "$line" >>"$replace"
             fi
             ;;
         esac

@@ -5,7 +5,7 @@
 //! `QUORATE_SIM_SEEDS=N` runs N seeds; `QUORATE_SIM_SEED=S` replays one.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use quorate_raft_core::sim::{SimOptions, SimReport, Simulation, seeds_from_env};
+use quorate_raft_core::sim::{Nemesis, SimOptions, SimReport, Simulation, seeds_from_env};
 
 const SHARDS: u64 = 4;
 const DEFAULT_SEEDS: u64 = 500;
@@ -33,10 +33,16 @@ fn summarize(reports: &[SimReport]) {
     let snapshots: u64 = reports.iter().map(|r| r.snapshots_installed).sum();
     let changes: u64 = reports.iter().map(|r| r.membership_changes).sum();
     let removed: usize = reports.iter().map(|r| r.removed_running).sum();
+    let following = |n| reports.iter().filter(|r| r.nemesis == n).count();
+    let (churn, stale) = (
+        following(Nemesis::LeaderChurn),
+        following(Nemesis::StaleLeader),
+    );
     eprintln!(
         "{} seeds: {ops} linearizable operations ({index_reads} reads without log entries, {lease_reads} of them by lease), {dedup} retries deduplicated, {faults} faults, {dropped} messages dropped, {snapshots} snapshots installed, {changes} membership changes, {removed} removed servers left running, {steps} steps",
         reports.len()
     );
+    eprintln!("  of them {churn} with leader churn, {stale} with a stale leader");
     if reports.len() >= 20 {
         assert!(index_reads > 0, "ReadIndex reads were exercised");
         assert!(lease_reads > 0, "lease reads were exercised");
@@ -44,6 +50,7 @@ fn summarize(reports: &[SimReport]) {
         assert!(snapshots > 0, "followers installed snapshots");
         assert!(changes > 0, "membership changed");
         assert!(removed > 0, "removed servers kept running");
+        assert!(churn > 0 && stale > 0, "the targeted schedules ran");
     }
 }
 

@@ -374,9 +374,4 @@ impl Simulation {
         self.end_script();
         self.script.stage = Stage::Waiting(self.script.tick + self.rng.u64(5..20));
     }
-
-    /// The schedule this seed follows.
-    pub fn nemesis(&self) -> Nemesis {
-        self.nemesis
-    }
 }
