@@ -3,13 +3,14 @@
 //! seeds follows a script that steers the cluster there; the invariants and
 //! the linearizability checker judge what happens, as in every seed.
 //!
-//! - Leader churn (Raft figure 8, §5.4.2): leaders crash shortly after
-//!   their election and crashed nodes come back, so logs grow uncommitted
-//!   tails of different terms. A leader that has an entry of an earlier
-//!   term durably on a quorum while no entry of its own term is there yet
-//!   is crashed at that very step: had it committed the old entry by
-//!   counting replicas, a candidate with a newer tail can now be elected
-//!   without it.
+//! - Leader churn (Raft figure 8, §5.4.2): leaders are crashed or cut off
+//!   shortly after their election, or as they are elected, and come back,
+//!   so logs grow uncommitted tails of different terms. When a leader has
+//!   an entry of an earlier term acknowledged by a quorum while its own
+//!   term's first entry is not durable on a quorum yet, it reboots at that
+//!   very step and the cut-off leaders come back and campaign: had it
+//!   committed the old entry by counting replicas, one with a newer tail
+//!   can now be elected without it.
 //! - Stale leader (thesis §6.4): the leader is cut off while one client
 //!   keeps reading through it and the others write through a node made to
 //!   campaign. In one variant the voters whose answers give it its lease
