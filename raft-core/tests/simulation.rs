@@ -34,6 +34,8 @@ fn summarize(reports: &[SimReport]) {
     let changes: u64 = reports.iter().map(|r| r.membership_changes).sum();
     let removed: usize = reports.iter().map(|r| r.removed_running).sum();
     let following = |n| reports.iter().filter(|r| r.nemesis == n).count();
+    let figure_8: u64 = reports.iter().map(|r| r.figure_8_moments).sum();
+    let reboots: u64 = reports.iter().map(|r| r.lease_reboots).sum();
     let (churn, stale) = (
         following(Nemesis::LeaderChurn),
         following(Nemesis::StaleLeader),
@@ -42,7 +44,9 @@ fn summarize(reports: &[SimReport]) {
         "{} seeds: {ops} linearizable operations ({index_reads} reads without log entries, {lease_reads} of them by lease), {dedup} retries deduplicated, {faults} faults, {dropped} messages dropped, {snapshots} snapshots installed, {changes} membership changes, {removed} removed servers left running, {steps} steps",
         reports.len()
     );
-    eprintln!("  of them {churn} with leader churn, {stale} with a stale leader");
+    eprintln!(
+        "  of them {churn} with leader churn, {stale} with a stale leader; {figure_8} leaders rebooted at the figure 8 moment, {reboots} lease holders rebooted inside the lease"
+    );
     if reports.len() >= 20 {
         assert!(index_reads > 0, "ReadIndex reads were exercised");
         assert!(lease_reads > 0, "lease reads were exercised");
@@ -51,6 +55,8 @@ fn summarize(reports: &[SimReport]) {
         assert!(changes > 0, "membership changed");
         assert!(removed > 0, "removed servers kept running");
         assert!(churn > 0 && stale > 0, "the targeted schedules ran");
+        assert!(figure_8 > 0, "leaders were rebooted at the figure 8 moment");
+        assert!(reboots > 0, "lease holders were rebooted inside the lease");
     }
 }
 

@@ -227,6 +227,10 @@ pub struct SimReport {
     pub seed: u64,
     /// The fault schedule it followed.
     pub nemesis: Nemesis,
+    /// Leaders rebooted at the figure 8 moment (leader churn).
+    pub figure_8_moments: u64,
+    /// Voters rebooted inside the lease they gave a leader (stale leader).
+    pub lease_reboots: u64,
     /// Cluster size.
     pub nodes: u64,
     /// Client operations completed and checked for linearizability.
@@ -743,6 +747,8 @@ impl Simulation {
         SimReport {
             seed: self.seed,
             nemesis: self.nemesis,
+            figure_8_moments: self.script.figure_8_moments,
+            lease_reboots: self.script.lease_reboots,
             nodes: self.cluster.ids().len() as u64,
             operations: self.history.len(),
             index_reads: self.cluster.served_reads(),

@@ -92,6 +92,10 @@ pub(crate) struct Script {
     seen: Option<(NodeId, Term, u64, bool)>,
     /// Leader churn: leaders cut off, and when they rejoin.
     isolated: Vec<(NodeId, u64)>,
+    /// Leaders rebooted at the figure 8 moment.
+    pub(crate) figure_8_moments: u64,
+    /// Episodes whose voters rebooted inside the leader's lease.
+    pub(crate) lease_reboots: u64,
 }
 
 #[derive(Debug, Default)]
@@ -265,6 +269,7 @@ impl Simulation {
         // cut off earlier come back with their newer tails and campaign.
         self.cluster.crash(leader);
         self.faults += 1;
+        self.script.figure_8_moments += 1;
         self.cluster.restart(leader)?;
         for (id, _) in std::mem::take(&mut self.script.isolated) {
             self.cluster.network_mut().rejoin(id);
@@ -339,6 +344,7 @@ impl Simulation {
                 self.cluster.restart(id)?;
             }
             self.cluster.campaign(candidate)?;
+            self.script.lease_reboots += 1;
             u64::MAX
         } else {
             now + self.rng.u64(..=12)
