@@ -221,7 +221,7 @@ impl Default for SimOptions {
 }
 
 /// A passing run's numbers.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct SimReport {
     /// The seed.
     pub seed: u64,

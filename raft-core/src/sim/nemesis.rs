@@ -23,12 +23,13 @@ use super::{Simulation, Violation};
 use crate::{LogIndex, NodeId, Storage, Term};
 
 /// The fault schedule of a seed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Nemesis {
     /// Faults drawn at random every tick: crashes and restarts,
     /// partitions, one-way cuts, lossy links, membership changes,
     /// leadership transfers.
+    #[default]
     Random,
     /// Leaders crash soon after their election, and at the step where an
     /// earlier term's entry reached a quorum before their own term's did.
