@@ -8,9 +8,10 @@
 //!   so logs grow uncommitted tails of different terms. When a leader has
 //!   an entry of an earlier term acknowledged by a quorum while its own
 //!   term's first entry is not durable on a quorum yet, it reboots at that
-//!   very step and the cut-off leaders come back and campaign: had it
+//!   very step, the nodes holding that entry are cut off from the rest
+//!   for a while, and the cut-off leaders come back and campaign: had it
 //!   committed the old entry by counting replicas, one with a newer tail
-//!   can now be elected without it.
+//!   can now be elected without it (figure 8 (d)).
 //! - Stale leader (thesis §6.4): the leader is cut off while one client
 //!   keeps reading through it and the others write through a node made to
 //!   campaign. In one variant the voters whose answers give it its lease
@@ -93,6 +94,8 @@ pub(crate) struct Script {
     seen: Option<(NodeId, Term, u64, bool)>,
     /// Leader churn: leaders cut off, and when they rejoin.
     isolated: Vec<(NodeId, u64)>,
+    /// Leader churn: when the partition made at a figure 8 moment heals.
+    heal_at: Option<u64>,
     /// Leaders rebooted at the figure 8 moment.
     pub(crate) figure_8_moments: u64,
     /// Episodes whose voters rebooted inside the leader's lease.
@@ -159,6 +162,11 @@ impl Simulation {
         self.script.isolated = away;
         for (id, _) in back {
             self.cluster.network_mut().rejoin(id);
+        }
+        if self.script.heal_at.is_some_and(|at| now >= at) {
+            self.script.heal_at = None;
+            self.script.isolated.clear();
+            self.cluster.heal();
         }
         if let Some(leader) = self.cluster.leader() {
             let term = self.cluster.node(leader).map(|n| n.term());
@@ -266,6 +274,16 @@ impl Simulation {
             return Ok(());
         }
         self.script.seen = Some((leader, term, known, true));
+        // The nodes that hold its own entry are cut off from the rest
+        // for a while (figure 8 (d): the others alone elect).
+        let (holders, rest): (Vec<NodeId>, Vec<NodeId>) =
+            self.cluster.running().into_iter().partition(|v| {
+                *v != leader
+                    && self
+                        .cluster
+                        .node(*v)
+                        .is_some_and(|n| n.storage().term(own).ok() == Some(term))
+            });
         // It reboots at once, losing what it had not written; the leaders
         // cut off earlier come back with their newer tails and campaign.
         self.cluster.crash(leader);
@@ -275,6 +293,10 @@ impl Simulation {
         for (id, _) in std::mem::take(&mut self.script.isolated) {
             self.cluster.network_mut().rejoin(id);
             self.cluster.campaign(id)?;
+        }
+        if !holders.is_empty() {
+            self.cluster.partition(&[&holders, &rest]);
+            self.script.heal_at = Some(self.script.tick + self.rng.u64(20..40));
         }
         Ok(())
     }
