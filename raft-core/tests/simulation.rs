@@ -12,12 +12,21 @@ const DEFAULT_SEEDS: u64 = 500;
 
 fn run_shard(shard: u64) -> Vec<SimReport> {
     let options = SimOptions::default();
+    // Mutation testing (`mutants/run.sh`) counts every failing seed.
+    let keep_going = std::env::var_os("QUORATE_SIM_KEEP_GOING").is_some();
+    let seeds = seeds_from_env(shard, SHARDS, DEFAULT_SEEDS);
+    let total = seeds.len();
     let mut reports = Vec::new();
-    for seed in seeds_from_env(shard, SHARDS, DEFAULT_SEEDS) {
+    let mut failures = Vec::new();
+    for seed in seeds {
         match Simulation::run(seed, &options) {
             Ok(report) => reports.push(report),
+            Err(failure) if keep_going => failures.push(failure),
             Err(failure) => panic!("{failure}"),
         }
+    }
+    if let Some(first) = failures.first() {
+        panic!("{} of {total} seeds failed; the first: {first}", failures.len());
     }
     reports
 }
