@@ -26,7 +26,10 @@ fn run_shard(shard: u64) -> Vec<SimReport> {
         }
     }
     if let Some(first) = failures.first() {
-        panic!("{} of {total} seeds failed; the first: {first}", failures.len());
+        panic!(
+            "{} of {total} seeds failed; the first: {first}",
+            failures.len()
+        );
     }
     reports
 }
