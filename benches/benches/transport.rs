@@ -176,6 +176,43 @@ fn reqrep(c: &mut Criterion) {
             })
         });
     }
+    // The same clients driven from a task on the runtime's workers, as an
+    // application runs them, instead of from `block_on`'s own thread: a
+    // wake-up of the client then need not cross to a thread outside the
+    // runtime.
+    let mut client = Some(client);
+    let mut framed = Some(framed);
+    for in_flight in [1u64, 16] {
+        g.bench_function(BenchmarkId::new("quorate in a task", in_flight), |b| {
+            b.iter_custom(|iters| {
+                let mut c = client.take().unwrap();
+                let (c, took) = rt
+                    .block_on(rt.spawn(async move {
+                        let took = quorate_round_trips(&mut c, iters, in_flight).await;
+                        (c, took)
+                    }))
+                    .unwrap();
+                client = Some(c);
+                took
+            })
+        });
+        g.bench_function(
+            BenchmarkId::new("tokio-util Framed in a task", in_flight),
+            |b| {
+                b.iter_custom(|iters| {
+                    let mut f = framed.take().unwrap();
+                    let (f, took) = rt
+                        .block_on(rt.spawn(async move {
+                            let took = tokio_util_round_trips(&mut f, iters, in_flight).await;
+                            (f, took)
+                        }))
+                        .unwrap();
+                    framed = Some(f);
+                    took
+                })
+            },
+        );
+    }
     g.finish();
 }
 

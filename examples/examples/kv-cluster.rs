@@ -1,7 +1,8 @@
 //! kv-cluster: a sharded, replicated key-value store on the quorate crates.
 //!
 //! With no arguments: a 3-node, 2-shard cluster in this process, a scripted
-//! workload with a leader crash, a restart and a Merkle check, then a
+//! workload with a leader crash, a restart, a member of shard 0 replaced
+//! under load and a corrupted replica repaired by anti-entropy, then a
 //! summary. With arguments: run one node, or talk to a cluster.
 //!
 //! ```text
@@ -11,6 +12,9 @@
 //! kv-cluster get --nodes ... colour
 //! kv-cluster bench --nodes ... --count 1000
 //! kv-cluster status --nodes ...
+//! kv-cluster node --id 4 --listen 127.0.0.1:7004 --peers 1=...,2=...,3=... --join --host 0
+//! kv-cluster add-voter --nodes 1=...,2=...,3=... --shard 0 --id 4 --addr 127.0.0.1:7004
+//! kv-cluster remove --nodes ... --shard 0 --id 1
 //! ```
 
 use std::net::SocketAddr;
@@ -22,7 +26,7 @@ use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use quorate_examples::kv_cluster::Error;
 use quorate_examples::kv_cluster::client::Client;
-use quorate_examples::kv_cluster::protocol::Reply;
+use quorate_examples::kv_cluster::protocol::{Reply, Request};
 use quorate_examples::kv_cluster::scenario::{self, Params};
 use quorate_examples::kv_cluster::server::{BoundNode, NodeConfig};
 
@@ -70,6 +74,39 @@ enum Command {
         /// Largest InstallSnapshot chunk, in bytes.
         #[arg(long, default_value_t = NodeConfig::SNAPSHOT_CHUNK_BYTES)]
         snapshot_chunk_bytes: u64,
+        /// Join running shards: start as a learner of the voters in
+        /// `--peers` and wait for `add-voter` (new data directory only).
+        #[arg(long)]
+        join: bool,
+        /// The shards to hold a replica of, comma separated (default: all).
+        #[arg(long, value_delimiter = ',')]
+        host: Vec<u32>,
+    },
+    /// Tell every node where a new server listens, then ask the shard's
+    /// leader to catch it up as a learner and promote it.
+    AddVoter {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// The shard to join.
+        #[arg(long)]
+        shard: u32,
+        /// The new server's id.
+        #[arg(long)]
+        id: u64,
+        /// Where it listens.
+        #[arg(long)]
+        addr: SocketAddr,
+    },
+    /// Remove a server from a shard (a removed leader steps down).
+    Remove {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// The shard.
+        #[arg(long)]
+        shard: u32,
+        /// The server to remove.
+        #[arg(long)]
+        id: u64,
     },
     /// Write a key.
     Put {
@@ -183,13 +220,17 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             data_dir,
             compact_every,
             snapshot_chunk_bytes,
+            join,
+            host,
         } => {
             let node = BoundNode::bind(id, listen).await?;
             for &(peer, addr) in &peers {
                 node.add_peer(peer, addr);
             }
             let mut members: Vec<u64> = peers.iter().map(|&(p, _)| p).collect();
-            members.push(id);
+            if !join {
+                members.push(id);
+            }
             members.sort_unstable();
             let config = NodeConfig {
                 id,
@@ -200,6 +241,9 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                 election_ticks: 10,
                 compact_every,
                 snapshot_chunk_bytes,
+                hosted: host,
+                joining: join,
+                gossip_ticks: NodeConfig::GOSSIP_TICKS,
             };
             println!(
                 "node {id} listening on {listen}, data in {}",
@@ -274,6 +318,42 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             client.close().await;
             Ok(ExitCode::SUCCESS)
         }
+        Command::AddVoter {
+            cluster,
+            shard,
+            id,
+            addr,
+        } => {
+            let mut client = connect(&cluster)?;
+            for &(node, _) in &cluster.nodes {
+                let reply = client
+                    .ask(
+                        node,
+                        Request::AddPeer {
+                            id,
+                            addr: addr.to_string(),
+                        },
+                    )
+                    .await?;
+                println!("node {node}: address of {id}: {reply:?}");
+            }
+            let answer = client.admin(shard, Request::AddVoter { shard, id }).await?;
+            println!(
+                "shard {shard} leader {}: {:?} (see `status` for the promotion)",
+                answer.node, answer.reply
+            );
+            client.close().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Remove { cluster, shard, id } => {
+            let mut client = connect(&cluster)?;
+            let answer = client
+                .admin(shard, Request::RemoveMember { shard, id })
+                .await?;
+            println!("shard {shard} leader {}: {:?}", answer.node, answer.reply);
+            client.close().await;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Status { cluster } => {
             let mut client = connect(&cluster)?;
             for &(id, addr) in &cluster.nodes {
@@ -283,8 +363,15 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                             let root: String =
                                 s.root.iter().take(4).map(|b| format!("{b:02x}")).collect();
                             println!(
-                                "node {id} ({addr}) shard {}: leader {} term {} commit {} applied {} keys {} root {root}",
-                                s.shard, s.leader, s.term, s.commit, s.applied, s.keys
+                                "node {id} ({addr}) shard {}: leader {} term {} commit {} applied {} keys {} root {root} voters {:?} learners {:?}",
+                                s.shard,
+                                s.leader,
+                                s.term,
+                                s.commit,
+                                s.applied,
+                                s.keys,
+                                s.voters,
+                                s.learners
                             );
                         }
                     }

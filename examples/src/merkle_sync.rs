@@ -326,17 +326,13 @@ async fn serve(
 
 /// The replica's side: a [`Receiver`] driven over TCP against both peers.
 struct Replica {
-    receiver: Receiver<Sha256, Ed25519Verifier>,
+    receiver: Receiver<Sha256, Ed25519Verifier, PeerId>,
     requester: Requester<PeerId>,
     net: TcpTransport,
     start: Instant,
     /// Outstanding transport requests: to whom, and whether they ask for blocks.
     outstanding: BTreeMap<RequestId, (PeerId, bool)>,
     honest: Vec<PeerId>,
-    next_block_peer: usize,
-    /// A liar was caught while other answers were still coming: drop its
-    /// requests once those are in, so nothing is fetched twice.
-    disconnect_pending: bool,
     /// Indices of the blocks accepted from the network.
     fetched: Vec<u64>,
     report: Report,
@@ -352,56 +348,53 @@ impl Replica {
         self.report.log.push(format!("[{ms:>5} ms] {line}"));
     }
 
-    fn route(&mut self, msg: &Message) -> Result<PeerId, SyncError> {
-        let Some(&first) = self.honest.first() else {
-            return Err(SyncError::NoPeerLeft);
-        };
-        if !matches!(msg, Message::GetBlocks { .. }) {
-            return Ok(first);
-        }
-        let peer = self
-            .honest
-            .get(self.next_block_peer % self.honest.len())
-            .copied()
-            .unwrap_or(first);
-        self.next_block_peer += 1;
-        Ok(peer)
-    }
-
+    /// Asks each honest peer in turn for the receiver's next request to it,
+    /// round after round, until none has more: the work spreads over them.
     async fn flush(&mut self) -> Result<(), SyncError> {
-        while let Some(msg) = self.receiver.poll_transmit(self.now()) {
-            let peer = self.route(&msg)?;
-            let blocks = match &msg {
-                Message::GetBlocks { blocks, have, .. } => {
-                    *self.report.block_requests.entry(peer).or_insert(0) += 1;
-                    let line = format!(
-                        "ask {} for {} blocks, announcing {} held nodes",
-                        peer_name(peer),
-                        blocks.len(),
-                        have.len()
-                    );
-                    self.log(line);
-                    true
+        let mut asked = true;
+        while asked {
+            asked = false;
+            for peer in self.honest.clone() {
+                if let Some(msg) = self.receiver.poll_transmit_to(self.now(), peer) {
+                    self.request(peer, msg)?;
+                    asked = true;
                 }
-                Message::GetNodes { .. } => {
-                    self.report.node_requests += 1;
-                    false
-                }
-                _ => false,
-            };
-            let id = self.requester.request(
-                self.now(),
-                peer,
-                Bytes::from(msg.to_bytes()),
-                REQUEST_TIMEOUT,
-            )?;
-            self.outstanding.insert(id, (peer, blocks));
+            }
         }
         while let Some((to, wire)) = self.requester.poll_transmit() {
             let frame = wire.to_frame(SYNC);
             self.report.bytes_sent += FRAME_HEADER + frame.payload.len() as u64;
             self.net.send(to, frame).await?;
         }
+        Ok(())
+    }
+
+    fn request(&mut self, peer: PeerId, msg: Message) -> Result<(), SyncError> {
+        let blocks = match &msg {
+            Message::GetBlocks { blocks, have, .. } => {
+                *self.report.block_requests.entry(peer).or_insert(0) += 1;
+                let line = format!(
+                    "ask {} for {} blocks, announcing {} held nodes",
+                    peer_name(peer),
+                    blocks.len(),
+                    have.len()
+                );
+                self.log(line);
+                true
+            }
+            Message::GetNodes { .. } => {
+                self.report.node_requests += 1;
+                false
+            }
+            _ => false,
+        };
+        let id = self.requester.request(
+            self.now(),
+            peer,
+            Bytes::from(msg.to_bytes()),
+            REQUEST_TIMEOUT,
+        )?;
+        self.outstanding.insert(id, (peer, blocks));
         Ok(())
     }
 
@@ -423,7 +416,7 @@ impl Replica {
             Message::Blocks { blocks, .. } => blocks.iter().flatten().map(|b| b.index).collect(),
             _ => Vec::new(),
         };
-        match self.receiver.handle(msg) {
+        match self.receiver.handle_from(&from, msg) {
             Ok(()) => {
                 self.report.proof_hashes += proof;
                 if !served.is_empty() {
@@ -438,7 +431,7 @@ impl Replica {
                     self.log(line);
                 }
             }
-            // A late answer to a request already asked again elsewhere: not a lie.
+            // A late answer to a request already asked again: not a lie.
             Err(quorate_merkle::Error::Unexpected { .. }) => {}
             Err(error) => self.drop_peer(from, error),
         }
@@ -454,7 +447,8 @@ impl Replica {
         self.honest.retain(|&p| p != peer);
         self.net.remove_peer(peer);
         self.outstanding.retain(|_, (p, _)| *p != peer);
-        self.disconnect_pending = true;
+        // Exactly the liar's requests are asked again, of the others.
+        self.receiver.on_peer_disconnect(&peer);
     }
 
     fn drain_events(&mut self) {
@@ -482,10 +476,6 @@ impl Replica {
         while !self.receiver.is_complete() {
             if self.now() > SYNC_DEADLINE {
                 return Err(SyncError::Deadline(SYNC_DEADLINE));
-            }
-            if self.disconnect_pending && self.outstanding.is_empty() {
-                self.disconnect_pending = false;
-                self.receiver.on_disconnect();
             }
             self.flush().await?;
             if self.honest.is_empty() {
@@ -579,8 +569,6 @@ pub async fn run(config: &Config) -> Result<Report, SyncError> {
         start: Instant::now(),
         outstanding: BTreeMap::new(),
         honest: vec![PEER_B, PEER_A],
-        next_block_peer: 0,
-        disconnect_pending: false,
         fetched: Vec::new(),
         report: Report {
             config: config.clone(),

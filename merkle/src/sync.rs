@@ -14,9 +14,21 @@
 //!    receiver knows. Every block is checked before it is accepted; a block
 //!    or node that contradicts the root is reported as an [`Error`] naming it.
 //! 4. Requests unanswered for the request timeout (see
-//!    [`Receiver::poll_timeout`] / [`Receiver::handle_timeout`]), or all of
-//!    them after [`Receiver::on_disconnect`], are asked again; verified work
-//!    is kept, so sync resumes where it stopped.
+//!    [`Receiver::poll_timeout`] / [`Receiver::handle_timeout`]), or those
+//!    sent to a peer that dropped ([`Receiver::on_peer_disconnect`]), are
+//!    asked again; verified work is kept, so sync resumes where it stopped.
+//!
+//! One receiver can fetch from several senders at once: give each peer a
+//! key `P` of your choosing and use [`Receiver::poll_transmit_to`],
+//! [`Receiver::handle_from`] and [`Receiver::on_peer_disconnect`]. Every
+//! request is tracked with the peer it went to, so a disconnect re-queues
+//! exactly that peer's requests, and an answer is accepted only from the peer
+//! that was asked and only while its request is live: a late answer to a
+//! request already asked again elsewhere is refused as
+//! [`Error::Unexpected`], never counted twice. With a single sender, the
+//! receiver's peer type is `()` and [`Receiver::poll_transmit`],
+//! [`Receiver::handle`] and [`Receiver::on_disconnect`] do the same without
+//! naming it.
 //!
 //! Neither side does I/O, reads a clock or draws randomness: inputs are
 //! [`Receiver::handle`] / [`Sender::handle`] and the `now` you pass in,
@@ -310,6 +322,14 @@ pub enum Event {
     Complete,
 }
 
+/// One outstanding request: to whom, when, and what it asked.
+#[derive(Debug)]
+struct Request<P> {
+    peer: P,
+    sent: Duration,
+    kind: InFlight,
+}
+
 #[derive(Debug)]
 enum InFlight {
     Root,
@@ -320,8 +340,9 @@ enum InFlight {
     },
 }
 
-/// The side that wants the blocks. See the [module docs](self).
-pub struct Receiver<H, V> {
+/// The side that wants the blocks, from one or several senders told apart by
+/// a peer key `P` (`()` when there is only one). See the [module docs](self).
+pub struct Receiver<H, V, P = ()> {
     verifier: V,
     local: MerkleTree<H>,
     local_blocks: Vec<Vec<u8>>,
@@ -334,16 +355,17 @@ pub struct Receiver<H, V> {
     /// Leaves to fetch that are not in flight.
     missing: BTreeSet<u64>,
     by_hash: VecDeque<Hash>,
-    /// Outstanding requests and when they were sent.
-    in_flight: BTreeMap<RequestId, (Duration, InFlight)>,
+    /// Outstanding requests, with the peer each went to.
+    in_flight: BTreeMap<RequestId, Request<P>>,
     request_timeout: Duration,
     next_id: u64,
     events: VecDeque<Event>,
+    /// Most blocks requested from one peer and not yet answered.
     max_blocks_in_flight: usize,
     complete: bool,
 }
 
-impl<H, V> fmt::Debug for Receiver<H, V> {
+impl<H, V, P> fmt::Debug for Receiver<H, V, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Receiver")
             .field("root", &self.root)
@@ -355,9 +377,11 @@ impl<H, V> fmt::Debug for Receiver<H, V> {
     }
 }
 
-impl<H: MerkleHasher, V: Verifier> Receiver<H, V> {
+impl<H: MerkleHasher, V: Verifier, P: Ord + Clone> Receiver<H, V, P> {
     /// A receiver that holds `local_blocks` (possibly none, possibly an older
     /// or different version) and trusts roots signed for `verifier`.
+    /// `Receiver::<Sha256, _>::new(..)` is the single-sender receiver
+    /// (`P = ()`); name `P` to fetch from several.
     pub fn new(local_blocks: Vec<Vec<u8>>, verifier: V) -> Self {
         Self {
             verifier,
@@ -420,39 +444,30 @@ impl<H: MerkleHasher, V: Verifier> Receiver<H, V> {
         RequestId(self.next_id)
     }
 
-    /// The next message to send at `now` (any monotonic time since an
-    /// origin of your choosing), if any.
-    pub fn poll_transmit(&mut self, now: Duration) -> Option<Message> {
+    /// The next request to send to `peer` at `now` (any monotonic time since
+    /// an origin of your choosing), if any; it is recorded as in flight at
+    /// `peer`. Poll each connected peer in turn to spread the work: the root
+    /// and the diff's node batches go to whichever peer asks first, one at a
+    /// time; block batches go to every peer, each holding at most
+    /// `4 * MAX_BLOCKS_PER_REQUEST` blocks in flight.
+    pub fn poll_transmit_to(&mut self, now: Duration, peer: P) -> Option<Message> {
         let Some(root) = self.root.as_ref() else {
             if self
                 .in_flight
                 .values()
-                .any(|(_, f)| matches!(f, InFlight::Root))
+                .any(|r| matches!(r.kind, InFlight::Root))
             {
                 return None;
             }
-            let id = self.next_id();
-            self.in_flight.insert(id, (now, InFlight::Root));
+            self.track(peer, now, InFlight::Root);
             return Some(Message::GetRoot);
         };
         let size = root.tree_size;
         if let Some(nodes) = self.diff.as_mut().and_then(RemoteDiff::poll_request) {
-            let id = self.next_id();
-            self.in_flight.insert(id, (now, InFlight::Nodes));
+            let id = self.track(peer, now, InFlight::Nodes);
             return Some(Message::GetNodes { id, nodes });
         }
-        let in_flight_blocks: usize = self
-            .in_flight
-            .values()
-            .map(|(_, f)| {
-                if let InFlight::Blocks { refs, .. } = f {
-                    refs.len()
-                } else {
-                    0
-                }
-            })
-            .sum();
-        if self.diff.is_some() || in_flight_blocks >= self.max_blocks_in_flight {
+        if self.diff.is_some() || self.blocks_in_flight_to(&peer) >= self.max_blocks_in_flight {
             return None;
         }
         let mut refs: Vec<BlockRef> = Vec::new();
@@ -469,23 +484,44 @@ impl<H: MerkleHasher, V: Verifier> Receiver<H, V> {
             return None;
         }
         let announced = self.announce(&refs, size);
-        let id = self.next_id();
         let have = announced.iter().copied().collect();
-        self.in_flight.insert(
-            id,
-            (
-                now,
-                InFlight::Blocks {
-                    refs: refs.clone(),
-                    announced,
-                },
-            ),
+        let id = self.track(
+            peer,
+            now,
+            InFlight::Blocks {
+                refs: refs.clone(),
+                announced,
+            },
         );
         Some(Message::GetBlocks {
             id,
             blocks: refs,
             have,
         })
+    }
+
+    /// Records a request to `peer` under a fresh id.
+    fn track(&mut self, peer: P, sent: Duration, kind: InFlight) -> RequestId {
+        let id = self.next_id();
+        self.in_flight.insert(id, Request { peer, sent, kind });
+        id
+    }
+
+    /// Blocks asked of `peer` and not yet answered.
+    fn blocks_in_flight_to(&self, peer: &P) -> usize {
+        self.in_flight
+            .values()
+            .filter(|r| r.peer == *peer)
+            .map(|r| match &r.kind {
+                InFlight::Blocks { refs, .. } => refs.len(),
+                InFlight::Root | InFlight::Nodes => 0,
+            })
+            .sum()
+    }
+
+    /// Requests sent to `peer` and not yet answered, timed out or re-queued.
+    pub fn requests_in_flight_to(&self, peer: &P) -> usize {
+        self.in_flight.values().filter(|r| r.peer == *peer).count()
     }
 
     /// Held nodes worth announcing for these blocks: the lowest held node on
@@ -517,11 +553,22 @@ impl<H: MerkleHasher, V: Verifier> Receiver<H, V> {
         self.events.pop_front()
     }
 
-    /// The connection dropped: what was in flight is asked again next time.
-    /// Verified nodes and blocks are kept.
-    pub fn on_disconnect(&mut self) {
-        for (_, (_, f)) in core::mem::take(&mut self.in_flight) {
-            self.requeue(f);
+    /// The connection to `peer` dropped (or you dropped it for lying): the
+    /// requests sent to it, and only those, are asked again by the next
+    /// [`poll_transmit_to`](Self::poll_transmit_to) of any peer. Answers it
+    /// may still deliver are refused as [`Error::Unexpected`]. Verified nodes
+    /// and blocks are kept.
+    pub fn on_peer_disconnect(&mut self, peer: &P) {
+        let dropped: Vec<RequestId> = self
+            .in_flight
+            .iter()
+            .filter(|(_, r)| r.peer == *peer)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in dropped {
+            if let Some(r) = self.in_flight.remove(&id) {
+                self.requeue(r.kind);
+            }
         }
     }
 
@@ -530,7 +577,7 @@ impl<H: MerkleHasher, V: Verifier> Receiver<H, V> {
     pub fn poll_timeout(&self) -> Option<Duration> {
         self.in_flight
             .values()
-            .map(|(sent, _)| sent.saturating_add(self.request_timeout))
+            .map(|r| r.sent.saturating_add(self.request_timeout))
             .min()
     }
 
@@ -542,12 +589,12 @@ impl<H: MerkleHasher, V: Verifier> Receiver<H, V> {
         let expired: Vec<RequestId> = self
             .in_flight
             .iter()
-            .filter(|(_, (sent, _))| sent.saturating_add(self.request_timeout) <= now)
+            .filter(|(_, r)| r.sent.saturating_add(self.request_timeout) <= now)
             .map(|(id, _)| *id)
             .collect();
         for id in expired {
-            if let Some((_, f)) = self.in_flight.remove(&id) {
-                self.requeue(f);
+            if let Some(r) = self.in_flight.remove(&id) {
+                self.requeue(r.kind);
             }
         }
     }
@@ -578,19 +625,30 @@ impl<H: MerkleHasher, V: Verifier> Receiver<H, V> {
         }
     }
 
-    /// Takes a message from the sender. Any message that is not accepted is
-    /// an [`Error`] and changes nothing. [`Error::Forged`],
+    /// The live request `id`, if it went to `peer`.
+    fn request_to(&self, id: RequestId, peer: &P) -> Option<&InFlight> {
+        self.in_flight
+            .get(&id)
+            .filter(|r| r.peer == *peer)
+            .map(|r| &r.kind)
+    }
+
+    /// Takes a message from sender `peer`. Any message that is not accepted
+    /// is an [`Error`] and changes nothing. [`Error::Forged`],
     /// [`Error::ProofLength`], [`Error::RootMismatch`] and
     /// [`Error::BadSignature`] are proof that the sender lies (or its data is
-    /// corrupt): drop it and call [`on_disconnect`](Self::on_disconnect) to
-    /// ask another. [`Error::Unexpected`] only means an answer nobody is
-    /// waiting for, e.g. one that arrived after its request timed out.
-    pub fn handle(&mut self, msg: Message) -> Result<(), Error> {
+    /// corrupt): drop it and call [`on_peer_disconnect`](Self::on_peer_disconnect)
+    /// so another peer is asked. [`Error::Unexpected`] only means an answer
+    /// nobody is waiting for from `peer`: one that arrived after its request
+    /// timed out or was re-queued by a disconnect, or that names a request
+    /// sent to another peer.
+    pub fn handle_from(&mut self, peer: &P, msg: Message) -> Result<(), Error> {
         match msg {
-            Message::Root(signed) => self.on_root(signed),
+            Message::Root(signed) => self.on_root(peer, signed),
             Message::Nodes { id, hashes } => {
-                let diff = match (self.in_flight.get(&id), self.diff.as_mut()) {
-                    (Some((_, InFlight::Nodes)), Some(diff)) => diff,
+                let asked = matches!(self.request_to(id, peer), Some(InFlight::Nodes));
+                let diff = match (asked, self.diff.as_mut()) {
+                    (true, Some(diff)) => diff,
                     _ => {
                         return Err(Error::Unexpected {
                             what: "node hashes",
@@ -605,7 +663,7 @@ impl<H: MerkleHasher, V: Verifier> Receiver<H, V> {
                 }
                 Ok(())
             }
-            Message::Blocks { id, blocks } => self.on_blocks(id, blocks),
+            Message::Blocks { id, blocks } => self.on_blocks(peer, id, blocks),
             Message::GetRoot | Message::GetNodes { .. } | Message::GetBlocks { .. } => {
                 Err(Error::Unexpected {
                     what: "request",
@@ -615,7 +673,7 @@ impl<H: MerkleHasher, V: Verifier> Receiver<H, V> {
         }
     }
 
-    fn on_root(&mut self, signed: SignedRoot) -> Result<(), Error> {
+    fn on_root(&mut self, peer: &P, signed: SignedRoot) -> Result<(), Error> {
         if let Some(known) = &self.root {
             // A resumed session must be about the same tree.
             return if *known == signed {
@@ -630,7 +688,7 @@ impl<H: MerkleHasher, V: Verifier> Receiver<H, V> {
         let Some(id) = self
             .in_flight
             .iter()
-            .find(|(_, (_, f))| matches!(f, InFlight::Root))
+            .find(|(_, r)| r.peer == *peer && matches!(r.kind, InFlight::Root))
             .map(|(id, _)| *id)
         else {
             return Err(Error::Unexpected {
@@ -722,8 +780,13 @@ impl<H: MerkleHasher, V: Verifier> Receiver<H, V> {
         }
     }
 
-    fn on_blocks(&mut self, id: RequestId, blocks: Vec<Option<Block>>) -> Result<(), Error> {
-        let Some((_, InFlight::Blocks { refs, announced })) = self.in_flight.get(&id) else {
+    fn on_blocks(
+        &mut self,
+        peer: &P,
+        id: RequestId,
+        blocks: Vec<Option<Block>>,
+    ) -> Result<(), Error> {
+        let Some(InFlight::Blocks { refs, announced }) = self.request_to(id, peer) else {
             return Err(Error::Unexpected {
                 what: "blocks",
                 id: id.0,
@@ -738,7 +801,8 @@ impl<H: MerkleHasher, V: Verifier> Receiver<H, V> {
         }
         let mut known = announced.clone();
         let mut pending: BTreeMap<u64, Hash> = BTreeMap::new();
-        let mut accepted: Vec<(u64, &[u8])> = Vec::new();
+        // (index, data, answers a request by content hash)
+        let mut accepted: Vec<(u64, &[u8], bool)> = Vec::new();
         let mut not_found = Vec::new();
         for (r, b) in refs.iter().zip(&blocks) {
             let block = match (r, b) {
@@ -775,15 +839,20 @@ impl<H: MerkleHasher, V: Verifier> Receiver<H, V> {
             }
             self.verify_block(block.index, leaf, &block.proof, &known, &mut pending)?;
             known.extend(plan(block.index, size, &known).touched);
-            accepted.push((block.index, &block.data));
+            accepted.push((block.index, &block.data, matches!(r, BlockRef::Hash(_))));
         }
-        // Everything verified: apply.
-        for (i, data) in accepted {
+        // Everything verified: apply. A block already filled (e.g. fetched
+        // by content hash meanwhile) is reported once, not again.
+        for (i, data, by_hash) in accepted {
+            let mut fresh = false;
             if let Some(slot @ None) = self.result.get_mut(i as usize) {
                 *slot = Some(data.to_vec());
+                fresh = true;
             }
             self.missing.remove(&i);
-            self.events.push_back(Event::BlockAccepted { index: i });
+            if fresh || by_hash {
+                self.events.push_back(Event::BlockAccepted { index: i });
+            }
         }
         self.events
             .extend(not_found.into_iter().map(Event::NotFound));
@@ -864,6 +933,26 @@ impl<H: MerkleHasher, V: Verifier> Receiver<H, V> {
         }
         pending.extend(proven);
         Ok(())
+    }
+}
+
+/// The single-sender API: the peer is `()`.
+impl<H: MerkleHasher, V: Verifier> Receiver<H, V, ()> {
+    /// The next message to send at `now` (any monotonic time since an
+    /// origin of your choosing), if any.
+    pub fn poll_transmit(&mut self, now: Duration) -> Option<Message> {
+        self.poll_transmit_to(now, ())
+    }
+
+    /// Takes a message from the sender; see [`handle_from`](Self::handle_from).
+    pub fn handle(&mut self, msg: Message) -> Result<(), Error> {
+        self.handle_from(&(), msg)
+    }
+
+    /// The connection dropped: what was in flight is asked again next time.
+    /// Verified nodes and blocks are kept.
+    pub fn on_disconnect(&mut self) {
+        self.on_peer_disconnect(&());
     }
 }
 
@@ -1016,5 +1105,234 @@ impl<H: MerkleHasher> Sender<H> {
             out.push(Some(Block { index, data, proof }));
         }
         Ok(Message::Blocks { id, blocks: out })
+    }
+}
+
+#[cfg(test)]
+#[cfg(feature = "sha2")]
+mod peer_tests {
+    //! Per-peer tracking of requests: disconnects, late and misdirected answers.
+    use super::*;
+    use crate::Sha256;
+
+    /// A keyed-hash "signature": enough to exercise the root check.
+    #[derive(Debug, Clone)]
+    struct Key;
+
+    impl Signer for Key {
+        fn sign(&self, message: &[u8]) -> Vec<u8> {
+            Sha256::hash_parts(&[b"key", message]).0.to_vec()
+        }
+    }
+
+    impl Verifier for Key {
+        fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+            self.sign(message) == signature
+        }
+    }
+
+    const A: u8 = 1;
+    const B: u8 = 2;
+    const C: u8 = 3;
+    const T0: Duration = Duration::ZERO;
+
+    fn remote(n: u32) -> Vec<Vec<u8>> {
+        (0..n).map(|i| i.to_le_bytes().to_vec()).collect()
+    }
+
+    /// Asks `sender` and returns its answer.
+    fn answer(sender: &mut Sender<Sha256>, request: Message) -> Message {
+        sender.handle(request).unwrap();
+        sender.poll_transmit().unwrap()
+    }
+
+    fn block_indices(m: &Message) -> Vec<u64> {
+        match m {
+            Message::GetBlocks { blocks, .. } => blocks
+                .iter()
+                .filter_map(|r| match r {
+                    BlockRef::Index(i) => Some(*i),
+                    BlockRef::Hash(_) => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn accepted(r: &mut Receiver<Sha256, Key, u8>) -> Vec<u64> {
+        core::iter::from_fn(|| r.poll_event())
+            .filter_map(|e| match e {
+                Event::BlockAccepted { index } => Some(index),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// An empty receiver that knows the root and diff of `n` remote
+    /// blocks (fetched from `A`), ready to ask for blocks.
+    fn past_diff(n: u32) -> (Sender<Sha256>, Receiver<Sha256, Key, u8>) {
+        let mut sender = Sender::<Sha256>::new(remote(n), &Key);
+        let mut rx = Receiver::<Sha256, Key, u8>::new(Vec::new(), Key);
+        while rx.diff.is_some() || rx.root.is_none() {
+            let m = rx.poll_transmit_to(T0, A).unwrap();
+            let reply = answer(&mut sender, m);
+            rx.handle_from(&A, reply).unwrap();
+        }
+        while rx.poll_event().is_some() {}
+        (sender, rx)
+    }
+
+    #[test]
+    fn a_disconnect_requeues_only_that_peers_requests() {
+        let (mut sender, mut rx) = past_diff(1024);
+        let to_a = rx.poll_transmit_to(T0, A).unwrap();
+        let to_b = rx.poll_transmit_to(T0, B).unwrap();
+        let asked_a = block_indices(&to_a);
+        assert_eq!(asked_a, (0..256).collect::<Vec<_>>());
+        assert_eq!(block_indices(&to_b), (256..512).collect::<Vec<_>>());
+        assert_eq!(rx.requests_in_flight_to(&A), 1);
+        assert_eq!(rx.requests_in_flight_to(&B), 1);
+
+        rx.on_peer_disconnect(&A);
+        assert_eq!(rx.requests_in_flight_to(&A), 0);
+        assert_eq!(rx.requests_in_flight_to(&B), 1, "B's request must survive");
+        // B's answer is still good.
+        let reply = answer(&mut sender, to_b);
+        rx.handle_from(&B, reply).unwrap();
+        assert_eq!(accepted(&mut rx), (256..512).collect::<Vec<_>>());
+        // A's blocks are the next ones asked, of anyone; nothing of B's is re-asked.
+        let to_c = rx.poll_transmit_to(T0, C).unwrap();
+        assert_eq!(block_indices(&to_c), asked_a);
+    }
+
+    #[test]
+    fn a_late_answer_after_a_disconnect_is_refused_and_not_counted_twice() {
+        let (mut sender, mut rx) = past_diff(300);
+        let to_a = rx.poll_transmit_to(T0, A).unwrap();
+        let late = answer(&mut sender, to_a);
+        rx.on_peer_disconnect(&A);
+        let to_b = rx.poll_transmit_to(T0, B).unwrap();
+        let fresh = answer(&mut sender, to_b);
+
+        // The answer A sent before it dropped arrives after all.
+        assert!(matches!(
+            rx.handle_from(&A, late.clone()),
+            Err(Error::Unexpected { .. })
+        ));
+        assert!(accepted(&mut rx).is_empty());
+        rx.handle_from(&B, fresh).unwrap();
+        assert_eq!(accepted(&mut rx), (0..256).collect::<Vec<_>>());
+        // Replayed once more, from anyone: still refused, still counted once.
+        for peer in [A, B, C] {
+            assert!(matches!(
+                rx.handle_from(&peer, late.clone()),
+                Err(Error::Unexpected { .. })
+            ));
+        }
+        assert!(accepted(&mut rx).is_empty());
+    }
+
+    #[test]
+    fn an_answer_is_accepted_only_from_the_peer_asked() {
+        let (mut sender, mut rx) = past_diff(40);
+        let to_a = rx.poll_transmit_to(T0, A).unwrap();
+        let reply = answer(&mut sender, to_a);
+        assert!(matches!(
+            rx.handle_from(&B, reply.clone()),
+            Err(Error::Unexpected { .. })
+        ));
+        assert!(accepted(&mut rx).is_empty());
+        assert_eq!(rx.requests_in_flight_to(&A), 1, "A's request is still live");
+        rx.handle_from(&A, reply).unwrap();
+        assert_eq!(accepted(&mut rx).len(), 40);
+        assert!(rx.is_complete());
+    }
+
+    #[test]
+    fn the_root_is_taken_only_from_the_peer_asked() {
+        let mut sender = Sender::<Sha256>::new(remote(10), &Key);
+        let mut rx = Receiver::<Sha256, Key, u8>::new(Vec::new(), Key);
+        let get = rx.poll_transmit_to(T0, A).unwrap();
+        assert_eq!(get, Message::GetRoot);
+        // One root request at a time, whoever asks.
+        assert_eq!(rx.poll_transmit_to(T0, B), None);
+        let root = answer(&mut sender, get);
+        assert!(matches!(
+            rx.handle_from(&B, root.clone()),
+            Err(Error::Unexpected { .. })
+        ));
+        assert!(rx.signed_root().is_none());
+        rx.handle_from(&A, root).unwrap();
+        assert!(rx.signed_root().is_some());
+    }
+
+    #[test]
+    fn a_node_request_is_reset_only_by_its_own_peers_disconnect() {
+        let mut local = remote(64);
+        local[5] = b"stale".to_vec();
+        let mut sender = Sender::<Sha256>::new(remote(64), &Key);
+        let mut rx = Receiver::<Sha256, Key, u8>::new(local, Key);
+        let get = rx.poll_transmit_to(T0, A).unwrap();
+        let root = answer(&mut sender, get);
+        rx.handle_from(&A, root).unwrap();
+        let nodes = rx.poll_transmit_to(T0, A).unwrap();
+        assert!(matches!(nodes, Message::GetNodes { .. }));
+        // The diff asks one batch at a time: B gets nothing meanwhile.
+        assert_eq!(rx.poll_transmit_to(T0, B), None);
+        rx.on_peer_disconnect(&B);
+        assert_eq!(
+            rx.poll_transmit_to(T0, B),
+            None,
+            "B's drop must not reset A's batch"
+        );
+        rx.on_peer_disconnect(&A);
+        let again = rx.poll_transmit_to(T0, B).unwrap();
+        let (Message::GetNodes { nodes: n1, .. }, Message::GetNodes { nodes: n2, .. }) =
+            (&nodes, &again)
+        else {
+            panic!("expected node requests, got {again:?}");
+        };
+        assert_eq!(n1, n2);
+        // Finish through B: the stale leaf is the one fetched.
+        let mut m = Some(again);
+        let mut got = Vec::new();
+        while let Some(req) = m {
+            let reply = answer(&mut sender, req);
+            rx.handle_from(&B, reply).unwrap();
+            got.extend(accepted(&mut rx));
+            m = rx.poll_transmit_to(T0, B);
+        }
+        assert_eq!(got, [5]);
+        assert!(rx.is_complete());
+    }
+
+    #[test]
+    fn a_block_fetched_by_hash_and_by_index_is_accepted_once() {
+        let blocks = remote(20);
+        let mut local = blocks.clone();
+        local[3] = b"old".to_vec();
+        let mut sender = Sender::<Sha256>::new(blocks.clone(), &Key);
+        let mut rx = Receiver::<Sha256, Key, u8>::new(local, Key);
+        rx.request_by_hash(Sha256::hash_leaf(&blocks[3]));
+        let mut got = Vec::new();
+        while let Some(m) = rx.poll_transmit_to(T0, A) {
+            let reply = answer(&mut sender, m);
+            rx.handle_from(&A, reply).unwrap();
+            got.extend(accepted(&mut rx));
+        }
+        assert!(rx.is_complete());
+        assert_eq!(got, [3], "block 3 wanted twice, reported once");
+    }
+
+    #[test]
+    fn blocks_in_flight_are_capped_per_peer() {
+        let (_, mut rx) = past_diff(4096);
+        let cap = 4 * MAX_BLOCKS_PER_REQUEST as usize;
+        for peer in [A, B] {
+            let asked: usize = core::iter::from_fn(|| rx.poll_transmit_to(T0, peer))
+                .map(|m| block_indices(&m).len())
+                .sum();
+            assert_eq!(asked, cap, "peer {peer}");
+        }
     }
 }

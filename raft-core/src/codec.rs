@@ -6,7 +6,9 @@
 //! Layout (big-endian): version `1`, `from`, `to`, `term` (u64 each), a
 //! kind byte, then the kind's fields. Entries carry their term and payload;
 //! their indices follow from `prev_log_index`, so a non-contiguous batch
-//! cannot even be encoded.
+//! cannot even be encoded. An InstallSnapshot whose configuration has
+//! witnesses ends with the witness set after the data (absent otherwise,
+//! so frames without witnesses are unchanged and older frames still read).
 
 use crate::config::Configuration;
 use crate::message::{AppendOutcome, Message, MessageBody};
@@ -49,6 +51,9 @@ pub enum CodecError {
     /// An entry index past `u64::MAX`.
     #[error("entry indices overflow")]
     IndexOverflow,
+    /// A snapshot's configuration names a witness that is not a voter.
+    #[error("a witness of the snapshot's configuration is not a voter")]
+    WitnessNotAVoter,
     /// Bytes after the end of the message.
     #[error("{0} trailing bytes")]
     TrailingBytes(usize),
@@ -113,6 +118,11 @@ pub fn encode(m: &Message, dst: &mut BytesMut) {
             dst.put_u8(u8::from(*done));
             dst.put_u32(data.len() as u32);
             dst.put_slice(data);
+            let witnesses = meta.configuration.witnesses();
+            if !witnesses.is_empty() {
+                dst.put_u32(witnesses.len() as u32);
+                witnesses.iter().for_each(|w| dst.put_u64(w.0));
+            }
         }
         MessageBody::InstallSnapshotResponse { index, received } => {
             dst.put_u8(11);
@@ -165,6 +175,10 @@ pub fn encode(m: &Message, dst: &mut BytesMut) {
                     dst.put_u8(u8::from(conflict_term.is_some()));
                     dst.put_u64(conflict_term.map_or(0, |t| t.0));
                     dst.put_u64(first_index.0);
+                }
+                AppendOutcome::Received { match_index } => {
+                    dst.put_u8(2);
+                    dst.put_u64(match_index.0);
                 }
             }
         }
@@ -272,16 +286,28 @@ pub fn decode(src: Bytes) -> Result<Message, CodecError> {
             let offset = r.u64()?;
             let done = r.bool()?;
             let len = r.u32()? as usize;
+            let data = r.bytes(len)?;
+            let witnesses = if r.0.has_remaining() {
+                r.ids()?
+            } else {
+                Vec::new()
+            };
+            let configuration = Configuration::from_sets(
+                voters.into_iter().collect(),
+                learners.into_iter().collect(),
+                outgoing.into_iter().collect(),
+                witnesses.into_iter().collect(),
+            )
+            .ok_or(CodecError::WitnessNotAVoter)?;
             MessageBody::InstallSnapshot {
                 meta: SnapshotMeta {
                     index,
                     term,
-                    configuration: Configuration::new(outgoing)
-                        .joint_to(&Configuration::new(voters).with_learners(learners)),
+                    configuration,
                 },
                 offset,
                 done,
-                data: r.bytes(len)?,
+                data,
             }
         }
         11 => MessageBody::InstallSnapshotResponse {
@@ -348,6 +374,9 @@ pub fn decode(src: Bytes) -> Result<Message, CodecError> {
                         first_index: LogIndex(r.u64()?),
                     }
                 }
+                2 => AppendOutcome::Received {
+                    match_index: LogIndex(r.u64()?),
+                },
                 k => return Err(CodecError::UnknownKind(k)),
             };
             MessageBody::AppendEntriesResponse { outcome }
@@ -448,6 +477,11 @@ mod tests {
                 },
             },
             MessageBody::AppendEntriesResponse {
+                outcome: AppendOutcome::Received {
+                    match_index: LogIndex(12),
+                },
+            },
+            MessageBody::AppendEntriesResponse {
                 outcome: AppendOutcome::Conflict {
                     rejected_index: LogIndex(10),
                     conflict_term: Some(Term(4)),
@@ -478,6 +512,36 @@ mod tests {
     }
 
     #[test]
+    fn snapshots_carry_witnesses_and_frames_without_them_are_unchanged() {
+        let snapshot = |configuration| {
+            msg(MessageBody::InstallSnapshot {
+                meta: SnapshotMeta {
+                    index: LogIndex(40),
+                    term: Term(3),
+                    configuration,
+                },
+                offset: 0,
+                data: Bytes::new(),
+                done: true,
+            })
+        };
+        let plain = Configuration::new([NodeId(1), NodeId(2)]);
+        let with = plain.clone().with_witnesses([NodeId(3)]);
+        let m = snapshot(with);
+        assert_eq!(round_trip(&m), m);
+        let (mut a, mut b) = (BytesMut::new(), BytesMut::new());
+        encode(&snapshot(plain.clone().with_learners([NodeId(3)])), &mut a);
+        encode(&m, &mut b);
+        // Same sets (3 as a learner instead), plus the trailing witness
+        // set: a 4-byte count and one 8-byte id.
+        assert_eq!(b.len(), a.len() + 12);
+        let mut plain_frame = BytesMut::new();
+        encode(&snapshot(plain), &mut plain_frame);
+        // Without witnesses the frame ends with the (empty) data.
+        assert_eq!(&plain_frame[plain_frame.len() - 5..], &[1, 0, 0, 0, 0]);
+    }
+
+    #[test]
     fn known_layout_of_a_heartbeat() {
         // Hand-assembled: version 1, from 1, to 2, term 7, kind 4, commit 4,
         // round 9.
@@ -497,6 +561,36 @@ mod tests {
             &mut buf,
         );
         assert_eq!(&buf[..], &expected[..]);
+    }
+
+    #[test]
+    fn known_layout_of_a_received_ack() {
+        // Hand-assembled: version 1, from 1, to 2, term 7, kind 3 (append
+        // response), outcome 2 (received), match index 12.
+        let mut expected = vec![1u8];
+        for v in [1u64, 2, 7] {
+            expected.extend_from_slice(&v.to_be_bytes());
+        }
+        expected.extend_from_slice(&[3, 2]);
+        expected.extend_from_slice(&12u64.to_be_bytes());
+        let mut buf = BytesMut::new();
+        encode(
+            &msg(MessageBody::AppendEntriesResponse {
+                outcome: AppendOutcome::Received {
+                    match_index: LogIndex(12),
+                },
+            }),
+            &mut buf,
+        );
+        assert_eq!(&buf[..], &expected[..]);
+        assert_eq!(
+            decode(buf.freeze()),
+            Ok(msg(MessageBody::AppendEntriesResponse {
+                outcome: AppendOutcome::Received {
+                    match_index: LogIndex(12)
+                },
+            }))
+        );
     }
 
     #[test]

@@ -30,6 +30,18 @@ pub struct Config {
     /// How many AppendEntries may be unacknowledged per follower while it
     /// is replicating (pipelining window).
     pub max_inflight_msgs: usize,
+    /// Followers acknowledge appended entries twice (thesis §10.2.1): at
+    /// once that they received and matched them
+    /// ([`AppendOutcome::Received`](crate::AppendOutcome::Received)), which
+    /// lets the leader's in-flight window slide at network pace, and once
+    /// they are durable ([`AppendOutcome::Success`](crate::AppendOutcome::Success)),
+    /// which alone counts towards commitment. Worth it when storage writes
+    /// take longer than a round trip and the window
+    /// ([`max_inflight_msgs`](Config::max_inflight_msgs)) fills meanwhile;
+    /// off by default, since it doubles the append responses and the
+    /// default window of 256 rarely fills.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub early_append_ack: bool,
     /// Run a pre-vote round before an election (thesis §9.6), so a node
     /// that was partitioned away cannot disrupt a healthy leader when it
     /// comes back.
@@ -46,6 +58,28 @@ pub struct Config {
     pub max_clock_drift_ticks: u32,
     /// Upper bound on the snapshot bytes in one InstallSnapshot chunk.
     pub max_snapshot_chunk_bytes: u64,
+    /// [`Node::add_voter`](crate::Node::add_voter) promotes a learner once a
+    /// replication round lasts less than an election timeout, and gives up
+    /// after this many rounds (thesis §4.2.1 suggests 10).
+    #[cfg_attr(feature = "serde", serde(default = "default_catch_up_rounds"))]
+    pub catch_up_rounds: u32,
+    /// [`Node::add_voter`](crate::Node::add_voter) also gives up on a
+    /// learner that acknowledges nothing (no entry, no snapshot chunk) for
+    /// this many election timeouts (`election_tick`s): it is unavailable,
+    /// and without this bound its first round would never end.
+    #[cfg_attr(feature = "serde", serde(default = "default_catch_up_stall_timeouts"))]
+    pub catch_up_stall_timeouts: u32,
+}
+
+/// Configurations serialized before catch-up existed get the defaults.
+#[cfg(feature = "serde")]
+fn default_catch_up_rounds() -> u32 {
+    Config::new(NodeId(0)).catch_up_rounds
+}
+
+#[cfg(feature = "serde")]
+fn default_catch_up_stall_timeouts() -> u32 {
+    Config::new(NodeId(0)).catch_up_stall_timeouts
 }
 
 impl Config {
@@ -60,10 +94,13 @@ impl Config {
             seed: 0,
             max_size_per_msg: 1 << 20,
             max_inflight_msgs: 256,
+            early_append_ack: false,
             pre_vote: false,
             check_quorum: false,
             max_clock_drift_ticks: 3,
             max_snapshot_chunk_bytes: 1 << 20,
+            catch_up_rounds: 10,
+            catch_up_stall_timeouts: 5,
         }
     }
 
@@ -90,12 +127,23 @@ impl Config {
                 "max_snapshot_chunk_bytes must be at least 1",
             ));
         }
+        if self.catch_up_rounds == 0 {
+            return Err(Error::InvalidConfig("catch_up_rounds must be at least 1"));
+        }
+        if self.catch_up_stall_timeouts == 0 {
+            return Err(Error::InvalidConfig(
+                "catch_up_stall_timeouts must be at least 1",
+            ));
+        }
         Ok(())
     }
 }
 
 /// Cluster membership: the voters, whose majority decides elections and
-/// commitment, and learners, which receive the log but do not vote.
+/// commitment, and learners, which receive the log but do not vote. Some
+/// voters may be *witnesses* (see [`with_witnesses`](Configuration::with_witnesses)):
+/// they vote and acknowledge appends like any voter, but never lead and
+/// keep no state-machine data.
 ///
 /// During a membership change by joint consensus (thesis §4.3) the
 /// configuration is *joint*: it also holds the outgoing voters, and
@@ -109,6 +157,12 @@ pub struct Configuration {
     /// The voters of C_old while joint; empty otherwise.
     #[cfg_attr(feature = "serde", serde(default))]
     outgoing: BTreeSet<NodeId>,
+    /// The voters (of C_new or C_old) that are witnesses.
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "BTreeSet::is_empty")
+    )]
+    witnesses: BTreeSet<NodeId>,
 }
 
 impl Configuration {
@@ -118,13 +172,15 @@ impl Configuration {
             voters: voters.into_iter().collect(),
             learners: BTreeSet::new(),
             outgoing: BTreeSet::new(),
+            witnesses: BTreeSet::new(),
         }
     }
 
     /// The joint configuration C_old,new on the way from `self` (C_old) to
     /// `target` (C_new): `target`'s voters and learners, with `self`'s
     /// voters as the outgoing majority. Learners of `target` that vote in
-    /// C_old keep voting until the change completes.
+    /// C_old keep voting until the change completes. Witnesses of either
+    /// stay witnesses while they vote.
     #[must_use]
     pub fn joint_to(&self, target: &Configuration) -> Configuration {
         let outgoing = self.voters.clone();
@@ -134,10 +190,18 @@ impl Configuration {
             .copied()
             .filter(|l| !target.voters.contains(l))
             .collect();
+        let witnesses = self
+            .witnesses
+            .iter()
+            .filter(|w| outgoing.contains(w))
+            .chain(&target.witnesses)
+            .copied()
+            .collect();
         Configuration {
             voters: target.voters.clone(),
             learners,
             outgoing,
+            witnesses,
         }
     }
 
@@ -148,6 +212,7 @@ impl Configuration {
             voters: self.voters.clone(),
             learners: self.learners.clone(),
             outgoing: BTreeSet::new(),
+            witnesses: self.witnesses.intersection(&self.voters).copied().collect(),
         }
     }
 
@@ -182,6 +247,38 @@ impl Configuration {
             .filter(|l| !self.voters.contains(l) && !self.outgoing.contains(l))
             .collect();
         self
+    }
+
+    /// Adds witnesses: voters that vote and acknowledge appends like any
+    /// voter (they count towards election and commit quorums) but never
+    /// campaign or lead, receive entries with their payload stripped
+    /// (index and term kept, configuration entries whole) and snapshots
+    /// without data. For 2+1 deployments: two data nodes and a cheap third
+    /// vote. Each id that is not a voter yet (of C_new or, while joint, of
+    /// C_old) becomes a voter of C_new, and stops being a learner.
+    ///
+    /// See the crate's `witness` documentation for the safety argument.
+    #[must_use]
+    pub fn with_witnesses(mut self, witnesses: impl IntoIterator<Item = NodeId>) -> Self {
+        for w in witnesses {
+            if !self.outgoing.contains(&w) {
+                self.voters.insert(w);
+            }
+            self.learners.remove(&w);
+            self.witnesses.insert(w);
+        }
+        self
+    }
+
+    /// Whether `id` is a witness: a voter that never leads and keeps no
+    /// state-machine data.
+    pub fn is_witness(&self, id: NodeId) -> bool {
+        self.witnesses.contains(&id)
+    }
+
+    /// The witnesses (voters of C_new or C_old that never lead).
+    pub fn witnesses(&self) -> &BTreeSet<NodeId> {
+        &self.witnesses
     }
 
     /// The voting members.
@@ -250,11 +347,21 @@ pub const CONFIGURATION_TAG: &[u8] = b"\xffquorate/configuration\x00";
 impl Configuration {
     /// The payload of a configuration entry: the tag, then the voter,
     /// learner and outgoing sets, each as a u32 count and u64 ids (big
-    /// endian).
-    pub(crate) fn encode(&self) -> bytes::Bytes {
+    /// endian), then the witness set in the same form, present only when
+    /// not empty: a configuration without witnesses encodes exactly as
+    /// before witnesses existed, so logs written earlier read unchanged.
+    ///
+    /// Public so that a storage keeping its own snapshot files can store a
+    /// snapshot's configuration in the same format (read it back with
+    /// [`decode`](Configuration::decode)).
+    pub fn encode(&self) -> bytes::Bytes {
         let mut out = Vec::with_capacity(CONFIGURATION_TAG.len() + 12);
         out.extend_from_slice(CONFIGURATION_TAG);
-        for set in [&self.voters, &self.learners, &self.outgoing] {
+        let witnesses = (!self.witnesses.is_empty()).then_some(&self.witnesses);
+        for set in [&self.voters, &self.learners, &self.outgoing]
+            .into_iter()
+            .chain(witnesses)
+        {
             out.extend_from_slice(&(set.len() as u32).to_be_bytes());
             for id in set {
                 out.extend_from_slice(&id.0.to_be_bytes());
@@ -263,11 +370,17 @@ impl Configuration {
         out.into()
     }
 
-    /// Reads a configuration entry's payload; `None` for any other data.
-    pub(crate) fn decode(data: &[u8]) -> Option<Configuration> {
+    /// Reads what [`encode`](Configuration::encode) wrote (a configuration
+    /// entry's payload); `None` for any other data, including truncated or
+    /// contradictory sets.
+    pub fn decode(data: &[u8]) -> Option<Configuration> {
         let mut rest = data.strip_prefix(CONFIGURATION_TAG)?;
-        let mut sets: [BTreeSet<NodeId>; 3] = Default::default();
-        for set in &mut sets {
+        let mut sets: [BTreeSet<NodeId>; 4] = Default::default();
+        for (i, set) in sets.iter_mut().enumerate() {
+            // The witness set is optional (absent in older entries).
+            if i == 3 && rest.is_empty() {
+                break;
+            }
             let (count, tail) = rest.split_first_chunk::<4>()?;
             rest = tail;
             for _ in 0..u32::from_be_bytes(*count) {
@@ -276,12 +389,58 @@ impl Configuration {
                 set.insert(NodeId(u64::from_be_bytes(*id)));
             }
         }
-        let [voters, learners, outgoing] = sets;
-        rest.is_empty().then_some(Configuration {
+        let [voters, learners, outgoing, witnesses] = sets;
+        let configuration = Configuration::from_sets(voters, learners, outgoing, witnesses)?;
+        rest.is_empty().then_some(configuration)
+    }
+
+    /// A configuration from its four sets, `None` if they contradict each
+    /// other (a witness that is not a voter).
+    pub(crate) fn from_sets(
+        voters: BTreeSet<NodeId>,
+        learners: BTreeSet<NodeId>,
+        outgoing: BTreeSet<NodeId>,
+        witnesses: BTreeSet<NodeId>,
+    ) -> Option<Configuration> {
+        let mut learners = learners;
+        learners.retain(|l| !voters.contains(l));
+        let c = Configuration {
             voters,
             learners,
             outgoing,
-        })
+            witnesses,
+        };
+        c.witnesses.iter().all(|w| c.is_voter(*w)).then_some(c)
+    }
+
+    /// The target of a membership change from `self`, with witness status
+    /// kept: a witness stays a witness for as long as it is a member (its
+    /// log holds no payloads, so it can never become a data node), and a
+    /// data node never becomes a witness in place (the leader would strip
+    /// the payloads of entries the node may still need as a data node if
+    /// the change were rolled back). Replace the node instead.
+    pub(crate) fn keep_witnesses(&self, target: Configuration) -> Result<Configuration, Error> {
+        if target
+            .witnesses
+            .iter()
+            .any(|w| self.contains(*w) && !self.is_witness(*w))
+        {
+            return Err(Error::InvalidConfigurationChange(
+                "a data node cannot become a witness in place; add a new witness instead",
+            ));
+        }
+        if self.witnesses.iter().any(|w| target.learners.contains(w)) {
+            return Err(Error::InvalidConfigurationChange(
+                "a witness cannot become a learner; remove it instead",
+            ));
+        }
+        let kept: Vec<NodeId> = self
+            .witnesses
+            .iter()
+            .copied()
+            .filter(|w| target.voters.contains(w))
+            .collect();
+        Ok(target.with_witnesses(kept))
     }
 }
 
@@ -371,11 +530,167 @@ mod tests {
         assert_eq!(Configuration::decode(&data[..data.len() - 1]), None);
     }
 
+    #[cfg(feature = "serde")]
+    #[test]
+    fn configs_serialized_before_catch_up_get_its_defaults() {
+        let config = Config::new(NodeId(3));
+        let mut json = serde_json::to_value(&config).unwrap();
+        let fields = json.as_object_mut().unwrap();
+        assert!(fields.remove("catch_up_rounds").is_some());
+        assert!(fields.remove("catch_up_stall_timeouts").is_some());
+        let read: Config = serde_json::from_value(json).unwrap();
+        assert_eq!(read, config);
+        assert_eq!(
+            (read.catch_up_rounds, read.catch_up_stall_timeouts),
+            (10, 5)
+        );
+    }
+
     #[test]
     fn learners_are_not_voters() {
         let c = conf(3).with_learners([NodeId(3), NodeId(4)]);
         assert_eq!(c.learners().len(), 1);
         assert!(c.contains(NodeId(4)));
         assert_eq!(c.quorum(), 2);
+    }
+
+    #[test]
+    fn witnesses_are_voters_that_count_towards_quorums() {
+        // 2+1: data nodes 1 and 2, witness 3.
+        let c = conf(2).with_witnesses([NodeId(3)]);
+        assert_eq!(c.voters().len(), 3);
+        assert!(c.is_witness(NodeId(3)) && !c.is_witness(NodeId(1)));
+        assert_eq!(c.quorum(), 2);
+        // One data node and the witness are a majority.
+        assert!(c.has_quorum(|id| id.0 != 2));
+        // Match indexes 1:9 2:1 3:7: two of three have 7.
+        assert_eq!(
+            c.committed_by_majority(|id| [9, 1, 7][id.0 as usize - 1]),
+            7
+        );
+        // A learner named a witness becomes a voter.
+        let c = conf(2)
+            .with_learners([NodeId(3)])
+            .with_witnesses([NodeId(3)]);
+        assert!(c.learners().is_empty() && c.is_voter(NodeId(3)));
+    }
+
+    #[test]
+    fn witnesses_stay_witnesses_through_joint_changes() {
+        let old = conf(2).with_witnesses([NodeId(3)]);
+        // Replace witness 3 by witness 4: 3 stays a witness while it votes
+        // in C_old, 4 is one in C_new.
+        let target = old.keep_witnesses(conf(2).with_witnesses([NodeId(4)]));
+        let target = target.unwrap();
+        assert!(!target.is_witness(NodeId(3)));
+        let joint = old.joint_to(&target);
+        assert!(joint.is_witness(NodeId(3)) && joint.is_witness(NodeId(4)));
+        assert_eq!(joint.leave_joint().witnesses().len(), 1);
+        assert!(joint.leave_joint().is_witness(NodeId(4)));
+        // A target that forgets the flag keeps it.
+        let kept = old.keep_witnesses(conf(3)).unwrap();
+        assert!(kept.is_witness(NodeId(3)));
+        // No in-place switches either way.
+        assert!(
+            old.keep_witnesses(conf(3).with_witnesses([NodeId(1)]))
+                .is_err()
+        );
+        assert!(
+            old.keep_witnesses(conf(2).with_learners([NodeId(3)]))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn configuration_entries_with_witnesses_round_trip_and_old_ones_still_read() {
+        let c = conf(3).joint_to(&conf(2).with_witnesses([NodeId(5)]));
+        assert_eq!(Configuration::decode(&c.encode()), Some(c));
+        // Hand-assembled entry as written before witnesses existed:
+        // voters {1, 2}, no learners, no outgoing.
+        let mut old = CONFIGURATION_TAG.to_vec();
+        old.extend_from_slice(&2u32.to_be_bytes());
+        old.extend_from_slice(&1u64.to_be_bytes());
+        old.extend_from_slice(&2u64.to_be_bytes());
+        old.extend_from_slice(&0u32.to_be_bytes());
+        old.extend_from_slice(&0u32.to_be_bytes());
+        assert_eq!(Configuration::decode(&old), Some(conf(2)));
+        // And a configuration without witnesses still writes exactly that.
+        assert_eq!(&conf(2).encode()[..], &old[..]);
+        // A witness set naming a non-voter is not a configuration.
+        let mut bad = old.clone();
+        bad.extend_from_slice(&1u32.to_be_bytes());
+        bad.extend_from_slice(&9u64.to_be_bytes());
+        assert_eq!(Configuration::decode(&bad), None);
+    }
+
+    fn arbitrary_configuration() -> impl proptest::strategy::Strategy<Value = Configuration> {
+        use proptest::prelude::*;
+        // Each of ids 1..=6 is absent, a data voter, a witness or a learner.
+        proptest::collection::vec(0..4u8, 6).prop_map(|roles| {
+            let with = |role| -> Vec<NodeId> {
+                (1..=6u64)
+                    .filter(|i| roles[*i as usize - 1] == role)
+                    .map(NodeId)
+                    .collect()
+            };
+            let voters = with(1);
+            Configuration::new(voters)
+                .with_witnesses(with(2))
+                .with_learners(with(3))
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn witness_status_is_kept_through_every_accepted_change(
+            current in arbitrary_configuration(),
+            target in arbitrary_configuration(),
+        ) {
+            let Ok(next) = current.keep_witnesses(target.clone()) else {
+                // Refused only for an in-place switch.
+                let data_to_witness = target
+                    .witnesses()
+                    .iter()
+                    .any(|w| current.contains(*w) && !current.is_witness(*w));
+                let witness_to_learner = current
+                    .witnesses()
+                    .iter()
+                    .any(|w| target.learners().contains(w));
+                proptest::prop_assert!(data_to_witness || witness_to_learner);
+                return Ok(());
+            };
+            proptest::prop_assert_eq!(next.voters(), target.voters());
+            for id in next.voters() {
+                let was_witness = current.is_witness(*id);
+                let named = target.is_witness(*id);
+                proptest::prop_assert_eq!(next.is_witness(*id), was_witness || named);
+            }
+            // Through the joint configuration and out of it, witnesses are
+            // always voters, and nobody switches.
+            let joint = current.joint_to(&next);
+            for step in [&joint, &joint.leave_joint()] {
+                for w in step.witnesses() {
+                    proptest::prop_assert!(step.is_voter(*w));
+                }
+                for id in step.members() {
+                    if current.contains(id) && step.is_voter(id) {
+                        proptest::prop_assert_eq!(step.is_witness(id), current.is_witness(id));
+                    }
+                }
+                proptest::prop_assert_eq!(Configuration::decode(&step.encode()), Some(step.clone()));
+            }
+        }
+    }
+
+    #[cfg(feature = "serde")]
+    #[test]
+    fn serde_carries_witnesses_and_reads_configurations_without_them() {
+        let c = conf(2).with_witnesses([NodeId(3)]);
+        let json = serde_json::to_string(&c).unwrap();
+        assert_eq!(serde_json::from_str::<Configuration>(&json).unwrap(), c);
+        // Written before witnesses existed (and still written so without).
+        let old = r#"{"voters":[1,2],"learners":[],"outgoing":[]}"#;
+        assert_eq!(serde_json::to_string(&conf(2)).unwrap(), old);
+        assert_eq!(serde_json::from_str::<Configuration>(old).unwrap(), conf(2));
     }
 }

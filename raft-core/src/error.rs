@@ -36,6 +36,13 @@ pub enum Error {
         /// The refused transferee.
         id: NodeId,
     },
+    /// Leadership cannot go to a witness: it holds no payloads to
+    /// replicate, so it never leads.
+    #[error("{id} is a witness and never leads")]
+    WitnessCannotLead {
+        /// The refused transferee.
+        id: NodeId,
+    },
     /// A lease read needs check-quorum and a lease confirmed by a quorum
     /// within the last lease period; fall back to
     /// [`Node::read_index`](crate::Node::read_index).
@@ -55,6 +62,22 @@ pub enum Error {
     /// node twice.
     #[error("invalid membership change: {0}")]
     InvalidConfigurationChange(&'static str),
+    /// [`Node::promote_learner`](crate::Node::promote_learner) was asked to
+    /// promote a learner that does not yet hold every committed entry: as a
+    /// voter it would hold up commitment until it caught up (thesis
+    /// §4.2.1). Use [`Node::add_voter`](crate::Node::add_voter), which
+    /// promotes it once caught up.
+    #[error(
+        "learner {id} is not caught up (matches up to {match_index}, committed {commit_index})"
+    )]
+    NotCaughtUp {
+        /// The learner.
+        id: NodeId,
+        /// How far its log is known to match the leader's.
+        match_index: LogIndex,
+        /// The leader's commit index.
+        commit_index: LogIndex,
+    },
     /// A command starts with [`CONFIGURATION_TAG`](crate::CONFIGURATION_TAG),
     /// which marks configuration entries.
     #[error("command starts with the reserved configuration tag")]

@@ -27,7 +27,9 @@
 //! `Ready`. So sending early cannot break safety, and forgetting to
 //! `advance` only stalls the node. A leader counts its own log towards
 //! commitment only once durable (thesis §10.2.1), so it can replicate
-//! while its own write is in flight.
+//! while its own write is in flight; with [`Config::early_append_ack`]
+//! followers also tell it at once that they received entries, which slides
+//! its in-flight window but counts for nothing until they are durable.
 //!
 //! # Example
 //!
@@ -118,6 +120,25 @@
 //! the follower reports (InstallSnapshot, thesis §5.3); the follower hands
 //! it to you in a `Ready` and acknowledges it once you `advance`.
 //!
+//! Membership: [`Node::add_voter`] brings a new server in the safe order
+//! of thesis §4.2.1 (a learner first, promoted once a replication round
+//! to it lasts less than an election timeout; the outcome comes out of
+//! [`Node::poll_promotion`] as a [`Promotion`]); [`Node::remove_member`]
+//! and [`Node::add_learner`] take one step. [`Node::propose_configuration`]
+//! moves to any configuration, in one step when a single voter changes
+//! (§4.1) and by joint consensus otherwise (§4.3), or as a
+//! [`ChangeMethod`] says. One change at a time, and only once the leader
+//! has committed an entry of its term (the 2015 single-server errata).
+//!
+//! Witnesses ([`Configuration::with_witnesses`], [`Node::add_witness`]) are
+//! voters that never lead and keep no state-machine data, for 2+1
+//! deployments: the leader sends them entries without payloads and
+//! snapshots without data. A witness runs the same event loop; its `Ready`s
+//! hold no command to apply and no state to restore (check
+//! `node.configuration().is_witness(node.id())` to skip building a state
+//! machine). The [`witness`] module gives the safety argument and the
+//! availability trade-off.
+//!
 //! Proposals made to a follower fail with [`Error::NotLeader`] and a hint;
 //! forwarding is the application's choice. A proposal may be lost when
 //! leadership changes before it commits: clients retry with a request id
@@ -131,6 +152,7 @@ pub mod codec;
 mod config;
 mod error;
 mod log;
+mod membership;
 mod message;
 mod node;
 mod progress;
@@ -140,9 +162,11 @@ mod ready;
 pub mod sim;
 mod storage;
 mod types;
+pub mod witness;
 
 pub use config::{CONFIGURATION_TAG, Config, Configuration};
 pub use error::{Error, StorageError};
+pub use membership::{ChangeMethod, Promotion};
 pub use message::{AppendOutcome, Message, MessageBody};
 pub use node::{Node, Proposed};
 pub use progress::{Progress, ProgressState};

@@ -132,8 +132,21 @@ pub enum MessageBody {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
 pub enum AppendOutcome {
-    /// The follower's log now matches the leader's up to `match_index`.
+    /// The follower's log now matches the leader's up to `match_index`,
+    /// and those entries are durable there: this is what counts towards
+    /// commitment.
     Success {
+        /// The last index known to match the leader's log.
+        match_index: LogIndex,
+    },
+    /// The follower's log matches the leader's up to `match_index`, but
+    /// those entries may not be durable yet: sent at once when
+    /// [`Config::early_append_ack`](crate::Config::early_append_ack) is set,
+    /// ahead of the [`AppendOutcome::Success`] that follows once they are
+    /// durable. The leader uses it to send further entries (next index,
+    /// probe to replicate, in-flight window) and never counts it towards
+    /// commitment (thesis §10.2.1).
+    Received {
         /// The last index known to match the leader's log.
         match_index: LogIndex,
     },
@@ -154,9 +167,10 @@ pub enum AppendOutcome {
 }
 
 impl MessageBody {
-    /// Whether this is a response; responses assert the sender's durable
+    /// Whether this is a response. Responses assert the sender's durable
     /// state (a granted vote, an acknowledged append) and so are held back
-    /// until that state is persisted.
+    /// until that state is persisted, except
+    /// [`AppendOutcome::Received`], which asserts nothing durable.
     pub fn is_response(&self) -> bool {
         matches!(
             self,

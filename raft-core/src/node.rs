@@ -3,6 +3,9 @@
 use crate::config::{Config, Configuration};
 use crate::error::{Error, StorageError};
 use crate::log::RaftLog;
+use crate::membership::{
+    CatchUp, CatchUpLimits, CatchUpStep, ChangeMethod, Promotion, voter_difference,
+};
 use crate::message::{AppendOutcome, Message, MessageBody};
 use crate::progress::{Progress, ProgressState};
 use crate::ready::{ReadState, Ready, Role, SoftState};
@@ -119,6 +122,10 @@ pub struct Node<S> {
     incoming_snapshot: Option<IncomingSnapshot>,
     /// Follower: a received snapshot for the next Ready.
     restored: Option<Snapshot>,
+    /// Leader: learners catching up before their promotion (§4.2.1).
+    catching_up: Vec<CatchUp>,
+    /// Finished catch-ups, for [`Node::poll_promotion`].
+    promotions: VecDeque<Promotion>,
 }
 
 /// A ReadIndex request waiting for heartbeat answers.
@@ -195,6 +202,8 @@ impl<S: Storage> Node<S> {
             lease_forfeited: false,
             incoming_snapshot: None,
             restored: None,
+            catching_up: Vec::new(),
+            promotions: VecDeque::new(),
             config,
         };
         node.reset_election_timer();
@@ -301,6 +310,9 @@ impl<S: Storage> Node<S> {
                 self.heartbeat_elapsed += 1;
                 if self.heartbeat_elapsed >= self.config.heartbeat_tick {
                     self.heartbeat_elapsed = 0;
+                    // Only these beats measure how long appends go
+                    // unanswered; ReadIndex rounds come at any rate.
+                    self.progress.iter_mut().for_each(Progress::beat);
                     self.broadcast_heartbeat();
                 }
                 self.election_elapsed += 1;
@@ -315,6 +327,7 @@ impl<S: Storage> Node<S> {
                         self.transferee = None;
                     }
                 }
+                self.advance_catch_ups();
             }
             Role::Follower | Role::PreCandidate | Role::Candidate => {
                 self.election_elapsed += 1;
@@ -345,9 +358,12 @@ impl<S: Storage> Node<S> {
     }
 
     /// Voters campaign; not while restoring a snapshot, since a leader
-    /// replicates from storage, which holds the old log until then.
+    /// replicates from storage, which holds the old log until then. Never
+    /// witnesses: they hold no payloads to replicate.
     fn can_campaign(&self) -> bool {
-        self.configuration.is_voter(self.id) && !self.log.is_restoring()
+        self.configuration.is_voter(self.id)
+            && !self.configuration.is_witness(self.id)
+            && !self.log.is_restoring()
     }
 
     fn request_votes(&mut self, pre_vote: bool, transfer: bool) {
@@ -437,23 +453,87 @@ impl<S: Storage> Node<S> {
         index
     }
 
-    /// Changes the membership to `target` by joint consensus (thesis
-    /// §4.3): the leader appends C_old,new, which takes effect at once;
-    /// once it commits, the leader appends C_new by itself (also a leader
-    /// elected meanwhile does); once C_new commits, a leader that is no
-    /// longer a voter steps down. A change of learners only needs no joint
-    /// phase. Returns the index of the first configuration entry.
+    /// Changes the membership to `target` ([`ChangeMethod::Auto`]): in one
+    /// step when the voters change by exactly one server (thesis §4.1,
+    /// learner changes alongside are fine), otherwise by joint consensus
+    /// (§4.3). See [`propose_configuration_with`](Node::propose_configuration_with).
     ///
-    /// Refused while the previous change is unfinished
-    /// ([`Error::ConfigurationChangeInProgress`]), before the leader has
-    /// committed an entry of its term ([`Error::NoCommitInTerm`], the
-    /// single-server bug of thesis §4.1 applies to joint changes led by a
-    /// stale leader too), and for a target without voters.
+    /// This does not wait for a new voter to catch up: a voter with an
+    /// empty log can hold up commitment until it has the log (§4.2.1).
+    /// [`add_voter`](Node::add_voter) does wait.
+    pub fn propose_configuration(&mut self, target: Configuration) -> Result<LogIndex, Error> {
+        self.propose_configuration_with(target, ChangeMethod::Auto)
+    }
+
+    /// Changes the membership to `target` the way `method` says. Returns the
+    /// index of the (first) configuration entry, which is in effect as soon
+    /// as it is appended (§4.1).
+    ///
+    /// * One step (single-server change, §4.1): the leader appends C_new
+    ///   directly. Safe because any majority of C_old and any majority of
+    ///   C_new share a server when they differ by one voter.
+    /// * Joint consensus (§4.3): the leader appends C_old,new; decisions
+    ///   then need a majority of both; once it commits, the leader appends
+    ///   C_new by itself (so does any leader elected meanwhile that finds
+    ///   C_old,new committed: the cluster never stays joint).
+    ///
+    /// Either way, once C_new commits, a leader that is no longer a voter
+    /// steps down (§4.2.2); it led the change without counting itself.
+    ///
+    /// Refused while the previous change is unfinished, its entry
+    /// uncommitted or the cluster joint
+    /// ([`Error::ConfigurationChangeInProgress`]); before the leader has
+    /// committed an entry of its own term ([`Error::NoCommitInTerm`]: the
+    /// single-server bug Ongaro reported on raft-dev in 2015, where a
+    /// change appended by a new leader lets a stale configuration of an
+    /// older term elect a leader that erases committed entries; this rule
+    /// also guards joint changes); for a target without voters or joint
+    /// ([`Error::InvalidConfigurationChange`]); and with
+    /// [`ChangeMethod::SingleServer`] for a target that changes more than
+    /// one voter.
     ///
     /// A new node starts with a storage whose configuration holds the
     /// current voters and itself as a learner (so it never campaigns); it
     /// learns the real configuration from the log or a snapshot.
-    pub fn propose_configuration(&mut self, target: Configuration) -> Result<LogIndex, Error> {
+    pub fn propose_configuration_with(
+        &mut self,
+        target: Configuration,
+        method: ChangeMethod,
+    ) -> Result<LogIndex, Error> {
+        if target.voters().is_empty() || target.is_joint() {
+            return Err(Error::InvalidConfigurationChange(
+                "the target needs voters and must not be joint",
+            ));
+        }
+        let target = self.configuration.keep_witnesses(target)?;
+        if target.voters().iter().all(|v| target.is_witness(*v)) {
+            return Err(Error::InvalidConfigurationChange(
+                "the target needs a voter that is not a witness",
+            ));
+        }
+        self.check_can_change()?;
+        let difference = voter_difference(&self.configuration, &target);
+        let one_step = match method {
+            ChangeMethod::Auto => difference <= 1,
+            ChangeMethod::Joint => difference == 0,
+            ChangeMethod::SingleServer if difference <= 1 => true,
+            ChangeMethod::SingleServer => {
+                return Err(Error::InvalidConfigurationChange(
+                    "a single-server change adds or removes one voter",
+                ));
+            }
+        };
+        let next = if one_step {
+            target
+        } else {
+            self.configuration.joint_to(&target)
+        };
+        Ok(self.append_as_leader(next.encode()))
+    }
+
+    /// Whether this leader may start a membership change now (see
+    /// [`propose_configuration_with`](Node::propose_configuration_with)).
+    fn check_can_change(&self) -> Result<(), Error> {
         if self.role != Role::Leader {
             return Err(Error::NotLeader {
                 leader_hint: self.leader,
@@ -462,11 +542,6 @@ impl<S: Storage> Node<S> {
         if let Some(to) = self.transferee {
             return Err(Error::TransferInProgress { to });
         }
-        if target.voters().is_empty() || target.is_joint() {
-            return Err(Error::InvalidConfigurationChange(
-                "the target needs voters and must not be joint",
-            ));
-        }
         let index = self.configuration_index();
         if index > self.log.committed || self.configuration.is_joint() {
             return Err(Error::ConfigurationChangeInProgress { index });
@@ -474,23 +549,160 @@ impl<S: Storage> Node<S> {
         if self.log.term(self.log.committed)? != Some(self.term) {
             return Err(Error::NoCommitInTerm { term: self.term });
         }
-        let next = if target.voters() == self.configuration.voters() {
-            target
-        } else {
-            self.configuration.joint_to(&target)
-        };
-        Ok(self.append_as_leader(next.encode()))
+        Ok(())
     }
 
-    /// Adds `id` as a voter, or promotes it if it is a learner (through
-    /// joint consensus, see [`propose_configuration`](Node::propose_configuration)).
-    /// Add a new node as a learner first and promote it once it caught up,
-    /// so the cluster's availability does not wait for it (thesis §4.2.1).
-    pub fn add_voter(&mut self, id: NodeId) -> Result<LogIndex, Error> {
+    /// Makes `id` a voter once it has caught up (thesis §4.2.1): a server
+    /// that is not a member is added as a learner first (a configuration
+    /// entry, so the usual conditions of
+    /// [`propose_configuration_with`](Node::propose_configuration_with)
+    /// apply); the leader then replicates to it in rounds, each up to the
+    /// leader's last index at the round's start, and promotes it (a
+    /// single-server change) at the end of the first round that lasts less
+    /// than an election timeout. It gives up after
+    /// [`Config::catch_up_rounds`] rounds, or when the learner acknowledges
+    /// nothing for [`Config::catch_up_stall_timeouts`] election timeouts.
+    /// A learner never counts
+    /// towards commitment, so a slow or unavailable new server never holds
+    /// up the cluster. Poll the outcome with
+    /// [`poll_promotion`](Node::poll_promotion). Asking again for a learner
+    /// already catching up changes nothing.
+    pub fn add_voter(&mut self, id: NodeId) -> Result<(), Error> {
+        if self.role != Role::Leader {
+            return Err(Error::NotLeader {
+                leader_hint: self.leader,
+            });
+        }
+        if self.configuration.is_voter(id) {
+            return Err(Error::InvalidConfigurationChange("already a voter"));
+        }
+        if self.catching_up.iter().any(|c| c.id == id) {
+            return Ok(());
+        }
+        if !self.configuration.learners().contains(&id) {
+            self.add_learner(id)?;
+        }
+        let catch_up = CatchUp::new(id, self.log.last_index(), self.ticks);
+        self.catching_up.push(catch_up);
+        self.advance_catch_ups();
+        Ok(())
+    }
+
+    /// Promotes learner `id` to voter now (a single-server change), if it
+    /// holds every committed entry; otherwise [`Error::NotCaughtUp`], since
+    /// as a voter it would hold up commitment while it catches up. For a
+    /// promotion that waits, use [`add_voter`](Node::add_voter).
+    pub fn promote_learner(&mut self, id: NodeId) -> Result<LogIndex, Error> {
+        self.check_can_change()?;
+        if !self.configuration.learners().contains(&id) {
+            return Err(Error::InvalidConfigurationChange("not a learner"));
+        }
+        let match_index = self
+            .progress
+            .iter()
+            .find(|p| p.id == id)
+            .map_or(LogIndex::ZERO, |p| p.match_index);
+        if match_index < self.log.committed {
+            return Err(Error::NotCaughtUp {
+                id,
+                match_index,
+                commit_index: self.log.committed,
+            });
+        }
+        self.promote(id)
+    }
+
+    /// Appends the single-server change that makes learner `id` a voter.
+    fn promote(&mut self, id: NodeId) -> Result<LogIndex, Error> {
         let c = &self.configuration;
         let voters = c.voters().iter().copied().chain([id]);
         let learners = c.learners().iter().copied().filter(|l| *l != id);
         let target = Configuration::new(voters).with_learners(learners.collect::<Vec<_>>());
+        self.propose_configuration_with(target, ChangeMethod::SingleServer)
+    }
+
+    /// The outcome of a catch-up started by [`add_voter`](Node::add_voter),
+    /// oldest first; `None` when there is none to report. Call it after
+    /// your inputs like [`ready`](Node::ready).
+    pub fn poll_promotion(&mut self) -> Option<Promotion> {
+        self.promotions.pop_front()
+    }
+
+    /// Learners this leader is catching up before promoting them, with the
+    /// replication rounds each has finished.
+    pub fn catching_up(&self) -> impl Iterator<Item = (NodeId, u32)> + '_ {
+        self.catching_up.iter().map(|c| (c.id, c.rounds))
+    }
+
+    /// Leader: moves every catch-up along; promotes the learners that
+    /// caught up (one change at a time: the others wait) and gives up on
+    /// those that will not.
+    fn advance_catch_ups(&mut self) {
+        if self.role != Role::Leader || self.catching_up.is_empty() {
+            return;
+        }
+        let limits = CatchUpLimits {
+            round_ticks: u64::from(self.config.election_tick),
+            max_rounds: self.config.catch_up_rounds,
+            stall_ticks: u64::from(self.config.catch_up_stall_timeouts)
+                * u64::from(self.config.election_tick),
+        };
+        let mut pending = std::mem::take(&mut self.catching_up);
+        let mut keep = Vec::with_capacity(pending.len());
+        for mut c in pending.drain(..) {
+            let (matched, offset) = self
+                .progress
+                .iter()
+                .find(|p| p.id == c.id)
+                .map_or((LogIndex::ZERO, 0), |p| (p.match_index, p.snapshot_offset));
+            let step = c.observe(matched, offset, self.log.last_index(), self.ticks, limits);
+            match step {
+                CatchUpStep::Wait => keep.push(c),
+                CatchUpStep::Abort => self.promotions.push_back(Promotion::Aborted {
+                    id: c.id,
+                    rounds: c.rounds,
+                    match_index: matched,
+                }),
+                // Refused while another change is unfinished: retried on
+                // the next tick.
+                CatchUpStep::Promote => match self.promote(c.id) {
+                    Ok(index) => self.promotions.push_back(Promotion::Promoted {
+                        id: c.id,
+                        index,
+                        rounds: c.rounds,
+                    }),
+                    Err(_) => keep.push(c),
+                },
+            }
+        }
+        self.catching_up = keep;
+        // The configuration may have changed under the others meanwhile.
+        self.end_catch_ups_of_non_learners();
+    }
+
+    /// Ends (as cancelled) the catch-ups of servers that are no longer
+    /// learners: removed, or made voters by another change.
+    fn end_catch_ups_of_non_learners(&mut self) {
+        let learners = self.configuration.learners();
+        let (still, gone): (Vec<CatchUp>, Vec<CatchUp>) = std::mem::take(&mut self.catching_up)
+            .into_iter()
+            .partition(|c| learners.contains(&c.id));
+        self.catching_up = still;
+        self.promotions
+            .extend(gone.into_iter().map(|c| Promotion::Cancelled { id: c.id }));
+    }
+
+    /// Adds `id` as a witness: a voter that never leads and keeps no
+    /// state-machine data (see [`Configuration::with_witnesses`]). A witness catches up on metadata only, so it needs
+    /// no learner phase; adding one voter, the change takes one step
+    /// (thesis §4.1). Refused for a current data member (witness status is
+    /// fixed for a node's membership).
+    pub fn add_witness(&mut self, id: NodeId) -> Result<LogIndex, Error> {
+        let c = &self.configuration;
+        let learners = c.learners().iter().copied().filter(|l| *l != id);
+        let target = Configuration::new(c.voters().iter().copied())
+            .with_learners(learners.collect::<Vec<_>>())
+            .with_witnesses([id]);
         self.propose_configuration(target)
     }
 
@@ -505,8 +717,9 @@ impl<S: Storage> Node<S> {
         self.propose_configuration(target)
     }
 
-    /// Removes voter or learner `id`. Removing the leader is allowed: it
-    /// steps down once the new configuration commits (thesis §4.2.2).
+    /// Removes voter or learner `id` (in one step, a single-server change).
+    /// Removing the leader is allowed: it steps down once the new
+    /// configuration commits (thesis §4.2.2).
     pub fn remove_member(&mut self, id: NodeId) -> Result<LogIndex, Error> {
         let c = &self.configuration;
         let voters = c.voters().iter().copied().filter(|v| *v != id);
@@ -550,6 +763,7 @@ impl<S: Storage> Node<S> {
         {
             self.transferee = None;
         }
+        self.end_catch_ups_of_non_learners();
     }
 
     /// Leader, after its commit index moved: finish a joint change by
@@ -604,6 +818,9 @@ impl<S: Storage> Node<S> {
         {
             return Err(Error::NotAVoter { id: to });
         }
+        if self.configuration.is_witness(to) {
+            return Err(Error::WitnessCannotLead { id: to });
+        }
         self.transferee = Some(to);
         self.transfer_elapsed = 0;
         self.maybe_send_timeout_now(to);
@@ -630,6 +847,11 @@ impl<S: Storage> Node<S> {
     /// [`ReadState`] with this `id` in a [`Ready`]: serve the read once the
     /// applied index reaches the state's index. A leader that loses
     /// leadership first drops its pending reads; retry them elsewhere.
+    ///
+    /// The round goes out with the next [`ready`](Node::ready), so all the
+    /// reads asked before it share one round (each keeps the commit index
+    /// of when it was asked): batch reads by calling this several times
+    /// between two `ready` calls.
     pub fn read_index(&mut self, id: u64) -> Result<(), Error> {
         if self.role != Role::Leader {
             return Err(Error::NotLeader {
@@ -639,13 +861,13 @@ impl<S: Storage> Node<S> {
         if self.log.term(self.log.committed)? != Some(self.term) {
             return Err(Error::NoCommitInTerm { term: self.term });
         }
-        // Confirmed by answers to the heartbeat round sent now.
+        // Confirmed by answers to the next heartbeat round, which goes out
+        // after this call: at the next `ready` or tick, whichever is first.
         self.pending_reads.push_back(PendingRead {
             id,
             index: self.log.committed,
             round: self.read_round + 1,
         });
-        self.broadcast_heartbeat();
         self.confirm_reads();
         Ok(())
     }
@@ -870,9 +1092,8 @@ impl<S: Storage> Node<S> {
                 self.handle_append_response(m.from, outcome)
             }
             MessageBody::HeartbeatResponse { round } => {
-                let last = self.log.last_index();
                 if let Some(p) = self.progress_mut(m.from) {
-                    p.heartbeat_answered(last);
+                    p.heartbeat_answered();
                     p.acked_round = p.acked_round.max(round);
                 }
                 self.confirm_reads();
@@ -889,6 +1110,7 @@ impl<S: Storage> Node<S> {
     pub fn ready(&mut self) -> Result<Option<Ready>, Error> {
         if self.role == Role::Leader {
             self.replicate()?;
+            self.send_read_round();
         }
         let soft = SoftState {
             leader: self.leader,
@@ -1008,6 +1230,11 @@ impl<S: Storage> Node<S> {
         self.leader = leader;
         self.votes.clear();
         self.progress.clear();
+        self.promotions.extend(
+            self.catching_up
+                .drain(..)
+                .map(|c| Promotion::Cancelled { id: c.id }),
+        );
         self.pending_reads.clear();
         self.transferee = None;
         // The election timer keeps running: figure 2 resets it only on
@@ -1206,12 +1433,7 @@ impl<S: Storage> Node<S> {
             let (prev_term, rest) = match entries.get(skip - 1..) {
                 Some([last_known, rest @ ..]) => (last_known.term, rest),
                 _ => {
-                    self.reply_append(
-                        from,
-                        AppendOutcome::Success {
-                            match_index: committed,
-                        },
-                    );
+                    self.ack_append(from, committed);
                     return Ok(());
                 }
             };
@@ -1243,6 +1465,7 @@ impl<S: Storage> Node<S> {
                 for f in &mut self.in_flight {
                     f.persists_to = f.persists_to.min(replaced.prev());
                 }
+                self.forget_acks_from(replaced);
             }
             // Configurations of replaced entries revert; new ones take
             // effect on append (thesis §4.1).
@@ -1255,12 +1478,7 @@ impl<S: Storage> Node<S> {
         }
         let last_new = prev_log_index.plus(entries.len() as u64);
         self.log.commit_to(leader_commit.min(last_new));
-        self.reply_append(
-            from,
-            AppendOutcome::Success {
-                match_index: last_new,
-            },
-        );
+        self.ack_append(from, last_new);
         Ok(())
     }
 
@@ -1331,6 +1549,7 @@ impl<S: Storage> Node<S> {
             for f in &mut self.in_flight {
                 f.persists_to = f.persists_to.min(meta.index);
             }
+            self.forget_acks_from(meta.index.next());
             self.restored = Some(Snapshot {
                 meta: meta.clone(),
                 data: incoming.data.freeze(),
@@ -1382,12 +1601,7 @@ impl<S: Storage> Node<S> {
         }
         match outcome {
             AppendOutcome::Success { match_index } => {
-                if match_index > self.log.last_index() {
-                    return Err(Error::MalformedMessage {
-                        from,
-                        reason: "acknowledged entries the leader does not have",
-                    });
-                }
+                // validate() refused indices beyond the leader's log.
                 let moved = match self.progress_mut(from) {
                     Some(p) => p.acknowledge(match_index),
                     None => false,
@@ -1395,6 +1609,15 @@ impl<S: Storage> Node<S> {
                 if moved {
                     self.maybe_commit()?;
                     self.maybe_send_timeout_now(from);
+                    if self.catching_up.iter().any(|c| c.id == from) {
+                        self.advance_catch_ups();
+                    }
+                }
+            }
+            AppendOutcome::Received { match_index } => {
+                // Not durable yet: replicate further, but do not count it.
+                if let Some(p) = self.progress_mut(from) {
+                    p.received(match_index);
                 }
             }
             AppendOutcome::Conflict {
@@ -1478,8 +1701,12 @@ impl<S: Storage> Node<S> {
                 continue;
             };
             let mut entries = Vec::new();
-            self.log
-                .entries_from(p.next_index, self.config.max_size_per_msg, &mut entries)?;
+            if self.configuration.is_witness(p.id) {
+                self.witness_entries(p.next_index, &mut entries)?;
+            } else {
+                self.log
+                    .entries_from(p.next_index, self.config.max_size_per_msg, &mut entries)?;
+            }
             p.sent(entries.last().map(|e| e.index));
             p.sent_commit = committed;
             self.outbox.push(Message {
@@ -1500,10 +1727,55 @@ impl<S: Storage> Node<S> {
         Ok(())
     }
 
+    /// The entries from `low` as a witness receives them, built from log
+    /// positions alone: each entry's term with an empty payload, except
+    /// configuration entries, which go whole. The leader reads no payload,
+    /// and the message size budget counts what is sent (16 bytes a
+    /// stripped entry), so a witness catches up in few messages.
+    fn witness_entries(&self, low: LogIndex, out: &mut Vec<Entry>) -> Result<(), Error> {
+        let last = self.log.last_index();
+        let mut size = 0u64;
+        let mut index = low;
+        while index <= last {
+            let is_configuration = self
+                .configurations
+                .binary_search_by_key(&index, |(i, _)| *i)
+                .is_ok();
+            let entry = if is_configuration {
+                let mut one = Vec::new();
+                self.log.entries_from(index, 0, &mut one)?;
+                one.truncate(1);
+                match one.pop() {
+                    Some(entry) => entry,
+                    None => break,
+                }
+            } else {
+                let Some(term) = self.log.term(index)? else {
+                    break;
+                };
+                Entry {
+                    term,
+                    index,
+                    data: Bytes::new(),
+                }
+            };
+            size += entry.size();
+            if size > self.config.max_size_per_msg && !out.is_empty() {
+                break;
+            }
+            out.push(entry);
+            index = index.next();
+        }
+        Ok(())
+    }
+
     /// Sends the next chunk of the latest snapshot to a follower that needs
     /// compacted entries; restarts the transfer if the snapshot changed.
     fn send_snapshot_chunk(&mut self, p: &mut Progress) -> Result<(), Error> {
-        let snapshot = self.log.storage.snapshot()?;
+        let mut snapshot = self.log.storage.snapshot()?;
+        if self.configuration.is_witness(p.id) {
+            crate::witness::snapshot_metadata_only(&mut snapshot);
+        }
         let index = snapshot.meta.index;
         if p.state != ProgressState::Snapshot || p.snapshot_index != index {
             p.send_snapshot(index);
@@ -1532,15 +1804,24 @@ impl<S: Storage> Node<S> {
         Ok(())
     }
 
+    /// Sends one heartbeat round for all the reads asked since the last
+    /// round went out (ReadIndex batching): none if there are none.
+    fn send_read_round(&mut self) {
+        let unsent = self
+            .pending_reads
+            .back()
+            .is_some_and(|read| read.round > self.read_round);
+        if unsent {
+            self.broadcast_heartbeat();
+        }
+    }
+
     fn broadcast_heartbeat(&mut self) {
         let committed = self.log.committed;
         let beats: Vec<(NodeId, LogIndex)> = self
             .progress
-            .iter_mut()
-            .map(|p| {
-                p.recently_acked = false;
-                (p.id, p.match_index.min(committed))
-            })
+            .iter()
+            .map(|p| (p.id, p.match_index.min(committed)))
             .collect();
         self.read_round += 1;
         let round = self.read_round;
@@ -1582,6 +1863,37 @@ impl<S: Storage> Node<S> {
 
     fn reply_append(&mut self, to: NodeId, outcome: AppendOutcome) {
         self.reply(to, MessageBody::AppendEntriesResponse { outcome });
+    }
+
+    /// Acknowledges entries that match the leader's log up to
+    /// `match_index`: as durable once the Ready persisting them is
+    /// advanced, and (with [`Config::early_append_ack`]) at once as
+    /// received, which asserts nothing about durability (thesis §10.2.1).
+    fn ack_append(&mut self, to: NodeId, match_index: LogIndex) {
+        if self.config.early_append_ack {
+            let received = AppendOutcome::Received { match_index };
+            self.send(to, MessageBody::AppendEntriesResponse { outcome: received });
+        }
+        self.reply_append(to, AppendOutcome::Success { match_index });
+    }
+
+    /// The log from `index` on was replaced (by a newer leader's entries or
+    /// a snapshot) before being acknowledged: durable acknowledgments still
+    /// held for it would claim entries this node no longer has, to a leader
+    /// that has been superseded, so they are dropped.
+    fn forget_acks_from(&mut self, index: LogIndex) {
+        let stale = |m: &Message| {
+            matches!(
+                m.body,
+                MessageBody::AppendEntriesResponse {
+                    outcome: AppendOutcome::Success { match_index }
+                } if match_index >= index
+            )
+        };
+        self.held.retain(|m| !stale(m));
+        for f in &mut self.in_flight {
+            f.held.retain(|m| !stale(m));
+        }
     }
 
     fn validate(&self, m: &Message) -> Result<(), Error> {
@@ -1681,6 +1993,105 @@ impl<S: Storage> Node<S> {
                 return Err(malformed("snapshot of an impossible log position"));
             }
         }
+        self.validate_positions(m)?;
+        if self.role == Role::Leader && m.term == self.term {
+            self.validate_for_leader(m)?;
+        }
         Ok(())
+    }
+
+    /// Positions no honest sender produces in any state: beyond
+    /// [`MAX_POSITION`], or a candidate's last entry from a term after the
+    /// election's.
+    fn validate_positions(&self, m: &Message) -> Result<(), Error> {
+        let beyond = |i: &LogIndex| i.0 >= MAX_POSITION;
+        let reason = match &m.body {
+            MessageBody::RequestVote {
+                last_log_index,
+                last_log_term,
+                ..
+            }
+            | MessageBody::PreVote {
+                last_log_index,
+                last_log_term,
+            } if beyond(last_log_index) || *last_log_term > m.term => {
+                "candidate's last entry beyond its election"
+            }
+            MessageBody::AppendEntries { leader_commit, .. } if beyond(leader_commit) => {
+                "commit index beyond any reachable position"
+            }
+            MessageBody::Heartbeat { commit, .. } if beyond(commit) => {
+                "commit index beyond any reachable position"
+            }
+            MessageBody::InstallSnapshot { offset, .. } if *offset >= MAX_POSITION => {
+                "snapshot offset beyond any reachable position"
+            }
+            MessageBody::ForwardedProposal { commands }
+                if commands
+                    .iter()
+                    .any(|c| c.starts_with(crate::config::CONFIGURATION_TAG)) =>
+            {
+                "forwarded command carries the configuration tag"
+            }
+            _ => return Ok(()),
+        };
+        Err(Error::MalformedMessage {
+            from: m.from,
+            reason,
+        })
+    }
+
+    /// Answers a leader can check against what it sent in its term: no
+    /// acknowledgment beyond its log, no rejection of an append it never
+    /// sent, no answer to a heartbeat round or snapshot bytes it never
+    /// sent, and no second leader. Refused before anything changes.
+    fn validate_for_leader(&self, m: &Message) -> Result<(), Error> {
+        let last = self.log.last_index();
+        let reason = match &m.body {
+            MessageBody::AppendEntries { .. }
+            | MessageBody::Heartbeat { .. }
+            | MessageBody::InstallSnapshot { .. } => "a second leader in this node's term",
+            MessageBody::AppendEntriesResponse {
+                outcome:
+                    AppendOutcome::Success { match_index } | AppendOutcome::Received { match_index },
+            } if *match_index > last => "acknowledged entries the leader does not have",
+            MessageBody::AppendEntriesResponse {
+                outcome:
+                    AppendOutcome::Conflict {
+                        rejected_index,
+                        conflict_term,
+                        first_index,
+                    },
+            } if *rejected_index > last
+                || *rejected_index == LogIndex::ZERO
+                || *first_index > *rejected_index
+                || *first_index == LogIndex::ZERO
+                || conflict_term.is_some_and(|t| t > m.term) =>
+            {
+                "rejection of an append the leader never sent"
+            }
+            MessageBody::HeartbeatResponse { round } if *round > self.read_round => {
+                "answer to a heartbeat round not yet sent"
+            }
+            MessageBody::InstallSnapshotResponse { index, received } => {
+                let sending = self
+                    .progress(m.from)
+                    .filter(|p| p.state == ProgressState::Snapshot && p.snapshot_index == *index);
+                let too_long = match sending {
+                    Some(_) => *received > self.log.storage.snapshot()?.data.len() as u64,
+                    None => false,
+                };
+                if *index > last || too_long {
+                    "snapshot bytes the leader never sent"
+                } else {
+                    return Ok(());
+                }
+            }
+            _ => return Ok(()),
+        };
+        Err(Error::MalformedMessage {
+            from: m.from,
+            reason,
+        })
     }
 }

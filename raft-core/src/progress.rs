@@ -4,6 +4,14 @@
 use crate::types::{LogIndex, NodeId};
 use std::collections::VecDeque;
 
+/// Tick-driven heartbeats that must begin, with appends outstanding and no
+/// acknowledgment since, before a heartbeat answer makes the leader re-probe.
+/// One is enough: appends sent before a beat are answered before the beat
+/// (or any later round) on an ordered link, so an answer that overtakes
+/// their acknowledgment means they were lost, while an append sent after
+/// the beat into an empty window restarts the count.
+const STALL_BEATS: u32 = 1;
+
 /// How the leader is replicating to a follower.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum ProgressState {
@@ -36,8 +44,11 @@ pub struct Progress {
     pub(crate) inflight: VecDeque<LogIndex>,
     /// The commit index last told to the follower.
     pub(crate) sent_commit: LogIndex,
-    /// Whether the follower acknowledged entries since the last heartbeat.
-    pub(crate) recently_acked: bool,
+    /// Tick-driven heartbeats begun since the follower last acknowledged
+    /// entries, or since appends started to flow with none outstanding.
+    /// Counted in ticks, not read rounds: a ReadIndex round says nothing
+    /// about how long an append has gone unanswered.
+    pub(crate) unacked_beats: u32,
     /// Whether the follower answered anything in the current check-quorum
     /// interval.
     pub(crate) recent_active: bool,
@@ -59,7 +70,7 @@ impl Progress {
             paused: false,
             inflight: VecDeque::new(),
             sent_commit: LogIndex::ZERO,
-            recently_acked: false,
+            unacked_beats: 0,
             // A new leader gives every follower one interval to answer.
             recent_active: true,
             acked_round: 0,
@@ -99,6 +110,10 @@ impl Progress {
             ProgressState::Probe | ProgressState::Snapshot => self.paused = true,
             ProgressState::Replicate => {
                 if let Some(last) = last {
+                    if self.next_index.prev() == self.match_index {
+                        // Nothing was outstanding: the stall clock starts now.
+                        self.unacked_beats = 0;
+                    }
                     self.next_index = last.next();
                     self.inflight.push_back(last);
                 }
@@ -120,7 +135,7 @@ impl Progress {
             self.state = ProgressState::Probe;
         }
         self.paused = false;
-        self.recently_acked = true;
+        self.unacked_beats = 0;
         while self.inflight.front().is_some_and(|last| *last <= index) {
             self.inflight.pop_front();
         }
@@ -136,16 +151,48 @@ impl Progress {
         moved
     }
 
-    /// The follower answered a heartbeat. If it is behind and acknowledged
-    /// nothing for a whole heartbeat interval, the AppendEntries in flight
-    /// were probably lost: probe again from the match index.
-    pub(crate) fn heartbeat_answered(&mut self, leader_last: LogIndex) {
-        self.paused = false;
-        if self.state == ProgressState::Snapshot {
-            // Resend the chunk in flight, which may have been lost.
-            return;
+    /// The follower received entries matching the leader's log up to
+    /// `index`, not necessarily durable yet (early append acknowledgment):
+    /// frees in-flight slots and moves `next_index` on, but not the match
+    /// index, which counts towards commitment and so waits for durability.
+    pub(crate) fn received(&mut self, index: LogIndex) {
+        match self.state {
+            // The snapshot transfer ends with a durable acknowledgment.
+            ProgressState::Snapshot => return,
+            // Answers older than the probe in flight say nothing new.
+            ProgressState::Probe if index < self.next_index.prev() => return,
+            ProgressState::Probe => {
+                self.state = ProgressState::Replicate;
+                self.next_index = index.next();
+            }
+            ProgressState::Replicate => self.next_index = self.next_index.max(index.next()),
         }
-        if self.match_index < leader_last && !self.recently_acked {
+        self.paused = false;
+        self.unacked_beats = 0;
+        while self.inflight.front().is_some_and(|last| *last <= index) {
+            self.inflight.pop_front();
+        }
+    }
+
+    /// A tick-driven heartbeat interval begins.
+    pub(crate) fn beat(&mut self) {
+        self.unacked_beats = self.unacked_beats.saturating_add(1);
+    }
+
+    /// The follower answered a heartbeat, so it is reachable. If appends
+    /// sent to it went unacknowledged through a whole heartbeat interval,
+    /// they were probably lost: probe again from the match index. Appends
+    /// merely still in flight (an answer to a ReadIndex round can overtake
+    /// them) are left alone, so the window is not sent twice.
+    pub(crate) fn heartbeat_answered(&mut self) {
+        self.paused = false;
+        // In snapshot state the unpause resends the chunk in flight, in
+        // probe state the probe: either may have been lost.
+        let outstanding = self.match_index < self.next_index.prev();
+        if self.state == ProgressState::Replicate
+            && outstanding
+            && self.unacked_beats >= STALL_BEATS
+        {
             self.state = ProgressState::Probe;
             self.inflight.clear();
             self.next_index = self.match_index.next();
@@ -194,6 +241,70 @@ mod tests {
         p.acknowledge(LogIndex(16));
         assert_eq!(p.inflight.len(), 2);
         assert!(p.can_send(4));
+    }
+
+    #[test]
+    fn received_slides_the_window_but_not_the_match() {
+        let mut p = Progress::new(NodeId(2), LogIndex(10));
+        p.sent(Some(LogIndex(12)));
+        p.received(LogIndex(12));
+        assert_eq!(p.state, ProgressState::Replicate);
+        assert_eq!(p.next_index, LogIndex(13));
+        assert_eq!(p.match_index, LogIndex::ZERO, "not durable yet");
+        for last in [14, 16, 18, 20] {
+            p.sent(Some(LogIndex(last)));
+        }
+        assert!(!p.can_send(4));
+        p.received(LogIndex(16));
+        assert!(p.can_send(4), "two slots freed");
+        // A duplicate or reordered older answer changes nothing.
+        p.received(LogIndex(14));
+        assert_eq!((p.inflight.len(), p.next_index), (2, LogIndex(21)));
+        // The durable acknowledgment then moves the match index.
+        assert!(p.acknowledge(LogIndex(16)));
+        assert_eq!(p.match_index, LogIndex(16));
+        // In probe state, an answer older than the probe is stale.
+        assert!(p.reject(LogIndex(18), LogIndex(17)));
+        p.sent(None);
+        p.received(LogIndex(15));
+        assert_eq!(p.state, ProgressState::Probe);
+        p.received(LogIndex(17));
+        assert_eq!(p.state, ProgressState::Replicate);
+        assert_eq!(p.next_index, LogIndex(18));
+    }
+
+    #[test]
+    fn heartbeat_answers_reprobe_only_after_a_beat_without_acks() {
+        let mut p = Progress::new(NodeId(2), LogIndex(1));
+        p.sent(None);
+        p.acknowledge(LogIndex(0));
+        assert_eq!(p.state, ProgressState::Replicate);
+        // An answer overtaking appends in flight (a read round) leaves the
+        // window alone.
+        p.sent(Some(LogIndex(4)));
+        p.sent(Some(LogIndex(8)));
+        p.heartbeat_answered();
+        assert_eq!(
+            (p.state, p.next_index),
+            (ProgressState::Replicate, LogIndex(9))
+        );
+        // An acknowledgment after the beat shows the link works.
+        p.beat();
+        p.acknowledge(LogIndex(4));
+        p.heartbeat_answered();
+        assert_eq!((p.state, p.inflight.len()), (ProgressState::Replicate, 1));
+        // Acked up to date; a window started after the beat is not stale.
+        p.acknowledge(LogIndex(8));
+        p.beat();
+        p.sent(Some(LogIndex(12)));
+        p.heartbeat_answered();
+        assert_eq!(p.state, ProgressState::Replicate);
+        // Appends outstanding through a beat with no acknowledgment since:
+        // probably lost, probe from the match index.
+        p.beat();
+        p.heartbeat_answered();
+        assert_eq!(p.state, ProgressState::Probe);
+        assert_eq!((p.next_index, p.inflight.len()), (LogIndex(9), 0));
     }
 
     #[test]

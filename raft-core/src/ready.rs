@@ -92,7 +92,8 @@ impl Ready {
     }
 
     /// Committed entries to apply to the state machine, in order. They are
-    /// already durable on this node.
+    /// already durable on this node. On a [witness](crate::witness) their
+    /// data is empty (or a configuration entry): nothing to apply.
     pub fn committed_entries(&self) -> &[Entry] {
         &self.committed_entries
     }
@@ -122,6 +123,8 @@ impl Ready {
     /// it (it replaces every stored entry) and restore the state machine
     /// from its data before the entries of this Ready. A Ready with a
     /// snapshot carries no committed entries: the snapshot stands for them.
+    /// On a [witness](crate::witness) its data is empty: store the
+    /// metadata, there is no state to restore.
     pub fn snapshot(&self) -> Option<&Snapshot> {
         self.snapshot.as_ref()
     }

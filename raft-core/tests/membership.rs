@@ -6,7 +6,7 @@
 mod harness;
 
 use harness::{Network, id};
-use quorate_raft_core::{Config, Configuration, Error, Node, NodeId, Role, Storage};
+use quorate_raft_core::{ChangeMethod, Config, Configuration, Error, Node, NodeId, Role, Storage};
 
 fn conf(ids: &[u64]) -> Configuration {
     Configuration::new(ids.iter().map(|n| NodeId(*n)))
@@ -102,7 +102,9 @@ fn membership_4_2_2_removed_leader_steps_down_after_committing_c_new() {
 fn membership_4_1_configuration_reverts_when_its_entry_is_truncated() {
     let mut net = leader_of_3();
     net.isolate(1);
-    net.node_mut(1).add_voter(id(4)).unwrap();
+    net.node_mut(1)
+        .propose_configuration_with(conf(&[1, 2, 3, 4]), ChangeMethod::Joint)
+        .unwrap();
     assert!(net.node(1).configuration().is_joint());
     net.drive_all();
     net.campaign(2);
@@ -123,7 +125,10 @@ fn membership_new_leader_finishes_an_inherited_joint_change() {
     let mut net = leader_of_3();
     net.add_node(4, boot(&[1, 2, 3], 4));
     // The joint entry goes out to 2, 3 and 4; 1 crashes before any answer.
-    let index = net.node_mut(1).add_voter(id(4)).unwrap();
+    let index = net
+        .node_mut(1)
+        .propose_configuration_with(conf(&[1, 2, 3, 4]), ChangeMethod::Joint)
+        .unwrap();
     net.drive(id(1));
     assert!(net.node(1).commit_index() < index);
     net.crash(1);
@@ -184,7 +189,10 @@ fn membership_one_change_at_a_time_and_tagged_commands_refused() {
     let mut net = leader_of_3();
     net.isolate(2);
     net.isolate(3);
-    let index = net.node_mut(1).add_voter(id(4)).unwrap();
+    let index = net
+        .node_mut(1)
+        .propose_configuration(conf(&[1, 2, 3, 4]))
+        .unwrap();
     assert!(matches!(
         net.node_mut(1).remove_member(id(2)),
         Err(Error::ConfigurationChangeInProgress { index: i }) if i == index

@@ -90,6 +90,9 @@ fn body() -> impl Strategy<Value = MessageBody> {
         index().prop_map(|match_index| MessageBody::AppendEntriesResponse {
             outcome: AppendOutcome::Success { match_index }
         }),
+        index().prop_map(|match_index| MessageBody::AppendEntriesResponse {
+            outcome: AppendOutcome::Received { match_index }
+        }),
         (index(), prop::option::of(term()), index()).prop_map(
             |(rejected_index, conflict_term, first_index)| MessageBody::AppendEntriesResponse {
                 outcome: AppendOutcome::Conflict {
@@ -101,13 +104,16 @@ fn body() -> impl Strategy<Value = MessageBody> {
         ),
         (index(), 0..4u64).prop_map(|(commit, round)| MessageBody::Heartbeat { commit, round }),
         (0..4u64).prop_map(|round| MessageBody::HeartbeatResponse { round }),
-        (index(), term(), 0..12u64, any::<bool>(), 1..4u64).prop_map(
-            |(index, term, offset, done, voters)| MessageBody::InstallSnapshot {
+        (index(), term(), 0..12u64, any::<bool>(), 1..4u64, 0..3u64).prop_map(
+            |(index, term, offset, done, voters, witnesses)| MessageBody::InstallSnapshot {
                 meta: quorate_raft_core::SnapshotMeta {
                     index,
                     term,
                     configuration: quorate_raft_core::Configuration::new(
                         (1..=voters).map(quorate_raft_core::NodeId)
+                    )
+                    .with_witnesses(
+                        (voters + 1..=voters + witnesses).map(quorate_raft_core::NodeId)
                     ),
                 },
                 offset,

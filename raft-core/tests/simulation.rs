@@ -44,6 +44,8 @@ fn summarize(reports: &[SimReport]) {
     let steps: u64 = reports.iter().map(|r| r.steps).sum();
     let snapshots: u64 = reports.iter().map(|r| r.snapshots_installed).sum();
     let changes: u64 = reports.iter().map(|r| r.membership_changes).sum();
+    let promotions: u64 = reports.iter().map(|r| r.promotions).sum();
+    let joint: u64 = reports.iter().map(|r| r.joint_changes).sum();
     let removed: usize = reports.iter().map(|r| r.removed_running).sum();
     let following = |n| reports.iter().filter(|r| r.nemesis == n).count();
     let figure_8: u64 = reports.iter().map(|r| r.figure_8_moments).sum();
@@ -53,7 +55,7 @@ fn summarize(reports: &[SimReport]) {
         following(Nemesis::StaleLeader),
     );
     eprintln!(
-        "{} seeds: {ops} linearizable operations ({index_reads} reads without log entries, {lease_reads} of them by lease), {dedup} retries deduplicated, {faults} faults, {dropped} messages dropped, {snapshots} snapshots installed, {changes} membership changes, {removed} removed servers left running, {steps} steps",
+        "{} seeds: {ops} linearizable operations ({index_reads} reads without log entries, {lease_reads} of them by lease), {dedup} retries deduplicated, {faults} faults, {dropped} messages dropped, {snapshots} snapshots installed, {changes} membership changes ({joint} joint, {promotions} learners promoted after catching up), {removed} removed servers left running, {steps} steps",
         reports.len()
     );
     eprintln!(
@@ -65,6 +67,11 @@ fn summarize(reports: &[SimReport]) {
         assert!(dedup > 0, "retries were deduplicated");
         assert!(snapshots > 0, "followers installed snapshots");
         assert!(changes > 0, "membership changed");
+        assert!(promotions > 0, "learners caught up and were promoted");
+        assert!(
+            joint > 0 && joint < changes,
+            "one-step and joint changes ran"
+        );
         assert!(removed > 0, "removed servers kept running");
         assert!(churn > 0 && stale > 0, "the targeted schedules ran");
         assert!(figure_8 > 0, "leaders were rebooted at the figure 8 moment");

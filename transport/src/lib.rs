@@ -4,8 +4,9 @@
 //! sharing one connection per peer ([`patterns`]), a seeded fault-injecting
 //! simulated network for deterministic tests ([`sim`]), the small
 //! [`Transport`] and [`codec::Codec`] traits with an in-process
-//! implementation ([`mem`]), and (feature `tokio`) TCP. Without `tokio` the
-//! crate does no I/O at all.
+//! implementation ([`mem`]), the Sans-IO rule that settles two peers dialing
+//! each other at once ([`simultaneous_open`]), and (feature `tokio`) TCP.
+//! Without `tokio` the crate does no I/O at all.
 //!
 //! ```
 //! use quorate_transport::sim::{Network, SimTime};
@@ -24,6 +25,7 @@ pub mod framing;
 pub mod mem;
 pub mod patterns;
 pub mod sim;
+pub mod simultaneous_open;
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod tcp;

@@ -23,8 +23,16 @@
 //!   [`try_send`](TcpTransport::try_send) refuses with [`TcpError::Full`]
 //!   and counts the drop (drop policy). A reader whose inbound queue is full
 //!   stops reading, so a slow consumer pushes back through TCP to the sender.
-//! - **Simultaneous dials.** Two peers that dial each other at once keep
-//!   both connections, each side sending on the one it dialed; both work.
+//! - **Simultaneous dials.** Two peers that dial each other at once end
+//!   with one connection: once a second connection to the same peer has
+//!   exchanged hellos, both sides keep the one dialed by the lower
+//!   [`PeerId`] ([`simultaneous_open::resolve`], Sans-IO) and close the
+//!   other gracefully: its writer stops, the peer's queue moves to the
+//!   winner in order, and what was already written on the loser is still
+//!   read to its end, so nothing queued is lost (frames still in flight on
+//!   the loser may arrive after the first ones on the winner). The switch
+//!   emits no events: the peer stays connected. A side whose own dial lost
+//!   does not redial while the winner is up.
 //! - **Graceful shutdown.** [`shutdown`](TcpTransport::shutdown) stops
 //!   accepting, writes out every queued frame, closes each connection's
 //!   write side and waits for the tasks.
@@ -52,21 +60,23 @@
 //! ```
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use core::fmt;
 use core::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Mutex as AsyncMutex, Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::framing::{ChannelId, Frame, FrameCodec, FrameError};
+use crate::simultaneous_open::{self, Direction, Resolution};
 use crate::transport::{Event, Transport};
 
 /// Names a node on the TCP transport; sent in the handshake.
@@ -150,7 +160,22 @@ pub trait StreamWrapper: Send + Sync + 'static {
     async fn client(&self, stream: TcpStream, peer: PeerId) -> io::Result<Self::Stream>;
     /// Wraps a stream we accepted.
     async fn server(&self, stream: TcpStream) -> io::Result<Self::Stream>;
+
+    /// Splits a wrapped stream into the halves its reader task and writer
+    /// task use at the same time. The default, [`tokio::io::split`], puts
+    /// both halves behind one lock that the two tasks then contend for on
+    /// every read and write; override it when the stream splits without one
+    /// (as [`Plain`] does with [`TcpStream::into_split`]).
+    fn split(stream: Self::Stream) -> (StreamReader, StreamWriter) {
+        let (r, w) = tokio::io::split(stream);
+        (Box::new(r), Box::new(w))
+    }
 }
+
+/// The read half of a connection's stream.
+pub type StreamReader = Box<dyn AsyncRead + Send + Unpin>;
+/// The write half of a connection's stream.
+pub type StreamWriter = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// Plain TCP: streams are used as they are.
 #[derive(Clone, Copy, Debug, Default)]
@@ -165,6 +190,11 @@ impl StreamWrapper for Plain {
     async fn server(&self, stream: TcpStream) -> io::Result<TcpStream> {
         Ok(stream)
     }
+    /// Lock-free halves: reads and writes never wait for each other.
+    fn split(stream: TcpStream) -> (StreamReader, StreamWriter) {
+        let (r, w) = stream.into_split();
+        (Box::new(r), Box::new(w))
+    }
 }
 
 /// State shared by the transport handle and its tasks.
@@ -173,12 +203,81 @@ struct Shared<W> {
     config: TcpConfig,
     wrapper: W,
     addrs: Mutex<HashMap<PeerId, SocketAddr>>,
-    /// The outbound queue of each peer with a live link or connection.
-    links: Mutex<HashMap<PeerId, mpsc::Sender<Frame>>>,
+    /// Each peer with a dialing link or a live connection: its outbound
+    /// queue and the connection chosen to carry it.
+    peers: Mutex<HashMap<PeerId, PeerSlot>>,
+    /// Serialises connection changes with their `Connected`/`Disconnected`
+    /// events, so the events arrive in the order the changes happened.
+    membership: AsyncMutex<()>,
+    /// Woken whenever a peer loses its current connection (a dial loop
+    /// that lost a simultaneous open waits on it).
+    released: Notify,
+    next_conn: AtomicU64,
+    /// Connections past their handshake and not yet closed.
+    open: AtomicUsize,
     inbound: mpsc::Sender<Event<PeerId, Frame>>,
     shutdown: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     dropped: AtomicU64,
+}
+
+/// A peer's outbound queue, written by whichever connection holds the lock:
+/// the current one, so frames move to a new connection in order.
+type Queue = Arc<AsyncMutex<mpsc::Receiver<Frame>>>;
+
+/// A peer's queue and its current connection.
+struct PeerSlot {
+    tx: mpsc::Sender<Frame>,
+    rx: Queue,
+    /// A dial loop owns the queue: it outlives connections.
+    dialed: bool,
+    current: Option<Current>,
+}
+
+impl PeerSlot {
+    fn new(capacity: usize, dialed: bool) -> Self {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        PeerSlot {
+            tx,
+            rx: Arc::new(AsyncMutex::new(rx)),
+            dialed,
+            current: None,
+        }
+    }
+}
+
+/// The connection carrying a peer's queue.
+struct Current {
+    serial: u64,
+    direction: Direction,
+    retire: Arc<Notify>,
+}
+
+/// A connection past its handshake that carries (or carried) a peer's queue.
+struct Conn {
+    peer: PeerId,
+    serial: u64,
+    rx: Queue,
+    /// Told when a newer or winning connection takes over.
+    retire: Arc<Notify>,
+    /// Whether the peer had no connection before this one.
+    fresh: bool,
+}
+
+/// Counts a connection as open from its handshake until dropped.
+struct Open<'a>(&'a AtomicUsize);
+
+impl<'a> Open<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Open(count)
+    }
+}
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Locks a map. A panicking task cannot leave these maps half-updated, so
@@ -188,6 +287,82 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl<W> Shared<W> {
+    /// Makes a connection that just exchanged hellos with `peer` its current
+    /// one, or refuses it (`None`) because the existing one wins the
+    /// simultaneous open. `own` is a dial loop's queue, used if the peer was
+    /// removed meanwhile.
+    fn register(&self, peer: PeerId, direction: Direction, own: Option<&Queue>) -> Option<Conn> {
+        let serial = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let retire = Arc::new(Notify::new());
+        let mut peers = lock(&self.peers);
+        let slot = match (peers.entry(peer), own) {
+            (Entry::Occupied(e), _) => e.into_mut(),
+            (Entry::Vacant(e), None) => e.insert(PeerSlot::new(self.config.peer_queue, false)),
+            // Removed while we dialed: write out what was queued, unregistered.
+            (Entry::Vacant(_), Some(rx)) => {
+                return Some(Conn {
+                    peer,
+                    serial,
+                    rx: Arc::clone(rx),
+                    retire,
+                    fresh: true,
+                });
+            }
+        };
+        let fresh = match &slot.current {
+            None => true,
+            Some(existing) => {
+                match simultaneous_open::resolve(&self.id, &peer, existing.direction, direction) {
+                    Resolution::KeepExisting => return None,
+                    Resolution::ReplaceExisting => existing.retire.notify_one(),
+                }
+                false
+            }
+        };
+        slot.current = Some(Current {
+            serial,
+            direction,
+            retire: Arc::clone(&retire),
+        });
+        Some(Conn {
+            peer,
+            serial,
+            rx: Arc::clone(&slot.rx),
+            retire,
+            fresh,
+        })
+    }
+
+    /// `conn` ended. Whether the peer is now without a connection (`conn`
+    /// was current, or the peer was removed under it).
+    fn unregister(&self, conn: &Conn) -> bool {
+        let mut peers = lock(&self.peers);
+        let Some(slot) = peers.get_mut(&conn.peer) else {
+            return true;
+        };
+        if slot
+            .current
+            .as_ref()
+            .is_none_or(|c| c.serial != conn.serial)
+        {
+            return false;
+        }
+        slot.current = None;
+        if !slot.dialed {
+            peers.remove(&conn.peer);
+        }
+        drop(peers);
+        self.released.notify_waiters();
+        true
+    }
+
+    /// Whether `peer` has a live connection.
+    fn connected(&self, peer: PeerId) -> bool {
+        lock(&self.peers)
+            .get(&peer)
+            .is_some_and(|s| s.current.is_some())
+    }
+
     fn spawn(&self, task: impl core::future::Future<Output = ()> + Send + 'static) {
         let handle = tokio::spawn(task);
         let mut tasks = lock(&self.tasks);
@@ -263,7 +438,11 @@ impl<W: StreamWrapper> TcpTransport<W> {
                 config,
                 wrapper,
                 addrs: Mutex::default(),
-                links: Mutex::default(),
+                peers: Mutex::default(),
+                membership: AsyncMutex::new(()),
+                released: Notify::new(),
+                next_conn: AtomicU64::new(0),
+                open: AtomicUsize::new(0),
                 inbound: tx,
                 shutdown,
                 tasks: Mutex::default(),
@@ -289,14 +468,13 @@ impl<W: StreamWrapper> TcpTransport<W> {
         lock(&self.shared.addrs).insert(peer, addr);
     }
 
-    /// Forgets `peer`'s address and ends its dialing link: frames already
-    /// queued for it are still written if it is connected, then that
-    /// connection closes. Sends to it fail with [`TcpError::UnknownPeer`]
-    /// until it connects to us or is added again. (An inbound connection from
-    /// it stays open until either side closes it.)
+    /// Forgets `peer`'s address and ends its link: frames already queued for
+    /// it are still written if it is connected, then its connection (dialed
+    /// or accepted) closes. Sends to it fail with [`TcpError::UnknownPeer`]
+    /// until it connects to us or is added again.
     pub fn remove_peer(&self, peer: PeerId) {
         lock(&self.shared.addrs).remove(&peer);
-        lock(&self.shared.links).remove(&peer);
+        lock(&self.shared.peers).remove(&peer);
     }
 
     /// Queues `frame` for `to` without waiting: a full queue drops the frame,
@@ -314,6 +492,13 @@ impl<W: StreamWrapper> TcpTransport<W> {
             }
             mpsc::error::TrySendError::Closed(_) => TcpError::Shutdown,
         })
+    }
+
+    /// TCP connections open past their handshake, in either direction,
+    /// including any still closing after losing a simultaneous open. One
+    /// per connected peer once things settle.
+    pub fn open_connections(&self) -> usize {
+        self.shared.open.load(Ordering::Relaxed)
     }
 
     /// Frames dropped by [`try_send`](Self::try_send) at the high-water mark.
@@ -336,17 +521,18 @@ impl<W: StreamWrapper> TcpTransport<W> {
         if *self.shared.shutdown.borrow() {
             return Err(TcpError::Shutdown);
         }
-        let mut links = lock(&self.shared.links);
-        if let Some(tx) = links.get(&peer).filter(|tx| !tx.is_closed()) {
-            return Ok(tx.clone());
+        let mut peers = lock(&self.shared.peers);
+        if let Some(slot) = peers.get(&peer) {
+            return Ok(slot.tx.clone());
         }
         let addr = lock(&self.shared.addrs)
             .get(&peer)
             .copied()
             .ok_or(TcpError::UnknownPeer(peer))?;
-        let (tx, rx) = mpsc::channel(self.shared.config.peer_queue.max(1));
-        links.insert(peer, tx.clone());
-        drop(links);
+        let slot = PeerSlot::new(self.shared.config.peer_queue, true);
+        let (tx, rx) = (slot.tx.clone(), Arc::clone(&slot.rx));
+        peers.insert(peer, slot);
+        drop(peers);
         let shared = Arc::clone(&self.shared);
         self.shared.spawn(dial_loop(shared, peer, addr, rx));
         Ok(tx)
@@ -414,7 +600,7 @@ async fn serve<W: StreamWrapper>(shared: Arc<Shared<W>>, stream: TcpStream) {
     let Ok(stream) = shared.wrapper.server(stream).await else {
         return;
     };
-    let (mut r, mut w) = tokio::io::split(stream);
+    let (mut r, mut w) = W::split(stream);
     let mut buf = BytesMut::new();
     let hello = tokio::time::timeout(
         HELLO_TIMEOUT,
@@ -423,28 +609,81 @@ async fn serve<W: StreamWrapper>(shared: Arc<Shared<W>>, stream: TcpStream) {
     let Ok(Ok(peer)) = hello.await else {
         return;
     };
+    let _open = Open::new(&shared.open);
+    // Decide before answering, so the dialer never sees a hello on a
+    // connection we have not accounted for.
+    let conn = {
+        let _order = shared.membership.lock().await;
+        let conn = shared.register(peer, Direction::Inbound, None);
+        if let Some(conn) = conn.as_ref().filter(|c| c.fresh) {
+            shared.emit(Event::Connected(conn.peer)).await;
+        }
+        conn
+    };
     if write_hello(&mut w, shared.id).await.is_err() {
+        if let Some(conn) = conn {
+            finish(&shared, &conn, Ended::Closed).await;
+        }
         return;
     }
-    let (tx, mut rx) = mpsc::channel(shared.config.peer_queue.max(1));
-    {
-        // Reply on this connection unless a live link to the peer exists.
-        let mut links = lock(&shared.links);
-        let live = links.get(&peer).is_some_and(|l| !l.is_closed());
-        if !live {
-            links.insert(peer, tx.clone());
+    match conn {
+        Some(conn) => {
+            let ended = run_connection(&shared, &conn, r, w, buf).await;
+            finish(&shared, &conn, ended).await;
         }
+        None => refuse(&shared, peer, r, w, buf).await,
     }
-    shared.emit(Event::Connected(peer)).await;
-    let _ = run_connection(&shared, peer, r, w, buf, &mut rx).await;
-    drop(rx);
-    {
-        let mut links = lock(&shared.links);
-        if links.get(&peer).is_some_and(|l| l.same_channel(&tx)) {
-            links.remove(&peer);
-        }
+}
+
+/// `conn` ended: if the peer is left without a connection, say so.
+async fn finish<W: StreamWrapper>(shared: &Arc<Shared<W>>, conn: &Conn, ended: Ended) {
+    let _order = shared.membership.lock().await;
+    if shared.unregister(conn) && ended != Ended::Retired {
+        shared.emit(Event::Disconnected(conn.peer)).await;
     }
-    shared.emit(Event::Disconnected(peer)).await;
+}
+
+/// Closes a connection that lost a simultaneous open right after its
+/// handshake: nothing is written on it, and what the peer wrote before it
+/// learnt is still read.
+async fn refuse<W: StreamWrapper>(
+    shared: &Arc<Shared<W>>,
+    peer: PeerId,
+    r: StreamReader,
+    mut w: StreamWriter,
+    buf: BytesMut,
+) {
+    let mut reader = tokio::spawn(read_loop(Arc::clone(shared), peer, r, buf));
+    retire(shared, peer, &mut w, &mut reader).await;
+}
+
+/// Closes a losing connection to `peer` and reads it to its end, so what
+/// the peer wrote before it switched is still delivered.
+///
+/// The lower id closes first; the higher id waits for that before closing
+/// its side. Otherwise the lower id could see the loser close while it is
+/// still its current connection (the winner's hello not yet read) and
+/// report a disconnect that never was. Each wait is bounded by the hello
+/// timeout (a peer that never closes) and by shutdown.
+async fn retire<W>(
+    shared: &Shared<W>,
+    peer: PeerId,
+    w: &mut StreamWriter,
+    reader: &mut JoinHandle<()>,
+) {
+    let mut stop = shared.shutdown.subscribe();
+    let close_first = shared.id < peer;
+    if close_first {
+        let _ = w.shutdown().await;
+    }
+    tokio::select! {
+        _ = tokio::time::timeout(HELLO_TIMEOUT, &mut *reader) => {}
+        _ = stopped(&mut stop) => {}
+    }
+    reader.abort();
+    if !close_first {
+        let _ = w.shutdown().await;
+    }
 }
 
 /// Keeps a connection to `peer` up, redialing with backoff, until shutdown.
@@ -452,22 +691,52 @@ async fn dial_loop<W: StreamWrapper>(
     shared: Arc<Shared<W>>,
     peer: PeerId,
     addr: SocketAddr,
-    mut rx: mpsc::Receiver<Frame>,
+    rx: Queue,
 ) {
     let mut stop = shared.shutdown.subscribe();
     let mut backoff = shared.config.backoff_initial;
     loop {
+        // The peer's own connection won a simultaneous open: no redial
+        // while it is up.
+        loop {
+            let released = shared.released.notified();
+            if !shared.connected(peer) {
+                break;
+            }
+            tokio::select! {
+                _ = released => {}
+                _ = stopped(&mut stop) => return,
+            }
+        }
         // Shut down, or the peer was removed and its queue is drained.
-        if *stop.borrow() || (rx.is_closed() && rx.is_empty()) {
+        let drained = rx
+            .try_lock()
+            .is_ok_and(|rx| rx.is_closed() && rx.is_empty());
+        if *stop.borrow() || drained {
             return;
         }
         if let Ok((r, w, buf)) = dial(&shared, peer, addr).await {
+            let _open = Open::new(&shared.open);
             backoff = shared.config.backoff_initial;
-            shared.emit(Event::Connected(peer)).await;
-            let ended = run_connection(&shared, peer, r, w, buf, &mut rx).await;
-            shared.emit(Event::Disconnected(peer)).await;
-            if ended == Ended::Shutdown {
-                return;
+            let conn = {
+                let _order = shared.membership.lock().await;
+                let conn = shared.register(peer, Direction::Outbound, Some(&rx));
+                if let Some(conn) = conn.as_ref().filter(|c| c.fresh) {
+                    shared.emit(Event::Connected(conn.peer)).await;
+                }
+                conn
+            };
+            let Some(conn) = conn else {
+                refuse(&shared, peer, r, w, buf).await;
+                continue;
+            };
+            let ended = run_connection(&shared, &conn, r, w, buf).await;
+            finish(&shared, &conn, ended).await;
+            match ended {
+                Ended::Shutdown => return,
+                // The peer's connection took over: wait for it above.
+                Ended::Retired => continue,
+                Ended::Closed => {}
             }
         }
         tokio::select! {
@@ -478,17 +747,17 @@ async fn dial_loop<W: StreamWrapper>(
     }
 }
 
-type Halves<S> = (ReadHalf<S>, WriteHalf<S>, BytesMut);
+type Halves = (StreamReader, StreamWriter, BytesMut);
 
 async fn dial<W: StreamWrapper>(
     shared: &Shared<W>,
     peer: PeerId,
     addr: SocketAddr,
-) -> io::Result<Halves<W::Stream>> {
+) -> io::Result<Halves> {
     let stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     let stream = shared.wrapper.client(stream, peer).await?;
-    let (mut r, mut w) = tokio::io::split(stream);
+    let (mut r, mut w) = W::split(stream);
     write_hello(&mut w, shared.id).await?;
     let mut buf = BytesMut::new();
     let theirs = tokio::time::timeout(
@@ -506,29 +775,59 @@ async fn dial<W: StreamWrapper>(
     Ok((r, w, buf))
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Ended {
     /// The connection failed or the peer closed it.
     Closed,
     /// We are shutting down (the queue was flushed first).
     Shutdown,
+    /// Another connection to the peer took over its queue.
+    Retired,
 }
 
 /// Runs one connection: a reader task feeding the inbound queue, and this
-/// task writing the peer's queue, until either side ends or we shut down.
+/// task writing the peer's queue, until either side ends, another connection
+/// takes over, or we shut down.
 async fn run_connection<W: StreamWrapper>(
     shared: &Arc<Shared<W>>,
-    peer: PeerId,
-    r: ReadHalf<W::Stream>,
-    mut w: WriteHalf<W::Stream>,
+    conn: &Conn,
+    r: StreamReader,
+    mut w: StreamWriter,
     buf: BytesMut,
-    rx: &mut mpsc::Receiver<Frame>,
 ) -> Ended {
-    let mut reader = tokio::spawn(read_loop(Arc::clone(shared), peer, r, buf));
+    let mut reader = tokio::spawn(read_loop(Arc::clone(shared), conn.peer, r, buf));
+    let ended = write_loop(shared, conn, &mut w, &mut reader).await;
+    if ended == Ended::Retired {
+        retire(shared, conn.peer, &mut w, &mut reader).await;
+    } else {
+        let _ = w.shutdown().await;
+        reader.abort();
+    }
+    ended
+}
+
+/// Writes the peer's queue while this connection holds it.
+async fn write_loop<W: StreamWrapper>(
+    shared: &Arc<Shared<W>>,
+    conn: &Conn,
+    w: &mut StreamWriter,
+    reader: &mut JoinHandle<()>,
+) -> Ended {
     let mut stop = shared.shutdown.subscribe();
+    // A connection that replaced another waits here until the old one's
+    // writer lets go of the queue, so frames keep their order.
+    // Biased: a queue that is free is taken even when shutdown is already
+    // signalled, so its frames are written out below.
+    let mut rx = tokio::select! {
+        biased;
+        rx = conn.rx.lock() => rx,
+        _ = conn.retire.notified() => return Ended::Retired,
+        _ = &mut *reader => return Ended::Closed,
+        _ = stopped(&mut stop) => return Ended::Shutdown,
+    };
     let framing = shared.config.framing;
     let mut out = BytesMut::new();
-    let ended = loop {
+    loop {
         tokio::select! {
             frame = rx.recv() => {
                 let Some(frame) = frame else { break Ended::Shutdown };
@@ -545,7 +844,8 @@ async fn run_connection<W: StreamWrapper>(
                 }
                 out.clear();
             }
-            _ = &mut reader => break Ended::Closed,
+            _ = &mut *reader => break Ended::Closed,
+            _ = conn.retire.notified() => break Ended::Retired,
             _ = stopped(&mut stop) => {
                 while let Ok(f) = rx.try_recv() {
                     let _ = framing.encode(&f, &mut out);
@@ -554,17 +854,14 @@ async fn run_connection<W: StreamWrapper>(
                 break Ended::Shutdown;
             }
         }
-    };
-    let _ = w.shutdown().await;
-    reader.abort();
-    ended
+    }
 }
 
 /// Decodes frames into the inbound queue until the stream ends or breaks.
-async fn read_loop<S: AsyncRead>(
+async fn read_loop(
     shared: Arc<Shared<impl StreamWrapper>>,
     peer: PeerId,
-    mut r: ReadHalf<S>,
+    mut r: StreamReader,
     mut buf: BytesMut,
 ) {
     let framing = shared.config.framing;
@@ -598,7 +895,7 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-async fn write_hello<S: AsyncWrite>(w: &mut WriteHalf<S>, id: PeerId) -> io::Result<()> {
+async fn write_hello(w: &mut StreamWriter, id: PeerId) -> io::Result<()> {
     let mut out = BytesMut::new();
     let payload = Bytes::copy_from_slice(&id.0.to_be_bytes());
     FrameCodec::new()
@@ -607,8 +904,8 @@ async fn write_hello<S: AsyncWrite>(w: &mut WriteHalf<S>, id: PeerId) -> io::Res
     w.write_all(&out).await
 }
 
-async fn read_hello<S: AsyncRead>(
-    r: &mut ReadHalf<S>,
+async fn read_hello(
+    r: &mut StreamReader,
     buf: &mut BytesMut,
     framing: FrameCodec,
 ) -> io::Result<PeerId> {

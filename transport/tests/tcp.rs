@@ -432,3 +432,155 @@ async fn removing_a_peer_closes_its_link() {
     client.shutdown().await;
     server.shutdown().await;
 }
+
+/// Waits until `t` holds `n` open connections, handling its events meanwhile
+/// into `seen`.
+async fn settle(t: &mut TcpTransport, n: usize, seen: &mut Vec<Event<PeerId, Frame>>) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while t.open_connections() != n {
+        assert!(
+            Instant::now() < deadline,
+            "{:?} still has {} connections",
+            t.id(),
+            t.open_connections()
+        );
+        if let Ok(ev) = tokio::time::timeout(Duration::from_millis(5), t.recv()).await {
+            seen.push(ev.unwrap());
+        }
+    }
+}
+
+/// Receives events until `count` messages have arrived, returning them.
+async fn take_messages(
+    t: &mut TcpTransport,
+    count: usize,
+    seen: &mut Vec<Event<PeerId, Frame>>,
+) -> Vec<Bytes> {
+    let mut got: Vec<Bytes> = seen
+        .iter()
+        .filter_map(|e| match e {
+            Event::Message { msg, .. } => Some(msg.payload.clone()),
+            _ => None,
+        })
+        .collect();
+    while got.len() < count {
+        let ev = tokio::time::timeout(Duration::from_secs(10), t.recv())
+            .await
+            .expect("messages did not arrive within 10 s")
+            .unwrap();
+        if let Event::Message { msg, .. } = &ev {
+            got.push(msg.payload.clone());
+        }
+        seen.push(ev);
+    }
+    seen.retain(|e| !matches!(e, Event::Message { .. }));
+    got
+}
+
+fn numbered(tag: &str, i: u32) -> Bytes {
+    Bytes::from(format!("{tag}{i}"))
+}
+
+// Current-thread runtime: both sends queue (and spawn both dial loops)
+// before either loop runs, so both sides really dial each other at once.
+#[tokio::test(flavor = "current_thread")]
+async fn simultaneous_dials_end_with_one_connection_that_works_both_ways() {
+    simultaneous_dials().await;
+}
+
+// Two worker threads: the handshakes of the two connections interleave
+// differently from run to run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_dials_across_threads() {
+    simultaneous_dials().await;
+}
+
+/// Two nodes dial each other at once, six times, with either one the lower
+/// id: each ends with one connection, nothing sent is lost, the connection
+/// carries traffic both ways, and each side sees one `Connected` only.
+async fn simultaneous_dials() {
+    for (x, y) in [(PeerId(10), PeerId(20)), (PeerId(20), PeerId(10))]
+        .into_iter()
+        .cycle()
+        .take(6)
+    {
+        let mut a = TcpTransport::bind(x, "127.0.0.1:0", TcpConfig::default())
+            .await
+            .unwrap();
+        let mut b = TcpTransport::bind(y, "127.0.0.1:0", TcpConfig::default())
+            .await
+            .unwrap();
+        a.add_peer(y, b.local_addr().unwrap());
+        b.add_peer(x, a.local_addr().unwrap());
+        for i in 0..50 {
+            a.try_send(y, Frame::new(ChannelId(0), numbered("a", i)))
+                .unwrap();
+            b.try_send(x, Frame::new(ChannelId(0), numbered("b", i)))
+                .unwrap();
+        }
+        let (mut at_a, mut at_b) = (Vec::new(), Vec::new());
+
+        // Frames queued during the race all arrive, whichever connection
+        // carried them (order across the switch is not promised).
+        let mut got_b = take_messages(&mut b, 50, &mut at_b).await;
+        let mut got_a = take_messages(&mut a, 50, &mut at_a).await;
+        got_a.sort();
+        got_b.sort();
+        let mut want_a: Vec<Bytes> = (0..50).map(|i| numbered("b", i)).collect();
+        let mut want_b: Vec<Bytes> = (0..50).map(|i| numbered("a", i)).collect();
+        want_a.sort();
+        want_b.sort();
+        assert_eq!(got_a, want_a);
+        assert_eq!(got_b, want_b);
+
+        // The surviving connection carries traffic both ways, in order.
+        for i in 0..20 {
+            a.send(y, Frame::new(ChannelId(0), numbered("ping", i)))
+                .await
+                .unwrap();
+            b.send(x, Frame::new(ChannelId(0), numbered("pong", i)))
+                .await
+                .unwrap();
+        }
+        let pings = take_messages(&mut b, 20, &mut at_b).await;
+        let pongs = take_messages(&mut a, 20, &mut at_a).await;
+        assert_eq!(
+            pings,
+            (0..20).map(|i| numbered("ping", i)).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            pongs,
+            (0..20).map(|i| numbered("pong", i)).collect::<Vec<_>>()
+        );
+        // A losing dial may still be finishing its handshake and closing:
+        // whatever happened meanwhile, each side ends with one connection.
+        settle(&mut a, 1, &mut at_a).await;
+        settle(&mut b, 1, &mut at_b).await;
+
+        // Each side saw the peer connect once and never disconnect.
+        assert_eq!(at_a, [Event::Connected(y)], "{x:?}");
+        assert_eq!(at_b, [Event::Connected(x)], "{y:?}");
+        a.shutdown().await;
+        b.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn removing_a_peer_also_closes_the_connection_it_opened() {
+    let mut server = TcpTransport::bind(SERVER, "127.0.0.1:0", TcpConfig::default())
+        .await
+        .unwrap();
+    let mut client = TcpTransport::client(CLIENT, TcpConfig::default());
+    client.add_peer(SERVER, server.local_addr().unwrap());
+    client.send(SERVER, frame("hello")).await.unwrap();
+    next_message(&mut server).await;
+    server.send(CLIENT, frame("queued")).await.unwrap();
+    server.remove_peer(CLIENT);
+    // What was queued is still written, then the connection closes.
+    let (_, msg) = next_message(&mut client).await;
+    assert_eq!(&msg.payload[..], b"queued");
+    wait_for(&mut server, Event::Disconnected(CLIENT)).await;
+    wait_for(&mut client, Event::Disconnected(SERVER)).await;
+    client.shutdown().await;
+    server.shutdown().await;
+}

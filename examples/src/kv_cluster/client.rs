@@ -1,5 +1,6 @@
 //! A kv-cluster client: maps keys to shards on a consistent-hash ring,
-//! finds each shard's leader by following hints, and retries every request
+//! finds each shard's leader by following hints (learning the address of a
+//! server that joined from the hint itself), and retries every request
 //! with the same Snowflake id until it is answered, so a write applies once
 //! however many times it is sent.
 
@@ -80,6 +81,27 @@ impl Client {
             ids,
             retries: 0,
         })
+    }
+
+    /// Tells the client where server `id` listens (idempotent). Clients
+    /// also learn servers from leader hints; this is for the first contact.
+    pub fn add_node(&mut self, id: u64, addr: SocketAddr) {
+        if !self.nodes.contains(&id) {
+            self.transport.add_peer(PeerId(id), addr);
+            self.nodes.push(id);
+        }
+    }
+
+    /// The servers this client knows of.
+    pub fn nodes(&self) -> &[u64] {
+        &self.nodes
+    }
+
+    /// Sends an admin request about `shard` (add a voter, remove a member)
+    /// to the shard's leader, following hints like a write.
+    pub async fn admin(&mut self, shard: u32, request: Request) -> Result<Answer, Error> {
+        let id = self.next_id()?;
+        self.call(Some(shard), Envelope { id, body: request }).await
     }
 
     /// The shard `key` lives in.
@@ -231,7 +253,12 @@ impl Client {
             }
             self.send(target, &envelope).await?;
             match self.await_reply(envelope.id, Some(target)).await? {
-                Some((Reply::NotLeader { hint }, _)) if hint != 0 && hint != target => {
+                Some((Reply::NotLeader { hint, addr }, _)) if hint != 0 && hint != target => {
+                    // A leader this client has not heard of joined after it
+                    // started: its address comes with the hint.
+                    if let Ok(addr) = addr.parse() {
+                        self.add_node(hint, addr);
+                    }
                     target = hint;
                 }
                 Some((Reply::NotLeader { .. }, _)) | None => {

@@ -11,7 +11,14 @@
 //! crash between the two leaves the new snapshot and the old, longer log,
 //! whose covered prefix replay skips.
 //!
-//! Snapshot file: `index u64 | term u64 | len u32 | data`.
+//! Snapshot file: `index u64 | term u64 | len u32 | data`, then the
+//! configuration as of `index` (`len u32`, then
+//! [`Configuration::encode`]'s bytes). The configuration must travel with the
+//! snapshot: once membership has changed, the entries that changed it may
+//! be compacted away, and a node restarted with the configuration it was
+//! first given would count the wrong majority. A file without it (written
+//! before membership could change) takes the configuration the log is
+//! opened with.
 //!
 //! Record: `tag u8 | len u32 | payload`. Tag 1 appends entries
 //! (`count u32`, then `term u64 | index u64 | len u32 | data` each), with the
@@ -118,9 +125,11 @@ impl FileLog {
         if index <= self.mem.snapshot_meta()?.index {
             return Ok(());
         }
-        let term = self.mem.term(index)?;
-        write_snapshot(&self.path, index, term, &data)?;
-        self.mem.compact(index, data)?;
+        // Compacting in memory first finds the configuration as of `index`
+        // (the snapshot's); if writing it fails the node stops on the error.
+        self.mem.compact(index, data.clone())?;
+        let meta = self.mem.snapshot_meta()?;
+        write_snapshot(&self.path, &meta, &data)?;
         self.rewrite()
     }
 
@@ -129,12 +138,7 @@ impl FileLog {
     /// it replaces the whole log. Call before persisting that `Ready`'s
     /// entries and before `advance`.
     pub fn install(&mut self, snapshot: Snapshot) -> Result<(), Error> {
-        write_snapshot(
-            &self.path,
-            snapshot.meta.index,
-            snapshot.meta.term,
-            &snapshot.data,
-        )?;
+        write_snapshot(&self.path, &snapshot.meta, &snapshot.data)?;
         self.mem.apply_snapshot(snapshot);
         self.rewrite()
     }
@@ -217,12 +221,15 @@ fn replace_durably(tmp: &Path, path: &Path, bytes: &[u8]) -> Result<(), Error> {
     Ok(())
 }
 
-fn write_snapshot(log: &Path, index: LogIndex, term: Term, data: &[u8]) -> Result<(), Error> {
+fn write_snapshot(log: &Path, meta: &SnapshotMeta, data: &[u8]) -> Result<(), Error> {
     let mut buf = BytesMut::with_capacity(20 + data.len());
-    buf.put_u64(index.0);
-    buf.put_u64(term.0);
+    buf.put_u64(meta.index.0);
+    buf.put_u64(meta.term.0);
     buf.put_u32(data.len() as u32);
     buf.put_slice(data);
+    let configuration = meta.configuration.encode();
+    buf.put_u32(configuration.len() as u32);
+    buf.put_slice(&configuration);
     let path = snapshot_path(log);
     replace_durably(&path.with_extension("snap.tmp"), &path, &buf)
 }
@@ -242,17 +249,36 @@ fn read_snapshot(path: &Path, members: Configuration) -> Result<Option<Snapshot>
     let index = LogIndex(src.get_u64());
     let term = Term(src.get_u64());
     let len = src.get_u32() as usize;
-    if src.remaining() != len {
+    if src.remaining() < len {
         return Err(Error::Malformed("snapshot file length"));
     }
+    let data = src.split_to(len);
+    let configuration = if src.has_remaining() {
+        read_configuration(&mut src).ok_or(Error::Malformed("snapshot configuration"))?
+    } else {
+        members
+    };
     Ok(Some(Snapshot {
         meta: SnapshotMeta {
             index,
             term,
-            configuration: members,
+            configuration,
         },
-        data: src,
+        data,
     }))
+}
+
+/// The configuration [`write_snapshot`] stores after the data: its length,
+/// then raft-core's own encoding (so witnesses and joint states round-trip).
+fn read_configuration(src: &mut Bytes) -> Option<Configuration> {
+    if src.remaining() < 4 {
+        return None;
+    }
+    let len = src.get_u32() as usize;
+    if src.remaining() != len {
+        return None;
+    }
+    Configuration::decode(src)
 }
 
 fn put_record(buf: &mut BytesMut, tag: u8, payload: &[u8]) {
@@ -440,7 +466,12 @@ mod tests {
             log.persist(&[e(1, 1), e(2, 1), e(3, 1)], None).unwrap();
         }
         // The snapshot landed, the log was not rewritten yet.
-        write_snapshot(&path, LogIndex(2), Term(1), b"state@2").unwrap();
+        let meta = SnapshotMeta {
+            index: LogIndex(2),
+            term: Term(1),
+            configuration: members.clone(),
+        };
+        write_snapshot(&path, &meta, b"state@2").unwrap();
         let log = FileLog::open(&path, members).unwrap();
         assert_eq!(log.first_index().unwrap(), LogIndex(3));
         assert_eq!(log.last_index().unwrap(), LogIndex(3));
@@ -476,6 +507,58 @@ mod tests {
             log.snapshot().unwrap().data,
             Bytes::from_static(b"leader state")
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn snapshots_keep_the_configuration_they_were_taken_under() {
+        let dir = scratch("membership");
+        let path = dir.join("log");
+        let first = Configuration::new([NodeId(1), NodeId(2), NodeId(3)]);
+        let changed =
+            Configuration::new([NodeId(1), NodeId(2), NodeId(4)]).with_learners([NodeId(5)]);
+        let joint = first.joint_to(&changed);
+        {
+            let mut log = FileLog::open(&path, first.clone()).unwrap();
+            // A configuration entry (as raft-core writes it: the tag, then
+            // the three sets) inside the compacted prefix.
+            let mut data = BytesMut::from(quorate_raft_core::CONFIGURATION_TAG);
+            for set in [joint.voters(), joint.learners(), joint.outgoing()] {
+                data.put_u32(set.len() as u32);
+                for id in set {
+                    data.put_u64(id.0);
+                }
+            }
+            let config_entry = Entry {
+                term: Term(1),
+                index: LogIndex(2),
+                data: data.freeze(),
+            };
+            assert_eq!(config_entry.configuration(), Some(joint.clone()));
+            log.persist(&[e(1, 1), config_entry, e(3, 1)], None)
+                .unwrap();
+            log.compact(LogIndex(3), Bytes::from_static(b"state@3"))
+                .unwrap();
+        }
+        // Reopened with the configuration it was first given, it still
+        // knows the one of its snapshot.
+        let log = FileLog::open(&path, first.clone()).unwrap();
+        assert_eq!(log.snapshot().unwrap().meta.configuration, joint);
+        assert_eq!(log.initial_state().unwrap().configuration, joint);
+        drop(log);
+        let mut log = FileLog::open(&path, first.clone()).unwrap();
+        log.install(Snapshot {
+            meta: SnapshotMeta {
+                index: LogIndex(9),
+                term: Term(2),
+                configuration: changed.clone(),
+            },
+            data: Bytes::from_static(b"leader state"),
+        })
+        .unwrap();
+        drop(log);
+        let log = FileLog::open(&path, first).unwrap();
+        assert_eq!(log.snapshot().unwrap().meta.configuration, changed);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -3,11 +3,16 @@
 //! Raft group (`quorate-raft-core`) over every node, carried by the TCP
 //! transport (`quorate-transport`); requests carry Snowflake ids
 //! (`quorate-ids`) so retries apply once; values carry HLC stamps
-//! (`quorate-clocks`); and replicas compare Merkle roots over their key
-//! space (`quorate-merkle`) to prove they hold the same data.
+//! (`quorate-clocks`); and the replicas of a shard compare Merkle digests
+//! of their key buckets (`quorate-merkle`) at equal applied indexes and
+//! repair a damaged bucket on their own ([`anti_entropy`]). A shard's
+//! membership changes live: a new server joins as a learner, is caught up
+//! and promoted (`Node::add_voter`), and a member (even the leader) can be
+//! removed.
 //!
 //! [`scenario::run`] is the program's default: three nodes and two shards in
-//! one process, a scripted workload with a leader crash and a restart, and a
+//! one process, a scripted workload with a leader crash and a restart, a
+//! member replaced under load, a replica corrupted and repaired, and a
 //! report. [`server`] and [`client`] are what the `node`, `put`, `get` and
 //! `bench` commands run.
 //!
@@ -27,6 +32,7 @@
 //! # }
 //! ```
 
+pub mod anti_entropy;
 pub mod client;
 pub mod log_store;
 pub mod protocol;

@@ -52,15 +52,29 @@ pub enum Request {
         /// The bucket (Merkle leaf index).
         bucket: u64,
     },
-    /// Anti-entropy repair: replace a bucket of the node's replica of
-    /// `shard` with entries the other replicas agree on.
-    Repair {
+    /// Admin: tells the node where server `id` listens, so it can reach a
+    /// server about to join (idempotent).
+    AddPeer {
+        /// The server.
+        id: u64,
+        /// Its address (`ip:port`).
+        addr: String,
+    },
+    /// Admin, to `shard`'s leader: make server `id` a voter once it has
+    /// caught up as a learner (`Node::add_voter`).
+    AddVoter {
         /// The shard.
         shard: u32,
-        /// The bucket (Merkle leaf index).
-        bucket: u64,
-        /// Its correct contents.
-        entries: Vec<BucketEntry>,
+        /// The joining server.
+        id: u64,
+    },
+    /// Admin, to `shard`'s leader: remove server `id` from the shard (a
+    /// single-server change; a removed leader steps down once it commits).
+    RemoveMember {
+        /// The shard.
+        shard: u32,
+        /// The leaving server.
+        id: u64,
     },
 }
 
@@ -103,6 +117,10 @@ pub struct ShardStatus {
     pub keys: u64,
     /// The Merkle root over its key space.
     pub root: [u8; 32],
+    /// The shard's voters, as this replica's configuration says.
+    pub voters: Vec<u64>,
+    /// The shard's learners (catching up before they vote).
+    pub learners: Vec<u64>,
 }
 
 /// What a node answers.
@@ -116,7 +134,15 @@ pub enum Reply {
     NotLeader {
         /// The leader this node knows of.
         hint: u64,
+        /// Where the hinted leader listens, if this node knows (empty
+        /// otherwise): how clients learn of servers that joined.
+        addr: String,
     },
+    /// The request was understood and refused (a membership change while
+    /// another is unfinished, ...): the reason.
+    Refused(String),
+    /// An admin request was accepted.
+    Accepted,
     /// The shard does not exist on this node.
     NoSuchShard,
     /// Per-shard state of the node.
@@ -127,7 +153,7 @@ pub enum Reply {
     Bucket(Vec<BucketEntry>),
 }
 
-fn put_entries(dst: &mut BytesMut, entries: &[BucketEntry]) {
+pub(super) fn put_entries(dst: &mut BytesMut, entries: &[BucketEntry]) {
     dst.put_u32(entries.len() as u32);
     for e in entries {
         put_str(dst, e.key.as_bytes());
@@ -137,7 +163,7 @@ fn put_entries(dst: &mut BytesMut, entries: &[BucketEntry]) {
     }
 }
 
-fn get_entries(src: &mut Bytes) -> Result<Vec<BucketEntry>, Error> {
+pub(super) fn get_entries(src: &mut Bytes) -> Result<Vec<BucketEntry>, Error> {
     let n = get_u32(src)?;
     // Each entry takes at least 24 bytes: refuse counts the payload cannot hold.
     need(src, (n as usize).saturating_mul(24))?;
@@ -153,45 +179,58 @@ fn get_entries(src: &mut Bytes) -> Result<Vec<BucketEntry>, Error> {
     Ok(out)
 }
 
-fn put_str(dst: &mut BytesMut, s: &[u8]) {
+fn put_ids(dst: &mut BytesMut, ids: &[u64]) {
+    dst.put_u32(ids.len() as u32);
+    for id in ids {
+        dst.put_u64(*id);
+    }
+}
+
+fn get_ids(src: &mut Bytes) -> Result<Vec<u64>, Error> {
+    let n = get_u32(src)? as usize;
+    need(src, n.saturating_mul(8))?;
+    Ok((0..n).map(|_| src.get_u64()).collect())
+}
+
+pub(super) fn put_str(dst: &mut BytesMut, s: &[u8]) {
     dst.put_u32(s.len() as u32);
     dst.put_slice(s);
 }
 
-fn need(src: &Bytes, n: usize) -> Result<(), Error> {
+pub(super) fn need(src: &Bytes, n: usize) -> Result<(), Error> {
     if src.remaining() < n {
         return Err(Error::Malformed("truncated message"));
     }
     Ok(())
 }
 
-fn get_u8(src: &mut Bytes) -> Result<u8, Error> {
+pub(super) fn get_u8(src: &mut Bytes) -> Result<u8, Error> {
     need(src, 1)?;
     Ok(src.get_u8())
 }
 
-fn get_u32(src: &mut Bytes) -> Result<u32, Error> {
+pub(super) fn get_u32(src: &mut Bytes) -> Result<u32, Error> {
     need(src, 4)?;
     Ok(src.get_u32())
 }
 
-fn get_u64(src: &mut Bytes) -> Result<u64, Error> {
+pub(super) fn get_u64(src: &mut Bytes) -> Result<u64, Error> {
     need(src, 8)?;
     Ok(src.get_u64())
 }
 
-fn get_bytes(src: &mut Bytes) -> Result<Bytes, Error> {
+pub(super) fn get_bytes(src: &mut Bytes) -> Result<Bytes, Error> {
     let len = get_u32(src)? as usize;
     need(src, len)?;
     Ok(src.split_to(len))
 }
 
-fn get_string(src: &mut Bytes) -> Result<String, Error> {
+pub(super) fn get_string(src: &mut Bytes) -> Result<String, Error> {
     let raw = get_bytes(src)?;
     String::from_utf8(raw.to_vec()).map_err(|_| Error::Malformed("key is not UTF-8"))
 }
 
-fn finish<T>(src: &Bytes, value: T) -> Result<T, Error> {
+pub(super) fn finish<T>(src: &Bytes, value: T) -> Result<T, Error> {
     if src.has_remaining() {
         return Err(Error::Malformed("trailing bytes"));
     }
@@ -254,15 +293,20 @@ impl Envelope<Request> {
                 dst.put_u32(*shard);
                 dst.put_u64(*bucket);
             }
-            Request::Repair {
-                shard,
-                bucket,
-                entries,
-            } => {
-                dst.put_u8(6);
+            Request::AddPeer { id, addr } => {
+                dst.put_u8(7);
+                dst.put_u64(*id);
+                put_str(&mut dst, addr.as_bytes());
+            }
+            Request::AddVoter { shard, id } => {
+                dst.put_u8(8);
                 dst.put_u32(*shard);
-                dst.put_u64(*bucket);
-                put_entries(&mut dst, entries);
+                dst.put_u64(*id);
+            }
+            Request::RemoveMember { shard, id } => {
+                dst.put_u8(9);
+                dst.put_u32(*shard);
+                dst.put_u64(*id);
             }
         }
         dst.freeze()
@@ -289,10 +333,17 @@ impl Envelope<Request> {
                 shard: get_u32(&mut src)?,
                 bucket: get_u64(&mut src)?,
             },
-            6 => Request::Repair {
+            7 => Request::AddPeer {
+                id: get_u64(&mut src)?,
+                addr: get_string(&mut src)?,
+            },
+            8 => Request::AddVoter {
                 shard: get_u32(&mut src)?,
-                bucket: get_u64(&mut src)?,
-                entries: get_entries(&mut src)?,
+                id: get_u64(&mut src)?,
+            },
+            9 => Request::RemoveMember {
+                shard: get_u32(&mut src)?,
+                id: get_u64(&mut src)?,
             },
             _ => return Err(Error::Malformed("unknown request kind")),
         };
@@ -313,10 +364,16 @@ impl Envelope<Reply> {
                 put_str(&mut dst, value);
                 dst.put_u64(*stamp);
             }
-            Reply::NotLeader { hint } => {
+            Reply::NotLeader { hint, addr } => {
                 dst.put_u8(4);
                 dst.put_u64(*hint);
+                put_str(&mut dst, addr.as_bytes());
             }
+            Reply::Refused(reason) => {
+                dst.put_u8(9);
+                put_str(&mut dst, reason.as_bytes());
+            }
+            Reply::Accepted => dst.put_u8(10),
             Reply::NoSuchShard => dst.put_u8(5),
             Reply::Status(shards) => {
                 dst.put_u8(6);
@@ -327,6 +384,8 @@ impl Envelope<Reply> {
                         dst.put_u64(n);
                     }
                     dst.put_slice(&s.root);
+                    put_ids(&mut dst, &s.voters);
+                    put_ids(&mut dst, &s.learners);
                 }
             }
             Reply::LeafHashes(hashes) => {
@@ -356,7 +415,10 @@ impl Envelope<Reply> {
             }
             4 => Reply::NotLeader {
                 hint: get_u64(&mut src)?,
+                addr: get_string(&mut src)?,
             },
+            9 => Reply::Refused(get_string(&mut src)?),
+            10 => Reply::Accepted,
             5 => Reply::NoSuchShard,
             6 => {
                 let n = get_u32(&mut src)?;
@@ -375,6 +437,8 @@ impl Envelope<Reply> {
                     need(&src, 32)?;
                     let mut root = [0u8; 32];
                     src.copy_to_slice(&mut root);
+                    let voters = get_ids(&mut src)?;
+                    let learners = get_ids(&mut src)?;
                     shards.push(ShardStatus {
                         shard,
                         leader,
@@ -383,6 +447,8 @@ impl Envelope<Reply> {
                         applied,
                         keys,
                         root,
+                        voters,
+                        learners,
                     });
                 }
                 Reply::Status(shards)
@@ -428,6 +494,8 @@ mod tests {
                 applied: 5,
                 keys: 6,
                 root: [7; 32],
+                voters: vec![1, 2, 4],
+                learners: vec![5],
             }]),
         };
         let bytes = r.encode();
@@ -444,6 +512,12 @@ mod tests {
         let replies = [
             Reply::LeafHashes(vec![[1; 32], [2; 32]]),
             Reply::Bucket(vec![entry.clone()]),
+            Reply::NotLeader {
+                hint: 4,
+                addr: "127.0.0.1:7004".into(),
+            },
+            Reply::Refused("busy".into()),
+            Reply::Accepted,
         ];
         for body in replies {
             let r = Envelope { id: 4, body };
@@ -464,11 +538,12 @@ mod tests {
                 shard: 1,
                 bucket: 9,
             },
-            Request::Repair {
-                shard: 1,
-                bucket: 9,
-                entries: vec![entry],
+            Request::AddPeer {
+                id: 4,
+                addr: "127.0.0.1:7004".into(),
             },
+            Request::AddVoter { shard: 0, id: 4 },
+            Request::RemoveMember { shard: 0, id: 1 },
         ];
         for body in requests {
             let q = Envelope { id: 1, body };

@@ -1,23 +1,25 @@
 //! The default run: a 3-node, 2-shard cluster in one process on 127.0.0.1,
 //! a scripted workload (writes, reads, a retried write, the shard-0 leader
 //! killed and replaced, the killed node restarted and caught up, Merkle
-//! roots compared and a corrupted replica repaired), a timeline and a
-//! [`Report`] that tests check.
+//! roots compared, a new server joining shard 0 under client load and
+//! the shard's leader removed, a corrupted replica found and repaired by
+//! the replicas' own anti-entropy), a timeline and a [`Report`] that tests
+//! check.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use quorate_merkle::diff::diff;
-use quorate_merkle::{Hash, MerkleTree, Sha256};
+use quorate_raft_core::Promotion;
+use tokio::sync::watch;
 
 use super::Error;
 use super::client::{Answer, Client};
 use super::protocol::{Reply, Request, ShardStatus};
-use super::server::{BoundNode, NodeConfig, NodeHandle};
-use super::store::InstalledSnapshot;
+use super::server::{BoundNode, NodeConfig, NodeEvent, NodeHandle};
+use super::store::{InstalledSnapshot, KvStore};
 
 /// Sizes and timing of a run.
 #[derive(Clone, Debug)]
@@ -39,6 +41,8 @@ pub struct Params {
     pub compact_every: u64,
     /// Largest InstallSnapshot chunk, in bytes.
     pub snapshot_chunk_bytes: u64,
+    /// Anti-entropy period of the shard leaders, in ticks.
+    pub gossip_ticks: u32,
 }
 
 impl Default for Params {
@@ -51,6 +55,7 @@ impl Default for Params {
             election_ticks: 10,
             compact_every: NodeConfig::COMPACT_EVERY,
             snapshot_chunk_bytes: NodeConfig::SNAPSHOT_CHUNK_BYTES,
+            gossip_ticks: NodeConfig::GOSSIP_TICKS,
         }
     }
 }
@@ -99,8 +104,19 @@ pub struct Report {
     /// Whether every shard's replicas had equal Merkle roots (before the
     /// corruption, and again after repair).
     pub roots_equal: bool,
-    /// Merkle buckets found differing on the corrupted replica and repaired.
+    /// Buckets the replicas' anti-entropy repaired, over the whole run and
+    /// every replica (only the corrupted one should have any).
     pub repaired_buckets: usize,
+    /// The server that joined shard 0 during the run.
+    pub joined: u64,
+    /// The server removed from shard 0 (its leader at the time).
+    pub removed: u64,
+    /// Replication rounds the joining server took to catch up.
+    pub catch_up_rounds: u32,
+    /// Shard 0's voters at the end.
+    pub final_voters: Vec<u64>,
+    /// Writes acknowledged while the membership changed.
+    pub writes_during_move: usize,
     /// The readable timeline.
     pub timeline: Vec<String>,
 }
@@ -160,7 +176,15 @@ impl Report {
             ),
             format!("  catch-up        {}", self.catch_up_summary()),
             format!(
-                "  merkle          roots {} on every shard; {} corrupted bucket(s) found and repaired",
+                "  membership      n{} joined shard 0 (caught up in {} round(s), promoted), n{} removed; voters now {:?}; {} writes acknowledged meanwhile",
+                self.joined,
+                self.catch_up_rounds,
+                self.removed,
+                self.final_voters,
+                self.writes_during_move
+            ),
+            format!(
+                "  merkle          roots {} on every shard; {} bucket(s) repaired by the replicas' own anti-entropy",
                 if self.roots_equal { "equal" } else { "DIFFER" },
                 self.repaired_buckets
             ),
@@ -212,6 +236,9 @@ fn short(root: &[u8; 32]) -> String {
 #[derive(Debug)]
 struct Cluster {
     addrs: Vec<(u64, SocketAddr)>,
+    /// Servers that joined one shard: the shard and the voters they were
+    /// told of.
+    joined: HashMap<u64, (u32, Vec<u64>)>,
     running: HashMap<u64, NodeHandle>,
     dir: PathBuf,
     params: Params,
@@ -239,6 +266,7 @@ impl Cluster {
         }
         let mut cluster = Cluster {
             addrs,
+            joined: HashMap::new(),
             running: HashMap::new(),
             dir,
             params: params.clone(),
@@ -250,10 +278,14 @@ impl Cluster {
     }
 
     fn config(&self, id: u64) -> NodeConfig {
+        let joined = self.joined.get(&id);
         NodeConfig {
             id,
-            members: self.addrs.iter().map(|&(id, _)| id).collect(),
+            members: joined.map_or_else(|| (1..=self.params.nodes).collect(), |(_, v)| v.clone()),
             shards: self.params.shards,
+            hosted: joined.map(|&(shard, _)| vec![shard]).unwrap_or_default(),
+            joining: joined.is_some(),
+            gossip_ticks: self.params.gossip_ticks,
             data_dir: self.dir.join(format!("n{id}")),
             tick: self.params.tick,
             election_ticks: self.params.election_ticks,
@@ -271,6 +303,45 @@ impl Cluster {
         let handle = node.spawn(self.config(id))?;
         self.running.insert(id, handle);
         Ok(())
+    }
+
+    /// Starts server `id`, empty, to join `shard` whose voters are
+    /// `voters`; returns its address.
+    async fn join(&mut self, id: u64, shard: u32, voters: Vec<u64>) -> Result<SocketAddr, Error> {
+        let node = BoundNode::bind(id, loopback(0)).await?;
+        let addr = node
+            .local_addr()
+            .ok_or(Error::Check(format!("node {id} not listening")))?;
+        self.addrs.push((id, addr));
+        self.joined.insert(id, (shard, voters));
+        self.launch(id, node)?;
+        Ok(addr)
+    }
+
+    /// Every event of every running node, with the node.
+    fn events(&self) -> Vec<(u64, NodeEvent)> {
+        self.events_after(&HashMap::new())
+    }
+
+    /// How many events each running node has reported so far.
+    fn event_counts(&self) -> HashMap<u64, usize> {
+        self.running
+            .iter()
+            .map(|(&id, h)| (id, h.events().len()))
+            .collect()
+    }
+
+    /// The events of every running node after the first `seen[node]`.
+    fn events_after(&self, seen: &HashMap<u64, usize>) -> Vec<(u64, NodeEvent)> {
+        let mut ids: Vec<u64> = self.running.keys().copied().collect();
+        ids.sort_unstable();
+        ids.into_iter()
+            .filter_map(|id| Some((id, self.running.get(&id)?.events())))
+            .flat_map(|(id, events)| {
+                let skip = seen.get(&id).copied().unwrap_or(0);
+                events.into_iter().skip(skip).map(move |e| (id, e))
+            })
+            .collect()
     }
 
     async fn kill(&mut self, id: u64) -> Result<(), Error> {
@@ -613,12 +684,40 @@ async fn workload(
     }
 
     // Phase 5: Merkle roots across replicas.
-    report.roots_equal = roots_agree(&mut client, &nodes, t).await?;
+    let members = shard_members(&mut client, &nodes, params.shards).await?;
+    report.roots_equal = roots_agree(&mut client, &members, t).await?;
 
-    // Phase 6: corrupt one replica, detect and repair it.
-    let bad_node = others.last().copied().unwrap_or(first);
+    // Phase 6: under client load, a new server joins shard 0 and the
+    // shard's leader is removed.
+    replace_member(params, cluster, &mut client, t, report).await?;
+    let nodes: Vec<u64> = cluster.addrs.iter().map(|&(id, _)| id).collect();
+    let members = shard_members(&mut client, &nodes, params.shards).await?;
+    report.final_voters = members.get(&0).cloned().unwrap_or_default();
+    read_all(&mut client, report).await?;
+    t.log(format!(
+        "read all {} acknowledged keys after the membership change: {} lost",
+        report.acknowledged.len(),
+        report.lost.len()
+    ));
+    report.roots_equal &= roots_agree(&mut client, &members, t).await?;
+
+    // Phase 7: corrupt one follower's replica behind Raft's back; the
+    // replicas' own anti-entropy rounds find and repair it.
     let corrupt_key = "user:0000";
     let shard = client.shard_of(corrupt_key);
+    let voters = members.get(&shard).cloned().unwrap_or_default();
+    let leader = client
+        .status(voters.first().copied().unwrap_or(first))
+        .await?
+        .iter()
+        .find(|s| s.shard == shard)
+        .map_or(0, |s| s.leader);
+    let bad_node = voters
+        .iter()
+        .copied()
+        .find(|&n| n != leader)
+        .unwrap_or(first);
+    let seen = cluster.event_counts();
     if let Some(handle) = cluster.running.get(&bad_node) {
         let stores = handle.stores();
         let mut stores = stores.lock().map_err(|_| Error::Check("poisoned".into()))?;
@@ -626,27 +725,297 @@ async fn workload(
             store.corrupt(corrupt_key, Bytes::from_static(b"bit rot"));
         }
     }
+    let corrupted = Instant::now();
     t.log(format!(
-        "corrupted {corrupt_key} on n{bad_node}'s replica of shard {shard} (bypassing Raft)"
+        "corrupted {corrupt_key} on n{bad_node}'s replica of shard {shard} (bypassing Raft); waiting for the replicas to notice"
     ));
-    let agree = roots_agree(&mut client, &nodes, t).await?;
-    if agree {
-        return Err(Error::Check("corruption went unnoticed".into()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let fresh = cluster.events_after(&seen);
+        let repaired = fresh
+            .iter()
+            .any(|(n, e)| *n == bad_node && matches!(e, NodeEvent::Repaired { .. }));
+        if repaired {
+            for (n, e) in &fresh {
+                match e {
+                    NodeEvent::Diverged {
+                        shard,
+                        index,
+                        bucket,
+                        source,
+                    } => t.log(format!(
+                        "anti-entropy: n{n} shard {shard}: bucket {bucket} differs from the voters' majority at applied index {index}; asked n{source}"
+                    )),
+                    NodeEvent::Repaired {
+                        shard,
+                        index,
+                        bucket,
+                        source,
+                        keys,
+                    } => t.log(format!(
+                        "anti-entropy: n{n} shard {shard}: bucket {bucket} replaced by n{source}'s ({keys} key(s)), both at applied index {index}, {} after the corruption",
+                        ms(corrupted.elapsed())
+                    )),
+                    _ => {}
+                }
+            }
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(Error::Check("the corruption was never repaired".into()));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    for shard in 0..params.shards {
-        report.repaired_buckets += anti_entropy(&mut client, &nodes, shard, t).await?;
-    }
-    report.roots_equal &= roots_agree(&mut client, &nodes, t).await?;
+    report.repaired_buckets = cluster
+        .events()
+        .iter()
+        .filter(|(_, e)| matches!(e, NodeEvent::Repaired { .. }))
+        .count();
+    report.roots_equal &= roots_agree(&mut client, &members, t).await?;
     read_all(&mut client, report).await?;
     report.retries = client.retries();
-    audit(cluster, report);
+    audit(cluster, &members, report);
     for (what, id) in [("retry:demo", retried), ("in-flight write", in_flight)] {
-        let counts = applications(cluster, id);
+        let counts = applications(cluster, &members, id);
         t.log(format!(
             "{what}: request {id} applied {counts:?} time(s) on the replicas of its shard"
         ));
     }
     client.close().await;
+    Ok(())
+}
+
+/// Each shard's voters, as its leader reports them.
+async fn shard_members(
+    client: &mut Client,
+    nodes: &[u64],
+    shards: u32,
+) -> Result<BTreeMap<u32, Vec<u64>>, Error> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut members = BTreeMap::new();
+        for &n in nodes {
+            for s in client.status(n).await? {
+                if s.leader == n {
+                    members.insert(s.shard, s.voters);
+                }
+            }
+        }
+        if members.len() as u32 == shards {
+            return Ok(members);
+        }
+        if Instant::now() > deadline {
+            return Err(Error::Check(format!(
+                "no leader for some shard: {members:?}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Writes until told to stop, from a client of its own: the load the
+/// membership change runs under. Returns what was acknowledged.
+async fn background_writes(
+    addrs: Vec<(u64, SocketAddr)>,
+    shards: u32,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(Vec<(String, Bytes, Duration)>, Vec<u64>), Error> {
+    let mut client = Client::new(1001, &addrs, shards)?;
+    let mut acked = Vec::new();
+    for i in 0.. {
+        if *stop.borrow_and_update() {
+            break;
+        }
+        let key = format!("move:{i:04}");
+        let value = Bytes::from(format!("m{i}"));
+        let answer = client.put(&key, value.clone()).await?;
+        expect_written(&key, &answer)?;
+        acked.push((key, value, answer.latency));
+    }
+    let known = client.nodes().to_vec();
+    client.close().await;
+    Ok((acked, known))
+}
+
+/// Sends a membership change to `shard`'s leader until it is accepted
+/// (it is refused while the previous change is uncommitted).
+async fn change_membership(
+    client: &mut Client,
+    shard: u32,
+    request: Request,
+) -> Result<Answer, Error> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = client.admin(shard, request.clone()).await?;
+        match &answer.reply {
+            Reply::Accepted => return Ok(answer),
+            Reply::Refused(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => return Err(Error::Check(format!("{request:?}: {other:?}"))),
+        }
+    }
+}
+
+/// Phase 6: a new server joins shard 0 (empty; it catches up by snapshot
+/// and log as a learner and is promoted by `add_voter`), then shard 0's
+/// leader is removed, all while another client keeps writing.
+async fn replace_member(
+    params: &Params,
+    cluster: &mut Cluster,
+    client: &mut Client,
+    t: &mut Timeline<'_>,
+    report: &mut Report,
+) -> Result<(), Error> {
+    let shard = 0;
+    let old_nodes: Vec<u64> = cluster.addrs.iter().map(|&(id, _)| id).collect();
+    let voters = shard_members(client, &old_nodes, params.shards)
+        .await?
+        .remove(&shard)
+        .unwrap_or_default();
+    let (stop, stopped) = watch::channel(false);
+    let load = tokio::spawn(background_writes(
+        cluster.addrs.clone(),
+        params.shards,
+        stopped,
+    ));
+    let started = Instant::now();
+    let new_id = old_nodes.iter().max().copied().unwrap_or(0) + 1;
+    let addr = cluster.join(new_id, shard, voters.clone()).await?;
+    // The operator's client is told; the writing client is not, and must
+    // learn of the new server from leader hints.
+    client.add_node(new_id, addr);
+    for &n in &old_nodes {
+        let reply = client
+            .ask(
+                n,
+                Request::AddPeer {
+                    id: new_id,
+                    addr: addr.to_string(),
+                },
+            )
+            .await?;
+        if reply != Reply::Accepted {
+            return Err(Error::Check(format!(
+                "n{n} refused n{new_id}'s address: {reply:?}"
+            )));
+        }
+    }
+    t.log(format!(
+        "client 1001 writing in the background; started n{new_id} on {addr}, empty, for shard {shard} only (its storage: voters {voters:?}, itself a learner)"
+    ));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut leader;
+    let (index, rounds) = 'promoted: loop {
+        let seen = cluster.event_counts();
+        let answer =
+            change_membership(client, shard, Request::AddVoter { shard, id: new_id }).await?;
+        leader = answer.node;
+        t.log(format!(
+            "shard {shard}: leader n{leader} added n{new_id} as a learner and is catching it up (add_voter)"
+        ));
+        loop {
+            let outcome = cluster
+                .events_after(&seen)
+                .into_iter()
+                .find_map(|(_, e)| match e {
+                    NodeEvent::Promotion { shard: s, outcome } if s == shard => Some(outcome),
+                    _ => None,
+                });
+            match outcome {
+                Some(Promotion::Promoted { index, rounds, .. }) => break 'promoted (index, rounds),
+                // Leadership moved, or the learner fell behind: it is
+                // still a learner; ask the shard's leader again.
+                Some(other) if Instant::now() < deadline => {
+                    t.log(format!(
+                        "shard {shard}: catch-up of n{new_id} ended: {other:?}; asking again"
+                    ));
+                    break;
+                }
+                Some(other) => return Err(Error::Check(format!("n{new_id}: {other:?}"))),
+                None if Instant::now() > deadline => {
+                    return Err(Error::Check(format!("n{new_id} never promoted")));
+                }
+                None => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    };
+    report.joined = new_id;
+    report.catch_up_rounds = rounds;
+    let how = cluster
+        .running
+        .get(&new_id)
+        .and_then(|h| {
+            let stores = h.stores();
+            let stores = stores.lock().ok()?;
+            let installed = stores.get(shard as usize)?.installed().to_vec();
+            Some(
+                installed
+                    .iter()
+                    .map(|s| format!("snapshot at index {} ({} bytes)", s.index, s.bytes))
+                    .chain(["log tail".to_owned()])
+                    .collect::<Vec<_>>()
+                    .join(" + "),
+            )
+        })
+        .unwrap_or_default();
+    t.log(format!(
+        "n{new_id} caught up in {rounds} round(s) ({how}) and was promoted to voter at index {} ({} after it started)",
+        index.0,
+        ms(started.elapsed())
+    ));
+    // Remove the leader of the moment: the hardest member to lose.
+    let leader = wait_status(client, leader, |s| {
+        s.iter()
+            .any(|s| s.shard == shard && s.voters.contains(&new_id) && s.leader != 0)
+    })
+    .await?
+    .iter()
+    .find(|s| s.shard == shard)
+    .map_or(leader, |s| s.leader);
+    let answer =
+        change_membership(client, shard, Request::RemoveMember { shard, id: leader }).await?;
+    report.removed = leader;
+    t.log(format!(
+        "shard {shard}: removing n{leader}, its leader, from the shard (single-server change, proposed on n{})",
+        answer.node
+    ));
+    let observer = voters
+        .iter()
+        .copied()
+        .find(|&v| v != leader)
+        .unwrap_or(new_id);
+    let after = wait_status(client, observer, |s| {
+        s.iter().any(|s| {
+            s.shard == shard && !s.voters.contains(&leader) && s.leader != 0 && s.leader != leader
+        })
+    })
+    .await?;
+    if let Some(s) = after.iter().find(|s| s.shard == shard) {
+        t.log(format!(
+            "shard {shard}: n{leader} stepped down once its removal committed; n{} leads (term {}), voters {:?}",
+            s.leader, s.term, s.voters
+        ));
+    }
+    let _ = stop.send(true);
+    let (acked, known) = load.await.map_err(|e| Error::Task(e.to_string()))??;
+    report.writes_during_move = acked.len();
+    let latencies: Vec<Duration> = acked.iter().map(|(_, _, l)| *l).collect();
+    t.log(format!(
+        "client 1001 wrote {} keys during the change (p50 {}, max {}), every one acknowledged; {}",
+        acked.len(),
+        ms(percentile(&latencies, 0.5)),
+        ms(percentile(&latencies, 1.0)),
+        if known.contains(&new_id) {
+            format!("it learned n{new_id}'s address from a leader hint")
+        } else {
+            format!("it never needed n{new_id}")
+        }
+    ));
+    for (key, value, latency) in acked {
+        report.writes.push(latency);
+        report.acknowledged.insert(key, value);
+    }
     Ok(())
 }
 
@@ -668,149 +1037,103 @@ async fn read_all(client: &mut Client, report: &mut Report) -> Result<(), Error>
     Ok(())
 }
 
-/// Compares each shard's Merkle root across all replicas, once they have
+/// Compares each shard's Merkle root across its voters, once they have
 /// applied the same prefix of the log.
 async fn roots_agree(
     client: &mut Client,
-    nodes: &[u64],
+    members: &BTreeMap<u32, Vec<u64>>,
     t: &mut Timeline<'_>,
 ) -> Result<bool, Error> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut all = Vec::new();
-        for &n in nodes {
-            all.push((n, client.status(n).await?));
-        }
-        let settled = all.windows(2).all(|w| match w {
-            [(_, a), (_, b)] => a.iter().zip(b).all(|(x, y)| x.applied == y.applied),
-            _ => true,
-        });
-        if !settled && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            continue;
-        }
-        let mut agree = true;
-        let shards = all.first().map_or(0, |(_, s)| s.len());
-        for shard in 0..shards {
-            let roots: Vec<String> = all
-                .iter()
-                .filter_map(|(n, s)| s.get(shard).map(|s| (n, s)))
-                .map(|(n, s)| format!("n{n}:{}", short(&s.root)))
-                .collect();
-            let same = all
-                .iter()
-                .filter_map(|(_, s)| s.get(shard).map(|s| s.root))
-                .collect::<std::collections::BTreeSet<_>>()
-                .len()
-                == 1;
-            agree &= same;
-            let keys = all
-                .first()
-                .and_then(|(_, s)| s.get(shard))
-                .map_or(0, |s| s.keys);
-            t.log(format!(
-                "merkle shard {shard}: {} keys, roots {} -> {}",
-                keys,
-                roots.join(" "),
-                if same { "equal" } else { "DIFFER" }
-            ));
-        }
-        return Ok(agree);
-    }
-}
-
-/// Anti-entropy over the network for one shard: fetches every replica's
-/// Merkle leaf hashes, takes the root a majority agrees on, diffs each
-/// dissenting replica's tree against it to find the differing buckets, and
-/// copies those buckets from an agreeing replica. Returns the buckets repaired.
-async fn anti_entropy(
-    client: &mut Client,
-    nodes: &[u64],
-    shard: u32,
-    t: &mut Timeline<'_>,
-) -> Result<usize, Error> {
-    let mut trees = Vec::new();
-    for &n in nodes {
-        match client.ask(n, Request::LeafHashes { shard }).await? {
-            Reply::LeafHashes(hashes) => {
-                let tree: MerkleTree<Sha256> =
-                    MerkleTree::from_leaf_hashes(hashes.into_iter().map(Hash));
-                trees.push((n, tree));
+    let mut agree = true;
+    for (&shard, voters) in members {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let all = loop {
+            let mut all = Vec::new();
+            for &n in voters {
+                let status = client.status(n).await?;
+                if let Some(s) = status.into_iter().find(|s| s.shard == shard) {
+                    all.push((n, s));
+                }
             }
-            other => return Err(Error::Check(format!("leaf hashes from n{n}: {other:?}"))),
-        }
+            let settled = all.windows(2).all(|w| match w {
+                [(_, a), (_, b)] => a.applied == b.applied,
+                _ => true,
+            });
+            if settled || Instant::now() > deadline {
+                break all;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let roots: Vec<String> = all
+            .iter()
+            .map(|(n, s)| format!("n{n}:{}", short(&s.root)))
+            .collect();
+        let same = all
+            .iter()
+            .map(|(_, s)| s.root)
+            .collect::<BTreeSet<_>>()
+            .len()
+            == 1;
+        agree &= same;
+        let keys = all.first().map_or(0, |(_, s)| s.keys);
+        t.log(format!(
+            "merkle shard {shard}: {} keys, roots {} -> {}",
+            keys,
+            roots.join(" "),
+            if same { "equal" } else { "DIFFER" }
+        ));
     }
-    let majority = trees.iter().find(|(_, a)| {
-        trees.iter().filter(|(_, b)| b.root() == a.root()).count() * 2 > trees.len()
-    });
-    let Some((good, good_tree)) = majority else {
-        return Err(Error::Check(format!("shard {shard}: no majority root")));
-    };
-    let mut repaired = 0;
-    for (bad, tree) in &trees {
-        if tree.root() == good_tree.root() {
-            continue;
-        }
-        for bucket in diff(good_tree, tree).into_iter().flatten() {
-            let entries = match client.ask(*good, Request::Bucket { shard, bucket }).await? {
-                Reply::Bucket(entries) => entries,
-                other => return Err(Error::Check(format!("bucket from n{good}: {other:?}"))),
-            };
-            let count = entries.len();
-            let repair = Request::Repair {
-                shard,
-                bucket,
-                entries,
-            };
-            client.ask(*bad, repair).await?;
-            t.log(format!(
-                "anti-entropy shard {shard}: n{bad} bucket {bucket} differs from the majority; copied {count} key(s) from n{good}"
-            ));
-            repaired += 1;
-        }
-    }
-    Ok(repaired)
+    Ok(agree)
 }
 
-/// How many times each replica holding request `id` applied it.
-fn applications(cluster: &Cluster, id: u64) -> Vec<u32> {
-    let mut ids: Vec<&u64> = cluster.running.keys().collect();
-    ids.sort();
-    ids.into_iter()
-        .filter_map(|n| cluster.running.get(n))
-        .filter_map(|h| {
-            let stores = h.stores();
+/// How many times each voter of the shard holding request `id` applied it.
+fn applications(cluster: &Cluster, members: &BTreeMap<u32, Vec<u64>>, id: u64) -> Vec<u32> {
+    members
+        .iter()
+        .flat_map(|(&shard, voters)| voters.iter().map(move |&n| (shard, n)))
+        .filter_map(|(shard, n)| {
+            let stores = cluster.running.get(&n)?.stores();
             let stores = stores.lock().ok()?;
-            stores
-                .iter()
-                .find_map(|s| s.applications().get(&id).copied())
+            stores.get(shard as usize)?.applications().get(&id).copied()
         })
         .collect()
 }
 
-/// Counts applications per request id on every replica.
-fn audit(cluster: &Cluster, report: &mut Report) {
-    let mut per_id: HashMap<u64, Vec<u32>> = HashMap::new();
+/// Counts applications per request id on every voter of every shard.
+fn audit(cluster: &Cluster, members: &BTreeMap<u32, Vec<u64>>, report: &mut Report) {
     for handle in cluster.running.values() {
         let stores = handle.stores();
         let Ok(stores) = stores.lock() else { continue };
-        for store in stores.iter() {
-            report.duplicates_skipped += store.duplicates_skipped();
-            for (&id, &n) in store.applications() {
-                per_id.entry(id).or_default().push(n);
+        report.duplicates_skipped += stores.iter().map(KvStore::duplicates_skipped).sum::<u64>();
+    }
+    let mut applied_twice = BTreeSet::new();
+    for (&shard, voters) in members {
+        let mut per_id: HashMap<u64, Vec<u32>> = HashMap::new();
+        for n in voters {
+            let Some(handle) = cluster.running.get(n) else {
+                continue;
+            };
+            let stores = handle.stores();
+            let Ok(stores) = stores.lock() else { continue };
+            let Some(store) = stores.get(shard as usize) else {
+                continue;
+            };
+            for (&id, &count) in store.applications() {
+                per_id.entry(id).or_default().push(count);
             }
         }
+        applied_twice.extend(
+            per_id
+                .iter()
+                .filter(|(_, counts)| counts.iter().any(|&n| n > 1))
+                .map(|(&id, _)| id),
+        );
+        report.never_applied.extend(
+            per_id
+                .iter()
+                .filter(|(_, counts)| counts.len() != voters.len())
+                .map(|(&id, _)| id),
+        );
     }
-    report.applied_twice = per_id
-        .iter()
-        .filter(|(_, counts)| counts.iter().any(|&n| n > 1))
-        .map(|(&id, _)| id)
-        .collect();
-    let replicas = cluster.running.len();
-    report.never_applied.extend(
-        per_id
-            .iter()
-            .filter(|(_, counts)| counts.len() != replicas)
-            .map(|(&id, _)| id),
-    );
+    report.applied_twice = applied_twice.into_iter().collect();
 }

@@ -1,8 +1,9 @@
-//! One kv-cluster node: a replica of every shard (each shard its own Raft
-//! group over the same three nodes), all on one TCP transport, one channel
-//! per shard for Raft and one for clients.
+//! One kv-cluster node: a replica of every shard it hosts (each shard its
+//! own Raft group, whose membership can change while it runs), all on one
+//! TCP transport: one channel per shard for Raft, one for clients, one for
+//! anti-entropy gossip between replicas (see [`super::anti_entropy`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -10,13 +11,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
 use quorate_clocks::{Hlc, HlcTimestamp};
-use quorate_raft_core::{Config, Configuration, Node, NodeId, ReadState, Role, Storage};
+use quorate_raft_core::{Config, Configuration, Node, NodeId, Promotion, ReadState, Role, Storage};
 use quorate_transport::framing::{ChannelId, Frame};
 use quorate_transport::tcp::{PeerId, TcpConfig, TcpTransport};
 use quorate_transport::{Event, Transport};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::anti_entropy::{ANTI_ENTROPY_CHANNEL, AntiEntropy, Gossip, LeafHash, Round};
 use super::log_store::FileLog;
 use super::protocol::{BucketEntry, Command, Envelope, Reply, Request, ShardStatus};
 use super::store::{KvStore, Versioned};
@@ -27,10 +29,21 @@ use super::{CLIENT_CHANNEL, Error};
 pub struct NodeConfig {
     /// This node's id (1, 2, 3, ...): its Raft id in every shard.
     pub id: u64,
-    /// Every node of the cluster, this one included.
+    /// The voters each hosted shard starts with, this node included unless
+    /// it is `joining` (used only when its data directory is new: after
+    /// that the configuration comes from its log and snapshots).
     pub members: Vec<u64>,
     /// How many shards (Raft groups) the cluster has.
     pub shards: u32,
+    /// The shards this node holds a replica of (empty: all).
+    pub hosted: Vec<u32>,
+    /// Whether the node joins running shards: its storage then starts with
+    /// `members` as voters and itself as a learner (thesis §4.2.1), and it
+    /// waits for a leader's `add_voter` to replicate to it and promote it.
+    pub joining: bool,
+    /// Every this many ticks a shard's leader starts an anti-entropy round
+    /// (0: never).
+    pub gossip_ticks: u32,
     /// Where the node keeps its logs, one file per shard.
     pub data_dir: PathBuf,
     /// Interval of Raft ticks.
@@ -50,7 +63,60 @@ impl NodeConfig {
     /// Default InstallSnapshot chunk size: small, so a demo snapshot of a
     /// few kilobytes visibly travels in several resumable chunks.
     pub const SNAPSHOT_CHUNK_BYTES: u64 = 1024;
+    /// Default anti-entropy period, in ticks.
+    pub const GOSSIP_TICKS: u32 = 10;
+
+    fn hosts(&self, shard: u32) -> bool {
+        self.hosted.is_empty() || self.hosted.contains(&shard)
+    }
 }
+
+/// Something a node did that the scenario (or an operator) wants to see.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeEvent {
+    /// As `shard`'s leader, it started catching up server `id` as a learner.
+    LearnerAdded {
+        /// The shard.
+        shard: u32,
+        /// The new server.
+        id: u64,
+    },
+    /// As `shard`'s leader, a catch-up ended (promoted, aborted, cancelled).
+    Promotion {
+        /// The shard.
+        shard: u32,
+        /// The outcome.
+        outcome: Promotion,
+    },
+    /// Its replica of `shard` differed at applied `index` from a hash that
+    /// a majority of the voters share, in `bucket`; it asked `source`.
+    Diverged {
+        /// The shard.
+        shard: u32,
+        /// The round's applied index.
+        index: u64,
+        /// The damaged bucket.
+        bucket: u64,
+        /// The voter asked for the bucket.
+        source: u64,
+    },
+    /// It replaced a damaged bucket with `source`'s, both at applied `index`.
+    Repaired {
+        /// The shard.
+        shard: u32,
+        /// The applied index of both states.
+        index: u64,
+        /// The bucket.
+        bucket: u64,
+        /// Where the contents came from.
+        source: u64,
+        /// Keys in the repaired bucket.
+        keys: usize,
+    },
+}
+
+/// What a node did, in order, shared with its [`NodeHandle`].
+pub type SharedEvents = Arc<Mutex<Vec<NodeEvent>>>;
 
 /// The state of one node's replicas that a test or the scenario may read.
 pub type SharedStores = Arc<Mutex<Vec<KvStore>>>;
@@ -59,13 +125,17 @@ pub type SharedStores = Arc<Mutex<Vec<KvStore>>>;
 #[derive(Debug)]
 pub struct BoundNode {
     transport: TcpTransport,
+    peers: Mutex<HashMap<u64, SocketAddr>>,
 }
 
 impl BoundNode {
     /// Binds node `id` to `listen` (port 0 picks a free one).
     pub async fn bind(id: u64, listen: SocketAddr) -> Result<Self, Error> {
         let transport = TcpTransport::bind(PeerId(id), listen, tcp_config()).await?;
-        Ok(BoundNode { transport })
+        Ok(BoundNode {
+            transport,
+            peers: Mutex::new(HashMap::new()),
+        })
     }
 
     /// The address peers and clients dial.
@@ -76,18 +146,26 @@ impl BoundNode {
     /// Tells the node where a peer listens.
     pub fn add_peer(&self, id: u64, addr: SocketAddr) {
         self.transport.add_peer(PeerId(id), addr);
+        let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
+        peers.insert(id, addr);
     }
 
     /// Opens the logs (replaying what is on disk) and runs the node until
     /// [`NodeHandle::stop`].
     pub fn spawn(self, config: NodeConfig) -> Result<NodeHandle, Error> {
         std::fs::create_dir_all(&config.data_dir)?;
-        let members = Configuration::new(config.members.iter().map(|&m| NodeId(m)));
+        let mut members = Configuration::new(config.members.iter().map(|&m| NodeId(m)));
+        if config.joining {
+            members = members.with_learners([NodeId(config.id)]);
+        }
         let mut replicas = Vec::new();
         let mut recovered = 0;
         let mut recovered_snapshots = Vec::new();
         let mut stores = vec![KvStore::default(); config.shards as usize];
         for (shard, store) in (0..config.shards).zip(&mut stores) {
+            if !config.hosts(shard) {
+                continue;
+            }
             let path = config.data_dir.join(format!("shard-{shard}.log"));
             let log = FileLog::open(&path, members.clone())?;
             recovered += log.recovered();
@@ -110,11 +188,22 @@ impl BoundNode {
                 pending_writes: HashMap::new(),
                 pending_reads: HashMap::new(),
                 confirmed_reads: Vec::new(),
+                anti_entropy: AntiEntropy::default(),
+                ticks: 0,
             });
         }
         let stores: SharedStores = Arc::new(Mutex::new(stores));
         let (stop_tx, stop_rx) = watch::channel(false);
+        let events: SharedEvents = Arc::default();
         let running = Running {
+            id: config.id,
+            peers: self
+                .peers
+                .into_inner()
+                .unwrap_or_else(PoisonError::into_inner),
+            events: events.clone(),
+            gossip_ticks: u64::from(config.gossip_ticks),
+            gossip: Vec::new(),
             transport: self.transport,
             replicas,
             stores: stores.clone(),
@@ -125,6 +214,7 @@ impl BoundNode {
         Ok(NodeHandle {
             id: config.id,
             stores,
+            events,
             stop: stop_tx,
             task,
             recovered,
@@ -146,6 +236,7 @@ fn tcp_config() -> TcpConfig {
 pub struct NodeHandle {
     id: u64,
     stores: SharedStores,
+    events: SharedEvents,
     stop: watch::Sender<bool>,
     task: JoinHandle<Result<(), Error>>,
     recovered: u64,
@@ -158,9 +249,18 @@ impl NodeHandle {
         self.id
     }
 
-    /// Its replicas' stores.
+    /// Its replicas' stores, indexed by shard (empty for shards it does
+    /// not host).
     pub fn stores(&self) -> SharedStores {
         self.stores.clone()
+    }
+
+    /// What it did so far (membership changes it led, repairs).
+    pub fn events(&self) -> Vec<NodeEvent> {
+        self.events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The last log index found on disk at start (in a snapshot or the log
@@ -196,14 +296,60 @@ struct Replica {
     pending_reads: HashMap<u64, (PeerId, String)>,
     /// Reads confirmed, waiting for the applied index to reach theirs.
     confirmed_reads: Vec<ReadState>,
+    /// Anti-entropy rounds this replica takes part in.
+    anti_entropy: AntiEntropy,
+    /// Ticks since start (paces the anti-entropy rounds it leads).
+    ticks: u64,
+}
+
+impl Replica {
+    /// Every other member (voter or learner) of the shard.
+    fn others(&self) -> Vec<u64> {
+        let me = self.node.id();
+        self.node
+            .configuration()
+            .members()
+            .filter(|&m| m != me)
+            .map(|m| m.0)
+            .collect()
+    }
+
+    fn voters(&self) -> BTreeSet<u64> {
+        self.node
+            .configuration()
+            .all_voters()
+            .map(|v| v.0)
+            .collect()
+    }
 }
 
 struct Running {
+    id: u64,
+    /// Where the other servers listen (for leader hints to clients).
+    peers: HashMap<u64, SocketAddr>,
+    events: SharedEvents,
+    gossip_ticks: u64,
+    /// Anti-entropy messages to send once the current step is done.
+    gossip: Vec<(u64, Gossip)>,
     transport: TcpTransport,
     replicas: Vec<Replica>,
     stores: SharedStores,
     hlc: Hlc,
     compact_every: u64,
+}
+
+/// The keys of `bucket`, as sent in anti-entropy repairs.
+fn bucket_entries(store: &KvStore, bucket: u64) -> Vec<BucketEntry> {
+    store
+        .bucket_entries(bucket)
+        .into_iter()
+        .map(|(key, v)| BucketEntry {
+            key,
+            value: v.value,
+            stamp: v.stamp,
+            request: v.request,
+        })
+        .collect()
 }
 
 fn now_ms() -> u64 {
@@ -219,11 +365,7 @@ impl Running {
         let outcome = loop {
             tokio::select! {
                 _ = stop.changed() => break Ok(()),
-                _ = ticker.tick() => {
-                    for r in &mut self.replicas {
-                        r.node.tick();
-                    }
-                }
+                _ = ticker.tick() => self.on_tick(),
                 event = self.transport.recv() => match event {
                     Ok(Event::Message { from, msg }) => self.on_frame(from, msg),
                     Ok(_) => {}
@@ -239,6 +381,13 @@ impl Running {
     }
 
     fn on_frame(&mut self, from: PeerId, frame: Frame) {
+        if frame.channel == ANTI_ENTROPY_CHANNEL {
+            // Malformed gossip is dropped; the next round starts over.
+            if let Ok(gossip) = Gossip::decode(frame.payload) {
+                self.on_gossip(from.0, gossip);
+            }
+            return;
+        }
         if frame.channel == CLIENT_CHANNEL {
             // Malformed client requests are dropped; the client times out.
             if let Ok(request) = Envelope::<Request>::decode(frame.payload) {
@@ -246,7 +395,7 @@ impl Running {
             }
             return;
         }
-        let Some(replica) = self.replicas.get_mut(frame.channel.0 as usize) else {
+        let Some(replica) = self.replica_mut(frame.channel.0) else {
             return;
         };
         // Undecodable or misaddressed Raft messages change nothing.
@@ -277,43 +426,29 @@ impl Running {
                 return;
             }
             Request::Bucket { shard, bucket } => {
-                let reply = self.with_store(shard, |s| {
-                    Reply::Bucket(
-                        s.bucket_entries(bucket)
-                            .into_iter()
-                            .map(|(key, v)| BucketEntry {
-                                key,
-                                value: v.value,
-                                stamp: v.stamp,
-                                request: v.request,
-                            })
-                            .collect(),
-                    )
-                });
+                let reply = self.with_store(shard, |s| Reply::Bucket(bucket_entries(s, bucket)));
                 self.reply(from, id, reply);
                 return;
             }
-            Request::Repair {
-                shard,
-                bucket,
-                entries,
-            } => {
-                let entries = entries
-                    .into_iter()
-                    .filter(|e| KvStore::bucket(&e.key) == bucket)
-                    .map(|e| {
-                        let v = Versioned {
-                            value: e.value,
-                            stamp: e.stamp,
-                            request: e.request,
-                        };
-                        (e.key, v)
-                    })
-                    .collect();
-                let reply = self.with_store(shard, |s| {
-                    s.replace_bucket(bucket, entries);
-                    Reply::Written
-                });
+            Request::AddPeer { id: peer, addr } => {
+                let reply = match addr.parse::<SocketAddr>() {
+                    Ok(addr) => {
+                        self.transport.add_peer(PeerId(peer), addr);
+                        self.peers.insert(peer, addr);
+                        Reply::Accepted
+                    }
+                    Err(e) => Reply::Refused(format!("address {addr:?}: {e}")),
+                };
+                self.reply(from, id, reply);
+                return;
+            }
+            Request::AddVoter { shard, id: server } => {
+                let reply = self.change_membership(shard, server, true);
+                self.reply(from, id, reply);
+                return;
+            }
+            Request::RemoveMember { shard, id: server } => {
+                let reply = self.change_membership(shard, server, false);
                 self.reply(from, id, reply);
                 return;
             }
@@ -336,13 +471,13 @@ impl Running {
             Ok(t) => t.as_u64(),
             Err(_) => self.hlc.last().as_u64(),
         };
-        let Some(replica) = self.replicas.get_mut(shard as usize) else {
+        let not_leader = self.not_leader(shard);
+        let Some(replica) = self.replica_mut(shard) else {
             self.reply(from, id, Reply::NoSuchShard);
             return;
         };
-        let hint = replica.node.leader().map_or(0, |l| l.0);
         if replica.node.role() != Role::Leader {
-            self.reply(from, id, Reply::NotLeader { hint });
+            self.reply(from, id, not_leader);
             return;
         }
         let outcome = match value {
@@ -375,7 +510,227 @@ impl Running {
                 .map(|_| ()),
         };
         if outcome.is_err() {
-            self.reply(from, id, Reply::NotLeader { hint });
+            self.reply(from, id, not_leader);
+        }
+    }
+
+    fn replica_mut(&mut self, shard: u32) -> Option<&mut Replica> {
+        self.replicas.iter_mut().find(|r| r.shard == shard)
+    }
+
+    /// The answer to a request for `shard` this node cannot serve: the
+    /// leader it knows of and, so clients can reach servers that joined
+    /// after they started, where that leader listens.
+    fn not_leader(&self, shard: u32) -> Reply {
+        let hint = self
+            .replicas
+            .iter()
+            .find(|r| r.shard == shard)
+            .and_then(|r| r.node.leader())
+            .map_or(0, |l| l.0);
+        let addr = self
+            .peers
+            .get(&hint)
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        Reply::NotLeader { hint, addr }
+    }
+
+    /// Adds `server` to `shard` as a voter once it has caught up, or
+    /// removes it; only the shard's leader can.
+    fn change_membership(&mut self, shard: u32, server: u64, add: bool) -> Reply {
+        let not_leader = self.not_leader(shard);
+        let Some(r) = self.replica_mut(shard) else {
+            return Reply::NoSuchShard;
+        };
+        if r.node.role() != Role::Leader {
+            return not_leader;
+        }
+        let outcome = if add {
+            r.node.add_voter(NodeId(server))
+        } else {
+            r.node.remove_member(NodeId(server)).map(|_| ())
+        };
+        match outcome {
+            Ok(()) => {
+                if add {
+                    self.note(NodeEvent::LearnerAdded { shard, id: server });
+                }
+                Reply::Accepted
+            }
+            Err(e) => Reply::Refused(e.to_string()),
+        }
+    }
+
+    fn note(&self, event: NodeEvent) {
+        let mut events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+        events.push(event);
+    }
+
+    fn on_tick(&mut self) {
+        let gossip_ticks = self.gossip_ticks;
+        let mut rounds = Vec::new();
+        for r in &mut self.replicas {
+            r.node.tick();
+            r.ticks += 1;
+            if gossip_ticks > 0
+                && r.ticks.is_multiple_of(gossip_ticks)
+                && r.node.role() == Role::Leader
+            {
+                let round = Round {
+                    index: r.node.applied_index().0,
+                    seq: r.ticks,
+                };
+                rounds.push((r.shard, round));
+            }
+        }
+        for (shard, round) in rounds {
+            self.take_digest(shard, round);
+        }
+    }
+
+    /// Takes this replica's Merkle leaves of `shard` for `round` (the
+    /// store must be exactly at the round's index), records them, sends
+    /// them to the other members, and looks for damage.
+    fn take_digest(&mut self, shard: u32, round: Round) {
+        let leaves: Vec<LeafHash> = {
+            let stores = self.stores.lock().unwrap_or_else(PoisonError::into_inner);
+            stores
+                .get(shard as usize)
+                .map(KvStore::leaf_hashes)
+                .unwrap_or_default()
+        };
+        self.share_digest(shard, round, leaves);
+    }
+
+    /// Records this replica's `leaves` for `round`, sends them to the
+    /// other members, and looks for damage.
+    fn share_digest(&mut self, shard: u32, round: Round, leaves: Vec<LeafHash>) {
+        let me = self.id;
+        let Some(r) = self.replica_mut(shard) else {
+            return;
+        };
+        r.anti_entropy.record(round, me, leaves.clone());
+        let to = r.others();
+        self.gossip.extend(to.into_iter().map(|peer| {
+            let digest = Gossip::Digest {
+                shard,
+                round,
+                leaves: leaves.clone(),
+            };
+            (peer, digest)
+        }));
+        self.look_for_damage(shard, round);
+    }
+
+    /// Asks for the buckets in which this replica is the minority in
+    /// `round`.
+    fn look_for_damage(&mut self, shard: u32, round: Round) {
+        let me = self.id;
+        let Some(r) = self.replica_mut(shard) else {
+            return;
+        };
+        let voters = r.voters();
+        let leader = r.node.leader().map(|l| l.0);
+        let found = r.anti_entropy.divergent(round, me, &voters, leader);
+        for d in found {
+            self.gossip.push((
+                d.source,
+                Gossip::BucketRequest {
+                    shard,
+                    bucket: d.bucket,
+                },
+            ));
+            self.note(NodeEvent::Diverged {
+                shard,
+                index: d.round.index,
+                bucket: d.bucket,
+                source: d.source,
+            });
+        }
+    }
+
+    fn on_gossip(&mut self, from: u64, gossip: Gossip) {
+        let shard = gossip.shard();
+        let me = self.id;
+        let Some(r) = self.replica_mut(shard) else {
+            return;
+        };
+        let applied = r.node.applied_index().0;
+        match gossip {
+            Gossip::Digest { round, leaves, .. } => {
+                r.anti_entropy.record(round, from, leaves);
+                if r.anti_entropy.announced(round, applied, me) {
+                    self.take_digest(shard, round);
+                } else {
+                    self.look_for_damage(shard, round);
+                }
+            }
+            Gossip::BucketRequest { bucket, .. } => {
+                let entries = {
+                    let stores = self.stores.lock().unwrap_or_else(PoisonError::into_inner);
+                    stores
+                        .get(shard as usize)
+                        .map(|s| bucket_entries(s, bucket))
+                        .unwrap_or_default()
+                };
+                let answer = Gossip::Bucket {
+                    shard,
+                    bucket,
+                    index: applied,
+                    entries,
+                };
+                self.gossip.push((from, answer));
+            }
+            Gossip::Bucket {
+                bucket,
+                index,
+                entries,
+                ..
+            } => {
+                if let Some(entries) = r
+                    .anti_entropy
+                    .received(from, bucket, index, entries, applied)
+                {
+                    self.repair(shard, index, from, bucket, entries);
+                }
+            }
+        }
+    }
+
+    /// Replaces `bucket` of this replica of `shard`, which is at applied
+    /// `index`, with `source`'s contents at the same index (see
+    /// [`super::anti_entropy`] for why that is safe).
+    fn repair(
+        &mut self,
+        shard: u32,
+        index: u64,
+        source: u64,
+        bucket: u64,
+        entries: Vec<BucketEntry>,
+    ) {
+        let keys = entries.len();
+        {
+            let mut stores = self.stores.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(store) = stores.get_mut(shard as usize) {
+                install_bucket(store, bucket, entries);
+            }
+        }
+        self.note(NodeEvent::Repaired {
+            shard,
+            index,
+            bucket,
+            source,
+            keys,
+        });
+    }
+
+    /// Sends the queued anti-entropy messages.
+    fn flush_gossip(&mut self) {
+        for (to, gossip) in std::mem::take(&mut self.gossip) {
+            let frame = Frame::new(ANTI_ENTROPY_CHANNEL, gossip.encode());
+            // Lost gossip only delays a repair to a later round.
+            let _ = self.transport.try_send(PeerId(to), frame);
         }
     }
 
@@ -387,9 +742,10 @@ impl Running {
 
     fn status(&self) -> Vec<ShardStatus> {
         let stores = self.stores.lock().unwrap_or_else(PoisonError::into_inner);
+        let ids = |set: &BTreeSet<NodeId>| set.iter().map(|n| n.0).collect();
         self.replicas
             .iter()
-            .zip(stores.iter())
+            .filter_map(|r| Some((r, stores.get(r.shard as usize)?)))
             .map(|(r, s)| ShardStatus {
                 shard: r.shard,
                 leader: r.node.leader().map_or(0, |l| l.0),
@@ -398,6 +754,8 @@ impl Running {
                 applied: r.node.applied_index().0,
                 keys: s.len() as u64,
                 root: s.merkle_tree().root().0.0,
+                voters: ids(r.node.configuration().voters()),
+                learners: ids(r.node.configuration().learners()),
             })
             .collect()
     }
@@ -405,6 +763,12 @@ impl Running {
     /// Persists, sends and applies everything the replicas have ready.
     fn drive(&mut self) -> Result<(), Error> {
         let mut replies = Vec::new();
+        // Per replica: anti-entropy rounds that reached their index, and
+        // repairs due at it (shard, index).
+        let mut digests_due = Vec::new();
+        let mut repairs_due = Vec::new();
+        let mut promotions = Vec::new();
+        let mut abandoned = Vec::new();
         for r in &mut self.replicas {
             while let Some(mut ready) = r.node.ready()? {
                 for m in ready.take_messages() {
@@ -431,27 +795,59 @@ impl Running {
                 if !committed.is_empty() {
                     let mut stores = self.stores.lock().unwrap_or_else(PoisonError::into_inner);
                     for entry in committed {
-                        // Empty entries are the leaders' no-ops.
-                        let Ok(command) = Command::decode(entry.data) else {
-                            continue;
+                        let index = entry.index.0;
+                        // Configuration entries are Raft's, and empty
+                        // entries are the leaders' no-ops.
+                        let command = match entry.configuration() {
+                            Some(_) => None,
+                            None => Command::decode(entry.data).ok(),
                         };
-                        let _ = self
-                            .hlc
-                            .update(HlcTimestamp::from_u64(command.stamp), now_ms());
-                        let request = command.request;
-                        if let Some(store) = stores.get_mut(r.shard as usize) {
-                            store.apply(command);
+                        if let Some(command) = command {
+                            let _ = self
+                                .hlc
+                                .update(HlcTimestamp::from_u64(command.stamp), now_ms());
+                            let request = command.request;
+                            if let Some(store) = stores.get_mut(r.shard as usize) {
+                                store.apply(command);
+                            }
+                            if let Some(client) = r.pending_writes.remove(&request) {
+                                replies.push((client, request, Reply::Written));
+                            }
                         }
-                        if let Some(client) = r.pending_writes.remove(&request) {
-                            replies.push((client, request, Reply::Written));
-                        }
+                        // The store is exactly at `index` now, until the
+                        // next entry: the moment a round or a repair at
+                        // `index` waits for.
+                        let store = stores.get_mut(r.shard as usize);
+                        at_index(r, store, index, &mut digests_due, &mut repairs_due);
                     }
                 }
                 r.confirmed_reads.extend(ready.take_read_states());
                 r.node.advance(ready)?;
             }
+            while let Some(outcome) = r.node.poll_promotion() {
+                promotions.push((r.shard, outcome));
+            }
+            if r.node.role() != Role::Leader {
+                // Leadership moved (or this server was removed): send the
+                // waiting clients on now rather than after their timeout.
+                // A write may still commit; its retry carries the same
+                // request id, so it applies once either way.
+                let writes = r.pending_writes.drain().map(|(id, client)| (client, id));
+                let reads = r
+                    .pending_reads
+                    .drain()
+                    .map(|(id, (client, _))| (client, id));
+                let waiting: Vec<(PeerId, u64)> = writes.chain(reads).collect();
+                if !waiting.is_empty() {
+                    r.confirmed_reads.clear();
+                    abandoned.push((r.shard, waiting));
+                }
+            }
             let applied = r.node.applied_index();
-            let stores = self.stores.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut stores = self.stores.lock().unwrap_or_else(PoisonError::into_inner);
+            // A snapshot may have brought the store to a round's index.
+            let store = stores.get_mut(r.shard as usize);
+            at_index(r, store, applied.0, &mut digests_due, &mut repairs_due);
             let store = stores.get(r.shard as usize);
             // The store reflects exactly the entries up to `applied` here.
             let compacted = r.node.storage().snapshot_meta()?.index;
@@ -477,6 +873,73 @@ impl Running {
         for (to, id, body) in replies {
             self.reply(to, id, body);
         }
+        for (shard, waiting) in abandoned {
+            let not_leader = self.not_leader(shard);
+            for (client, id) in waiting {
+                self.reply(client, id, not_leader.clone());
+            }
+        }
+        for (shard, outcome) in promotions {
+            self.note(NodeEvent::Promotion { shard, outcome });
+        }
+        for (shard, round, leaves) in digests_due {
+            self.share_digest(shard, round, leaves);
+        }
+        for (shard, index, source, bucket, keys) in repairs_due {
+            self.note(NodeEvent::Repaired {
+                shard,
+                index,
+                bucket,
+                source,
+                keys,
+            });
+        }
+        self.flush_gossip();
         Ok(())
     }
+}
+
+/// Anti-entropy work due with `store` exactly at applied `index`: the
+/// replica's digests for rounds at `index`, and repairs parked for it.
+fn at_index(
+    r: &mut Replica,
+    store: Option<&mut KvStore>,
+    index: u64,
+    digests_due: &mut Vec<(u32, Round, Vec<LeafHash>)>,
+    repairs_due: &mut Vec<(u32, u64, u64, u64, usize)>,
+) {
+    let Some(store) = store else {
+        return;
+    };
+    let rounds = r.anti_entropy.wants_digest_at(index);
+    if !rounds.is_empty() {
+        let leaves = store.leaf_hashes();
+        digests_due.extend(
+            rounds
+                .into_iter()
+                .map(|round| (r.shard, round, leaves.clone())),
+        );
+    }
+    for (source, bucket, entries) in r.anti_entropy.due(index) {
+        repairs_due.push((r.shard, index, source, bucket, entries.len()));
+        install_bucket(store, bucket, entries);
+    }
+}
+
+/// Replaces `bucket` of `store` with a repair's `entries`.
+fn install_bucket(store: &mut KvStore, bucket: u64, entries: Vec<BucketEntry>) {
+    let entries = entries
+        .into_iter()
+        // Keys the source put in the wrong bucket are not taken.
+        .filter(|e| KvStore::bucket(&e.key) == bucket)
+        .map(|e| {
+            let v = Versioned {
+                value: e.value,
+                stamp: e.stamp,
+                request: e.request,
+            };
+            (e.key, v)
+        })
+        .collect();
+    store.replace_bucket(bucket, entries);
 }

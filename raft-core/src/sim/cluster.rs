@@ -5,8 +5,8 @@
 use super::invariants::Invariants;
 use super::{StateMachine, Violation};
 use crate::{
-    Config, Configuration, Error, LogIndex, MemStorage, Message, MessageBody, Node, NodeId,
-    Proposed, ReadState, Ready, Role, Storage, Term,
+    ChangeMethod, Config, Configuration, Error, LogIndex, MemStorage, Message, MessageBody, Node,
+    NodeId, Promotion, Proposed, ReadState, Ready, Role, Storage, Term,
 };
 use bytes::Bytes;
 use quorate_transport::sim::{LinkConfig, Network, SimTime};
@@ -35,6 +35,8 @@ pub struct ClusterOptions {
     /// Each node compacts its log into a snapshot of its state machine
     /// once this many applied entries follow its latest snapshot (0: never).
     pub compact_every: u64,
+    /// How many of the `nodes` voters (the highest ids) are witnesses.
+    pub witnesses: u64,
 }
 
 impl Default for ClusterOptions {
@@ -48,6 +50,7 @@ impl Default for ClusterOptions {
             link: LinkConfig::new(Duration::from_millis(1)).with_jitter(Duration::from_millis(2)),
             trace_capacity: 256,
             compact_every: 0,
+            witnesses: 0,
         }
     }
 }
@@ -231,10 +234,16 @@ pub struct Cluster<SM: StateMachine> {
     /// The node configuration new servers start with.
     node_config: Config,
     membership_changes: u64,
+    /// Membership changes that went through a joint configuration.
+    joint_changes: u64,
+    /// Learners promoted after catching up (`Node::add_voter`).
+    promotions: u64,
     snapshots: u64,
     responses: Vec<(SimTime, NodeId, SM::Response)>,
     steps: u64,
     served_reads: u64,
+    /// When a TimeoutNow was last delivered to a running node.
+    last_handover: Option<SimTime>,
 }
 
 impl<SM: StateMachine> fmt::Debug for Cluster<SM> {
@@ -252,7 +261,13 @@ impl<SM: StateMachine> Cluster<SM> {
     /// Builds a cluster whose every random choice derives from `seed`.
     pub fn new(seed: u64, options: &ClusterOptions) -> Result<Self, Violation> {
         let mut rng = fastrand::Rng::with_seed(seed);
-        let members = Configuration::new((1..=options.nodes).map(NodeId));
+        let data_nodes = options.nodes.saturating_sub(options.witnesses);
+        let members = Configuration::new((1..=data_nodes).map(NodeId))
+            .with_witnesses((data_nodes + 1..=options.nodes).map(NodeId));
+        let mut invariants = Invariants::default();
+        for w in members.witnesses() {
+            invariants.witness(*w);
+        }
         let mut net = Network::new(rng.u64(..));
         net.set_default_link(options.link);
         let nominal = options.tick.as_nanos() as f64;
@@ -278,17 +293,20 @@ impl<SM: StateMachine> Cluster<SM> {
             rng,
             net,
             servers,
-            invariants: Invariants::default(),
+            invariants,
             trace: VecDeque::new(),
             trace_capacity: options.trace_capacity,
             max_write_latency: options.max_write_latency.as_nanos() as u64,
             compact_every: options.compact_every,
             node_config: options.node_config.clone(),
             membership_changes: 0,
+            joint_changes: 0,
+            promotions: 0,
             snapshots: 0,
             responses: Vec::new(),
             steps: 0,
             served_reads: 0,
+            last_handover: None,
         })
     }
 
@@ -305,6 +323,11 @@ impl<SM: StateMachine> Cluster<SM> {
     /// How many ReadIndex reads were served.
     pub fn served_reads(&self) -> u64 {
         self.served_reads
+    }
+
+    /// When a TimeoutNow (a leadership handover) was last delivered.
+    pub fn last_handover(&self) -> Option<SimTime> {
+        self.last_handover
     }
 
     /// How many events were processed.
@@ -427,24 +450,27 @@ impl<SM: StateMachine> Cluster<SM> {
     /// machine's [`query`](StateMachine::query) answers it into
     /// [`take_responses`](Cluster::take_responses).
     pub fn read(&mut self, id: NodeId, read_id: u64, query: Bytes) -> Result<(), Error> {
-        self.start_read(id, read_id, query, Node::read_index)
+        // No Ready now: the heartbeat round goes out at the node's next
+        // event, shared by every read asked until then (ReadIndex batching).
+        self.start_read(id, read_id, query, Node::read_index, false)
     }
 
     /// Asks node `id` for a lease read
     /// ([`Node::read_lease`](crate::Node::read_lease)), answered like
     /// [`read`](Cluster::read).
     pub fn read_lease(&mut self, id: NodeId, read_id: u64, query: Bytes) -> Result<(), Error> {
-        self.start_read(id, read_id, query, Node::read_lease)
+        self.start_read(id, read_id, query, Node::read_lease, true)
     }
 
     /// Starts a read on node `id` with `start` and remembers its query until
-    /// the node releases it.
+    /// the node releases it; runs the node's Ready loop now if `pump`.
     fn start_read(
         &mut self,
         id: NodeId,
         read_id: u64,
         query: Bytes,
         start: impl FnOnce(&mut Node<MemStorage>, u64) -> Result<(), Error>,
+        pump: bool,
     ) -> Result<(), Error> {
         let i = self.index_of(id).ok_or(Error::UnknownPeer { from: id })?;
         let server = &mut self.servers[i];
@@ -454,6 +480,9 @@ impl<SM: StateMachine> Cluster<SM> {
             .ok_or(Error::NotLeader { leader_hint: None })?;
         start(node, read_id)?;
         server.reads.insert(read_id, query);
+        if !pump {
+            return Ok(());
+        }
         self.pump(i).map_err(|v| match v {
             Violation::Node { error, .. } => error,
             _ => Error::InconsistentStorage("invariant violated while reading"),
@@ -547,13 +576,15 @@ impl<SM: StateMachine> Cluster<SM> {
         self.pump(i)
     }
 
-    /// Asks the leader `leader` to change the membership to `target`,
-    /// first starting the target's new nodes (with empty disks and the
-    /// current voters as their boot configuration, themselves as learners).
+    /// Asks the leader `leader` to change the membership to `target` the
+    /// way `method` says, then starts the target's new nodes (with empty
+    /// disks and the current voters as their boot configuration,
+    /// themselves as learners).
     pub fn change_membership(
         &mut self,
         leader: NodeId,
         target: Configuration,
+        method: ChangeMethod,
     ) -> Result<(), Violation> {
         let Some(i) = self.index_of(leader) else {
             return Ok(());
@@ -570,18 +601,65 @@ impl<SM: StateMachine> Cluster<SM> {
         let Some(node) = self.servers[i].node.as_mut() else {
             return Ok(());
         };
-        let Ok(index) = node.propose_configuration(target.clone()) else {
+        let Ok(index) = node.propose_configuration_with(target.clone(), method) else {
             return Ok(());
         };
         self.membership_changes += 1;
-        self.fault(format!("membership {target:?} at {index:?}"));
-        for id in target.members() {
+        if node.configuration().is_joint() {
+            self.joint_changes += 1;
+        }
+        self.fault(format!("membership {target:?} ({method:?}) at {index:?}"));
+        for id in target.witnesses() {
+            self.invariants.witness(*id);
+        }
+        self.start_new_members(&current, target.members())?;
+        self.pump(i)
+    }
+
+    /// Asks the leader `leader` to make `id` a voter once it has caught up
+    /// (`Node::add_voter`), starting `id` if it is a new server.
+    pub fn add_voter(&mut self, leader: NodeId, id: NodeId) -> Result<(), Violation> {
+        let Some(i) = self.index_of(leader) else {
+            return Ok(());
+        };
+        let Some(node) = self.servers[i].node.as_mut() else {
+            return Ok(());
+        };
+        let current = node.configuration().clone();
+        if node.add_voter(id).is_err() {
+            return Ok(());
+        }
+        self.membership_changes += 1;
+        self.fault(format!("add voter {id:?} after catch-up"));
+        self.start_new_members(&current, [id])?;
+        self.pump(i)
+    }
+
+    /// How many membership changes went through a joint configuration
+    /// (the others took one step).
+    pub fn joint_changes(&self) -> u64 {
+        self.joint_changes
+    }
+
+    /// How many learners were promoted after catching up.
+    pub fn promotions(&self) -> u64 {
+        self.promotions
+    }
+
+    /// Starts the servers among `members` that never ran, booting from
+    /// `current`'s voters with themselves as learners.
+    fn start_new_members(
+        &mut self,
+        current: &Configuration,
+        members: impl IntoIterator<Item = NodeId>,
+    ) -> Result<(), Violation> {
+        for id in members {
             if self.index_of(id).is_none() {
                 let boot = Configuration::new(current.voters().iter().copied()).with_learners([id]);
                 self.start_server(id, boot)?;
             }
         }
-        self.pump(i)
+        Ok(())
     }
 
     /// Starts a new server with an empty disk holding `boot`.
@@ -715,6 +793,9 @@ impl<SM: StateMachine> Cluster<SM> {
         let Some(node) = self.servers[i].node.as_mut() else {
             return Ok(());
         };
+        if m.body == MessageBody::TimeoutNow {
+            self.last_handover = Some(self.now);
+        }
         match node.step(m) {
             // Messages from servers outside the configuration (removed
             // ones still running) are refused: that is the point.
@@ -746,6 +827,7 @@ impl<SM: StateMachine> Cluster<SM> {
     /// Collects the node's Readies: messages go out at once, writes are
     /// queued to complete after a random delay, in order.
     fn pump(&mut self, i: usize) -> Result<(), Violation> {
+        self.collect_promotions(i);
         loop {
             let server = &mut self.servers[i];
             let id = server.id;
@@ -793,6 +875,22 @@ impl<SM: StateMachine> Cluster<SM> {
         }
     }
 
+    /// Counts and traces how the node's catch-ups ended.
+    fn collect_promotions(&mut self, i: usize) {
+        let server = &mut self.servers[i];
+        let id = server.id;
+        let Some(node) = server.node.as_mut() else {
+            return;
+        };
+        let ended: Vec<Promotion> = std::iter::from_fn(|| node.poll_promotion()).collect();
+        for promotion in ended {
+            if matches!(promotion, Promotion::Promoted { .. }) {
+                self.promotions += 1;
+            }
+            self.fault(format!("{id:?}: {promotion:?}"));
+        }
+    }
+
     fn complete_write(&mut self, i: usize) -> Result<(), Violation> {
         let Some((_, ready)) = self.servers[i].writes.pop_front() else {
             return Ok(());
@@ -809,7 +907,14 @@ impl<SM: StateMachine> Cluster<SM> {
             return Ok(());
         };
         let fail = |error| Violation::Node { node: id, error };
+        let witness = self.invariants.is_witness(id);
         if let Some(snapshot) = ready.take_snapshot() {
+            if witness && !snapshot.data.is_empty() {
+                return Err(Violation::WitnessPayload {
+                    node: id,
+                    index: snapshot.meta.index,
+                });
+            }
             server.state_machine.restore(&snapshot.data);
             node.storage_mut().apply_snapshot(snapshot);
             self.snapshots += 1;
@@ -838,8 +943,13 @@ impl<SM: StateMachine> Cluster<SM> {
             .first_index()
             .map_err(|e| fail(Error::Storage(e)))?;
         if self.compact_every > 0 && applied.0 >= first.0 + self.compact_every {
+            // A witness has no state machine: its snapshots are metadata.
+            let data = match witness {
+                true => Bytes::new(),
+                false => server.state_machine.snapshot(),
+            };
             node.storage_mut()
-                .compact(applied, server.state_machine.snapshot())
+                .compact(applied, data)
                 .map_err(|e| fail(Error::Storage(e)))?;
         }
         // Serve the confirmed reads the state machine has caught up with.

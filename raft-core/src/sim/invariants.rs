@@ -1,11 +1,12 @@
 //! The safety properties of figure 3 of the paper, checked incrementally
 //! after every simulation step: election safety, leader append-only, log
-//! matching, leader completeness and state machine safety.
+//! matching, leader completeness and state machine safety; and for
+//! witnesses, that they never campaign and never hold a command payload.
 
 use super::Violation;
 use crate::{Entry, LogIndex, MemStorage, Node, NodeId, Role, Term};
 use bytes::Bytes;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// What the checker has seen so far.
 #[derive(Debug, Default)]
@@ -15,13 +16,16 @@ pub(crate) struct Invariants {
     /// Log matching: every (index, term) ever written to a log, with its
     /// payload and the term of the entry before it. Equal payloads and
     /// predecessors at every pair imply, by induction, identical prefixes.
-    written: HashMap<(LogIndex, Term), (Bytes, Term)>,
+    /// The payload is unknown (`None`) while only witnesses wrote it.
+    written: HashMap<(LogIndex, Term), (Option<Bytes>, Term)>,
     /// Entries known committed, by index - 1: the entry's term, payload,
     /// and the term of the leader that committed it.
     committed: Vec<(Term, Bytes, Term)>,
     /// Leader append-only: per node, the term it leads and the length of
     /// its log when last seen.
     leading: BTreeMap<NodeId, (Term, LogIndex)>,
+    /// Nodes made witnesses (ids are never reused).
+    witnesses: BTreeSet<NodeId>,
 }
 
 impl Invariants {
@@ -50,12 +54,27 @@ impl Invariants {
             .log_term(first.index.prev())
             .map_err(|error| Violation::Node { node: id, error })?
             .unwrap_or_default();
+        let witness = self.witnesses.contains(&id);
         for e in entries {
+            // A witness's entries carry no command, so their payload is
+            // unknown unless it is a configuration.
+            let stripped = witness && e.configuration().is_none();
+            if stripped && !e.data.is_empty() {
+                return Err(Violation::WitnessPayload {
+                    node: id,
+                    index: e.index,
+                });
+            }
+            let data = (!stripped).then(|| e.data.clone());
             let seen = self
                 .written
                 .entry((e.index, e.term))
-                .or_insert_with(|| (e.data.clone(), prev_term));
-            if seen.0 != e.data || seen.1 != prev_term {
+                .or_insert_with(|| (data.clone(), prev_term));
+            if seen.0.is_none() {
+                seen.0.clone_from(&data);
+            }
+            let differs = data.is_some() && seen.0 != data;
+            if differs || seen.1 != prev_term {
                 return Err(Violation::LogMatching {
                     node: id,
                     index: e.index,
@@ -70,6 +89,12 @@ impl Invariants {
     /// Checks a running node's role and commit index after a step.
     pub(crate) fn observe(&mut self, node: &Node<MemStorage>) -> Result<(), Violation> {
         let id = node.id();
+        if self.witnesses.contains(&id) && node.role() != Role::Follower {
+            return Err(Violation::WitnessCampaigned {
+                node: id,
+                term: node.term(),
+            });
+        }
         if node.role() != Role::Leader {
             self.leading.remove(&id);
             return Ok(());
@@ -156,6 +181,27 @@ impl Invariants {
     /// node applies there, and it is what the leaders committed.
     pub(crate) fn applied(&mut self, node: NodeId, entry: &Entry) -> Result<(), Violation> {
         let i = (entry.index.0 - 1) as usize;
+        if self.witnesses.contains(&node) && entry.configuration().is_none() {
+            // A witness applies positions, not commands: the term must
+            // match what was committed there, and there is no payload.
+            let wrong_term = self
+                .committed
+                .get(i)
+                .is_some_and(|(t, ..)| *t != entry.term);
+            if wrong_term {
+                return Err(Violation::StateMachineSafety {
+                    node,
+                    index: entry.index,
+                });
+            }
+            if !entry.data.is_empty() {
+                return Err(Violation::WitnessPayload {
+                    node,
+                    index: entry.index,
+                });
+            }
+            return Ok(());
+        }
         match self.committed.get(i) {
             Some((term, data, _)) => {
                 if *term != entry.term || *data != entry.data {
@@ -179,6 +225,16 @@ impl Invariants {
             }
         }
         Ok(())
+    }
+
+    /// Records that `node` is a witness from now on.
+    pub(crate) fn witness(&mut self, node: NodeId) {
+        self.witnesses.insert(node);
+    }
+
+    /// Whether `node` was made a witness.
+    pub(crate) fn is_witness(&self, node: NodeId) -> bool {
+        self.witnesses.contains(&node)
     }
 
     /// Forgets per-node leadership state (the node crashed).

@@ -34,7 +34,7 @@ mod nemesis;
 pub use cluster::{Cluster, ClusterOptions, TraceEvent};
 pub use nemesis::Nemesis;
 
-use crate::{Configuration, Error, LogIndex, Node, NodeId, Term};
+use crate::{ChangeMethod, Configuration, Error, LogIndex, Node, NodeId, Term};
 use bytes::Bytes;
 use kv::{KvCommand, KvModel, KvOp, KvOutput, KvStore, RequestId};
 use linearizability::{NotLinearizable, Operation};
@@ -122,6 +122,22 @@ pub enum Violation {
         /// The node.
         node: NodeId,
         /// The index.
+        index: LogIndex,
+    },
+    /// A witness campaigned or led.
+    #[error("witness {node} left the follower role in term {term}")]
+    WitnessCampaigned {
+        /// The witness.
+        node: NodeId,
+        /// Its term.
+        term: Term,
+    },
+    /// A witness held a command payload (an entry or snapshot data).
+    #[error("witness {node} holds a payload at {index}")]
+    WitnessPayload {
+        /// The witness.
+        node: NodeId,
+        /// The entry (or snapshot) index.
         index: LogIndex,
     },
     /// A leader removed from the configuration kept leading after the
@@ -253,11 +269,17 @@ pub struct SimReport {
     pub dropped: u64,
     /// Snapshots followers installed from a leader (InstallSnapshot).
     pub snapshots_installed: u64,
-    /// Membership changes the leader accepted (each a joint change or a
-    /// change of learners).
+    /// Membership changes the leader accepted (one step, joint, or a new
+    /// voter caught up as a learner first).
     pub membership_changes: u64,
+    /// Of those, the changes that went through a joint configuration.
+    pub joint_changes: u64,
+    /// Learners promoted to voters once caught up (`Node::add_voter`).
+    pub promotions: u64,
     /// Servers removed from the configuration that kept running.
     pub removed_running: usize,
+    /// Witnesses in the settled configuration.
+    pub witnesses: usize,
 }
 
 /// A failing run: the seed that replays it, what broke, and the last events.
@@ -384,6 +406,8 @@ impl Simulation {
             // restarted follower; small chunks split them.
             cluster_options.compact_every = [0, 6, 25][rng.usize(..3)];
             node.max_snapshot_chunk_bytes = [16, 100, 1 << 20][rng.usize(..3)];
+            // Followers acknowledge receipt before durability (§10.2.1).
+            node.early_append_ack = rng.bool();
         }
         if nemesis == Nemesis::LeaderChurn {
             // Slow disks: a new leader's own entry often becomes durable
@@ -528,9 +552,12 @@ impl Simulation {
         Ok(())
     }
 
-    /// Asks the leader for a membership change: add a new node (as voter or
-    /// learner), promote a learner, remove a member (the leader included),
-    /// or replace a voter by a new node; voters stay within 3-7.
+    /// Asks the leader for a membership change: add a new node (as voter,
+    /// directly or after catching up as a learner, or as a learner), promote
+    /// a learner (directly or after catching up), remove a member (the
+    /// leader included), or replace a voter by a new node; voters stay
+    /// within 3-7. Single-server changes take one step or, one time in
+    /// three, go through joint consensus.
     fn change_membership(&mut self) -> Result<(), Violation> {
         let Some(leader) = self.cluster.leader() else {
             return Ok(());
@@ -542,7 +569,36 @@ impl Simulation {
         let mut learners: Vec<NodeId> = current.learners().iter().copied().collect();
         let fresh = self.cluster.ids().into_iter().max().unwrap_or_default().0 + 1;
         let fresh = NodeId(fresh);
+        // With witnesses, a third of the changes add one or replace one by
+        // a new witness (witness status of members never changes). Other
+        // runs draw exactly as before.
+        let witnesses: Vec<NodeId> = current.witnesses().iter().copied().collect();
+        if !witnesses.is_empty() && self.rng.u32(..3) == 0 {
+            if voters.len() >= 7 || self.rng.bool() {
+                let old = witnesses[self.rng.usize(..witnesses.len())];
+                voters.retain(|v| *v != old);
+            }
+            let target = Configuration::new(voters)
+                .with_learners(learners)
+                .with_witnesses([fresh]);
+            return self
+                .cluster
+                .change_membership(leader, target, ChangeMethod::Auto);
+        }
+        let method = if self.rng.u32(..3) == 0 {
+            ChangeMethod::Joint
+        } else {
+            ChangeMethod::Auto
+        };
+        let catch_up = self.rng.bool();
         match self.rng.u32(..5) {
+            0 if voters.len() < 7 && catch_up => {
+                return self.cluster.add_voter(leader, fresh);
+            }
+            2 if !learners.is_empty() && voters.len() < 7 && catch_up => {
+                let learner = learners[self.rng.usize(..learners.len())];
+                return self.cluster.add_voter(leader, learner);
+            }
             0 if voters.len() < 7 => voters.push(fresh),
             1 => learners.push(fresh),
             2 if !learners.is_empty() && voters.len() < 7 => {
@@ -560,7 +616,7 @@ impl Simulation {
             }
         }
         let target = Configuration::new(voters).with_learners(learners);
-        self.cluster.change_membership(leader, target)
+        self.cluster.change_membership(leader, target, method)
     }
 
     /// Clients start new requests (if `new_requests`) and retry timed-out ones.
@@ -696,6 +752,20 @@ impl Simulation {
         if leader.transferee().is_some() {
             return Some("the leadership transfer did not finish");
         }
+        if leader.catching_up().next().is_some() {
+            return Some("a learner's catch-up did not finish");
+        }
+        // A TimeoutNow may arrive just as the leader abandons the transfer;
+        // the election it starts is the leader's handover, not a
+        // disruption: let it play out before the leader must stay.
+        let election_timeout = self.tick * self.options.cluster.node_config.election_tick;
+        let handing_over = self
+            .cluster
+            .last_handover()
+            .is_some_and(|at| self.cluster.now() < at.saturating_add(election_timeout));
+        if handing_over {
+            return Some("a leadership handover is under way");
+        }
         let commit = leader.commit_index();
         let behind = self
             .cluster
@@ -761,7 +831,14 @@ impl Simulation {
             dropped: self.cluster.network_stats().dropped(),
             snapshots_installed: self.cluster.installed_snapshots(),
             membership_changes: self.cluster.membership_changes(),
+            joint_changes: self.cluster.joint_changes(),
+            promotions: self.cluster.promotions(),
             removed_running: self.removed_running(),
+            witnesses: self
+                .cluster
+                .leader()
+                .and_then(|l| self.cluster.node(l))
+                .map_or(0, |n| n.configuration().witnesses().len()),
         }
     }
 }

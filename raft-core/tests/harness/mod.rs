@@ -114,20 +114,38 @@ impl Network {
     /// Delivers queued messages until there are none.
     pub fn deliver_all(&mut self) {
         while let Some(m) = self.queue.pop_front() {
-            if self.cut.contains(&(m.from, m.to)) {
-                continue;
-            }
-            let to = m.to;
-            let Some(node) = self.nodes.get_mut(&to) else {
-                continue;
-            };
-            self.delivered.push(m.clone());
-            match node.step(m) {
-                // Non-members (removed servers) are refused, as designed.
-                Ok(()) | Err(Error::UnknownPeer { .. }) => {}
-                Err(e) => panic!("step refused: {e}"),
-            }
-            self.drive(to);
+            self.deliver(m);
+        }
+    }
+
+    /// Delivers one message (unless its link is cut); what the recipient
+    /// sends in return is queued.
+    fn deliver(&mut self, m: Message) {
+        if self.cut.contains(&(m.from, m.to)) {
+            return;
+        }
+        let to = m.to;
+        let Some(node) = self.nodes.get_mut(&to) else {
+            return;
+        };
+        self.delivered.push(m.clone());
+        match node.step(m) {
+            // Non-members (removed servers) are refused, as designed.
+            Ok(()) | Err(Error::UnknownPeer { .. }) => {}
+            Err(e) => panic!("step refused: {e}"),
+        }
+        self.drive(to);
+    }
+
+    /// Delivers the messages queued now that `pass` lets through, once:
+    /// the others, and the messages the delivered ones cause, stay queued
+    /// (a slow or delayed link).
+    pub fn deliver_once(&mut self, pass: impl Fn(&Message) -> bool) {
+        let (now, later): (Vec<Message>, Vec<Message>) =
+            std::mem::take(&mut self.queue).into_iter().partition(&pass);
+        self.queue.extend(later);
+        for m in now {
+            self.deliver(m);
         }
     }
 
