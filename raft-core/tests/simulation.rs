@@ -5,19 +5,31 @@
 //! `QUORATE_SIM_SEEDS=N` runs N seeds; `QUORATE_SIM_SEED=S` replays one.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use quorate_raft_core::sim::{SimOptions, SimReport, Simulation, seeds_from_env};
+use quorate_raft_core::sim::{Nemesis, SimOptions, SimReport, Simulation, seeds_from_env};
 
 const SHARDS: u64 = 4;
 const DEFAULT_SEEDS: u64 = 500;
 
 fn run_shard(shard: u64) -> Vec<SimReport> {
     let options = SimOptions::default();
+    // Mutation testing (`mutants/run.sh`) counts every failing seed.
+    let keep_going = std::env::var_os("QUORATE_SIM_KEEP_GOING").is_some();
+    let seeds = seeds_from_env(shard, SHARDS, DEFAULT_SEEDS);
+    let total = seeds.len();
     let mut reports = Vec::new();
-    for seed in seeds_from_env(shard, SHARDS, DEFAULT_SEEDS) {
+    let mut failures = Vec::new();
+    for seed in seeds {
         match Simulation::run(seed, &options) {
             Ok(report) => reports.push(report),
+            Err(failure) if keep_going => failures.push(failure),
             Err(failure) => panic!("{failure}"),
         }
+    }
+    if let Some(first) = failures.first() {
+        panic!(
+            "{} of {total} seeds failed; the first: {first}",
+            failures.len()
+        );
     }
     reports
 }
@@ -35,9 +47,19 @@ fn summarize(reports: &[SimReport]) {
     let promotions: u64 = reports.iter().map(|r| r.promotions).sum();
     let joint: u64 = reports.iter().map(|r| r.joint_changes).sum();
     let removed: usize = reports.iter().map(|r| r.removed_running).sum();
+    let following = |n| reports.iter().filter(|r| r.nemesis == n).count();
+    let figure_8: u64 = reports.iter().map(|r| r.figure_8_moments).sum();
+    let reboots: u64 = reports.iter().map(|r| r.lease_reboots).sum();
+    let (churn, stale) = (
+        following(Nemesis::LeaderChurn),
+        following(Nemesis::StaleLeader),
+    );
     eprintln!(
         "{} seeds: {ops} linearizable operations ({index_reads} reads without log entries, {lease_reads} of them by lease), {dedup} retries deduplicated, {faults} faults, {dropped} messages dropped, {snapshots} snapshots installed, {changes} membership changes ({joint} joint, {promotions} learners promoted after catching up), {removed} removed servers left running, {steps} steps",
         reports.len()
+    );
+    eprintln!(
+        "  of them {churn} with leader churn, {stale} with a stale leader; {figure_8} leaders rebooted at the figure 8 moment, {reboots} lease holders rebooted inside the lease"
     );
     if reports.len() >= 20 {
         assert!(index_reads > 0, "ReadIndex reads were exercised");
@@ -51,6 +73,9 @@ fn summarize(reports: &[SimReport]) {
             "one-step and joint changes ran"
         );
         assert!(removed > 0, "removed servers kept running");
+        assert!(churn > 0 && stale > 0, "the targeted schedules ran");
+        assert!(figure_8 > 0, "leaders were rebooted at the figure 8 moment");
+        assert!(reboots > 0, "lease holders were rebooted inside the lease");
     }
 }
 

@@ -492,25 +492,32 @@ impl<SM: StateMachine> Cluster<SM> {
     /// Runs every event up to and including time `until`; stops at the
     /// first invariant violation.
     pub fn run_until(&mut self, until: SimTime) -> Result<(), Violation> {
-        while let Some((at, event)) = self.next_event() {
-            if at > until {
-                break;
-            }
-            self.now = self.now.max(at);
-            self.steps += 1;
-            match event {
-                Event::Deliver => {
-                    if let Some(d) = self.net.poll_delivery(self.now) {
-                        self.deliver(d.from, d.to, d.msg)?;
-                    }
-                }
-                Event::WriteDone(i) => self.complete_write(i)?,
-                Event::Tick(i) => self.tick(i)?,
-            }
-            self.check()?;
-        }
+        while self.step(until)? {}
         self.now = self.now.max(until);
         Ok(())
+    }
+
+    /// Runs the next event if it is due by `until` (a message delivery, a
+    /// write becoming durable or a tick) and checks the invariants; `false`
+    /// if no event is due. Between steps a test may inject faults at exact
+    /// protocol moments.
+    pub fn step(&mut self, until: SimTime) -> Result<bool, Violation> {
+        let Some((at, event)) = self.next_event().filter(|(at, _)| *at <= until) else {
+            return Ok(false);
+        };
+        self.now = self.now.max(at);
+        self.steps += 1;
+        match event {
+            Event::Deliver => {
+                if let Some(d) = self.net.poll_delivery(self.now) {
+                    self.deliver(d.from, d.to, d.msg)?;
+                }
+            }
+            Event::WriteDone(i) => self.complete_write(i)?,
+            Event::Tick(i) => self.tick(i)?,
+        }
+        self.check()?;
+        Ok(true)
     }
 
     /// Crashes a node: its volatile state, unfinished writes and in-flight
@@ -679,6 +686,21 @@ impl<SM: StateMachine> Cluster<SM> {
         if node.transfer_leadership(to).is_ok() {
             self.fault(format!("transfer {from:?}->{to:?}"));
         }
+        self.pump(i)
+    }
+
+    /// Makes node `id` start an election now, as if its election timeout
+    /// fired ([`Node::campaign`]; safety never depends on when a candidate
+    /// campaigns, only on whom voters grant).
+    pub fn campaign(&mut self, id: NodeId) -> Result<(), Violation> {
+        let Some(i) = self.index_of(id) else {
+            return Ok(());
+        };
+        let Some(node) = self.servers[i].node.as_mut() else {
+            return Ok(());
+        };
+        node.campaign();
+        self.fault(format!("campaign {id:?}"));
         self.pump(i)
     }
 
