@@ -1374,9 +1374,13 @@ impl<S: Storage> Node<S> {
             || self.vote == Some(from)
             || (self.vote.is_none() && self.leader.is_none());
         // Thesis §9.6: refuse while a leader is being heard from, so a
-        // rejoining node cannot unseat it.
+        // rejoining node cannot unseat it; and while this node honours a
+        // lease (it would ignore the RequestVote that follows, and a granted
+        // pre-vote would only raise the candidate's term, which then unseats
+        // the leader when the candidate is heard: seen in simulation).
         let granted = could_vote
             && !self.heard_from_leader()
+            && !self.in_lease()
             && self.log.is_up_to_date(last_log_index, last_log_term);
         self.outbox.push(Message {
             from: self.id,
@@ -1417,9 +1421,15 @@ impl<S: Storage> Node<S> {
                 let term = self.term.next();
                 self.become_candidate(term);
                 self.request_votes(false, false);
-            } else {
+            } else if self_vote {
                 self.become_leader();
             }
+            // Otherwise the others' votes already make a quorum, but this
+            // node leads only once its term and vote are durable (`advance`
+            // tallies again). A leader whose term is not durable could crash,
+            // restart in the previous term, win the same term again and
+            // append different entries at indices it already sent: two
+            // entries with one index and term (seen in simulation).
         } else if self
             .configuration
             .has_quorum(|v| v != id && vote_of(v) == Some(false))

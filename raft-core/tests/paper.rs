@@ -964,6 +964,67 @@ fn read_lease_6_4_1_no_other_leader_while_the_lease_holds() {
 }
 
 #[test]
+fn leader_election_5_2_a_candidate_leads_only_once_its_term_is_durable() {
+    // Five voters; 2..5 grant at once while candidate 1's own hard state
+    // (the new term and its vote) is still being written. Were 1 to lead
+    // now, a crash before the write would bring it back in the old term,
+    // free to win the same term again with a different log.
+    let mut nodes: Vec<Node<MemStorage>> = (1..=5)
+        .map(|i| Node::new(Config::new(id(i)), storage_with_log(5, &[], 0)).unwrap())
+        .collect();
+    nodes[0].campaign();
+    let ready = nodes[0].ready().unwrap().unwrap();
+    let term = ready.hard_state().unwrap().term;
+    let requests = ready.messages().to_vec();
+    for m in requests {
+        let to = usize::try_from(m.to.0 - 1).unwrap();
+        nodes[to].step(m).unwrap();
+        for answer in drive(&mut nodes[to]) {
+            nodes[0].step(answer).unwrap();
+        }
+    }
+    assert_eq!(
+        nodes[0].role(),
+        Role::Candidate,
+        "leads on a term not yet durable"
+    );
+    nodes[0]
+        .storage_mut()
+        .set_hard_state(ready.hard_state().unwrap());
+    nodes[0].advance(ready).unwrap();
+    assert_eq!(nodes[0].role(), Role::Leader);
+    assert_eq!(nodes[0].term(), term);
+}
+
+#[test]
+fn prevote_9_6_a_restarted_voter_refuses_pre_votes_while_it_honours_a_lease() {
+    // Three nodes with pre-vote and check-quorum. 3 cannot hear leader 1;
+    // 2 crashes and comes back, so it honours for an election timeout the
+    // lease it may have promised 1 and would ignore 3's RequestVote. Were
+    // it to grant 3's pre-vote, 3 would move to a new term that no one
+    // backs, and unseat 1 as soon as 1 hears it.
+    let mut net = Network::with_config(3, |c| {
+        c.check_quorum = true;
+        c.pre_vote = true;
+    });
+    net.campaign(1);
+    net.propose(1, b"a").unwrap();
+    let term = net.node(1).term();
+    net.cut(1, 3);
+    let election_tick = net.node(1).config().election_tick;
+    net.tick_all(2 * election_tick);
+    assert_eq!(net.leaders(), vec![id(1)]);
+    net.crash(2);
+    net.restart(2);
+    net.campaign(3);
+    assert_eq!(net.node(3).term(), term, "a pre-vote 2 could not back");
+    net.heal();
+    net.tick_all(2);
+    assert_eq!(net.leaders(), vec![id(1)]);
+    assert_eq!(net.node(1).term(), term, "leader 1 was unseated");
+}
+
+#[test]
 fn read_lease_6_4_1_needs_check_quorum_and_expires_without_heartbeat_answers() {
     let mut net = Network::new(3);
     net.campaign(1);

@@ -244,6 +244,10 @@ pub struct Cluster<SM: StateMachine> {
     served_reads: u64,
     /// When a TimeoutNow was last delivered to a running node.
     last_handover: Option<SimTime>,
+    /// A violation found while a client call ran the Ready loop: the client
+    /// gets an error, and the next [`step`](Cluster::step) reports the
+    /// violation, so it cannot be mistaken for a refusal to retry.
+    deferred: Option<Violation>,
 }
 
 impl<SM: StateMachine> fmt::Debug for Cluster<SM> {
@@ -307,6 +311,7 @@ impl<SM: StateMachine> Cluster<SM> {
             steps: 0,
             served_reads: 0,
             last_handover: None,
+            deferred: None,
         })
     }
 
@@ -423,10 +428,7 @@ impl<SM: StateMachine> Cluster<SM> {
             node: id,
             index,
         });
-        self.pump(i).map_err(|v| match v {
-            Violation::Node { error, .. } => error,
-            _ => Error::InconsistentStorage("invariant violated while proposing"),
-        })?;
+        self.pump_for_client(i, "invariant violated while proposing")?;
         Ok(index)
     }
 
@@ -438,10 +440,7 @@ impl<SM: StateMachine> Cluster<SM> {
             .as_mut()
             .ok_or(Error::NotLeader { leader_hint: None })?;
         let proposed = node.propose_or_forward(command)?;
-        self.pump(i).map_err(|v| match v {
-            Violation::Node { error, .. } => error,
-            _ => Error::InconsistentStorage("invariant violated while proposing"),
-        })?;
+        self.pump_for_client(i, "invariant violated while proposing")?;
         Ok(proposed)
     }
 
@@ -483,9 +482,15 @@ impl<SM: StateMachine> Cluster<SM> {
         if !pump {
             return Ok(());
         }
-        self.pump(i).map_err(|v| match v {
-            Violation::Node { error, .. } => error,
-            _ => Error::InconsistentStorage("invariant violated while reading"),
+        self.pump_for_client(i, "invariant violated while reading")
+    }
+
+    /// Runs node `i`'s Ready loop for a client call. A violation is kept
+    /// for the next [`step`](Cluster::step) and the client sees an error.
+    fn pump_for_client(&mut self, i: usize, what: &'static str) -> Result<(), Error> {
+        self.pump(i).map_err(|v| {
+            self.deferred.get_or_insert(v);
+            Error::InconsistentStorage(what)
         })
     }
 
@@ -502,6 +507,9 @@ impl<SM: StateMachine> Cluster<SM> {
     /// if no event is due. Between steps a test may inject faults at exact
     /// protocol moments.
     pub fn step(&mut self, until: SimTime) -> Result<bool, Violation> {
+        if let Some(violation) = self.deferred.take() {
+            return Err(violation);
+        }
         let Some((at, event)) = self.next_event().filter(|(at, _)| *at <= until) else {
             return Ok(false);
         };
