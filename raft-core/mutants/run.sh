@@ -129,7 +129,8 @@ for m in "${mutants[@]}"; do
     # Each shard reports how many of its seeds failed and its first
     # failure; the smallest over the shards is the first failing seed.
     first="$(sed -n 's/.*simulation seed \([0-9]*\) failed: .*/\1/p' "$log" | sort -n | head -1)"
-    failed="$(grep -o '^[0-9]* of [0-9]* seeds failed' "$log" | awk '{ n += $1 } END { print n + 0 }')"
+    # (grep finds nothing when no seed failed: not an error under pipefail)
+    failed="$({ grep -o '^[0-9]* of [0-9]* seeds failed' "$log" || true; } | awk '{ n += $1 } END { print n + 0 }')"
     if [[ -n "$first" ]]; then
         what="$(sed -n "s/.*simulation seed $first failed: //p" "$log" | head -1)"
         results+=("$(printf '%-40s caught at seed %-5s in %4s of %s seeds %4ss  %s' "$name" "$first" "$failed" "$seeds" "$took" "$what")")
