@@ -6,7 +6,10 @@
 //! commits beyond what a quorum durably acknowledged of entries it has.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod harness;
+
 use bytes::Bytes;
+use harness::storage_with_terms;
 use proptest::prelude::*;
 use quorate_raft_core::{
     AppendOutcome, CONFIGURATION_TAG, Config, Configuration, Entry, HardState, LogIndex,
@@ -19,22 +22,15 @@ const MAX_POSITION: u64 = u64::MAX / 2;
 /// Node 1 leads term 3 over a log of terms [1, 1, 2] (plus its no-op),
 /// elected by node 2's vote; nothing of term 3 is committed yet.
 fn elected_leader(early_append_ack: bool) -> Node<MemStorage> {
-    let mut storage = MemStorage::new(Configuration::new([1, 2, 3].map(NodeId)));
-    let entries: Vec<Entry> = [1u64, 1, 2]
-        .iter()
-        .enumerate()
-        .map(|(i, t)| Entry {
-            term: Term(*t),
-            index: LogIndex(i as u64 + 1),
-            data: Bytes::from_static(b"x"),
-        })
-        .collect();
-    storage.append(&entries).unwrap();
-    storage.set_hard_state(HardState {
-        term: Term(2),
-        vote: None,
-        commit: LogIndex(1),
-    });
+    let storage = storage_with_terms(
+        Configuration::new([1, 2, 3].map(NodeId)),
+        &[1u64, 1, 2],
+        HardState {
+            term: Term(2),
+            vote: None,
+            commit: LogIndex(1),
+        },
+    );
     let mut config = Config::new(NodeId(1));
     config.max_inflight_msgs = 2;
     config.max_size_per_msg = 1;

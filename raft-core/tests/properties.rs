@@ -2,7 +2,10 @@
 //! and a refused message changes nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod harness;
+
 use bytes::Bytes;
+use harness::storage_with_terms;
 use proptest::prelude::*;
 use quorate_raft_core::{
     AppendOutcome, Config, Configuration, Entry, HardState, LogIndex, MemStorage, Message,
@@ -10,22 +13,15 @@ use quorate_raft_core::{
 };
 
 fn node_with_log(terms: &[u64], commit: usize) -> Node<MemStorage> {
-    let mut storage = MemStorage::new(Configuration::new([NodeId(1), NodeId(2), NodeId(3)]));
-    let entries: Vec<Entry> = terms
-        .iter()
-        .enumerate()
-        .map(|(i, t)| Entry {
-            term: Term(*t),
-            index: LogIndex(i as u64 + 1),
-            data: Bytes::from_static(b"x"),
-        })
-        .collect();
-    storage.append(&entries).unwrap();
-    storage.set_hard_state(HardState {
-        term: Term(terms.last().copied().unwrap_or(0)),
-        vote: None,
-        commit: LogIndex(commit.min(terms.len()) as u64),
-    });
+    let storage = storage_with_terms(
+        Configuration::new([NodeId(1), NodeId(2), NodeId(3)]),
+        terms,
+        HardState {
+            term: Term(terms.last().copied().unwrap_or(0)),
+            vote: None,
+            commit: LogIndex(commit.min(terms.len()) as u64),
+        },
+    );
     Node::new(Config::new(NodeId(1)), storage).unwrap()
 }
 

@@ -8,9 +8,9 @@
 mod harness;
 
 use bytes::Bytes;
-use harness::{Network, id};
+use harness::{Network, id, storage_with_terms};
 use quorate_raft_core::{
-    AppendOutcome, Config, Configuration, Entry, Error, HardState, LogIndex, MemStorage, Message,
+    AppendOutcome, Config, Configuration, Error, HardState, LogIndex, MemStorage, Message,
     MessageBody, Node, NodeId, ProgressState, SnapshotMeta, Storage, Term,
 };
 
@@ -42,22 +42,15 @@ fn chunk(offset: u64, data: &'static [u8], done: bool) -> Message {
 
 /// Node 2 of a three-node cluster, with the given entry terms on disk.
 fn follower(terms: &[u64]) -> Node<MemStorage> {
-    let mut storage = MemStorage::new(members());
-    let entries: Vec<Entry> = terms
-        .iter()
-        .enumerate()
-        .map(|(i, t)| Entry {
-            term: Term(*t),
-            index: LogIndex(i as u64 + 1),
-            data: Bytes::from_static(b"x"),
-        })
-        .collect();
-    storage.append(&entries).unwrap();
-    storage.set_hard_state(HardState {
-        term: Term(1),
-        vote: None,
-        commit: LogIndex::ZERO,
-    });
+    let storage = storage_with_terms(
+        members(),
+        terms,
+        HardState {
+            term: Term(1),
+            vote: None,
+            commit: LogIndex::ZERO,
+        },
+    );
     let mut config = Config::new(id(2));
     config.seed = 3;
     Node::new(config, storage).unwrap()

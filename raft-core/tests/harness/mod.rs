@@ -5,8 +5,8 @@
 
 use bytes::Bytes;
 use quorate_raft_core::{
-    Config, Configuration, Entry, Error, LogIndex, MemStorage, Message, Node, NodeId, ReadState,
-    Snapshot,
+    Config, Configuration, Entry, Error, HardState, LogIndex, MemStorage, Message, Node, NodeId,
+    ReadState, Snapshot, Term,
 };
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -25,6 +25,28 @@ pub struct Network {
     pub read_states: BTreeMap<NodeId, Vec<ReadState>>,
     /// Snapshots each node installed from a leader.
     pub installed: BTreeMap<NodeId, Vec<Snapshot>>,
+}
+
+/// A storage for `members` holding entries 1.. with the given terms (each
+/// with the payload `x`) and `hard_state`.
+pub fn storage_with_terms(
+    members: Configuration,
+    terms: &[u64],
+    hard_state: HardState,
+) -> MemStorage {
+    let mut storage = MemStorage::new(members);
+    let entries: Vec<Entry> = terms
+        .iter()
+        .enumerate()
+        .map(|(i, t)| Entry {
+            term: Term(*t),
+            index: LogIndex(i as u64 + 1),
+            data: Bytes::from_static(b"x"),
+        })
+        .collect();
+    storage.append(&entries).unwrap();
+    storage.set_hard_state(hard_state);
+    storage
 }
 
 pub fn id(n: u64) -> NodeId {
