@@ -131,6 +131,13 @@ trait Harness: Sized {
     fn confirmed(&self) -> usize;
     /// Messages and log entries delivered so far.
     fn delivered(&self) -> Traffic;
+    /// Runs Ready cycles and deliveries until no message is left.
+    fn settle(&mut self) {
+        self.pump_all();
+        while self.deliver() {
+            self.pump_all();
+        }
+    }
 }
 
 /// What the network carried: messages, and log entries inside them (an
@@ -139,6 +146,38 @@ trait Harness: Sized {
 struct Traffic {
     messages: usize,
     entries: usize,
+}
+
+/// The simulated network both harnesses share: messages sent in this hop
+/// wait in `sent` until [`Wire::deliver`] hands them on.
+#[derive(Debug)]
+struct Wire<M> {
+    sent: Vec<M>,
+    delivering: Vec<M>,
+    traffic: Traffic,
+}
+
+impl<M> Wire<M> {
+    fn new() -> Self {
+        Wire {
+            sent: Vec::new(),
+            delivering: Vec::new(),
+            traffic: Traffic::default(),
+        }
+    }
+
+    /// Hands every message sent so far to `step`, counting it and the log
+    /// entries it carries (`entries`); false if there was none.
+    fn deliver(&mut self, entries: impl Fn(&M) -> usize, mut step: impl FnMut(M)) -> bool {
+        std::mem::swap(&mut self.sent, &mut self.delivering);
+        let any = !self.delivering.is_empty();
+        self.traffic.messages += self.delivering.len();
+        for m in self.delivering.drain(..) {
+            self.traffic.entries += entries(&m);
+            step(m);
+        }
+        any
+    }
 }
 
 /// Drives `h` hop by hop until every entry is applied on every node and
@@ -179,18 +218,16 @@ mod quorate {
     pub(crate) struct Cluster {
         nodes: Vec<Node<MemStorage>>,
         read_mode: ReadMode,
-        sent: Vec<Message>,
-        delivering: Vec<Message>,
+        wire: Wire<Message>,
         applied: Vec<usize>,
         confirmed: usize,
-        delivered: Traffic,
     }
 
     impl Cluster {
         fn pump(&mut self, i: usize) {
             let node = &mut self.nodes[i];
             while let Some(mut ready) = node.ready().unwrap() {
-                self.sent.append(&mut ready.take_messages());
+                self.wire.sent.append(&mut ready.take_messages());
                 node.storage_mut().append(ready.entries()).unwrap();
                 if let Some(hs) = ready.hard_state() {
                     node.storage_mut().set_hard_state(hs);
@@ -202,13 +239,6 @@ mod quorate {
                     .count();
                 self.confirmed += ready.read_states().len();
                 node.advance(ready).unwrap();
-            }
-        }
-
-        fn settle(&mut self) {
-            self.pump_all();
-            while self.deliver() {
-                self.pump_all();
             }
         }
     }
@@ -234,11 +264,9 @@ mod quorate {
             let mut cluster = Cluster {
                 nodes,
                 read_mode: setup.read_mode,
-                sent: Vec::new(),
-                delivering: Vec::new(),
+                wire: Wire::new(),
                 applied: vec![0; setup.nodes],
                 confirmed: 0,
-                delivered: Traffic::default(),
             };
             cluster.nodes[0].campaign();
             cluster.settle();
@@ -249,7 +277,7 @@ mod quorate {
                 cluster.settle();
             }
             cluster.confirmed = 0;
-            cluster.delivered = Traffic::default();
+            cluster.wire.traffic = Traffic::default();
             cluster
         }
 
@@ -278,17 +306,14 @@ mod quorate {
         }
 
         fn deliver(&mut self) -> bool {
-            std::mem::swap(&mut self.sent, &mut self.delivering);
-            let any = !self.delivering.is_empty();
-            self.delivered.messages += self.delivering.len();
-            for m in self.delivering.drain(..) {
-                if let MessageBody::AppendEntries { entries, .. } = &m.body {
-                    self.delivered.entries += entries.len();
-                }
-                let i = (m.to.0 - 1) as usize;
-                self.nodes[i].step(m).unwrap();
-            }
-            any
+            let nodes = &mut self.nodes;
+            self.wire.deliver(
+                |m| match &m.body {
+                    MessageBody::AppendEntries { entries, .. } => entries.len(),
+                    _ => 0,
+                },
+                |m| nodes[(m.to.0 - 1) as usize].step(m).unwrap(),
+            )
         }
 
         fn applied(&self) -> &[usize] {
@@ -300,7 +325,7 @@ mod quorate {
         }
 
         fn delivered(&self) -> Traffic {
-            self.delivered
+            self.wire.traffic
         }
     }
 }
@@ -313,11 +338,9 @@ mod raftrs {
 
     pub(crate) struct Cluster {
         nodes: Vec<RawNode<MemStorage>>,
-        sent: Vec<Message>,
-        delivering: Vec<Message>,
+        wire: Wire<Message>,
         applied: Vec<usize>,
         confirmed: usize,
-        delivered: Traffic,
     }
 
     impl Cluster {
@@ -330,7 +353,7 @@ mod raftrs {
             let node = &mut self.nodes[i];
             while node.has_ready() {
                 let mut ready = node.ready();
-                self.sent.append(&mut ready.take_messages());
+                self.wire.sent.append(&mut ready.take_messages());
                 self.confirmed += ready.read_states().len();
                 Self::count(&mut self.applied[i], ready.committed_entries());
                 let store = node.raft.raft_log.store.clone();
@@ -340,21 +363,14 @@ mod raftrs {
                 if let Some(hs) = ready.hs() {
                     store.wl().set_hardstate(hs.clone());
                 }
-                self.sent.append(&mut ready.take_persisted_messages());
+                self.wire.sent.append(&mut ready.take_persisted_messages());
                 let mut light = node.advance(ready);
                 if let Some(commit) = light.commit_index() {
                     store.wl().mut_hard_state().set_commit(commit);
                 }
-                self.sent.append(&mut light.take_messages());
+                self.wire.sent.append(&mut light.take_messages());
                 Self::count(&mut self.applied[i], light.committed_entries());
                 node.advance_apply();
-            }
-        }
-
-        fn settle(&mut self) {
-            self.pump_all();
-            while self.deliver() {
-                self.pump_all();
             }
         }
     }
@@ -393,16 +409,14 @@ mod raftrs {
                 .collect();
             let mut cluster = Cluster {
                 nodes,
-                sent: Vec::new(),
-                delivering: Vec::new(),
+                wire: Wire::new(),
                 applied: vec![0; setup.nodes],
                 confirmed: 0,
-                delivered: Traffic::default(),
             };
             cluster.nodes[0].campaign().unwrap();
             cluster.settle();
             assert_eq!(cluster.nodes[0].raft.state, StateRole::Leader);
-            cluster.delivered = Traffic::default();
+            cluster.wire.traffic = Traffic::default();
             cluster
         }
 
@@ -429,17 +443,14 @@ mod raftrs {
         }
 
         fn deliver(&mut self) -> bool {
-            std::mem::swap(&mut self.sent, &mut self.delivering);
-            let any = !self.delivering.is_empty();
-            self.delivered.messages += self.delivering.len();
-            for m in self.delivering.drain(..) {
-                if m.get_msg_type() == MessageType::MsgAppend {
-                    self.delivered.entries += m.entries.len();
-                }
-                let i = (m.to - 1) as usize;
-                self.nodes[i].step(m).unwrap();
-            }
-            any
+            let nodes = &mut self.nodes;
+            self.wire.deliver(
+                |m| match m.get_msg_type() {
+                    MessageType::MsgAppend => m.entries.len(),
+                    _ => 0,
+                },
+                |m| nodes[(m.to - 1) as usize].step(m).unwrap(),
+            )
         }
 
         fn applied(&self) -> &[usize] {
@@ -451,7 +462,7 @@ mod raftrs {
         }
 
         fn delivered(&self) -> Traffic {
-            self.delivered
+            self.wire.traffic
         }
     }
 }
