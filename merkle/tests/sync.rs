@@ -6,34 +6,14 @@
 
 use proptest::prelude::*;
 use quorate_merkle::{
-    Error, Hash, MerkleHasher, MerkleTree, Sha256, Signer, Verifier,
+    Error, Hash, MerkleHasher, MerkleTree, Sha256,
     diff::{RemoteDiff, diff},
     sync::{Event, Message, Receiver, Sender},
 };
 use std::{ops::Range, time::Duration};
 
-/// A keyed-hash "signature" for tests that do not need public keys.
-#[derive(Debug, Clone)]
-struct TestKey(u8);
-
-impl Signer for TestKey {
-    fn sign(&self, message: &[u8]) -> Vec<u8> {
-        Sha256::hash_parts(&[&[self.0], message]).0.to_vec()
-    }
-}
-
-impl Verifier for TestKey {
-    fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
-        self.sign(message) == signature
-    }
-}
-
-fn seeds() -> u64 {
-    std::env::var("QUORATE_SIM_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(48)
-}
+mod common;
+use common::{TestKey, seeds};
 
 fn block(rng: &mut fastrand::Rng) -> Vec<u8> {
     let len = rng.usize(0..40);

@@ -7,33 +7,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use quorate_merkle::{
-    Error, MerkleHasher, Sha256, Signer, Verifier,
+    Error, Sha256,
     sync::{Event, Message, Receiver, RequestId, Sender},
 };
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
-#[derive(Debug, Clone)]
-struct TestKey;
-
-impl Signer for TestKey {
-    fn sign(&self, message: &[u8]) -> Vec<u8> {
-        Sha256::hash_parts(&[b"sim", message]).0.to_vec()
-    }
-}
-
-impl Verifier for TestKey {
-    fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
-        self.sign(message) == signature
-    }
-}
-
-fn seeds() -> u64 {
-    std::env::var("QUORATE_SIM_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(48)
-}
+mod common;
+use common::{TestKey, seeds};
 
 /// One sender and the link to it.
 struct Peer {
@@ -75,7 +56,7 @@ fn run(seed: u64) -> Tally {
     let mut peers: BTreeMap<u8, Peer> = (0..peers_n)
         .map(|p| {
             let peer = Peer {
-                sender: Sender::<Sha256>::new(remote.clone(), &TestKey),
+                sender: Sender::<Sha256>::new(remote.clone(), &TestKey(0)),
                 up: true,
                 to_peer: VecDeque::new(),
                 to_receiver: VecDeque::new(),
@@ -84,7 +65,7 @@ fn run(seed: u64) -> Tally {
         })
         .collect();
     let timeout = Duration::from_millis(40);
-    let mut rx = Receiver::<Sha256, TestKey, u8>::new(local, TestKey);
+    let mut rx = Receiver::<Sha256, TestKey, u8>::new(local, TestKey(0));
     rx.set_request_timeout(timeout);
     // Requests by id: the peer asked and when.
     let mut asked_of: BTreeMap<RequestId, (u8, Duration)> = BTreeMap::new();
