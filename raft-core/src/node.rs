@@ -1800,13 +1800,13 @@ impl<S: Storage> Node<S> {
             crate::witness::snapshot_metadata_only(&mut snapshot);
         }
         let index = snapshot.meta.index;
+        let len = snapshot.data.len() as u64;
         if p.state != ProgressState::Snapshot || p.snapshot_index != index {
-            p.send_snapshot(index);
+            p.send_snapshot(index, len);
         }
         if !p.can_send(self.config.max_inflight_msgs) {
             return Ok(());
         }
-        let len = snapshot.data.len() as u64;
         let start = p.snapshot_offset.min(len);
         let end = start
             .saturating_add(self.config.max_snapshot_chunk_bytes)
@@ -2097,13 +2097,13 @@ impl<S: Storage> Node<S> {
                 "answer to a heartbeat round not yet sent"
             }
             MessageBody::InstallSnapshotResponse { index, received } => {
-                let sending = self
-                    .progress(m.from)
-                    .filter(|p| p.state == ProgressState::Snapshot && p.snapshot_index == *index);
-                let too_long = match sending {
-                    Some(_) => *received > self.log.storage.snapshot()?.data.len() as u64,
-                    None => false,
-                };
+                // Bounded by what this transfer sends, kept in the progress:
+                // no storage read per acknowledgment.
+                let too_long = self.progress(m.from).is_some_and(|p| {
+                    p.state == ProgressState::Snapshot
+                        && p.snapshot_index == *index
+                        && *received > p.snapshot_len
+                });
                 if *index > last || too_long {
                     "snapshot bytes the leader never sent"
                 } else {

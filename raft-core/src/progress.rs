@@ -58,6 +58,9 @@ pub struct Progress {
     pub(crate) snapshot_index: LogIndex,
     /// In snapshot state: how many bytes of it the follower holds.
     pub(crate) snapshot_offset: u64,
+    /// In snapshot state: how many bytes the leader sends in all (none of
+    /// the data to a witness), the bound on what the follower can hold.
+    pub(crate) snapshot_len: u64,
 }
 
 impl Progress {
@@ -76,14 +79,17 @@ impl Progress {
             acked_round: 0,
             snapshot_index: LogIndex::ZERO,
             snapshot_offset: 0,
+            snapshot_len: 0,
         }
     }
 
-    /// Starts sending the snapshot at `index` from its first byte.
-    pub(crate) fn send_snapshot(&mut self, index: LogIndex) {
+    /// Starts sending the snapshot at `index`, `len` bytes, from its first
+    /// byte.
+    pub(crate) fn send_snapshot(&mut self, index: LogIndex, len: u64) {
         self.state = ProgressState::Snapshot;
         self.snapshot_index = index;
         self.snapshot_offset = 0;
+        self.snapshot_len = len;
         self.inflight.clear();
         self.paused = false;
     }
