@@ -64,8 +64,13 @@ impl Flags {
     pub const NONE: Flags = Flags(0);
     /// The sender will send nothing more on this channel.
     pub const FIN: Flags = Flags(0x01);
+    /// Control traffic (Raft heartbeats, votes and their answers): a
+    /// transport sends it ahead of bulk frames queued for the same peer and
+    /// hands it to the receiver ahead of them, so a large transfer never
+    /// delays it. Set it on small frames only.
+    pub const URGENT: Flags = Flags(0x02);
     /// Every bit with a meaning.
-    pub const KNOWN: Flags = Flags(0x01);
+    pub const KNOWN: Flags = Flags(0x03);
 
     /// The flags in `bits`, or an error naming the unknown bits.
     pub const fn from_bits(bits: u8) -> Result<Flags, FrameError> {
@@ -317,10 +322,11 @@ mod tests {
             Err(FrameError::UnknownFlags { bits: 0x80 })
         );
         assert_eq!(
-            Flags::from_bits(0x03),
-            Err(FrameError::UnknownFlags { bits: 0x03 })
+            Flags::from_bits(0x07),
+            Err(FrameError::UnknownFlags { bits: 0x07 })
         );
         assert_eq!(Flags::from_bits(0x01), Ok(Flags::FIN));
+        assert_eq!(Flags::from_bits(0x03), Ok(Flags::FIN.union(Flags::URGENT)));
     }
 
     #[test]

@@ -161,6 +161,20 @@ pub trait StreamWrapper: Send + Sync + 'static {
     /// Wraps a stream we accepted.
     async fn server(&self, stream: TcpStream) -> io::Result<Self::Stream>;
 
+    /// Whether this wrapper's handshake proves who is at the other end (a
+    /// TLS client certificate, say). When it does, the transport takes a
+    /// hello's peer id only if [`peer_identity`](Self::peer_identity)
+    /// proved that id; [`Plain`] proves nothing.
+    fn authenticates(&self) -> bool {
+        false
+    }
+
+    /// The peer id the handshake of an accepted `stream` proved, if any.
+    fn peer_identity(stream: &Self::Stream) -> Option<PeerId> {
+        let _ = stream;
+        None
+    }
+
     /// Splits a wrapped stream into the halves its reader task and writer
     /// task use at the same time. The default, [`tokio::io::split`], puts
     /// both halves behind one lock that the two tasks then contend for on
