@@ -11,14 +11,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
 use quorate_clocks::{Hlc, HlcTimestamp};
-use quorate_raft_core::{Config, Configuration, Node, NodeId, Promotion, ReadState, Role, Storage};
-use quorate_transport::framing::{ChannelId, Frame};
+use quorate_raft_core::{
+    Config, Configuration, MessageBody, Node, NodeId, Promotion, ReadState, Role, Storage,
+};
+use quorate_transport::framing::{ChannelId, Flags, Frame};
 use quorate_transport::tcp::{PeerId, TcpConfig, TcpTransport};
 use quorate_transport::{Event, Transport};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::anti_entropy::{ANTI_ENTROPY_CHANNEL, AntiEntropy, Gossip, LeafHash, Round};
+use super::anti_entropy::{ANTI_ENTROPY_CHANNEL, Action, AntiEntropy, Gossip, View};
 use super::log_store::FileLog;
 use super::protocol::{BucketEntry, Command, Envelope, Reply, Request, ShardStatus};
 use super::store::{KvStore, Versioned};
@@ -63,8 +65,9 @@ impl NodeConfig {
     /// Default InstallSnapshot chunk size: small, so a demo snapshot of a
     /// few kilobytes visibly travels in several resumable chunks.
     pub const SNAPSHOT_CHUNK_BYTES: u64 = 1024;
-    /// Default anti-entropy period, in ticks.
-    pub const GOSSIP_TICKS: u32 = 10;
+    /// Default anti-entropy period, in ticks: a round every half second
+    /// costs an idle 3-node shard about 8 KiB/s of digests.
+    pub const GOSSIP_TICKS: u32 = 50;
 
     fn hosts(&self, shard: u32) -> bool {
         self.hosted.is_empty() || self.hosted.contains(&shard)
@@ -188,7 +191,7 @@ impl BoundNode {
                 pending_writes: HashMap::new(),
                 pending_reads: HashMap::new(),
                 confirmed_reads: Vec::new(),
-                anti_entropy: AntiEntropy::default(),
+                anti_entropy: AntiEntropy::new(shard, config.id),
                 ticks: 0,
             });
         }
@@ -196,7 +199,6 @@ impl BoundNode {
         let (stop_tx, stop_rx) = watch::channel(false);
         let events: SharedEvents = Arc::default();
         let running = Running {
-            id: config.id,
             peers: self
                 .peers
                 .into_inner()
@@ -324,7 +326,6 @@ impl Replica {
 }
 
 struct Running {
-    id: u64,
     /// Where the other servers listen (for leader hints to clients).
     peers: HashMap<u64, SocketAddr>,
     events: SharedEvents,
@@ -569,165 +570,101 @@ impl Running {
 
     fn on_tick(&mut self) {
         let gossip_ticks = self.gossip_ticks;
-        let mut rounds = Vec::new();
+        let stores = self.stores.lock().unwrap_or_else(PoisonError::into_inner);
         for r in &mut self.replicas {
             r.node.tick();
+            r.anti_entropy.tick();
             r.ticks += 1;
             if gossip_ticks > 0
                 && r.ticks.is_multiple_of(gossip_ticks)
                 && r.node.role() == Role::Leader
+                && let Some(store) = stores.get(r.shard as usize)
             {
-                let round = Round {
-                    index: r.node.applied_index().0,
-                    seq: r.ticks,
-                };
-                rounds.push((r.shard, round));
+                let others = r.others();
+                let (term, applied) = (r.node.term().0, r.node.applied_index().0);
+                r.anti_entropy
+                    .start_round(term, applied, store.leaf_hashes(), &others);
             }
-        }
-        for (shard, round) in rounds {
-            self.take_digest(shard, round);
-        }
-    }
-
-    /// Takes this replica's Merkle leaves of `shard` for `round` (the
-    /// store must be exactly at the round's index), records them, sends
-    /// them to the other members, and looks for damage.
-    fn take_digest(&mut self, shard: u32, round: Round) {
-        let leaves: Vec<LeafHash> = {
-            let stores = self.stores.lock().unwrap_or_else(PoisonError::into_inner);
-            stores
-                .get(shard as usize)
-                .map(KvStore::leaf_hashes)
-                .unwrap_or_default()
-        };
-        self.share_digest(shard, round, leaves);
-    }
-
-    /// Records this replica's `leaves` for `round`, sends them to the
-    /// other members, and looks for damage.
-    fn share_digest(&mut self, shard: u32, round: Round, leaves: Vec<LeafHash>) {
-        let me = self.id;
-        let Some(r) = self.replica_mut(shard) else {
-            return;
-        };
-        r.anti_entropy.record(round, me, leaves.clone());
-        let to = r.others();
-        self.gossip.extend(to.into_iter().map(|peer| {
-            let digest = Gossip::Digest {
-                shard,
-                round,
-                leaves: leaves.clone(),
-            };
-            (peer, digest)
-        }));
-        self.look_for_damage(shard, round);
-    }
-
-    /// Asks for the buckets in which this replica is the minority in
-    /// `round`.
-    fn look_for_damage(&mut self, shard: u32, round: Round) {
-        let me = self.id;
-        let Some(r) = self.replica_mut(shard) else {
-            return;
-        };
-        let voters = r.voters();
-        let leader = r.node.leader().map(|l| l.0);
-        let found = r.anti_entropy.divergent(round, me, &voters, leader);
-        for d in found {
-            self.gossip.push((
-                d.source,
-                Gossip::BucketRequest {
-                    shard,
-                    bucket: d.bucket,
-                },
-            ));
-            self.note(NodeEvent::Diverged {
-                shard,
-                index: d.round.index,
-                bucket: d.bucket,
-                source: d.source,
-            });
         }
     }
 
     fn on_gossip(&mut self, from: u64, gossip: Gossip) {
         let shard = gossip.shard();
-        let me = self.id;
-        let Some(r) = self.replica_mut(shard) else {
+        let Some(r) = self.replicas.iter_mut().find(|r| r.shard == shard) else {
             return;
         };
-        let applied = r.node.applied_index().0;
-        match gossip {
-            Gossip::Digest { round, leaves, .. } => {
-                r.anti_entropy.record(round, from, leaves);
-                if r.anti_entropy.announced(round, applied, me) {
-                    self.take_digest(shard, round);
-                } else {
-                    self.look_for_damage(shard, round);
-                }
+        let (voters, others) = (r.voters(), r.others());
+        let view = View {
+            term: r.node.term().0,
+            leader: r.node.leader().map(|l| l.0),
+            applied: r.node.applied_index().0,
+            voters: &voters,
+            others: &others,
+        };
+        let applied = view.applied;
+        let asked_before = r.anti_entropy.asked().len();
+        let action = r.anti_entropy.handle(from, gossip, view);
+        let mut stores = self.stores.lock().unwrap_or_else(PoisonError::into_inner);
+        let store = stores.get_mut(shard as usize);
+        let mut repaired = None;
+        match (action, store) {
+            (Action::None, _) | (_, None) => {}
+            (Action::TakeDigest(round), Some(store)) => {
+                r.anti_entropy.digest_taken(round, store.leaf_hashes());
             }
-            Gossip::BucketRequest { bucket, .. } => {
-                let entries = {
-                    let stores = self.stores.lock().unwrap_or_else(PoisonError::into_inner);
-                    stores
-                        .get(shard as usize)
-                        .map(|s| bucket_entries(s, bucket))
-                        .unwrap_or_default()
-                };
+            (Action::ServeBucket { to, bucket }, Some(store)) => {
                 let answer = Gossip::Bucket {
                     shard,
                     bucket,
                     index: applied,
-                    entries,
+                    entries: bucket_entries(store, bucket),
                 };
-                self.gossip.push((from, answer));
+                self.gossip.push((to, answer));
             }
-            Gossip::Bucket {
-                bucket,
-                index,
-                entries,
-                ..
-            } => {
-                if let Some(entries) = r
-                    .anti_entropy
-                    .received(from, bucket, index, entries, applied)
-                {
-                    self.repair(shard, index, from, bucket, entries);
-                }
-            }
-        }
-    }
-
-    /// Replaces `bucket` of this replica of `shard`, which is at applied
-    /// `index`, with `source`'s contents at the same index (see
-    /// [`super::anti_entropy`] for why that is safe).
-    fn repair(
-        &mut self,
-        shard: u32,
-        index: u64,
-        source: u64,
-        bucket: u64,
-        entries: Vec<BucketEntry>,
-    ) {
-        let keys = entries.len();
-        {
-            let mut stores = self.stores.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(store) = stores.get_mut(shard as usize) {
+            (
+                Action::Install {
+                    source,
+                    bucket,
+                    entries,
+                },
+                Some(store),
+            ) => {
+                let keys = entries.len();
                 install_bucket(store, bucket, entries);
+                repaired = Some(NodeEvent::Repaired {
+                    shard,
+                    index: applied,
+                    bucket,
+                    source,
+                    keys,
+                });
             }
         }
-        self.note(NodeEvent::Repaired {
-            shard,
-            index,
-            bucket,
-            source,
-            keys,
-        });
+        drop(stores);
+        let diverged: Vec<NodeEvent> = r
+            .anti_entropy
+            .asked()
+            .into_iter()
+            .skip(asked_before)
+            .map(|d| NodeEvent::Diverged {
+                shard,
+                index: d.round.index,
+                bucket: d.bucket,
+                source: d.source,
+            })
+            .collect();
+        for event in diverged.into_iter().chain(repaired) {
+            self.note(event);
+        }
     }
 
     /// Sends the queued anti-entropy messages.
     fn flush_gossip(&mut self) {
-        for (to, gossip) in std::mem::take(&mut self.gossip) {
+        let mut out = std::mem::take(&mut self.gossip);
+        for r in &mut self.replicas {
+            out.extend(r.anti_entropy.drain_transmits());
+        }
+        for (to, gossip) in out {
             let frame = Frame::new(ANTI_ENTROPY_CHANNEL, gossip.encode());
             // Lost gossip only delays a repair to a later round.
             let _ = self.transport.try_send(PeerId(to), frame);
@@ -763,9 +700,7 @@ impl Running {
     /// Persists, sends and applies everything the replicas have ready.
     fn drive(&mut self) -> Result<(), Error> {
         let mut replies = Vec::new();
-        // Per replica: anti-entropy rounds that reached their index, and
-        // repairs due at it (shard, index).
-        let mut digests_due = Vec::new();
+        // Per replica: anti-entropy repairs due at an index reached.
         let mut repairs_due = Vec::new();
         let mut promotions = Vec::new();
         let mut abandoned = Vec::new();
@@ -774,7 +709,8 @@ impl Running {
                 for m in ready.take_messages() {
                     let mut buf = BytesMut::new();
                     quorate_raft_core::codec::encode(&m, &mut buf);
-                    let frame = Frame::new(ChannelId(r.shard), buf.freeze());
+                    let frame = Frame::new(ChannelId(r.shard), buf.freeze())
+                        .with_flags(raft_flags(&m.body));
                     // Raft tolerates loss: a full queue or a down peer drops.
                     let _ = self.transport.try_send(PeerId(m.to.0), frame);
                 }
@@ -818,7 +754,7 @@ impl Running {
                         // next entry: the moment a round or a repair at
                         // `index` waits for.
                         let store = stores.get_mut(r.shard as usize);
-                        at_index(r, store, index, &mut digests_due, &mut repairs_due);
+                        at_index(r, store, index, &mut repairs_due);
                     }
                 }
                 r.confirmed_reads.extend(ready.take_read_states());
@@ -847,7 +783,7 @@ impl Running {
             let mut stores = self.stores.lock().unwrap_or_else(PoisonError::into_inner);
             // A snapshot may have brought the store to a round's index.
             let store = stores.get_mut(r.shard as usize);
-            at_index(r, store, applied.0, &mut digests_due, &mut repairs_due);
+            at_index(r, store, applied.0, &mut repairs_due);
             let store = stores.get(r.shard as usize);
             // The store reflects exactly the entries up to `applied` here.
             let compacted = r.node.storage().snapshot_meta()?.index;
@@ -882,9 +818,6 @@ impl Running {
         for (shard, outcome) in promotions {
             self.note(NodeEvent::Promotion { shard, outcome });
         }
-        for (shard, round, leaves) in digests_due {
-            self.share_digest(shard, round, leaves);
-        }
         for (shard, index, source, bucket, keys) in repairs_due {
             self.note(NodeEvent::Repaired {
                 shard,
@@ -899,26 +832,32 @@ impl Running {
     }
 }
 
+/// Raft's control traffic (elections, heartbeats, acknowledgments) is
+/// urgent: the transport sends it ahead of queued appends, snapshots and
+/// gossip, so a bulk backlog cannot make check-quorum depose a leader.
+fn raft_flags(body: &MessageBody) -> Flags {
+    match body {
+        MessageBody::AppendEntries { entries, .. } if !entries.is_empty() => Flags::NONE,
+        MessageBody::InstallSnapshot { .. } | MessageBody::ForwardedProposal { .. } => {
+            Flags::NONE
+        }
+        _ => Flags::URGENT,
+    }
+}
+
 /// Anti-entropy work due with `store` exactly at applied `index`: the
-/// replica's digests for rounds at `index`, and repairs parked for it.
+/// replica's reply to a round at `index`, and repairs parked for it.
 fn at_index(
     r: &mut Replica,
     store: Option<&mut KvStore>,
     index: u64,
-    digests_due: &mut Vec<(u32, Round, Vec<LeafHash>)>,
     repairs_due: &mut Vec<(u32, u64, u64, u64, usize)>,
 ) {
     let Some(store) = store else {
         return;
     };
-    let rounds = r.anti_entropy.wants_digest_at(index);
-    if !rounds.is_empty() {
-        let leaves = store.leaf_hashes();
-        digests_due.extend(
-            rounds
-                .into_iter()
-                .map(|round| (r.shard, round, leaves.clone())),
-        );
+    if let Some(round) = r.anti_entropy.wants_digest_at(index) {
+        r.anti_entropy.digest_taken(round, store.leaf_hashes());
     }
     for (source, bucket, entries) in r.anti_entropy.due(index) {
         repairs_due.push((r.shard, index, source, bucket, entries.len()));
