@@ -68,9 +68,14 @@ enum Command {
         /// Where the node keeps its log files.
         #[arg(long)]
         data_dir: Option<PathBuf>,
-        /// Compact each shard's log every this many applied entries (0: never).
-        #[arg(long, default_value_t = NodeConfig::COMPACT_EVERY)]
+        /// Also compact each shard's log every this many applied entries
+        /// (0: by size only).
+        #[arg(long, default_value_t = 0)]
         compact_every: u64,
+        /// Compact a shard's log once it grew this many bytes since the last
+        /// snapshot (and at least the snapshot's size; 0: never by size).
+        #[arg(long, default_value_t = NodeConfig::COMPACT_LOG_BYTES)]
+        compact_log_bytes: u64,
         /// Largest InstallSnapshot chunk, in bytes.
         #[arg(long, default_value_t = NodeConfig::SNAPSHOT_CHUNK_BYTES)]
         snapshot_chunk_bytes: u64,
@@ -219,6 +224,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             shards,
             data_dir,
             compact_every,
+            compact_log_bytes,
             snapshot_chunk_bytes,
             join,
             host,
@@ -240,6 +246,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                 tick: Duration::from_millis(10),
                 election_ticks: 10,
                 compact_every,
+                compact_log_bytes,
                 snapshot_chunk_bytes,
                 hosted: host,
                 joining: join,

@@ -113,6 +113,7 @@ async fn whole_cluster_restart_keeps_acknowledged_writes() {
         election_ticks: 10,
         // Compacts mid-run, so the restart loads snapshot plus log tail.
         compact_every: 8,
+        compact_log_bytes: NodeConfig::COMPACT_LOG_BYTES,
         snapshot_chunk_bytes: 1024,
         hosted: Vec::new(),
         joining: false,

@@ -183,7 +183,11 @@ impl Gossip {
                 round,
                 leaves,
             } => {
-                dst.put_u8(if matches!(self, Gossip::Digest { .. }) { 1 } else { 4 });
+                dst.put_u8(if matches!(self, Gossip::Digest { .. }) {
+                    1
+                } else {
+                    4
+                });
                 dst.put_u32(*shard);
                 put_round(&mut dst, round);
                 dst.put_u32(leaves.len() as u32);
@@ -666,7 +670,8 @@ impl AntiEntropy {
             seq: round.seq.saturating_sub(1),
             ..round
         };
-        self.asked.retain(|_, (r, _)| (r.term, r.seq) >= (keep_from.term, keep_from.seq));
+        self.asked
+            .retain(|_, (r, _)| (r.term, r.seq) >= (keep_from.term, keep_from.seq));
     }
 
     /// The buckets this replica asked for and has not received, with the
@@ -798,8 +803,10 @@ mod tests {
         let others = [[2, 3], [1, 3], [1, 2]];
         let mut ae = [1, 2, 3].map(|me| AntiEntropy::new(0, me));
         ae[0].start_round(5, 10, all[0].clone(), &others[0]);
-        let mut queue: Vec<(u64, u64, Gossip)> =
-            sent(&mut ae[0]).into_iter().map(|(to, g)| (1, to, g)).collect();
+        let mut queue: Vec<(u64, u64, Gossip)> = sent(&mut ae[0])
+            .into_iter()
+            .map(|(to, g)| (1, to, g))
+            .collect();
         while let Some((from, to, g)) = (!queue.is_empty()).then(|| queue.remove(0)) {
             let i = (to - 1) as usize;
             let action = ae[i].handle(from, g, view(to, 5, 10, &vs, &others[i]));
@@ -818,13 +825,21 @@ mod tests {
         assert!(three.asked().is_empty());
         let asked = two.asked();
         assert_eq!(asked.len(), 1, "{asked:?}");
-        assert_eq!((asked[0].bucket, asked[0].source), (5, 1), "the leader first");
+        assert_eq!(
+            (asked[0].bucket, asked[0].source),
+            (5, 1),
+            "the leader first"
+        );
     }
 
     #[test]
     fn a_damaged_leader_is_the_minority_and_asks_a_follower() {
         let [leader, two, three] = round([damaged(&[1, 2]), leaves(0), leaves(0)]);
-        let asked: Vec<(u64, u64)> = leader.asked().iter().map(|d| (d.bucket, d.source)).collect();
+        let asked: Vec<(u64, u64)> = leader
+            .asked()
+            .iter()
+            .map(|d| (d.bucket, d.source))
+            .collect();
         assert_eq!(asked.len(), 2);
         assert!(asked.iter().all(|&(b, s)| (b == 1 || b == 2) && s != 1));
         assert!(two.asked().is_empty() && three.asked().is_empty());
@@ -930,10 +945,15 @@ mod tests {
         leader.handle(2, reply(r, damaged(&[3])), view(1, 2, 7, &vs, &others));
         let verdicts = sent(&mut leader);
         assert_eq!(verdicts.len(), 1, "{verdicts:?}");
-        assert!(matches!(&verdicts[0], (2, Gossip::Verdict { buckets, .. }) if buckets == &vec![(3, 1)]));
+        assert!(
+            matches!(&verdicts[0], (2, Gossip::Verdict { buckets, .. }) if buckets == &vec![(3, 1)])
+        );
         leader.handle(2, reply(r, damaged(&[3])), view(1, 2, 7, &vs, &others));
         leader.handle(3, reply(r, leaves(0)), view(1, 2, 7, &vs, &others));
-        assert!(sent(&mut leader).is_empty(), "judged once per member and bucket");
+        assert!(
+            sent(&mut leader).is_empty(),
+            "judged once per member and bucket"
+        );
         // A member takes a verdict only from the leader of its round.
         let mut member = AntiEntropy::new(0, 2);
         let digest = Gossip::Digest {
@@ -966,15 +986,30 @@ mod tests {
         let ask = |bucket| Gossip::BucketRequest { shard: 0, bucket };
         let v = view(1, 1, 1, &vs, &[2, 3]);
         let served = (0..100)
-            .filter(|i| matches!(ae.handle(2, ask(i % BUCKETS), v), Action::ServeBucket { .. }))
+            .filter(|i| {
+                matches!(
+                    ae.handle(2, ask(i % BUCKETS), v),
+                    Action::ServeBucket { .. }
+                )
+            })
             .count();
         assert_eq!(served, BUCKETS_SERVED_PER_WINDOW as usize);
-        assert!(matches!(ae.handle(3, ask(0), v), Action::ServeBucket { to: 3, bucket: 0 }));
-        assert_eq!(ae.handle(3, ask(BUCKETS), v), Action::None, "no such bucket");
+        assert!(matches!(
+            ae.handle(3, ask(0), v),
+            Action::ServeBucket { to: 3, bucket: 0 }
+        ));
+        assert_eq!(
+            ae.handle(3, ask(BUCKETS), v),
+            Action::None,
+            "no such bucket"
+        );
         for _ in 0..SERVE_WINDOW_TICKS {
             ae.tick();
         }
-        assert!(matches!(ae.handle(2, ask(1), v), Action::ServeBucket { .. }));
+        assert!(matches!(
+            ae.handle(2, ask(1), v),
+            Action::ServeBucket { .. }
+        ));
     }
 
     #[test]
@@ -992,16 +1027,28 @@ mod tests {
         let other = if source == 1 { 3 } else { 1 };
         // Unasked contents, or from another server than the one asked, are
         // never taken.
-        assert!(ae.received(source, 9, 20, vec![entry.clone()], 20).is_none());
+        assert!(
+            ae.received(source, 9, 20, vec![entry.clone()], 20)
+                .is_none()
+        );
         assert!(ae.received(other, 5, 20, vec![entry.clone()], 20).is_none());
         // Exactly there: now.
-        assert!(ae.received(source, 5, 20, vec![entry.clone()], 20).is_some());
+        assert!(
+            ae.received(source, 5, 20, vec![entry.clone()], 20)
+                .is_some()
+        );
         // Behind: parked until the apply loop reaches 30, not before.
-        assert!(ae.received(source, 6, 30, vec![entry.clone()], 25).is_none());
+        assert!(
+            ae.received(source, 6, 30, vec![entry.clone()], 25)
+                .is_none()
+        );
         assert!(ae.due(29).is_empty());
         assert_eq!(ae.due(30), vec![(source, 6, vec![entry.clone()])]);
         // Past it: dropped, never installed over later writes.
-        assert!(ae.received(source, 7, 40, vec![entry.clone()], 41).is_none());
+        assert!(
+            ae.received(source, 7, 40, vec![entry.clone()], 41)
+                .is_none()
+        );
         assert!(ae.received(source, 8, 50, vec![entry], 45).is_none());
         assert!(ae.due(51).is_empty(), "jumped over 50: dropped");
     }

@@ -36,7 +36,7 @@ use quorate_raft_core::{
     SnapshotMeta, Storage, StorageError, Term,
 };
 
-use super::Error;
+use super::{AtPath, Error};
 
 const ENTRIES: u8 = 1;
 const HARD_STATE: u8 = 2;
@@ -51,6 +51,12 @@ pub struct FileLog {
     recovered: u64,
     /// The snapshot's index when opened (0: none).
     recovered_snapshot: u64,
+    /// The log file's length now.
+    log_bytes: u64,
+    /// Its length right after the last compaction (or when opened).
+    rewritten_bytes: u64,
+    /// The length of the snapshot's data.
+    snapshot_bytes: u64,
 }
 
 impl FileLog {
@@ -61,11 +67,12 @@ impl FileLog {
             .read(true)
             .append(true)
             .create(true)
-            .open(path)?;
+            .open(path)
+            .at(path)?;
         if !existed {
             // Make the new file's directory entry durable too (POSIX).
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                File::open(dir)?.sync_all()?;
+                File::open(dir).and_then(|d| d.sync_all()).at(dir)?;
             }
         }
         let mut mem = MemStorage::new(members.clone());
@@ -74,7 +81,7 @@ impl FileLog {
         }
         let recovered_snapshot = mem.snapshot_meta()?.index.0;
         let mut raw = Vec::new();
-        file.read_to_end(&mut raw)?;
+        file.read_to_end(&mut raw).at(path)?;
         let mut src = Bytes::from(raw);
         let total = src.len();
         let mut good = 0;
@@ -94,16 +101,20 @@ impl FileLog {
         }
         if good < total {
             // A torn tail: never acknowledged, so safe to drop.
-            file.set_len(good as u64)?;
-            file.sync_all()?;
+            file.set_len(good as u64).at(path)?;
+            file.sync_all().at(path)?;
         }
         let recovered = mem.last_index()?.0;
+        let snapshot_bytes = mem.snapshot()?.data.len() as u64;
         Ok(FileLog {
             file,
             path: path.to_path_buf(),
             mem,
             recovered,
             recovered_snapshot,
+            log_bytes: good as u64,
+            rewritten_bytes: good as u64,
+            snapshot_bytes,
         })
     }
 
@@ -118,6 +129,22 @@ impl FileLog {
         self.recovered_snapshot
     }
 
+    /// Whether the log has grown enough since the last compaction for a
+    /// new snapshot to pay off: by at least `min_bytes` and at least the
+    /// size of the current snapshot, so the bytes written for snapshots
+    /// never exceed the bytes appended to the log (a snapshot's cost is in
+    /// proportion to the state, and paid only once the log has cost as
+    /// much).
+    pub fn wants_compaction(&self, min_bytes: u64) -> bool {
+        let grown = self.log_bytes.saturating_sub(self.rewritten_bytes);
+        grown >= min_bytes.max(self.snapshot_bytes)
+    }
+
+    /// The log file's length in bytes.
+    pub fn log_bytes(&self) -> u64 {
+        self.log_bytes
+    }
+
     /// Compacts the log: `data` is the state machine as of the applied
     /// `index`; it becomes the durable snapshot and the entries up to
     /// `index` are dropped from the log file.
@@ -130,6 +157,7 @@ impl FileLog {
         self.mem.compact(index, data.clone())?;
         let meta = self.mem.snapshot_meta()?;
         write_snapshot(&self.path, &meta, &data)?;
+        self.snapshot_bytes = data.len() as u64;
         self.rewrite()
     }
 
@@ -139,6 +167,7 @@ impl FileLog {
     /// entries and before `advance`.
     pub fn install(&mut self, snapshot: Snapshot) -> Result<(), Error> {
         write_snapshot(&self.path, &snapshot.meta, &snapshot.data)?;
+        self.snapshot_bytes = snapshot.data.len() as u64;
         self.mem.apply_snapshot(snapshot);
         self.rewrite()
     }
@@ -151,7 +180,12 @@ impl FileLog {
         put_entries(&mut buf, self.mem.all_entries());
         let tmp = self.path.with_extension("log.tmp");
         replace_durably(&tmp, &self.path, &buf)?;
-        self.file = OpenOptions::new().append(true).open(&self.path)?;
+        self.file = OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .at(&self.path)?;
+        self.log_bytes = buf.len() as u64;
+        self.rewritten_bytes = self.log_bytes;
         Ok(())
     }
 
@@ -170,8 +204,9 @@ impl FileLog {
         if let Some(hs) = hard_state {
             put_hard_state(&mut buf, hs);
         }
-        self.file.write_all(&buf)?;
-        self.file.sync_data()?;
+        self.file.write_all(&buf).at(&self.path)?;
+        self.file.sync_data().at(&self.path)?;
+        self.log_bytes += buf.len() as u64;
         self.mem.append(entries)?;
         if let Some(hs) = hard_state {
             self.mem.set_hard_state(hs);
@@ -210,13 +245,13 @@ fn snapshot_path(log: &Path) -> PathBuf {
 /// Writes `bytes` to `tmp`, `fsync`s it, renames it over `path` and
 /// `fsync`s the directory, so `path` holds either the old or the new bytes.
 fn replace_durably(tmp: &Path, path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    let mut file = File::create(tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
+    let mut file = File::create(tmp).at(tmp)?;
+    file.write_all(bytes).at(tmp)?;
+    file.sync_all().at(tmp)?;
     drop(file);
-    std::fs::rename(tmp, path)?;
+    std::fs::rename(tmp, path).at(path)?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        File::open(dir)?.sync_all()?;
+        File::open(dir).and_then(|d| d.sync_all()).at(dir)?;
     }
     Ok(())
 }
@@ -240,7 +275,7 @@ fn read_snapshot(path: &Path, members: Configuration) -> Result<Option<Snapshot>
     let raw = match std::fs::read(path) {
         Ok(raw) => raw,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(e).at(path),
     };
     let mut src = Bytes::from(raw);
     if src.remaining() < 20 {
@@ -383,6 +418,62 @@ mod tests {
             index: LogIndex(index),
             data: Bytes::from(format!("{index}/{term}")),
         }
+    }
+
+    #[test]
+    fn compaction_waits_for_the_log_to_outgrow_the_snapshot() {
+        let dir = std::env::temp_dir().join(format!("quorate-compact-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("log");
+        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_file(snapshot_path(&path));
+        let members = Configuration::new([NodeId(1)]);
+        let mut log = FileLog::open(&path, members.clone()).unwrap();
+        assert!(!log.wants_compaction(1000));
+        let (mut index, mut before) = (0, 0);
+        while !log.wants_compaction(1000) {
+            index += 1;
+            before = log.log_bytes();
+            log.persist(&[e(index, 1)], None).unwrap();
+        }
+        // No snapshot yet: the 1000-byte floor decides, exactly when crossed.
+        assert!(
+            before < 1000 && log.log_bytes() >= 1000,
+            "{before} {}",
+            log.log_bytes()
+        );
+        // A snapshot larger than the floor raises the bar to its own size.
+        log.compact(LogIndex(index), Bytes::from(vec![7u8; 5000]))
+            .unwrap();
+        let after = log.log_bytes();
+        while !log.wants_compaction(1000) {
+            index += 1;
+            log.persist(&[e(index, 1)], None).unwrap();
+        }
+        assert!(
+            log.log_bytes() - after >= 5000,
+            "{} {after}",
+            log.log_bytes()
+        );
+        assert!(log.log_bytes() - after < 5000 + 40);
+        // Reopened, it remembers the snapshot's size.
+        drop(log);
+        let log = FileLog::open(&path, members).unwrap();
+        assert!(!log.wants_compaction(1000));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn file_errors_name_the_file() {
+        let file = std::env::temp_dir().join(format!("quorate-notadir-{}", std::process::id()));
+        std::fs::write(&file, b"x").unwrap();
+        let inside = file.join("shard-0.log");
+        let err = FileLog::open(&inside, Configuration::new([NodeId(1)])).unwrap_err();
+        assert!(
+            err.to_string().contains(&*inside.to_string_lossy()),
+            "{err}"
+        );
+        std::fs::remove_file(&file).unwrap();
     }
 
     #[test]

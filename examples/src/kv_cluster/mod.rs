@@ -42,15 +42,38 @@ pub mod store;
 
 use quorate_transport::framing::ChannelId;
 
+/// Names the file an I/O error is about.
+pub(crate) trait AtPath<T> {
+    /// The error as [`Error::File`] naming `path`.
+    fn at(self, path: &std::path::Path) -> Result<T, Error>;
+}
+
+impl<T> AtPath<T> for Result<T, std::io::Error> {
+    fn at(self, path: &std::path::Path) -> Result<T, Error> {
+        self.map_err(|source| Error::File {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+}
+
 /// The channel clients talk on; shard `s`'s Raft messages use channel `s`.
 pub const CLIENT_CHANNEL: ChannelId = ChannelId(1 << 20);
 
 /// What can go wrong in kv-cluster.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A file or socket failed.
+    /// A socket or other I/O failed.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+    /// A file or directory failed.
+    #[error("{}: {source}", path.display())]
+    File {
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
     /// The Raft state machine refused something.
     #[error("raft: {0}")]
     Raft(#[from] quorate_raft_core::Error),

@@ -290,6 +290,7 @@ impl Cluster {
             tick: self.params.tick,
             election_ticks: self.params.election_ticks,
             compact_every: self.params.compact_every,
+            compact_log_bytes: NodeConfig::COMPACT_LOG_BYTES,
             snapshot_chunk_bytes: self.params.snapshot_chunk_bytes,
         }
     }

@@ -53,15 +53,22 @@ pub struct NodeConfig {
     /// Election timeout in ticks (randomized up to twice this).
     pub election_ticks: u32,
     /// Compact a shard's log into a snapshot every this many applied
-    /// entries (0: never).
+    /// entries (0: by size only). The demo uses it to show snapshots.
     pub compact_every: u64,
+    /// Compact a shard's log once it has grown by this many bytes since the
+    /// last snapshot and by at least the snapshot's own size (0: by count
+    /// only), so snapshot writes cost at most what the log cost.
+    pub compact_log_bytes: u64,
     /// Largest InstallSnapshot chunk a leader sends, in bytes.
     pub snapshot_chunk_bytes: u64,
 }
 
 impl NodeConfig {
-    /// Default compaction interval, in applied entries.
+    /// The demo's compaction interval, in applied entries.
     pub const COMPACT_EVERY: u64 = 32;
+    /// Default compaction threshold, in bytes of log since the last
+    /// snapshot.
+    pub const COMPACT_LOG_BYTES: u64 = 4 * 1024 * 1024;
     /// Default InstallSnapshot chunk size: small, so a demo snapshot of a
     /// few kilobytes visibly travels in several resumable chunks.
     pub const SNAPSHOT_CHUNK_BYTES: u64 = 1024;
@@ -211,6 +218,7 @@ impl BoundNode {
             stores: stores.clone(),
             hlc: Hlc::default(),
             compact_every: config.compact_every,
+            compact_log_bytes: config.compact_log_bytes,
         };
         let task = tokio::spawn(running.run(config.tick, stop_rx));
         Ok(NodeHandle {
@@ -337,6 +345,7 @@ struct Running {
     stores: SharedStores,
     hlc: Hlc,
     compact_every: u64,
+    compact_log_bytes: u64,
 }
 
 /// The keys of `bucket`, as sent in anti-entropy repairs.
@@ -787,9 +796,12 @@ impl Running {
             let store = stores.get(r.shard as usize);
             // The store reflects exactly the entries up to `applied` here.
             let compacted = r.node.storage().snapshot_meta()?.index;
+            let by_count = self.compact_every > 0 && applied.0 >= compacted.0 + self.compact_every;
+            let by_size = self.compact_log_bytes > 0
+                && applied > compacted
+                && r.node.storage().wants_compaction(self.compact_log_bytes);
             if let Some(store) = store
-                && self.compact_every > 0
-                && applied.0 >= compacted.0 + self.compact_every
+                && (by_count || by_size)
             {
                 r.node.storage_mut().compact(applied, store.snapshot())?;
             }
@@ -838,9 +850,7 @@ impl Running {
 fn raft_flags(body: &MessageBody) -> Flags {
     match body {
         MessageBody::AppendEntries { entries, .. } if !entries.is_empty() => Flags::NONE,
-        MessageBody::InstallSnapshot { .. } | MessageBody::ForwardedProposal { .. } => {
-            Flags::NONE
-        }
+        MessageBody::InstallSnapshot { .. } | MessageBody::ForwardedProposal { .. } => Flags::NONE,
         _ => Flags::URGENT,
     }
 }
