@@ -146,6 +146,9 @@
 //! store).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+// First: the event macros are used by the modules below.
+#[macro_use]
+mod trace;
 #[cfg(feature = "codec")]
 #[cfg_attr(docsrs, doc(cfg(feature = "codec")))]
 pub mod codec;

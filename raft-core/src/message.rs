@@ -167,6 +167,25 @@ pub enum AppendOutcome {
 }
 
 impl MessageBody {
+    /// The message's kind, for events (never its contents).
+    #[cfg(feature = "tracing")]
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            MessageBody::RequestVote { .. } => "RequestVote",
+            MessageBody::RequestVoteResponse { .. } => "RequestVoteResponse",
+            MessageBody::PreVote { .. } => "PreVote",
+            MessageBody::PreVoteResponse { .. } => "PreVoteResponse",
+            MessageBody::AppendEntries { .. } => "AppendEntries",
+            MessageBody::AppendEntriesResponse { .. } => "AppendEntriesResponse",
+            MessageBody::Heartbeat { .. } => "Heartbeat",
+            MessageBody::TimeoutNow => "TimeoutNow",
+            MessageBody::ForwardedProposal { .. } => "ForwardedProposal",
+            MessageBody::InstallSnapshot { .. } => "InstallSnapshot",
+            MessageBody::InstallSnapshotResponse { .. } => "InstallSnapshotResponse",
+            MessageBody::HeartbeatResponse { .. } => "HeartbeatResponse",
+        }
+    }
+
     /// Whether this is a response. Responses assert the sender's durable
     /// state (a granted vote, an acknowledged append) and so are held back
     /// until that state is persisted, except

@@ -324,6 +324,14 @@ impl<S: Storage> Node<S> {
                     self.transfer_elapsed += 1;
                     if self.transfer_elapsed >= self.config.election_tick {
                         // The transferee did not take over in time: abandon.
+                        trace_event!(
+                            info,
+                            node = self.id.0,
+                            term = self.term.0,
+                            peer = self.transferee.map(|t| t.0),
+                            why = "transferee did not take over within an election timeout",
+                            "leadership transfer aborted"
+                        );
                         self.transferee = None;
                     }
                 }
@@ -345,6 +353,20 @@ impl<S: Storage> Node<S> {
         if !self.can_campaign() {
             return;
         }
+        // Called from `tick` only once the timeout elapsed; earlier, the
+        // application asked.
+        trace_event!(
+            info,
+            node = self.id.0,
+            term = self.term.next().0,
+            pre_vote = self.config.pre_vote,
+            why = if self.election_elapsed >= self.randomized_election_timeout {
+                "election timeout"
+            } else {
+                "campaign requested"
+            },
+            "campaign started"
+        );
         if self.config.pre_vote {
             self.become_pre_candidate();
             self.request_votes(true, false);
@@ -774,6 +796,14 @@ impl<S: Storage> Node<S> {
             .transferee
             .is_some_and(|t| !configuration.voters().contains(&t))
         {
+            trace_event!(
+                info,
+                node = id.0,
+                term = self.term.0,
+                peer = self.transferee.map(|t| t.0),
+                why = "transferee no longer a voter",
+                "leadership transfer aborted"
+            );
             self.transferee = None;
         }
         self.end_catch_ups_of_non_learners();
@@ -790,6 +820,13 @@ impl<S: Storage> Node<S> {
             let next = self.configuration.leave_joint().encode();
             self.append_as_leader(next);
         } else if !self.configuration.is_voter(self.id) {
+            trace_event!(
+                info,
+                node = self.id.0,
+                term = self.term.0,
+                why = "removed from the configuration",
+                "stepped down"
+            );
             self.become_follower(self.term, None);
         }
     }
@@ -834,6 +871,13 @@ impl<S: Storage> Node<S> {
         if self.configuration.is_witness(to) {
             return Err(Error::WitnessCannotLead { id: to });
         }
+        trace_event!(
+            info,
+            node = self.id.0,
+            term = self.term.0,
+            peer = to.0,
+            "leadership transfer started"
+        );
         self.transferee = Some(to);
         self.transfer_elapsed = 0;
         self.maybe_send_timeout_now(to);
@@ -849,6 +893,14 @@ impl<S: Storage> Node<S> {
         let last = self.log.last_index();
         let caught_up = self.progress(to).is_some_and(|p| p.match_index == last);
         if self.transferee == Some(to) && caught_up {
+            trace_event!(
+                info,
+                node = self.id.0,
+                term = self.term.0,
+                peer = to.0,
+                index = last.0,
+                "leadership transfer: transferee caught up, TimeoutNow sent"
+            );
             self.lease_forfeited = true;
             self.send(to, MessageBody::TimeoutNow);
         }
@@ -968,7 +1020,31 @@ impl<S: Storage> Node<S> {
     /// Handles a message from a peer. Malformed, misaddressed or foreign
     /// messages are refused with an error and change nothing.
     pub fn step(&mut self, m: Message) -> Result<(), Error> {
-        self.validate(&m)?;
+        let validated = self.validate(&m);
+        if_tracing! {
+            if let Err(e) = &validated {
+                tracing::debug!(
+                    target: "quorate_raft_core",
+                    node = self.id.0,
+                    term = self.term.0,
+                    peer = m.from.0,
+                    msg_term = m.term.0,
+                    kind = m.body.kind(),
+                    error = %e,
+                    "message refused"
+                );
+            }
+        }
+        validated?;
+        trace_event!(
+            trace,
+            node = self.id.0,
+            term = self.term.0,
+            peer = m.from.0,
+            msg_term = m.term.0,
+            kind = m.body.kind(),
+            "message received"
+        );
         let leader_hears_follower = self.role == Role::Leader && m.term == self.term;
         if let Some(p) = self.progress_mut(m.from).filter(|_| leader_hears_follower) {
             p.recent_active = true;
@@ -990,18 +1066,44 @@ impl<S: Storage> Node<S> {
                     || (self.heard_from_leader()
                         && !self.configuration.voters().contains(&m.from)) =>
                 {
+                    trace_event!(
+                        debug,
+                        node = self.id.0,
+                        term = self.term.0,
+                        peer = m.from.0,
+                        msg_term = m.term.0,
+                        why = if self.in_lease() {
+                            "leader lease (check-quorum)"
+                        } else {
+                            "candidate not a voter of the new configuration"
+                        },
+                        "vote request ignored"
+                    );
                     return Ok(());
                 }
                 MessageBody::AppendEntries { .. }
                 | MessageBody::Heartbeat { .. }
                 | MessageBody::InstallSnapshot { .. } => {
+                    if_tracing! { self.trace_higher_term(&m); }
                     self.become_follower(m.term, Some(m.from));
                 }
-                _ => self.become_follower(m.term, None),
+                _ => {
+                    if_tracing! { self.trace_higher_term(&m); }
+                    self.become_follower(m.term, None);
+                }
             }
         } else if m.term < self.term {
             // Tell a stale leader or candidate about the newer term; drop
             // stale replies.
+            trace_event!(
+                debug,
+                node = self.id.0,
+                term = self.term.0,
+                peer = m.from.0,
+                msg_term = m.term.0,
+                kind = m.body.kind(),
+                "message refused: stale term"
+            );
             match m.body {
                 MessageBody::AppendEntries { .. }
                 | MessageBody::Heartbeat { .. }
@@ -1018,6 +1120,7 @@ impl<S: Storage> Node<S> {
             }
             return Ok(());
         }
+        if_tracing! { self.trace_unexpected(&m); }
         match m.body {
             MessageBody::RequestVote {
                 last_log_index,
@@ -1037,6 +1140,15 @@ impl<S: Storage> Node<S> {
                 // leader stepped aside for us.
                 if self.leader == Some(m.from) && self.can_campaign() {
                     let term = self.term.next();
+                    trace_event!(
+                        info,
+                        node = self.id.0,
+                        term = term.0,
+                        peer = m.from.0,
+                        pre_vote = false,
+                        why = "leadership transfer",
+                        "campaign started"
+                    );
                     self.become_candidate(term);
                     self.request_votes(false, true);
                 }
@@ -1204,6 +1316,13 @@ impl<S: Storage> Node<S> {
         }
         self.log.applied_to(done.applies_to);
         if let Some(index) = done.restores {
+            trace_event!(
+                info,
+                node = self.id.0,
+                term = self.term.0,
+                index = index.0,
+                "snapshot installed"
+            );
             self.log.snapshot_persisted(index);
         }
         self.outbox.extend(done.held);
@@ -1235,6 +1354,17 @@ impl<S: Storage> Node<S> {
     }
 
     fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        if_tracing! {
+            if let Some(l) = leader.filter(|l| self.leader != Some(*l)) {
+                tracing::info!(
+                    target: "quorate_raft_core",
+                    node = self.id.0,
+                    term = term.0,
+                    leader = l.0,
+                    "following a new leader"
+                );
+            }
+        }
         if term > self.term {
             self.term = term;
             self.vote = None;
@@ -1293,11 +1423,27 @@ impl<S: Storage> Node<S> {
             p.recent_active = false;
         }
         if !active {
+            trace_event!(
+                info,
+                node = self.id.0,
+                term = self.term.0,
+                why = "check-quorum lost: no quorum heard within an election timeout",
+                "stepped down"
+            );
             self.become_follower(self.term, None);
         }
     }
 
     fn become_leader(&mut self) {
+        trace_event!(
+            info,
+            node = self.id.0,
+            term = self.term.0,
+            // Our own vote and the others' granted ones.
+            votes = 1 + self.votes.iter().filter(|(_, granted)| *granted).count(),
+            voters = self.configuration.voters().len(),
+            "became leader"
+        );
         self.role = Role::Leader;
         self.leader = Some(self.id);
         self.votes.clear();
@@ -1338,6 +1484,17 @@ impl<S: Storage> Node<S> {
         if matches!(self.role, Role::Candidate | Role::PreCandidate) {
             self.become_follower(self.term, Some(from));
         }
+        if_tracing! {
+            if self.leader != Some(from) {
+                tracing::info!(
+                    target: "quorate_raft_core",
+                    node = self.id.0,
+                    term = self.term.0,
+                    leader = from.0,
+                    "following a new leader"
+                );
+            }
+        }
         self.leader = Some(from);
         self.election_elapsed = 0;
         Ok(())
@@ -1353,6 +1510,23 @@ impl<S: Storage> Node<S> {
     ) -> Result<(), Error> {
         let can_vote = self.vote == Some(from) || (self.vote.is_none() && self.leader.is_none());
         let granted = can_vote && self.log.is_up_to_date(last_log_index, last_log_term);
+        trace_event!(
+            debug,
+            node = self.id.0,
+            term = self.term.0,
+            peer = from.0,
+            granted,
+            why = if granted {
+                "log up to date"
+            } else if !can_vote && self.vote.is_some() {
+                "already voted"
+            } else if !can_vote {
+                "leader known in this term"
+            } else {
+                "stale log"
+            },
+            "vote"
+        );
         if granted {
             self.vote = Some(from);
             self.election_elapsed = 0;
@@ -1382,6 +1556,25 @@ impl<S: Storage> Node<S> {
             && !self.heard_from_leader()
             && !self.in_lease()
             && self.log.is_up_to_date(last_log_index, last_log_term);
+        trace_event!(
+            debug,
+            node = self.id.0,
+            term = self.term.0,
+            peer = from.0,
+            granted,
+            why = if granted {
+                "log up to date"
+            } else if !could_vote {
+                "already voted or leader known in this term"
+            } else if self.heard_from_leader() {
+                "leader heard from"
+            } else if self.in_lease() {
+                "lease"
+            } else {
+                "stale log"
+            },
+            "pre-vote"
+        );
         self.outbox.push(Message {
             from: self.id,
             to: from,
@@ -1419,6 +1612,14 @@ impl<S: Storage> Node<S> {
         if self.configuration.has_quorum(|v| vote_of(v) == Some(true)) {
             if pre_vote {
                 let term = self.term.next();
+                trace_event!(
+                    info,
+                    node = self.id.0,
+                    term = term.0,
+                    pre_vote = false,
+                    why = "pre-vote won",
+                    "campaign started"
+                );
                 self.become_candidate(term);
                 self.request_votes(false, false);
             } else if self_vote {
@@ -1434,6 +1635,14 @@ impl<S: Storage> Node<S> {
             .configuration
             .has_quorum(|v| v != id && vote_of(v) == Some(false))
         {
+            trace_event!(
+                info,
+                node = self.id.0,
+                term = self.term.0,
+                pre_vote,
+                why = "a quorum refused",
+                "campaign lost"
+            );
             self.become_follower(self.term, None);
         }
     }
@@ -1560,6 +1769,15 @@ impl<S: Storage> Node<S> {
         let Some(incoming) = self.incoming_snapshot.take() else {
             return Ok(());
         };
+        trace_event!(
+            debug,
+            node = self.id.0,
+            term = self.term.0,
+            peer = from.0,
+            index = meta.index.0,
+            bytes = incoming.data.len(),
+            "snapshot received"
+        );
         if self.log.matches(meta.index, meta.term)? {
             // Our log already holds the snapshot's last entry, so it holds
             // everything before it: keep the log, entries after it included.
@@ -1692,6 +1910,22 @@ impl<S: Storage> Node<S> {
         });
         // Only entries of the current term commit by counting (§5.4.2).
         if candidate > self.log.committed && self.log.term(candidate)? == Some(self.term) {
+            if_tracing! {
+                let index = self.configuration_index();
+                if index > self.log.committed && index <= candidate {
+                    tracing::info!(
+                        target: "quorate_raft_core",
+                        node = self.id.0,
+                        term = self.term.0,
+                        index = index.0,
+                        voters = ?self.configuration.voters(),
+                        learners = ?self.configuration.learners(),
+                        witnesses = ?self.configuration.witnesses(),
+                        joint = self.configuration.is_joint(),
+                        "configuration change committed"
+                    );
+                }
+            }
             self.log.commit_to(candidate);
             self.after_commit();
         }
@@ -1745,6 +1979,19 @@ impl<S: Storage> Node<S> {
             });
             if p.state == ProgressState::Probe {
                 break;
+            }
+            if_tracing! {
+                if !p.can_send(self.config.max_inflight_msgs) {
+                    tracing::debug!(
+                        target: "quorate_raft_core",
+                        node = self.id.0,
+                        term = self.term.0,
+                        peer = p.id.0,
+                        next_index = p.next_index.0,
+                        match_index = p.match_index.0,
+                        "in-flight window full: replication to the peer paused until it acknowledges"
+                    );
+                }
             }
         }
         Ok(())
@@ -1802,6 +2049,15 @@ impl<S: Storage> Node<S> {
         let index = snapshot.meta.index;
         let len = snapshot.data.len() as u64;
         if p.state != ProgressState::Snapshot || p.snapshot_index != index {
+            trace_event!(
+                info,
+                node = self.id.0,
+                term = self.term.0,
+                peer = p.id.0,
+                index = index.0,
+                bytes = len,
+                "snapshot send started"
+            );
             p.send_snapshot(index, len);
         }
         if !p.can_send(self.config.max_inflight_msgs) {
@@ -1917,6 +2173,61 @@ impl<S: Storage> Node<S> {
         for f in &mut self.in_flight {
             f.held.retain(|m| !stale(m));
         }
+    }
+
+    /// A message with a newer term moves this node to it.
+    #[cfg(feature = "tracing")]
+    fn trace_higher_term(&self, m: &Message) {
+        let (node, term, peer, msg_term) = (self.id.0, self.term.0, m.from.0, m.term.0);
+        let kind = m.body.kind();
+        if self.role == Role::Follower {
+            tracing::info!(target: "quorate_raft_core", node, term = msg_term, old_term = term, peer, kind, "term advanced: higher term seen");
+        } else if self.transferee == Some(m.from) {
+            tracing::info!(target: "quorate_raft_core", node, term = msg_term, old_term = term, peer, kind, "leadership transfer finished: the transferee started its election");
+        } else {
+            tracing::info!(target: "quorate_raft_core", node, term = msg_term, old_term = term, peer, kind, role = ?self.role, why = "higher term seen", "stepped down");
+        }
+    }
+
+    /// A well-formed message of the current term that `step` will ignore
+    /// in this node's state (mirrors the conditions in `step`).
+    #[cfg(feature = "tracing")]
+    fn trace_unexpected(&self, m: &Message) {
+        let leader = self.role == Role::Leader;
+        let why = match m.body {
+            MessageBody::ForwardedProposal { .. } if !leader || self.transferee.is_some() => {
+                "forwarded proposal while not the leader, or transferring leadership"
+            }
+            MessageBody::TimeoutNow if self.leader != Some(m.from) || !self.can_campaign() => {
+                "TimeoutNow not from the leader, or this node cannot campaign"
+            }
+            MessageBody::RequestVoteResponse { .. } if self.role != Role::Candidate => {
+                "vote response while not a candidate"
+            }
+            MessageBody::PreVoteResponse { granted }
+                if self.role != Role::PreCandidate
+                    || m.term != if granted { self.term.next() } else { self.term } =>
+            {
+                "pre-vote response while not a pre-candidate for that term"
+            }
+            MessageBody::AppendEntriesResponse { .. }
+            | MessageBody::HeartbeatResponse { .. }
+            | MessageBody::InstallSnapshotResponse { .. }
+                if !leader || self.progress(m.from).is_none() =>
+            {
+                "response to a leader while not the leader, or from a non-follower"
+            }
+            _ => return,
+        };
+        tracing::debug!(
+            target: "quorate_raft_core",
+            node = self.id.0,
+            term = self.term.0,
+            peer = m.from.0,
+            kind = m.body.kind(),
+            why,
+            "message ignored: unexpected"
+        );
     }
 
     fn validate(&self, m: &Message) -> Result<(), Error> {
