@@ -17,6 +17,7 @@
 //! kv-cluster remove --nodes ... --shard 0 --id 1
 //! ```
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -168,6 +169,19 @@ fn parse_peer(s: &str) -> Result<(u64, SocketAddr), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Nodes log at info by default; the demo and the client commands print
+    // their own report, so they only show warnings unless RUST_LOG says more.
+    let default = match cli.command {
+        Some(Command::Node { .. }) => "info",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -252,15 +266,20 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                 joining: join,
                 gossip_ticks: NodeConfig::GOSSIP_TICKS,
             };
-            println!(
-                "node {id} listening on {listen}, data in {}",
-                config.data_dir.display()
+            tracing::info!(
+                node = id,
+                %listen,
+                peers = ?peers,
+                shards,
+                data_dir = %config.data_dir.display(),
+                "node starting"
             );
             let handle = node.spawn(config)?;
-            println!(
-                "recovered up to log index {} from disk (snapshots at {:?})",
-                handle.recovered(),
-                handle.recovered_snapshots()
+            tracing::info!(
+                node = id,
+                recovered = handle.recovered(),
+                snapshots = ?handle.recovered_snapshots(),
+                "recovered from disk"
             );
             handle.wait().await?;
             Ok(ExitCode::SUCCESS)

@@ -200,6 +200,7 @@ impl BoundNode {
                 confirmed_reads: Vec::new(),
                 anti_entropy: AntiEntropy::new(shard, config.id),
                 ticks: 0,
+                leader: None,
             });
         }
         let stores: SharedStores = Arc::new(Mutex::new(stores));
@@ -310,6 +311,8 @@ struct Replica {
     anti_entropy: AntiEntropy,
     /// Ticks since start (paces the anti-entropy rounds it leads).
     ticks: u64,
+    /// The leader last logged, with its term.
+    leader: Option<(u64, u64)>,
 }
 
 impl Replica {
@@ -378,7 +381,16 @@ impl Running {
                 _ = ticker.tick() => self.on_tick(),
                 event = self.transport.recv() => match event {
                     Ok(Event::Message { from, msg }) => self.on_frame(from, msg),
-                    Ok(_) => {}
+                    Ok(Event::Connected(peer)) if self.peers.contains_key(&peer.0) => {
+                        tracing::info!(peer = peer.0, addr = ?self.peers.get(&peer.0), "peer connected");
+                    }
+                    Ok(Event::Disconnected(peer)) if self.peers.contains_key(&peer.0) => {
+                        tracing::info!(peer = peer.0, "peer disconnected");
+                    }
+                    Ok(Event::Connected(peer)) => tracing::debug!(client = peer.0, "client connected"),
+                    Ok(Event::Disconnected(peer)) => {
+                        tracing::debug!(client = peer.0, "client disconnected");
+                    }
                     Err(e) => break Err(Error::from(e)),
                 },
             }
@@ -412,6 +424,7 @@ impl Running {
         if let Ok(message) = quorate_raft_core::codec::decode(frame.payload)
             && message.from.0 == from.0
         {
+            let _shard = tracing::info_span!("shard", shard = replica.shard).entered();
             let _ = replica.node.step(message);
         }
     }
@@ -581,6 +594,7 @@ impl Running {
         let gossip_ticks = self.gossip_ticks;
         let stores = self.stores.lock().unwrap_or_else(PoisonError::into_inner);
         for r in &mut self.replicas {
+            let _shard = tracing::info_span!("shard", shard = r.shard).entered();
             r.node.tick();
             r.anti_entropy.tick();
             r.ticks += 1;
@@ -714,6 +728,7 @@ impl Running {
         let mut promotions = Vec::new();
         let mut abandoned = Vec::new();
         for r in &mut self.replicas {
+            let _shard = tracing::info_span!("shard", shard = r.shard).entered();
             while let Some(mut ready) = r.node.ready()? {
                 for m in ready.take_messages() {
                     let mut buf = BytesMut::new();
@@ -768,6 +783,14 @@ impl Running {
                 }
                 r.confirmed_reads.extend(ready.take_read_states());
                 r.node.advance(ready)?;
+            }
+            let leader = r.node.leader().map(|l| (l.0, r.node.term().0));
+            if leader.map(|l| l.0) != r.leader.map(|l| l.0) {
+                match leader {
+                    Some((id, term)) => tracing::info!(leader = id, term, "leader changed"),
+                    None => tracing::info!(term = r.node.term().0, "no leader"),
+                }
+                r.leader = leader;
             }
             while let Some(outcome) = r.node.poll_promotion() {
                 promotions.push((r.shard, outcome));
