@@ -3,7 +3,7 @@
 //! TCP transport: one channel per shard for Raft, one for clients, one for
 //! anti-entropy gossip between replicas (see [`super::anti_entropy`]).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -24,7 +24,7 @@ use super::anti_entropy::{ANTI_ENTROPY_CHANNEL, Action, AntiEntropy, Gossip, Vie
 use super::log_store::FileLog;
 use super::protocol::{BucketEntry, Command, Envelope, Reply, Request, ShardStatus};
 use super::store::{KvStore, Versioned};
-use super::{CLIENT_CHANNEL, Error};
+use super::{AtPath, CLIENT_CHANNEL, Error};
 
 /// Timing and layout of a node.
 #[derive(Clone, Debug)]
@@ -163,73 +163,29 @@ impl BoundNode {
     /// Opens the logs (replaying what is on disk) and runs the node until
     /// [`NodeHandle::stop`].
     pub fn spawn(self, config: NodeConfig) -> Result<NodeHandle, Error> {
-        std::fs::create_dir_all(&config.data_dir)?;
-        let mut members = Configuration::new(config.members.iter().map(|&m| NodeId(m)));
-        if config.joining {
-            members = members.with_learners([NodeId(config.id)]);
-        }
-        let mut replicas = Vec::new();
-        let mut recovered = 0;
-        let mut recovered_snapshots = Vec::new();
-        let mut stores = vec![KvStore::default(); config.shards as usize];
-        for (shard, store) in (0..config.shards).zip(&mut stores) {
-            if !config.hosts(shard) {
-                continue;
-            }
-            let path = config.data_dir.join(format!("shard-{shard}.log"));
-            let log = FileLog::open(&path, members.clone())?;
-            recovered += log.recovered();
-            recovered_snapshots.push(log.recovered_snapshot());
-            // The node starts applying after the snapshot, so the store
-            // must already hold everything the snapshot covers.
-            if log.recovered_snapshot() > 0 {
-                store.restore(log.snapshot()?.data)?;
-            }
-            let mut raft = Config::new(NodeId(config.id));
-            raft.election_tick = config.election_ticks;
-            raft.heartbeat_tick = (config.election_ticks / 5).max(1);
-            raft.seed = 0x5eed ^ u64::from(shard).wrapping_mul(0x9E37_79B9);
-            raft.pre_vote = true;
-            raft.check_quorum = true;
-            raft.max_snapshot_chunk_bytes = config.snapshot_chunk_bytes.max(1);
-            replicas.push(Replica {
-                shard,
-                node: Node::new(raft, log)?,
-                pending_writes: HashMap::new(),
-                pending_reads: HashMap::new(),
-                confirmed_reads: Vec::new(),
-                anti_entropy: AntiEntropy::new(shard, config.id),
-                ticks: 0,
-                leader: None,
-            });
-        }
-        let stores: SharedStores = Arc::new(Mutex::new(stores));
+        let peers = self
+            .peers
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+        let core = NodeCore::open(&config, peers)?;
         let (stop_tx, stop_rx) = watch::channel(false);
-        let events: SharedEvents = Arc::default();
+        let handle = NodeHandle {
+            id: config.id,
+            stores: core.stores(),
+            events: core.events.clone(),
+            stop: stop_tx,
+            task: None,
+            recovered: core.recovered,
+            recovered_snapshots: core.recovered_snapshots.clone(),
+        };
         let running = Running {
-            peers: self
-                .peers
-                .into_inner()
-                .unwrap_or_else(PoisonError::into_inner),
-            events: events.clone(),
-            gossip_ticks: u64::from(config.gossip_ticks),
-            gossip: Vec::new(),
+            core,
             transport: self.transport,
-            replicas,
-            stores: stores.clone(),
-            hlc: Hlc::default(),
-            compact_every: config.compact_every,
-            compact_log_bytes: config.compact_log_bytes,
         };
         let task = tokio::spawn(running.run(config.tick, stop_rx));
         Ok(NodeHandle {
-            id: config.id,
-            stores,
-            events,
-            stop: stop_tx,
-            task,
-            recovered,
-            recovered_snapshots,
+            task: Some(task),
+            ..handle
         })
     }
 }
@@ -249,7 +205,7 @@ pub struct NodeHandle {
     stores: SharedStores,
     events: SharedEvents,
     stop: watch::Sender<bool>,
-    task: JoinHandle<Result<(), Error>>,
+    task: Option<JoinHandle<Result<(), Error>>>,
     recovered: u64,
     recovered_snapshots: Vec<u64>,
 }
@@ -289,15 +245,19 @@ impl NodeHandle {
     /// is kept) and waits until its sockets are closed.
     pub async fn stop(self) -> Result<(), Error> {
         let _ = self.stop.send(true);
-        self.task.await.map_err(|e| Error::Task(e.to_string()))?
+        self.wait().await
     }
 
     /// Waits for the node to end on its own (an error).
     pub async fn wait(self) -> Result<(), Error> {
-        self.task.await.map_err(|e| Error::Task(e.to_string()))?
+        match self.task {
+            Some(task) => task.await.map_err(|e| Error::Task(e.to_string()))?,
+            None => Ok(()),
+        }
     }
 }
 
+#[derive(Debug)]
 struct Replica {
     shard: u32,
     node: Node<FileLog>,
@@ -336,19 +296,39 @@ impl Replica {
     }
 }
 
+/// A running node: its logic and the TCP transport it is driven over.
 struct Running {
+    core: NodeCore,
+    transport: TcpTransport,
+}
+
+/// One node's logic without I/O (Sans-IO, as quinn-proto's connection): it
+/// takes ticks and frames with the wall-clock time they came at, and queues
+/// the frames to send ([`poll_transmit`](Self::poll_transmit)) and the peer
+/// addresses it learnt ([`poll_new_peer`](Self::poll_new_peer)). The
+/// `node` command drives it over TCP; the deterministic simulation in
+/// `tests/kv_sim.rs` drives several over a simulated network.
+#[derive(Debug)]
+pub struct NodeCore {
     /// Where the other servers listen (for leader hints to clients).
     peers: HashMap<u64, SocketAddr>,
     events: SharedEvents,
     gossip_ticks: u64,
     /// Anti-entropy messages to send once the current step is done.
     gossip: Vec<(u64, Gossip)>,
-    transport: TcpTransport,
     replicas: Vec<Replica>,
     stores: SharedStores,
     hlc: Hlc,
     compact_every: u64,
     compact_log_bytes: u64,
+    /// Wall-clock milliseconds of the input being handled.
+    now_ms: u64,
+    /// Frames to send.
+    outbox: VecDeque<(PeerId, Frame)>,
+    /// Peer addresses learnt from admin requests, for the transport.
+    new_peers: Vec<(u64, SocketAddr)>,
+    recovered: u64,
+    recovered_snapshots: Vec<u64>,
 }
 
 /// The keys of `bucket`, as sent in anti-entropy repairs.
@@ -365,7 +345,7 @@ fn bucket_entries(store: &KvStore, bucket: u64) -> Vec<BucketEntry> {
         .collect()
 }
 
-fn now_ms() -> u64 {
+fn wall_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -378,28 +358,139 @@ impl Running {
         let outcome = loop {
             tokio::select! {
                 _ = stop.changed() => break Ok(()),
-                _ = ticker.tick() => self.on_tick(),
+                _ = ticker.tick() => self.core.handle_tick(wall_ms()),
                 event = self.transport.recv() => match event {
-                    Ok(Event::Message { from, msg }) => self.on_frame(from, msg),
-                    Ok(Event::Connected(peer)) if self.peers.contains_key(&peer.0) => {
-                        tracing::info!(peer = peer.0, addr = ?self.peers.get(&peer.0), "peer connected");
-                    }
-                    Ok(Event::Disconnected(peer)) if self.peers.contains_key(&peer.0) => {
-                        tracing::info!(peer = peer.0, "peer disconnected");
-                    }
-                    Ok(Event::Connected(peer)) => tracing::debug!(client = peer.0, "client connected"),
-                    Ok(Event::Disconnected(peer)) => {
-                        tracing::debug!(client = peer.0, "client disconnected");
-                    }
+                    Ok(event) => self.core.handle_event(wall_ms(), event),
                     Err(e) => break Err(Error::from(e)),
                 },
             }
-            if let Err(e) = self.drive() {
+            if let Err(e) = self.core.drive() {
                 break Err(e);
             }
+            self.flush();
         };
         self.transport.shutdown().await;
         outcome
+    }
+
+    /// Hands the core's output to the transport.
+    fn flush(&mut self) {
+        while let Some((id, addr)) = self.core.poll_new_peer() {
+            self.transport.add_peer(PeerId(id), addr);
+        }
+        while let Some((to, frame)) = self.core.poll_transmit() {
+            // Raft, gossip and clients all tolerate loss: a full queue or a
+            // peer that is down drops the frame (and the transport counts it).
+            let _ = self.transport.try_send(to, frame);
+        }
+    }
+}
+
+impl NodeCore {
+    /// Opens (or creates) the node's logs in `config.data_dir`, replaying
+    /// what is on disk, for a node that knows where `peers` listen.
+    pub fn open(config: &NodeConfig, peers: HashMap<u64, SocketAddr>) -> Result<Self, Error> {
+        std::fs::create_dir_all(&config.data_dir).at(&config.data_dir)?;
+        let mut members = Configuration::new(config.members.iter().map(|&m| NodeId(m)));
+        if config.joining {
+            members = members.with_learners([NodeId(config.id)]);
+        }
+        let mut replicas = Vec::new();
+        let mut recovered = 0;
+        let mut recovered_snapshots = Vec::new();
+        let mut stores = vec![KvStore::default(); config.shards as usize];
+        for (shard, store) in (0..config.shards).zip(&mut stores) {
+            if !config.hosts(shard) {
+                continue;
+            }
+            let path = config.data_dir.join(format!("shard-{shard}.log"));
+            let log = FileLog::open(&path, members.clone())?;
+            recovered += log.recovered();
+            recovered_snapshots.push(log.recovered_snapshot());
+            // The node starts applying after the snapshot, so the store
+            // must already hold everything the snapshot covers.
+            if log.recovered_snapshot() > 0 {
+                store.restore(log.snapshot()?.data)?;
+            }
+            let mut raft = Config::new(NodeId(config.id));
+            raft.election_tick = config.election_ticks;
+            raft.heartbeat_tick = (config.election_ticks / 5).max(1);
+            raft.seed = 0x5eed ^ u64::from(shard).wrapping_mul(0x9E37_79B9);
+            raft.pre_vote = true;
+            raft.check_quorum = true;
+            raft.max_snapshot_chunk_bytes = config.snapshot_chunk_bytes.max(1);
+            replicas.push(Replica {
+                shard,
+                node: Node::new(raft, log)?,
+                pending_writes: HashMap::new(),
+                pending_reads: HashMap::new(),
+                confirmed_reads: Vec::new(),
+                anti_entropy: AntiEntropy::new(shard, config.id),
+                ticks: 0,
+                leader: None,
+            });
+        }
+        Ok(NodeCore {
+            peers,
+            events: SharedEvents::default(),
+            gossip_ticks: u64::from(config.gossip_ticks),
+            gossip: Vec::new(),
+            replicas,
+            stores: Arc::new(Mutex::new(stores)),
+            hlc: Hlc::default(),
+            compact_every: config.compact_every,
+            compact_log_bytes: config.compact_log_bytes,
+            now_ms: 0,
+            outbox: VecDeque::new(),
+            new_peers: Vec::new(),
+            recovered,
+            recovered_snapshots,
+        })
+    }
+
+    /// Its replicas' stores, indexed by shard.
+    pub fn stores(&self) -> SharedStores {
+        self.stores.clone()
+    }
+
+    /// What it did so far.
+    pub fn events(&self) -> Vec<NodeEvent> {
+        self.events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The next frame to send.
+    pub fn poll_transmit(&mut self) -> Option<(PeerId, Frame)> {
+        self.outbox.pop_front()
+    }
+
+    /// A peer address learnt from an admin request, for the transport.
+    pub fn poll_new_peer(&mut self) -> Option<(u64, SocketAddr)> {
+        self.new_peers.pop()
+    }
+
+    /// One tick of the Raft clocks, at wall-clock `now_ms`.
+    pub fn handle_tick(&mut self, now_ms: u64) {
+        self.now_ms = now_ms;
+        self.on_tick();
+    }
+
+    /// A transport event at wall-clock `now_ms`.
+    pub fn handle_event(&mut self, now_ms: u64, event: Event<PeerId, Frame>) {
+        self.now_ms = now_ms;
+        match event {
+            Event::Message { from, msg } => self.on_frame(from, msg),
+            Event::Connected(peer) if self.peers.contains_key(&peer.0) => {
+                tracing::info!(peer = peer.0, addr = ?self.peers.get(&peer.0), "peer connected");
+            }
+            Event::Disconnected(peer) if self.peers.contains_key(&peer.0) => {
+                tracing::info!(peer = peer.0, "peer disconnected");
+            }
+            Event::Connected(peer) => tracing::debug!(client = peer.0, "client connected"),
+            Event::Disconnected(peer) => tracing::debug!(client = peer.0, "client disconnected"),
+        }
     }
 
     fn on_frame(&mut self, from: PeerId, frame: Frame) {
@@ -429,10 +520,10 @@ impl Running {
         }
     }
 
-    fn reply(&self, to: PeerId, id: u64, body: Reply) {
+    fn reply(&mut self, to: PeerId, id: u64, body: Reply) {
         let frame = Frame::new(CLIENT_CHANNEL, Envelope { id, body }.encode());
         // A lost reply is a client timeout and a retry with the same id.
-        let _ = self.transport.try_send(to, frame);
+        self.outbox.push_back((to, frame));
     }
 
     fn on_request(&mut self, from: PeerId, request: Envelope<Request>) {
@@ -456,7 +547,7 @@ impl Running {
             Request::AddPeer { id: peer, addr } => {
                 let reply = match addr.parse::<SocketAddr>() {
                     Ok(addr) => {
-                        self.transport.add_peer(PeerId(peer), addr);
+                        self.new_peers.push((peer, addr));
                         self.peers.insert(peer, addr);
                         Reply::Accepted
                     }
@@ -490,7 +581,7 @@ impl Running {
             }
             applied
         };
-        let stamp = match self.hlc.now(now_ms()) {
+        let stamp = match self.hlc.now(self.now_ms) {
             Ok(t) => t.as_u64(),
             Err(_) => self.hlc.last().as_u64(),
         };
@@ -690,7 +781,7 @@ impl Running {
         for (to, gossip) in out {
             let frame = Frame::new(ANTI_ENTROPY_CHANNEL, gossip.encode());
             // Lost gossip only delays a repair to a later round.
-            let _ = self.transport.try_send(PeerId(to), frame);
+            self.outbox.push_back((PeerId(to), frame));
         }
     }
 
@@ -735,8 +826,7 @@ impl Running {
                     quorate_raft_core::codec::encode(&m, &mut buf);
                     let frame = Frame::new(ChannelId(r.shard), buf.freeze())
                         .with_flags(raft_flags(&m.body));
-                    // Raft tolerates loss: a full queue or a down peer drops.
-                    let _ = self.transport.try_send(PeerId(m.to.0), frame);
+                    self.outbox.push_back((PeerId(m.to.0), frame));
                 }
                 if let Some(snapshot) = ready.take_snapshot() {
                     // Durable before the store changes and before `advance`
@@ -765,7 +855,7 @@ impl Running {
                         if let Some(command) = command {
                             let _ = self
                                 .hlc
-                                .update(HlcTimestamp::from_u64(command.stamp), now_ms());
+                                .update(HlcTimestamp::from_u64(command.stamp), self.now_ms);
                             let request = command.request;
                             if let Some(store) = stores.get_mut(r.shard as usize) {
                                 store.apply(command);
