@@ -791,7 +791,8 @@ impl NodeCore {
         stores.get_mut(shard as usize).map_or(Reply::NoSuchShard, f)
     }
 
-    fn status(&self) -> Vec<ShardStatus> {
+    /// The state of every replica on this node, as `status` reports it.
+    pub fn status(&self) -> Vec<ShardStatus> {
         let stores = self.stores.lock().unwrap_or_else(PoisonError::into_inner);
         let ids = |set: &BTreeSet<NodeId>| set.iter().map(|n| n.0).collect();
         self.replicas
@@ -811,8 +812,9 @@ impl NodeCore {
             .collect()
     }
 
-    /// Persists, sends and applies everything the replicas have ready.
-    fn drive(&mut self) -> Result<(), Error> {
+    /// Persists, sends and applies everything the replicas have ready:
+    /// call after every input, before draining the transmits.
+    pub fn drive(&mut self) -> Result<(), Error> {
         let mut replies = Vec::new();
         // Per replica: anti-entropy repairs due at an index reached.
         let mut repairs_due = Vec::new();
