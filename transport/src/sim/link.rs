@@ -297,6 +297,23 @@ mod tests {
         assert_eq!(p.with_bandwidth(0).bandwidth(), None);
     }
 
+    #[cfg(feature = "serde")]
+    #[test]
+    fn configs_saved_before_bandwidth_existed_still_load() {
+        let old = r#"{"latency":{"secs":0,"nanos":5000000},"jitter":{"secs":0,"nanos":0},"loss":0.5,"duplicate":0.0,"ordered":true}"#;
+        let l: LinkConfig = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            l,
+            LinkConfig::new(Duration::from_millis(5))
+                .with_loss(0.5)
+                .with_ordered(true)
+        );
+        let paced = LinkConfig::tcp_like(1_000, 10).with_lanes(true);
+        let back: LinkConfig =
+            serde_json::from_str(&serde_json::to_string(&paced).unwrap()).unwrap();
+        assert_eq!(back, paced);
+    }
+
     #[test]
     fn transmission_time_is_size_over_bandwidth_rounded_up() {
         let l = LinkConfig::default().with_bandwidth(1_000_000); // 1 MB/s

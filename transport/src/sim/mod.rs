@@ -10,6 +10,8 @@
 //! Faults, all changeable at any time:
 //! - per-link [`LinkConfig`]: latency, jitter (and so reordering), loss,
 //!   duplication, FIFO or not;
+//! - per-link bandwidth, bounded send queues and an urgent lane, all off by
+//!   default (see below);
 //! - partitions: one-way ([`Network::cut`]), two-way ([`Network::partition`]),
 //!   node isolation ([`Network::isolate`]) and group splits
 //!   ([`Network::split`]);
@@ -23,9 +25,58 @@
 //! [`Network::next_delivery_time`] when the next message is due, and pulls
 //! due messages in time order with [`Network::poll_delivery`], interleaving
 //! them with its own timers (node ticks) as it likes.
-//! The network holds whatever the driver sends until it is due: it is a
-//! test harness, and bounding traffic is the driver's (and the protocol's)
-//! job.
+//! On a link without a bandwidth (the default) the network holds whatever
+//! the driver sends until it is due, and messages never wait for each other.
+//!
+//! # Bandwidth, back-pressure and lanes
+//!
+//! Real connections have a bandwidth, and a sender's queue in front of them.
+//! Megabytes of bulk traffic on one node-to-node connection make a small
+//! heartbeat wait behind them (head-of-line blocking), or find the bounded
+//! queue full and get dropped. A link [`with_bandwidth`](LinkConfig::with_bandwidth)
+//! models that: each message occupies it for `size / bandwidth`, later ones
+//! wait, a queue bound refuses what does not fit
+//! ([`DropReason::QueueFull`], counted in [`Stats`] and [`LinkStats`]), and
+//! [`with_lanes`](LinkConfig::with_lanes) gives urgent messages their own
+//! lane that goes first, as the real transport does for frames flagged
+//! [`Flags::URGENT`](crate::framing::Flags::URGENT).
+//! [`LinkConfig::tcp_like`] sets one up as a node-to-node TCP connection.
+//! Message sizes and urgency come from [`WireSize`] (with
+//! [`Network::new_sized`]) or from functions given to
+//! [`Network::set_size_of`] and [`Network::set_urgent_of`]; without them
+//! every message has size 0 and is bulk. Links without a bandwidth draw the
+//! same randomness and deliver in the same order as before these existed.
+//!
+//! ```
+//! use bytes::Bytes;
+//! use core::time::Duration;
+//! use quorate_transport::framing::{ChannelId, Flags, Frame};
+//! use quorate_transport::sim::{LinkConfig, Network, SendOutcome, SimTime};
+//!
+//! let mut net: Network<u8, Frame> = Network::new_sized(7);
+//! // 1 MB/s, 1 ms latency, FIFO, up to 4 MB waiting in each lane, and an
+//! // urgent lane for Raft's control traffic.
+//! net.set_link(1, 2, LinkConfig::tcp_like(1_000_000, 4_000_000).with_lanes(true));
+//!
+//! // Two megabytes of anti-entropy gossip: two seconds on the wire.
+//! let gossip = || Frame::new(ChannelId(1), Bytes::from(vec![0u8; 1_000_000]));
+//! net.send(SimTime::ZERO, 1, 2, gossip());
+//! assert!(matches!(net.send(SimTime::ZERO, 1, 2, gossip()), SendOutcome::Queued { .. }));
+//!
+//! // A heartbeat 10 ms later waits only for the frame on the wire.
+//! let heartbeat = Frame::new(ChannelId(2), Bytes::from_static(b"hb")).with_flags(Flags::URGENT);
+//! let out = net.send(SimTime::from_millis(10), 1, 2, heartbeat);
+//! assert!(matches!(out, SendOutcome::Queued { urgent: true, .. }));
+//!
+//! let got: Vec<_> = std::iter::from_fn(|| net.poll_delivery(SimTime::from_secs(5))).collect();
+//! assert_eq!(got[1].msg.payload, Bytes::from_static(b"hb"));
+//! // At 1 µs a byte: the first frame (1 000 009 bytes with its header), the
+//! // heartbeat's 11 bytes, then 1 ms of latency. Without lanes it would also
+//! // have waited for the second megabyte.
+//! let us = Duration::from_micros;
+//! assert_eq!(got[1].at, SimTime::ZERO + us(1_000_009) + us(11) + us(1_000));
+//! assert_eq!(net.link_stats(1, 2).bytes_sent, 2 * 1_000_009 + 11);
+//! ```
 //!
 //! ```
 //! use core::time::Duration;
@@ -928,5 +979,7 @@ where
     }
 }
 
+#[cfg(test)]
+mod pacing_tests;
 #[cfg(test)]
 mod tests;
