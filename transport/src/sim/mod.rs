@@ -28,6 +28,30 @@
 //! On a link without a bandwidth (the default) the network holds whatever
 //! the driver sends until it is due, and messages never wait for each other.
 //!
+//! ```
+//! use core::time::Duration;
+//! use quorate_transport::sim::{LinkConfig, Network, SimTime};
+//!
+//! #[derive(Clone, Debug, PartialEq)]
+//! enum Msg { Ping(u32), Pong(u32) }
+//!
+//! let mut net: Network<u8, Msg> = Network::new(42);
+//! net.set_default_link(LinkConfig::new(Duration::from_millis(10)));
+//! // "Drop every Pong from 2 to 1."
+//! net.add_filter(|from, to, m| from == 2 && to == 1 && matches!(m, Msg::Pong(_)));
+//!
+//! net.send(SimTime::ZERO, 1, 2, Msg::Ping(7));
+//! assert_eq!(net.next_delivery_time(), Some(SimTime::from_millis(10)));
+//! assert!(net.poll_delivery(SimTime::from_millis(9)).is_none()); // not due yet
+//!
+//! let now = SimTime::from_millis(10);
+//! let d = net.poll_delivery(now).unwrap();
+//! assert_eq!((d.from, d.to, d.msg.clone()), (1, 2, Msg::Ping(7)));
+//! net.send(now, 2, 1, Msg::Pong(7)); // filtered
+//! assert_eq!(net.next_delivery_time(), None);
+//! assert_eq!(net.stats().filtered, 1);
+//! ```
+//!
 //! # Bandwidth, back-pressure and lanes
 //!
 //! Real connections have a bandwidth, and a sender's queue in front of them.
@@ -76,30 +100,6 @@
 //! let us = Duration::from_micros;
 //! assert_eq!(got[1].at, SimTime::ZERO + us(1_000_009) + us(11) + us(1_000));
 //! assert_eq!(net.link_stats(1, 2).bytes_sent, 2 * 1_000_009 + 11);
-//! ```
-//!
-//! ```
-//! use core::time::Duration;
-//! use quorate_transport::sim::{LinkConfig, Network, SimTime};
-//!
-//! #[derive(Clone, Debug, PartialEq)]
-//! enum Msg { Ping(u32), Pong(u32) }
-//!
-//! let mut net: Network<u8, Msg> = Network::new(42);
-//! net.set_default_link(LinkConfig::new(Duration::from_millis(10)));
-//! // "Drop every Pong from 2 to 1."
-//! net.add_filter(|from, to, m| from == 2 && to == 1 && matches!(m, Msg::Pong(_)));
-//!
-//! net.send(SimTime::ZERO, 1, 2, Msg::Ping(7));
-//! assert_eq!(net.next_delivery_time(), Some(SimTime::from_millis(10)));
-//! assert!(net.poll_delivery(SimTime::from_millis(9)).is_none()); // not due yet
-//!
-//! let now = SimTime::from_millis(10);
-//! let d = net.poll_delivery(now).unwrap();
-//! assert_eq!((d.from, d.to, d.msg.clone()), (1, 2, Msg::Ping(7)));
-//! net.send(now, 2, 1, Msg::Pong(7)); // filtered
-//! assert_eq!(net.next_delivery_time(), None);
-//! assert_eq!(net.stats().filtered, 1);
 //! ```
 
 mod link;
