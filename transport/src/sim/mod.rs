@@ -10,6 +10,8 @@
 //! Faults, all changeable at any time:
 //! - per-link [`LinkConfig`]: latency, jitter (and so reordering), loss,
 //!   duplication, FIFO or not;
+//! - per-link bandwidth, bounded send queues and an urgent lane, all off by
+//!   default (see below);
 //! - partitions: one-way ([`Network::cut`]), two-way ([`Network::partition`]),
 //!   node isolation ([`Network::isolate`]) and group splits
 //!   ([`Network::split`]);
@@ -23,9 +25,8 @@
 //! [`Network::next_delivery_time`] when the next message is due, and pulls
 //! due messages in time order with [`Network::poll_delivery`], interleaving
 //! them with its own timers (node ticks) as it likes.
-//! The network holds whatever the driver sends until it is due: it is a
-//! test harness, and bounding traffic is the driver's (and the protocol's)
-//! job.
+//! On a link without a bandwidth (the default) the network holds whatever
+//! the driver sends until it is due, and messages never wait for each other.
 //!
 //! ```
 //! use core::time::Duration;
@@ -50,14 +51,67 @@
 //! assert_eq!(net.next_delivery_time(), None);
 //! assert_eq!(net.stats().filtered, 1);
 //! ```
+//!
+//! # Bandwidth, back-pressure and lanes
+//!
+//! Real connections have a bandwidth, and a sender's queue in front of them.
+//! Megabytes of bulk traffic on one node-to-node connection make a small
+//! heartbeat wait behind them (head-of-line blocking), or find the bounded
+//! queue full and get dropped. A link [`with_bandwidth`](LinkConfig::with_bandwidth)
+//! models that: each message occupies it for `size / bandwidth`, later ones
+//! wait, a queue bound refuses what does not fit
+//! ([`DropReason::QueueFull`], counted in [`Stats`] and [`LinkStats`]), and
+//! [`with_lanes`](LinkConfig::with_lanes) gives urgent messages their own
+//! lane that goes first, as the real transport does for frames flagged
+//! [`Flags::URGENT`](crate::framing::Flags::URGENT).
+//! [`LinkConfig::tcp_like`] sets one up as a node-to-node TCP connection.
+//! Message sizes and urgency come from [`WireSize`] (with
+//! [`Network::new_sized`]) or from functions given to
+//! [`Network::set_size_of`] and [`Network::set_urgent_of`]; without them
+//! every message has size 0 and is bulk. Links without a bandwidth draw the
+//! same randomness and deliver in the same order as before these existed.
+//!
+//! ```
+//! use bytes::Bytes;
+//! use core::time::Duration;
+//! use quorate_transport::framing::{ChannelId, Flags, Frame};
+//! use quorate_transport::sim::{LinkConfig, Network, SendOutcome, SimTime};
+//!
+//! let mut net: Network<u8, Frame> = Network::new_sized(7);
+//! // 1 MB/s, 1 ms latency, FIFO, up to 4 MB waiting in each lane, and an
+//! // urgent lane for Raft's control traffic.
+//! net.set_link(1, 2, LinkConfig::tcp_like(1_000_000, 4_000_000).with_lanes(true));
+//!
+//! // Two megabytes of anti-entropy gossip: two seconds on the wire.
+//! let gossip = || Frame::new(ChannelId(1), Bytes::from(vec![0u8; 1_000_000]));
+//! net.send(SimTime::ZERO, 1, 2, gossip());
+//! assert!(matches!(net.send(SimTime::ZERO, 1, 2, gossip()), SendOutcome::Queued { .. }));
+//!
+//! // A heartbeat 10 ms later waits only for the frame on the wire.
+//! let heartbeat = Frame::new(ChannelId(2), Bytes::from_static(b"hb")).with_flags(Flags::URGENT);
+//! let out = net.send(SimTime::from_millis(10), 1, 2, heartbeat);
+//! assert!(matches!(out, SendOutcome::Queued { urgent: true, .. }));
+//!
+//! let got: Vec<_> = std::iter::from_fn(|| net.poll_delivery(SimTime::from_secs(5))).collect();
+//! assert_eq!(got[1].msg.payload, Bytes::from_static(b"hb"));
+//! // At 1 µs a byte: the first frame (1 000 009 bytes with its header), the
+//! // heartbeat's 11 bytes, then 1 ms of latency. Without lanes it would also
+//! // have waited for the second megabyte.
+//! let us = Duration::from_micros;
+//! assert_eq!(got[1].at, SimTime::ZERO + us(1_000_009) + us(11) + us(1_000));
+//! assert_eq!(net.link_stats(1, 2).bytes_sent, 2 * 1_000_009 + 11);
+//! ```
 
 mod link;
+mod queue;
 mod time;
 mod trace;
+mod wire;
 
 pub use link::LinkConfig;
 pub use time::SimTime;
-pub use trace::{DropReason, MessageId, Stats, TraceEvent, TraceKind};
+pub use trace::{DropReason, LinkStats, MessageId, Stats, TraceEvent, TraceKind};
+pub use wire::WireSize;
 
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -65,6 +119,7 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::time::Duration;
 
+use queue::{LinkQueue, Waiting};
 use time::duration_nanos;
 
 /// Identifies a filter added with [`Network::add_filter`], to remove it.
@@ -108,6 +163,15 @@ pub enum SendOutcome {
         /// Why.
         reason: DropReason,
     },
+    /// Accepted by a busy link with a bandwidth: it waits in the link's
+    /// queue, and its delivery time is known once its transmission begins
+    /// (an urgent message sent later may still go first).
+    Queued {
+        /// The message's id.
+        id: MessageId,
+        /// Whether it waits in the urgent lane.
+        urgent: bool,
+    },
 }
 
 type Filter<N, M> = Box<dyn FnMut(N, N, &M) -> bool>;
@@ -145,6 +209,11 @@ pub struct Network<N, M> {
     next_id: u64,
     /// Per ordered link, the latest delivery time scheduled on it.
     last_due: BTreeMap<(N, N), SimTime>,
+    /// Send queues of the links that have (or had) a bandwidth.
+    queues: BTreeMap<(N, N), LinkQueue<M>>,
+    link_stats: BTreeMap<(N, N), LinkStats>,
+    size_of: fn(&M) -> usize,
+    urgent_of: fn(&M) -> bool,
     stats: Stats,
     trace: Option<Trace<N>>,
 }
@@ -170,6 +239,10 @@ where
             .field("crashed", &self.crashed)
             .field("filters", &self.filters.len())
             .field("in_flight", &self.in_flight.len())
+            .field(
+                "queued",
+                &self.queues.values().map(LinkQueue::messages).sum::<u64>(),
+            )
             .field("stats", &self.stats)
             .finish_non_exhaustive()
     }
@@ -181,7 +254,10 @@ where
     M: Clone,
 {
     /// An empty network whose every random choice derives from `seed`, with
-    /// [`LinkConfig::default`] on every link.
+    /// [`LinkConfig::default`] on every link. Every message has size 0 and
+    /// is bulk until [`set_size_of`](Self::set_size_of) and
+    /// [`set_urgent_of`](Self::set_urgent_of) say otherwise (or use
+    /// [`new_sized`](Self::new_sized)).
     pub fn new(seed: u64) -> Self {
         Network {
             rng: fastrand::Rng::with_seed(seed),
@@ -198,9 +274,26 @@ where
             next_seq: 0,
             next_id: 0,
             last_due: BTreeMap::new(),
+            queues: BTreeMap::new(),
+            link_stats: BTreeMap::new(),
+            size_of: |_| 0,
+            urgent_of: |_| false,
             stats: Stats::default(),
             trace: None,
         }
+    }
+
+    /// Sets how many bytes a message takes on the wire, for links with a
+    /// bandwidth. Applies to messages sent from now on.
+    pub fn set_size_of(&mut self, size_of: fn(&M) -> usize) {
+        self.size_of = size_of;
+    }
+
+    /// Sets which messages go in the urgent lane of links
+    /// [`with_lanes`](LinkConfig::with_lanes). Applies to messages sent from
+    /// now on.
+    pub fn set_urgent_of(&mut self, urgent_of: fn(&M) -> bool) {
+        self.urgent_of = urgent_of;
     }
 
     /// The seed this network was built with (print it when a test fails).
@@ -312,7 +405,8 @@ where
 
     /// Takes `node` down: messages in flight to it are lost now, and until
     /// [`restart`](Self::restart) messages to and from it are dropped.
-    /// Messages it sent before crashing stay on the wire.
+    /// Messages it sent before crashing stay on the wire, but those still
+    /// waiting in a link queue to or from it are lost with the connection.
     pub fn crash(&mut self, node: N) {
         if !self.crashed.insert(node) {
             return;
@@ -327,6 +421,25 @@ where
             if let Some(m) = self.in_flight.remove(&key) {
                 let (now, id, from, to) = (self.now, m.id, m.from, m.to);
                 self.record_drop(now, id, from, to, DropReason::Crashed);
+            }
+        }
+        let links: Vec<(N, N)> = self
+            .queues
+            .keys()
+            .filter(|(from, to)| *from == node || *to == node)
+            .copied()
+            .collect();
+        for key in links {
+            let lost: Vec<Waiting<M>> = self
+                .queues
+                .get_mut(&key)
+                .map(|q| q.drain().collect())
+                .unwrap_or_default();
+            self.sync_queue_stats(key);
+            for w in lost {
+                for _ in 0..w.copies() {
+                    self.record_drop(self.now, w.id, key.0, key.1, DropReason::Crashed);
+                }
             }
         }
     }
@@ -383,22 +496,35 @@ where
 
     /// Offers `msg` from `from` to `to` at time `now`.
     ///
-    /// Checks, in order: sender or receiver down, link cut, filters, loss.
-    /// A message that passes is scheduled after the link's delay, and maybe
-    /// duplicated. `now` earlier than a previous call's is treated as that
-    /// previous time: the clock never runs backwards.
+    /// Checks, in order: sender or receiver down, link cut, filters, a full
+    /// link queue, loss. A message that passes is scheduled after the link's
+    /// delay, and maybe duplicated; on a link with a bandwidth it first
+    /// waits for its turn on the wire (see [`LinkConfig`]). `now` earlier
+    /// than a previous call's is treated as that previous time: the clock
+    /// never runs backwards.
     pub fn send(&mut self, now: SimTime, from: N, to: N, msg: M) -> SendOutcome {
         let now = self.advance(now);
         self.stats.sent += 1;
         let id = MessageId(self.next_id);
         self.next_id += 1;
 
-        if let Some(reason) = self.refusal(from, to, &msg) {
+        let link = self.link(from, to);
+        // A link whose bandwidth was removed still drains its queue in order.
+        let paced = link.bandwidth().is_some()
+            || self
+                .queues
+                .get(&(from, to))
+                .is_some_and(|q| !q.is_idle(now));
+        if let Some(reason) = self.refusal(now, from, to, &msg, link, paced) {
             self.record_drop(now, id, from, to, reason);
             return SendOutcome::Dropped { id, reason };
         }
+        if paced {
+            return self.enqueue(now, link, id, from, to, msg);
+        }
 
-        let link = self.link(from, to);
+        let size = self.size(&msg);
+        self.count_on_wire((from, to), size, false, Duration::ZERO);
         let at = self.schedule(now, link, id, from, to, msg.clone(), TraceKind::Sent);
         let duplicate_at = if self.roll(link.duplicate()) {
             self.stats.duplicated += 1;
@@ -413,9 +539,20 @@ where
         }
     }
 
-    /// When the earliest message in flight is due, if any.
+    /// When the earliest message in flight is due, if any. That includes
+    /// messages waiting in link queues, as they will go if nothing more is
+    /// sent.
     pub fn next_delivery_time(&self) -> Option<SimTime> {
-        self.in_flight.keys().next().map(|(at, _)| *at)
+        let on_wire = self.in_flight.keys().next().map(|(at, _)| *at);
+        let waiting = self
+            .queues
+            .iter()
+            .filter_map(|(&(from, to), q)| self.first_delivery_from_queue(from, to, q))
+            .min();
+        match (on_wire, waiting) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The earliest message due at or before `now`, if any. Call until `None`
@@ -435,6 +572,7 @@ where
                 continue;
             }
             self.stats.delivered += 1;
+            self.link_stats.entry((m.from, m.to)).or_default().delivered += 1;
             self.record(at, m.id, m.from, m.to, TraceKind::Delivered);
             return Some(Delivery {
                 id: m.id,
@@ -447,20 +585,49 @@ where
         }
     }
 
-    /// How many message copies are on the wire.
+    /// How many message copies are on the wire or waiting in link queues.
     pub fn in_flight(&self) -> usize {
-        self.in_flight.len()
+        self.in_flight.len() + self.queues.values().map(LinkQueue::copies).sum::<usize>()
     }
 
-    /// Drops every message on the wire without counting it (e.g. to end a
-    /// scenario).
+    /// How many messages wait in link queues (duplicates not counted twice).
+    pub fn queued(&self) -> usize {
+        self.queues
+            .values()
+            .map(|q| usize::try_from(q.messages()).unwrap_or(usize::MAX))
+            .sum()
+    }
+
+    /// Drops every message on the wire or in a link queue without counting
+    /// it (e.g. to end a scenario).
     pub fn clear_in_flight(&mut self) {
         self.in_flight.clear();
+        let keys: Vec<(N, N)> = self.queues.keys().copied().collect();
+        for key in keys {
+            if let Some(q) = self.queues.get_mut(&key) {
+                q.drain().for_each(drop);
+            }
+            self.sync_queue_stats(key);
+        }
     }
 
     /// The counters so far.
     pub fn stats(&self) -> Stats {
         self.stats
+    }
+
+    /// The counters of the directed link `from -> to` (all zero if nothing
+    /// was ever offered to it).
+    pub fn link_stats(&self, from: N, to: N) -> LinkStats {
+        self.link_stats
+            .get(&(from, to))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// The counters of every link that was offered a message, by `(from, to)`.
+    pub fn all_link_stats(&self) -> impl Iterator<Item = ((N, N), &LinkStats)> + '_ {
+        self.link_stats.iter().map(|(k, s)| (*k, s))
     }
 
     // ----- trace -----
@@ -489,12 +656,27 @@ where
 
     // ----- internals -----
 
+    /// Moves the clock to `now` and starts every transmission due by then.
     fn advance(&mut self, now: SimTime) -> SimTime {
         self.now = self.now.max(now);
+        self.pump(self.now);
         self.now
     }
 
-    fn refusal(&mut self, from: N, to: N, msg: &M) -> Option<DropReason> {
+    fn size(&self, msg: &M) -> u64 {
+        u64::try_from((self.size_of)(msg)).unwrap_or(u64::MAX)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn refusal(
+        &mut self,
+        now: SimTime,
+        from: N,
+        to: N,
+        msg: &M,
+        link: LinkConfig,
+        paced: bool,
+    ) -> Option<DropReason> {
         if self.is_crashed(from) || self.is_crashed(to) {
             return Some(DropReason::Crashed);
         }
@@ -504,8 +686,10 @@ where
         if self.filters.iter_mut().any(|(_, f)| f(from, to, msg)) {
             return Some(DropReason::Filtered);
         }
-        let loss = self.link(from, to).loss();
-        if self.roll(loss) {
+        if paced && self.queue_refuses(now, from, to, link, msg) {
+            return Some(DropReason::QueueFull);
+        }
+        if self.roll(link.loss()) {
             return Some(DropReason::Lost);
         }
         None
@@ -523,6 +707,33 @@ where
         }
     }
 
+    /// Whether the busy link `from -> to` has no room for `msg` in its lane.
+    fn queue_refuses(&self, now: SimTime, from: N, to: N, link: LinkConfig, msg: &M) -> bool {
+        let Some(q) = self.queues.get(&(from, to)) else {
+            return false;
+        };
+        if q.is_idle(now) {
+            return false;
+        }
+        let urgent = link.lanes() && (self.urgent_of)(msg);
+        !q.lane(urgent).admits(
+            self.size(msg),
+            link.max_queued_bytes(),
+            link.max_queued_messages(),
+        )
+    }
+
+    /// A uniform extra delay in `[0, jitter]`; draws nothing without jitter.
+    fn draw_jitter(&mut self, link: LinkConfig) -> Duration {
+        let jitter = duration_nanos(link.jitter());
+        let extra = if jitter == 0 {
+            0
+        } else {
+            self.rng.u64(0..=jitter)
+        };
+        Duration::from_nanos(extra)
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn schedule(
         &mut self,
@@ -534,13 +745,26 @@ where
         msg: M,
         kind: TraceKind,
     ) -> SimTime {
-        let jitter = duration_nanos(link.jitter());
-        let extra = if jitter == 0 {
-            0
-        } else {
-            self.rng.u64(0..=jitter)
-        };
-        let mut at = (now + link.latency()) + Duration::from_nanos(extra);
+        let extra = self.draw_jitter(link);
+        let at = self.place(now, now, link, extra, id, from, to, msg);
+        self.record(now, id, from, to, kind);
+        at
+    }
+
+    /// Puts a copy on the wire that left the sender at `depart`.
+    #[allow(clippy::too_many_arguments)]
+    fn place(
+        &mut self,
+        sent_at: SimTime,
+        depart: SimTime,
+        link: LinkConfig,
+        extra: Duration,
+        id: MessageId,
+        from: N,
+        to: N,
+        msg: M,
+    ) -> SimTime {
+        let mut at = (depart + link.latency()) + extra;
         if link.ordered() {
             let last = self.last_due.entry((from, to)).or_insert(SimTime::ZERO);
             at = at.max(*last);
@@ -552,18 +776,171 @@ where
             (at, seq),
             InFlight {
                 id,
-                sent_at: now,
+                sent_at,
                 from,
                 to,
                 msg,
             },
         );
-        self.record(now, id, from, to, kind);
         at
+    }
+
+    /// Accepts `msg` on a link with a bandwidth: on the wire at once if the
+    /// link is idle, else into its queue. Draws the same randomness, in the
+    /// same order, as an unpaced send.
+    fn enqueue(
+        &mut self,
+        now: SimTime,
+        link: LinkConfig,
+        id: MessageId,
+        from: N,
+        to: N,
+        msg: M,
+    ) -> SendOutcome {
+        let size = self.size(&msg);
+        let urgent = link.lanes() && (self.urgent_of)(&msg);
+        let jitter = self.draw_jitter(link);
+        self.record(now, id, from, to, TraceKind::Sent);
+        let duplicate = if self.roll(link.duplicate()) {
+            self.stats.duplicated += 1;
+            let extra = self.draw_jitter(link);
+            self.record(now, id, from, to, TraceKind::Duplicated);
+            Some(extra)
+        } else {
+            None
+        };
+        let w = Waiting {
+            id,
+            sent_at: now,
+            msg,
+            size,
+            urgent,
+            jitter,
+            duplicate,
+        };
+        let key = (from, to);
+        let q = self.queues.entry(key).or_default();
+        if q.is_idle(now) {
+            let (at, duplicate_at) = self.transmit(now, key, link, w);
+            return SendOutcome::Scheduled {
+                id,
+                at,
+                duplicate_at,
+            };
+        }
+        q.push(w);
+        self.sync_queue_stats(key);
+        SendOutcome::Queued { id, urgent }
+    }
+
+    /// Starts every transmission due at or before `until`, earliest first.
+    fn pump(&mut self, until: SimTime) {
+        loop {
+            let next = self
+                .queues
+                .iter()
+                .filter_map(|(key, q)| q.next_start().map(|start| (start, *key)))
+                .filter(|(start, _)| *start <= until)
+                .min();
+            let Some((start, key)) = next else {
+                return;
+            };
+            let Some(w) = self.queues.get_mut(&key).and_then(LinkQueue::pop) else {
+                return;
+            };
+            self.sync_queue_stats(key);
+            let link = self.link(key.0, key.1);
+            self.transmit(start, key, link, w);
+        }
+    }
+
+    /// Transmits `w` from `start`: the link is busy until it is fully sent,
+    /// then its copies travel. Returns when they are due.
+    fn transmit(
+        &mut self,
+        start: SimTime,
+        key: (N, N),
+        link: LinkConfig,
+        w: Waiting<M>,
+    ) -> (SimTime, Option<SimTime>) {
+        let end = start + link.transmission_time(w.size);
+        if let Some(q) = self.queues.get_mut(&key) {
+            q.busy_until = end;
+        }
+        self.count_on_wire(key, w.size, w.urgent, start - w.sent_at);
+        self.record(start, w.id, key.0, key.1, TraceKind::OnWire);
+        let (from, to) = key;
+        match w.duplicate {
+            None => {
+                let at = self.place(w.sent_at, end, link, w.jitter, w.id, from, to, w.msg);
+                (at, None)
+            }
+            Some(extra) => {
+                let copy = w.msg.clone();
+                let at = self.place(w.sent_at, end, link, w.jitter, w.id, from, to, w.msg);
+                let dup = self.place(w.sent_at, end, link, extra, w.id, from, to, copy);
+                (at, Some(dup))
+            }
+        }
+    }
+
+    /// When the first copy waiting in `q` will be due if nothing more is
+    /// sent. Walks the queue in transmission order only as far as a later
+    /// message could still be due earlier (jitter can reorder).
+    fn first_delivery_from_queue(&self, from: N, to: N, q: &LinkQueue<M>) -> Option<SimTime> {
+        let link = self.link(from, to);
+        let mut free = q.busy_until;
+        let mut best: Option<SimTime> = None;
+        for w in q.in_order() {
+            let end = free.max(w.sent_at) + link.transmission_time(w.size);
+            let earliest = end + link.latency();
+            if best.is_some_and(|b| earliest >= b) {
+                break;
+            }
+            if link.ordered() {
+                // Due times on an ordered link never decrease: the first is it.
+                let last = self
+                    .last_due
+                    .get(&(from, to))
+                    .copied()
+                    .unwrap_or(SimTime::ZERO);
+                return Some((earliest + w.jitter).max(last));
+            }
+            let extra = w.duplicate.map_or(w.jitter, |d| d.min(w.jitter));
+            let at = earliest + extra;
+            best = Some(best.map_or(at, |b| b.min(at)));
+            free = end;
+        }
+        best
+    }
+
+    fn count_on_wire(&mut self, key: (N, N), size: u64, urgent: bool, waited: Duration) {
+        let s = self.link_stats.entry(key).or_default();
+        s.messages_sent += 1;
+        s.bytes_sent = s.bytes_sent.saturating_add(size);
+        s.urgent_sent += u64::from(urgent);
+        s.max_queue_delay = s.max_queue_delay.max(waited);
+    }
+
+    fn sync_queue_stats(&mut self, key: (N, N)) {
+        let (messages, bytes) = self
+            .queues
+            .get(&key)
+            .map_or((0, 0), |q| (q.messages(), q.bytes()));
+        let s = self.link_stats.entry(key).or_default();
+        s.queued_messages = messages;
+        s.queued_bytes = bytes;
+        s.max_queued_messages = s.max_queued_messages.max(messages);
+        s.max_queued_bytes = s.max_queued_bytes.max(bytes);
     }
 
     fn record_drop(&mut self, at: SimTime, id: MessageId, from: N, to: N, reason: DropReason) {
         self.stats.count_drop(reason);
+        let s = self.link_stats.entry((from, to)).or_default();
+        s.dropped += 1;
+        if reason == DropReason::QueueFull {
+            s.queue_full += 1;
+        }
         self.record(at, id, from, to, TraceKind::Dropped(reason));
     }
 
@@ -586,5 +963,23 @@ where
     }
 }
 
+impl<N, M> Network<N, M>
+where
+    N: Copy + Ord + fmt::Debug,
+    M: Clone + WireSize,
+{
+    /// Like [`new`](Self::new), but every message's size and urgency come
+    /// from its [`WireSize`] (for [`Frame`](crate::framing::Frame): its
+    /// encoded length and [`Flags::URGENT`](crate::framing::Flags::URGENT)).
+    pub fn new_sized(seed: u64) -> Self {
+        let mut net = Network::new(seed);
+        net.set_size_of(M::wire_size);
+        net.set_urgent_of(M::is_urgent);
+        net
+    }
+}
+
+#[cfg(test)]
+mod pacing_tests;
 #[cfg(test)]
 mod tests;

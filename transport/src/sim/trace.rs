@@ -2,6 +2,7 @@
 //! compact, payload-free trace.
 
 use core::fmt;
+use core::time::Duration;
 
 use super::SimTime;
 
@@ -30,14 +31,22 @@ pub enum DropReason {
     Crashed,
     /// A message filter matched it.
     Filtered,
+    /// The link's queue (or its lane) was full: the sender's queue refused
+    /// it. Only links with a bandwidth and a queue bound do this.
+    QueueFull,
 }
 
 /// What happened to a message at one point in time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum TraceKind {
-    /// Accepted by the network and scheduled for delivery.
+    /// Accepted by the network: scheduled for delivery, or queued on a link
+    /// with a bandwidth.
     Sent,
+    /// On a link with a bandwidth: the message left the link's queue and its
+    /// transmission began (recorded when the network catches up to that
+    /// time, so it can follow later events in the trace).
+    OnWire,
     /// A second copy was scheduled.
     Duplicated,
     /// Dropped, never to be delivered (this copy).
@@ -96,12 +105,14 @@ pub struct Stats {
     pub crashed: u64,
     /// Messages dropped by a filter.
     pub filtered: u64,
+    /// Messages refused by a full link queue.
+    pub queue_full: u64,
 }
 
 impl Stats {
     /// All drops, whatever the reason.
     pub fn dropped(&self) -> u64 {
-        self.lost + self.partitioned + self.crashed + self.filtered
+        self.lost + self.partitioned + self.crashed + self.filtered + self.queue_full
     }
 
     pub(crate) fn count_drop(&mut self, reason: DropReason) {
@@ -110,7 +121,41 @@ impl Stats {
             DropReason::Partitioned => &mut self.partitioned,
             DropReason::Crashed => &mut self.crashed,
             DropReason::Filtered => &mut self.filtered,
+            DropReason::QueueFull => &mut self.queue_full,
         };
         *counter += 1;
     }
+}
+
+/// Counters for one directed link, from [`Network::link_stats`](super::Network::link_stats).
+///
+/// "Sent" counts a message once, when it goes on the wire (at once on a
+/// link without bandwidth, when its transmission begins on one with);
+/// duplicates are not sent twice. "Queued" is what waits behind the
+/// message being transmitted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct LinkStats {
+    /// Messages that went on the wire.
+    pub messages_sent: u64,
+    /// Their bytes, as the network's size function counts them.
+    pub bytes_sent: u64,
+    /// How many of them went in the urgent lane.
+    pub urgent_sent: u64,
+    /// Messages waiting in the link's queues now.
+    pub queued_messages: u64,
+    /// Bytes waiting in the link's queues now.
+    pub queued_bytes: u64,
+    /// The most messages that ever waited at once.
+    pub max_queued_messages: u64,
+    /// The most bytes that ever waited at once.
+    pub max_queued_bytes: u64,
+    /// The longest a message waited before its transmission began.
+    pub max_queue_delay: Duration,
+    /// Copies handed to the driver.
+    pub delivered: u64,
+    /// Copies dropped on this link, whatever the reason (`queue_full` included).
+    pub dropped: u64,
+    /// Messages the link's full queue refused.
+    pub queue_full: u64,
 }
