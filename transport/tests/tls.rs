@@ -29,8 +29,16 @@ struct Ca {
 
 impl Ca {
     fn new() -> Self {
+        Self::named("test cluster CA")
+    }
+
+    fn named(name: &str) -> Self {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         let cert = params.self_signed(&key).unwrap();
         Ca {
@@ -164,18 +172,26 @@ async fn a_certificate_for_node_3_proves_3_not_the_2_it_claims() {
 
 #[tokio::test]
 async fn certificates_from_another_ca_fail_the_handshake() {
-    let (ours, theirs) = (Ca::new(), Ca::new());
+    let ours = Ca::new();
     let node = ours.node(1);
-    let stranger = theirs.node(2);
-    // A stranger's client certificate: the acceptor refuses the handshake.
-    let (accepted, _) = handshake(&node, &stranger, PeerId(1)).await;
-    assert!(
-        accepted.is_err(),
-        "a foreign client certificate was accepted"
-    );
-    // A stranger answering our dial: we refuse it.
-    let (_, dialed) = handshake(&stranger, &node, PeerId(2)).await;
-    assert!(dialed.is_err(), "a foreign server certificate was accepted");
+    // Another CA under another name, and one that copies our CA's name
+    // (found as the issuer by name, then its signature does not check).
+    for (theirs, why) in [
+        (Ca::named("someone else's CA"), "UnknownIssuer"),
+        (Ca::new(), "BadSignature"),
+    ] {
+        // A stranger who trusts our CA (its certificate is no secret) but
+        // holds a certificate from theirs: the acceptor refuses it.
+        let (cert, key) = theirs.issue(&[node_name(PeerId(2))]);
+        let stranger = Tls::new(vec![ours.cert.clone()], vec![cert], key).unwrap();
+        let (accepted, _) = handshake(&node, &stranger, PeerId(1)).await;
+        let err = accepted.expect_err("a foreign client certificate was accepted");
+        assert!(err.to_string().contains(why), "unexpected error: {err}");
+        // A stranger answering our dial: we refuse it.
+        let (_, dialed) = handshake(&theirs.node(2), &node, PeerId(2)).await;
+        let err = dialed.expect_err("a foreign server certificate was accepted");
+        assert!(err.to_string().contains(why), "unexpected error: {err}");
+    }
 }
 
 #[tokio::test]
@@ -220,7 +236,8 @@ async fn a_dialer_refuses_a_server_that_names_another_node() {
     let (_, dialed) = handshake(&three, &two, PeerId(1)).await;
     let err = dialed.unwrap_err();
     assert!(
-        err.to_string().contains("certificate"),
+        err.to_string()
+            .contains("not valid for name \"node-1.quorate.invalid\""),
         "unexpected error: {err}"
     );
     // The same server is fine for whoever dials node 3.
