@@ -195,6 +195,24 @@ async fn certificates_from_another_ca_fail_the_handshake() {
 }
 
 #[tokio::test]
+async fn an_expired_node_certificate_fails_the_handshake() {
+    let ca = Ca::new();
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec![node_name(PeerId(2))]).unwrap();
+    params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2001, 1, 1);
+    let cert = params.signed_by(&key, &ca.issuer).unwrap();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    let expired = Tls::new(vec![ca.cert.clone()], vec![cert.der().clone()], key).unwrap();
+    let (accepted, _) = handshake(&ca.node(1), &expired, PeerId(1)).await;
+    let err = accepted.expect_err("an expired client certificate was accepted");
+    assert!(
+        err.to_string().contains("certificate expired"),
+        "unexpected error: {err}"
+    );
+}
+
+#[tokio::test]
 async fn a_client_without_a_certificate_connects_and_proves_nothing() {
     let ca = Ca::new();
     let (node, cli) = (ca.node(1), ca.client_only());
