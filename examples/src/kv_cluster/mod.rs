@@ -33,6 +33,7 @@
 //! ```
 
 pub mod anti_entropy;
+pub mod certs;
 pub mod client;
 pub mod log_store;
 pub mod protocol;
