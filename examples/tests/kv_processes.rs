@@ -107,7 +107,8 @@ fn max_queued(cluster: &ProcessCluster) -> Option<u64> {
 }
 
 /// Every shard has a leader and a put/get succeeds within [`RECOVERY`] of
-/// `healed`, and the node sockets hold under [`QUEUE_LIMIT`] bytes.
+/// `healed`, the node sockets then hold under [`QUEUE_LIMIT`] bytes, and
+/// another put/get succeeds after that.
 fn assert_recovered(rt: &Runtime, cluster: &mut ProcessCluster, healed: Instant, what: &str) {
     let deadline = healed + RECOVERY;
     let nodes = cluster.client_addrs();
@@ -125,11 +126,12 @@ fn assert_recovered(rt: &Runtime, cluster: &mut ProcessCluster, healed: Instant,
     let leaders_at = healed.elapsed();
     let key = format!("after-{}", healed.elapsed().as_nanos());
     if let Err(why) = rt.block_on(put_get(&nodes, 902, &key, "v", deadline)) {
+        let now = status_now(rt, cluster);
         fail(
             cluster,
             &format!(
                 "{what}: leaders back after {leaders_at:?}, but a put/get did not succeed \
-                 within {RECOVERY:?} of the fault ending: {why}"
+                 within {RECOVERY:?} of the fault ending: {why}\nstatus now:\n{now}"
             ),
         );
     }
@@ -147,6 +149,30 @@ fn assert_recovered(rt: &Runtime, cluster: &mut ProcessCluster, healed: Instant,
             healed.elapsed()
         ),
     }
+    // Recovered means staying recovered: once more, a second later.
+    let again = Instant::now() + Duration::from_secs(3);
+    if let Err(why) = rt.block_on(put_get(&nodes, 905, &format!("{key}-again"), "w", again)) {
+        let now = status_now(rt, cluster);
+        fail(
+            cluster,
+            &format!(
+                "{what}: recovered after {leaders_at:?}, but {:?} after the fault ended a \
+                 second put/get failed within 3 s: {why}\nstatus now:\n{now}",
+                healed.elapsed()
+            ),
+        );
+    }
+}
+
+fn status_now(rt: &Runtime, cluster: &ProcessCluster) -> String {
+    let nodes = cluster.client_addrs();
+    let ids = cluster.ids();
+    rt.block_on(async {
+        let mut client = Client::new(904, &nodes, SHARDS).unwrap();
+        let s = probe::statuses(&mut client, &ids, Duration::from_secs(1)).await;
+        client.close().await;
+        probe::describe(&s)
+    })
 }
 
 fn leaders_now(rt: &Runtime, cluster: &mut ProcessCluster) -> BTreeMap<u32, u64> {

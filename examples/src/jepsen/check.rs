@@ -127,8 +127,11 @@ pub fn lost_writes(entries: &[Entry], finals: &BTreeMap<u64, Option<u64>>) -> Ve
             None => "the key is absent".to_owned(),
             Some(v) => match writes.get(&(key, v)) {
                 None => format!("{v} was never written"),
-                Some(other) => match acked_ret(other) {
-                    Some(other_ret) if other_ret < e.call => format!(
+                Some(other) => match (&other.outcome, acked_ret(other)) {
+                    (Some(Outcome::Fail(why)), _) => {
+                        format!("{v} is from a write that failed ({why})")
+                    }
+                    (_, Some(other_ret)) if other_ret < e.call => format!(
                         "{v} was acknowledged at {:.3} ms, before this write began",
                         other_ret as f64 / 1e6
                     ),

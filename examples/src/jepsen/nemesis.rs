@@ -65,6 +65,28 @@ impl Fault {
         }
     }
 
+    /// The same fault with `node` in place of its first node (the other
+    /// node of a link becomes one of `ids` other than `node` if needed).
+    pub fn aimed_at(&self, node: u64, ids: &[u64]) -> Fault {
+        let other = |b: u64| {
+            if b != node {
+                b
+            } else {
+                ids.iter().copied().find(|&o| o != node).unwrap_or(b)
+            }
+        };
+        match *self {
+            Fault::Kill(_) => Fault::Kill(node),
+            Fault::Pause(_) => Fault::Pause(node),
+            Fault::Isolate(_) => Fault::Isolate(node),
+            Fault::OneWay { to, .. } => Fault::OneWay {
+                from: node,
+                to: other(to),
+            },
+            Fault::Stall(_, b) => Fault::Stall(node, other(b)),
+        }
+    }
+
     /// Undoes the fault.
     pub fn heal(&self, cluster: &mut ProcessCluster, net: &Network) -> Result<(), Error> {
         match *self {
@@ -87,10 +109,14 @@ pub struct Step {
     pub hold: Duration,
     /// The quiet time after healing it.
     pub quiet: Duration,
+    /// Aim the fault at whoever leads this shard when it starts (see
+    /// [`Fault::aimed_at`]) instead of the node drawn.
+    pub at_leader_of: Option<u32>,
 }
 
-/// Faults over nodes `ids` from `seed`, filling about `total`.
-pub fn schedule(seed: u64, ids: &[u64], total: Duration) -> Vec<Step> {
+/// Faults over nodes `ids` from `seed`, filling about `total`; half of
+/// them aimed at the leader of one of `shards` shards.
+pub fn schedule(seed: u64, ids: &[u64], shards: u32, total: Duration) -> Vec<Step> {
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut steps = Vec::new();
     let mut used = Duration::ZERO;
@@ -113,8 +139,14 @@ pub fn schedule(seed: u64, ids: &[u64], total: Duration) -> Vec<Step> {
         };
         let hold = Duration::from_millis(rng.u64(1000..=3500));
         let quiet = Duration::from_millis(rng.u64(500..=2000));
+        let at_leader_of = (shards > 0 && rng.bool()).then(|| rng.u32(..shards));
         used += hold + quiet;
-        steps.push(Step { fault, hold, quiet });
+        steps.push(Step {
+            fault,
+            hold,
+            quiet,
+            at_leader_of,
+        });
     }
     steps
 }
