@@ -139,11 +139,7 @@ async fn final_reads(
 }
 
 /// Who leads `shard` now, by a majority of the nodes that answer quickly.
-fn leader_of(
-    rt: &tokio::runtime::Runtime,
-    nodes: &[(u64, SocketAddr)],
-    shard: u32,
-) -> Option<u64> {
+fn leader_of(rt: &tokio::runtime::Runtime, nodes: &[(u64, SocketAddr)], shard: u32) -> Option<u64> {
     let ids: Vec<u64> = nodes.iter().map(|&(id, _)| id).collect();
     let statuses = rt.block_on(async {
         let mut client = Client::new(98, nodes, SHARDS).ok()?;
@@ -221,7 +217,10 @@ fn kv_cluster_processes_under_faults_stay_linearizable() {
     let mut fault_log = String::new();
     let steps = nemesis::schedule(seed, &ids, SHARDS, Duration::from_secs(secs));
     for step in &steps {
-        let fault = match step.at_leader_of.and_then(|shard| leader_of(&rt, &nodes, shard)) {
+        let fault = match step
+            .at_leader_of
+            .and_then(|shard| leader_of(&rt, &nodes, shard))
+        {
             Some(leader) => step.fault.aimed_at(leader, &ids),
             None => step.fault.clone(),
         };
@@ -241,7 +240,9 @@ fn kv_cluster_processes_under_faults_stay_linearizable() {
         }
         std::thread::sleep(step.quiet);
         for (id, status) in cluster.exited() {
-            problems.push(format!("node {id} exited on its own ({status}) after {fault}"));
+            problems.push(format!(
+                "node {id} exited on its own ({status}) after {fault}"
+            ));
             let _ = cluster.restart(id);
         }
     }
@@ -347,19 +348,38 @@ fn checker_glue_catches_lost_writes_and_stale_reads() {
         outcome,
     };
     let write = |key, value, call, ret| {
-        op(1, Op::Write { key, value }, call, Some(ret), Some(Outcome::Written))
+        op(
+            1,
+            Op::Write { key, value },
+            call,
+            Some(ret),
+            Some(Outcome::Written),
+        )
     };
     let read = |key, value, call, ret| {
-        op(2, Op::Read { key }, call, Some(ret), Some(Outcome::Read(value)))
+        op(
+            2,
+            Op::Read { key },
+            call,
+            Some(ret),
+            Some(Outcome::Read(value)),
+        )
     };
     let finals = |pairs: &[(u64, Option<u64>)]| pairs.iter().copied().collect();
 
     // A lost write: 2 acknowledged after 1, yet the key ends at 1.
-    let h = [write(0, 1, 0, 10), write(0, 2, 20, 30), read(0, Some(1), 40, 50)];
+    let h = [
+        write(0, 1, 0, 10),
+        write(0, 2, 20, 30),
+        read(0, Some(1), 40, 50),
+    ];
     let v = check::check(&h, &finals(&[(0, Some(1))]));
     assert_eq!(v.lost.len(), 1, "{v:?}");
     assert_eq!((v.lost[0].value, v.lost[0].found), (2, Some(1)));
-    assert!(v.violation.is_some(), "a lost write is also not linearizable");
+    assert!(
+        v.violation.is_some(),
+        "a lost write is also not linearizable"
+    );
     // The key gone altogether.
     let h = [write(0, 1, 0, 10), read(0, None, 40, 50)];
     let v = check::check(&h, &finals(&[(0, None)]));
@@ -417,7 +437,11 @@ fn checker_glue_catches_lost_writes_and_stale_reads() {
         read(1, Some(2), 40, 50),
         read(1, Some(1), 60, 70),
     ];
-    assert!(check::check(&h, &finals(&[(1, Some(1))])).violation.is_some());
+    assert!(
+        check::check(&h, &finals(&[(1, Some(1))]))
+            .violation
+            .is_some()
+    );
     // A failed write never takes effect.
     let h = [
         write(2, 1, 0, 10),

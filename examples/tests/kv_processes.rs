@@ -60,7 +60,10 @@ fn started(rt: &Runtime, name: &str, n: u64) -> ProcessCluster {
     let mut c = ProcessCluster::start(name, n).unwrap();
     let nodes = c.client_addrs();
     if let Err(why) = rt.block_on(probe::wait_for_leaders(900, &nodes, SHARDS, STARTUP)) {
-        fail(&mut c, &format!("a fresh {n}-node cluster elected no leaders: {why}"));
+        fail(
+            &mut c,
+            &format!("a fresh {n}-node cluster elected no leaders: {why}"),
+        );
     }
     c
 }
@@ -96,7 +99,11 @@ async fn put_get(
 /// The most bytes queued (Send-Q + Recv-Q) on connections to or from the
 /// nodes over about a second; `None` if `ss` cannot run.
 fn max_queued(cluster: &ProcessCluster) -> Option<u64> {
-    let ports: Vec<u16> = cluster.client_addrs().iter().map(|(_, a)| a.port()).collect();
+    let ports: Vec<u16> = cluster
+        .client_addrs()
+        .iter()
+        .map(|(_, a)| a.port())
+        .collect();
     let mut max = None;
     for _ in 0..5 {
         let q = cluster::queued_bytes(&ports)?;
@@ -169,7 +176,7 @@ fn status_now(rt: &Runtime, cluster: &ProcessCluster) -> String {
     let ids = cluster.ids();
     rt.block_on(async {
         let mut client = Client::new(904, &nodes, SHARDS).unwrap();
-        let s = probe::statuses(&mut client, &ids, Duration::from_secs(1)).await;
+        let s = probe::statuses(&mut client, &ids, Duration::from_secs(2)).await;
         client.close().await;
         probe::describe(&s)
     })
@@ -177,7 +184,12 @@ fn status_now(rt: &Runtime, cluster: &ProcessCluster) -> String {
 
 fn leaders_now(rt: &Runtime, cluster: &mut ProcessCluster) -> BTreeMap<u32, u64> {
     let nodes = cluster.client_addrs();
-    match rt.block_on(probe::wait_for_leaders(903, &nodes, SHARDS, Duration::from_secs(10))) {
+    match rt.block_on(probe::wait_for_leaders(
+        903,
+        &nodes,
+        SHARDS,
+        Duration::from_secs(10),
+    )) {
         Ok(l) => l,
         Err(why) => fail(cluster, &format!("no leaders before the fault: {why}")),
     }
@@ -271,11 +283,14 @@ fn loaded_cluster_recovers_from_kill9_and_pause() {
     let healed = Instant::now();
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::Relaxed);
-    let acked = match rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), load).await })
-    {
-        Ok(Ok(acked)) => acked,
-        other => fail(&mut c, &format!("the background writer did not stop: {other:?}")),
-    };
+    let acked =
+        match rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), load).await }) {
+            Ok(Ok(acked)) => acked,
+            other => fail(
+                &mut c,
+                &format!("the background writer did not stop: {other:?}"),
+            ),
+        };
     let after = acked.iter().filter(|(_, at)| *at > healed).count();
     if after == 0 {
         fail(
@@ -314,7 +329,10 @@ fn loaded_cluster_recovers_from_kill9_and_pause() {
             ),
         );
     }
-    println!("background writer: {} writes acknowledged, all read back", acked.len());
+    println!(
+        "background writer: {} writes acknowledged, all read back",
+        acked.len()
+    );
 }
 
 /// Reads `keys` (in process) and returns those whose value differs from
@@ -353,7 +371,10 @@ fn parallel_puts(rt: &Runtime, c: &mut ProcessCluster, puts: &[(String, String, 
         })
         .collect();
     let deadline = Instant::now() + Duration::from_secs(60);
-    let outcomes: Vec<_> = procs.into_iter().map(|p| p.wait_until(deadline).unwrap()).collect();
+    let outcomes: Vec<_> = procs
+        .into_iter()
+        .map(|p| p.wait_until(deadline).unwrap())
+        .collect();
     let failed: Vec<_> = outcomes.iter().filter(|o| !o.success()).collect();
     if !failed.is_empty() {
         fail(
@@ -366,7 +387,10 @@ fn parallel_puts(rt: &Runtime, c: &mut ProcessCluster, puts: &[(String, String, 
             ),
         );
     }
-    let keys: Vec<(String, String)> = puts.iter().map(|(k, v, _)| (k.clone(), v.clone())).collect();
+    let keys: Vec<(String, String)> = puts
+        .iter()
+        .map(|(k, v, _)| (k.clone(), v.clone()))
+        .collect();
     let missing = missing_keys(rt, c, &keys);
     if !missing.is_empty() {
         let said: Vec<String> = puts
@@ -465,7 +489,9 @@ fn get_against_a_dead_address_fails_fast_and_names_it() {
 /// returns how long the close took.
 fn time_to_close(mut stream: TcpStream, bound: Duration) -> Option<Duration> {
     let start = Instant::now();
-    stream.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let mut buf = [0u8; 1024];
     while start.elapsed() < bound {
         match stream.read(&mut buf) {
@@ -518,11 +544,17 @@ fn stalled_raw_connections_are_closed() {
     for (what, closed) in &results {
         println!("a connection that {what}: closed after {closed:?}");
     }
-    let open: Vec<_> = results.iter().filter(|(_, c)| c.is_none()).map(|(w, _)| *w).collect();
+    let open: Vec<_> = results
+        .iter()
+        .filter(|(_, c)| c.is_none())
+        .map(|(w, _)| *w)
+        .collect();
     if !open.is_empty() {
         fail(
             &mut c,
-            &format!("still open after {bound:?}, never closed by the node: connections that {open:?}"),
+            &format!(
+                "still open after {bound:?}, never closed by the node: connections that {open:?}"
+            ),
         );
     }
 }

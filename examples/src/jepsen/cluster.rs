@@ -94,10 +94,7 @@ pub fn run_dir(name: &str) -> Result<PathBuf, Error> {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
-    let dir = std::env::temp_dir().join(format!(
-        "quorate-{name}-{}-{nanos}",
-        std::process::id()
-    ));
+    let dir = std::env::temp_dir().join(format!("quorate-{name}-{}-{nanos}", std::process::id()));
     fs::create_dir_all(&dir)?;
     Ok(dir)
 }

@@ -181,12 +181,7 @@ pub fn render(entries: &[Entry]) -> String {
             Some(Outcome::Info(why)) => format!("info {why}"),
             None => "info never completed".to_owned(),
         };
-        let _ = writeln!(
-            out,
-            "{:.3} {ret} c{} {op} {outcome}",
-            ms(e.call),
-            e.client
-        );
+        let _ = writeln!(out, "{:.3} {ret} c{} {op} {outcome}", ms(e.call), e.client);
     }
     out
 }
