@@ -65,12 +65,17 @@ async fn worker(
     nodes: Vec<(u64, SocketAddr)>,
     history: Arc<History>,
     stop: Arc<AtomicBool>,
+    idle: Arc<AtomicBool>,
     seed: u64,
     values: Arc<AtomicU64>,
 ) {
     let mut rng = fastrand::Rng::with_seed(seed ^ id.wrapping_mul(0x9e37_79b9_7f4a_7c15));
     let mut client = Client::new(100 + id, &nodes, SHARDS).unwrap();
     while !stop.load(Ordering::Relaxed) {
+        if idle.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
         let key = rng.u64(..KEYS);
         if rng.bool() {
             let value = values.fetch_add(1, Ordering::Relaxed);
@@ -106,7 +111,8 @@ async fn worker(
     client.close().await;
 }
 
-/// Reads every key once, recorded in the history as client 0's.
+/// Reads every key once (all within 8 s), recorded in the history as
+/// client 0's.
 async fn final_reads(
     nodes: &[(u64, SocketAddr)],
     history: &History,
@@ -114,9 +120,10 @@ async fn final_reads(
     let mut client = Client::new(99, nodes, SHARDS).unwrap();
     let mut finals = BTreeMap::new();
     let mut failed = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
     for key in 0..KEYS {
         let at = history.invoke(0, Op::Read { key });
-        let got = tokio::time::timeout(Duration::from_secs(5), client.get(&key_name(key))).await;
+        let got = tokio::time::timeout_at(deadline, client.get(&key_name(key))).await;
         let outcome = match &got {
             Ok(Ok(a)) => read_value(&a.reply),
             _ => None,
@@ -200,6 +207,7 @@ fn kv_cluster_processes_under_faults_stay_linearizable() {
 
     let history = Arc::new(History::new());
     let stop = Arc::new(AtomicBool::new(false));
+    let idle = Arc::new(AtomicBool::new(false));
     let values = Arc::new(AtomicU64::new(1));
     let workers: Vec<_> = (1..=WORKERS)
         .map(|w| {
@@ -208,6 +216,7 @@ fn kv_cluster_processes_under_faults_stay_linearizable() {
                 nodes.clone(),
                 Arc::clone(&history),
                 Arc::clone(&stop),
+                Arc::clone(&idle),
                 seed,
                 Arc::clone(&values),
             ))
@@ -224,13 +233,15 @@ fn kv_cluster_processes_under_faults_stay_linearizable() {
             Some(leader) => step.fault.aimed_at(leader, &ids),
             None => step.fault.clone(),
         };
+        idle.store(step.idle, Ordering::Relaxed);
+        let clients = if step.idle { ", clients idle" } else { "" };
         let at = history.now() as f64 / 1e6;
         let _ = writeln!(
             fault_log,
-            "{at:.3} ms: {fault} for {:?}, then {:?} quiet",
+            "{at:.3} ms: {fault} for {:?}, then {:?} quiet{clients}",
             step.hold, step.quiet
         );
-        println!("jepsen: {fault} for {:?}", step.hold);
+        println!("jepsen: {fault} for {:?}{clients}", step.hold);
         if let Err(e) = fault.start(&mut cluster, &net) {
             problems.push(format!("could not inject {fault}: {e}"));
         }
@@ -246,6 +257,7 @@ fn kv_cluster_processes_under_faults_stay_linearizable() {
             let _ = cluster.restart(id);
         }
     }
+    idle.store(false, Ordering::Relaxed);
     net.heal();
     let _ = cluster.resume_all();
     let healed = Instant::now();
@@ -283,7 +295,8 @@ fn kv_cluster_processes_under_faults_stay_linearizable() {
     let summary = format!(
         "jepsen summary (seed {seed}): {} operations: {} ok ({} reads), {} fail, {} info, \
          slowest {slowest:.1} ms; \
-         {} faults injected; {} acknowledged writes, {} lost; linearizable: {}; \
+         {} faults injected; {} acknowledged writes, {} lost (final reads of {}/{KEYS} keys \
+         succeeded); linearizable: {}; \
          checked in {:?}; {} bytes through the proxies",
         entries.len(),
         counts.ok,
@@ -293,6 +306,7 @@ fn kv_cluster_processes_under_faults_stay_linearizable() {
         steps.len(),
         verdict.acked_writes,
         verdict.lost.len(),
+        finals.len(),
         match &verdict.violation {
             None => "yes".to_owned(),
             Some(v) => format!(

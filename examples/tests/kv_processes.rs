@@ -429,8 +429,8 @@ fn put_clis_sharing_a_client_id_lose_nothing() {
     let _serial = serial();
     let rt = runtime();
     let mut c = started(&rt, "same-id", 3);
-    // Two at a time, five times: the pair starts within a few milliseconds.
-    for round in 0..5 {
+    // Two at a time, ten times: each pair starts within a few milliseconds.
+    for round in 0..10 {
         let puts: Vec<_> = (0..2)
             .map(|i| {
                 (

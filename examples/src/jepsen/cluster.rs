@@ -503,9 +503,13 @@ pub fn parse_ss(text: &str, ports: &[u16]) -> u64 {
     for line in text.lines() {
         let fields: Vec<&str> = line.split_whitespace().collect();
         // State Recv-Q Send-Q Local:Port Peer:Port [Process]
-        let [_, recv, send, local, peer, ..] = fields.as_slice() else {
+        let [state, recv, send, local, peer, ..] = fields.as_slice() else {
             continue;
         };
+        // A listening socket's Send-Q is its backlog, not queued bytes.
+        if *state == "LISTEN" {
+            continue;
+        }
         let (Ok(recv), Ok(send)) = (recv.parse::<u64>(), send.parse::<u64>()) else {
             continue;
         };

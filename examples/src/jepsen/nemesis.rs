@@ -112,6 +112,9 @@ pub struct Step {
     /// Aim the fault at whoever leads this shard when it starts (see
     /// [`Fault::aimed_at`]) instead of the node drawn.
     pub at_leader_of: Option<u32>,
+    /// Hold the clients back from the fault's start to the end of the
+    /// quiet time: some failures only show in an idle cluster.
+    pub idle: bool,
 }
 
 /// Faults over nodes `ids` from `seed`, filling about `total`; half of
@@ -140,12 +143,14 @@ pub fn schedule(seed: u64, ids: &[u64], shards: u32, total: Duration) -> Vec<Ste
         let hold = Duration::from_millis(rng.u64(1000..=3500));
         let quiet = Duration::from_millis(rng.u64(500..=2000));
         let at_leader_of = (shards > 0 && rng.bool()).then(|| rng.u32(..shards));
+        let idle = rng.u8(..4) == 0;
         used += hold + quiet;
         steps.push(Step {
             fault,
             hold,
             quiet,
             at_leader_of,
+            idle,
         });
     }
     steps
