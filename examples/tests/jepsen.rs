@@ -149,7 +149,7 @@ async fn final_reads(
 fn leader_of(rt: &tokio::runtime::Runtime, nodes: &[(u64, SocketAddr)], shard: u32) -> Option<u64> {
     let ids: Vec<u64> = nodes.iter().map(|&(id, _)| id).collect();
     let statuses = rt.block_on(async {
-        let mut client = Client::new(98, nodes, SHARDS).ok()?;
+        let mut client = Client::new(probe::next_client_id(), nodes, SHARDS).ok()?;
         let s = probe::statuses(&mut client, &ids, Duration::from_millis(300)).await;
         client.close().await;
         Some(s)
@@ -201,7 +201,12 @@ fn kv_cluster_processes_under_faults_stay_linearizable() {
     let nodes = cluster.client_addrs();
     let ids = cluster.ids();
     let mut problems: Vec<String> = Vec::new();
-    if let Err(why) = rt.block_on(probe::wait_for_leaders(900, &nodes, SHARDS, STARTUP)) {
+    if let Err(why) = rt.block_on(probe::wait_for_leaders(
+        probe::next_client_id(),
+        &nodes,
+        SHARDS,
+        STARTUP,
+    )) {
         problems.push(format!("no leaders at startup: {why}"));
     }
 
@@ -261,7 +266,12 @@ fn kv_cluster_processes_under_faults_stay_linearizable() {
     net.heal();
     let _ = cluster.resume_all();
     let healed = Instant::now();
-    match rt.block_on(probe::wait_for_leaders(901, &nodes, SHARDS, RECOVERY)) {
+    match rt.block_on(probe::wait_for_leaders(
+        probe::next_client_id(),
+        &nodes,
+        SHARDS,
+        RECOVERY,
+    )) {
         Ok(leaders) => println!(
             "jepsen: leaders {leaders:?} {:?} after the last heal",
             healed.elapsed()

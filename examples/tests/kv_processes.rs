@@ -59,7 +59,12 @@ fn fail(cluster: &mut ProcessCluster, what: &str) -> ! {
 fn started(rt: &Runtime, name: &str, n: u64) -> ProcessCluster {
     let mut c = ProcessCluster::start(name, n).unwrap();
     let nodes = c.client_addrs();
-    if let Err(why) = rt.block_on(probe::wait_for_leaders(900, &nodes, SHARDS, STARTUP)) {
+    if let Err(why) = rt.block_on(probe::wait_for_leaders(
+        probe::next_client_id(),
+        &nodes,
+        SHARDS,
+        STARTUP,
+    )) {
         fail(
             &mut c,
             &format!("a fresh {n}-node cluster elected no leaders: {why}"),
@@ -120,7 +125,12 @@ fn assert_recovered(rt: &Runtime, cluster: &mut ProcessCluster, healed: Instant,
     let deadline = healed + RECOVERY;
     let nodes = cluster.client_addrs();
     let left = deadline.saturating_duration_since(Instant::now());
-    if let Err(why) = rt.block_on(probe::wait_for_leaders(901, &nodes, SHARDS, left)) {
+    if let Err(why) = rt.block_on(probe::wait_for_leaders(
+        probe::next_client_id(),
+        &nodes,
+        SHARDS,
+        left,
+    )) {
         let exited = cluster.exited();
         fail(
             cluster,
@@ -132,7 +142,13 @@ fn assert_recovered(rt: &Runtime, cluster: &mut ProcessCluster, healed: Instant,
     }
     let leaders_at = healed.elapsed();
     let key = format!("after-{}", healed.elapsed().as_nanos());
-    if let Err(why) = rt.block_on(put_get(&nodes, 902, &key, "v", deadline)) {
+    if let Err(why) = rt.block_on(put_get(
+        &nodes,
+        probe::next_client_id(),
+        &key,
+        "v",
+        deadline,
+    )) {
         let now = status_now(rt, cluster);
         fail(
             cluster,
@@ -158,7 +174,13 @@ fn assert_recovered(rt: &Runtime, cluster: &mut ProcessCluster, healed: Instant,
     }
     // Recovered means staying recovered: once more, a second later.
     let again = Instant::now() + Duration::from_secs(3);
-    if let Err(why) = rt.block_on(put_get(&nodes, 905, &format!("{key}-again"), "w", again)) {
+    if let Err(why) = rt.block_on(put_get(
+        &nodes,
+        probe::next_client_id(),
+        &format!("{key}-again"),
+        "w",
+        again,
+    )) {
         let now = status_now(rt, cluster);
         fail(
             cluster,
@@ -175,7 +197,7 @@ fn status_now(rt: &Runtime, cluster: &ProcessCluster) -> String {
     let nodes = cluster.client_addrs();
     let ids = cluster.ids();
     rt.block_on(async {
-        let mut client = Client::new(904, &nodes, SHARDS).unwrap();
+        let mut client = Client::new(probe::next_client_id(), &nodes, SHARDS).unwrap();
         let s = probe::statuses(&mut client, &ids, Duration::from_secs(2)).await;
         client.close().await;
         probe::describe(&s)
@@ -185,7 +207,7 @@ fn status_now(rt: &Runtime, cluster: &ProcessCluster) -> String {
 fn leaders_now(rt: &Runtime, cluster: &mut ProcessCluster) -> BTreeMap<u32, u64> {
     let nodes = cluster.client_addrs();
     match rt.block_on(probe::wait_for_leaders(
-        903,
+        probe::next_client_id(),
         &nodes,
         SHARDS,
         Duration::from_secs(10),
@@ -236,6 +258,14 @@ fn idle_cluster_recovers_from_kill9_and_restart() {
         fail(&mut c, &format!("`{}` failed: {put:?}", put.line));
     }
     kill_and_restart(&rt, &mut c, "idle kill -9 + restart");
+    let get = c
+        .spawn_cli("get-before", "get", &["before"])
+        .unwrap()
+        .wait_for(Duration::from_secs(20))
+        .unwrap();
+    if !get.success() || !get.output.contains("before = 1") {
+        fail(&mut c, &format!("the write from before the crash: {get:?}"));
+    }
 }
 
 #[test]
@@ -253,7 +283,7 @@ fn idle_cluster_recovers_from_a_paused_follower() {
 /// Writes `load-<i>` keys one after another until stopped; returns the
 /// keys acknowledged and when each was.
 async fn writer(nodes: Vec<(u64, SocketAddr)>, stop: Arc<AtomicBool>) -> Vec<(String, Instant)> {
-    let mut client = Client::new(2001, &nodes, SHARDS).unwrap();
+    let mut client = Client::new(probe::next_client_id(), &nodes, SHARDS).unwrap();
     let mut acked = Vec::new();
     let mut i = 0u64;
     while !stop.load(Ordering::Relaxed) {
@@ -305,7 +335,7 @@ fn loaded_cluster_recovers_from_kill9_and_pause() {
     // Every acknowledged write is still there.
     let nodes = c.client_addrs();
     let missing = rt.block_on(async {
-        let mut client = Client::new(2002, &nodes, SHARDS).unwrap();
+        let mut client = Client::new(probe::next_client_id(), &nodes, SHARDS).unwrap();
         let mut missing = Vec::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         for (key, _) in &acked {
@@ -344,7 +374,7 @@ fn missing_keys(
 ) -> Vec<(String, String)> {
     let nodes = c.client_addrs();
     rt.block_on(async {
-        let mut client = Client::new(2003, &nodes, SHARDS).unwrap();
+        let mut client = Client::new(probe::next_client_id(), &nodes, SHARDS).unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         let mut missing = Vec::new();
         for (key, value) in keys {

@@ -3,10 +3,19 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::kv_cluster::client::Client;
 use crate::kv_cluster::protocol::ShardStatus;
+
+/// A client id no other call in this process got: clients with the same
+/// id would share a connection slot on the nodes. Starts above the ids
+/// tests give their workers by hand.
+pub fn next_client_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(3000);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
 
 /// Each node's replicas as it reports them (`None`: no answer in time).
 pub type Statuses = BTreeMap<u64, Option<Vec<ShardStatus>>>;
