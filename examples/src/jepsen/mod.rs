@@ -2,8 +2,9 @@
 //! Jepsen: start `kv-cluster node` processes ([`cluster`]), put TCP
 //! proxies between them that can cut or stall links ([`proxy`]), record
 //! what clients saw ([`history`]), inject faults from a seed
-//! ([`nemesis`]) and check the history for lost writes and
-//! linearizability ([`check`], with `quorate-raft-core`'s checker).
+//! ([`nemesis`]), ask nodes who leads ([`probe`]) and check the history
+//! for lost writes and linearizability ([`check`], with
+//! `quorate-raft-core`'s checker).
 //!
 //! Nothing here is used by the programs; the tests in `examples/tests`
 //! (`kv_processes.rs`, `jepsen.rs`) are its users.
