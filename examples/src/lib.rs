@@ -3,6 +3,7 @@
 
 pub mod chat;
 pub mod clocks;
+pub mod jepsen;
 pub mod kv_cluster;
 pub mod merkle_sync;
 pub mod ring_rebalance;
