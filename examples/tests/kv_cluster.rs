@@ -275,7 +275,9 @@ async fn concurrent_clients_with_colliding_ids_lose_no_write() {
     let mut sessions = std::collections::HashMap::new();
     for (key, _, w) in &acked {
         let client = key.split(':').next().unwrap().to_owned();
-        let owner = sessions.entry((w.shard, w.session)).or_insert(client.clone());
+        let owner = sessions
+            .entry((w.shard, w.session))
+            .or_insert(client.clone());
         assert_eq!(*owner, client, "session {w:?} shared");
     }
     let mut reader = Client::new(Client::random_id(), &addrs, 2).unwrap();
@@ -291,5 +293,78 @@ async fn concurrent_clients_with_colliding_ids_lose_no_write() {
         h.stop().await.unwrap();
     }
     let _ = std::fs::remove_dir_all(&dir);
-    assert!(missing.is_empty(), "acknowledged but not read back: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "acknowledged but not read back: {missing:?}"
+    );
+}
+
+/// The client's side of an expired session, against a fake node that
+/// answers `SessionExpired` to every write in an odd-numbered session: a
+/// write sent once (so certainly not applied) is sent again under a new
+/// session; a write sent more than once surfaces as an error, since an
+/// earlier attempt may have been applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_session_is_reopened_only_when_the_write_was_never_applied() {
+    use bytes::Bytes;
+    use quorate_examples::kv_cluster::client::Client;
+    use quorate_examples::kv_cluster::protocol::{Envelope, Reply, Request};
+    use quorate_examples::kv_cluster::{CLIENT_CHANNEL, Error};
+    use quorate_transport::framing::Frame;
+    use quorate_transport::tcp::{PeerId, TcpConfig, TcpTransport};
+    use quorate_transport::{Event, Transport};
+
+    let mut node = TcpTransport::bind(PeerId(1), "127.0.0.1:0", TcpConfig::default())
+        .await
+        .unwrap();
+    let addr = node.local_addr().unwrap();
+    let fake = tokio::spawn(async move {
+        let mut sessions = 0;
+        while let Ok(event) = node.recv().await {
+            let Event::Message { from, msg } = event else {
+                continue;
+            };
+            let request = Envelope::<Request>::decode(msg.payload).unwrap();
+            let body = match request.body {
+                Request::RegisterSession { .. } => {
+                    sessions += 1;
+                    Reply::Registered { session: sessions }
+                }
+                Request::Put { session, .. } if session % 2 == 1 => Reply::SessionExpired,
+                Request::Put { .. } => Reply::Written,
+                other => panic!("unexpected {other:?}"),
+            };
+            let reply = Envelope {
+                id: request.id,
+                body,
+            };
+            node.try_send(from, Frame::new(CLIENT_CHANNEL, reply.encode()))
+                .unwrap();
+        }
+    });
+    let mut client = Client::new(Client::random_id(), &[(1, addr)], 1).unwrap();
+    let answer = client.put("k", Bytes::from_static(b"v")).await.unwrap();
+    assert_eq!(answer.reply, Reply::Written);
+    let write = answer.write.unwrap();
+    assert_eq!((write.session, write.seq), (2, 1), "reopened as session 2");
+    assert_eq!(client.session(0), Some(2));
+
+    assert_eq!(client.register(0).await.unwrap(), 3);
+    let write = client
+        .begin_put("k", Bytes::from_static(b"w"))
+        .await
+        .unwrap();
+    assert_eq!((write.id.session, write.id.seq), (3, 1));
+    client.send_write(&write).await.unwrap();
+    match client.write(&write).await {
+        Err(Error::SessionExpired {
+            shard: 0,
+            session: 3,
+            maybe_applied: true,
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(client.session(0), None, "the expired session is forgotten");
+    client.close().await;
+    fake.abort();
 }

@@ -580,6 +580,13 @@ impl Running {
     /// write this leader applied is answered at once; a retry of one it
     /// proposed waits for that entry.
     fn propose_write(&mut self, from: PeerId, id: u64, shard: u32, write: Option<Proposal>) {
+        if write.as_ref().is_some_and(|w| w.seq == 0) {
+            // Every seq is at or below a new session's 0: it would be
+            // answered as a retry without ever being applied.
+            let reason = "sequence numbers start at 1".to_owned();
+            self.reply(from, id, Reply::Refused(reason));
+            return;
+        }
         let applied = write.as_ref().is_some_and(|w| {
             let mut stores = self.stores.lock().unwrap_or_else(PoisonError::into_inner);
             let store = stores.get_mut(shard as usize);
