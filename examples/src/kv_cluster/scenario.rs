@@ -557,7 +557,8 @@ async fn workload(
     ));
 
     // Phase 3: send a write to shard 0's leader and kill the leader before
-    // it answers; the client retries that request id on the successor.
+    // it answers; the client retries that write (same session and sequence
+    // number) on the successor.
     let status = wait_status(&mut client, first, |s| s.iter().all(|s| s.leader != 0)).await?;
     let victim = status.first().map_or(first, |s| s.leader);
     let led: Vec<u32> = status
