@@ -10,7 +10,7 @@
 //! kv-cluster node --id 1 --listen 127.0.0.1:7001 --peers 2=127.0.0.1:7002,3=127.0.0.1:7003
 //! kv-cluster put --nodes 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 colour blue
 //! kv-cluster get --nodes ... colour
-//! kv-cluster bench --nodes ... --count 1000
+//! kv-cluster bench --nodes ... --count 1000 --clients 8
 //! kv-cluster status --nodes ...
 //! kv-cluster node --id 4 --listen 127.0.0.1:7004 --peers 1=...,2=...,3=... --join --host 0
 //! kv-cluster add-voter --nodes 1=...,2=...,3=... --shard 0 --id 4 --addr 127.0.0.1:7004
@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use quorate_examples::kv_cluster::Error;
-use quorate_examples::kv_cluster::client::Client;
+use quorate_examples::kv_cluster::client::{Answer, Client};
 use quorate_examples::kv_cluster::protocol::{Reply, Request};
 use quorate_examples::kv_cluster::scenario::{self, Params};
 use quorate_examples::kv_cluster::server::{BoundNode, NodeConfig};
@@ -130,13 +130,18 @@ enum Command {
         /// The key.
         key: String,
     },
-    /// Write `count` keys one after another and report latencies.
+    /// Write `count` distinct keys from `clients` concurrent clients (each
+    /// with its own sessions, one write in flight at a time) and report
+    /// throughput and latencies.
     Bench {
         #[command(flatten)]
         cluster: ClusterArgs,
-        /// How many writes.
+        /// How many writes, over all clients.
         #[arg(long, default_value_t = 1000)]
         count: usize,
+        /// Concurrent clients in this process.
+        #[arg(long, default_value_t = 1)]
+        clients: usize,
     },
     /// Show every node's shard replicas: leader, term, indices, Merkle root.
     Status {
@@ -153,9 +158,10 @@ struct ClusterArgs {
     /// Number of shards.
     #[arg(long, default_value_t = 2)]
     shards: u32,
-    /// This client's id (distinct per concurrent client, above node ids).
-    #[arg(long, default_value_t = 1000)]
-    client_id: u64,
+    /// This client's transport id (default: random, so concurrent clients
+    /// never share one; writes are deduplicated by session either way).
+    #[arg(long)]
+    client_id: Option<u64>,
 }
 
 fn parse_peer(s: &str) -> Result<(u64, SocketAddr), String> {
@@ -290,60 +296,41 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             value,
         } => {
             let mut client = connect(&cluster)?;
-            let answer = client.put(&key, Bytes::from(value)).await?;
+            let outcome = client.put(&key, Bytes::from(value)).await;
+            client.close().await;
+            let answer = outcome?;
+            let write = answer
+                .write
+                .map(|w| format!(" (shard {} session {} write {})", w.shard, w.session, w.seq))
+                .unwrap_or_default();
             println!(
-                "{:?} by node {} in {:.1} ms ({} attempts)",
+                "{:?} by node {} in {:.1} ms ({} attempts){write}",
                 answer.reply,
                 answer.node,
                 answer.latency.as_secs_f64() * 1000.0,
                 answer.attempts
             );
-            client.close().await;
             Ok(ExitCode::SUCCESS)
         }
         Command::Get { cluster, key } => {
             let mut client = connect(&cluster)?;
-            let answer = client.get(&key).await?;
-            match &answer.reply {
+            let outcome = client.get(&key).await;
+            client.close().await;
+            match outcome?.reply {
                 Reply::Value(Some((value, stamp))) => println!(
                     "{key} = {} (HLC {})",
-                    String::from_utf8_lossy(value),
-                    quorate_clocks::HlcTimestamp::from_u64(*stamp)
+                    String::from_utf8_lossy(&value),
+                    quorate_clocks::HlcTimestamp::from_u64(stamp)
                 ),
-                Reply::Value(None) => println!("{key} not found"),
-                other => println!("{other:?}"),
+                _ => println!("{key} not found"),
             }
-            client.close().await;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench { cluster, count } => {
-            let mut client = connect(&cluster)?;
-            let start = Instant::now();
-            let mut latencies = Vec::with_capacity(count);
-            for i in 0..count {
-                let answer = client
-                    .put(&format!("bench:{i}"), Bytes::from(format!("{i}")))
-                    .await?;
-                latencies.push(answer.latency);
-            }
-            latencies.sort();
-            let at = |q: f64| {
-                let last = latencies.len().saturating_sub(1);
-                latencies
-                    .get(((last as f64) * q).round() as usize)
-                    .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-            };
-            let elapsed = start.elapsed().as_secs_f64();
-            println!(
-                "{count} writes in {elapsed:.2} s ({:.0}/s), p50 {:.1} ms, p99 {:.1} ms, {} retries",
-                count as f64 / elapsed.max(1e-9),
-                at(0.5),
-                at(0.99),
-                client.retries()
-            );
-            client.close().await;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Bench {
+            cluster,
+            count,
+            clients,
+        } => bench(&cluster, count, clients).await,
         Command::AddVoter {
             cluster,
             shard,
@@ -351,37 +338,23 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             addr,
         } => {
             let mut client = connect(&cluster)?;
-            for &(node, _) in &cluster.nodes {
-                let reply = client
-                    .ask(
-                        node,
-                        Request::AddPeer {
-                            id,
-                            addr: addr.to_string(),
-                        },
-                    )
-                    .await?;
-                println!("node {node}: address of {id}: {reply:?}");
-            }
-            let answer = client.admin(shard, Request::AddVoter { shard, id }).await?;
-            println!(
-                "shard {shard} leader {}: {:?} (see `status` for the promotion)",
-                answer.node, answer.reply
-            );
+            let outcome = add_voter(&mut client, &cluster, shard, id, addr).await;
             client.close().await;
-            Ok(ExitCode::SUCCESS)
+            outcome
         }
         Command::Remove { cluster, shard, id } => {
             let mut client = connect(&cluster)?;
-            let answer = client
+            let outcome = client
                 .admin(shard, Request::RemoveMember { shard, id })
-                .await?;
-            println!("shard {shard} leader {}: {:?}", answer.node, answer.reply);
+                .await;
             client.close().await;
+            let answer = accepted(&cluster, outcome?, shard)?;
+            println!("shard {shard} leader {}: {:?}", answer.node, answer.reply);
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { cluster } => {
             let mut client = connect(&cluster)?;
+            let mut silent = 0;
             for &(id, addr) in &cluster.nodes {
                 match tokio::time::timeout(Duration::from_secs(3), client.status(id)).await {
                     Ok(Ok(shards)) => {
@@ -401,15 +374,145 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                             );
                         }
                     }
-                    _ => println!("node {id} ({addr}): no answer"),
+                    Ok(Err(e)) => {
+                        eprintln!("kv-cluster: node {id} ({addr}): {e}");
+                        silent += 1;
+                    }
+                    Err(_) => {
+                        eprintln!("kv-cluster: node {id} ({addr}): no answer within 3 s");
+                        silent += 1;
+                    }
                 }
             }
             client.close().await;
-            Ok(ExitCode::SUCCESS)
+            Ok(if silent == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
     }
 }
 
 fn connect(cluster: &ClusterArgs) -> Result<Client, Error> {
-    Client::new(cluster.client_id, &cluster.nodes, cluster.shards)
+    let id = cluster.client_id.unwrap_or_else(Client::random_id);
+    Client::new(id, &cluster.nodes, cluster.shards)
+}
+
+/// `id=address` of node `node`, as given on the command line.
+fn node_name(cluster: &ClusterArgs, node: u64) -> String {
+    match cluster.nodes.iter().find(|&&(n, _)| n == node) {
+        Some((n, addr)) => format!("{n}={addr}"),
+        None => format!("{node}"),
+    }
+}
+
+/// The answer if the node accepted the admin request, else the error.
+fn accepted(cluster: &ClusterArgs, answer: Answer, shard: u32) -> Result<Answer, Error> {
+    let node = node_name(cluster, answer.node);
+    match answer.reply {
+        Reply::Accepted => Ok(answer),
+        Reply::Refused(reason) => Err(Error::Refused { node, reason }),
+        Reply::NoSuchShard => Err(Error::NoSuchShard { shard, node }),
+        other => Err(Error::UnexpectedReply {
+            node,
+            reply: format!("{other:?}"),
+        }),
+    }
+}
+
+async fn add_voter(
+    client: &mut Client,
+    cluster: &ClusterArgs,
+    shard: u32,
+    id: u64,
+    addr: SocketAddr,
+) -> Result<ExitCode, Error> {
+    for &(node, _) in &cluster.nodes {
+        let request = Request::AddPeer {
+            id,
+            addr: addr.to_string(),
+        };
+        match client.ask(node, request).await? {
+            Reply::Accepted => println!("node {node}: address of {id}: accepted"),
+            Reply::Refused(reason) => {
+                return Err(Error::Refused {
+                    node: node_name(cluster, node),
+                    reason,
+                });
+            }
+            other => {
+                return Err(Error::UnexpectedReply {
+                    node: node_name(cluster, node),
+                    reply: format!("{other:?}"),
+                });
+            }
+        }
+    }
+    let answer = client.admin(shard, Request::AddVoter { shard, id }).await?;
+    let answer = accepted(cluster, answer, shard)?;
+    println!(
+        "shard {shard} leader {}: {:?} (see `status` for the promotion)",
+        answer.node, answer.reply
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `clients` concurrent clients write `count` distinct keys in all.
+async fn bench(cluster: &ClusterArgs, count: usize, clients: usize) -> Result<ExitCode, Error> {
+    let clients = clients.max(1);
+    // Distinct keys across runs too, so every write is a new key.
+    let run = Client::random_id() % 1_000_000;
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(clients);
+    for c in 0..clients {
+        // One client per task; an explicit --client-id is offset per client.
+        let id = cluster
+            .client_id
+            .map_or_else(Client::random_id, |id| id.wrapping_add(c as u64));
+        let mut client = Client::new(id, &cluster.nodes, cluster.shards)?;
+        let writes = count / clients + usize::from(c < count % clients);
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(writes);
+            let mut outcome = Ok(());
+            for i in 0..writes {
+                let key = format!("bench:{run}:{c}:{i}");
+                match client.put(&key, Bytes::from(format!("{i}"))).await {
+                    Ok(answer) => latencies.push(answer.latency),
+                    Err(e) => {
+                        outcome = Err(e);
+                        break;
+                    }
+                }
+            }
+            let retries = client.retries();
+            client.close().await;
+            (outcome, latencies, retries)
+        }));
+    }
+    let mut latencies = Vec::with_capacity(count);
+    let mut retries = 0;
+    let mut failure = None;
+    for task in tasks {
+        let (outcome, mut l, r) = task.await.map_err(|e| Error::Task(e.to_string()))?;
+        latencies.append(&mut l);
+        retries += r;
+        if let Err(e) = outcome {
+            failure.get_or_insert(e);
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let ms = |q: f64| scenario::percentile(&latencies, q).as_secs_f64() * 1000.0;
+    println!(
+        "{} writes from {clients} client(s) in {elapsed:.2} s ({:.0}/s), p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, {retries} retries",
+        latencies.len(),
+        latencies.len() as f64 / elapsed.max(1e-9),
+        ms(0.5),
+        ms(0.99),
+        ms(0.999),
+    );
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(ExitCode::SUCCESS),
+    }
 }

@@ -197,3 +197,176 @@ async fn whole_cluster_restart_keeps_acknowledged_writes() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue 15: clients whose ids agree modulo 1024 once minted equal request
+/// ids, and a write answered as a "retry" of another client's was never
+/// applied. With sessions the cluster numbers each client's writes itself:
+/// every acknowledged write of 24 concurrent clients must be read back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_clients_with_colliding_ids_lose_no_write() {
+    use bytes::Bytes;
+    use quorate_examples::kv_cluster::client::Client;
+    use quorate_examples::kv_cluster::protocol::Reply;
+    use quorate_examples::kv_cluster::server::{BoundNode, NodeConfig};
+    use std::net::SocketAddr;
+
+    let dir = std::env::temp_dir().join(format!("quorate-kv-sessions-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut bound = Vec::new();
+    for id in 1..=3 {
+        bound.push(
+            BoundNode::bind(id, "127.0.0.1:0".parse().unwrap())
+                .await
+                .unwrap(),
+        );
+    }
+    let addrs: Vec<(u64, SocketAddr)> = (1..=3)
+        .zip(&bound)
+        .map(|(id, b)| (id, b.local_addr().unwrap()))
+        .collect();
+    let mut handles = Vec::new();
+    for (node, &(id, _)) in bound.into_iter().zip(&addrs) {
+        for &(peer, addr) in &addrs {
+            if peer != id {
+                node.add_peer(peer, addr);
+            }
+        }
+        let config = NodeConfig {
+            id,
+            members: vec![1, 2, 3],
+            shards: 2,
+            data_dir: dir.join(format!("n{id}")),
+            tick: Duration::from_millis(20),
+            election_ticks: 10,
+            compact_every: 16,
+            compact_log_bytes: NodeConfig::COMPACT_LOG_BYTES,
+            snapshot_chunk_bytes: 1024,
+            hosted: Vec::new(),
+            joining: false,
+            gossip_ticks: NodeConfig::GOSSIP_TICKS,
+        };
+        handles.push(node.spawn(config).unwrap());
+    }
+    const CLIENTS: u64 = 24;
+    const WRITES: u64 = 5;
+    let mut tasks = Vec::new();
+    for c in 0..CLIENTS {
+        let addrs = addrs.clone();
+        tasks.push(tokio::spawn(async move {
+            // Distinct transport ids, equal modulo 1024.
+            let mut client = Client::new(1000 + 1024 * c, &addrs, 2).unwrap();
+            let mut acked = Vec::new();
+            for i in 0..WRITES {
+                let (key, value) = (format!("c{c}:{i}"), format!("v{c}.{i}"));
+                let answer = client.put(&key, Bytes::from(value.clone())).await;
+                let answer = answer.unwrap_or_else(|e| panic!("{key}: {e}"));
+                assert_eq!(answer.reply, Reply::Written);
+                acked.push((key, value, answer.write.unwrap()));
+            }
+            client.close().await;
+            acked
+        }));
+    }
+    let mut acked = Vec::new();
+    for t in tasks {
+        acked.extend(t.await.unwrap());
+    }
+    assert_eq!(acked.len() as u64, CLIENTS * WRITES);
+    // Every client's writes on a shard share one session; no two clients
+    // share a session.
+    let mut sessions = std::collections::HashMap::new();
+    for (key, _, w) in &acked {
+        let client = key.split(':').next().unwrap().to_owned();
+        let owner = sessions
+            .entry((w.shard, w.session))
+            .or_insert(client.clone());
+        assert_eq!(*owner, client, "session {w:?} shared");
+    }
+    let mut reader = Client::new(Client::random_id(), &addrs, 2).unwrap();
+    let mut missing = Vec::new();
+    for (key, value, _) in &acked {
+        match reader.get(key).await.unwrap().reply {
+            Reply::Value(Some((v, _))) if v == value.as_bytes() => {}
+            other => missing.push(format!("{key}: {other:?}")),
+        }
+    }
+    reader.close().await;
+    for h in handles {
+        h.stop().await.unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        missing.is_empty(),
+        "acknowledged but not read back: {missing:?}"
+    );
+}
+
+/// The client's side of an expired session, against a fake node that
+/// answers `SessionExpired` to every write in an odd-numbered session: a
+/// write sent once (so certainly not applied) is sent again under a new
+/// session; a write sent more than once surfaces as an error, since an
+/// earlier attempt may have been applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_session_is_reopened_only_when_the_write_was_never_applied() {
+    use bytes::Bytes;
+    use quorate_examples::kv_cluster::client::Client;
+    use quorate_examples::kv_cluster::protocol::{Envelope, Reply, Request};
+    use quorate_examples::kv_cluster::{CLIENT_CHANNEL, Error};
+    use quorate_transport::framing::Frame;
+    use quorate_transport::tcp::{PeerId, TcpConfig, TcpTransport};
+    use quorate_transport::{Event, Transport};
+
+    let mut node = TcpTransport::bind(PeerId(1), "127.0.0.1:0", TcpConfig::default())
+        .await
+        .unwrap();
+    let addr = node.local_addr().unwrap();
+    let fake = tokio::spawn(async move {
+        let mut sessions = 0;
+        while let Ok(event) = node.recv().await {
+            let Event::Message { from, msg } = event else {
+                continue;
+            };
+            let request = Envelope::<Request>::decode(msg.payload).unwrap();
+            let body = match request.body {
+                Request::RegisterSession { .. } => {
+                    sessions += 1;
+                    Reply::Registered { session: sessions }
+                }
+                Request::Put { session, .. } if session % 2 == 1 => Reply::SessionExpired,
+                Request::Put { .. } => Reply::Written,
+                other => panic!("unexpected {other:?}"),
+            };
+            let reply = Envelope {
+                id: request.id,
+                body,
+            };
+            node.try_send(from, Frame::new(CLIENT_CHANNEL, reply.encode()))
+                .unwrap();
+        }
+    });
+    let mut client = Client::new(Client::random_id(), &[(1, addr)], 1).unwrap();
+    let answer = client.put("k", Bytes::from_static(b"v")).await.unwrap();
+    assert_eq!(answer.reply, Reply::Written);
+    let write = answer.write.unwrap();
+    assert_eq!((write.session, write.seq), (2, 1), "reopened as session 2");
+    assert_eq!(client.session(0), Some(2));
+
+    assert_eq!(client.register(0).await.unwrap(), 3);
+    let write = client
+        .begin_put("k", Bytes::from_static(b"w"))
+        .await
+        .unwrap();
+    assert_eq!((write.id.session, write.id.seq), (3, 1));
+    client.send_write(&write).await.unwrap();
+    match client.write(&write).await {
+        Err(Error::SessionExpired {
+            shard: 0,
+            session: 3,
+            maybe_applied: true,
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(client.session(0), None, "the expired session is forgotten");
+    client.close().await;
+    fake.abort();
+}

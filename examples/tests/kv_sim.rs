@@ -62,6 +62,8 @@ struct Sim {
     /// Replies the client received, by request id.
     replies: HashMap<u64, Reply>,
     next_request: u64,
+    /// The client's session and last sequence number, per shard.
+    sessions: HashMap<u32, (u64, u64)>,
 }
 
 impl Sim {
@@ -94,7 +96,7 @@ impl Sim {
                 compact_log_bytes: NodeConfig::COMPACT_LOG_BYTES,
                 snapshot_chunk_bytes: 64 * 1024,
             };
-            let core = NodeCore::open(&config, HashMap::new()).unwrap();
+            let core = NodeCore::open(&config, HashMap::new(), false).unwrap();
             slots.insert(
                 id,
                 Slot {
@@ -114,6 +116,7 @@ impl Sim {
             peer_bytes: 0,
             replies: HashMap::new(),
             next_request: 1,
+            sessions: HashMap::new(),
         }
     }
 
@@ -228,7 +231,7 @@ impl Sim {
     fn restart(&mut self, id: u64) {
         self.net.restart(id);
         let slot = self.slots.get_mut(&id).unwrap();
-        let core = NodeCore::open(&slot.config, HashMap::new())
+        let core = NodeCore::open(&slot.config, HashMap::new(), false)
             .unwrap_or_else(|e| panic!("seed {}: reopen {id}: {e}", self.seed));
         slot.core = Some(core);
     }
@@ -294,12 +297,29 @@ impl Sim {
     }
 
     fn put(&mut self, key: &str, value: &str, deadline: SimTime) -> bool {
+        let shard = shard_of(key);
+        let (session, seq) = match self.sessions.get(&shard) {
+            Some(&s) => s,
+            None => match self.call(Request::RegisterSession { shard }, deadline) {
+                Some(Reply::Registered { session }) => (session, 0),
+                _ => return false,
+            },
+        };
+        // One write in flight per session: an unanswered one leaves the
+        // session behind (the next write opens another).
+        self.sessions.remove(&shard);
         let request = Request::Put {
-            shard: shard_of(key),
+            shard,
+            session,
+            seq: seq + 1,
             key: key.into(),
             value: Bytes::from(value.to_owned()),
         };
-        matches!(self.call(request, deadline), Some(Reply::Written))
+        let written = matches!(self.call(request, deadline), Some(Reply::Written));
+        if written {
+            self.sessions.insert(shard, (session, seq + 1));
+        }
+        written
     }
 
     fn get(&mut self, key: &str, deadline: SimTime) -> Option<Option<Bytes>> {

@@ -1,21 +1,34 @@
 //! A kv-cluster client: maps keys to shards on a consistent-hash ring,
-//! finds each shard's leader by following hints (learning the address of a
-//! server that joined from the hint itself), and retries every request
-//! with the same Snowflake id until it is answered, so a write applies once
-//! however many times it is sent.
+//! finds each shard's leader (on first contact by asking every node at
+//! once, then by following hints, learning the address of a server that
+//! joined from the hint itself), and writes through client sessions (Raft
+//! thesis §6.3): on its first write to a shard it registers a session
+//! through the shard's log, then numbers its writes in it 1, 2, ... and
+//! retries each with the same number until it is answered, so a write
+//! applies once however many times it is sent.
+//!
+//! **One write in flight per session.** The state machine answers any
+//! write numbered at or below the highest it applied as a retry, so a
+//! session must not start write `n + 1` before write `n` is answered: a
+//! late write `n` would then be taken for a retry and dropped. A client
+//! therefore sends one write per shard at a time; concurrency comes from
+//! more clients (each with its own sessions). If a write is left
+//! unanswered (an error), the next write to that shard opens a new
+//! session, and the unanswered one can still be retried in its own.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use quorate_consistent_hash::Ring;
-use quorate_ids::{ClockPolicy, Layout, SystemClockGenerator};
 use quorate_transport::framing::Frame;
 use quorate_transport::tcp::{PeerId, TcpConfig, TcpTransport};
 use quorate_transport::{Event, Transport};
 
-use super::protocol::{Envelope, Reply, Request, ShardStatus};
+use super::protocol::{Envelope, Reply, Request, ShardStatus, WriteId};
 use super::{CLIENT_CHANNEL, Error};
 
 /// Virtual nodes per shard on the placement ring.
@@ -27,18 +40,49 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long a request keeps retrying before giving up.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(30);
 
+/// Pause before asking again when no node knows a leader (an election).
+const ELECTION_PAUSE: Duration = Duration::from_millis(50);
+
 /// A connection to a cluster.
 #[derive(Debug)]
 pub struct Client {
     transport: TcpTransport,
     nodes: Vec<u64>,
+    addrs: HashMap<u64, SocketAddr>,
     ring: Ring<u32>,
     leaders: HashMap<u32, u64>,
     /// Nodes whose connection dropped and has not come back.
     down: HashSet<u64>,
-    ids: SystemClockGenerator,
+    /// This client's current session on each shard it wrote to.
+    sessions: HashMap<u32, ClientSession>,
+    /// Draws correlation ids.
+    rng: fastrand::Rng,
     /// Attempts beyond the first, over all requests.
     retries: u64,
+}
+
+/// A session as its client keeps it.
+#[derive(Clone, Copy, Debug)]
+struct ClientSession {
+    id: u64,
+    /// The sequence number of the last write begun.
+    last_seq: u64,
+    /// The write begun and not yet answered, and how often it was sent.
+    unfinished: Option<(u64, u32)>,
+}
+
+/// A write with its place in a session: sending it again (with
+/// [`Client::write`]) is a retry, applied at most once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Write {
+    /// Its shard, session and sequence number.
+    pub id: WriteId,
+    /// The correlation id its attempts carry.
+    pub request: u64,
+    /// The key.
+    pub key: String,
+    /// The value.
+    pub value: Bytes,
 }
 
 /// The outcome of one request.
@@ -50,14 +94,43 @@ pub struct Answer {
     pub node: u64,
     /// From first send to reply, retries included.
     pub latency: Duration,
-    /// How many times the request was sent.
+    /// How many rounds of sends it took (a first contact sends one round
+    /// to every node).
     pub attempts: u32,
+    /// For a write: which one.
+    pub write: Option<WriteId>,
+}
+
+/// How one round of sends ended.
+enum Round {
+    /// A reply that ends the request, and who sent it.
+    Answered(Reply, u64),
+    /// No such reply before the timeout; a leader hint, if one came.
+    Unanswered(Option<u64>),
 }
 
 impl Client {
-    /// A client with id `client_id` (distinct from node ids and from other
-    /// clients; it also names the Snowflake generator's node) for a cluster
-    /// of `shards` shards on `nodes`.
+    /// A random client id: 63 random bits (from the OS-seeded
+    /// `RandomState`, the process id and the time) with the top bit set, so
+    /// it never equals a (small) node id and two clients started together
+    /// do not share one.
+    pub fn random_id() -> u64 {
+        static DRAWN: AtomicU64 = AtomicU64::new(0);
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        h.write_u128(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        h.write_u64(DRAWN.fetch_add(1, Ordering::Relaxed));
+        h.finish() | (1 << 63)
+    }
+
+    /// A client with transport id `client_id` (distinct from node ids; see
+    /// [`random_id`](Self::random_id)) for a cluster of `shards` shards on
+    /// `nodes`. Correctness does not rest on the id being unique:
+    /// deduplication is by the sessions the cluster assigns.
     pub fn new(client_id: u64, nodes: &[(u64, SocketAddr)], shards: u32) -> Result<Self, Error> {
         let transport = TcpTransport::client(PeerId(client_id), TcpConfig::default());
         for &(id, addr) in nodes {
@@ -67,18 +140,15 @@ impl Client {
         for shard in 0..shards {
             ring.add(shard)?;
         }
-        let ids = SystemClockGenerator::new(
-            Layout::SEED,
-            quorate_ids::NodeId::new(client_id % 1024),
-            ClockPolicy::WaitUntil,
-        )?;
         Ok(Client {
             transport,
             nodes: nodes.iter().map(|&(id, _)| id).collect(),
+            addrs: nodes.iter().copied().collect(),
             ring,
             leaders: HashMap::new(),
             down: HashSet::new(),
-            ids,
+            sessions: HashMap::new(),
+            rng: fastrand::Rng::with_seed(Self::random_id()),
             retries: 0,
         })
     }
@@ -89,6 +159,7 @@ impl Client {
         if !self.nodes.contains(&id) {
             self.transport.add_peer(PeerId(id), addr);
             self.nodes.push(id);
+            self.addrs.insert(id, addr);
         }
     }
 
@@ -98,10 +169,14 @@ impl Client {
     }
 
     /// Sends an admin request about `shard` (add a voter, remove a member)
-    /// to the shard's leader, following hints like a write.
+    /// to the shard's leader, following hints like a write; returns
+    /// whatever the leader answered.
     pub async fn admin(&mut self, shard: u32, request: Request) -> Result<Answer, Error> {
-        let id = self.next_id()?;
-        self.call(Some(shard), Envelope { id, body: request }).await
+        let envelope = Envelope {
+            id: self.next_id(),
+            body: request,
+        };
+        self.call(shard, &envelope).await
     }
 
     /// The shard `key` lives in.
@@ -109,9 +184,10 @@ impl Client {
         self.ring.get(key).copied().unwrap_or(0)
     }
 
-    /// A fresh request id.
-    pub fn next_id(&self) -> Result<u64, Error> {
-        Ok(self.ids.next()?.to_u64())
+    /// A fresh correlation id (random: ids of different clients, even ones
+    /// sharing a transport id, do not collide).
+    pub fn next_id(&mut self) -> u64 {
+        self.rng.u64(..)
     }
 
     /// Retries over all requests so far.
@@ -119,68 +195,249 @@ impl Client {
         self.retries
     }
 
-    /// Writes `value` under `key`.
-    pub async fn put(&mut self, key: &str, value: Bytes) -> Result<Answer, Error> {
-        let id = self.next_id()?;
-        self.put_with_id(id, key, value).await
+    /// This client's current session on `shard`, if it opened one.
+    pub fn session(&self, shard: u32) -> Option<u64> {
+        self.sessions.get(&shard).map(|s| s.id)
     }
 
-    /// Writes with a given request id: sending the same id again is a retry.
-    pub async fn put_with_id(&mut self, id: u64, key: &str, value: Bytes) -> Result<Answer, Error> {
+    /// Opens a new session on `shard` through its log and makes it this
+    /// client's current one there.
+    pub async fn register(&mut self, shard: u32) -> Result<u64, Error> {
+        let envelope = Envelope {
+            id: self.next_id(),
+            body: Request::RegisterSession { shard },
+        };
+        let answer = self.call(shard, &envelope).await?;
+        match answer.reply {
+            Reply::Registered { session } => {
+                let fresh = ClientSession {
+                    id: session,
+                    last_seq: 0,
+                    unfinished: None,
+                };
+                self.sessions.insert(shard, fresh);
+                Ok(session)
+            }
+            other => Err(self.refusal(shard, answer.node, other)),
+        }
+    }
+
+    /// Writes `value` under `key`. If the session turns out to have
+    /// expired before the write was ever applied, opens a new one and
+    /// sends the write once more; if an earlier attempt may have been
+    /// applied, returns [`Error::SessionExpired`] instead.
+    pub async fn put(&mut self, key: &str, value: Bytes) -> Result<Answer, Error> {
+        let write = self.begin_put(key, value.clone()).await?;
+        match self.write(&write).await {
+            Err(Error::SessionExpired {
+                maybe_applied: false,
+                ..
+            }) => {
+                let write = self.begin_put(key, value).await?;
+                self.write(&write).await
+            }
+            other => other,
+        }
+    }
+
+    /// Gives a write its place in this client's session on the key's shard
+    /// (registering one first if there is none, or if the current one
+    /// still has an unanswered write), without sending it.
+    pub async fn begin_put(&mut self, key: &str, value: Bytes) -> Result<Write, Error> {
         let shard = self.shard_of(key);
-        let request = Request::Put {
-            shard,
+        let current = self.sessions.get(&shard).copied();
+        let (session, last_seq) = match current {
+            Some(s) if s.unfinished.is_none() => (s.id, s.last_seq),
+            _ => (self.register(shard).await?, 0),
+        };
+        let seq = last_seq + 1;
+        let begun = ClientSession {
+            id: session,
+            last_seq: seq,
+            unfinished: Some((seq, 0)),
+        };
+        self.sessions.insert(shard, begun);
+        Ok(Write {
+            id: WriteId {
+                shard,
+                session,
+                seq,
+            },
+            request: self.next_id(),
             key: key.to_owned(),
             value,
-        };
-        self.call(Some(shard), Envelope { id, body: request }).await
+        })
     }
 
     /// Sends a write once without waiting for the answer: a request in
-    /// flight, to be retried with [`Client::put_with_id`].
-    pub async fn send_put(&mut self, id: u64, key: &str, value: Bytes) -> Result<(), Error> {
-        let shard = self.shard_of(key);
-        let target = self.leaders.get(&shard).copied().unwrap_or(0);
-        let request = Request::Put {
-            shard,
-            key: key.to_owned(),
-            value,
+    /// flight, to be retried with [`Client::write`].
+    pub async fn send_write(&mut self, write: &Write) -> Result<(), Error> {
+        let envelope = Self::put_envelope(write);
+        let targets = self.targets(write.id.shard);
+        for &node in &targets {
+            self.send(node, &envelope).await?;
+        }
+        self.count_sends(write, targets.len() as u32);
+        Ok(())
+    }
+
+    /// Sends a write until it is answered: `Ok` only once it is applied
+    /// (by this or an earlier attempt).
+    pub async fn write(&mut self, write: &Write) -> Result<Answer, Error> {
+        let envelope = Self::put_envelope(write);
+        let shard = write.id.shard;
+        let outcome = self.call_counted(shard, &envelope).await;
+        let sends = match &outcome {
+            Ok((_, sends)) => *sends,
+            Err(_) => 2,
         };
-        self.send(target, &Envelope { id, body: request }).await
+        self.count_sends(write, sends);
+        let (mut answer, _) = outcome?;
+        answer.write = Some(write.id);
+        let current = self
+            .sessions
+            .get_mut(&shard)
+            .filter(|s| s.id == write.id.session);
+        match answer.reply {
+            Reply::Written => {
+                if let Some(s) = current
+                    && s.unfinished.is_some_and(|(seq, _)| seq == write.id.seq)
+                {
+                    s.unfinished = None;
+                }
+                Ok(answer)
+            }
+            Reply::SessionExpired => {
+                // Only a write sent exactly once is known not to have been
+                // applied by some other attempt.
+                let sent = current.and_then(|s| s.unfinished);
+                let maybe_applied = sent != Some((write.id.seq, 1));
+                if self.session(shard) == Some(write.id.session) {
+                    self.sessions.remove(&shard);
+                }
+                Err(Error::SessionExpired {
+                    shard,
+                    session: write.id.session,
+                    maybe_applied,
+                })
+            }
+            other => Err(self.refusal(shard, answer.node, other)),
+        }
+    }
+
+    fn put_envelope(write: &Write) -> Envelope<Request> {
+        Envelope {
+            id: write.request,
+            body: Request::Put {
+                shard: write.id.shard,
+                session: write.id.session,
+                seq: write.id.seq,
+                key: write.key.clone(),
+                value: write.value.clone(),
+            },
+        }
+    }
+
+    fn count_sends(&mut self, write: &Write, sends: u32) {
+        if let Some(s) = self.sessions.get_mut(&write.id.shard)
+            && s.id == write.id.session
+            && let Some((seq, sent)) = &mut s.unfinished
+            && *seq == write.id.seq
+        {
+            *sent = sent.saturating_add(sends);
+        }
     }
 
     /// Reads `key` (linearizable: served by the leader after ReadIndex).
     pub async fn get(&mut self, key: &str) -> Result<Answer, Error> {
         let shard = self.shard_of(key);
-        let id = self.next_id()?;
-        let request = Request::Get {
-            shard,
-            key: key.to_owned(),
+        let envelope = Envelope {
+            id: self.next_id(),
+            body: Request::Get {
+                shard,
+                key: key.to_owned(),
+            },
         };
-        self.call(Some(shard), Envelope { id, body: request }).await
+        let answer = self.call(shard, &envelope).await?;
+        match answer.reply {
+            Reply::Value(_) => Ok(answer),
+            other => Err(self.refusal(shard, answer.node, other)),
+        }
     }
 
     /// The state of every replica on `node`.
     pub async fn status(&mut self, node: u64) -> Result<Vec<ShardStatus>, Error> {
         match self.ask(node, Request::Status).await? {
             Reply::Status(s) => Ok(s),
-            other => Err(Error::Check(format!("status: {other:?}"))),
+            other => Err(Error::UnexpectedReply {
+                node: self.describe([node]),
+                reply: format!("{other:?}"),
+            }),
         }
     }
 
     /// Sends `request` to `node` itself (not to a leader), retrying with the
     /// same id until it answers.
     pub async fn ask(&mut self, node: u64, request: Request) -> Result<Reply, Error> {
-        let id = self.next_id()?;
+        let id = self.next_id();
         let envelope = Envelope { id, body: request };
         let deadline = Instant::now() + REQUEST_DEADLINE;
         while Instant::now() < deadline {
             self.send(node, &envelope).await?;
-            if let Some((reply, _)) = self.await_reply(id, Some(node)).await? {
+            if let Round::Answered(reply, _) = self.await_round(id, &[node], false).await? {
                 return Ok(reply);
             }
         }
-        Err(Error::Unanswered { id })
+        Err(Error::Unanswered {
+            id,
+            tried: self.describe([node]),
+        })
+    }
+
+    /// The error for a reply that ends a request without serving it.
+    fn refusal(&self, shard: u32, node: u64, reply: Reply) -> Error {
+        let node = self.describe([node]);
+        match reply {
+            Reply::NoSuchShard => Error::NoSuchShard { shard, node },
+            Reply::Refused(reason) => Error::Refused { node, reason },
+            other => Error::UnexpectedReply {
+                node,
+                reply: format!("{other:?}"),
+            },
+        }
+    }
+
+    /// `id=address` of each node, comma separated.
+    fn describe(&self, nodes: impl IntoIterator<Item = u64>) -> String {
+        nodes
+            .into_iter()
+            .map(|n| match self.addrs.get(&n) {
+                Some(addr) => format!("{n}={addr}"),
+                None => format!("{n}=(address unknown)"),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Where a request for `shard` goes: its leader if known and up,
+    /// otherwise every node that is up (or every node, if none is).
+    fn targets(&self, shard: u32) -> Vec<u64> {
+        if let Some(&leader) = self.leaders.get(&shard)
+            && !self.down.contains(&leader)
+        {
+            return vec![leader];
+        }
+        let up: Vec<u64> = self
+            .nodes
+            .iter()
+            .copied()
+            .filter(|n| !self.down.contains(n))
+            .collect();
+        if up.is_empty() {
+            self.nodes.clone()
+        } else {
+            up
+        }
     }
 
     async fn send(&self, node: u64, envelope: &Envelope<Request>) -> Result<(), Error> {
@@ -190,15 +447,21 @@ impl Client {
         Ok(())
     }
 
-    async fn await_reply(
+    /// Waits for the reply to `id` from one of `targets`, until each has
+    /// answered "not the leader" or gone away, or the attempt times out.
+    /// With `follow_hints` off, any reply is the answer.
+    async fn await_round(
         &mut self,
         id: u64,
-        waiting_on: Option<u64>,
-    ) -> Result<Option<(Reply, u64)>, Error> {
+        targets: &[u64],
+        follow_hints: bool,
+    ) -> Result<Round, Error> {
         let deadline = tokio::time::Instant::now() + ATTEMPT_TIMEOUT;
-        loop {
+        let mut outstanding: HashSet<u64> = targets.iter().copied().collect();
+        let mut hint = None;
+        while !outstanding.is_empty() {
             let event = match tokio::time::timeout_at(deadline, self.transport.recv()).await {
-                Err(_elapsed) => return Ok(None),
+                Err(_elapsed) => break,
                 Ok(event) => event?,
             };
             let (from, msg) = match event {
@@ -206,10 +469,8 @@ impl Client {
                 Event::Disconnected(peer) => {
                     self.down.insert(peer.0);
                     self.leaders.retain(|_, leader| *leader != peer.0);
-                    // The node we wait on went away: retry elsewhere now.
-                    if Some(peer.0) == waiting_on {
-                        return Ok(None);
-                    }
+                    // A node we wait on went away: do not wait for it.
+                    outstanding.remove(&peer.0);
                     continue;
                 }
                 Event::Connected(peer) => {
@@ -220,76 +481,103 @@ impl Client {
             if msg.channel != CLIENT_CHANNEL {
                 continue;
             }
-            // Late replies to earlier attempts or requests are skipped.
-            if let Ok(reply) = Envelope::<Reply>::decode(msg.payload)
-                && reply.id == id
-            {
-                return Ok(Some((reply.body, from.0)));
+            // Late replies to earlier requests are skipped.
+            let Ok(reply) = Envelope::<Reply>::decode(msg.payload) else {
+                continue;
+            };
+            if reply.id != id {
+                continue;
+            }
+            match reply.body {
+                Reply::NotLeader { hint: h, addr } if follow_hints => {
+                    outstanding.remove(&from.0);
+                    // A leader this client has not heard of joined after it
+                    // started: its address comes with the hint.
+                    if let Ok(addr) = addr.parse() {
+                        self.add_node(h, addr);
+                    }
+                    if h != 0 && h != from.0 && self.addrs.contains_key(&h) {
+                        hint = Some(h);
+                    }
+                }
+                body => return Ok(Round::Answered(body, from.0)),
             }
         }
+        Ok(Round::Unanswered(hint))
     }
 
-    async fn call(
+    async fn call(&mut self, shard: u32, envelope: &Envelope<Request>) -> Result<Answer, Error> {
+        Ok(self.call_counted(shard, envelope).await?.0)
+    }
+
+    /// Sends `envelope` to `shard`'s leader until a reply other than "not
+    /// the leader" comes; also returns how many frames were sent.
+    async fn call_counted(
         &mut self,
-        shard: Option<u32>,
-        envelope: Envelope<Request>,
-    ) -> Result<Answer, Error> {
+        shard: u32,
+        envelope: &Envelope<Request>,
+    ) -> Result<(Answer, u32), Error> {
         let start = Instant::now();
         let mut attempts = 0u32;
-        let mut next = 0usize;
-        let mut target = shard
-            .and_then(|s| self.leaders.get(&s).copied())
-            .unwrap_or_else(|| self.nodes.first().copied().unwrap_or(0));
+        let mut sends = 0u32;
+        let mut tried = BTreeSet::new();
+        let mut hinted: Option<u64> = None;
         while start.elapsed() < REQUEST_DEADLINE {
-            if self.down.contains(&target) {
-                // Skip nodes known to be down (unless all are).
-                if let Some(up) = self.nodes.iter().find(|n| !self.down.contains(n)) {
-                    target = *up;
-                }
-            }
+            let targets = match hinted.take() {
+                Some(hint) => vec![hint],
+                None => self.targets(shard),
+            };
             attempts += 1;
             if attempts > 1 {
                 self.retries += 1;
             }
-            self.send(target, &envelope).await?;
-            match self.await_reply(envelope.id, Some(target)).await? {
-                Some((Reply::NotLeader { hint, addr }, _)) if hint != 0 && hint != target => {
-                    // A leader this client has not heard of joined after it
-                    // started: its address comes with the hint.
-                    if let Ok(addr) = addr.parse() {
-                        self.add_node(hint, addr);
-                    }
-                    target = hint;
-                }
-                Some((Reply::NotLeader { .. }, _)) | None => {
-                    // No leader known, or no answer: try the next node after
-                    // a pause long enough for an election.
-                    next += 1;
-                    target = self
-                        .nodes
-                        .get(next % self.nodes.len().max(1))
-                        .copied()
-                        .unwrap_or(0);
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Some((reply, node)) => {
-                    if let Some(s) = shard {
-                        self.leaders.insert(s, node);
-                    }
-                    return Ok(Answer {
+            for &node in &targets {
+                self.send(node, envelope).await?;
+                sends = sends.saturating_add(1);
+                tried.insert(node);
+            }
+            match self.await_round(envelope.id, &targets, true).await? {
+                Round::Answered(reply, node) => {
+                    self.leaders.insert(shard, node);
+                    let answer = Answer {
                         reply,
                         node,
                         latency: start.elapsed(),
                         attempts,
-                    });
+                        write: None,
+                    };
+                    return Ok((answer, sends));
+                }
+                // Follow a hint, unless it names the one node just asked.
+                Round::Unanswered(Some(hint)) if targets != [hint] => hinted = Some(hint),
+                Round::Unanswered(_) => {
+                    // No leader known, or no answer: ask everyone after a
+                    // pause long enough for an election.
+                    self.leaders.remove(&shard);
+                    tokio::time::sleep(ELECTION_PAUSE).await;
                 }
             }
         }
-        Err(Error::Unanswered { id: envelope.id })
+        Err(Error::Unanswered {
+            id: envelope.id,
+            tried: self.describe(tried),
+        })
     }
 
     /// Closes the connections.
     pub async fn close(self) {
         self.transport.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_ids_differ_and_stay_clear_of_node_ids() {
+        let ids: HashSet<u64> = (0..1000).map(|_| Client::random_id()).collect();
+        assert_eq!(ids.len(), 1000);
+        assert!(ids.iter().all(|&id| id >= 1 << 63));
     }
 }

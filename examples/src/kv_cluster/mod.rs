@@ -1,8 +1,9 @@
 //! kv-cluster: a sharded, replicated key-value store built from the quorate
 //! crates. Keys map to shards on a consistent-hash ring; each shard is a
 //! Raft group (`quorate-raft-core`) over every node, carried by the TCP
-//! transport (`quorate-transport`); requests carry Snowflake ids
-//! (`quorate-ids`) so retries apply once; values carry HLC stamps
+//! transport (`quorate-transport`); clients register sessions through
+//! each shard's log and number their writes, so retries apply once (Raft
+//! thesis §6.3, see [`store`]); values carry HLC stamps
 //! (`quorate-clocks`); and the replicas of a shard compare Merkle digests
 //! of their key buckets (`quorate-merkle`) at equal applied indexes and
 //! repair a damaged bucket on their own ([`anti_entropy`]). A shard's
@@ -24,8 +25,8 @@
 //!
 //! # async fn demo() -> Result<(), Error> {
 //! let nodes = [(1, "127.0.0.1:7001".parse().unwrap()), (2, "127.0.0.1:7002".parse().unwrap())];
-//! let mut client = Client::new(1000, &nodes, 2)?; // client id 1000, 2 shards
-//! client.put("colour", Bytes::from("blue")).await?; // retried with one request id
+//! let mut client = Client::new(Client::random_id(), &nodes, 2)?; // 2 shards
+//! client.put("colour", Bytes::from("blue")).await?; // registers a session, then writes
 //! let answer = client.get("colour").await?;
 //! assert!(matches!(answer.reply, Reply::Value(Some((v, _stamp))) if v == "blue"));
 //! # Ok(())
@@ -94,10 +95,50 @@ pub enum Error {
     #[error("malformed message: {0}")]
     Malformed(&'static str),
     /// A request got no answer before its deadline, despite retries.
-    #[error("request {id} unanswered")]
+    #[error("request {id} unanswered by {tried}")]
     Unanswered {
-        /// The request id.
+        /// The request's correlation id.
         id: u64,
+        /// The nodes it was sent to, as `id=address`.
+        tried: String,
+    },
+    /// The shard does not exist on the node that answered.
+    #[error("no shard {shard} on node {node}")]
+    NoSuchShard {
+        /// The shard.
+        shard: u32,
+        /// The node, as `id=address`.
+        node: String,
+    },
+    /// A node understood the request and refused it.
+    #[error("refused by node {node}: {reason}")]
+    Refused {
+        /// The node, as `id=address`.
+        node: String,
+        /// Its reason.
+        reason: String,
+    },
+    /// The write's session expired (or was evicted) on its shard.
+    #[error(
+        "session {session} of shard {shard} expired; {}",
+        if *.maybe_applied { "an earlier attempt of the write may have been applied" } else { "the write was not applied" }
+    )]
+    SessionExpired {
+        /// The shard.
+        shard: u32,
+        /// The session.
+        session: u64,
+        /// Whether an earlier attempt may have been applied (so resending
+        /// under a new session could apply it twice).
+        maybe_applied: bool,
+    },
+    /// A node answered with a reply that does not fit the request.
+    #[error("unexpected reply from node {node}: {reply}")]
+    UnexpectedReply {
+        /// The node, as `id=address`.
+        node: String,
+        /// The reply.
+        reply: String,
     },
     /// A node task failed.
     #[error("node task: {0}")]

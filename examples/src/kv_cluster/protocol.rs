@@ -6,26 +6,65 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::Error;
 
-/// A write as it travels through a shard's Raft log.
+/// A command as it travels through a shard's Raft log. Every command
+/// carries the leader's HLC stamp: its physical milliseconds are the time
+/// the state machine expires client sessions by, so every replica expires
+/// the same sessions at the same index.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Command {
-    /// The client's Snowflake request id: the deduplication key.
-    pub request: u64,
-    /// The leader's HLC stamp for the write.
-    pub stamp: u64,
-    /// The key.
-    pub key: String,
-    /// The new value.
-    pub value: Bytes,
+pub enum Command {
+    /// Opens a client session; the session's id is this entry's log index.
+    RegisterSession {
+        /// The leader's HLC stamp.
+        stamp: u64,
+    },
+    /// A write, deduplicated by `(session, seq)`.
+    Put {
+        /// The client's session (from [`Reply::Registered`]).
+        session: u64,
+        /// The write's sequence number in the session.
+        seq: u64,
+        /// The client's correlation id (informational: recorded with the
+        /// value, never used to deduplicate).
+        request: u64,
+        /// The leader's HLC stamp for the write.
+        stamp: u64,
+        /// The key.
+        key: String,
+        /// The new value.
+        value: Bytes,
+    },
+}
+
+/// Names one write for audits: its shard, session and sequence number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WriteId {
+    /// The shard.
+    pub shard: u32,
+    /// The session (the index of its register entry in the shard's log).
+    pub session: u64,
+    /// The sequence number within the session.
+    pub seq: u64,
 }
 
 /// What a client asks a node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
-    /// Write `value` under `key` in `shard`.
+    /// Opens a session on `shard` (through its log): answered
+    /// [`Reply::Registered`].
+    RegisterSession {
+        /// The shard.
+        shard: u32,
+    },
+    /// Write `value` under `key` in `shard`, as write `seq` of `session`:
+    /// a request with a sequence number the session already applied is
+    /// answered without applying it again.
     Put {
         /// Shard the key maps to.
         shard: u32,
+        /// The client's session on the shard.
+        session: u64,
+        /// The write's sequence number in the session (1, 2, ...).
+        seq: u64,
         /// The key.
         key: String,
         /// The value.
@@ -87,14 +126,16 @@ pub struct BucketEntry {
     pub value: Bytes,
     /// The value's HLC stamp.
     pub stamp: u64,
-    /// The request that wrote it.
+    /// The correlation id of the request that wrote it (informational).
     pub request: u64,
 }
 
-/// A request with its Snowflake id, which is also the correlation id.
+/// A request or reply with its correlation id.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Envelope<T> {
-    /// The Snowflake id; retries reuse it.
+    /// The correlation id: a reply carries its request's, and retries of
+    /// a request reuse it. It only matches replies to requests;
+    /// deduplication is by session and sequence number.
     pub id: u64,
     /// The request or reply.
     pub body: T,
@@ -128,6 +169,14 @@ pub struct ShardStatus {
 pub enum Reply {
     /// The write is committed and applied (possibly by an earlier attempt).
     Written,
+    /// A session is open: its id (the index of its register entry).
+    Registered {
+        /// The session id.
+        session: u64,
+    },
+    /// The write's session is unknown to the shard (expired, evicted, or
+    /// never registered); the write was not applied by this attempt.
+    SessionExpired,
     /// The value under the key, with its HLC stamp, if any.
     Value(Option<(Bytes, u64)>),
     /// This node does not lead the shard; try the hinted node (0: unknown).
@@ -238,31 +287,59 @@ pub(super) fn finish<T>(src: &Bytes, value: T) -> Result<T, Error> {
 }
 
 impl Command {
-    /// The bytes stored in the Raft log.
-    pub fn encode(&self) -> Bytes {
-        let mut dst = BytesMut::with_capacity(24 + self.key.len() + self.value.len());
-        dst.put_u64(self.request);
-        dst.put_u64(self.stamp);
-        put_str(&mut dst, self.key.as_bytes());
-        put_str(&mut dst, &self.value);
-        dst.freeze()
+    /// The leader's HLC stamp.
+    pub fn stamp(&self) -> u64 {
+        match self {
+            Command::RegisterSession { stamp } | Command::Put { stamp, .. } => *stamp,
+        }
     }
 
-    /// Parses a log entry.
-    pub fn decode(mut src: Bytes) -> Result<Self, Error> {
-        let request = get_u64(&mut src)?;
-        let stamp = get_u64(&mut src)?;
-        let key = get_string(&mut src)?;
-        let value = get_bytes(&mut src)?;
-        finish(
-            &src,
-            Command {
+    /// The bytes stored in the Raft log.
+    pub fn encode(&self) -> Bytes {
+        match self {
+            Command::RegisterSession { stamp } => {
+                let mut dst = BytesMut::with_capacity(9);
+                dst.put_u8(2);
+                dst.put_u64(*stamp);
+                dst.freeze()
+            }
+            Command::Put {
+                session,
+                seq,
                 request,
                 stamp,
                 key,
                 value,
+            } => {
+                let mut dst = BytesMut::with_capacity(41 + key.len() + value.len());
+                dst.put_u8(1);
+                for n in [*session, *seq, *request, *stamp] {
+                    dst.put_u64(n);
+                }
+                put_str(&mut dst, key.as_bytes());
+                put_str(&mut dst, value);
+                dst.freeze()
+            }
+        }
+    }
+
+    /// Parses a log entry.
+    pub fn decode(mut src: Bytes) -> Result<Self, Error> {
+        let command = match get_u8(&mut src)? {
+            1 => Command::Put {
+                session: get_u64(&mut src)?,
+                seq: get_u64(&mut src)?,
+                request: get_u64(&mut src)?,
+                stamp: get_u64(&mut src)?,
+                key: get_string(&mut src)?,
+                value: get_bytes(&mut src)?,
             },
-        )
+            2 => Command::RegisterSession {
+                stamp: get_u64(&mut src)?,
+            },
+            _ => return Err(Error::Malformed("unknown command kind")),
+        };
+        finish(&src, command)
     }
 }
 
@@ -272,9 +349,17 @@ impl Envelope<Request> {
         let mut dst = BytesMut::new();
         dst.put_u64(self.id);
         match &self.body {
-            Request::Put { shard, key, value } => {
+            Request::Put {
+                shard,
+                session,
+                seq,
+                key,
+                value,
+            } => {
                 dst.put_u8(1);
                 dst.put_u32(*shard);
+                dst.put_u64(*session);
+                dst.put_u64(*seq);
                 put_str(&mut dst, key.as_bytes());
                 put_str(&mut dst, value);
             }
@@ -308,6 +393,10 @@ impl Envelope<Request> {
                 dst.put_u32(*shard);
                 dst.put_u64(*id);
             }
+            Request::RegisterSession { shard } => {
+                dst.put_u8(10);
+                dst.put_u32(*shard);
+            }
         }
         dst.freeze()
     }
@@ -318,6 +407,8 @@ impl Envelope<Request> {
         let body = match get_u8(&mut src)? {
             1 => Request::Put {
                 shard: get_u32(&mut src)?,
+                session: get_u64(&mut src)?,
+                seq: get_u64(&mut src)?,
                 key: get_string(&mut src)?,
                 value: get_bytes(&mut src)?,
             },
@@ -344,6 +435,9 @@ impl Envelope<Request> {
             9 => Request::RemoveMember {
                 shard: get_u32(&mut src)?,
                 id: get_u64(&mut src)?,
+            },
+            10 => Request::RegisterSession {
+                shard: get_u32(&mut src)?,
             },
             _ => return Err(Error::Malformed("unknown request kind")),
         };
@@ -374,6 +468,11 @@ impl Envelope<Reply> {
                 put_str(&mut dst, reason.as_bytes());
             }
             Reply::Accepted => dst.put_u8(10),
+            Reply::Registered { session } => {
+                dst.put_u8(11);
+                dst.put_u64(*session);
+            }
+            Reply::SessionExpired => dst.put_u8(12),
             Reply::NoSuchShard => dst.put_u8(5),
             Reply::Status(shards) => {
                 dst.put_u8(6);
@@ -419,6 +518,10 @@ impl Envelope<Reply> {
             },
             9 => Reply::Refused(get_string(&mut src)?),
             10 => Reply::Accepted,
+            11 => Reply::Registered {
+                session: get_u64(&mut src)?,
+            },
+            12 => Reply::SessionExpired,
             5 => Reply::NoSuchShard,
             6 => {
                 let n = get_u32(&mut src)?;
@@ -477,13 +580,25 @@ mod tests {
 
     #[test]
     fn round_trips_and_refuses_truncation() {
-        let c = Command {
-            request: 7,
-            stamp: 9,
-            key: "k".into(),
-            value: Bytes::from_static(b"v"),
-        };
-        assert_eq!(Command::decode(c.encode()).unwrap(), c);
+        let commands = [
+            Command::Put {
+                session: 3,
+                seq: 4,
+                request: 7,
+                stamp: 9,
+                key: "k".into(),
+                value: Bytes::from_static(b"v"),
+            },
+            Command::RegisterSession { stamp: 11 },
+        ];
+        for c in commands {
+            let bytes = c.encode();
+            assert_eq!(Command::decode(bytes.clone()).unwrap(), c);
+            for cut in 0..bytes.len() {
+                assert!(Command::decode(bytes.slice(..cut)).is_err());
+            }
+        }
+        assert!(Command::decode(Bytes::from_static(&[3, 0, 0, 0, 0, 0, 0, 0, 0])).is_err());
         let r = Envelope {
             id: 3,
             body: Reply::Status(vec![ShardStatus {
@@ -518,6 +633,9 @@ mod tests {
             },
             Reply::Refused("busy".into()),
             Reply::Accepted,
+            Reply::Registered { session: 12 },
+            Reply::SessionExpired,
+            Reply::Written,
         ];
         for body in replies {
             let r = Envelope { id: 4, body };
@@ -530,9 +648,12 @@ mod tests {
         let requests = [
             Request::Put {
                 shard: 0,
+                session: 5,
+                seq: 6,
                 key: "a".into(),
                 value: Bytes::from_static(b"b"),
             },
+            Request::RegisterSession { shard: 1 },
             Request::LeafHashes { shard: 1 },
             Request::Bucket {
                 shard: 1,

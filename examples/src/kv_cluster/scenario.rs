@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 use super::Error;
 use super::client::{Answer, Client};
-use super::protocol::{Reply, Request, ShardStatus};
+use super::protocol::{Reply, Request, ShardStatus, WriteId};
 use super::server::{BoundNode, NodeConfig, NodeEvent, NodeHandle};
 use super::store::{InstalledSnapshot, KvStore};
 
@@ -75,18 +75,24 @@ pub struct Report {
     pub failover: Duration,
     /// Every acknowledged write: key, value.
     pub acknowledged: BTreeMap<String, Bytes>,
+    /// Every acknowledged write's shard, session and sequence number.
+    pub acknowledged_writes: BTreeSet<WriteId>,
     /// Acknowledged writes not read back with their value after failover
     /// and at the end (must be empty).
     pub lost: Vec<String>,
-    /// Request ids that changed some replica more than once (must be empty).
-    pub applied_twice: Vec<u64>,
-    /// Acknowledged request ids some replica never applied (must be empty).
-    pub never_applied: Vec<u64>,
+    /// Writes that changed some replica more than once (must be empty),
+    /// by the replicas' in-memory audit.
+    pub applied_twice: Vec<WriteId>,
+    /// Writes (acknowledged, or applied by some voter) that some voter of
+    /// their shard does not have: its session table does not cover them
+    /// (must be empty).
+    pub never_applied: Vec<WriteId>,
     /// Requests sent more than once by the client.
     pub retries: u64,
     /// Log entries skipped by replicas as duplicates of applied requests.
     pub duplicates_skipped: u64,
-    /// Sends of the retried write answered from the dedup table (not proposed).
+    /// Sends of the retried write answered from the session table (not
+    /// proposed).
     pub retries_answered: u64,
     /// The last log index the restarted node found on its own disk (in its
     /// snapshot or the log after it), summed over shards.
@@ -168,7 +174,7 @@ impl Report {
                 self.lost.len()
             ),
             format!(
-                "  exactly once    {} client retries; {} resent writes answered from the dedup table; {} duplicate log entries skipped; {} requests applied twice",
+                "  exactly once    {} client retries; {} resent writes answered from the session table; {} duplicate log entries skipped; {} writes applied twice",
                 self.retries,
                 self.retries_answered,
                 self.duplicates_skipped,
@@ -301,7 +307,7 @@ impl Cluster {
                 node.add_peer(peer, addr);
             }
         }
-        let handle = node.spawn(self.config(id))?;
+        let handle = node.with_audit().spawn(self.config(id))?;
         self.running.insert(id, handle);
         Ok(())
     }
@@ -429,10 +435,14 @@ async fn wait_status(
     }
 }
 
-fn expect_written(key: &str, answer: &Answer) -> Result<(), Error> {
-    match answer.reply {
-        Reply::Written => Ok(()),
-        ref other => Err(Error::Check(format!("put {key}: {other:?}"))),
+/// Checks that `answer` acknowledges a write, and records it.
+fn expect_written(key: &str, answer: &Answer, report: &mut Report) -> Result<(), Error> {
+    match (&answer.reply, answer.write) {
+        (Reply::Written, Some(write)) => {
+            report.acknowledged_writes.insert(write);
+            Ok(())
+        }
+        (other, _) => Err(Error::Check(format!("put {key}: {other:?}"))),
     }
 }
 
@@ -490,7 +500,7 @@ async fn workload(
         let key = format!("user:{i:04}");
         let value = Bytes::from(format!("v{i}"));
         let answer = client.put(&key, value.clone()).await?;
-        expect_written(&key, &answer)?;
+        expect_written(&key, &answer, report)?;
         report.writes.push(answer.latency);
         report.acknowledged.insert(key, value);
     }
@@ -509,16 +519,16 @@ async fn workload(
             .filter(|k| client.shard_of(k) == 1)
             .count(),
     ));
-    let retried = client.next_id()?;
     let value = Bytes::from_static(b"applied-once");
+    let write = client.begin_put("retry:demo", value.clone()).await?;
+    let retried = write.id;
     for attempt in 1..=3 {
-        let answer = client
-            .put_with_id(retried, "retry:demo", value.clone())
-            .await?;
-        expect_written("retry:demo", &answer)?;
+        let answer = client.write(&write).await?;
+        expect_written("retry:demo", &answer, report)?;
         report.writes.push(answer.latency);
         t.log(format!(
-            "put retry:demo with request id {retried} (send {attempt} of 3): acknowledged"
+            "put retry:demo as write {} of session {} on shard {} (send {attempt} of 3): acknowledged",
+            retried.seq, retried.session, retried.shard
         ));
     }
     report.acknowledged.insert("retry:demo".into(), value);
@@ -533,7 +543,7 @@ async fn workload(
         })
         .sum();
     t.log(format!(
-        "the leader answered {} of those sends from its dedup table without proposing again",
+        "the leader answered {} of those sends from its session table without proposing again",
         report.retries_answered
     ));
 
@@ -548,7 +558,8 @@ async fn workload(
     ));
 
     // Phase 3: send a write to shard 0's leader and kill the leader before
-    // it answers; the client retries that request id on the successor.
+    // it answers; the client retries that write (same session and sequence
+    // number) on the successor.
     let status = wait_status(&mut client, first, |s| s.iter().all(|s| s.leader != 0)).await?;
     let victim = status.first().map_or(first, |s| s.leader);
     let led: Vec<u32> = status
@@ -563,12 +574,14 @@ async fn workload(
         .find(|k| client.shard_of(k) == 0)
         .unwrap_or_default();
     let value = Bytes::from_static(b"sent-as-the-leader-died");
-    let in_flight = client.next_id()?;
-    client.send_put(in_flight, &key, value.clone()).await?;
+    let write = client.begin_put(&key, value.clone()).await?;
+    let in_flight = write.id;
+    client.send_write(&write).await?;
     cluster.kill(victim).await?;
     let killed = Instant::now();
     t.log(format!(
-        "sent put {key} (request {in_flight}) to n{victim}, then killed n{victim} (leader of shard(s) {led:?}) before it answered"
+        "sent put {key} (write {} of session {}) to n{victim}, then killed n{victim} (leader of shard(s) {led:?}) before it answered",
+        in_flight.seq, in_flight.session
     ));
     let elected = wait_status(&mut client, survivor, |s| {
         led.iter().all(|&shard| {
@@ -588,13 +601,15 @@ async fn workload(
             ));
         }
     }
-    let answer = client.put_with_id(in_flight, &key, value.clone()).await?;
-    expect_written(&key, &answer)?;
+    let answer = client.write(&write).await?;
+    expect_written(&key, &answer, report)?;
     report.failover = killed.elapsed();
     report.writes.push(answer.latency);
     report.acknowledged.insert(key.clone(), value);
     t.log(format!(
-        "retried request {in_flight} on n{}: written {} after the kill ({} attempts)",
+        "retried write {} of session {} on n{}: written {} after the kill ({} attempts)",
+        in_flight.seq,
+        in_flight.session,
         answer.node,
         ms(report.failover),
         answer.attempts
@@ -604,7 +619,7 @@ async fn workload(
         let key = format!("late:{i:04}");
         let value = Bytes::from(format!("w{i}"));
         let answer = client.put(&key, value.clone()).await?;
-        expect_written(&key, &answer)?;
+        expect_written(&key, &answer, report)?;
         report.writes.push(answer.latency);
         report.acknowledged.insert(key, value);
     }
@@ -777,9 +792,10 @@ async fn workload(
     report.retries = client.retries();
     audit(cluster, &members, report);
     for (what, id) in [("retry:demo", retried), ("in-flight write", in_flight)] {
-        let counts = applications(cluster, &members, id);
+        let (counts, covered) = applications(cluster, &members, id);
         t.log(format!(
-            "{what}: request {id} applied {counts:?} time(s) on the replicas of its shard"
+            "{what}: write {} of session {} applied {counts:?} time(s) by the replicas of shard {} in their current run; in the session table of {covered} of them",
+            id.seq, id.session, id.shard
         ));
     }
     client.close().await;
@@ -816,11 +832,13 @@ async fn shard_members(
 
 /// Writes until told to stop, from a client of its own: the load the
 /// membership change runs under. Returns what was acknowledged.
+type Acked = Vec<(String, Bytes, Duration, WriteId)>;
+
 async fn background_writes(
     addrs: Vec<(u64, SocketAddr)>,
     shards: u32,
     mut stop: watch::Receiver<bool>,
-) -> Result<(Vec<(String, Bytes, Duration)>, Vec<u64>), Error> {
+) -> Result<(Acked, Vec<u64>), Error> {
     let mut client = Client::new(1001, &addrs, shards)?;
     let mut acked = Vec::new();
     for i in 0.. {
@@ -830,8 +848,11 @@ async fn background_writes(
         let key = format!("move:{i:04}");
         let value = Bytes::from(format!("m{i}"));
         let answer = client.put(&key, value.clone()).await?;
-        expect_written(&key, &answer)?;
-        acked.push((key, value, answer.latency));
+        let write = match (&answer.reply, answer.write) {
+            (Reply::Written, Some(write)) => write,
+            (other, _) => return Err(Error::Check(format!("put {key}: {other:?}"))),
+        };
+        acked.push((key, value, answer.latency, write));
     }
     let known = client.nodes().to_vec();
     client.close().await;
@@ -1001,7 +1022,7 @@ async fn replace_member(
     let _ = stop.send(true);
     let (acked, known) = load.await.map_err(|e| Error::Task(e.to_string()))??;
     report.writes_during_move = acked.len();
-    let latencies: Vec<Duration> = acked.iter().map(|(_, _, l)| *l).collect();
+    let latencies: Vec<Duration> = acked.iter().map(|(_, _, l, _)| *l).collect();
     t.log(format!(
         "client 1001 wrote {} keys during the change (p50 {}, max {}), every one acknowledged; {}",
         acked.len(),
@@ -1013,9 +1034,10 @@ async fn replace_member(
             format!("it never needed n{new_id}")
         }
     ));
-    for (key, value, latency) in acked {
+    for (key, value, latency, write) in acked {
         report.writes.push(latency);
         report.acknowledged.insert(key, value);
+        report.acknowledged_writes.insert(write);
     }
     Ok(())
 }
@@ -1087,20 +1109,37 @@ async fn roots_agree(
     Ok(agree)
 }
 
-/// How many times each voter of the shard holding request `id` applied it.
-fn applications(cluster: &Cluster, members: &BTreeMap<u32, Vec<u64>>, id: u64) -> Vec<u32> {
-    members
-        .iter()
-        .flat_map(|(&shard, voters)| voters.iter().map(move |&n| (shard, n)))
-        .filter_map(|(shard, n)| {
-            let stores = cluster.running.get(&n)?.stores();
-            let stores = stores.lock().ok()?;
-            stores.get(shard as usize)?.applications().get(&id).copied()
-        })
-        .collect()
+/// How many times each voter of `id`'s shard applied it in its current
+/// run (by its audit), and how many voters' session tables cover it.
+fn applications(
+    cluster: &Cluster,
+    members: &BTreeMap<u32, Vec<u64>>,
+    id: WriteId,
+) -> (Vec<u32>, usize) {
+    let mut counts = Vec::new();
+    let mut covered = 0;
+    for &n in members.get(&id.shard).into_iter().flatten() {
+        let Some(handle) = cluster.running.get(&n) else {
+            continue;
+        };
+        let stores = handle.stores();
+        let Ok(stores) = stores.lock() else { continue };
+        let Some(store) = stores.get(id.shard as usize) else {
+            continue;
+        };
+        if let Some(&count) = store.audit().and_then(|a| a.get(&(id.session, id.seq))) {
+            counts.push(count);
+        }
+        covered += usize::from(store.is_applied(id.session, id.seq));
+    }
+    (counts, covered)
 }
 
-/// Counts applications per request id on every voter of every shard.
+/// Finds writes applied twice on some voter (by the in-memory audits) and
+/// writes some voter lacks: every acknowledged write, and every write some
+/// voter applied, must be covered by every voter's session table (its
+/// session's highest applied sequence number is at least the write's),
+/// whether the voter applied it itself or got it in a snapshot.
 fn audit(cluster: &Cluster, members: &BTreeMap<u32, Vec<u64>>, report: &mut Report) {
     for handle in cluster.running.values() {
         let stores = handle.stores();
@@ -1108,33 +1147,56 @@ fn audit(cluster: &Cluster, members: &BTreeMap<u32, Vec<u64>>, report: &mut Repo
         report.duplicates_skipped += stores.iter().map(KvStore::duplicates_skipped).sum::<u64>();
     }
     let mut applied_twice = BTreeSet::new();
+    let mut never_applied = BTreeSet::new();
     for (&shard, voters) in members {
-        let mut per_id: HashMap<u64, Vec<u32>> = HashMap::new();
+        let mut writes: BTreeSet<WriteId> = report
+            .acknowledged_writes
+            .iter()
+            .filter(|w| w.shard == shard)
+            .copied()
+            .collect();
+        let mut stores_of_voters = Vec::new();
         for n in voters {
             let Some(handle) = cluster.running.get(n) else {
+                // A voter that is not running lacks everything.
+                never_applied.extend(writes.iter().copied());
                 continue;
             };
-            let stores = handle.stores();
-            let Ok(stores) = stores.lock() else { continue };
-            let Some(store) = stores.get(shard as usize) else {
-                continue;
-            };
-            for (&id, &count) in store.applications() {
-                per_id.entry(id).or_default().push(count);
+            stores_of_voters.push(handle.stores());
+        }
+        let mut guards = Vec::new();
+        for stores in &stores_of_voters {
+            match stores.lock() {
+                Ok(guard) => guards.push(guard),
+                Err(_) => never_applied.extend(writes.iter().copied()),
             }
         }
-        applied_twice.extend(
-            per_id
-                .iter()
-                .filter(|(_, counts)| counts.iter().any(|&n| n > 1))
-                .map(|(&id, _)| id),
-        );
-        report.never_applied.extend(
-            per_id
-                .iter()
-                .filter(|(_, counts)| counts.len() != voters.len())
-                .map(|(&id, _)| id),
-        );
+        let stores: Vec<&KvStore> = guards
+            .iter()
+            .filter_map(|g| g.get(shard as usize))
+            .collect();
+        for store in &stores {
+            for (&(session, seq), &count) in store.audit().into_iter().flatten() {
+                let id = WriteId {
+                    shard,
+                    session,
+                    seq,
+                };
+                writes.insert(id);
+                if count > 1 {
+                    applied_twice.insert(id);
+                }
+            }
+        }
+        if stores.len() != voters.len() {
+            never_applied.extend(writes.iter().copied());
+        }
+        for w in &writes {
+            if stores.iter().any(|s| !s.is_applied(w.session, w.seq)) {
+                never_applied.insert(*w);
+            }
+        }
     }
     report.applied_twice = applied_twice.into_iter().collect();
+    report.never_applied = never_applied.into_iter().collect();
 }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use quorate_clocks::{Hlc, HlcTimestamp};
 use quorate_raft_core::{
     Config, Configuration, MessageBody, Node, NodeId, Promotion, ReadState, Role, Storage,
@@ -136,6 +136,7 @@ pub type SharedStores = Arc<Mutex<Vec<KvStore>>>;
 pub struct BoundNode {
     transport: TcpTransport,
     peers: Mutex<HashMap<u64, SocketAddr>>,
+    audit: bool,
 }
 
 impl BoundNode {
@@ -145,7 +146,15 @@ impl BoundNode {
         Ok(BoundNode {
             transport,
             peers: Mutex::new(HashMap::new()),
+            audit: false,
         })
+    }
+
+    /// Makes the node's stores count how many times they apply each write
+    /// ([`KvStore::audit`]), from the first entry on: for tests.
+    pub fn with_audit(mut self) -> Self {
+        self.audit = true;
+        self
     }
 
     /// The address peers and clients dial.
@@ -167,7 +176,7 @@ impl BoundNode {
             .peers
             .into_inner()
             .unwrap_or_else(PoisonError::into_inner);
-        let core = NodeCore::open(&config, peers)?;
+        let core = NodeCore::open(&config, peers, self.audit)?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let handle = NodeHandle {
             id: config.id,
@@ -261,8 +270,9 @@ impl NodeHandle {
 struct Replica {
     shard: u32,
     node: Node<FileLog>,
-    /// Writes proposed here, by request id: whom to answer once applied.
-    pending_writes: HashMap<u64, PeerId>,
+    /// Writes and session registrations proposed here: whom to answer
+    /// once applied.
+    pending_writes: PendingWrites,
     /// Reads waiting for ReadIndex confirmation: whom to answer, which key.
     pending_reads: HashMap<u64, (PeerId, String)>,
     /// Reads confirmed, waiting for the applied index to reach theirs.
@@ -293,6 +303,67 @@ impl Replica {
             .all_voters()
             .map(|v| v.0)
             .collect()
+    }
+}
+
+/// A client waiting for the entry it proposed.
+#[derive(Clone, Copy, Debug)]
+struct Waiter {
+    /// The entry's term: an entry at the same index with another term is
+    /// someone else's (the proposal was lost with the leadership).
+    term: u64,
+    client: PeerId,
+    /// The correlation id to answer with.
+    id: u64,
+    /// The write's `(session, seq)` (none for a registration).
+    write: Option<(u64, u64)>,
+}
+
+/// The entries a leader proposed for clients, by log index.
+#[derive(Debug, Default)]
+struct PendingWrites {
+    by_index: HashMap<u64, Waiter>,
+    /// Index of each pending write, so a retry waits for the entry already
+    /// proposed instead of proposing again.
+    by_write: HashMap<(u64, u64), u64>,
+}
+
+impl PendingWrites {
+    fn insert(&mut self, index: u64, waiter: Waiter) {
+        if let Some(write) = waiter.write {
+            self.by_write.insert(write, index);
+        }
+        self.by_index.insert(index, waiter);
+    }
+
+    /// Points the pending write `(session, seq)`, if any, at the latest
+    /// attempt's sender and correlation id.
+    fn retry(&mut self, write: (u64, u64), client: PeerId, id: u64) -> bool {
+        let Some(waiter) = self
+            .by_write
+            .get(&write)
+            .and_then(|index| self.by_index.get_mut(index))
+        else {
+            return false;
+        };
+        waiter.client = client;
+        waiter.id = id;
+        true
+    }
+
+    /// The waiter of the entry `(index, term)` just applied.
+    fn take(&mut self, index: u64, term: u64) -> Option<Waiter> {
+        let waiter = self.by_index.remove(&index)?;
+        if let Some(write) = waiter.write {
+            self.by_write.remove(&write);
+        }
+        (waiter.term == term).then_some(waiter)
+    }
+
+    /// Every waiter, as (client, correlation id), leaving none.
+    fn drain(&mut self) -> impl Iterator<Item = (PeerId, u64)> + '_ {
+        self.by_write.clear();
+        self.by_index.drain().map(|(_, w)| (w.client, w.id))
     }
 }
 
@@ -345,6 +416,14 @@ fn bucket_entries(store: &KvStore, bucket: u64) -> Vec<BucketEntry> {
         .collect()
 }
 
+/// A client's write as the leader proposes it.
+struct Proposal {
+    session: u64,
+    seq: u64,
+    key: String,
+    value: Bytes,
+}
+
 fn wall_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -389,7 +468,13 @@ impl Running {
 impl NodeCore {
     /// Opens (or creates) the node's logs in `config.data_dir`, replaying
     /// what is on disk, for a node that knows where `peers` listen.
-    pub fn open(config: &NodeConfig, peers: HashMap<u64, SocketAddr>) -> Result<Self, Error> {
+    /// With `audit`, the stores count every application of every write
+    /// (in memory only; the scenario's exactly-once check).
+    pub fn open(
+        config: &NodeConfig,
+        peers: HashMap<u64, SocketAddr>,
+        audit: bool,
+    ) -> Result<Self, Error> {
         std::fs::create_dir_all(&config.data_dir).at(&config.data_dir)?;
         let mut members = Configuration::new(config.members.iter().map(|&m| NodeId(m)));
         if config.joining {
@@ -398,7 +483,11 @@ impl NodeCore {
         let mut replicas = Vec::new();
         let mut recovered = 0;
         let mut recovered_snapshots = Vec::new();
-        let mut stores = vec![KvStore::default(); config.shards as usize];
+        let mut store = KvStore::default();
+        if audit {
+            store.enable_audit();
+        }
+        let mut stores = vec![store; config.shards as usize];
         for (shard, store) in (0..config.shards).zip(&mut stores) {
             if !config.hosts(shard) {
                 continue;
@@ -422,7 +511,7 @@ impl NodeCore {
             replicas.push(Replica {
                 shard,
                 node: Node::new(raft, log)?,
-                pending_writes: HashMap::new(),
+                pending_writes: PendingWrites::default(),
                 pending_reads: HashMap::new(),
                 confirmed_reads: Vec::new(),
                 anti_entropy: AntiEntropy::new(shard, config.id),
@@ -528,7 +617,7 @@ impl NodeCore {
 
     fn on_request(&mut self, from: PeerId, request: Envelope<Request>) {
         let id = request.id;
-        let (shard, key, value) = match request.body {
+        let (shard, key) = match request.body {
             Request::Status => {
                 let status = self.status();
                 self.reply(from, id, Reply::Status(status));
@@ -566,21 +655,69 @@ impl NodeCore {
                 self.reply(from, id, reply);
                 return;
             }
-            Request::Put { shard, key, value } => (shard, key, Some(value)),
-            Request::Get { shard, key } => (shard, key, None),
+            Request::RegisterSession { shard } => {
+                self.propose_write(from, id, shard, None);
+                return;
+            }
+            Request::Put {
+                shard,
+                session,
+                seq,
+                key,
+                value,
+            } => {
+                let write = Proposal {
+                    session,
+                    seq,
+                    key,
+                    value,
+                };
+                self.propose_write(from, id, shard, Some(write));
+                return;
+            }
+            Request::Get { shard, key } => (shard, key),
         };
-        let applied = {
+        let not_leader = self.not_leader(shard);
+        let Some(replica) = self.replica_mut(shard) else {
+            self.reply(from, id, Reply::NoSuchShard);
+            return;
+        };
+        if replica.node.role() != Role::Leader {
+            self.reply(from, id, not_leader);
+            return;
+        }
+        let outcome = replica
+            .node
+            .read_index(id)
+            .map(|()| replica.pending_reads.insert(id, (from, key)));
+        if outcome.is_err() {
+            self.reply(from, id, not_leader);
+        }
+    }
+
+    /// On `shard`'s leader, proposes a session registration (`write`
+    /// none) or a write, and answers once it is applied. A retry of a
+    /// write this leader applied is answered at once; a retry of one it
+    /// proposed waits for that entry.
+    fn propose_write(&mut self, from: PeerId, id: u64, shard: u32, write: Option<Proposal>) {
+        if write.as_ref().is_some_and(|w| w.seq == 0) {
+            // Every seq is at or below a new session's 0: it would be
+            // answered as a retry without ever being applied.
+            let reason = "sequence numbers start at 1".to_owned();
+            self.reply(from, id, Reply::Refused(reason));
+            return;
+        }
+        let applied = write.as_ref().is_some_and(|w| {
             let mut stores = self.stores.lock().unwrap_or_else(PoisonError::into_inner);
             let store = stores.get_mut(shard as usize);
-            let applied = store.as_ref().map(|s| s.is_applied(id));
-            if let Some(store) = store
-                && value.is_some()
-                && applied == Some(true)
-            {
-                store.note_retry_answered();
-            }
-            applied
-        };
+            store.is_some_and(|s| {
+                let applied = s.is_applied(w.session, w.seq);
+                if applied {
+                    s.note_retry_answered();
+                }
+                applied
+            })
+        });
         let stamp = match self.hlc.now(self.now_ms) {
             Ok(t) => t.as_u64(),
             Err(_) => self.hlc.last().as_u64(),
@@ -594,37 +731,41 @@ impl NodeCore {
             self.reply(from, id, not_leader);
             return;
         }
-        let outcome = match value {
-            Some(_) if applied == Some(true) => {
-                // A retry of an applied write: answer, do not apply again.
-                self.reply(from, id, Reply::Written);
-                return;
-            }
-            Some(_) if replica.pending_writes.contains_key(&id) => {
-                replica.pending_writes.insert(id, from);
-                return;
-            }
-            Some(value) => {
-                let command = Command {
+        if applied {
+            // A retry of an applied write: answer, do not apply again.
+            self.reply(from, id, Reply::Written);
+            return;
+        }
+        let (command, key) = match write {
+            None => (Command::RegisterSession { stamp }, None),
+            Some(w) => {
+                let key = (w.session, w.seq);
+                if replica.pending_writes.retry(key, from, id) {
+                    return;
+                }
+                let command = Command::Put {
+                    session: w.session,
+                    seq: w.seq,
                     request: id,
                     stamp,
-                    key,
-                    value,
+                    key: w.key,
+                    value: w.value,
                 };
-                replica
-                    .node
-                    .propose(command.encode())
-                    .map(|_| replica.pending_writes.insert(id, from))
-                    .map(|_| ())
+                (command, Some(key))
             }
-            None => replica
-                .node
-                .read_index(id)
-                .map(|()| replica.pending_reads.insert(id, (from, key)))
-                .map(|_| ()),
         };
-        if outcome.is_err() {
-            self.reply(from, id, not_leader);
+        let term = replica.node.term().0;
+        match replica.node.propose(command.encode()) {
+            Ok(index) => {
+                let waiter = Waiter {
+                    term,
+                    client: from,
+                    id,
+                    write: key,
+                };
+                replica.pending_writes.insert(index.0, waiter);
+            }
+            Err(_) => self.reply(from, id, not_leader),
         }
     }
 
@@ -847,7 +988,7 @@ impl NodeCore {
                 if !committed.is_empty() {
                     let mut stores = self.stores.lock().unwrap_or_else(PoisonError::into_inner);
                     for entry in committed {
-                        let index = entry.index.0;
+                        let (index, term) = (entry.index.0, entry.term.0);
                         // Configuration entries are Raft's, and empty
                         // entries are the leaders' no-ops.
                         let command = match entry.configuration() {
@@ -857,13 +998,14 @@ impl NodeCore {
                         if let Some(command) = command {
                             let _ = self
                                 .hlc
-                                .update(HlcTimestamp::from_u64(command.stamp), self.now_ms);
-                            let request = command.request;
-                            if let Some(store) = stores.get_mut(r.shard as usize) {
-                                store.apply(command);
-                            }
-                            if let Some(client) = r.pending_writes.remove(&request) {
-                                replies.push((client, request, Reply::Written));
+                                .update(HlcTimestamp::from_u64(command.stamp()), self.now_ms);
+                            let applied = stores
+                                .get_mut(r.shard as usize)
+                                .map(|store| store.apply(index, command));
+                            if let Some(w) = r.pending_writes.take(index, term)
+                                && let Some(applied) = applied
+                            {
+                                replies.push((w.client, w.id, applied.reply()));
                             }
                         }
                         // The store is exactly at `index` now, until the
@@ -891,8 +1033,8 @@ impl NodeCore {
                 // Leadership moved (or this server was removed): send the
                 // waiting clients on now rather than after their timeout.
                 // A write may still commit; its retry carries the same
-                // request id, so it applies once either way.
-                let writes = r.pending_writes.drain().map(|(id, client)| (client, id));
+                // session and sequence number, so it applies once either way.
+                let writes = r.pending_writes.drain();
                 let reads = r
                     .pending_reads
                     .drain()

@@ -1,15 +1,32 @@
-//! The replicated state machine of one shard replica: a key-value map whose
-//! writes are deduplicated by request id, summarised by a Merkle tree over
-//! a fixed partition of the key space.
+//! The replicated state machine of one shard replica: a key-value map, a
+//! table of client sessions that makes every write apply once (Raft thesis
+//! §6.3), and a Merkle tree over a fixed partition of the key space.
+//!
+//! Sessions: a client registers one through the log (the session id is the
+//! index of the register entry, so ids never collide) and numbers its
+//! writes 1, 2, ... within it, one write in flight at a time. The store
+//! keeps, per session, the highest sequence number it applied; a write
+//! whose number is not above it is a retry and is answered (for a put the
+//! answer is always "written") without applying it again. Sessions expire
+//! by the time carried in the log, never by a replica's own clock: every
+//! command carries its leader's HLC stamp, the store keeps the largest
+//! physical time it applied (`log_time`), and when it applies an entry it
+//! drops the sessions idle for longer than [`SessionLimits::timeout_ms`]
+//! at that time. The table also holds at most
+//! [`SessionLimits::max_sessions`]; registering one more evicts the least
+//! recently active. Both rules depend only on the entries, so every replica
+//! drops the same sessions at the same index. Every replica of a shard must
+//! use the same limits.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use quorate_clocks::HlcTimestamp;
 use quorate_consistent_hash::{KeyHasher, Xxh3};
 use quorate_merkle::{MerkleTree, Sha256};
 
 use super::Error;
-use super::protocol::Command;
+use super::protocol::{Command, Reply};
 
 /// Leaves of the Merkle tree: keys fall into this many buckets by hash, so
 /// two replicas' trees line up leaf by leaf whatever keys they hold, and a
@@ -26,19 +43,97 @@ pub struct Versioned {
     pub value: Bytes,
     /// The HLC stamp the leader gave the write.
     pub stamp: u64,
-    /// The request id that wrote it.
+    /// The correlation id of the request that wrote it (informational:
+    /// writes are deduplicated by session, not by this id).
     pub request: u64,
+}
+
+/// How long sessions live and how many a replica keeps. Replicated
+/// behaviour: every replica of a shard must use the same limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// A session with no applied entry for longer than this (in log time,
+    /// milliseconds) is dropped.
+    pub timeout_ms: u64,
+    /// The most sessions kept; registering one more evicts the least
+    /// recently active.
+    pub max_sessions: usize,
+}
+
+impl SessionLimits {
+    /// Default session timeout: 10 minutes of log time.
+    pub const TIMEOUT_MS: u64 = 10 * 60 * 1000;
+    /// Default session cap: 64k sessions (24 bytes each in a snapshot).
+    pub const MAX_SESSIONS: usize = 1 << 16;
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        SessionLimits {
+            timeout_ms: Self::TIMEOUT_MS,
+            max_sessions: Self::MAX_SESSIONS,
+        }
+    }
+}
+
+/// One client session as the state machine keeps it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Session {
+    /// The highest sequence number applied (0: none yet). What a retry
+    /// must be answered needs no storing: a put's answer is always
+    /// [`Reply::Written`].
+    pub last_seq: u64,
+    /// The log time (ms) of the session's last applied entry.
+    pub last_active: u64,
+}
+
+/// What applying a command did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// A session was opened with this id.
+    Registered {
+        /// The session id (the entry's index).
+        session: u64,
+    },
+    /// The write changed the store.
+    Written,
+    /// The write's sequence number was already applied: skipped.
+    Duplicate,
+    /// The write's session is unknown (expired, evicted or never opened):
+    /// skipped.
+    SessionExpired,
+}
+
+impl Applied {
+    /// The answer to the client whose request this was.
+    pub fn reply(self) -> Reply {
+        match self {
+            Applied::Registered { session } => Reply::Registered { session },
+            Applied::Written | Applied::Duplicate => Reply::Written,
+            Applied::SessionExpired => Reply::SessionExpired,
+        }
+    }
 }
 
 /// One shard replica's key-value store.
 #[derive(Clone, Debug, Default)]
 pub struct KvStore {
     data: BTreeMap<String, Versioned>,
-    /// How many times each request id changed the store: 1 for every
-    /// applied write, whatever the number of retries.
-    applications: HashMap<u64, u32>,
-    /// Log entries carrying an already-applied request id (retries that
-    /// reached the log twice), skipped.
+    limits: SessionLimits,
+    /// The largest physical time (ms) of any applied command's stamp.
+    log_time: u64,
+    sessions: HashMap<u64, Session>,
+    /// `(last_active, session)` of every session: the expiry and eviction
+    /// order (ties broken by id, so it is the same on every replica).
+    by_activity: BTreeSet<(u64, u64)>,
+    /// How many times this process applied each write, if auditing is on
+    /// (tests and the scenario; not replicated, not in snapshots).
+    audit: Option<HashMap<(u64, u64), u32>>,
+    /// Sessions dropped by the timeout, and by the cap.
+    expired: u64,
+    evicted: u64,
+    /// Log entries carrying an already-applied sequence number (retries
+    /// that reached the log twice), skipped.
     duplicates_skipped: u64,
     /// Client retries of applied requests answered without proposing again.
     retries_answered: u64,
@@ -55,31 +150,161 @@ pub struct InstalledSnapshot {
     pub bytes: u64,
 }
 
+const BAD: Error = Error::Malformed("kv snapshot");
+
+fn take(src: &mut Bytes, n: usize) -> Result<Bytes, Error> {
+    if src.remaining() < n {
+        return Err(BAD);
+    }
+    Ok(src.split_to(n))
+}
+
+fn u32_of(src: &mut Bytes) -> Result<u32, Error> {
+    Ok(take(src, 4)?.get_u32())
+}
+
+fn u64_of(src: &mut Bytes) -> Result<u64, Error> {
+    Ok(take(src, 8)?.get_u64())
+}
+
 impl KvStore {
-    /// Applies a committed command; returns whether it changed the store
-    /// (false for a duplicate of an applied request).
-    pub fn apply(&mut self, command: Command) -> bool {
-        if self.applications.contains_key(&command.request) {
-            self.duplicates_skipped += 1;
-            return false;
+    /// An empty store with these session limits.
+    pub fn with_limits(limits: SessionLimits) -> Self {
+        KvStore {
+            limits,
+            ..KvStore::default()
         }
-        *self.applications.entry(command.request).or_insert(0) += 1;
-        self.data.insert(
-            command.key,
-            Versioned {
-                value: command.value,
-                stamp: command.stamp,
-                request: command.request,
-            },
-        );
-        true
     }
 
-    /// Serializes the replicated state (values with their stamps and the
-    /// request-id dedup table) as a snapshot: `keys u32`, then
+    /// Starts counting, in memory, how many times each write is applied
+    /// (see [`audit`](Self::audit)).
+    pub fn enable_audit(&mut self) {
+        self.audit.get_or_insert_with(HashMap::new);
+    }
+
+    /// Applies the committed command at log `index`. Sessions idle for
+    /// longer than the timeout at the command's log time are dropped first.
+    pub fn apply(&mut self, index: u64, command: Command) -> Applied {
+        let time = HlcTimestamp::from_u64(command.stamp()).physical_ms();
+        self.log_time = self.log_time.max(time);
+        self.expire();
+        match command {
+            Command::RegisterSession { .. } => {
+                while self.sessions.len() >= self.limits.max_sessions.max(1) {
+                    let Some(&(_, oldest)) = self.by_activity.first() else {
+                        break;
+                    };
+                    self.remove(oldest);
+                    self.evicted += 1;
+                }
+                self.touch(index, 0);
+                Applied::Registered { session: index }
+            }
+            Command::Put {
+                session,
+                seq,
+                request,
+                stamp,
+                key,
+                value,
+            } => {
+                let Some(known) = self.sessions.get(&session).copied() else {
+                    return Applied::SessionExpired;
+                };
+                if seq <= known.last_seq {
+                    self.duplicates_skipped += 1;
+                    self.touch(session, known.last_seq);
+                    return Applied::Duplicate;
+                }
+                self.touch(session, seq);
+                if let Some(audit) = &mut self.audit {
+                    *audit.entry((session, seq)).or_insert(0) += 1;
+                }
+                self.data.insert(
+                    key,
+                    Versioned {
+                        value,
+                        stamp,
+                        request,
+                    },
+                );
+                Applied::Written
+            }
+        }
+    }
+
+    /// Records activity of `session` at the current log time.
+    fn touch(&mut self, session: u64, last_seq: u64) {
+        if let Some(old) = self.sessions.get(&session) {
+            self.by_activity.remove(&(old.last_active, session));
+        }
+        let last_active = self.log_time;
+        self.sessions.insert(
+            session,
+            Session {
+                last_seq,
+                last_active,
+            },
+        );
+        self.by_activity.insert((last_active, session));
+    }
+
+    fn remove(&mut self, session: u64) {
+        if let Some(old) = self.sessions.remove(&session) {
+            self.by_activity.remove(&(old.last_active, session));
+        }
+    }
+
+    /// Drops the sessions idle for longer than the timeout at `log_time`.
+    fn expire(&mut self) {
+        while let Some(&(last_active, session)) = self.by_activity.first() {
+            if self.log_time.saturating_sub(last_active) <= self.limits.timeout_ms {
+                break;
+            }
+            self.remove(session);
+            self.expired += 1;
+        }
+    }
+
+    /// Whether write `seq` of `session` was applied (a leader answers a
+    /// retry of it without proposing again).
+    pub fn is_applied(&self, session: u64, seq: u64) -> bool {
+        self.sessions
+            .get(&session)
+            .is_some_and(|s| seq <= s.last_seq)
+    }
+
+    /// The session's state, if it is open.
+    pub fn session(&self, session: u64) -> Option<Session> {
+        self.sessions.get(&session).copied()
+    }
+
+    /// Open sessions.
+    pub fn sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// The largest physical time (ms) of the applied commands' stamps.
+    pub fn log_time(&self) -> u64 {
+        self.log_time
+    }
+
+    /// Sessions this replica dropped by the timeout since it started.
+    pub fn expired(&self) -> u64 {
+        self.expired
+    }
+
+    /// Sessions this replica evicted by the cap since it started.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    /// Serializes the replicated state as a snapshot: `keys u32`, then
     /// `key_len u32 | key | value_len u32 | value | stamp u64 | request u64`
-    /// each, then `requests u32`, then `request u64 | applications u32` each.
-    /// The counters of this process's run are not replicated state.
+    /// each; then `log_time u64`, `sessions u32`, then
+    /// `session u64 | last_seq u64 | last_active u64` each, in id order (at
+    /// most the session cap). The counters of this process's run and the
+    /// audit are not replicated state.
     pub fn snapshot(&self) -> Bytes {
         let mut out = BytesMut::new();
         out.put_u32(self.data.len() as u32);
@@ -91,32 +316,21 @@ impl KvStore {
             out.put_u64(v.stamp);
             out.put_u64(v.request);
         }
-        let mut requests: Vec<_> = self.applications.iter().collect();
-        requests.sort();
-        out.put_u32(requests.len() as u32);
-        for (&request, &n) in requests {
-            out.put_u64(request);
-            out.put_u32(n);
+        out.put_u64(self.log_time);
+        let sessions: BTreeMap<_, _> = self.sessions.iter().collect();
+        out.put_u32(sessions.len() as u32);
+        for (&id, s) in sessions {
+            out.put_u64(id);
+            out.put_u64(s.last_seq);
+            out.put_u64(s.last_active);
         }
         out.freeze()
     }
 
     /// Replaces the replicated state with a [`snapshot`](Self::snapshot);
-    /// on malformed bytes returns an error and changes nothing.
+    /// on malformed bytes (or more sessions than this store's cap) returns
+    /// an error and changes nothing.
     pub fn restore(&mut self, mut src: Bytes) -> Result<(), Error> {
-        const BAD: Error = Error::Malformed("kv snapshot");
-        fn take(src: &mut Bytes, n: usize) -> Result<Bytes, Error> {
-            if src.remaining() < n {
-                return Err(BAD);
-            }
-            Ok(src.split_to(n))
-        }
-        fn u32_of(src: &mut Bytes) -> Result<u32, Error> {
-            Ok(take(src, 4)?.get_u32())
-        }
-        fn u64_of(src: &mut Bytes) -> Result<u64, Error> {
-            Ok(take(src, 8)?.get_u64())
-        }
         let mut data = BTreeMap::new();
         for _ in 0..u32_of(&mut src)? {
             let len = u32_of(&mut src)? as usize;
@@ -134,16 +348,28 @@ impl KvStore {
                 },
             );
         }
-        let mut applications = HashMap::new();
-        for _ in 0..u32_of(&mut src)? {
-            let request = u64_of(&mut src)?;
-            applications.insert(request, u32_of(&mut src)?);
-        }
-        if src.has_remaining() {
+        let log_time = u64_of(&mut src)?;
+        let count = u32_of(&mut src)? as usize;
+        if count > self.limits.max_sessions.max(1) || src.remaining() != count.saturating_mul(24) {
             return Err(BAD);
         }
+        let mut sessions = HashMap::new();
+        let mut by_activity = BTreeSet::new();
+        for _ in 0..count {
+            let id = u64_of(&mut src)?;
+            let session = Session {
+                last_seq: u64_of(&mut src)?,
+                last_active: u64_of(&mut src)?,
+            };
+            if sessions.insert(id, session).is_some() {
+                return Err(BAD);
+            }
+            by_activity.insert((session.last_active, id));
+        }
         self.data = data;
-        self.applications = applications;
+        self.log_time = log_time;
+        self.sessions = sessions;
+        self.by_activity = by_activity;
         Ok(())
     }
 
@@ -158,11 +384,6 @@ impl KvStore {
     /// The leader's snapshots this replica installed since the process started.
     pub fn installed(&self) -> &[InstalledSnapshot] {
         &self.installed
-    }
-
-    /// Whether the request was already applied.
-    pub fn is_applied(&self, request: u64) -> bool {
-        self.applications.contains_key(&request)
     }
 
     /// The value under `key`.
@@ -185,12 +406,14 @@ impl KvStore {
         self.data.is_empty()
     }
 
-    /// Applications per request id.
-    pub fn applications(&self) -> &HashMap<u64, u32> {
-        &self.applications
+    /// If auditing is on: how many times this process applied each write,
+    /// by `(session, seq)` (1 for every applied write, however often it
+    /// was sent). Writes a snapshot brought in are not counted here.
+    pub fn audit(&self) -> Option<&HashMap<(u64, u64), u32>> {
+        self.audit.as_ref()
     }
 
-    /// Notes a retry of an applied request answered from the dedup table.
+    /// Notes a retry of an applied write answered from the session table.
     pub fn note_retry_answered(&mut self) {
         self.retries_answered += 1;
     }
@@ -264,25 +487,196 @@ impl KvStore {
 mod tests {
     use super::*;
 
-    fn put(request: u64, key: &str, value: &'static [u8]) -> Command {
-        Command {
-            request,
-            stamp: request,
+    /// A stamp at `ms` milliseconds of physical time.
+    fn at(ms: u64) -> u64 {
+        HlcTimestamp::new(ms, 0).unwrap().as_u64()
+    }
+
+    fn register(ms: u64) -> Command {
+        Command::RegisterSession { stamp: at(ms) }
+    }
+
+    fn put(session: u64, seq: u64, ms: u64, key: &str, value: &'static [u8]) -> Command {
+        Command::Put {
+            session,
+            seq,
+            request: 99,
+            stamp: at(ms),
             key: key.into(),
             value: Bytes::from_static(value),
         }
     }
 
+    fn value(store: &KvStore, key: &str) -> Option<Bytes> {
+        store.get(key).map(|v| v.value.clone())
+    }
+
     #[test]
-    fn a_request_applies_once_and_roots_track_content() {
+    fn two_sessions_with_equal_sequence_numbers_both_apply() {
+        let mut s = KvStore::default();
+        assert_eq!(
+            s.apply(1, register(1000)),
+            Applied::Registered { session: 1 }
+        );
+        assert_eq!(
+            s.apply(2, register(1000)),
+            Applied::Registered { session: 2 }
+        );
+        // The bug this replaces: two clients minting the same request id.
+        assert_eq!(
+            s.apply(3, put(1, 1, 1001, "a", b"from 1")),
+            Applied::Written
+        );
+        assert_eq!(
+            s.apply(4, put(2, 1, 1001, "b", b"from 2")),
+            Applied::Written
+        );
+        assert_eq!(value(&s, "a"), Some(Bytes::from_static(b"from 1")));
+        assert_eq!(value(&s, "b"), Some(Bytes::from_static(b"from 2")));
+        assert_eq!(s.duplicates_skipped(), 0);
+    }
+
+    #[test]
+    fn a_retry_applies_once() {
+        let mut s = KvStore::default();
+        s.enable_audit();
+        s.apply(1, register(1000));
+        assert_eq!(s.apply(2, put(1, 1, 1001, "x", b"1")), Applied::Written);
+        assert!(s.is_applied(1, 1));
+        assert!(!s.is_applied(1, 2));
+        // The retry reached the log again (leadership moved in between).
+        assert_eq!(s.apply(3, put(1, 1, 1002, "x", b"1")), Applied::Duplicate);
+        assert_eq!(
+            s.apply(4, put(1, 1, 1002, "x", b"1")).reply(),
+            Reply::Written
+        );
+        assert_eq!(s.apply(5, put(1, 2, 1003, "x", b"2")), Applied::Written);
+        // A late copy of an older write does not roll the value back.
+        assert_eq!(s.apply(6, put(1, 1, 1004, "x", b"1")), Applied::Duplicate);
+        assert_eq!(value(&s, "x"), Some(Bytes::from_static(b"2")));
+        assert_eq!(s.duplicates_skipped(), 3);
+        let audit = s.audit().unwrap();
+        assert_eq!(audit.get(&(1, 1)), Some(&1));
+        assert_eq!(audit.get(&(1, 2)), Some(&1));
+    }
+
+    #[test]
+    fn an_unknown_or_expired_session_is_refused() {
+        let limits = SessionLimits {
+            timeout_ms: 100,
+            max_sessions: 8,
+        };
+        let mut s = KvStore::with_limits(limits);
+        assert_eq!(
+            s.apply(1, put(1, 1, 10, "x", b"1")),
+            Applied::SessionExpired
+        );
+        assert_eq!(Applied::SessionExpired.reply(), Reply::SessionExpired);
+        s.apply(2, register(1000));
+        s.apply(3, register(1000));
+        s.apply(4, put(2, 1, 1050, "x", b"1"));
+        // Session 3 has been idle for 101 ms of log time when this applies.
+        assert_eq!(s.apply(5, put(2, 2, 1101, "x", b"2")), Applied::Written);
+        assert_eq!(s.session(3), None);
+        assert_eq!(
+            s.apply(6, put(3, 1, 1101, "y", b"1")),
+            Applied::SessionExpired
+        );
+        assert!(s.get("y").is_none());
+        assert_eq!(s.expired(), 1);
+        // Exactly the timeout is not longer than it.
+        assert_eq!(s.apply(7, put(2, 3, 1201, "x", b"3")), Applied::Written);
+        assert!(s.session(2).is_some());
+        // Log time never goes back: an entry stamped earlier (a leader
+        // with a slow clock) counts as applied at the largest time seen.
+        s.apply(8, put(2, 4, 5, "x", b"4"));
+        assert_eq!(s.log_time(), 1201);
+        assert_eq!(s.session(2).unwrap().last_active, 1201);
+    }
+
+    #[test]
+    fn replicas_fed_the_same_entries_expire_at_the_same_index() {
+        let limits = SessionLimits {
+            timeout_ms: 50,
+            max_sessions: 1000,
+        };
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut entries = Vec::new();
+        let mut ms = 1000;
+        for index in 1..=400u64 {
+            ms += rng.u64(0..20);
+            let command = if index < 5 || rng.u8(0..8) == 0 {
+                register(ms)
+            } else {
+                put(rng.u64(1..index), rng.u64(1..30), ms, "k", b"v")
+            };
+            entries.push((index, command));
+        }
+        let mut a = KvStore::with_limits(limits);
+        let mut b = KvStore::with_limits(limits);
+        let mut expirations = Vec::new();
+        for (index, command) in entries {
+            let (ea, eb) = (a.expired(), b.expired());
+            let ra = a.apply(index, command.clone());
+            let rb = b.apply(index, command);
+            assert_eq!(ra, rb, "index {index}");
+            assert_eq!(a.expired() - ea, b.expired() - eb, "index {index}");
+            if a.expired() > ea {
+                expirations.push(index);
+            }
+            assert_eq!(a.snapshot(), b.snapshot(), "index {index}");
+        }
+        assert!(
+            expirations.len() > 5,
+            "the run expires sessions: {expirations:?}"
+        );
+    }
+
+    #[test]
+    fn the_cap_evicts_the_least_recently_active_session() {
+        let limits = SessionLimits {
+            timeout_ms: 60_000,
+            max_sessions: 3,
+        };
+        let mut s = KvStore::with_limits(limits);
+        s.apply(1, register(1000));
+        s.apply(2, register(1001));
+        s.apply(3, register(1002));
+        // Session 1 writes: session 2 is now the least recently active.
+        s.apply(4, put(1, 1, 1003, "a", b"1"));
+        assert_eq!(
+            s.apply(5, register(1004)),
+            Applied::Registered { session: 5 }
+        );
+        assert_eq!(s.sessions(), 3);
+        assert_eq!(s.evicted(), 1);
+        assert!(s.session(2).is_none());
+        for kept in [1, 3, 5] {
+            assert!(s.session(kept).is_some(), "session {kept}");
+        }
+        assert_eq!(
+            s.apply(6, put(2, 1, 1005, "b", b"1")),
+            Applied::SessionExpired
+        );
+        // Equal activity times: the lower id goes first, on every replica.
+        let mut t = KvStore::with_limits(limits);
+        for index in 1..=3 {
+            t.apply(index, register(1000));
+        }
+        t.apply(4, register(1000));
+        assert!(t.session(1).is_none());
+        assert!(t.session(2).is_some());
+    }
+
+    #[test]
+    fn roots_track_content_and_repairs_replace_a_bucket() {
         let mut a = KvStore::default();
         let mut b = KvStore::default();
-        assert!(a.apply(put(1, "x", b"1")));
-        assert!(!a.apply(put(1, "x", b"2")), "retry of request 1");
-        assert_eq!(a.get("x").unwrap().value, Bytes::from_static(b"1"));
-        assert_eq!(a.duplicates_skipped(), 1);
+        a.apply(1, register(1000));
+        b.apply(1, register(1000));
+        a.apply(2, put(1, 1, 1001, "x", b"1"));
         assert_ne!(a.merkle_tree().root(), b.merkle_tree().root());
-        b.apply(put(1, "x", b"1"));
+        b.apply(2, put(1, 1, 1001, "x", b"1"));
         assert_eq!(a.merkle_tree().root(), b.merkle_tree().root());
         b.corrupt("x", Bytes::from_static(b"rot"));
         let diff = quorate_merkle::diff::diff(&a.merkle_tree(), &b.merkle_tree());
@@ -293,29 +687,51 @@ mod tests {
     }
 
     #[test]
-    fn a_restored_snapshot_keeps_values_stamps_and_the_dedup_table() {
+    fn a_restored_snapshot_keeps_values_stamps_and_sessions() {
         let mut a = KvStore::default();
-        a.apply(put(7, "x", b"1"));
-        a.apply(put(9, "y", b"2"));
+        a.apply(1, register(1000));
+        a.apply(2, register(1000));
+        a.apply(3, put(1, 1, 1001, "x", b"1"));
+        a.apply(4, put(2, 1, 1002, "y", b"2"));
+        a.apply(5, put(2, 2, 1003, "y", b"3"));
         let mut b = KvStore::default();
-        b.apply(put(3, "stale", b"0"));
-        b.install(2, a.snapshot()).unwrap();
+        b.enable_audit();
+        b.apply(1, register(10));
+        b.apply(2, put(1, 1, 11, "stale", b"0"));
+        b.install(5, a.snapshot()).unwrap();
         assert_eq!(b.merkle_tree().root(), a.merkle_tree().root());
         assert_eq!(b.get("x"), a.get("x"));
         assert!(b.get("stale").is_none());
-        assert!(!b.apply(put(7, "x", b"again")), "retry after restore");
-        assert_eq!(b.applications().get(&7), Some(&1));
+        assert_eq!(b.log_time(), a.log_time());
+        assert_eq!(b.session(2), a.session(2));
+        assert_eq!(b.session(2).map(|s| s.last_seq), Some(2));
+        assert_eq!(b.snapshot(), a.snapshot());
+        // Retries after the restore are still recognised.
+        assert_eq!(b.apply(6, put(2, 2, 1004, "y", b"3")), Applied::Duplicate);
+        assert_eq!(b.apply(7, put(1, 2, 1004, "x", b"4")), Applied::Written);
         assert_eq!(
             b.installed(),
             &[InstalledSnapshot {
-                index: 2,
+                index: 5,
                 bytes: a.snapshot().len() as u64
             }]
         );
-        // Truncated bytes are refused and change nothing.
+        // Truncated or padded bytes are refused and change nothing.
         let full = a.snapshot();
-        let mut c = KvStore::default();
-        assert!(c.restore(full.slice(..full.len() - 1)).is_err());
-        assert!(c.is_empty());
+        let before = b.snapshot();
+        for cut in 0..full.len() {
+            assert!(b.restore(full.slice(..cut)).is_err(), "cut at {cut}");
+        }
+        let mut padded = BytesMut::from(&full[..]);
+        padded.put_u8(0);
+        assert!(b.restore(padded.freeze()).is_err());
+        assert_eq!(b.snapshot(), before);
+        // A snapshot with more sessions than the cap is refused.
+        let mut small = KvStore::with_limits(SessionLimits {
+            timeout_ms: SessionLimits::TIMEOUT_MS,
+            max_sessions: 1,
+        });
+        assert!(small.restore(full).is_err());
+        assert_eq!(small.sessions(), 0);
     }
 }
