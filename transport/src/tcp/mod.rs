@@ -880,7 +880,9 @@ impl<W: StreamWrapper> TcpTransport<W> {
     /// Stops accepting, writes out queued frames, closes every connection
     /// and waits for the transport's tasks to end.
     pub async fn shutdown(self) {
-        let _ = self.shared.shutdown.send(true);
+        // `send_replace`: `send` stores nothing while no task has subscribed
+        // yet, and a link spawned just before would then never stop.
+        self.shared.shutdown.send_replace(true);
         let tasks: Vec<JoinHandle<()>> = lock(&self.shared.tasks).drain(..).collect();
         for task in tasks {
             let _ = task.await;
@@ -914,7 +916,7 @@ impl<W: StreamWrapper> TcpTransport<W> {
 impl<W: StreamWrapper> Drop for TcpTransport<W> {
     fn drop(&mut self) {
         // Tasks notice, flush and exit; `shutdown` is the way to wait for them.
-        let _ = self.shared.shutdown.send(true);
+        self.shared.shutdown.send_replace(true);
     }
 }
 
