@@ -301,7 +301,14 @@ async fn dial<W: StreamWrapper>(
     let mut buf = BytesMut::new();
     let theirs = tokio::time::timeout(shared.config.hello_timeout, read_hello(&mut r, &mut buf))
         .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no hello"))??;
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no hello"))?
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => io::Error::new(
+                e.kind(),
+                "closed before its hello (our hello refused, or a limit hit)",
+            ),
+            _ => e,
+        })?;
     if theirs != peer {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
