@@ -84,7 +84,13 @@ async fn serve<W: StreamWrapper>(
         let claimed = read_hello(&mut r, &mut buf).await?;
         io::Result::Ok((r, w, buf, claimed, proven))
     };
-    let (r, mut w, buf, claimed, proven) = match tokio::time::timeout(limit, handshake).await {
+    let mut stop = shared.shutdown.subscribe();
+    let handshake = tokio::select! {
+        handshake = tokio::time::timeout(limit, handshake) => handshake,
+        // Shutdown does not wait for strangers to finish their hello.
+        _ = stopped(&mut stop) => return,
+    };
+    let (r, mut w, buf, claimed, proven) = match handshake {
         Ok(Ok(handshake)) => handshake,
         Ok(Err(e)) => {
             tcp_log!(debug, "handshake from {remote} failed: {e}");
