@@ -77,7 +77,7 @@ async fn an_urgent_frame_overtakes_megabytes_of_queued_bulk() {
     let (before, latency) = before.unwrap();
     println!(
         "urgent frame arrived after {before} of {FRAMES} bulk frames ({} MiB queued), {latency:?} after it was sent",
-        FRAMES * SIZE >> 20
+        (FRAMES * SIZE) >> 20
     );
     // Without the urgent lane it would come after all of them; with it,
     // only what was already in the socket buffers and on the wire is ahead.
