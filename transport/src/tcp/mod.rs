@@ -60,7 +60,7 @@
 //! - **Simultaneous dials.** Two peers that dial each other at once end
 //!   with one connection: once a second connection to the same peer has
 //!   exchanged hellos, both sides keep the one dialed by the lower
-//!   [`PeerId`] ([`simultaneous_open::resolve`](crate::simultaneous_open::resolve),
+//!   [`PeerId`] ([`simultaneous_open::resolve`],
 //!   Sans-IO) and close the other gracefully: its writer stops, the peer's
 //!   queue moves to the winner in order, and what was already written on
 //!   the loser is still read to its end, so nothing queued is lost (frames
