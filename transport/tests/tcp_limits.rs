@@ -267,3 +267,47 @@ async fn a_refused_dial_is_reported_until_the_peer_is_up() {
     client.shutdown().await;
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn under_known_peers_only_clients_count_against_the_buffer_cap() {
+    const NODE: u64 = 5;
+    let (mut server, addr) = server(TcpConfig {
+        trust: Trust::KnownPeers,
+        max_buffered_bytes: 16 * 1024,
+        ..TcpConfig::default()
+    })
+    .await;
+    server.add_peer(PeerId(NODE), "127.0.0.1:1".parse().unwrap());
+    let partial = |claimed: u64, sent: usize| {
+        let mut bytes = hello(claimed);
+        bytes.extend(header(64 * 1024, ChannelId(0), Flags::NONE));
+        bytes.extend(vec![0u8; sent]);
+        bytes
+    };
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client.write_all(&partial(42, 10 * 1024)).await.unwrap();
+    eventually("the client's bytes are counted", || {
+        server.stats().buffered_bytes == 9 + 10 * 1024
+    })
+    .await;
+    // More than the cap has left, from a known peer: not counted, not cut.
+    let mut node = TcpStream::connect(addr).await.unwrap();
+    node.write_all(&partial(NODE, 12 * 1024)).await.unwrap();
+    wait_for(&mut server, Event::Connected(PeerId(NODE))).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stats = server.stats();
+    assert_eq!(stats.buffered_bytes, 9 + 10 * 1024);
+    assert_eq!(stats.closed.buffered_bytes, 0);
+    assert_eq!(stats.peer_connections, 1);
+    // The same from a second client is cut.
+    let mut other = TcpStream::connect(addr).await.unwrap();
+    other.write_all(&partial(43, 12 * 1024)).await.unwrap();
+    assert!(
+        closed_within(&mut other, Duration::from_secs(5))
+            .await
+            .is_some()
+    );
+    assert_eq!(server.stats().closed.buffered_bytes, 1);
+    drop((client, node));
+    server.shutdown().await;
+}

@@ -19,7 +19,7 @@ use super::limits::{
 };
 use super::log::tcp_log;
 use super::queue::{InLane, OutQueue};
-use super::trust::{Admission, admit, next_client_id};
+use super::trust::{Admission, Trust, admit, next_client_id};
 use super::{
     CONTROL_CHANNEL, Conn, Kind, Open, PeerId, Shared, StreamReader, StreamWrapper, StreamWriter,
     lock,
@@ -357,8 +357,12 @@ async fn run_connection<W: StreamWrapper>(
     ended
 }
 
-/// When `d` after `from` is, if it is representable at all.
+/// When `d` after `from` is; `None` (never) for a zero `d` (the limit is
+/// off) or one too far off to represent.
 fn after(from: Instant, d: core::time::Duration) -> Option<Instant> {
+    if d.is_zero() {
+        return None;
+    }
     from.checked_add(d)
 }
 
@@ -444,7 +448,10 @@ async fn read_loop<W: StreamWrapper>(
         ),
     };
     let idle = config.idle_timeout;
-    let mut charge = Charge::new(&shared.budget);
+    // Known peers under `KnownPeers` are few and trusted: clients filling
+    // the cap must not get node-to-node connections closed.
+    let charged = kind == Kind::Client || config.trust == Trust::Hello;
+    let mut charge = Charge::new(charged.then_some(&shared.budget));
     // When the last frame completed (or the consumer took the last one: a
     // reader waiting for room in its lane is not idle).
     let mut last_frame = Instant::now();

@@ -103,15 +103,16 @@ impl Budget {
     }
 }
 
-/// One connection's share of a [`Budget`], given back when dropped.
+/// One connection's share of a [`Budget`] (none for an exempt
+/// connection), given back when dropped.
 #[derive(Debug)]
 pub(super) struct Charge<'a> {
-    budget: &'a Budget,
+    budget: Option<&'a Budget>,
     held: usize,
 }
 
 impl<'a> Charge<'a> {
-    pub(super) fn new(budget: &'a Budget) -> Self {
+    pub(super) fn new(budget: Option<&'a Budget>) -> Self {
         Charge { budget, held: 0 }
     }
 
@@ -119,12 +120,15 @@ impl<'a> Charge<'a> {
     /// `false` when growing to `len` would pass the cap; the share is then
     /// unchanged and the connection must close.
     pub(super) fn set(&mut self, len: usize) -> bool {
+        let Some(budget) = self.budget else {
+            return true;
+        };
         if len > self.held {
-            if !self.budget.try_add(len - self.held) {
+            if !budget.try_add(len - self.held) {
                 return false;
             }
         } else {
-            self.budget.sub(self.held - len);
+            budget.sub(self.held - len);
         }
         self.held = len;
         true
@@ -133,7 +137,9 @@ impl<'a> Charge<'a> {
 
 impl Drop for Charge<'_> {
     fn drop(&mut self) {
-        self.budget.sub(self.held);
+        if let Some(budget) = self.budget {
+            budget.sub(self.held);
+        }
     }
 }
 
@@ -261,8 +267,10 @@ mod tests {
     #[test]
     fn charges_never_pass_the_cap_and_are_given_back() {
         let budget = Budget::new(100);
-        let mut a = Charge::new(&budget);
-        let mut b = Charge::new(&budget);
+        let mut a = Charge::new(Some(&budget));
+        let mut b = Charge::new(Some(&budget));
+        let mut exempt = Charge::new(None);
+        assert!(exempt.set(1000));
         assert!(a.set(60));
         assert!(!b.set(41), "would pass the cap");
         assert_eq!(budget.held(), 60);

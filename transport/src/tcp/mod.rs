@@ -203,14 +203,16 @@ pub struct TcpConfig {
     /// A connection past its hello that completes no frame for this long is
     /// closed: it sends nothing, or stalls inside a frame. Each transport
     /// pings a connection it has written nothing on for a quarter of its
-    /// own `idle_timeout`, so give all nodes similar values.
+    /// own `idle_timeout`, so give all nodes similar values. Zero turns
+    /// both the timeout and the pings off.
     pub idle_timeout: Duration,
     /// The largest frame payload accepted from a client connection
     /// ([`Trust::KnownPeers`]); a larger one closes it.
     pub client_max_frame: usize,
     /// The most bytes of partial (not yet complete) frames held across all
     /// connections; a connection whose partial frame would pass it is
-    /// closed.
+    /// closed. Under [`Trust::KnownPeers`] connections to known peers are
+    /// not counted, so clients filling it cannot cut peers off.
     pub max_buffered_bytes: usize,
     /// How long a dial may take to connect (and run the wrapper's client
     /// handshake).
