@@ -298,3 +298,29 @@ async fn plain_hello_trust_still_believes_the_hello() {
     assert_eq!(server.stats().refused_hellos, 0);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_peer_that_connected_before_it_was_known_comes_back_as_the_peer() {
+    let cfg = config(Trust::KnownPeers);
+    let mut server = TcpTransport::bind(SERVER, "127.0.0.1:0", cfg)
+        .await
+        .unwrap();
+    let addr = server.local_addr().unwrap();
+    let node = TcpTransport::client(NODE, cfg);
+    node.add_peer(SERVER, addr);
+    node.send(SERVER, frame(0, "early")).await.unwrap();
+    let (early, _) = next_message(&mut server).await;
+    assert!(early.is_client(), "{early}");
+
+    // Known now: the client connection closes and the node redials as itself.
+    server.add_peer(NODE, nowhere());
+    wait_for(&mut server, Event::Disconnected(early)).await;
+    wait_for(&mut server, Event::Connected(NODE)).await;
+    node.send(SERVER, frame(0, "late")).await.unwrap();
+    let (from, msg) = next_message(&mut server).await;
+    assert_eq!((from, &msg.payload[..]), (NODE, &b"late"[..]));
+    let stats = server.stats();
+    assert_eq!((stats.peer_connections, stats.client_connections), (1, 0));
+    node.shutdown().await;
+    server.shutdown().await;
+}

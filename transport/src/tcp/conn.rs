@@ -125,6 +125,9 @@ async fn serve<W: StreamWrapper>(
     // Decide before answering, so the dialer never sees a hello on a
     // connection we have not accounted for.
     let conn = connected(&shared, peer, kind, remote, Direction::Inbound, None).await;
+    if let Some(conn) = conn.as_ref().filter(|c| c.kind == Kind::Client) {
+        shared.claimed(conn, claimed);
+    }
     if write_hello(&mut w, shared.id).await.is_err() {
         if let Some(conn) = conn {
             finish(&shared, &conn, Ended::Closed).await;

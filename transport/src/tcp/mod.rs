@@ -497,6 +497,10 @@ struct PeerSlot {
     /// A dial loop owns the queue: it outlives connections.
     dialed: bool,
     current: Option<Current>,
+    /// For a client connection, the id its hello claimed: if that id
+    /// becomes a known peer, the connection is closed so that it comes
+    /// back as the peer.
+    claimed: Option<PeerId>,
 }
 
 impl PeerSlot {
@@ -505,6 +509,7 @@ impl PeerSlot {
             queue: Arc::new(OutQueue::new(config.queue_limits())),
             dialed,
             current: None,
+            claimed: None,
         }
     }
 }
@@ -635,6 +640,19 @@ impl<W> Shared<W> {
         drop(peers);
         self.released.notify_waiters();
         true
+    }
+
+    /// Notes what client connection `conn`'s hello claimed, and closes it
+    /// if that id is (by now) a known peer.
+    fn claimed(&self, conn: &Conn, claimed: PeerId) {
+        if let Some(slot) = lock(&self.peers).get_mut(&conn.peer) {
+            slot.claimed = Some(claimed);
+        }
+        // After noting the claim: `add_peer` adds the address before it
+        // looks for claims, so one of the two sees the other.
+        if lock(&self.addrs).contains_key(&claimed) {
+            conn.queue.close();
+        }
     }
 
     /// Whether `peer` has a live connection.
@@ -783,9 +801,16 @@ impl<W: StreamWrapper> TcpTransport<W> {
     }
 
     /// Tells the transport where `peer` listens. The first send to it dials.
-    /// Under [`Trust::KnownPeers`] it also makes `peer` a known peer.
+    /// Under [`Trust::KnownPeers`] it also makes `peer` a known peer: client
+    /// connections that claimed its id (it connected before it was known)
+    /// are closed, so that it reconnects as the peer.
     pub fn add_peer(&self, peer: PeerId, addr: SocketAddr) {
         lock(&self.shared.addrs).insert(peer, addr);
+        for slot in lock(&self.shared.peers).values() {
+            if slot.claimed == Some(peer) {
+                slot.queue.close();
+            }
+        }
     }
 
     /// Forgets `peer`'s address and ends its link: frames already queued for

@@ -22,7 +22,9 @@ pub enum Trust {
     /// assigns ([`PeerId::is_client`]): two clients claiming the same id
     /// stay apart, and none can pose as a node. Client connections get
     /// [`TcpConfig::client_max_frame`](super::TcpConfig::client_max_frame)
-    /// and their frames are handed out after the peers'.
+    /// and their frames are handed out after the peers'. A node that
+    /// connected before it was added is cut when it is, and comes back as
+    /// the peer when it redials.
     KnownPeers,
 }
 
