@@ -168,8 +168,9 @@ async fn finish<W: StreamWrapper>(shared: &Arc<Shared<W>>, conn: &Conn, ended: E
     if shared.unregister(conn) && ended != Ended::Retired {
         tcp_log!(
             info,
-            "{} disconnected ({}, {ended:?})",
+            "{} disconnected ({:?}, {}, {ended:?})",
             conn.peer,
+            conn.direction,
             conn.addr
         );
         shared

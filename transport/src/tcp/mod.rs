@@ -532,6 +532,7 @@ struct Conn {
     retire: Arc<Notify>,
     /// Whether the peer had no connection before this one.
     fresh: bool,
+    direction: Direction,
 }
 
 /// Counts a connection as open from its handshake until dropped.
@@ -585,6 +586,7 @@ impl<W> Shared<W> {
                     queue: Arc::clone(queue),
                     retire,
                     fresh: true,
+                    direction,
                 });
             }
         };
@@ -614,6 +616,7 @@ impl<W> Shared<W> {
             queue,
             retire,
             fresh,
+            direction,
         })
     }
 
