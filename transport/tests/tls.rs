@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use bytes::Bytes;
 use core::time::Duration;
 use quorate_transport::framing::{ChannelId, Frame};
-use quorate_transport::tcp::{PeerId, StreamWrapper, TcpConfig, TcpTransport};
+use quorate_transport::tcp::{PeerId, StreamWrapper, TcpConfig, TcpTransport, Trust};
 use quorate_transport::tls::{
     Origin, Tls, TlsError, certificate_identity, node_name, parse_node_name,
 };
@@ -221,9 +221,13 @@ async fn a_client_without_a_certificate_connects_and_proves_nothing() {
     assert_eq!(Tls::peer_identity(&accepted.unwrap()), None);
     assert_eq!(Tls::peer_identity(&dialed.unwrap()), Some(PeerId(1)));
 
-    // And over the transport: the CLI's request arrives and is answered on
-    // its own connection, whatever id the node files it under.
-    let mut server = TcpTransport::bind_with(PeerId(1), "127.0.0.1:0", TcpConfig::default(), node)
+    // And over the transport: a node that admits clients (`KnownPeers`)
+    // files the CLI under a client id and answers it on its own connection.
+    let config = TcpConfig {
+        trust: Trust::KnownPeers,
+        ..TcpConfig::default()
+    };
+    let mut server = TcpTransport::bind_with(PeerId(1), "127.0.0.1:0", config, node)
         .await
         .unwrap();
     let mut client = TcpTransport::client_with(PeerId(900), TcpConfig::default(), cli);
@@ -231,6 +235,7 @@ async fn a_client_without_a_certificate_connects_and_proves_nothing() {
     client.send(PeerId(1), frame("get k")).await.unwrap();
     let (from, msg) = next_message(&mut server).await;
     assert_eq!(&msg.payload[..], b"get k");
+    assert!(from.is_client(), "{from:?}");
     server.send(from, frame("v")).await.unwrap();
     let (from, msg) = next_message(&mut client).await;
     assert_eq!((from, &msg.payload[..]), (PeerId(1), &b"v"[..]));
@@ -423,4 +428,38 @@ fn no_ca_is_an_error() {
             origin: Origin::Memory
         })
     ));
+}
+
+/// End to end: a node whose certificate names 3 says hello as 2 (a known
+/// peer) and is refused; its frames never reach the application. Node 3
+/// under its own name gets through.
+#[tokio::test]
+async fn a_hello_claiming_a_peer_without_its_certificate_is_refused() {
+    let ca = Ca::new();
+    let config = TcpConfig {
+        trust: Trust::KnownPeers,
+        ..TcpConfig::default()
+    };
+    let mut server = TcpTransport::bind_with(PeerId(1), "127.0.0.1:0", config, ca.node(1))
+        .await
+        .unwrap();
+    let addr = server.local_addr().unwrap();
+    server.add_peer(PeerId(2), "127.0.0.1:9".parse().unwrap());
+    server.add_peer(PeerId(3), "127.0.0.1:9".parse().unwrap());
+    let liar = TcpTransport::client_with(PeerId(2), TcpConfig::default(), ca.node(3));
+    liar.add_peer(PeerId(1), addr);
+    let _ = liar.try_send(PeerId(1), frame("as 2"));
+    let deadline = tokio::time::Instant::now() + BOUND;
+    while server.stats().refused_hellos == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "never refused");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let honest = TcpTransport::client_with(PeerId(3), TcpConfig::default(), ca.node(3));
+    honest.add_peer(PeerId(1), addr);
+    honest.send(PeerId(1), frame("as 3")).await.unwrap();
+    let (from, msg) = next_message(&mut server).await;
+    assert_eq!((from, &msg.payload[..]), (PeerId(3), &b"as 3"[..]));
+    liar.shutdown().await;
+    honest.shutdown().await;
+    server.shutdown().await;
 }
