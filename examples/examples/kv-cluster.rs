@@ -372,6 +372,17 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                                 s.voters,
                                 s.learners
                             );
+                            for p in &s.peers {
+                                println!(
+                                    "  peer {}: matched {} next {} queued {} urgent + {} bulk frames ({} bytes)",
+                                    p.id,
+                                    p.matched,
+                                    p.next,
+                                    p.urgent_frames,
+                                    p.bulk_frames,
+                                    p.bulk_bytes
+                                );
+                            }
                         }
                     }
                     Ok(Err(e)) => {

@@ -36,6 +36,9 @@ const TICK: Duration = Duration::from_millis(10);
 /// Node-to-node bytes in one run past which it is a storm (a healthy run
 /// of about 20 simulated seconds sends well under 2 MB).
 const STORM_BYTES: u64 = 64 * 1024 * 1024;
+/// Bandwidth of a simulated node-to-node link: enough for the workload,
+/// little enough that a backlog shows as queueing delay.
+const LINK_BYTES_PER_SEC: u64 = 20 * 1024 * 1024;
 /// The simulated wall clock starts here (HLC stamps need a plausible time).
 const EPOCH_MS: u64 = 1_767_225_600_000;
 
@@ -74,11 +77,15 @@ impl Sim {
             std::thread::current().id()
         ));
         let _ = std::fs::remove_dir_all(&dir);
-        let mut net = Network::new(seed);
+        // Each node-to-node link is a TCP connection of the real transport:
+        // bandwidth-limited, ordered, a bounded bulk queue (its 4 MiB
+        // `peer_queue_bytes`) that refuses what overflows, and an urgent
+        // lane for Raft's control messages.
+        let mut net = Network::new_sized(seed);
         net.set_default_link(
-            LinkConfig::new(Duration::from_micros(500))
+            LinkConfig::tcp_like(LINK_BYTES_PER_SEC, 4 * 1024 * 1024)
                 .with_jitter(Duration::from_micros(500))
-                .with_ordered(true),
+                .with_lanes(true),
         );
         let mut slots = BTreeMap::new();
         for id in NODES {

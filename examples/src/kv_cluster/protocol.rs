@@ -162,6 +162,26 @@ pub struct ShardStatus {
     pub voters: Vec<u64>,
     /// The shard's learners (catching up before they vote).
     pub learners: Vec<u64>,
+    /// Every other member: its replication progress (on the leader) and
+    /// this node's outbound queue to it.
+    pub peers: Vec<PeerStatus>,
+}
+
+/// One peer of a shard replica, as [`ShardStatus`] reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerStatus {
+    /// The peer.
+    pub id: u64,
+    /// Highest log index known to match the leader's (0: not the leader).
+    pub matched: u64,
+    /// Next log index the leader sends it (0: not the leader).
+    pub next: u64,
+    /// Urgent frames (Raft control) queued to it on this node.
+    pub urgent_frames: u64,
+    /// Bulk frames queued to it on this node.
+    pub bulk_frames: u64,
+    /// Bytes of those bulk frames.
+    pub bulk_bytes: u64,
 }
 
 /// What a node answers.
@@ -485,6 +505,19 @@ impl Envelope<Reply> {
                     dst.put_slice(&s.root);
                     put_ids(&mut dst, &s.voters);
                     put_ids(&mut dst, &s.learners);
+                    dst.put_u32(s.peers.len() as u32);
+                    for p in &s.peers {
+                        for n in [
+                            p.id,
+                            p.matched,
+                            p.next,
+                            p.urgent_frames,
+                            p.bulk_frames,
+                            p.bulk_bytes,
+                        ] {
+                            dst.put_u64(n);
+                        }
+                    }
                 }
             }
             Reply::LeafHashes(hashes) => {
@@ -525,8 +558,8 @@ impl Envelope<Reply> {
             5 => Reply::NoSuchShard,
             6 => {
                 let n = get_u32(&mut src)?;
-                // Each shard takes 76 bytes: refuse counts the payload cannot hold.
-                need(&src, (n as usize).saturating_mul(76))?;
+                // Each shard takes 80 bytes: refuse counts the payload cannot hold.
+                need(&src, (n as usize).saturating_mul(80))?;
                 let mut shards = Vec::with_capacity(n as usize);
                 for _ in 0..n {
                     let shard = get_u32(&mut src)?;
@@ -542,6 +575,19 @@ impl Envelope<Reply> {
                     src.copy_to_slice(&mut root);
                     let voters = get_ids(&mut src)?;
                     let learners = get_ids(&mut src)?;
+                    let count = get_u32(&mut src)? as usize;
+                    need(&src, count.saturating_mul(48))?;
+                    let mut peers = Vec::with_capacity(count);
+                    for _ in 0..count {
+                        peers.push(PeerStatus {
+                            id: get_u64(&mut src)?,
+                            matched: get_u64(&mut src)?,
+                            next: get_u64(&mut src)?,
+                            urgent_frames: get_u64(&mut src)?,
+                            bulk_frames: get_u64(&mut src)?,
+                            bulk_bytes: get_u64(&mut src)?,
+                        });
+                    }
                     shards.push(ShardStatus {
                         shard,
                         leader,
@@ -552,6 +598,7 @@ impl Envelope<Reply> {
                         root,
                         voters,
                         learners,
+                        peers,
                     });
                 }
                 Reply::Status(shards)
@@ -611,6 +658,14 @@ mod tests {
                 root: [7; 32],
                 voters: vec![1, 2, 4],
                 learners: vec![5],
+                peers: vec![PeerStatus {
+                    id: 2,
+                    matched: 7,
+                    next: 8,
+                    urgent_frames: 1,
+                    bulk_frames: 2,
+                    bulk_bytes: 300,
+                }],
             }]),
         };
         let bytes = r.encode();

@@ -15,14 +15,14 @@ use quorate_raft_core::{
     Config, Configuration, MessageBody, Node, NodeId, Promotion, ReadState, Role, Storage,
 };
 use quorate_transport::framing::{ChannelId, Flags, Frame};
-use quorate_transport::tcp::{PeerId, TcpConfig, TcpTransport};
+use quorate_transport::tcp::{PeerId, TcpConfig, TcpTransport, Trust};
 use quorate_transport::{Event, Transport};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::anti_entropy::{ANTI_ENTROPY_CHANNEL, Action, AntiEntropy, Gossip, View};
 use super::log_store::FileLog;
-use super::protocol::{BucketEntry, Command, Envelope, Reply, Request, ShardStatus};
+use super::protocol::{BucketEntry, Command, Envelope, PeerStatus, Reply, Request, ShardStatus};
 use super::store::{KvStore, Versioned};
 use super::{AtPath, CLIENT_CHANNEL, Error};
 
@@ -203,6 +203,10 @@ fn tcp_config() -> TcpConfig {
     TcpConfig {
         // A restarted peer is redialed within a quarter second.
         backoff_max: Duration::from_millis(250),
+        // Only the servers given with --peers (or added later) are peers;
+        // everyone else is a client on a connection of its own, which
+        // cannot speak for a node and gets the client frame limit.
+        trust: Trust::KnownPeers,
         ..TcpConfig::default()
     }
 }
@@ -400,6 +404,9 @@ pub struct NodeCore {
     new_peers: Vec<(u64, SocketAddr)>,
     recovered: u64,
     recovered_snapshots: Vec<u64>,
+    /// The transport's queue to each peer, as last reported to
+    /// [`set_queues`](Self::set_queues).
+    queues: HashMap<u64, PeerStatus>,
 }
 
 /// The keys of `bucket`, as sent in anti-entropy repairs.
@@ -437,7 +444,16 @@ impl Running {
         let outcome = loop {
             tokio::select! {
                 _ = stop.changed() => break Ok(()),
-                _ = ticker.tick() => self.core.handle_tick(wall_ms()),
+                _ = ticker.tick() => {
+                    self.core.set_queues(self.transport.stats().queues.iter().map(|q| PeerStatus {
+                        id: q.peer.0,
+                        urgent_frames: q.urgent_frames as u64,
+                        bulk_frames: q.bulk_frames as u64,
+                        bulk_bytes: q.bulk_bytes as u64,
+                        ..PeerStatus::default()
+                    }));
+                    self.core.handle_tick(wall_ms());
+                }
                 event = self.transport.recv() => match event {
                     Ok(event) => self.core.handle_event(wall_ms(), event),
                     Err(e) => break Err(Error::from(e)),
@@ -534,7 +550,13 @@ impl NodeCore {
             new_peers: Vec::new(),
             recovered,
             recovered_snapshots,
+            queues: HashMap::new(),
         })
+    }
+
+    /// What the transport has queued for each peer (`status` shows it).
+    pub fn set_queues(&mut self, queues: impl IntoIterator<Item = PeerStatus>) {
+        self.queues = queues.into_iter().map(|q| (q.id, q)).collect();
     }
 
     /// Its replicas' stores, indexed by shard.
@@ -949,6 +971,20 @@ impl NodeCore {
                 root: s.merkle_tree().root().0.0,
                 voters: ids(r.node.configuration().voters()),
                 learners: ids(r.node.configuration().learners()),
+                peers: r
+                    .others()
+                    .into_iter()
+                    .map(|id| {
+                        let progress = r.node.progress(NodeId(id));
+                        let queue = self.queues.get(&id).copied().unwrap_or_default();
+                        PeerStatus {
+                            id,
+                            matched: progress.map_or(0, |p| p.match_index.0),
+                            next: progress.map_or(0, |p| p.next_index.0),
+                            ..queue
+                        }
+                    })
+                    .collect(),
             })
             .collect()
     }
