@@ -25,11 +25,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
-use quorate_examples::kv_cluster::Error;
 use quorate_examples::kv_cluster::client::{Answer, Client};
 use quorate_examples::kv_cluster::protocol::{Reply, Request};
 use quorate_examples::kv_cluster::scenario::{self, Params};
+use quorate_examples::kv_cluster::security::Security;
 use quorate_examples::kv_cluster::server::{BoundNode, NodeConfig};
+use quorate_examples::kv_cluster::{Error, certs};
 
 #[derive(Parser, Debug)]
 #[command(about = "A sharded, replicated key-value store built on the quorate crates")]
@@ -87,6 +88,25 @@ enum Command {
         /// The shards to hold a replica of, comma separated (default: all).
         #[arg(long, value_delimiter = ',')]
         host: Vec<u32>,
+        /// Mutual TLS with the certificates `kv-cluster certs` wrote here
+        /// (`ca.pem`, `node-<id>.pem`, `node-<id>.key`): peers must prove
+        /// their ids. Without it the node serves loopback only.
+        #[arg(long)]
+        tls_dir: Option<PathBuf>,
+        /// Listen on a non-loopback address without TLS (anyone who can
+        /// reach the port can pose as a node).
+        #[arg(long)]
+        insecure: bool,
+    },
+    /// Write a cluster CA and a certificate and key per node into a
+    /// directory (never overwriting; with an existing CA, adds nodes).
+    Certs {
+        /// The directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The node ids, comma separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        nodes: Vec<u64>,
     },
     /// Tell every node where a new server listens, then ask the shard's
     /// leader to catch it up as a learner and promote it.
@@ -162,6 +182,10 @@ struct ClusterArgs {
     /// never share one; writes are deduplicated by session either way).
     #[arg(long)]
     client_id: Option<u64>,
+    /// Verify the nodes' certificates with `ca.pem` from this directory
+    /// (for a cluster started with --tls-dir).
+    #[arg(long)]
+    tls_dir: Option<PathBuf>,
 }
 
 fn parse_peer(s: &str) -> Result<(u64, SocketAddr), String> {
@@ -248,8 +272,21 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             snapshot_chunk_bytes,
             join,
             host,
+            tls_dir,
+            insecure,
         } => {
-            let node = BoundNode::bind(id, listen).await?;
+            let security = match &tls_dir {
+                Some(dir) => Security::Tls(Box::new(certs::node_tls(dir, id)?)),
+                None if listen.ip().is_loopback() || insecure => Security::Plain,
+                None => return Err(Error::Insecure { addr: listen }),
+            };
+            if tls_dir.is_none() {
+                tracing::warn!(
+                    %listen,
+                    "no --tls-dir: peers are believed on their word (loopback or --insecure)"
+                );
+            }
+            let node = BoundNode::bind_with(id, listen, security).await?;
             for &(peer, addr) in &peers {
                 node.add_peer(peer, addr);
             }
@@ -352,6 +389,12 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             println!("shard {shard} leader {}: {:?}", answer.node, answer.reply);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Certs { dir, nodes } => {
+            for path in certs::generate(&dir, &nodes)? {
+                println!("wrote {}", path.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Status { cluster } => {
             let mut client = connect(&cluster)?;
             let mut silent = 0;
@@ -407,7 +450,11 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
 
 fn connect(cluster: &ClusterArgs) -> Result<Client, Error> {
     let id = cluster.client_id.unwrap_or_else(Client::random_id);
-    Client::new(id, &cluster.nodes, cluster.shards)
+    let security = match &cluster.tls_dir {
+        Some(dir) => Security::Tls(Box::new(certs::client_tls(dir)?)),
+        None => Security::Plain,
+    };
+    Client::with_security(id, &cluster.nodes, cluster.shards, security)
 }
 
 /// `id=address` of node `node`, as given on the command line.

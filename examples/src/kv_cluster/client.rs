@@ -29,6 +29,7 @@ use quorate_transport::tcp::{PeerId, TcpConfig, TcpTransport};
 use quorate_transport::{Event, Transport};
 
 use super::protocol::{Envelope, Reply, Request, ShardStatus, WriteId};
+use super::security::Security;
 use super::{CLIENT_CHANNEL, Error};
 
 /// Virtual nodes per shard on the placement ring.
@@ -40,13 +41,16 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long a request keeps retrying before giving up.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(30);
 
+/// How often a waiting request looks for failed dials.
+const DIAL_CHECK: Duration = Duration::from_millis(25);
+
 /// Pause before asking again when no node knows a leader (an election).
 const ELECTION_PAUSE: Duration = Duration::from_millis(50);
 
 /// A connection to a cluster.
 #[derive(Debug)]
 pub struct Client {
-    transport: TcpTransport,
+    transport: TcpTransport<Security>,
     nodes: Vec<u64>,
     addrs: HashMap<u64, SocketAddr>,
     ring: Ring<u32>,
@@ -132,7 +136,19 @@ impl Client {
     /// `nodes`. Correctness does not rest on the id being unique:
     /// deduplication is by the sessions the cluster assigns.
     pub fn new(client_id: u64, nodes: &[(u64, SocketAddr)], shards: u32) -> Result<Self, Error> {
-        let transport = TcpTransport::client(PeerId(client_id), TcpConfig::default());
+        Self::with_security(client_id, nodes, shards, Security::Plain)
+    }
+
+    /// [`new`](Self::new) over `security` (TLS: the nodes' certificates are
+    /// checked against the cluster CA).
+    pub fn with_security(
+        client_id: u64,
+        nodes: &[(u64, SocketAddr)],
+        shards: u32,
+        security: Security,
+    ) -> Result<Self, Error> {
+        let transport =
+            TcpTransport::client_with(PeerId(client_id), TcpConfig::default(), security);
         for &(id, addr) in nodes {
             transport.add_peer(PeerId(id), addr);
         }
@@ -407,6 +423,26 @@ impl Client {
         }
     }
 
+    /// Why each of `nodes` cannot be reached, if none of them can: the
+    /// last dial to each failed and none is connected.
+    fn unreachable(&self, nodes: &[u64]) -> Option<String> {
+        let stats = self.transport.stats();
+        let connected = |n: u64| {
+            stats
+                .queues
+                .iter()
+                .any(|q| q.peer == PeerId(n) && q.connected)
+        };
+        let failures: Option<Vec<String>> = nodes
+            .iter()
+            .map(|&n| {
+                let failure = self.transport.dial_failure(PeerId(n))?;
+                (!connected(n)).then(|| format!("{} ({failure})", self.describe([n])))
+            })
+            .collect();
+        failures.filter(|f| !f.is_empty()).map(|f| f.join(", "))
+    }
+
     /// `id=address` of each node, comma separated.
     fn describe(&self, nodes: impl IntoIterator<Item = u64>) -> String {
         nodes
@@ -460,8 +496,17 @@ impl Client {
         let mut outstanding: HashSet<u64> = targets.iter().copied().collect();
         let mut hint = None;
         while !outstanding.is_empty() {
-            let event = match tokio::time::timeout_at(deadline, self.transport.recv()).await {
-                Err(_elapsed) => break,
+            // Wake now and then to see whether the dials failed: a refused
+            // connection is an answer too, and comes at once.
+            let wake = deadline.min(tokio::time::Instant::now() + DIAL_CHECK);
+            let event = match tokio::time::timeout_at(wake, self.transport.recv()).await {
+                Err(_elapsed) if wake >= deadline => break,
+                Err(_elapsed) => {
+                    if let Some(failures) = self.unreachable(targets) {
+                        return Err(Error::Unreachable { failures });
+                    }
+                    continue;
+                }
                 Ok(event) => event?,
             };
             let (from, msg) = match event {

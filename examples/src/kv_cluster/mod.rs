@@ -39,6 +39,7 @@ pub mod client;
 pub mod log_store;
 pub mod protocol;
 pub mod scenario;
+pub mod security;
 pub mod server;
 pub mod store;
 
@@ -101,6 +102,32 @@ pub enum Error {
         id: u64,
         /// The nodes it was sent to, as `id=address`.
         tried: String,
+    },
+    /// Cluster certificates could not be made or loaded.
+    #[error("certificates: {0}")]
+    Certs(#[from] certs::CertsError),
+    /// Plain TCP believes every hello, so it is for loopback only unless
+    /// the operator says otherwise.
+    #[error(
+        "refusing to listen on {addr} without --tls-dir: any host that reaches it could pose as a node (use --tls-dir DIR from `kv-cluster certs`, or --insecure)"
+    )]
+    Insecure {
+        /// The address.
+        addr: std::net::SocketAddr,
+    },
+    /// The node could not listen where it was told to.
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// No node asked could be connected to.
+    #[error("cannot reach {failures}")]
+    Unreachable {
+        /// Each node and why, e.g. `1=127.0.0.1:7001 (dialing 127.0.0.1:7001: Connection refused)`.
+        failures: String,
     },
     /// The shard does not exist on the node that answered.
     #[error("no shard {shard} on node {node}")]

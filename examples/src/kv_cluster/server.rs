@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 use super::anti_entropy::{ANTI_ENTROPY_CHANNEL, Action, AntiEntropy, Gossip, View};
 use super::log_store::FileLog;
 use super::protocol::{BucketEntry, Command, Envelope, PeerStatus, Reply, Request, ShardStatus};
+use super::security::Security;
 use super::store::{KvStore, Versioned};
 use super::{AtPath, CLIENT_CHANNEL, Error};
 
@@ -134,15 +135,26 @@ pub type SharedStores = Arc<Mutex<Vec<KvStore>>>;
 /// A node bound to its address, not yet running.
 #[derive(Debug)]
 pub struct BoundNode {
-    transport: TcpTransport,
+    transport: TcpTransport<Security>,
     peers: Mutex<HashMap<u64, SocketAddr>>,
     audit: bool,
 }
 
 impl BoundNode {
-    /// Binds node `id` to `listen` (port 0 picks a free one).
+    /// Binds node `id` to `listen` (port 0 picks a free one), plain TCP.
     pub async fn bind(id: u64, listen: SocketAddr) -> Result<Self, Error> {
-        let transport = TcpTransport::bind(PeerId(id), listen, tcp_config()).await?;
+        Self::bind_with(id, listen, Security::Plain).await
+    }
+
+    /// Binds node `id` to `listen` with `security` (TLS: peers must prove
+    /// their ids with the cluster CA's certificates).
+    pub async fn bind_with(id: u64, listen: SocketAddr, security: Security) -> Result<Self, Error> {
+        let transport = TcpTransport::bind_with(PeerId(id), listen, tcp_config(), security)
+            .await
+            .map_err(|e| Error::Listen {
+                addr: listen,
+                source: e,
+            })?;
         Ok(BoundNode {
             transport,
             peers: Mutex::new(HashMap::new()),
@@ -374,7 +386,7 @@ impl PendingWrites {
 /// A running node: its logic and the TCP transport it is driven over.
 struct Running {
     core: NodeCore,
-    transport: TcpTransport,
+    transport: TcpTransport<Security>,
 }
 
 /// One node's logic without I/O (Sans-IO, as quinn-proto's connection): it
