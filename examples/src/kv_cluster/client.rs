@@ -399,8 +399,9 @@ impl Client {
         let envelope = Envelope { id, body: request };
         let deadline = Instant::now() + REQUEST_DEADLINE;
         while Instant::now() < deadline {
+            let sent = Instant::now();
             self.send(node, &envelope).await?;
-            if let Round::Answered(reply, _) = self.await_round(id, &[node], false).await? {
+            if let Round::Answered(reply, _) = self.await_round(id, &[node], false, sent).await? {
                 return Ok(reply);
             }
         }
@@ -423,9 +424,10 @@ impl Client {
         }
     }
 
-    /// Why each of `nodes` cannot be reached, if none of them can: the
-    /// last dial to each failed and none is connected.
-    fn unreachable(&self, nodes: &[u64]) -> Option<String> {
+    /// Why each of `nodes` cannot be reached, if none of them can: a dial
+    /// to each failed since `since` and none is connected. (A failure from
+    /// before, while a node was down, says nothing about it now.)
+    fn unreachable(&self, nodes: &[u64], since: Instant) -> Option<String> {
         let stats = self.transport.stats();
         let connected = |n: u64| {
             stats
@@ -436,7 +438,10 @@ impl Client {
         let failures: Option<Vec<String>> = nodes
             .iter()
             .map(|&n| {
-                let failure = self.transport.dial_failure(PeerId(n))?;
+                let failure = self
+                    .transport
+                    .dial_failure(PeerId(n))
+                    .filter(|f| f.at >= since)?;
                 (!connected(n)).then(|| format!("{} ({failure})", self.describe([n])))
             })
             .collect();
@@ -486,11 +491,14 @@ impl Client {
     /// Waits for the reply to `id` from one of `targets`, until each has
     /// answered "not the leader" or gone away, or the attempt times out.
     /// With `follow_hints` off, any reply is the answer.
+    /// A dial that failed since `sent` (this attempt's sends) ends the
+    /// round with [`Error::Unreachable`] if every target failed so.
     async fn await_round(
         &mut self,
         id: u64,
         targets: &[u64],
         follow_hints: bool,
+        sent: Instant,
     ) -> Result<Round, Error> {
         let deadline = tokio::time::Instant::now() + ATTEMPT_TIMEOUT;
         let mut outstanding: HashSet<u64> = targets.iter().copied().collect();
@@ -502,7 +510,7 @@ impl Client {
             let event = match tokio::time::timeout_at(wake, self.transport.recv()).await {
                 Err(_elapsed) if wake >= deadline => break,
                 Err(_elapsed) => {
-                    if let Some(failures) = self.unreachable(targets) {
+                    if let Some(failures) = self.unreachable(targets, sent) {
                         return Err(Error::Unreachable { failures });
                     }
                     continue;
@@ -576,12 +584,13 @@ impl Client {
             if attempts > 1 {
                 self.retries += 1;
             }
+            let sent = Instant::now();
             for &node in &targets {
                 self.send(node, envelope).await?;
                 sends = sends.saturating_add(1);
                 tried.insert(node);
             }
-            match self.await_round(envelope.id, &targets, true).await? {
+            match self.await_round(envelope.id, &targets, true, sent).await? {
                 Round::Answered(reply, node) => {
                     self.leaders.insert(shard, node);
                     let answer = Answer {
