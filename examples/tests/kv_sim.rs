@@ -274,6 +274,23 @@ impl Sim {
         leaders.into_iter().collect()
     }
 
+    /// The leader of every shard that all of `nodes` name, if they agree
+    /// and it is one of them.
+    fn leaders_among(&self, nodes: &[u64]) -> Option<Vec<u64>> {
+        let mut leaders = vec![None; SHARDS as usize];
+        for id in nodes {
+            let core = self.slots.get(id)?.core.as_ref()?;
+            for s in core.status() {
+                let seen = leaders.get_mut(s.shard as usize)?;
+                if !nodes.contains(&s.leader) || seen.is_some_and(|l| l != s.leader) {
+                    return None;
+                }
+                *seen = Some(s.leader);
+            }
+        }
+        leaders.into_iter().collect()
+    }
+
     /// Sends `request` to every node until one answers it with something
     /// other than NotLeader, or `deadline` passes.
     fn call(&mut self, request: Request, deadline: SimTime) -> Option<Reply> {
@@ -463,4 +480,42 @@ fn a_loaded_cluster_recovers_from_a_restart_and_a_pause() {
         recovers(seed, Fault::Restart, true);
         recovers(seed, Fault::Pause, true);
     }
+}
+
+/// A majority partition elects a leader within two election timeouts: the
+/// leader of shard 0 is isolated (both directions) in an idle cluster, and
+/// the two others must agree on a leader among themselves for every shard
+/// within 2 x 200 ms (the election timeout is 10 ticks of 10 ms, randomized
+/// up to twice that). Then the partition heals and the cluster serves.
+#[test]
+fn a_majority_partition_elects_within_two_election_timeouts() {
+    let bound = TICK * 10 * 2 * 2;
+    let mut took = Vec::new();
+    for seed in 0..seeds(6) {
+        let mut sim = Sim::new(seed);
+        sim.run_for(Duration::from_secs(2));
+        let deadline = sim.now + Duration::from_secs(5);
+        assert!(sim.put("before", "1", deadline), "seed {seed}: first write");
+        let leaders = sim.agreed_leaders().expect("leaders before the partition");
+        let isolated = leaders[0];
+        let majority: Vec<u64> = NODES.iter().copied().filter(|&n| n != isolated).collect();
+        sim.net.isolate(isolated);
+        let cut = sim.now;
+        while sim.leaders_among(&majority).is_none() {
+            assert!(
+                sim.now - cut <= bound,
+                "seed {seed}: no leader among {majority:?} {:?} after isolating {isolated}",
+                sim.now - cut
+            );
+            sim.run_for(TICK);
+        }
+        took.push((sim.now - cut).as_millis());
+        sim.net.rejoin(isolated);
+        let deadline = sim.now + Duration::from_secs(5);
+        assert!(
+            sim.put("after", "2", deadline),
+            "seed {seed}: write after healing"
+        );
+    }
+    println!("majority partition: new leaders after {took:?} ms (bound {bound:?})");
 }
