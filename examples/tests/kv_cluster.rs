@@ -370,3 +370,85 @@ async fn an_expired_session_is_reopened_only_when_the_write_was_never_applied() 
     client.close().await;
     fake.abort();
 }
+
+/// A client whose known leader dies (its port then refuses connections)
+/// sends on to the other nodes instead of failing as "unreachable"; only
+/// when every node refuses does it fail, at once, naming each address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_leader_sends_the_client_elsewhere_and_a_dead_cluster_fails_fast() {
+    use bytes::Bytes;
+    use quorate_examples::kv_cluster::Error;
+    use quorate_examples::kv_cluster::client::Client;
+    use quorate_examples::kv_cluster::protocol::Reply;
+    use quorate_examples::kv_cluster::server::{BoundNode, NodeConfig};
+    use std::net::SocketAddr;
+    use std::time::Instant;
+
+    let dir = std::env::temp_dir().join(format!("quorate-kv-deadleader-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut bound = Vec::new();
+    for id in 1..=3 {
+        bound.push(
+            BoundNode::bind(id, "127.0.0.1:0".parse().unwrap())
+                .await
+                .unwrap(),
+        );
+    }
+    let addrs: Vec<(u64, SocketAddr)> = (1..=3)
+        .zip(&bound)
+        .map(|(id, b)| (id, b.local_addr().unwrap()))
+        .collect();
+    let mut handles = Vec::new();
+    for (node, &(id, _)) in bound.into_iter().zip(&addrs) {
+        for &(peer, addr) in &addrs {
+            if peer != id {
+                node.add_peer(peer, addr);
+            }
+        }
+        let config = NodeConfig {
+            id,
+            members: vec![1, 2, 3],
+            shards: 1,
+            data_dir: dir.join(format!("n{id}")),
+            tick: Duration::from_millis(20),
+            election_ticks: 10,
+            compact_every: 0,
+            compact_log_bytes: NodeConfig::COMPACT_LOG_BYTES,
+            snapshot_chunk_bytes: 1024,
+            hosted: Vec::new(),
+            joining: false,
+            gossip_ticks: NodeConfig::GOSSIP_TICKS,
+        };
+        handles.push(Some(node.spawn(config).unwrap()));
+    }
+    let mut client = Client::new(Client::random_id(), &addrs, 1).unwrap();
+    let first = client.put("a", Bytes::from("1")).await.unwrap();
+    assert_eq!(first.reply, Reply::Written);
+    // Kill the leader the client now knows.
+    let leader = first.node;
+    let index = (leader - 1) as usize;
+    handles[index].take().unwrap().stop().await.unwrap();
+    let started = Instant::now();
+    let second = client.put("b", Bytes::from("2")).await.unwrap();
+    assert_eq!(second.reply, Reply::Written);
+    assert_ne!(second.node, leader);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    // Every node gone: an error at once, naming every address.
+    for h in handles.iter_mut().filter_map(Option::take) {
+        h.stop().await.unwrap();
+    }
+    let started = Instant::now();
+    let err = client.put("c", Bytes::from("3")).await.unwrap_err();
+    let took = started.elapsed();
+    assert!(matches!(err, Error::Unreachable { .. }), "{err}");
+    for (id, addr) in &addrs {
+        assert!(err.to_string().contains(&format!("{id}={addr}")), "{err}");
+    }
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    client.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

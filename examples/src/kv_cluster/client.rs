@@ -111,6 +111,8 @@ enum Round {
     Answered(Reply, u64),
     /// No such reply before the timeout; a leader hint, if one came.
     Unanswered(Option<u64>),
+    /// Every target's dial failed during the round: why, per target.
+    Unreachable(String),
 }
 
 impl Client {
@@ -401,8 +403,10 @@ impl Client {
         while Instant::now() < deadline {
             let sent = Instant::now();
             self.send(node, &envelope).await?;
-            if let Round::Answered(reply, _) = self.await_round(id, &[node], false, sent).await? {
-                return Ok(reply);
+            match self.await_round(id, &[node], false, sent).await? {
+                Round::Answered(reply, _) => return Ok(reply),
+                Round::Unreachable(failures) => return Err(Error::Unreachable { failures }),
+                Round::Unanswered(_) => {}
             }
         }
         Err(Error::Unanswered {
@@ -511,7 +515,7 @@ impl Client {
                 Err(_elapsed) if wake >= deadline => break,
                 Err(_elapsed) => {
                     if let Some(failures) = self.unreachable(targets, sent) {
-                        return Err(Error::Unreachable { failures });
+                        return Ok(Round::Unreachable(failures));
                     }
                     continue;
                 }
@@ -604,6 +608,19 @@ impl Client {
                 }
                 // Follow a hint, unless it names the one node just asked.
                 Round::Unanswered(Some(hint)) if targets != [hint] => hinted = Some(hint),
+                Round::Unreachable(failures) => {
+                    // Those are down; the request goes to the others, unless
+                    // every node has failed to connect since it started.
+                    self.down.extend(targets.iter().copied());
+                    self.leaders.remove(&shard);
+                    let all = self.nodes.clone();
+                    if all.iter().all(|n| targets.contains(n)) {
+                        return Err(Error::Unreachable { failures });
+                    }
+                    if let Some(failures) = self.unreachable(&all, start) {
+                        return Err(Error::Unreachable { failures });
+                    }
+                }
                 Round::Unanswered(_) => {
                     // No leader known, or no answer: ask everyone after a
                     // pause long enough for an election.
