@@ -22,6 +22,19 @@ pub enum Error {
         /// The requested weight.
         weight: u32,
     },
+    /// A deserialized structure describes more than the caps on untrusted
+    /// input allow (`MAX_RING_POINTS` points of a ring, `MAX_MAGLEV_TABLE`
+    /// entries of a Maglev table, `MAX_PROBES` probes of a multi-probe
+    /// hash; feature `serde`): refused before anything is allocated for it.
+    #[error("deserialized {what} of {requested} exceeds the cap of {max}")]
+    DeserializeTooLarge {
+        /// What was too large.
+        what: &'static str,
+        /// How large the input asked for.
+        requested: u64,
+        /// The cap.
+        max: u64,
+    },
     /// A weighted rendezvous node was given a weight that is not finite and positive.
     #[error("rendezvous weight must be finite and > 0, got {weight}")]
     InvalidWeight {

@@ -9,6 +9,8 @@
 //! (renumber through an indirection table, or use [`crate::Ring`],
 //! [`crate::Rendezvous`] or [`crate::Maglev`] for arbitrary membership).
 
+use core::num::NonZeroU32;
+
 use crate::Error;
 use crate::hash::{KeyHasher, StableKey, Xxh3};
 
@@ -80,20 +82,37 @@ impl<H: KeyHasher> JumpHash<H> {
     /// The bucket of `key`.
     #[inline]
     pub fn bucket<K: StableKey + ?Sized>(&self, key: &K) -> Bucket {
-        Bucket(jump(self.hasher.hash_key(key, 0), self.buckets))
+        Bucket(jump_in(self.hasher.hash_key(key, 0), self.buckets))
     }
 
     /// The bucket of an already hashed key.
     #[inline]
     pub fn bucket_for_hash(&self, hash: u64) -> Bucket {
-        Bucket(jump(hash, self.buckets))
+        Bucket(jump_in(hash, self.buckets))
     }
 }
 
 /// The paper's algorithm, verbatim: a 64-bit LCG drives jumps forward until
-/// the next jump would pass `buckets`.
+/// the next jump would pass `buckets`. Zero buckets cannot be asked for:
+/// there is no bucket to return (the type refuses it, as
+/// [`JumpHash::new`] refuses it with [`Error::NoBuckets`]).
+///
+/// ```
+/// use core::num::NonZeroU32;
+/// use quorate_consistent_hash::jump;
+///
+/// let ten = NonZeroU32::new(10).unwrap();
+/// assert!(jump(42, ten) < 10);
+/// assert!(NonZeroU32::new(0).is_none());
+/// ```
 #[inline]
-pub fn jump(mut key: u64, buckets: u32) -> u32 {
+pub fn jump(key: u64, buckets: NonZeroU32) -> u32 {
+    jump_in(key, buckets.get())
+}
+
+/// [`jump`] for a bucket count the caller keeps at least 1.
+#[inline]
+fn jump_in(mut key: u64, buckets: u32) -> u32 {
     let buckets = i64::from(buckets);
     let (mut bucket, mut next) = (-1i64, 0i64);
     while next < buckets {
@@ -108,14 +127,18 @@ pub fn jump(mut key: u64, buckets: u32) -> u32 {
 mod tests {
     use super::*;
 
+    fn nz(n: u32) -> NonZeroU32 {
+        NonZeroU32::new(n).unwrap()
+    }
+
     // From an independent Python transcription of the paper's C++ listing.
     #[test]
     fn matches_the_papers_reference_code() {
-        assert_eq!(jump(0, 1), 0);
-        assert_eq!(jump(1, 10), 6);
-        assert_eq!(jump(0xdead_beef, 1000), 285);
-        assert_eq!(jump(u64::MAX, 100), 92);
-        assert_eq!(jump(123_456_789, 1 << 16), 42_483);
+        assert_eq!(jump(0, nz(1)), 0);
+        assert_eq!(jump(1, nz(10)), 6);
+        assert_eq!(jump(0xdead_beef, nz(1000)), 285);
+        assert_eq!(jump(u64::MAX, nz(100)), 92);
+        assert_eq!(jump(123_456_789, nz(1 << 16)), 42_483);
     }
 
     #[test]

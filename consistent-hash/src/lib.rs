@@ -48,6 +48,8 @@ mod maglev;
 mod multi_probe;
 #[cfg(feature = "serde")]
 mod persist;
+#[cfg(feature = "serde")]
+pub use persist::{MAX_MAGLEV_TABLE, MAX_PROBES, MAX_RING_POINTS};
 mod points;
 mod range;
 mod rendezvous;

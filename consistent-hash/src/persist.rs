@@ -1,6 +1,13 @@
 //! Serde support for the placement structures: they serialize as their
 //! membership (the inputs that fully determine placement) and are rebuilt,
 //! and re-validated, when deserialized. Derived tables never go on the wire.
+//!
+//! Deserialized input is untrusted: a few bytes could name a ring of
+//! billions of points or a Maglev table of gigabytes. So what a
+//! deserializer may build is capped — [`MAX_RING_POINTS`],
+//! [`MAX_MAGLEV_TABLE`], [`MAX_PROBES`] — and checked before anything is
+//! allocated for it; larger structures are built with the constructors,
+//! from input the program trusts.
 
 use alloc::vec::Vec;
 
@@ -12,6 +19,28 @@ use crate::maglev::Maglev;
 use crate::multi_probe::MultiProbe;
 use crate::rendezvous::Rendezvous;
 use crate::ring::Ring;
+
+/// The most points (virtual nodes times weight, over all nodes) a
+/// deserialized [`Ring`] may have: 2^20, about 12 MiB of points and owners.
+pub const MAX_RING_POINTS: u64 = 1 << 20;
+
+/// The largest table a deserialized [`Maglev`] may have: 2^22 entries
+/// (16 MiB), past the Maglev paper's largest.
+pub const MAX_MAGLEV_TABLE: u32 = 1 << 22;
+
+/// The most probes a deserialized [`MultiProbe`] may use per lookup.
+pub const MAX_PROBES: u32 = 1024;
+
+fn cap<E: serde::de::Error>(what: &'static str, requested: u64, max: u64) -> Result<(), E> {
+    if requested > max {
+        return Err(E::custom(crate::Error::DeserializeTooLarge {
+            what,
+            requested,
+            max,
+        }));
+    }
+    Ok(())
+}
 
 #[derive(Serialize)]
 struct RingRef<'a, N> {
@@ -40,6 +69,10 @@ impl<'de, N: Deserialize<'de> + StableKey + Ord, H: KeyHasher + Default> Deseria
 {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let owned = RingOwned::<N>::deserialize(deserializer)?;
+        let points = owned.nodes.iter().fold(0u64, |sum, (_, weight)| {
+            sum.saturating_add(u64::from(owned.vnodes).saturating_mul(u64::from(*weight)))
+        });
+        cap("ring points", points, MAX_RING_POINTS)?;
         let mut ring = Ring::with_hasher(owned.vnodes, H::default()).map_err(D::Error::custom)?;
         for (node, weight) in owned.nodes {
             ring.add_weighted(node, weight).map_err(D::Error::custom)?;
@@ -109,6 +142,8 @@ impl<'de, N: Deserialize<'de> + StableKey + Ord, H: KeyHasher + Default> Deseria
 {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let owned = MaglevOwned::<N>::deserialize(deserializer)?;
+        let table = u64::from(owned.table_size);
+        cap("maglev table", table, u64::from(MAX_MAGLEV_TABLE))?;
         Maglev::with_table_size(owned.nodes, owned.table_size, H::default())
             .map_err(D::Error::custom)
     }
@@ -141,6 +176,11 @@ impl<'de, N: Deserialize<'de> + StableKey + Ord, H: KeyHasher + Default> Deseria
 {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let owned = MultiProbeOwned::<N>::deserialize(deserializer)?;
+        cap(
+            "multi-probe probes",
+            u64::from(owned.probes),
+            u64::from(MAX_PROBES),
+        )?;
         let mut multi_probe =
             MultiProbe::with_hasher(owned.probes, H::default()).map_err(D::Error::custom)?;
         for node in owned.nodes {

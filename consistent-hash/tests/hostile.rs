@@ -1,0 +1,100 @@
+//! Deserializers trust nothing they read: documents that name huge rings,
+//! Maglev tables or probe counts are refused with a typed error, and what
+//! a deserializer allocates stays under a stated bound (every byte
+//! allocated while it runs, counted by a global allocator in this test
+//! binary, bounds what it held at once).
+#![cfg(feature = "serde")]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::alloc::System;
+use std::sync::Mutex;
+
+use quorate_consistent_hash::{
+    MAX_MAGLEV_TABLE, MAX_PROBES, MAX_RING_POINTS, Maglev, MultiProbe, Ring,
+};
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+/// One measurement at a time (tests run on several threads).
+static MEASURING: Mutex<()> = Mutex::new(());
+
+/// The error of a refused document (without printing what was accepted).
+fn refused<T>(result: Result<T, serde_json::Error>) -> String {
+    match result {
+        Ok(_) => panic!("a hostile document was accepted"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// The bytes allocated while `f` runs, in all: a bound on the most it
+/// held at once.
+fn peak_during<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    let _one = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
+    let region = Region::new(GLOBAL);
+    let out = f();
+    let change = region.change();
+    (
+        out,
+        change.bytes_allocated + change.bytes_reallocated.max(0) as usize,
+    )
+}
+
+const MIB: usize = 1024 * 1024;
+
+#[test]
+fn a_ring_naming_too_many_points_is_refused_without_building_it() {
+    // 36 bytes asking for ten million points (80 MB of hashes).
+    let doc = r#"{"vnodes":10000000,"nodes":[[1,1]]}"#;
+    let (result, peak) = peak_during(|| serde_json::from_str::<Ring<u32>>(doc));
+    let err = refused(result);
+    assert!(
+        err.contains("ring points") && err.contains(&MAX_RING_POINTS.to_string()),
+        "{err}"
+    );
+    assert!(peak < MIB, "{peak} bytes");
+    // Many nodes, each small, adding up past the cap.
+    let nodes: Vec<String> = (0..2000).map(|n| format!("[{n},10]")).collect();
+    let doc = format!(r#"{{"vnodes":100,"nodes":[{}]}}"#, nodes.join(","));
+    let (result, peak) = peak_during(|| serde_json::from_str::<Ring<u32>>(&doc));
+    refused(result);
+    assert!(peak < MIB, "{peak} bytes");
+}
+
+#[test]
+fn a_ring_at_the_cap_still_loads_and_costs_what_it_holds() {
+    let weight = MAX_RING_POINTS / 64;
+    let doc = format!(r#"{{"vnodes":64,"nodes":[[1,{weight}]]}}"#);
+    let (ring, peak) = peak_during(|| serde_json::from_str::<Ring<u32>>(&doc).unwrap());
+    assert_eq!(ring.get(&"k"), Some(&1));
+    // 2^20 points of 8 bytes and owners of 4, built once as a sorted run
+    // and once merged: about 24 MiB allocated in all.
+    assert!(peak < 48 * MIB, "{peak} bytes");
+}
+
+#[test]
+fn a_maglev_table_too_large_is_refused() {
+    // 4294967291 is the largest prime below 2^32: a 17 GB table.
+    let doc = r#"{"table_size":4294967291,"nodes":[1,2,3]}"#;
+    let (result, peak) = peak_during(|| serde_json::from_str::<Maglev<u32>>(doc));
+    let err = refused(result);
+    assert!(
+        err.contains("maglev table") && err.contains(&MAX_MAGLEV_TABLE.to_string()),
+        "{err}"
+    );
+    assert!(peak < MIB, "{peak} bytes");
+    // A legitimate one loads.
+    let doc = r#"{"table_size":65537,"nodes":[1,2,3]}"#;
+    let maglev = serde_json::from_str::<Maglev<u32>>(doc).unwrap();
+    assert!(maglev.get(&"k").is_some());
+}
+
+#[test]
+fn a_multi_probe_with_too_many_probes_is_refused() {
+    let doc = format!(r#"{{"probes":{},"nodes":[1,2]}}"#, u32::MAX);
+    let err = refused(serde_json::from_str::<MultiProbe<u32>>(&doc));
+    assert!(err.contains(&MAX_PROBES.to_string()), "{err}");
+    let doc = r#"{"probes":21,"nodes":[1,2]}"#;
+    assert!(serde_json::from_str::<MultiProbe<u32>>(doc).is_ok());
+}
