@@ -168,10 +168,10 @@ mod types;
 pub mod witness;
 
 pub use config::{CONFIGURATION_TAG, Config, Configuration};
-pub use error::{Error, StorageError};
+pub use error::{DropReason, Error, FatalError, StorageError};
 pub use membership::{ChangeMethod, Promotion};
 pub use message::{AppendOutcome, Message, MessageBody};
-pub use node::{Node, Proposed};
+pub use node::{Node, Proposed, SnapshotStatus, StepOutcome};
 pub use progress::{Progress, ProgressState};
 pub use ready::{ReadState, Ready, Role, SoftState};
 pub use storage::{InitialState, MemStorage, Snapshot, SnapshotMeta, Storage};

@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use quorate_raft_core::{
     Config, Configuration, Entry, Error, HardState, LogIndex, MemStorage, Message, Node, NodeId,
-    ReadState, Snapshot, Term,
+    ReadState, Snapshot, StepOutcome, Term,
 };
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -152,9 +152,14 @@ impl Network {
         };
         self.delivered.push(m.clone());
         match node.step(m) {
-            // Non-members (removed servers) are refused, as designed.
-            Ok(()) | Err(Error::UnknownPeer { .. }) => {}
-            Err(e) => panic!("step refused: {e}"),
+            // Non-members (removed servers) are dropped, as designed, as
+            // are stale and unexpected messages; honest peers send nothing
+            // invalid.
+            Ok(StepOutcome::Dropped(reason)) if reason.is_invalid() => {
+                panic!("step refused: {reason}")
+            }
+            Ok(_) => {}
+            Err(e) => panic!("step failed: {e}"),
         }
         self.drive(to);
     }
