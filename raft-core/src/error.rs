@@ -25,8 +25,9 @@ pub enum Error {
         /// The leader's term.
         term: Term,
     },
-    /// Leadership is being handed to `to`; proposals wait until the transfer
-    /// completes or is abandoned (after an election timeout).
+    /// Leadership is being handed to `to`; proposals are refused until the
+    /// transfer completes, times out (after an election timeout) or is
+    /// abandoned with [`Node::abort_transfer`](crate::Node::abort_transfer).
     #[error("leadership transfer to {to} in progress")]
     TransferInProgress {
         /// The designated next leader.

@@ -523,9 +523,13 @@ impl<S: Storage> Node<S> {
             });
         }
         // etcd-raft's rule: with nothing uncommitted any one command fits,
-        // so a command above the limit is not refused forever.
+        // so a command above the limit is not refused forever; an empty one
+        // costs nothing and always fits.
         let max = self.config.max_uncommitted_bytes;
-        if self.uncommitted_bytes > 0 && self.uncommitted_bytes.saturating_add(size) > max {
+        if self.uncommitted_bytes > 0
+            && size > 0
+            && self.uncommitted_bytes.saturating_add(size) > max
+        {
             return Err(Error::UncommittedLimit {
                 uncommitted: self.uncommitted_bytes,
                 size,

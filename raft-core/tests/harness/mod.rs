@@ -242,6 +242,17 @@ impl Network {
         self.drive(NodeId(n));
     }
 
+    /// Restarts node `n` with its configuration changed by `tweak` (for
+    /// this start only).
+    pub fn restart_with(&mut self, n: u64, tweak: impl FnOnce(&mut Config)) {
+        let storage = self.crashed.remove(&NodeId(n)).unwrap();
+        let mut config = self.configs[&NodeId(n)].clone();
+        tweak(&mut config);
+        let node = Node::new(config, storage).unwrap();
+        self.nodes.insert(NodeId(n), node);
+        self.drive(NodeId(n));
+    }
+
     pub fn leaders(&self) -> Vec<NodeId> {
         self.nodes
             .values()
