@@ -1221,7 +1221,7 @@ impl<S: Storage> Node<S> {
         match self.step_inner(m) {
             Ok(outcome) => Ok(outcome),
             Err(Error::Dropped(reason)) => Ok(StepOutcome::Dropped(reason)),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(FatalError::from_step(e)),
         }
     }
 
