@@ -307,3 +307,36 @@ impl FatalError {
         }
     }
 }
+
+/// What went wrong in a [`Storage`](crate::Storage) call.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// The entry was discarded by log compaction.
+    #[error("entry {index} is compacted (log starts at {first})")]
+    Compacted {
+        /// The requested index.
+        index: LogIndex,
+        /// The first index still stored.
+        first: LogIndex,
+    },
+    /// The entry is past the end of the stored log.
+    #[error("entry {index} is unavailable (log ends at {last})")]
+    Unavailable {
+        /// The requested index.
+        index: LogIndex,
+        /// The last index stored.
+        last: LogIndex,
+    },
+    /// Appended entries would leave a gap in the log.
+    #[error("append at {index} would leave a gap after {last}")]
+    Gap {
+        /// The first appended index.
+        index: LogIndex,
+        /// The last index stored.
+        last: LogIndex,
+    },
+    /// Any other failure of a storage implementation (I/O, corruption).
+    #[error("storage failure: {0}")]
+    Other(Box<dyn std::error::Error + Send + Sync>),
+}
