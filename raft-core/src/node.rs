@@ -1229,6 +1229,11 @@ impl<S: Storage> Node<S> {
         let validated = self.validate(&m);
         if_tracing! {
             if let Err(e) = &validated {
+                // The reason itself, not its wrapping as an error.
+                let e: &dyn std::fmt::Display = match e {
+                    Error::Dropped(reason) => reason,
+                    other => other,
+                };
                 tracing::debug!(
                     target: "quorate_raft_core",
                     node = self.id.0,
