@@ -334,6 +334,12 @@ impl<S: Storage> Node<S> {
         self.progress.iter().find(|p| p.id == id)
     }
 
+    /// The leader's view of every other member, while leader (empty
+    /// otherwise).
+    pub fn all_progress(&self) -> impl Iterator<Item = &Progress> + '_ {
+        self.progress.iter()
+    }
+
     /// The configuration this node runs with.
     pub fn config(&self) -> &Config {
         &self.config
@@ -947,7 +953,8 @@ impl<S: Storage> Node<S> {
     /// Hands leadership to voter `to` (thesis §3.10): proposals are refused
     /// meanwhile, `to` is brought up to date, then told to start an election
     /// at once (TimeoutNow), which it wins with the most up-to-date log.
-    /// Abandoned if `to` has not taken over within an election timeout.
+    /// Abandoned if `to` has not taken over within an election timeout
+    /// (as in etcd-raft), or at once by [`abort_transfer`](Node::abort_transfer).
     pub fn transfer_leadership(&mut self, to: NodeId) -> Result<(), Error> {
         if self.role != Role::Leader {
             return Err(Error::NotLeader {
@@ -1000,14 +1007,15 @@ impl<S: Storage> Node<S> {
 
     // ----- controls for tests and transports -----
 
-    /// The election timeout drawn for the current term, in ticks, in
-    /// `[election_tick, 2 * election_tick)`.
+    /// The election timeout in force, in ticks, in `[election_tick, 2 *
+    /// election_tick)`: drawn at start and again whenever this node starts
+    /// a campaign.
     pub fn randomized_election_timeout(&self) -> u32 {
         self.randomized_election_timeout
     }
 
-    /// Sets the election timeout until the next one is drawn (on the next
-    /// election or vote), to make a test deterministic without searching
+    /// Sets the election timeout until the next one is drawn (when this
+    /// node next campaigns), to make a test deterministic without searching
     /// for a seed. It must lie in `[election_tick, 2 * election_tick)`, the
     /// range the lease and check-quorum arguments assume; otherwise
     /// [`Error::ElectionTimeoutOutOfRange`].

@@ -335,6 +335,9 @@ fn report_unreachable_moves_a_replicating_peer_to_probe() {
     let mut net = Network::new(3);
     net.campaign(1);
     net.propose(1, b"a").unwrap();
+    let peers: Vec<NodeId> = net.node(1).all_progress().map(|p| p.id).collect();
+    assert_eq!(peers, [id(2), id(3)]);
+    assert_eq!(net.node(2).all_progress().count(), 0, "a follower");
     let p = net.node(1).progress(id(3)).unwrap();
     assert_eq!(
         (p.state, p.match_index),
