@@ -312,7 +312,9 @@ mod quorate {
                     MessageBody::AppendEntries { entries, .. } => entries.len(),
                     _ => 0,
                 },
-                |m| nodes[(m.to.0 - 1) as usize].step(m).unwrap(),
+                |m| {
+                    nodes[(m.to.0 - 1) as usize].step(m).unwrap();
+                },
             )
         }
 

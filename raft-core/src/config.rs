@@ -2,7 +2,7 @@
 //! membership.
 
 use crate::error::Error;
-use crate::types::NodeId;
+use crate::types::{LogIndex, NodeId};
 use std::collections::BTreeSet;
 
 #[cfg(feature = "serde")]
@@ -69,6 +69,37 @@ pub struct Config {
     /// and without this bound its first round would never end.
     #[cfg_attr(feature = "serde", serde(default = "default_catch_up_stall_timeouts"))]
     pub catch_up_stall_timeouts: u32,
+    /// The index up to which the state machine already holds the log, for
+    /// a restart: the node hands out committed entries only after it. Set
+    /// it from what your state machine recorded durably (as raft-rs
+    /// `Config::applied`). Zero (the default) means "what the stored
+    /// snapshot holds". It must lie between the stored snapshot's index
+    /// and the stored commit index, or [`Node::new`](crate::Node::new)
+    /// fails with [`Error::AppliedOutOfRange`]: below the snapshot the
+    /// entries are gone, and above the commit index nothing proves they
+    /// committed. So make the hard state durable before (or with) the
+    /// applied index that covers its commit.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub applied: LogIndex,
+    /// The largest command [`Node::propose`](crate::Node::propose) accepts,
+    /// in payload bytes; larger ones fail with [`Error::EntryTooLarge`].
+    /// Keep it below what your transport carries in one message.
+    #[cfg_attr(feature = "serde", serde(default = "no_limit"))]
+    pub max_entry_bytes: u64,
+    /// A leader refuses commands ([`Error::UncommittedLimit`]) while the
+    /// payload bytes it appended in its term and has not yet committed
+    /// would exceed this (etcd-raft `MaxUncommittedEntriesSize`): a flood
+    /// of proposals to a leader that cannot commit cannot grow its memory
+    /// without bound. A single command larger than the limit is accepted
+    /// when nothing is uncommitted, so no command is refused forever; the
+    /// leader's own empty entries always are. Unlimited by default.
+    #[cfg_attr(feature = "serde", serde(default = "no_limit"))]
+    pub max_uncommitted_bytes: u64,
+}
+
+#[cfg(feature = "serde")]
+fn no_limit() -> u64 {
+    u64::MAX
 }
 
 /// Configurations serialized before catch-up existed get the defaults.
@@ -84,7 +115,8 @@ fn default_catch_up_stall_timeouts() -> u32 {
 
 impl Config {
     /// A configuration with the usual defaults: election after 10-20 ticks,
-    /// heartbeat every 2, 1 MiB messages, 256 in flight.
+    /// heartbeat every 2, 1 MiB messages, 256 in flight, no proposal caps,
+    /// nothing applied beyond the snapshot.
     #[must_use]
     pub fn new(id: NodeId) -> Self {
         Config {
@@ -101,6 +133,9 @@ impl Config {
             max_snapshot_chunk_bytes: 1 << 20,
             catch_up_rounds: 10,
             catch_up_stall_timeouts: 5,
+            applied: LogIndex::ZERO,
+            max_entry_bytes: u64::MAX,
+            max_uncommitted_bytes: u64::MAX,
         }
     }
 
@@ -129,6 +164,9 @@ impl Config {
         }
         if self.catch_up_rounds == 0 {
             return Err(Error::InvalidConfig("catch_up_rounds must be at least 1"));
+        }
+        if self.max_entry_bytes == 0 {
+            return Err(Error::InvalidConfig("max_entry_bytes must be at least 1"));
         }
         if self.catch_up_stall_timeouts == 0 {
             return Err(Error::InvalidConfig(

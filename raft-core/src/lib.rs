@@ -20,7 +20,13 @@
 //!   [`hard_state`](Ready::hard_state) durably,
 //! * apply its [`committed_entries`](Ready::committed_entries) in order,
 //!
-//! and then hand it back with [`Node::advance`]. Replies that promise
+//! and then hand it back with [`Node::advance`]. `step` drops what it
+//! cannot use (a message from a non-member, a stale or malformed one) and
+//! says so with [`StepOutcome::Dropped`] and a [`DropReason`]; it fails
+//! only with a [`FatalError`] (the storage failed), so `node.step(m)?` is
+//! right in an event loop. On a restart, set [`Config::applied`] to what
+//! your state machine holds, and the node hands back only the committed
+//! entries after it. Replies that promise
 //! durable state (a granted vote, an acknowledged append) are never in the
 //! `Ready` that asks for that state to be persisted: the node holds them
 //! until `advance` says the write is done, and releases them in a later
@@ -39,30 +45,43 @@
 //!
 //! ```
 //! use bytes::Bytes;
-//! use quorate_raft_core::{Config, Configuration, MemStorage, Message, Node, NodeId, Role};
+//! use quorate_raft_core::{
+//!     Config, Configuration, LogIndex, MemStorage, Message, Node, NodeId, Role, StepOutcome,
+//! };
 //! use std::collections::VecDeque;
+//!
+//! /// The state machine: the commands applied, and up to which index.
+//! #[derive(Clone, Default)]
+//! struct App {
+//!     commands: Vec<Bytes>,
+//!     applied: LogIndex,
+//! }
 //!
 //! # fn main() -> Result<(), quorate_raft_core::Error> {
 //! let members = Configuration::new([NodeId(1), NodeId(2), NodeId(3)]);
-//! let mut nodes = Vec::new();
-//! for id in 1..=3 {
+//! let config = |id| {
 //!     let mut config = Config::new(NodeId(id));
 //!     config.seed = 42; // election timeouts are drawn from this seed
-//!     nodes.push(Node::new(config, MemStorage::new(members.clone()))?);
+//!     config
+//! };
+//! let mut nodes = Vec::new();
+//! for id in 1..=3 {
+//!     nodes.push(Node::new(config(id), MemStorage::new(members.clone()))?);
 //! }
 //! let mut network: VecDeque<Message> = VecDeque::new();
-//! let mut applied: Vec<Vec<Bytes>> = vec![Vec::new(); 3];
+//! let mut apps = vec![App::default(); 3];
 //!
 //! // Persist, send, apply; then advance. Loop until the node is idle.
 //! fn handle_ready(
 //!     node: &mut Node<MemStorage>,
 //!     network: &mut VecDeque<Message>,
-//!     applied: &mut Vec<Bytes>,
+//!     app: &mut App,
 //! ) -> Result<(), quorate_raft_core::Error> {
 //!     while let Some(mut ready) = node.ready()? {
 //!         network.extend(ready.take_messages());
 //!         if let Some(snapshot) = ready.take_snapshot() {
-//!             *applied = Vec::new(); // restore your state machine from snapshot.data
+//!             // Restore your state machine from snapshot.data.
+//!             *app = App { commands: Vec::new(), applied: snapshot.meta.index };
 //!             node.storage_mut().apply_snapshot(snapshot);
 //!         }
 //!         node.storage_mut().append(ready.entries())?;
@@ -70,9 +89,12 @@
 //!             node.storage_mut().set_hard_state(hard_state);
 //!         }
 //!         for entry in ready.take_committed_entries() {
-//!             if !entry.data.is_empty() {
-//!                 applied.push(entry.data); // your state machine here
+//!             // Configuration entries and a new leader's empty entry are
+//!             // the node's business, not the state machine's.
+//!             if entry.is_command() {
+//!                 app.commands.push(entry.data);
 //!             }
+//!             app.applied = entry.index;
 //!         }
 //!         node.advance(ready)?;
 //!     }
@@ -80,15 +102,20 @@
 //! }
 //!
 //! let mut proposed = false;
+//! let mut dropped = 0;
 //! for _tick in 0..200 {
 //!     for (i, node) in nodes.iter_mut().enumerate() {
 //!         node.tick();
-//!         handle_ready(node, &mut network, &mut applied[i])?;
+//!         handle_ready(node, &mut network, &mut apps[i])?;
 //!     }
 //!     while let Some(message) = network.pop_front() {
 //!         let i = (message.to.0 - 1) as usize;
-//!         nodes[i].step(message)?;
-//!         handle_ready(&mut nodes[i], &mut network, &mut applied[i])?;
+//!         // `?` is safe: a stray, stale or malformed message comes back as
+//!         // `Dropped`; only a storage failure is an error.
+//!         if let StepOutcome::Dropped(_reason) = nodes[i].step(message)? {
+//!             dropped += 1; // log or count it
+//!         }
+//!         handle_ready(&mut nodes[i], &mut network, &mut apps[i])?;
 //!     }
 //!     if !proposed {
 //!         if let Some(leader) = nodes.iter_mut().find(|n| n.role() == Role::Leader) {
@@ -97,9 +124,23 @@
 //!         }
 //!     }
 //! }
-//! for log in &applied {
-//!     assert_eq!(log, &[Bytes::from_static(b"set x = 1")]);
+//! for app in &apps {
+//!     assert_eq!(app.commands, [Bytes::from_static(b"set x = 1")]);
 //! }
+//! # let _ = dropped;
+//!
+//! // A restart: the state machine recorded what it applied (durably, in
+//! // a real application), so the node resumes after it and hands back no
+//! // entry twice.
+//! let storage = nodes.remove(0).into_storage();
+//! let mut restarted = config(1);
+//! restarted.applied = apps[0].applied;
+//! let mut node = Node::new(restarted, storage)?;
+//! while let Some(ready) = node.ready()? {
+//!     assert!(ready.committed_entries().is_empty());
+//!     node.advance(ready)?;
+//! }
+//! assert_eq!(node.applied_index(), apps[0].applied);
 //! # Ok(())
 //! # }
 //! ```
@@ -139,6 +180,13 @@
 //! machine). The [`witness`] module gives the safety argument and the
 //! availability trade-off.
 //!
+//! Proposals are capped: [`Config::max_entry_bytes`] per command and
+//! [`Config::max_uncommitted_bytes`] of a leader's uncommitted commands
+//! ([`Error::EntryTooLarge`], [`Error::UncommittedLimit`]); during a
+//! leadership transfer they fail with [`Error::TransferInProgress`] until
+//! the transfer ends, times out (an election timeout) or is abandoned
+//! ([`Node::abort_transfer`]).
+//!
 //! Proposals made to a follower fail with [`Error::NotLeader`] and a hint;
 //! forwarding is the application's choice. A proposal may be lost when
 //! leadership changes before it commits: clients retry with a request id
@@ -168,10 +216,10 @@ mod types;
 pub mod witness;
 
 pub use config::{CONFIGURATION_TAG, Config, Configuration};
-pub use error::{Error, StorageError};
+pub use error::{DropReason, Error, FatalError, StorageError};
 pub use membership::{ChangeMethod, Promotion};
 pub use message::{AppendOutcome, Message, MessageBody};
-pub use node::{Node, Proposed};
+pub use node::{Node, Proposed, SnapshotStatus, StepOutcome};
 pub use progress::{Progress, ProgressState};
 pub use ready::{ReadState, Ready, Role, SoftState};
 pub use storage::{InitialState, MemStorage, Snapshot, SnapshotMeta, Storage};

@@ -247,6 +247,13 @@ impl<S: Storage> RaftLog<S> {
         Ok(out)
     }
 
+    /// A restart whose state machine already holds the log up to `index`
+    /// (checked by the caller to lie within `[first - 1, committed]`).
+    pub(crate) fn resume_applied(&mut self, index: LogIndex) {
+        self.applied = index;
+        self.apply_handed = index;
+    }
+
     pub(crate) fn applied_to(&mut self, index: LogIndex) {
         self.applied = self.applied.max(index);
     }

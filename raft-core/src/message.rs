@@ -167,9 +167,9 @@ pub enum AppendOutcome {
 }
 
 impl MessageBody {
-    /// The message's kind, for events (never its contents).
-    #[cfg(feature = "tracing")]
-    pub(crate) fn kind(&self) -> &'static str {
+    /// The message's kind (its variant's name), for logs, counters and
+    /// [`DropReason`](crate::DropReason)s; never its contents.
+    pub fn kind(&self) -> &'static str {
         match self {
             MessageBody::RequestVote { .. } => "RequestVote",
             MessageBody::RequestVoteResponse { .. } => "RequestVoteResponse",

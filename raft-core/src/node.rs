@@ -1,7 +1,7 @@
 //! [`Node`]: one Raft server as a deterministic state machine.
 
 use crate::config::{Config, Configuration};
-use crate::error::{Error, StorageError};
+use crate::error::{DropReason, Error, FatalError, StorageError};
 use crate::log::RaftLog;
 use crate::membership::{
     CatchUp, CatchUpLimits, CatchUpStep, ChangeMethod, Promotion, voter_difference,
@@ -25,6 +25,41 @@ pub enum Proposed {
     Appended(LogIndex),
     /// Forwarded to this leader.
     Forwarded(NodeId),
+}
+
+/// What [`Node::step`] did with a message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StepOutcome {
+    /// The message was handled (which may mean: answered, or found to
+    /// change nothing, as for a duplicate).
+    Handled,
+    /// The message was dropped and changed nothing; the reason says why.
+    /// Count or log it; there is nothing to do.
+    Dropped(DropReason),
+}
+
+impl StepOutcome {
+    /// Whether the message was dropped.
+    pub fn is_dropped(&self) -> bool {
+        matches!(self, StepOutcome::Dropped(_))
+    }
+
+    /// The reason, if the message was dropped.
+    pub fn dropped(&self) -> Option<&DropReason> {
+        match self {
+            StepOutcome::Dropped(reason) => Some(reason),
+            StepOutcome::Handled => None,
+        }
+    }
+}
+
+/// How sending a snapshot ended, for [`Node::report_snapshot`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum SnapshotStatus {
+    /// Every chunk was delivered.
+    Finished,
+    /// The transfer failed (the connection broke, the follower refused it).
+    Failed,
 }
 
 /// A Ready handed out and not yet advanced.
@@ -126,6 +161,12 @@ pub struct Node<S> {
     catching_up: Vec<CatchUp>,
     /// Finished catch-ups, for [`Node::poll_promotion`].
     promotions: VecDeque<Promotion>,
+    /// Leader: the entries with a payload it appended in its term and has
+    /// not yet committed, with their payload sizes
+    /// ([`Config::max_uncommitted_bytes`]).
+    uncommitted: VecDeque<(LogIndex, u64)>,
+    /// Leader: the sum of the sizes in `uncommitted`.
+    uncommitted_bytes: u64,
 }
 
 /// A ReadIndex request waiting for heartbeat answers.
@@ -204,8 +245,22 @@ impl<S: Storage> Node<S> {
             restored: None,
             catching_up: Vec::new(),
             promotions: VecDeque::new(),
+            uncommitted: VecDeque::new(),
+            uncommitted_bytes: 0,
             config,
         };
+        let applied = node.config.applied;
+        if applied != LogIndex::ZERO {
+            let committed = node.log.committed;
+            if applied < snapshot_index || applied > committed {
+                return Err(Error::AppliedOutOfRange {
+                    applied,
+                    snapshot: snapshot_index,
+                    committed,
+                });
+            }
+            node.log.resume_applied(applied);
+        }
         node.reset_election_timer();
         Ok(node)
     }
@@ -279,6 +334,12 @@ impl<S: Storage> Node<S> {
         self.progress.iter().find(|p| p.id == id)
     }
 
+    /// The leader's view of every other member, while leader (empty
+    /// otherwise).
+    pub fn all_progress(&self) -> impl Iterator<Item = &Progress> + '_ {
+        self.progress.iter()
+    }
+
     /// The configuration this node runs with.
     pub fn config(&self) -> &Config {
         &self.config
@@ -348,9 +409,13 @@ impl<S: Storage> Node<S> {
     }
 
     /// Starts an election now, as if the election timeout had fired: a
-    /// pre-vote round first if [`Config::pre_vote`] is set.
+    /// pre-vote round first if [`Config::pre_vote`] is set. A leader
+    /// ignores it (as etcd-raft and raft-rs do): it already leads, and a
+    /// new election would leave the group leaderless for a while. Use
+    /// [`transfer_leadership`](Node::transfer_leadership) to move
+    /// leadership.
     pub fn campaign(&mut self) {
-        if !self.can_campaign() {
+        if self.role == Role::Leader || !self.can_campaign() {
             return;
         }
         // Called from `tick` only once the timeout elapsed; earlier, the
@@ -456,13 +521,46 @@ impl<S: Storage> Node<S> {
         if data.starts_with(crate::config::CONFIGURATION_TAG) {
             return Err(Error::ReservedCommand);
         }
+        let size = data.len() as u64;
+        if size > self.config.max_entry_bytes {
+            return Err(Error::EntryTooLarge {
+                size,
+                max: self.config.max_entry_bytes,
+            });
+        }
+        // etcd-raft's rule: with nothing uncommitted any one command fits,
+        // so a command above the limit is not refused forever; an empty one
+        // costs nothing and always fits.
+        let max = self.config.max_uncommitted_bytes;
+        if self.uncommitted_bytes > 0
+            && size > 0
+            && self.uncommitted_bytes.saturating_add(size) > max
+        {
+            return Err(Error::UncommittedLimit {
+                uncommitted: self.uncommitted_bytes,
+                size,
+                max,
+            });
+        }
         Ok(self.append_as_leader(data))
+    }
+
+    /// Payload bytes this leader appended in its term and has not yet
+    /// committed (what [`Config::max_uncommitted_bytes`] caps); zero on
+    /// other roles.
+    pub fn uncommitted_bytes(&self) -> u64 {
+        self.uncommitted_bytes
     }
 
     /// Appends an entry of the current term to the leader's log.
     fn append_as_leader(&mut self, data: Bytes) -> LogIndex {
         let index = self.log.last_index().next();
         let configuration = Configuration::decode(&data);
+        let size = data.len() as u64;
+        if size > 0 {
+            self.uncommitted.push_back((index, size));
+            self.uncommitted_bytes = self.uncommitted_bytes.saturating_add(size);
+        }
         self.log.push(Entry {
             term: self.term,
             index,
@@ -855,7 +953,8 @@ impl<S: Storage> Node<S> {
     /// Hands leadership to voter `to` (thesis §3.10): proposals are refused
     /// meanwhile, `to` is brought up to date, then told to start an election
     /// at once (TimeoutNow), which it wins with the most up-to-date log.
-    /// Abandoned if `to` has not taken over within an election timeout.
+    /// Abandoned if `to` has not taken over within an election timeout
+    /// (as in etcd-raft), or at once by [`abort_transfer`](Node::abort_transfer).
     pub fn transfer_leadership(&mut self, to: NodeId) -> Result<(), Error> {
         if self.role != Role::Leader {
             return Err(Error::NotLeader {
@@ -887,6 +986,109 @@ impl<S: Storage> Node<S> {
     /// The leadership transfer in progress, if any.
     pub fn transferee(&self) -> Option<NodeId> {
         self.transferee
+    }
+
+    /// Abandons the leadership transfer in progress, if any, and returns
+    /// its transferee: proposals are accepted again at once. A TimeoutNow
+    /// already sent may still make the transferee start an election, so
+    /// lease reads stay off for the rest of the term.
+    pub fn abort_transfer(&mut self) -> Option<NodeId> {
+        let to = self.transferee.take()?;
+        trace_event!(
+            info,
+            node = self.id.0,
+            term = self.term.0,
+            peer = to.0,
+            why = "aborted by the application",
+            "leadership transfer aborted"
+        );
+        Some(to)
+    }
+
+    // ----- controls for tests and transports -----
+
+    /// The election timeout in force, in ticks, in `[election_tick, 2 *
+    /// election_tick)`: drawn at start and again whenever this node starts
+    /// a campaign.
+    pub fn randomized_election_timeout(&self) -> u32 {
+        self.randomized_election_timeout
+    }
+
+    /// Sets the election timeout until the next one is drawn (when this
+    /// node next campaigns), to make a test deterministic without searching
+    /// for a seed. It must lie in `[election_tick, 2 * election_tick)`, the
+    /// range the lease and check-quorum arguments assume; otherwise
+    /// [`Error::ElectionTimeoutOutOfRange`].
+    pub fn set_randomized_election_timeout(&mut self, ticks: u32) -> Result<(), Error> {
+        let min = self.config.election_tick;
+        let max = min.saturating_mul(2);
+        if ticks < min || ticks >= max {
+            return Err(Error::ElectionTimeoutOutOfRange { ticks, min, max });
+        }
+        self.randomized_election_timeout = ticks;
+        Ok(())
+    }
+
+    /// Ticks since this node last heard from a leader or granted a vote
+    /// (follower), or since its last check-quorum interval began (leader).
+    pub fn election_elapsed(&self) -> u32 {
+        self.election_elapsed
+    }
+
+    /// A leader sends a heartbeat round now, as if its heartbeat tick had
+    /// fired (raft-rs `ping`); nothing on other roles. It does not count as
+    /// a tick-driven beat for detecting lost appends.
+    pub fn ping(&mut self) {
+        if self.role == Role::Leader {
+            self.broadcast_heartbeat();
+        }
+    }
+
+    /// Tells a leader that a message to `id` could not be delivered (a
+    /// failed connection, a full queue). Appends pipelined to it were
+    /// probably lost: replication falls back to probing from its match
+    /// index (etcd-raft `ReportUnreachable`). Ignored on other roles and
+    /// for ids this leader does not replicate to, so a transport may call
+    /// it on every failed send.
+    pub fn report_unreachable(&mut self, id: NodeId) {
+        if self.role != Role::Leader {
+            return;
+        }
+        if let Some(p) = self.progress_mut(id)
+            && p.state == ProgressState::Replicate
+        {
+            p.state = ProgressState::Probe;
+            p.inflight.clear();
+            p.paused = false;
+            p.next_index = p.match_index.next();
+        }
+    }
+
+    /// Tells a leader how sending its snapshot to `id` ended, when the
+    /// transport knows (etcd-raft `ReportSnapshot`).
+    /// [`SnapshotStatus::Failed`] abandons the transfer: it restarts from
+    /// its first byte once `id` answers a heartbeat.
+    /// [`SnapshotStatus::Finished`] stops sending chunks and waits for
+    /// `id`'s acknowledgment (or a heartbeat answer, then probes after the
+    /// snapshot). Ignored unless this leader is sending `id` a snapshot.
+    pub fn report_snapshot(&mut self, id: NodeId, status: SnapshotStatus) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let Some(p) = self.progress_mut(id) else {
+            return;
+        };
+        if p.state != ProgressState::Snapshot {
+            return;
+        }
+        p.state = ProgressState::Probe;
+        p.inflight.clear();
+        p.paused = true;
+        p.next_index = match status {
+            SnapshotStatus::Failed => p.match_index.next(),
+            SnapshotStatus::Finished => p.snapshot_index.next().max(p.match_index.next()),
+        };
+        p.snapshot_offset = 0;
     }
 
     fn maybe_send_timeout_now(&mut self, to: NodeId) {
@@ -1017,12 +1219,29 @@ impl<S: Storage> Node<S> {
         }
     }
 
-    /// Handles a message from a peer. Malformed, misaddressed or foreign
-    /// messages are refused with an error and change nothing.
-    pub fn step(&mut self, m: Message) -> Result<(), Error> {
+    /// Handles a message from a peer. Messages the node drops (malformed,
+    /// misaddressed, from a non-member, stale or unexpected) change nothing
+    /// and come back as [`StepOutcome::Dropped`] with the reason, so
+    /// `node.step(m)?` in an event loop survives stray packets: the only
+    /// error is a [`FatalError`] (the storage failed), which should stop
+    /// the node.
+    pub fn step(&mut self, m: Message) -> Result<StepOutcome, FatalError> {
+        match self.step_inner(m) {
+            Ok(outcome) => Ok(outcome),
+            Err(Error::Dropped(reason)) => Ok(StepOutcome::Dropped(reason)),
+            Err(e) => Err(FatalError::from_step(e)),
+        }
+    }
+
+    fn step_inner(&mut self, m: Message) -> Result<StepOutcome, Error> {
         let validated = self.validate(&m);
         if_tracing! {
             if let Err(e) = &validated {
+                // The reason itself, not its wrapping as an error.
+                let e: &dyn std::fmt::Display = match e {
+                    Error::Dropped(reason) => reason,
+                    other => other,
+                };
                 tracing::debug!(
                     target: "quorate_raft_core",
                     node = self.id.0,
@@ -1079,7 +1298,9 @@ impl<S: Storage> Node<S> {
                         },
                         "vote request ignored"
                     );
-                    return Ok(());
+                    return Ok(StepOutcome::Dropped(DropReason::VoteIgnored {
+                        from: m.from,
+                    }));
                 }
                 MessageBody::AppendEntries { .. }
                 | MessageBody::Heartbeat { .. }
@@ -1118,9 +1339,35 @@ impl<S: Storage> Node<S> {
                 }
                 _ => {}
             }
-            return Ok(());
+            return Ok(StepOutcome::Dropped(DropReason::StaleTerm {
+                from: m.from,
+                kind: m.body.kind(),
+                term: m.term,
+                current: self.term,
+            }));
         }
-        if_tracing! { self.trace_unexpected(&m); }
+        if let Some(why) = self.unexpected(&m) {
+            trace_event!(
+                debug,
+                node = self.id.0,
+                term = self.term.0,
+                peer = m.from.0,
+                kind = m.body.kind(),
+                why,
+                "message ignored: unexpected"
+            );
+            return Ok(StepOutcome::Dropped(DropReason::Unexpected {
+                from: m.from,
+                kind: m.body.kind(),
+                why,
+            }));
+        }
+        self.handle(m)?;
+        Ok(StepOutcome::Handled)
+    }
+
+    /// Handles a well-formed message of the current term.
+    fn handle(&mut self, m: Message) -> Result<(), Error> {
         match m.body {
             MessageBody::RequestVote {
                 last_log_index,
@@ -1128,9 +1375,15 @@ impl<S: Storage> Node<S> {
                 ..
             } => self.handle_request_vote(m.from, last_log_index, last_log_term),
             MessageBody::ForwardedProposal { commands } => {
-                if self.role == Role::Leader && self.transferee.is_none() {
-                    for data in commands {
-                        self.propose(data)?;
+                // `unexpected` dropped it unless this node leads and is
+                // not transferring; the caps may still refuse commands.
+                let total = commands.len();
+                for (i, data) in commands.into_iter().enumerate() {
+                    if self.propose(data).is_err() {
+                        return Err(Error::Dropped(DropReason::ForwardedRefused {
+                            from: m.from,
+                            refused: total - i,
+                        }));
                     }
                 }
                 Ok(())
@@ -1380,6 +1633,7 @@ impl<S: Storage> Node<S> {
         );
         self.pending_reads.clear();
         self.transferee = None;
+        self.forget_uncommitted();
         // The election timer keeps running: figure 2 resets it only on
         // hearing from a leader or granting a vote. Resetting it on every
         // newer term lets two candidates with stale logs starve the nodes
@@ -1405,7 +1659,16 @@ impl<S: Storage> Node<S> {
         self.progress.clear();
         self.pending_reads.clear();
         self.transferee = None;
+        self.forget_uncommitted();
         self.reset_election_timer();
+    }
+
+    /// The uncommitted-bytes cap counts this leader's own term only
+    /// (etcd-raft resets it on election too): entries inherited from
+    /// earlier terms are not its proposals.
+    fn forget_uncommitted(&mut self) {
+        self.uncommitted.clear();
+        self.uncommitted_bytes = 0;
     }
 
     /// A leader that has not heard from a quorum within an election timeout
@@ -1448,6 +1711,7 @@ impl<S: Storage> Node<S> {
         self.leader = Some(self.id);
         self.votes.clear();
         self.transferee = None;
+        self.forget_uncommitted();
         self.lease_until = 0;
         self.lease_forfeited = false;
         self.round_sent.clear();
@@ -1476,10 +1740,10 @@ impl<S: Storage> Node<S> {
     /// Accepts `from` as leader of the current term.
     fn follow(&mut self, from: NodeId) -> Result<(), Error> {
         if self.role == Role::Leader {
-            return Err(Error::MalformedMessage {
+            return Err(Error::Dropped(DropReason::Malformed {
                 from,
                 reason: "a second leader in this node's term",
-            });
+            }));
         }
         if matches!(self.role, Role::Candidate | Role::PreCandidate) {
             self.become_follower(self.term, Some(from));
@@ -1687,11 +1951,11 @@ impl<S: Storage> Node<S> {
         if let Some(new) = entries.get(first_new..).filter(|n| !n.is_empty()) {
             let first = new[0].index;
             if first <= committed {
-                return Err(Error::ConflictWithCommitted {
+                return Err(Error::Dropped(DropReason::ConflictWithCommitted {
                     from,
                     index: first,
                     committed,
-                });
+                }));
             }
             if let Some(replaced) = self.log.truncate_and_append(new) {
                 for f in &mut self.in_flight {
@@ -1927,6 +2191,13 @@ impl<S: Storage> Node<S> {
                 }
             }
             self.log.commit_to(candidate);
+            while let Some(&(index, size)) = self.uncommitted.front() {
+                if index > candidate {
+                    break;
+                }
+                self.uncommitted.pop_front();
+                self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(size);
+            }
             self.after_commit();
         }
         Ok(())
@@ -2189,10 +2460,9 @@ impl<S: Storage> Node<S> {
         }
     }
 
-    /// A well-formed message of the current term that `step` will ignore
-    /// in this node's state (mirrors the conditions in `step`).
-    #[cfg(feature = "tracing")]
-    fn trace_unexpected(&self, m: &Message) {
+    /// Why a well-formed message of the current term has nothing to do in
+    /// this node's state, if so (`handle` would ignore it).
+    fn unexpected(&self, m: &Message) -> Option<&'static str> {
         let leader = self.role == Role::Leader;
         let why = match m.body {
             MessageBody::ForwardedProposal { .. } if !leader || self.transferee.is_some() => {
@@ -2217,25 +2487,17 @@ impl<S: Storage> Node<S> {
             {
                 "response to a leader while not the leader, or from a non-follower"
             }
-            _ => return,
+            _ => return None,
         };
-        tracing::debug!(
-            target: "quorate_raft_core",
-            node = self.id.0,
-            term = self.term.0,
-            peer = m.from.0,
-            kind = m.body.kind(),
-            why,
-            "message ignored: unexpected"
-        );
+        Some(why)
     }
 
     fn validate(&self, m: &Message) -> Result<(), Error> {
         if m.to != self.id {
-            return Err(Error::WrongRecipient {
+            return Err(Error::Dropped(DropReason::WrongRecipient {
                 to: m.to,
                 me: self.id,
-            });
+            }));
         }
         // A leader's traffic is accepted from nodes we do not know yet (a
         // lagging node learns of new members from the log); anything else
@@ -2248,7 +2510,7 @@ impl<S: Storage> Node<S> {
                 | MessageBody::InstallSnapshot { .. }
         );
         if m.from == self.id || !(leader_traffic || self.configuration.contains(m.from)) {
-            return Err(Error::UnknownPeer { from: m.from });
+            return Err(Error::Dropped(DropReason::UnknownPeer { from: m.from }));
         }
         // Terms and indices this far out are unreachable by a real cluster;
         // accepting them would let later arithmetic (a new term, the next
@@ -2263,10 +2525,10 @@ impl<S: Storage> Node<S> {
             _ => false,
         };
         if m.term.0 >= MAX_POSITION || out_of_range {
-            return Err(Error::MalformedMessage {
+            return Err(Error::Dropped(DropReason::Malformed {
                 from: m.from,
                 reason: "term or log index beyond any reachable position",
-            });
+            }));
         }
         if let MessageBody::AppendEntries {
             prev_log_index,
@@ -2275,9 +2537,11 @@ impl<S: Storage> Node<S> {
             ..
         } = &m.body
         {
-            let malformed = |reason| Error::MalformedMessage {
-                from: m.from,
-                reason,
+            let malformed = |reason| {
+                Error::Dropped(DropReason::Malformed {
+                    from: m.from,
+                    reason,
+                })
             };
             if *prev_log_term > m.term {
                 return Err(malformed("previous entry from a future term"));
@@ -2306,18 +2570,20 @@ impl<S: Storage> Node<S> {
                     other => other?,
                 };
                 if held.is_some_and(|t| t != e.term) {
-                    return Err(Error::ConflictWithCommitted {
+                    return Err(Error::Dropped(DropReason::ConflictWithCommitted {
                         from: m.from,
                         index: e.index,
                         committed: self.log.committed,
-                    });
+                    }));
                 }
             }
         }
         if let MessageBody::InstallSnapshot { meta, .. } = &m.body {
-            let malformed = |reason| Error::MalformedMessage {
-                from: m.from,
-                reason,
+            let malformed = |reason| {
+                Error::Dropped(DropReason::Malformed {
+                    from: m.from,
+                    reason,
+                })
             };
             if meta.term > m.term
                 || meta.term == Term(0)
@@ -2369,10 +2635,10 @@ impl<S: Storage> Node<S> {
             }
             _ => return Ok(()),
         };
-        Err(Error::MalformedMessage {
+        Err(Error::Dropped(DropReason::Malformed {
             from: m.from,
             reason,
-        })
+        }))
     }
 
     /// Answers a leader can check against what it sent in its term: no
@@ -2423,9 +2689,9 @@ impl<S: Storage> Node<S> {
             }
             _ => return Ok(()),
         };
-        Err(Error::MalformedMessage {
+        Err(Error::Dropped(DropReason::Malformed {
             from: m.from,
             reason,
-        })
+        }))
     }
 }

@@ -83,6 +83,50 @@ impl Progress {
         }
     }
 
+    /// In probe or snapshot state: whether the leader waits for an answer
+    /// (or a heartbeat answer) before sending again.
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// How many pipelined AppendEntries are unacknowledged (replicate
+    /// state).
+    pub fn inflight(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// Whether the leader may send another AppendEntries now, given the
+    /// window [`Config::max_inflight_msgs`](crate::Config::max_inflight_msgs).
+    pub fn can_send_now(&self, max_inflight: usize) -> bool {
+        self.can_send(max_inflight)
+    }
+
+    /// The commit index last told to the follower.
+    pub fn sent_commit(&self) -> LogIndex {
+        self.sent_commit
+    }
+
+    /// Whether the follower answered anything in the current check-quorum
+    /// interval.
+    pub fn recent_active(&self) -> bool {
+        self.recent_active
+    }
+
+    /// The highest ReadIndex heartbeat round the follower answered.
+    pub fn acked_round(&self) -> u64 {
+        self.acked_round
+    }
+
+    /// In snapshot state: the snapshot being sent (its index), how many
+    /// bytes the follower holds, and how many are sent in all.
+    pub fn snapshot_transfer(&self) -> Option<(LogIndex, u64, u64)> {
+        (self.state == ProgressState::Snapshot).then_some((
+            self.snapshot_index,
+            self.snapshot_offset,
+            self.snapshot_len,
+        ))
+    }
+
     /// Starts sending the snapshot at `index`, `len` bytes, from its first
     /// byte.
     pub(crate) fn send_snapshot(&mut self, index: LogIndex, len: u64) {

@@ -94,6 +94,13 @@ impl Entry {
         crate::Configuration::decode(&self.data)
     }
 
+    /// Whether this entry is a command for the state machine: neither a
+    /// configuration entry nor the empty entry a new leader appends.
+    /// Apply only these.
+    pub fn is_command(&self) -> bool {
+        !self.data.is_empty() && !self.data.starts_with(crate::config::CONFIGURATION_TAG)
+    }
+
     /// Bytes this entry counts against a message size budget.
     pub(crate) fn size(&self) -> u64 {
         // 16 bytes of term and index, then the payload.

@@ -12,8 +12,9 @@ use bytes::Bytes;
 use harness::storage_with_terms;
 use proptest::prelude::*;
 use quorate_raft_core::{
-    AppendOutcome, CONFIGURATION_TAG, Config, Configuration, Entry, HardState, LogIndex,
-    MemStorage, Message, MessageBody, Node, NodeId, Ready, Role, SnapshotMeta, Term,
+    AppendOutcome, CONFIGURATION_TAG, Config, Configuration, DropReason, Entry, HardState,
+    LogIndex, MemStorage, Message, MessageBody, Node, NodeId, Ready, Role, SnapshotMeta,
+    StepOutcome, Term,
 };
 use std::collections::VecDeque;
 
@@ -264,15 +265,21 @@ proptest! {
                     let before = format!("{node:?}");
                     let m = Message { from: NodeId(from), to: NodeId(to), term, body };
                     let result = node.step(m);
-                    prop_assert!(!forged || result.is_err(), "forged answer accepted");
-                    match result {
-                        Ok(()) => {
-                            if let (Some(index), true) = (durable, counted) {
-                                let slot = &mut durable_acks[from as usize - 2];
-                                *slot = (*slot).max(index);
-                            }
+                    // Refused before anything changes: fatal errors and the
+                    // drops of invalid or foreign input.
+                    let refused = match &result {
+                        Err(_) => true,
+                        Ok(StepOutcome::Dropped(r)) => {
+                            r.is_invalid() || matches!(r, DropReason::UnknownPeer { .. })
                         }
-                        Err(_) => prop_assert_eq!(format!("{node:?}"), before, "refused, yet changed"),
+                        Ok(StepOutcome::Handled) => false,
+                    };
+                    prop_assert!(!forged || refused, "forged answer accepted");
+                    if refused {
+                        prop_assert_eq!(format!("{node:?}"), before, "refused, yet changed");
+                    } else if let (Some(index), true) = (durable, counted) {
+                        let slot = &mut durable_acks[from as usize - 2];
+                        *slot = (*slot).max(index);
                     }
                 }
                 Input::Propose => {

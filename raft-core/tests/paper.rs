@@ -8,8 +8,8 @@ mod harness;
 use bytes::Bytes;
 use harness::{Network, id};
 use quorate_raft_core::{
-    AppendOutcome, Config, Configuration, Entry, Error, HardState, LogIndex, MemStorage, Message,
-    MessageBody, Node, NodeId, Role, Term,
+    AppendOutcome, Config, Configuration, DropReason, Entry, Error, HardState, LogIndex,
+    MemStorage, Message, MessageBody, Node, NodeId, Role, StepOutcome, Term,
 };
 
 fn entry(index: u64, term: u64) -> Entry {
@@ -591,7 +591,7 @@ fn bad_input_is_refused_and_changes_nothing() {
     };
     assert!(matches!(
         node.step(append(2, 9, vec![])),
-        Err(Error::WrongRecipient { .. })
+        Ok(StepOutcome::Dropped(DropReason::WrongRecipient { .. }))
     ));
     // Non-members may not vote or campaign (a removed server must not
     // disrupt, thesis §4.2.3). A leader's appends from a node we do not
@@ -608,15 +608,15 @@ fn bad_input_is_refused_and_changes_nothing() {
     );
     assert!(matches!(
         node.step(vote_request),
-        Err(Error::UnknownPeer { .. })
+        Ok(StepOutcome::Dropped(DropReason::UnknownPeer { .. }))
     ));
     assert!(matches!(
         node.step(append(2, 1, vec![entry(3, 5)])),
-        Err(Error::MalformedMessage { .. })
+        Ok(StepOutcome::Dropped(DropReason::Malformed { .. }))
     ));
     assert!(matches!(
         node.step(append(2, 1, vec![entry(2, 6)])),
-        Err(Error::MalformedMessage { .. })
+        Ok(StepOutcome::Dropped(DropReason::Malformed { .. }))
     ));
     assert_eq!((node.term(), node.last_index(), node.vote()), before);
     assert!(node.ready().unwrap().is_none());
@@ -665,10 +665,10 @@ fn bad_input_stale_leader_append_over_committed_entries_is_answered_not_refused(
                 leader_commit: LogIndex(2),
             }
         )),
-        Err(Error::ConflictWithCommitted {
+        Ok(StepOutcome::Dropped(DropReason::ConflictWithCommitted {
             index: LogIndex(2),
             ..
-        })
+        }))
     ));
 }
 

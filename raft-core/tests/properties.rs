@@ -8,8 +8,8 @@ use bytes::Bytes;
 use harness::storage_with_terms;
 use proptest::prelude::*;
 use quorate_raft_core::{
-    AppendOutcome, Config, Configuration, Entry, HardState, LogIndex, MemStorage, Message,
-    MessageBody, Node, NodeId, Term, codec,
+    AppendOutcome, Config, Configuration, DropReason, Entry, HardState, LogIndex, MemStorage,
+    Message, MessageBody, Node, NodeId, StepOutcome, Term, codec,
 };
 
 fn node_with_log(terms: &[u64], commit: usize) -> Node<MemStorage> {
@@ -191,7 +191,14 @@ proptest! {
                 Input::Step(from, to, term, body) => {
                     let before = observe(&node);
                     let result = node.step(Message { from: NodeId(from), to: NodeId(to), term, body });
-                    if result.is_err() {
+                    let refused = match &result {
+                        Err(_) => true,
+                        Ok(StepOutcome::Dropped(r)) => {
+                            r.is_invalid() || matches!(r, DropReason::UnknownPeer { .. })
+                        }
+                        Ok(StepOutcome::Handled) => false,
+                    };
+                    if refused {
                         prop_assert_eq!(observe(&node), before);
                     }
                 }

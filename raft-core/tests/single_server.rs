@@ -206,6 +206,11 @@ fn membership_4_1_errata_new_leader_changes_only_after_committing_in_its_term() 
     net.cut(2, 5);
     net.cut(3, 4);
     net.cut(3, 5);
+    // S1 still thinks it leads term 1, and a leader ignores `campaign`:
+    // it comes back by restarting, as a follower with its durable log.
+    assert_eq!(net.node(1).role(), Role::Leader);
+    net.crash(1);
+    net.restart(1);
     for _ in 0..3 {
         net.campaign(1);
         assert_ne!(net.node(1).role(), Role::Leader);

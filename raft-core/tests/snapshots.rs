@@ -10,8 +10,8 @@ mod harness;
 use bytes::Bytes;
 use harness::{Network, id, storage_with_terms};
 use quorate_raft_core::{
-    AppendOutcome, Config, Configuration, Error, HardState, LogIndex, MemStorage, Message,
-    MessageBody, Node, NodeId, ProgressState, SnapshotMeta, Storage, Term,
+    AppendOutcome, Config, Configuration, DropReason, HardState, LogIndex, MemStorage, Message,
+    MessageBody, Node, NodeId, ProgressState, SnapshotMeta, StepOutcome, Storage, Term,
 };
 
 fn members() -> Configuration {
@@ -267,7 +267,7 @@ fn log_compaction_5_3_malformed_snapshots_are_refused_without_change() {
     }
     assert!(matches!(
         node.step(endless),
-        Err(Error::MalformedMessage { .. })
+        Ok(StepOutcome::Dropped(DropReason::Malformed { .. }))
     ));
     let mut future = chunk(0, b"x", true);
     if let MessageBody::InstallSnapshot { meta, .. } = &mut future.body {
@@ -275,7 +275,7 @@ fn log_compaction_5_3_malformed_snapshots_are_refused_without_change() {
     }
     assert!(matches!(
         node.step(future),
-        Err(Error::MalformedMessage { .. })
+        Ok(StepOutcome::Dropped(DropReason::Malformed { .. }))
     ));
     assert_eq!(node.term(), Term(1));
     assert_eq!(node.leader(), None);

@@ -206,7 +206,12 @@ fn a_message_from_an_unknown_peer_is_reported_refused() {
                 leadership_transfer: false,
             },
         });
-        assert!(refused.is_err());
+        assert!(matches!(
+            refused,
+            Ok(quorate_raft_core::StepOutcome::Dropped(
+                quorate_raft_core::DropReason::UnknownPeer { .. }
+            ))
+        ));
     });
     let refused = find(&events, "message refused");
     assert_eq!(refused.len(), 1, "{events:#?}");

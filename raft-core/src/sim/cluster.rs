@@ -6,7 +6,7 @@ use super::invariants::Invariants;
 use super::{StateMachine, Violation};
 use crate::{
     ChangeMethod, Config, Configuration, Error, LogIndex, MemStorage, Message, MessageBody, Node,
-    NodeId, Promotion, Proposed, ReadState, Ready, Role, Storage, Term,
+    NodeId, Promotion, Proposed, ReadState, Ready, Role, StepOutcome, Storage, Term,
 };
 use bytes::Bytes;
 use quorate_transport::sim::{LinkConfig, Network, SimTime};
@@ -806,9 +806,17 @@ impl<SM: StateMachine> Cluster<SM> {
         }
         match node.step(m) {
             // Messages from servers outside the configuration (removed
-            // ones still running) are refused: that is the point.
-            Ok(()) | Err(Error::UnknownPeer { .. }) => {}
-            Err(error) => return Err(Violation::Node { node: to, error }),
+            // ones still running) are dropped: that is the point. Honest
+            // peers send nothing invalid.
+            Ok(StepOutcome::Dropped(reason)) if reason.is_invalid() => {
+                let error = Error::Dropped(reason);
+                return Err(Violation::Node { node: to, error });
+            }
+            Ok(_) => {}
+            Err(error) => {
+                let error = error.into();
+                return Err(Violation::Node { node: to, error });
+            }
         }
         self.pump(i)
     }

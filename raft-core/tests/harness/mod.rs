@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use quorate_raft_core::{
     Config, Configuration, Entry, Error, HardState, LogIndex, MemStorage, Message, Node, NodeId,
-    ReadState, Snapshot, Term,
+    ReadState, Snapshot, StepOutcome, Term,
 };
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -152,9 +152,14 @@ impl Network {
         };
         self.delivered.push(m.clone());
         match node.step(m) {
-            // Non-members (removed servers) are refused, as designed.
-            Ok(()) | Err(Error::UnknownPeer { .. }) => {}
-            Err(e) => panic!("step refused: {e}"),
+            // Non-members (removed servers) are dropped, as designed, as
+            // are stale and unexpected messages; honest peers send nothing
+            // invalid.
+            Ok(StepOutcome::Dropped(reason)) if reason.is_invalid() => {
+                panic!("step refused: {reason}")
+            }
+            Ok(_) => {}
+            Err(e) => panic!("step failed: {e}"),
         }
         self.drive(to);
     }
@@ -233,6 +238,17 @@ impl Network {
     pub fn restart(&mut self, n: u64) {
         let storage = self.crashed.remove(&NodeId(n)).unwrap();
         let node = Node::new(self.configs[&NodeId(n)].clone(), storage).unwrap();
+        self.nodes.insert(NodeId(n), node);
+        self.drive(NodeId(n));
+    }
+
+    /// Restarts node `n` with its configuration changed by `tweak` (for
+    /// this start only).
+    pub fn restart_with(&mut self, n: u64, tweak: impl FnOnce(&mut Config)) {
+        let storage = self.crashed.remove(&NodeId(n)).unwrap();
+        let mut config = self.configs[&NodeId(n)].clone();
+        tweak(&mut config);
+        let node = Node::new(config, storage).unwrap();
         self.nodes.insert(NodeId(n), node);
         self.drive(NodeId(n));
     }
