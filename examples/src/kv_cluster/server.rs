@@ -12,7 +12,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 use quorate_clocks::{Hlc, HlcTimestamp};
 use quorate_raft_core::{
-    Config, Configuration, MessageBody, Node, NodeId, Promotion, ReadState, Role, Storage,
+    Config, Configuration, MessageBody, Node, NodeId, Promotion, ReadState, Role, StepOutcome,
+    Storage,
 };
 use quorate_transport::framing::{ChannelId, Flags, Frame};
 use quorate_transport::tcp::{PeerId, TcpConfig, TcpTransport, Trust};
@@ -419,6 +420,8 @@ pub struct NodeCore {
     /// The transport's queue to each peer, as last reported to
     /// [`set_queues`](Self::set_queues).
     queues: HashMap<u64, PeerStatus>,
+    /// A failure that stops the node, reported by the next `drive`.
+    fatal: Option<Error>,
 }
 
 /// The keys of `bucket`, as sent in anti-entropy repairs.
@@ -563,6 +566,7 @@ impl NodeCore {
             recovered,
             recovered_snapshots,
             queues: HashMap::new(),
+            fatal: None,
         })
     }
 
@@ -639,7 +643,17 @@ impl NodeCore {
             && message.from.0 == from.0
         {
             let _shard = tracing::info_span!("shard", shard = replica.shard).entered();
-            let _ = replica.node.step(message);
+            match replica.node.step(message) {
+                Ok(StepOutcome::Handled) => {}
+                Ok(StepOutcome::Dropped(reason)) => {
+                    tracing::debug!(peer = from.0, ?reason, "raft message dropped");
+                }
+                // The log failed: the node stops rather than go on without it.
+                Err(e) => {
+                    tracing::error!(error = %e, "raft storage failed; stopping");
+                    self.fatal = Some(Error::Raft(e.into()));
+                }
+            }
         }
     }
 
@@ -1004,6 +1018,9 @@ impl NodeCore {
     /// Persists, sends and applies everything the replicas have ready:
     /// call after every input, before draining the transmits.
     pub fn drive(&mut self) -> Result<(), Error> {
+        if let Some(e) = self.fatal.take() {
+            return Err(e);
+        }
         let mut replies = Vec::new();
         // Per replica: anti-entropy repairs due at an index reached.
         let mut repairs_due = Vec::new();
