@@ -174,5 +174,11 @@ pub use message::{AppendOutcome, Message, MessageBody};
 pub use node::{Node, Proposed};
 pub use progress::{Progress, ProgressState};
 pub use ready::{ReadState, Ready, Role, SoftState};
-pub use storage::{InitialState, MemStorage, Snapshot, SnapshotMeta, Storage};
+#[cfg(feature = "conformance")]
+pub use storage::conformance;
+#[cfg(feature = "durable")]
+pub use storage::segmented;
+pub use storage::{
+    CrashStorage, InitialState, LogStorage, MemStorage, Persisted, Snapshot, SnapshotMeta, Storage,
+};
 pub use types::{Entry, HardState, LogIndex, NodeId, Term};
