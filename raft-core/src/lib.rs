@@ -163,7 +163,7 @@ mod ready;
 #[cfg(feature = "sim")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sim")))]
 pub mod sim;
-mod storage;
+pub mod storage;
 mod types;
 pub mod witness;
 
@@ -174,10 +174,6 @@ pub use message::{AppendOutcome, Message, MessageBody};
 pub use node::{Node, Proposed};
 pub use progress::{Progress, ProgressState};
 pub use ready::{ReadState, Ready, Role, SoftState};
-#[cfg(feature = "conformance")]
-pub use storage::conformance;
-#[cfg(feature = "durable")]
-pub use storage::segmented;
 pub use storage::{
     CrashStorage, InitialState, LogStorage, MemStorage, Persisted, Snapshot, SnapshotMeta, Storage,
 };

@@ -129,7 +129,7 @@ pub trait Storage {
 }
 
 /// Write access to a node's stable storage, under the
-/// [persistence contract](self#the-persistence-contract): writes are
+/// [persistence contract](crate::storage#the-persistence-contract): writes are
 /// ordered, durable once [`sync`](LogStorage::sync) returns, and a Ready is
 /// advanced only after its writes are synced.
 ///

@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use bytes::Bytes;
-use quorate_raft_core::segmented::{Options, SegmentedLog};
+use quorate_raft_core::storage::segmented::{Options, SegmentedLog};
 use quorate_raft_core::{Configuration, Entry, LogIndex, LogStorage, NodeId, Storage, Term};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -124,7 +124,10 @@ fn acknowledged_entries_survive_sigkill() {
         assert_eq!(out.len() as u64, acked_max + 1 - first.0, "kill {kill}");
         let snap = log.snapshot().unwrap();
         if snap.meta.index.0 > 0 {
-            assert_eq!(snap.data, Bytes::from(format!("state at {}", snap.meta.index.0)));
+            assert_eq!(
+                snap.data,
+                Bytes::from(format!("state at {}", snap.meta.index.0))
+            );
         }
         checked += out.len() as u64;
         assert!(started.elapsed() < Duration::from_secs(120), "bounded time");

@@ -4,10 +4,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use bytes::Bytes;
-use quorate_raft_core::segmented::{Options, SegmentedLog, SegmentedLogError};
+use quorate_raft_core::storage::segmented::{Options, SegmentedLog, SegmentedLogError};
 use quorate_raft_core::{
     Configuration, CrashStorage, Entry, LogIndex, LogStorage, MemStorage, NodeId, Storage, Term,
-    conformance,
+    storage::conformance,
 };
 use std::path::{Path, PathBuf};
 
@@ -92,10 +92,18 @@ fn the_suite_catches_a_storage_that_does_not_truncate() {
     #[derive(Debug)]
     struct NoTruncate(MemStorage);
     impl Storage for NoTruncate {
-        fn initial_state(&self) -> Result<quorate_raft_core::InitialState, quorate_raft_core::StorageError> {
+        fn initial_state(
+            &self,
+        ) -> Result<quorate_raft_core::InitialState, quorate_raft_core::StorageError> {
             self.0.initial_state()
         }
-        fn entries(&self, l: LogIndex, h: LogIndex, m: u64, o: &mut Vec<Entry>) -> Result<(), quorate_raft_core::StorageError> {
+        fn entries(
+            &self,
+            l: LogIndex,
+            h: LogIndex,
+            m: u64,
+            o: &mut Vec<Entry>,
+        ) -> Result<(), quorate_raft_core::StorageError> {
             self.0.entries(l, h, m, o)
         }
         fn term(&self, i: LogIndex) -> Result<Term, quorate_raft_core::StorageError> {
@@ -107,7 +115,9 @@ fn the_suite_catches_a_storage_that_does_not_truncate() {
         fn last_index(&self) -> Result<LogIndex, quorate_raft_core::StorageError> {
             self.0.last_index()
         }
-        fn snapshot_meta(&self) -> Result<quorate_raft_core::SnapshotMeta, quorate_raft_core::StorageError> {
+        fn snapshot_meta(
+            &self,
+        ) -> Result<quorate_raft_core::SnapshotMeta, quorate_raft_core::StorageError> {
             self.0.snapshot_meta()
         }
         fn snapshot(&self) -> Result<quorate_raft_core::Snapshot, quorate_raft_core::StorageError> {
@@ -121,13 +131,23 @@ fn the_suite_catches_a_storage_that_does_not_truncate() {
             let fresh: Vec<Entry> = entries.iter().filter(|e| e.index > last).cloned().collect();
             LogStorage::append(&mut self.0, &fresh)
         }
-        fn set_hard_state(&mut self, hs: quorate_raft_core::HardState) -> Result<(), quorate_raft_core::StorageError> {
+        fn set_hard_state(
+            &mut self,
+            hs: quorate_raft_core::HardState,
+        ) -> Result<(), quorate_raft_core::StorageError> {
             LogStorage::set_hard_state(&mut self.0, hs)
         }
-        fn install_snapshot(&mut self, s: quorate_raft_core::Snapshot) -> Result<(), quorate_raft_core::StorageError> {
+        fn install_snapshot(
+            &mut self,
+            s: quorate_raft_core::Snapshot,
+        ) -> Result<(), quorate_raft_core::StorageError> {
             self.0.install_snapshot(s)
         }
-        fn compact(&mut self, i: LogIndex, d: Bytes) -> Result<(), quorate_raft_core::StorageError> {
+        fn compact(
+            &mut self,
+            i: LogIndex,
+            d: Bytes,
+        ) -> Result<(), quorate_raft_core::StorageError> {
             LogStorage::compact(&mut self.0, i, d)
         }
         fn sync(&mut self) -> Result<(), quorate_raft_core::StorageError> {
@@ -178,7 +198,8 @@ fn a_torn_tail_is_cut_off() {
     assert_eq!(log.last_index().unwrap(), LogIndex(4));
     assert_eq!(log.torn_bytes(), 65 - 30);
     let mut out = Vec::new();
-    log.entries(LogIndex(1), LogIndex(5), u64::MAX, &mut out).unwrap();
+    log.entries(LogIndex(1), LogIndex(5), u64::MAX, &mut out)
+        .unwrap();
     assert_eq!(out, (1..=4).map(entry).collect::<Vec<_>>());
 }
 
@@ -214,7 +235,8 @@ fn compaction_deletes_covered_segments() {
     log.sync().unwrap();
     let before = segments(&tmp.0).len();
     assert!(before > 5, "{before} segments");
-    log.compact(LogIndex(30), Bytes::from_static(b"sm")).unwrap();
+    log.compact(LogIndex(30), Bytes::from_static(b"sm"))
+        .unwrap();
     let after = segments(&tmp.0).len();
     assert!(after < before - 3, "{before} -> {after} segments");
     drop(log);
@@ -222,5 +244,8 @@ fn compaction_deletes_covered_segments() {
     assert_eq!(log.first_index().unwrap(), LogIndex(31));
     assert_eq!(log.last_index().unwrap(), LogIndex(40));
     assert_eq!(log.snapshot().unwrap().data, Bytes::from_static(b"sm"));
-    assert_eq!(log.initial_state().unwrap().configuration, Configuration::new([NodeId(1)]));
+    assert_eq!(
+        log.initial_state().unwrap().configuration,
+        Configuration::new([NodeId(1)])
+    );
 }

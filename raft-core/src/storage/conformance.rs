@@ -1,5 +1,5 @@
 //! A test suite that checks a [`LogStorage`] against the
-//! [persistence contract](super#the-persistence-contract), for the tests
+//! [persistence contract](crate::storage#the-persistence-contract), for the tests
 //! of your own storage (feature `conformance`), in the spirit of
 //! openraft's `testing::Suite`.
 //!
@@ -11,7 +11,7 @@
 //! budget, and that every one of them survives a reopen.
 //!
 //! ```
-//! use quorate_raft_core::{conformance, MemStorage};
+//! use quorate_raft_core::{MemStorage, storage::conformance};
 //!
 //! // An in-memory storage loses nothing on a "crash": reopening is the identity.
 //! let report = conformance::check(MemStorage::new, |s| s).unwrap();
@@ -125,7 +125,10 @@ pub fn check<S: LogStorage>(
     c.that(term == Term(0), || format!("term of index 0 is {term:?}"))?;
     let initial = c.ok(s.initial_state())?;
     c.that(initial.configuration == boot, || {
-        format!("boot configuration came back as {:?}", initial.configuration)
+        format!(
+            "boot configuration came back as {:?}",
+            initial.configuration
+        )
     })?;
 
     c.check = "appends are ordered and survive a reopen once synced";
@@ -170,7 +173,9 @@ pub fn check<S: LogStorage>(
     c.ok(s.sync())?;
     s = reopen(s);
     let got = c.ok(s.initial_state())?.hard_state;
-    c.that(got == hs2, || format!("hard state {got:?}, expected {hs2:?}"))?;
+    c.that(got == hs2, || {
+        format!("hard state {got:?}, expected {hs2:?}")
+    })?;
 
     c.check = "a crash keeps what was synced and at most a prefix of the rest";
     let hs3 = HardState {
@@ -185,10 +190,9 @@ pub fn check<S: LogStorage>(
     let got = c.entries(&s)?;
     let mut allowed = want.clone();
     allowed.extend(tail.iter().cloned());
-    c.that(
-        got.len() >= want.len() && allowed.starts_with(&got),
-        || format!("log holds {:?} after the crash", ids(&got)),
-    )?;
+    c.that(got.len() >= want.len() && allowed.starts_with(&got), || {
+        format!("log holds {:?} after the crash", ids(&got))
+    })?;
     let hs = c.ok(s.initial_state())?.hard_state;
     c.that(
         hs == hs2 || (hs == hs3 && got.len() == allowed.len()),
@@ -213,7 +217,9 @@ pub fn check<S: LogStorage>(
     c.ok(s.compact(LogIndex(6), data.clone()))?;
     for round in 0..2 {
         let first = c.ok(s.first_index())?;
-        c.that(first == LogIndex(7), || format!("round {round}: first {first:?}"))?;
+        c.that(first == LogIndex(7), || {
+            format!("round {round}: first {first:?}")
+        })?;
         c.log_is(&s, log.get(6..).unwrap_or_default())?;
         let term = c.ok(s.term(LogIndex(6)))?;
         c.that(term == Term(1), || format!("term of 6 is {term:?}"))?;
@@ -222,10 +228,9 @@ pub fn check<S: LogStorage>(
             format!("term of compacted 5 gave {gone:?}")
         })?;
         let snap = c.ok(s.snapshot())?;
-        c.that(
-            snap.data == data && snap.meta.index == LogIndex(6),
-            || format!("snapshot {:?} of {} bytes", snap.meta, snap.data.len()),
-        )?;
+        c.that(snap.data == data && snap.meta.index == LogIndex(6), || {
+            format!("snapshot {:?} of {} bytes", snap.meta, snap.data.len())
+        })?;
         c.that(snap.meta.configuration == grown, || {
             format!("snapshot configuration {:?}", snap.meta.configuration)
         })?;
@@ -236,7 +241,9 @@ pub fn check<S: LogStorage>(
     c.check = "compacting at or below the snapshot does nothing";
     c.ok(s.compact(LogIndex(3), Bytes::from_static(b"older")))?;
     let snap = c.ok(s.snapshot())?;
-    c.that(snap.data == data, || "an older compaction replaced the snapshot".into())?;
+    c.that(snap.data == data, || {
+        "an older compaction replaced the snapshot".into()
+    })?;
     c.check = "appends continue after compaction";
     c.ok(s.append(&entries(11..=12, 2)))?;
     c.ok(s.sync())?;
@@ -296,6 +303,8 @@ pub fn check<S: LogStorage>(
     c.check = "reads respect the byte budget but return at least one entry";
     let mut out = Vec::new();
     c.ok(s.entries(LogIndex(23), LogIndex(25), 0, &mut out))?;
-    c.that(out.len() == 1, || format!("{} entries for budget 0", out.len()))?;
+    c.that(out.len() == 1, || {
+        format!("{} entries for budget 0", out.len())
+    })?;
     Ok(Report { checks: c.checks })
 }

@@ -13,7 +13,7 @@ enum Write {
 }
 
 /// Wraps a [`LogStorage`] and, on [`crash`](CrashStorage::crash), loses
-/// what the [persistence contract](super#the-persistence-contract) allows a
+/// what the [persistence contract](crate::storage#the-persistence-contract) allows a
 /// real disk to lose: the unsynced writes after a random prefix of them,
 /// the last kept append possibly torn to a prefix of its entries (the torn
 /// last record of a log file). Synced writes, installed snapshots and

@@ -373,11 +373,14 @@ impl SegmentedLog {
     /// Writes the snapshot file for the current snapshot, then deletes the
     /// segments before `first_segment`.
     fn write_snapshot(&mut self, first_segment: u64) -> Result<(), SegmentedLogError> {
-        let snapshot = self.mem.snapshot().map_err(|_| SegmentedLogError::Corrupt {
-            path: self.dir.clone(),
-            offset: 0,
-            reason: "snapshot unreadable in memory",
-        })?;
+        let snapshot = self
+            .mem
+            .snapshot()
+            .map_err(|_| SegmentedLogError::Corrupt {
+                path: self.dir.clone(),
+                offset: 0,
+                reason: "snapshot unreadable in memory",
+            })?;
         let config = snapshot.meta.configuration.encode();
         let mut body = Vec::with_capacity(28 + config.len() + snapshot.data.len());
         body.extend_from_slice(&snapshot.meta.index.0.to_be_bytes());
@@ -398,10 +401,8 @@ impl SegmentedLog {
         file.sync_all().at(&tmp)?;
         fs::rename(&tmp, &path).at(&path)?;
         sync_dir(&self.dir)?;
-        let (old, kept): (Vec<Segment>, Vec<Segment>) = self
-            .segments
-            .iter()
-            .partition(|s| s.seq < first_segment);
+        let (old, kept): (Vec<Segment>, Vec<Segment>) =
+            self.segments.iter().partition(|s| s.seq < first_segment);
         for s in &old {
             let p = segment_path(&self.dir, s.seq);
             fs::remove_file(&p).at(&p)?;
@@ -452,11 +453,7 @@ fn create_segment(
 
 /// Replays one segment into `mem`; returns its highest entry index and
 /// how many bytes of torn tail were cut off (only in the `last` one).
-fn replay(
-    path: &Path,
-    mem: &mut MemStorage,
-    last: bool,
-) -> Result<(u64, u64), SegmentedLogError> {
+fn replay(path: &Path, mem: &mut MemStorage, last: bool) -> Result<(u64, u64), SegmentedLogError> {
     let bytes = fs::read(path).at(path)?;
     let corrupt = |offset: usize, reason| SegmentedLogError::Corrupt {
         path: path.to_path_buf(),
@@ -547,7 +544,9 @@ fn read_snapshot(path: &Path) -> Result<Option<(Snapshot, u64)>, SegmentedLogErr
         };
         Some((Snapshot { meta, data }, first_segment))
     })();
-    parsed.map(Some).ok_or(corrupt(20, "snapshot body unreadable"))
+    parsed
+        .map(Some)
+        .ok_or(corrupt(20, "snapshot body unreadable"))
 }
 
 impl Storage for SegmentedLog {
