@@ -30,6 +30,54 @@
 //!
 //! The entries after the snapshot are also kept in memory (reads never
 //! touch the disk), so compact regularly.
+//!
+//! # Example
+//!
+//! A single-node group on a durable log: every Ready is persisted with one
+//! `fsync` ([`LogStorage::persist`]) before it is applied and advanced, and
+//! a restart from the same directory finds the committed command.
+//!
+//! ```
+//! use bytes::Bytes;
+//! use quorate_raft_core::storage::segmented::{Options, SegmentedLog};
+//! use quorate_raft_core::{Config, Configuration, LogStorage, Node, NodeId, Role};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = std::env::temp_dir().join(format!("quorate-doc-{}", std::process::id()));
+//! let members = Configuration::new([NodeId(1)]);
+//! let log = SegmentedLog::open(&dir, members.clone(), Options::default())?;
+//! let mut node = Node::new(Config::new(NodeId(1)), log)?;
+//! let mut applied = Vec::new();
+//! let mut proposed = false;
+//! for _ in 0..100 {
+//!     node.tick();
+//!     if node.role() == Role::Leader && !proposed {
+//!         node.propose(Bytes::from_static(b"set x = 1"))?;
+//!         proposed = true;
+//!     }
+//!     while let Some(mut ready) = node.ready()? {
+//!         // Send ready.take_messages() to the peers here (none: one node).
+//!         let persisted = node.storage_mut().persist(&mut ready)?;
+//!         if let Some(snapshot) = persisted.snapshot {
+//!             applied = vec![snapshot.data]; // restore the state machine
+//!         }
+//!         for entry in ready.take_committed_entries() {
+//!             if !entry.data.is_empty() && entry.configuration().is_none() {
+//!                 applied.push(entry.data);
+//!             }
+//!         }
+//!         node.advance(ready)?;
+//!     }
+//! }
+//! assert_eq!(applied, [Bytes::from_static(b"set x = 1")]);
+//! drop(node);
+//! let log = SegmentedLog::open(&dir, members, Options::default())?;
+//! assert!(log.initial_state()?.hard_state.commit.0 >= 2);
+//! # use quorate_raft_core::Storage;
+//! # std::fs::remove_dir_all(&dir)?;
+//! # Ok(())
+//! # }
+//! ```
 
 use super::{InitialState, LogStorage, MemStorage, Snapshot, SnapshotMeta, Storage};
 use crate::config::Configuration;
