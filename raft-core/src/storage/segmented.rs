@@ -190,29 +190,37 @@ fn sync_dir(dir: &Path) -> Result<(), SegmentedLogError> {
     File::open(dir).and_then(|d| d.sync_all()).at(dir)
 }
 
-fn put_record(buf: &mut Vec<u8>, payload: &[u8]) {
-    buf.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    buf.extend_from_slice(&crc32c(payload).to_be_bytes());
-    buf.extend_from_slice(payload);
+/// Appends a record whose payload `body` writes, filling in its length and
+/// CRC afterwards, so the payload is encoded once, in place.
+fn put_record(buf: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>)) {
+    let start = buf.len();
+    buf.extend_from_slice(&[0; 8]);
+    body(buf);
+    let payload = buf.get(start + 8..).unwrap_or_default();
+    let (len, crc) = (payload.len() as u32, crc32c(payload));
+    if let Some(header) = buf.get_mut(start..start + 8) {
+        header[..4].copy_from_slice(&len.to_be_bytes());
+        header[4..].copy_from_slice(&crc.to_be_bytes());
+    }
 }
 
 fn put_entry(buf: &mut Vec<u8>, entry: &Entry) {
-    let mut payload = Vec::with_capacity(17 + entry.data.len());
-    payload.push(ENTRY);
-    payload.extend_from_slice(&entry.term.0.to_be_bytes());
-    payload.extend_from_slice(&entry.index.0.to_be_bytes());
-    payload.extend_from_slice(&entry.data);
-    put_record(buf, &payload);
+    put_record(buf, |b| {
+        b.push(ENTRY);
+        b.extend_from_slice(&entry.term.0.to_be_bytes());
+        b.extend_from_slice(&entry.index.0.to_be_bytes());
+        b.extend_from_slice(&entry.data);
+    });
 }
 
 fn put_hard_state(buf: &mut Vec<u8>, hs: HardState) {
-    let mut payload = Vec::with_capacity(26);
-    payload.push(HARD_STATE);
-    payload.extend_from_slice(&hs.term.0.to_be_bytes());
-    payload.extend_from_slice(&hs.vote.map_or(0, |v| v.0).to_be_bytes());
-    payload.push(u8::from(hs.vote.is_some()));
-    payload.extend_from_slice(&hs.commit.0.to_be_bytes());
-    put_record(buf, &payload);
+    put_record(buf, |b| {
+        b.push(HARD_STATE);
+        b.extend_from_slice(&hs.term.0.to_be_bytes());
+        b.extend_from_slice(&hs.vote.map_or(0, |v| v.0).to_be_bytes());
+        b.push(u8::from(hs.vote.is_some()));
+        b.extend_from_slice(&hs.commit.0.to_be_bytes());
+    });
 }
 
 /// A cursor over big-endian fields.
