@@ -249,3 +249,49 @@ fn compaction_deletes_covered_segments() {
         Configuration::new([NodeId(1)])
     );
 }
+
+#[test]
+fn a_damaged_snapshot_or_older_segment_is_refused() {
+    let tmp = TempDir::new("snapshot");
+    let options = Options { segment_bytes: 200 };
+    let mut log = SegmentedLog::open(&tmp.0, Configuration::new([NodeId(1)]), options).unwrap();
+    for i in 1..=20 {
+        log.append(&[entry(i)]).unwrap();
+    }
+    log.sync().unwrap();
+    log.compact(LogIndex(5), Bytes::from_static(b"sm")).unwrap();
+    drop(log);
+    // A torn record in a segment that is not the last: it was synced
+    // before the next one started, so this is damage, not a torn write.
+    let segs = segments(&tmp.0);
+    assert!(segs.len() > 2);
+    let older = &segs[0];
+    let len = std::fs::metadata(older).unwrap().len();
+    let original = std::fs::read(older).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(older)
+        .unwrap()
+        .set_len(len - 1)
+        .unwrap();
+    match SegmentedLog::open(&tmp.0, Configuration::default(), options).unwrap_err() {
+        SegmentedLogError::Corrupt { path, reason, .. } => {
+            assert_eq!(&path, older);
+            assert_eq!(reason, "record cut short");
+        }
+        other => panic!("{other}"),
+    }
+    std::fs::write(older, &original).unwrap();
+    let snapshot = tmp.0.join("snapshot");
+    let mut bytes = std::fs::read(&snapshot).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&snapshot, &bytes).unwrap();
+    match SegmentedLog::open(&tmp.0, Configuration::default(), options).unwrap_err() {
+        SegmentedLogError::Corrupt { path, offset, .. } => {
+            assert_eq!(path, snapshot);
+            assert_eq!(offset, 20);
+        }
+        other => panic!("{other}"),
+    }
+}
