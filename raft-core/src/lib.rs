@@ -211,7 +211,7 @@ mod ready;
 #[cfg(feature = "sim")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sim")))]
 pub mod sim;
-mod storage;
+pub mod storage;
 mod types;
 pub mod witness;
 
@@ -222,5 +222,7 @@ pub use message::{AppendOutcome, Message, MessageBody};
 pub use node::{Node, Proposed, SnapshotStatus, StepOutcome};
 pub use progress::{Progress, ProgressState};
 pub use ready::{ReadState, Ready, Role, SoftState};
-pub use storage::{InitialState, MemStorage, Snapshot, SnapshotMeta, Storage};
+pub use storage::{
+    CrashStorage, InitialState, LogStorage, MemStorage, Persisted, Snapshot, SnapshotMeta, Storage,
+};
 pub use types::{Entry, HardState, LogIndex, NodeId, Term};

@@ -1,14 +1,59 @@
 //! Stable storage: the [`Storage`] trait through which a node reads its
-//! durable log, hard state and snapshot metadata, and [`MemStorage`], an
-//! in-memory implementation for tests, simulation and benchmarks.
+//! durable log, hard state and snapshot metadata, the [`LogStorage`] trait
+//! through which the application writes what a [`Ready`] asks it to
+//! persist, and [`MemStorage`], an in-memory implementation for tests,
+//! simulation and benchmarks. [`CrashStorage`] wraps any of them and
+//! forgets unsynced writes on a simulated crash.
 //!
 //! A node only *reads* storage. The application writes to it what
-//! [`Ready`](crate::Ready) batches ask it to persist, then acknowledges with
+//! [`Ready`] batches ask it to persist, then acknowledges with
 //! [`Node::advance`](crate::Node::advance).
+//!
+//! # The persistence contract
+//!
+//! Stated once, here; the conformance suite (feature `conformance`) checks
+//! a storage against it, and the simulator runs every seed over
+//! [`CrashStorage`], which loses exactly what the contract allows.
+//!
+//! 1. **Writes are ordered.** [`LogStorage`] writes take effect in call
+//!    order and reads see them at once, synced or not.
+//! 2. **Nothing is durable before [`LogStorage::sync`].** When `sync`
+//!    returns, every earlier write survives a crash. A crash before it may
+//!    keep any *prefix* of the unsynced writes (the last one kept may be
+//!    torn: a prefix of its entries), never a later write without an
+//!    earlier one.
+//! 3. **Snapshots are atomic and durable on return.**
+//!    [`LogStorage::install_snapshot`] and [`LogStorage::compact`] first
+//!    make earlier writes durable; after a crash the old or the new
+//!    snapshot is found whole, never a mix.
+//! 4. **`advance` only after `sync`.** Call [`Node::advance`] with a Ready
+//!    only once its snapshot, entries and hard state are written and
+//!    synced ([`LogStorage::persist`] does all of it in the right order).
+//!    Messages may be sent before: the node holds back every reply that
+//!    promises durable state (a granted vote, an acknowledged append)
+//!    until the `advance` that says it is durable.
+//! 5. **Reopen recovers a state the rules allow.** Reopened after a
+//!    crash, a storage reads back its synced state plus at most a prefix
+//!    of the unsynced writes, and a node started on it
+//!    ([`Node::new`](crate::Node::new)) resumes safely.
+//!
+//! [`Node::advance`]: crate::Node::advance
 
 use crate::config::Configuration;
 use crate::error::StorageError;
+use crate::ready::Ready;
 use crate::types::{Entry, HardState, LogIndex, Term};
+
+mod crash;
+pub use crash::CrashStorage;
+#[cfg(feature = "conformance")]
+#[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
+pub mod conformance;
+#[cfg(feature = "durable")]
+mod crc;
+#[cfg(feature = "durable")]
+#[cfg_attr(docsrs, doc(cfg(feature = "durable")))]
+pub mod segmented;
 
 #[cfg(feature = "serde")]
 use serde::{Deserialize, Serialize};
@@ -81,6 +126,74 @@ pub trait Storage {
     /// The latest snapshot with its data, which a leader sends to followers
     /// that need entries it compacted (InstallSnapshot).
     fn snapshot(&self) -> Result<Snapshot, StorageError>;
+}
+
+/// Write access to a node's stable storage, under the
+/// [persistence contract](crate::storage#the-persistence-contract): writes are
+/// ordered, durable once [`sync`](LogStorage::sync) returns, and a Ready is
+/// advanced only after its writes are synced.
+///
+/// Modelled on etcd-raft's `MemoryStorage` (`Append`, `SetHardState`,
+/// `ApplySnapshot`, `Compact`) with openraft's explicit flush: appends and
+/// hard state are cheap buffered writes, `sync` is the one point that
+/// pays for durability, so one `fsync` covers a whole Ready.
+pub trait LogStorage: Storage {
+    /// Appends `entries` (contiguous, ascending), first discarding every
+    /// stored entry at or after the first one's index: they conflict with
+    /// the leader's log. Entries a snapshot covers are skipped. Appending
+    /// past `last_index() + 1` is refused with [`StorageError::Gap`] and
+    /// changes nothing. Not durable until [`sync`](LogStorage::sync).
+    fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError>;
+
+    /// Stores the hard state (term, vote, commit). Not durable until
+    /// [`sync`](LogStorage::sync).
+    fn set_hard_state(&mut self, hard_state: HardState) -> Result<(), StorageError>;
+
+    /// Replaces the whole log by a snapshot a leader sent
+    /// ([`Ready::snapshot`]) and raises the stored commit index to its
+    /// index. Durable and atomic when it returns.
+    fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), StorageError>;
+
+    /// Makes `data`, the state machine as of the applied `index`, the
+    /// latest snapshot and discards the entries it covers (log compaction,
+    /// thesis §5.1). Compacting at or below the current snapshot does
+    /// nothing. Durable and atomic when it returns.
+    fn compact(&mut self, index: LogIndex, data: bytes::Bytes) -> Result<(), StorageError>;
+
+    /// Makes every earlier write durable.
+    fn sync(&mut self) -> Result<(), StorageError>;
+
+    /// Persists what `ready` asks for, in the order the contract needs:
+    /// its snapshot (taken out of the Ready and handed back in
+    /// [`Persisted::snapshot`] for the state machine to restore from),
+    /// then its entries and hard state, then one `sync`. After it returns
+    /// the Ready may be applied and passed to
+    /// [`Node::advance`](crate::Node::advance).
+    fn persist(&mut self, ready: &mut Ready) -> Result<Persisted, StorageError> {
+        let snapshot = ready.take_snapshot();
+        if let Some(snapshot) = &snapshot {
+            self.install_snapshot(snapshot.clone())?;
+        }
+        self.append(ready.entries())?;
+        if let Some(hard_state) = ready.hard_state() {
+            self.set_hard_state(hard_state)?;
+        }
+        if !ready.entries().is_empty() || ready.hard_state().is_some() {
+            self.sync()?;
+        }
+        Ok(Persisted { snapshot })
+    }
+}
+
+/// What [`LogStorage::persist`] made durable and the application still has
+/// to act on.
+#[derive(Debug)]
+#[must_use = "a snapshot from the leader must be restored into the state machine"]
+pub struct Persisted {
+    /// The leader's snapshot the Ready carried, now stored: restore the
+    /// state machine from its `data` before applying the Ready's
+    /// committed entries.
+    pub snapshot: Option<Snapshot>,
 }
 
 /// A [`Storage`] kept in memory. "Durable" means "written here"; the
@@ -270,6 +383,33 @@ impl Storage for MemStorage {
 
     fn snapshot_meta(&self) -> Result<SnapshotMeta, StorageError> {
         Ok(self.snapshot.clone())
+    }
+}
+
+/// In memory every write is durable at once: a [`MemStorage`] kept across
+/// a crash models a disk that never loses a write; wrap it in
+/// [`CrashStorage`] for one that does.
+impl LogStorage for MemStorage {
+    fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
+        MemStorage::append(self, entries)
+    }
+
+    fn set_hard_state(&mut self, hard_state: HardState) -> Result<(), StorageError> {
+        MemStorage::set_hard_state(self, hard_state);
+        Ok(())
+    }
+
+    fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), StorageError> {
+        self.apply_snapshot(snapshot);
+        Ok(())
+    }
+
+    fn compact(&mut self, index: LogIndex, data: bytes::Bytes) -> Result<(), StorageError> {
+        MemStorage::compact(self, index, data)
+    }
+
+    fn sync(&mut self) -> Result<(), StorageError> {
+        Ok(())
     }
 }
 

@@ -43,6 +43,8 @@ fn summarize(reports: &[SimReport]) {
     let dropped: u64 = reports.iter().map(|r| r.dropped).sum();
     let steps: u64 = reports.iter().map(|r| r.steps).sum();
     let snapshots: u64 = reports.iter().map(|r| r.snapshots_installed).sum();
+    let lost: u64 = reports.iter().map(|r| r.lost_writes).sum();
+    let torn: u64 = reports.iter().map(|r| r.torn_appends).sum();
     let changes: u64 = reports.iter().map(|r| r.membership_changes).sum();
     let promotions: u64 = reports.iter().map(|r| r.promotions).sum();
     let joint: u64 = reports.iter().map(|r| r.joint_changes).sum();
@@ -59,7 +61,7 @@ fn summarize(reports: &[SimReport]) {
         reports.len()
     );
     eprintln!(
-        "  of them {churn} with leader churn, {stale} with a stale leader; {figure_8} leaders rebooted at the figure 8 moment, {reboots} lease holders rebooted inside the lease"
+        "  of them {churn} with leader churn, {stale} with a stale leader; {figure_8} leaders rebooted at the figure 8 moment, {reboots} lease holders rebooted inside the lease; crashes lost {lost} unsynced writes and tore {torn} appends"
     );
     if reports.len() >= 20 {
         assert!(index_reads > 0, "ReadIndex reads were exercised");
@@ -76,6 +78,10 @@ fn summarize(reports: &[SimReport]) {
         assert!(churn > 0 && stale > 0, "the targeted schedules ran");
         assert!(figure_8 > 0, "leaders were rebooted at the figure 8 moment");
         assert!(reboots > 0, "lease holders were rebooted inside the lease");
+        assert!(
+            lost > 0 && torn > 0,
+            "crashes lost unsynced writes and tore appends"
+        );
     }
 }
 

@@ -1,18 +1,68 @@
 //! A simulated Raft cluster: nodes, their disks and state machines, the
 //! `quorate-transport` simulated network between them, per-node clocks
 //! that drift, and storage writes that take time and are lost on a crash.
+//!
+//! Generic over the disk ([`SimStorage`]); by default every node runs on a
+//! [`CrashStorage`], so each simulated crash loses the unsynced writes the
+//! persistence contract allows to lose, and each restart recovers from
+//! what is left.
 
 use super::invariants::Invariants;
 use super::{StateMachine, Violation};
 use crate::{
-    ChangeMethod, Config, Configuration, Error, LogIndex, MemStorage, Message, MessageBody, Node,
-    NodeId, Promotion, Proposed, ReadState, Ready, Role, StepOutcome, Storage, Term,
+    ChangeMethod, Config, Configuration, CrashStorage, Error, LogIndex, LogStorage, MemStorage,
+    Message, MessageBody, Node, NodeId, Promotion, Proposed, ReadState, Ready, Role, Snapshot,
+    StepOutcome, StorageError, Term,
 };
 use bytes::Bytes;
 use quorate_transport::sim::{LinkConfig, Network, SimTime};
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::time::Duration;
+
+/// A disk the simulator can give a node: a [`LogStorage`] it can create
+/// empty and crash.
+pub trait SimStorage: LogStorage + fmt::Debug + Sized {
+    /// An empty disk holding the boot `configuration`; `seed` drives any
+    /// random choice the disk makes.
+    fn create(configuration: Configuration, seed: u64) -> Self;
+
+    /// The machine lost power: drop what the disk would lose.
+    fn crash(&mut self) -> Result<(), StorageError>;
+
+    /// How many unsynced writes crashes lost, and how many appends they
+    /// tore (zero for a disk that loses nothing).
+    fn losses(&self) -> (u64, u64) {
+        (0, 0)
+    }
+}
+
+/// A disk that never loses a write.
+impl SimStorage for MemStorage {
+    fn create(configuration: Configuration, _seed: u64) -> Self {
+        MemStorage::new(configuration)
+    }
+
+    fn crash(&mut self) -> Result<(), StorageError> {
+        Ok(())
+    }
+}
+
+/// A disk that loses unsynced writes and tears the last one (the default).
+impl SimStorage for CrashStorage<MemStorage> {
+    fn create(configuration: Configuration, seed: u64) -> Self {
+        CrashStorage::new(MemStorage::new(configuration), seed)
+    }
+
+    fn crash(&mut self) -> Result<(), StorageError> {
+        CrashStorage::crash(self)
+    }
+
+    fn losses(&self) -> (u64, u64) {
+        let (_, lost, torn) = self.crash_stats();
+        (lost, torn)
+    }
+}
 
 /// How a simulated cluster is built.
 #[derive(Clone, Debug)]
@@ -164,15 +214,16 @@ fn kind(body: &MessageBody) -> &'static str {
 /// A simulated server: the Raft node (absent while crashed), its disk and
 /// its volatile state machine.
 #[derive(Debug)]
-struct Server<SM> {
+struct Server<SM, S> {
     id: NodeId,
     config: Config,
-    node: Option<Node<MemStorage>>,
+    node: Option<Node<S>>,
     /// The disk while the node is down.
-    disk: Option<MemStorage>,
+    disk: Option<S>,
     state_machine: SM,
-    /// Readies whose writes are in progress, with their completion times.
-    writes: VecDeque<(SimTime, Ready)>,
+    /// Readies whose writes are issued and not yet synced, with the time
+    /// they become durable and the leader's snapshot they carried.
+    writes: VecDeque<(SimTime, Ready, Option<Snapshot>)>,
     tick_interval: u64,
     next_tick: SimTime,
     restarts: u64,
@@ -182,7 +233,7 @@ struct Server<SM> {
     confirmed: Vec<ReadState>,
 }
 
-impl<SM: Default> Server<SM> {
+impl<SM: Default, S: SimStorage> Server<SM, S> {
     /// A server running a fresh node whose empty disk holds `configuration`.
     fn start(
         config: Config,
@@ -191,8 +242,9 @@ impl<SM: Default> Server<SM> {
         first_tick: SimTime,
     ) -> Result<Self, Violation> {
         let id = config.id;
-        let node = Node::new(config.clone(), MemStorage::new(configuration))
-            .map_err(|error| Violation::Node { node: id, error })?;
+        let disk = S::create(configuration, config.seed ^ 0x5eed_d15c);
+        let node =
+            Node::new(config.clone(), disk).map_err(|error| Violation::Node { node: id, error })?;
         Ok(Server {
             id,
             config,
@@ -219,13 +271,14 @@ enum Event {
 
 /// A cluster of Raft nodes over a simulated network, with the safety
 /// invariants checked after every step. Generic over the application's
-/// [`StateMachine`], so it tests yours as well as the key-value store.
-pub struct Cluster<SM: StateMachine> {
+/// [`StateMachine`], so it tests yours as well as the key-value store, and
+/// over the disk `S`, so it tests yours too.
+pub struct Cluster<SM: StateMachine, S: SimStorage = CrashStorage> {
     seed: u64,
     now: SimTime,
     rng: fastrand::Rng,
     net: Network<NodeId, Message>,
-    servers: Vec<Server<SM>>,
+    servers: Vec<Server<SM, S>>,
     invariants: Invariants,
     trace: VecDeque<TraceEvent>,
     trace_capacity: usize,
@@ -250,7 +303,7 @@ pub struct Cluster<SM: StateMachine> {
     deferred: Option<Violation>,
 }
 
-impl<SM: StateMachine> fmt::Debug for Cluster<SM> {
+impl<SM: StateMachine, S: SimStorage> fmt::Debug for Cluster<SM, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Cluster")
             .field("seed", &self.seed)
@@ -261,7 +314,7 @@ impl<SM: StateMachine> fmt::Debug for Cluster<SM> {
     }
 }
 
-impl<SM: StateMachine> Cluster<SM> {
+impl<SM: StateMachine, S: SimStorage> Cluster<SM, S> {
     /// Builds a cluster whose every random choice derives from `seed`.
     pub fn new(seed: u64, options: &ClusterOptions) -> Result<Self, Violation> {
         let mut rng = fastrand::Rng::with_seed(seed);
@@ -356,7 +409,7 @@ impl<SM: StateMachine> Cluster<SM> {
     }
 
     /// A running node, or `None` if it is down.
-    pub fn node(&self, id: NodeId) -> Option<&Node<MemStorage>> {
+    pub fn node(&self, id: NodeId) -> Option<&Node<S>> {
         self.server(id).and_then(|s| s.node.as_ref())
     }
 
@@ -468,7 +521,7 @@ impl<SM: StateMachine> Cluster<SM> {
         id: NodeId,
         read_id: u64,
         query: Bytes,
-        start: impl FnOnce(&mut Node<MemStorage>, u64) -> Result<(), Error>,
+        start: impl FnOnce(&mut Node<S>, u64) -> Result<(), Error>,
         pump: bool,
     ) -> Result<(), Error> {
         let i = self.index_of(id).ok_or(Error::UnknownPeer { from: id })?;
@@ -528,13 +581,21 @@ impl<SM: StateMachine> Cluster<SM> {
         Ok(true)
     }
 
-    /// Crashes a node: its volatile state, unfinished writes and in-flight
-    /// messages to it are lost; its disk survives.
+    /// Crashes a node: its volatile state, unsynced writes and in-flight
+    /// messages to it are lost; its disk keeps what it synced (and with a
+    /// [`CrashStorage`], a torn prefix of the rest).
     pub fn crash(&mut self, id: NodeId) {
         let Some(i) = self.index_of(id) else { return };
         let server = &mut self.servers[i];
         if let Some(node) = server.node.take() {
-            server.disk = Some(node.into_storage());
+            let mut disk = node.into_storage();
+            if let Err(error) = disk.crash() {
+                self.deferred.get_or_insert(Violation::Node {
+                    node: id,
+                    error: Error::Storage(error),
+                });
+            }
+            server.disk = Some(disk);
             server.writes.clear();
             server.reads.clear();
             server.confirmed.clear();
@@ -548,6 +609,16 @@ impl<SM: StateMachine> Cluster<SM> {
     /// How many membership changes leaders accepted.
     pub fn membership_changes(&self) -> u64 {
         self.membership_changes
+    }
+
+    /// How many unsynced writes the nodes' crashes lost, and how many
+    /// appends they tore, over every disk.
+    pub fn disk_losses(&self) -> (u64, u64) {
+        self.servers
+            .iter()
+            .filter_map(|s| s.node.as_ref().map(Node::storage).or(s.disk.as_ref()))
+            .map(SimStorage::losses)
+            .fold((0, 0), |(a, b), (c, d)| (a + c, b + d))
     }
 
     /// How many snapshots nodes installed from a leader (InstallSnapshot).
@@ -744,7 +815,7 @@ impl<SM: StateMachine> Cluster<SM> {
 
     // ----- internals -----
 
-    fn server(&self, id: NodeId) -> Option<&Server<SM>> {
+    fn server(&self, id: NodeId) -> Option<&Server<SM, S>> {
         self.index_of(id).map(|i| &self.servers[i])
     }
 
@@ -773,7 +844,7 @@ impl<SM: StateMachine> Cluster<SM> {
                 continue;
             }
             let candidates = [
-                s.writes.front().map(|(t, _)| (*t, Event::WriteDone(i))),
+                s.writes.front().map(|(t, _, _)| (*t, Event::WriteDone(i))),
                 Some((s.next_tick, Event::Tick(i))),
             ];
             for (t, e) in candidates.into_iter().flatten() {
@@ -872,21 +943,24 @@ impl<SM: StateMachine> Cluster<SM> {
             for m in ready.take_messages() {
                 self.net.send(self.now, m.from, m.to, m);
             }
+            // The writes are issued now and synced when due: a crash in
+            // between loses what the disk had not synced.
+            let snapshot = self.write(i, &mut ready)?;
             let server = &mut self.servers[i];
-            let latency = if ready.must_persist() {
+            let latency = if ready.must_persist() || snapshot.is_some() {
                 self.rng.u64(0..=self.max_write_latency)
             } else {
                 0
             };
-            let after = server.writes.back().map_or(self.now, |(t, _)| *t);
+            let after = server.writes.back().map_or(self.now, |(t, _, _)| *t);
             let due = self
                 .now
                 .saturating_add(Duration::from_nanos(latency))
                 .max(after);
             if due == self.now && server.writes.is_empty() {
-                self.finish_write(i, ready)?;
+                self.finish_write(i, ready, snapshot)?;
             } else {
-                server.writes.push_back((due, ready));
+                server.writes.push_back((due, ready, snapshot));
             }
         }
     }
@@ -907,16 +981,53 @@ impl<SM: StateMachine> Cluster<SM> {
         }
     }
 
+    /// Issues the writes `ready` asks for, unsynced (a leader's snapshot
+    /// is installed at once, atomically); returns that snapshot.
+    fn write(&mut self, i: usize, ready: &mut Ready) -> Result<Option<Snapshot>, Violation> {
+        let witness = self.invariants.is_witness(self.servers[i].id);
+        let server = &mut self.servers[i];
+        let id = server.id;
+        let Some(node) = server.node.as_mut() else {
+            return Ok(None);
+        };
+        let fail = |e| Violation::Node {
+            node: id,
+            error: Error::Storage(e),
+        };
+        let snapshot = ready.take_snapshot();
+        if let Some(snapshot) = &snapshot {
+            if witness && !snapshot.data.is_empty() {
+                return Err(Violation::WitnessPayload {
+                    node: id,
+                    index: snapshot.meta.index,
+                });
+            }
+            node.storage_mut()
+                .install_snapshot(snapshot.clone())
+                .map_err(fail)?;
+        }
+        node.storage_mut().append(ready.entries()).map_err(fail)?;
+        if let Some(hs) = ready.hard_state() {
+            node.storage_mut().set_hard_state(hs).map_err(fail)?;
+        }
+        Ok(snapshot)
+    }
+
     fn complete_write(&mut self, i: usize) -> Result<(), Violation> {
-        let Some((_, ready)) = self.servers[i].writes.pop_front() else {
+        let Some((_, ready, snapshot)) = self.servers[i].writes.pop_front() else {
             return Ok(());
         };
-        self.finish_write(i, ready)?;
+        self.finish_write(i, ready, snapshot)?;
         self.pump(i)
     }
 
-    /// The write of `ready` is durable: store it, apply, advance.
-    fn finish_write(&mut self, i: usize, mut ready: Ready) -> Result<(), Violation> {
+    /// The write of `ready` is due: sync it, apply, advance.
+    fn finish_write(
+        &mut self,
+        i: usize,
+        mut ready: Ready,
+        snapshot: Option<Snapshot>,
+    ) -> Result<(), Violation> {
         let server = &mut self.servers[i];
         let id = server.id;
         let Some(node) = server.node.as_mut() else {
@@ -924,22 +1035,14 @@ impl<SM: StateMachine> Cluster<SM> {
         };
         let fail = |error| Violation::Node { node: id, error };
         let witness = self.invariants.is_witness(id);
-        if let Some(snapshot) = ready.take_snapshot() {
-            if witness && !snapshot.data.is_empty() {
-                return Err(Violation::WitnessPayload {
-                    node: id,
-                    index: snapshot.meta.index,
-                });
-            }
-            server.state_machine.restore(&snapshot.data);
-            node.storage_mut().apply_snapshot(snapshot);
-            self.snapshots += 1;
+        if ready.must_persist() {
+            node.storage_mut()
+                .sync()
+                .map_err(|e| fail(Error::Storage(e)))?;
         }
-        node.storage_mut()
-            .append(ready.entries())
-            .map_err(|e| fail(Error::Storage(e)))?;
-        if let Some(hs) = ready.hard_state() {
-            node.storage_mut().set_hard_state(hs);
+        if let Some(snapshot) = snapshot {
+            server.state_machine.restore(&snapshot.data);
+            self.snapshots += 1;
         }
         let last = ready.entries().last().map(|e| e.index);
         server.confirmed.extend(ready.take_read_states());

@@ -4,7 +4,7 @@
 //! witnesses, that they never campaign and never hold a command payload.
 
 use super::Violation;
-use crate::{Entry, LogIndex, MemStorage, Node, NodeId, Role, Term};
+use crate::{Entry, LogIndex, Node, NodeId, Role, Storage, Term};
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -31,9 +31,9 @@ pub(crate) struct Invariants {
 impl Invariants {
     /// A node handed out `entries` to persist: log matching, and leaders
     /// never overwrite.
-    pub(crate) fn appended(
+    pub(crate) fn appended<S: Storage>(
         &mut self,
-        node: &Node<MemStorage>,
+        node: &Node<S>,
         entries: &[Entry],
     ) -> Result<(), Violation> {
         let Some(first) = entries.first() else {
@@ -87,7 +87,7 @@ impl Invariants {
     }
 
     /// Checks a running node's role and commit index after a step.
-    pub(crate) fn observe(&mut self, node: &Node<MemStorage>) -> Result<(), Violation> {
+    pub(crate) fn observe<S: Storage>(&mut self, node: &Node<S>) -> Result<(), Violation> {
         let id = node.id();
         if self.witnesses.contains(&id) && node.role() != Role::Follower {
             return Err(Violation::WitnessCampaigned {
@@ -127,7 +127,7 @@ impl Invariants {
 
     /// Leader completeness: a new leader of term T holds every entry
     /// committed in a term before T.
-    fn new_leader(&self, node: &Node<MemStorage>) -> Result<(), Violation> {
+    fn new_leader<S: Storage>(&self, node: &Node<S>) -> Result<(), Violation> {
         let term = node.term();
         for (i, (entry_term, _, committed_in)) in self.committed.iter().enumerate() {
             if *committed_in >= term {
@@ -154,7 +154,7 @@ impl Invariants {
         Ok(())
     }
 
-    fn record_commits(&mut self, leader: &Node<MemStorage>) -> Result<(), Violation> {
+    fn record_commits<S: Storage>(&mut self, leader: &Node<S>) -> Result<(), Violation> {
         let commit = leader.commit_index();
         let known = LogIndex(self.committed.len() as u64);
         if commit <= known {

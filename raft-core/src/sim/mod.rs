@@ -31,7 +31,7 @@ pub mod kv;
 pub mod linearizability;
 mod nemesis;
 
-pub use cluster::{Cluster, ClusterOptions, TraceEvent};
+pub use cluster::{Cluster, ClusterOptions, SimStorage, TraceEvent};
 pub use nemesis::Nemesis;
 
 use crate::{ChangeMethod, Configuration, Error, LogIndex, Node, NodeId, Term};
@@ -280,6 +280,11 @@ pub struct SimReport {
     pub removed_running: usize,
     /// Witnesses in the settled configuration.
     pub witnesses: usize,
+    /// Unsynced writes lost by simulated crashes (every disk is a
+    /// [`CrashStorage`](crate::CrashStorage)).
+    pub lost_writes: u64,
+    /// Appends torn by simulated crashes (a prefix of their entries kept).
+    pub torn_appends: u64,
 }
 
 /// A failing run: the seed that replays it, what broke, and the last events.
@@ -814,7 +819,10 @@ impl Simulation {
             .map(|s| s.counts().1)
             .max()
             .unwrap_or(0);
+        let (lost_writes, torn_appends) = self.cluster.disk_losses();
         SimReport {
+            lost_writes,
+            torn_appends,
             seed: self.seed,
             nemesis: self.nemesis,
             figure_8_moments: self.script.figure_8_moments,
