@@ -84,8 +84,11 @@ fn wait_for_leaders(rt: &Runtime, c: &mut ProcessCluster, bound: Duration) -> BT
     }
 }
 
+/// Each node's [`Traffic`] (`None`: no answer).
+type Traffics = BTreeMap<u64, Option<Traffic>>;
+
 /// Every node's [`Traffic`], asked over the cluster's security.
-fn traffic(rt: &Runtime, c: &ProcessCluster) -> BTreeMap<u64, Option<Traffic>> {
+fn traffic(rt: &Runtime, c: &ProcessCluster) -> Traffics {
     let ids = c.ids();
     let mut client = c.client(probe::next_client_id(), SHARDS).unwrap();
     let out = rt.block_on(async {
@@ -617,6 +620,69 @@ fn traffic_counters_match_the_bytes_between_nodes() {
     }
 }
 
+/// The new leader must be known this soon after its predecessor was cut
+/// off: ten election timeouts, far above the 2 the design aims at (which a
+/// loaded 2-core machine does not meet every time), far below the ~4 s of
+/// the term storm issue 15 saw.
+const ELECTION_BOUND: Duration = Duration::from_secs(2);
+
+#[test]
+fn a_majority_partition_elects_a_leader_quickly() {
+    let _serial = serial();
+    let rt = runtime();
+    let (net, mut c) = proxied_cluster(&rt, "elections");
+    let nodes = c.client_addrs();
+    let (writers, stop, acked) = start_writers(&rt, &nodes);
+    let trials = std::env::var("QUORATE_LONG").map_or(4, |_| 20);
+    let mut times = Vec::new();
+    let mut slow = Vec::new();
+    for trial in 0..trials {
+        let Some(leaders) = leaders_direct(&rt, &nodes) else {
+            fail(&mut c, &format!("no leaders before trial {trial}"));
+        };
+        // Alternate between the shards' leaders.
+        let leader = leaders[&(trial % SHARDS)];
+        let led: Vec<u32> = leaders
+            .iter()
+            .filter(|&(_, &l)| l == leader)
+            .map(|(&s, _)| s)
+            .collect();
+        for (shard, t) in isolate_and_time(&rt, &net, &nodes, leader, &led, Duration::from_secs(5))
+        {
+            match t {
+                Some(t) if t <= ELECTION_BOUND => times.push(t),
+                other => slow.push(format!(
+                    "shard {shard} after isolating leader {leader}: {other:?}"
+                )),
+            }
+        }
+        net.heal();
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    stop_writers(&rt, writers, &stop);
+    times.sort();
+    let within = times
+        .iter()
+        .filter(|t| **t <= Duration::from_millis(400))
+        .count();
+    let ms: Vec<u128> = times.iter().map(Duration::as_millis).collect();
+    println!(
+        "elections: {} shard leaders isolated ({WRITERS} writers, {} writes acknowledged); the \
+         two connected nodes agreed on a new leader after (ms, sorted) {ms:?}; median {:?} ms; \
+         {within} within 2 election timeouts (400 ms); measured from the partition to both \
+         nodes naming the same new leader in status, polled every ~5 ms",
+        times.len() + slow.len(),
+        acked.load(Ordering::Relaxed),
+        ms.get(ms.len() / 2)
+    );
+    if !slow.is_empty() {
+        fail(
+            &mut c,
+            &format!("no new leader within {ELECTION_BOUND:?}: {slow:?} (others: {ms:?} ms)"),
+        );
+    }
+}
+
 #[test]
 #[ignore = "fails today (issue 15): under the partition nemesis nodes send ~5x the steady bytes per write, nearly all appends after isolate and stall faults; takes ~45 s; run with --ignored"]
 fn bytes_per_write_under_partitions_stay_near_steady_state() {
@@ -650,7 +716,7 @@ fn bytes_per_write_under_partitions_stay_near_steady_state() {
     let s1 = Instant::now();
     // After each fault and its quiet time: (fault, traffic, acked writes).
     let mut marks = vec![("start".to_owned(), t1.clone(), w1)];
-    let mark = |marks: &mut Vec<(String, BTreeMap<u64, Option<Traffic>>, u64)>, what: &str| {
+    let mark = |marks: &mut Vec<(String, Traffics, u64)>, what: &str| {
         marks.push((
             what.to_owned(),
             traffic(&rt, &c),

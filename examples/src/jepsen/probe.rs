@@ -34,7 +34,7 @@ pub async fn statuses(client: &mut Client, nodes: &[u64], per_node: Duration) ->
 /// Node `node`'s [`Traffic`] counters, if it answers within `bound`.
 pub async fn traffic(client: &mut Client, node: u64, bound: Duration) -> Option<Traffic> {
     match tokio::time::timeout(bound, client.ask(node, Request::Traffic)).await {
-        Ok(Ok(Reply::Traffic(t))) => Some(t),
+        Ok(Ok(Reply::Traffic(t))) => Some(*t),
         _ => None,
     }
 }

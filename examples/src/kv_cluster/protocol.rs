@@ -353,8 +353,9 @@ pub enum Reply {
     NoSuchShard,
     /// Per-shard state of the node.
     Status(Vec<ShardStatus>),
-    /// What the node has sent and its transport counters.
-    Traffic(Traffic),
+    /// What the node has sent and its transport counters (boxed: it is
+    /// large and rare).
+    Traffic(Box<Traffic>),
     /// Merkle leaf hashes, one per bucket.
     LeafHashes(Vec<[u8; 32]>),
     /// A bucket's entries.
@@ -729,7 +730,7 @@ impl Envelope<Reply> {
                 t.accept_errors = j;
                 t.dropped = k;
                 t.buffered_bytes = l;
-                Reply::Traffic(t)
+                Reply::Traffic(Box::new(t))
             }
             5 => Reply::NoSuchShard,
             6 => {
@@ -867,7 +868,7 @@ mod tests {
             Reply::Registered { session: 12 },
             Reply::SessionExpired,
             Reply::Written,
-            Reply::Traffic(Traffic {
+            Reply::Traffic(Box::new(Traffic {
                 sent: core::array::from_fn(|i| KindCount {
                     frames: i as u64 + 1,
                     bytes: 100 * i as u64 + 7,
@@ -876,7 +877,7 @@ mod tests {
                 idle_timeouts: 3,
                 buffered_bytes: 11,
                 ..Traffic::default()
-            }),
+            })),
         ];
         for body in replies {
             let r = Envelope { id: 4, body };

@@ -691,7 +691,7 @@ impl NodeCore {
                 return;
             }
             Request::Traffic => {
-                self.reply(from, id, Reply::Traffic(self.traffic));
+                self.reply(from, id, Reply::Traffic(Box::new(self.traffic)));
                 return;
             }
             Request::LeafHashes { shard } => {
