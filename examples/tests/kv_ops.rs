@@ -986,12 +986,13 @@ fn forty_partial_client_frames_keep_the_node_under_100_mb() {
     big.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let started = Instant::now();
     let mut buf = [0u8; 4096];
-    let closed = loop {
+    let closed_after = loop {
         match big.read(&mut buf) {
-            Ok(0) | Err(_) => break started.elapsed() < Duration::from_secs(5),
+            Ok(0) | Err(_) => break started.elapsed(),
             Ok(_) => {}
         }
     };
+    let closed = closed_after < Duration::from_secs(5);
     // The node copies its transport's counters every 10 ms tick.
     std::thread::sleep(Duration::from_millis(100));
     let after = node.traffic();
@@ -1003,7 +1004,7 @@ fn forty_partial_client_frames_keep_the_node_under_100_mb() {
         held as f64 / 1e6,
         base as f64 / 1e6,
         t.map_or(0, |t| t.buffered_bytes),
-        started.elapsed(),
+        closed_after,
         after.map(|t| t.client_frame)
     );
     drop(conns);
