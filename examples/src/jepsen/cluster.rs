@@ -153,6 +153,8 @@ pub struct ProcessCluster {
     dir: PathBuf,
     nodes: BTreeMap<u64, NodeProcess>,
     keep: bool,
+    /// The certificates directory, when the nodes run with `--tls-dir`.
+    tls_dir: Option<PathBuf>,
 }
 
 impl ProcessCluster {
@@ -174,14 +176,103 @@ impl ProcessCluster {
         Self::start_specs(name, specs)
     }
 
-    /// Starts one process per spec.
-    pub fn start_specs(name: &str, specs: Vec<NodeSpec>) -> Result<Self, Error> {
-        let mut cluster = ProcessCluster {
+    /// [`start`](Self::start) with mutual TLS: `kv-cluster certs` writes a
+    /// CA and a certificate per node into `<run dir>/certs`, every node runs
+    /// with `--tls-dir` there, and CLIs and [`client`](Self::client)s
+    /// verify the nodes with the CA.
+    pub fn start_tls(name: &str, n: u64) -> Result<Self, Error> {
+        let addrs: Vec<(u64, SocketAddr)> = (1..=n)
+            .map(|id| free_addr().map(|a| (id, a)))
+            .collect::<Result<_, _>>()?;
+        let mut cluster = Self::empty(name)?;
+        let ids: Vec<u64> = addrs.iter().map(|&(id, _)| id).collect();
+        let certs = cluster.make_certs(&ids)?;
+        let specs = addrs
+            .iter()
+            .map(|&(id, listen)| NodeSpec {
+                id,
+                listen,
+                peers: addrs.iter().copied().filter(|&(p, _)| p != id).collect(),
+                extra: vec!["--tls-dir".to_owned(), certs.display().to_string()],
+            })
+            .collect();
+        cluster.tls_dir = Some(certs);
+        cluster.spawn_all(specs)?;
+        Ok(cluster)
+    }
+
+    fn empty(name: &str) -> Result<Self, Error> {
+        Ok(ProcessCluster {
             bin: binary()?,
             dir: run_dir(name)?,
             nodes: BTreeMap::new(),
             keep: false,
+            tls_dir: None,
+        })
+    }
+
+    /// Runs `kv-cluster certs --dir <run dir>/certs --nodes <ids>` and
+    /// returns the directory.
+    pub fn make_certs(&self, ids: &[u64]) -> Result<PathBuf, Error> {
+        let dir = self.dir.join("certs");
+        let list = ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+        let out = Command::new(&self.bin)
+            .arg("certs")
+            .arg("--dir")
+            .arg(&dir)
+            .arg("--nodes")
+            .arg(&list)
+            .stdin(Stdio::null())
+            .output()?;
+        if !out.status.success() {
+            return Err(Error::Io(std::io::Error::other(format!(
+                "kv-cluster certs --dir {} --nodes {list}: {}: {}",
+                dir.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ))));
+        }
+        Ok(dir)
+    }
+
+    /// The certificates directory, when the nodes run with TLS.
+    pub fn tls_dir(&self) -> Option<&Path> {
+        self.tls_dir.as_deref()
+    }
+
+    /// A client of the nodes (over TLS when they run with it) with
+    /// transport id `client_id`.
+    pub fn client(
+        &self,
+        client_id: u64,
+        shards: u32,
+    ) -> Result<crate::kv_cluster::client::Client, Error> {
+        use crate::kv_cluster::security::Security;
+        let security = match &self.tls_dir {
+            Some(dir) => Security::Tls(Box::new(
+                crate::kv_cluster::certs::client_tls(dir)
+                    .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?,
+            )),
+            None => Security::Plain,
         };
+        crate::kv_cluster::client::Client::with_security(
+            client_id,
+            &self.client_addrs(),
+            shards,
+            security,
+        )
+        .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))
+    }
+
+    /// Starts one process per spec.
+    pub fn start_specs(name: &str, specs: Vec<NodeSpec>) -> Result<Self, Error> {
+        let mut cluster = Self::empty(name)?;
+        cluster.spawn_all(specs)?;
+        Ok(cluster)
+    }
+
+    fn spawn_all(&mut self, specs: Vec<NodeSpec>) -> Result<(), Error> {
+        let cluster = self;
         for spec in specs {
             let id = spec.id;
             cluster.nodes.insert(
@@ -194,7 +285,7 @@ impl ProcessCluster {
             );
             cluster.spawn(id)?;
         }
-        Ok(cluster)
+        Ok(())
     }
 
     /// The run directory: node data in `data-<id>`, output in
@@ -353,13 +444,19 @@ impl ProcessCluster {
     /// nodes' listen addresses: `args` come after `--nodes`. Output goes
     /// to `cli-<tag>.out` in the run directory.
     pub fn spawn_cli(&self, tag: &str, command: &str, args: &[&str]) -> Result<CliProcess, Error> {
+        let tls = self.tls_dir.as_ref().map(|d| d.display().to_string());
+        let mut all: Vec<&str> = Vec::new();
+        if let Some(dir) = &tls {
+            all.extend(["--tls-dir", dir.as_str()]);
+        }
+        all.extend_from_slice(args);
         spawn_cli(
             &self.bin,
             &self.dir,
             tag,
             command,
             &node_list(&self.client_addrs()),
-            args,
+            &all,
         )
     }
 }

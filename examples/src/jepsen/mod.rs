@@ -7,7 +7,7 @@
 //! `quorate-raft-core`'s checker).
 //!
 //! Nothing here is used by the programs; the tests in `examples/tests`
-//! (`kv_processes.rs`, `jepsen.rs`) are its users.
+//! (`kv_processes.rs`, `jepsen.rs`, `kv_ops.rs`) are its users.
 
 pub mod check;
 pub mod cluster;

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::kv_cluster::client::Client;
-use crate::kv_cluster::protocol::ShardStatus;
+use crate::kv_cluster::protocol::{Reply, Request, ShardStatus, Traffic};
 
 /// A client id no other call in this process got: clients with the same
 /// id would share a connection slot on the nodes. Starts above the ids
@@ -29,6 +29,14 @@ pub async fn statuses(client: &mut Client, nodes: &[u64], per_node: Duration) ->
         out.insert(id, answer.ok().and_then(Result::ok));
     }
     out
+}
+
+/// Node `node`'s [`Traffic`] counters, if it answers within `bound`.
+pub async fn traffic(client: &mut Client, node: u64, bound: Duration) -> Option<Traffic> {
+    match tokio::time::timeout(bound, client.ask(node, Request::Traffic)).await {
+        Ok(Ok(Reply::Traffic(t))) => Some(*t),
+        _ => None,
+    }
 }
 
 /// Each shard's leader, if every node answered and all agree on one leader

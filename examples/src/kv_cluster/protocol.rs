@@ -79,6 +79,8 @@ pub enum Request {
     },
     /// Report the state of every shard replica on the node.
     Status,
+    /// Report what the node has sent, by kind, and its transport counters.
+    Traffic,
     /// The Merkle leaf hashes (one per bucket) of the node's replica of `shard`.
     LeafHashes {
         /// The shard.
@@ -184,6 +186,141 @@ pub struct PeerStatus {
     pub bulk_bytes: u64,
 }
 
+/// The kinds of frame a node sends, as [`Traffic`] counts them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TrafficKind {
+    /// AppendEntries carrying entries.
+    Append,
+    /// Heartbeats and AppendEntries without entries.
+    Heartbeat,
+    /// RequestVote, PreVote and TimeoutNow.
+    Vote,
+    /// Answers to appends, heartbeats, votes and snapshot chunks.
+    Response,
+    /// InstallSnapshot chunks.
+    Snapshot,
+    /// Proposals a follower forwards to its leader.
+    Forward,
+    /// Anti-entropy gossip.
+    Gossip,
+    /// Replies to clients (also to nodes asking as clients).
+    ClientReply,
+}
+
+impl TrafficKind {
+    /// Every kind, in the order [`Traffic::sent`] holds them.
+    pub const ALL: [TrafficKind; 8] = [
+        TrafficKind::Append,
+        TrafficKind::Heartbeat,
+        TrafficKind::Vote,
+        TrafficKind::Response,
+        TrafficKind::Snapshot,
+        TrafficKind::Forward,
+        TrafficKind::Gossip,
+        TrafficKind::ClientReply,
+    ];
+
+    /// Whether frames of this kind go between nodes (all but client replies).
+    pub fn between_nodes(self) -> bool {
+        self != TrafficKind::ClientReply
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Frames and bytes of one kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KindCount {
+    /// Frames.
+    pub frames: u64,
+    /// Bytes on the wire: payloads plus the transport's 9-byte frame
+    /// header (TLS records add their own).
+    pub bytes: u64,
+}
+
+/// What a node has handed its transport since it started, by kind, and the
+/// transport's own counters: what `Request::Traffic` reports, so tests and
+/// operators can see where the bytes between nodes go.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Per kind, indexed as [`TrafficKind::ALL`] (frames a full queue then
+    /// dropped included; see `dropped`).
+    pub sent: [KindCount; 8],
+    /// Hellos refused for want of proof of the claimed peer id.
+    pub refused_hellos: u64,
+    /// Connections to peers past their handshake.
+    pub peer_connections: u64,
+    /// Client connections past their handshake.
+    pub client_connections: u64,
+    /// Accepted connections open, handshakes included.
+    pub accepted_connections: u64,
+    /// Connections closed for an idle or stalled read.
+    pub idle_timeouts: u64,
+    /// Connections closed for a missing hello.
+    pub hello_timeouts: u64,
+    /// Connections refused at the connection limit.
+    pub max_connections: u64,
+    /// Connections closed for an oversized client frame.
+    pub client_frame: u64,
+    /// Connections closed at the partial-frame byte cap.
+    pub buffered_bytes_limit: u64,
+    /// Failed `accept` calls.
+    pub accept_errors: u64,
+    /// Frames dropped at a full queue.
+    pub dropped: u64,
+    /// Bytes of partial frames held now.
+    pub buffered_bytes: u64,
+}
+
+impl Traffic {
+    /// The count of `kind`.
+    pub fn get(&self, kind: TrafficKind) -> KindCount {
+        self.sent.get(kind.index()).copied().unwrap_or_default()
+    }
+
+    /// Counts one frame of `kind` with a payload of `payload` bytes.
+    pub fn count(&mut self, kind: TrafficKind, payload: usize) {
+        if let Some(c) = self.sent.get_mut(kind.index()) {
+            c.frames += 1;
+            c.bytes += payload as u64 + FRAME_HEADER;
+        }
+    }
+
+    /// Frames and bytes of every kind sent between nodes.
+    pub fn between_nodes(&self) -> KindCount {
+        let mut total = KindCount::default();
+        for kind in TrafficKind::ALL.into_iter().filter(|k| k.between_nodes()) {
+            let c = self.get(kind);
+            total.frames += c.frames;
+            total.bytes += c.bytes;
+        }
+        total
+    }
+
+    /// The transport counters, in their wire order.
+    fn counters(&self) -> [u64; 12] {
+        [
+            self.refused_hellos,
+            self.peer_connections,
+            self.client_connections,
+            self.accepted_connections,
+            self.idle_timeouts,
+            self.hello_timeouts,
+            self.max_connections,
+            self.client_frame,
+            self.buffered_bytes_limit,
+            self.accept_errors,
+            self.dropped,
+            self.buffered_bytes,
+        ]
+    }
+}
+
+/// The transport's frame header: length, channel, flags.
+const FRAME_HEADER: u64 = 9;
+
 /// What a node answers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reply {
@@ -216,6 +353,9 @@ pub enum Reply {
     NoSuchShard,
     /// Per-shard state of the node.
     Status(Vec<ShardStatus>),
+    /// What the node has sent and its transport counters (boxed: it is
+    /// large and rare).
+    Traffic(Box<Traffic>),
     /// Merkle leaf hashes, one per bucket.
     LeafHashes(Vec<[u8; 32]>),
     /// A bucket's entries.
@@ -389,6 +529,7 @@ impl Envelope<Request> {
                 put_str(&mut dst, key.as_bytes());
             }
             Request::Status => dst.put_u8(3),
+            Request::Traffic => dst.put_u8(11),
             Request::LeafHashes { shard } => {
                 dst.put_u8(4);
                 dst.put_u32(*shard);
@@ -437,6 +578,7 @@ impl Envelope<Request> {
                 key: get_string(&mut src)?,
             },
             3 => Request::Status,
+            11 => Request::Traffic,
             4 => Request::LeafHashes {
                 shard: get_u32(&mut src)?,
             },
@@ -520,6 +662,16 @@ impl Envelope<Reply> {
                     }
                 }
             }
+            Reply::Traffic(t) => {
+                dst.put_u8(13);
+                for c in &t.sent {
+                    dst.put_u64(c.frames);
+                    dst.put_u64(c.bytes);
+                }
+                for n in t.counters() {
+                    dst.put_u64(n);
+                }
+            }
             Reply::LeafHashes(hashes) => {
                 dst.put_u8(7);
                 dst.put_u32(hashes.len() as u32);
@@ -555,6 +707,31 @@ impl Envelope<Reply> {
                 session: get_u64(&mut src)?,
             },
             12 => Reply::SessionExpired,
+            13 => {
+                let mut t = Traffic::default();
+                for c in &mut t.sent {
+                    c.frames = get_u64(&mut src)?;
+                    c.bytes = get_u64(&mut src)?;
+                }
+                let mut n = [0u64; 12];
+                for v in &mut n {
+                    *v = get_u64(&mut src)?;
+                }
+                let [a, b, c, d, e, f, g, h, i, j, k, l] = n;
+                t.refused_hellos = a;
+                t.peer_connections = b;
+                t.client_connections = c;
+                t.accepted_connections = d;
+                t.idle_timeouts = e;
+                t.hello_timeouts = f;
+                t.max_connections = g;
+                t.client_frame = h;
+                t.buffered_bytes_limit = i;
+                t.accept_errors = j;
+                t.dropped = k;
+                t.buffered_bytes = l;
+                Reply::Traffic(Box::new(t))
+            }
             5 => Reply::NoSuchShard,
             6 => {
                 let n = get_u32(&mut src)?;
@@ -691,6 +868,16 @@ mod tests {
             Reply::Registered { session: 12 },
             Reply::SessionExpired,
             Reply::Written,
+            Reply::Traffic(Box::new(Traffic {
+                sent: core::array::from_fn(|i| KindCount {
+                    frames: i as u64 + 1,
+                    bytes: 100 * i as u64 + 7,
+                }),
+                refused_hellos: 2,
+                idle_timeouts: 3,
+                buffered_bytes: 11,
+                ..Traffic::default()
+            })),
         ];
         for body in replies {
             let r = Envelope { id: 4, body };
@@ -709,6 +896,7 @@ mod tests {
                 value: Bytes::from_static(b"b"),
             },
             Request::RegisterSession { shard: 1 },
+            Request::Traffic,
             Request::LeafHashes { shard: 1 },
             Request::Bucket {
                 shard: 1,

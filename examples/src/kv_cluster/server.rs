@@ -16,14 +16,16 @@ use quorate_raft_core::{
     Storage,
 };
 use quorate_transport::framing::{ChannelId, Flags, Frame};
-use quorate_transport::tcp::{PeerId, TcpConfig, TcpTransport, Trust};
+use quorate_transport::tcp::{PeerId, TcpConfig, TcpStats, TcpTransport, Trust};
 use quorate_transport::{Event, Transport};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::anti_entropy::{ANTI_ENTROPY_CHANNEL, Action, AntiEntropy, Gossip, View};
 use super::log_store::FileLog;
-use super::protocol::{BucketEntry, Command, Envelope, PeerStatus, Reply, Request, ShardStatus};
+use super::protocol::{
+    BucketEntry, Command, Envelope, PeerStatus, Reply, Request, ShardStatus, Traffic, TrafficKind,
+};
 use super::security::Security;
 use super::store::{KvStore, Versioned};
 use super::{AtPath, CLIENT_CHANNEL, Error};
@@ -422,6 +424,9 @@ pub struct NodeCore {
     queues: HashMap<u64, PeerStatus>,
     /// A failure that stops the node, reported by the next `drive`.
     fatal: Option<Error>,
+    /// Frames sent by kind, and the transport's counters as last reported
+    /// to [`set_transport`](Self::set_transport).
+    traffic: Traffic,
 }
 
 /// The keys of `bucket`, as sent in anti-entropy repairs.
@@ -460,7 +465,9 @@ impl Running {
             tokio::select! {
                 _ = stop.changed() => break Ok(()),
                 _ = ticker.tick() => {
-                    self.core.set_queues(self.transport.stats().queues.iter().map(|q| PeerStatus {
+                    let stats = self.transport.stats();
+                    self.core.set_transport(&stats);
+                    self.core.set_queues(stats.queues.iter().map(|q| PeerStatus {
                         id: q.peer.0,
                         urgent_frames: q.urgent_frames as u64,
                         bulk_frames: q.bulk_frames as u64,
@@ -567,12 +574,36 @@ impl NodeCore {
             recovered_snapshots,
             queues: HashMap::new(),
             fatal: None,
+            traffic: Traffic::default(),
         })
     }
 
     /// What the transport has queued for each peer (`status` shows it).
     pub fn set_queues(&mut self, queues: impl IntoIterator<Item = PeerStatus>) {
         self.queues = queues.into_iter().map(|q| (q.id, q)).collect();
+    }
+
+    /// The transport's counters, for [`traffic`](Self::traffic).
+    pub fn set_transport(&mut self, stats: &TcpStats) {
+        let t = &mut self.traffic;
+        t.refused_hellos = stats.refused_hellos;
+        t.peer_connections = stats.peer_connections as u64;
+        t.client_connections = stats.client_connections as u64;
+        t.accepted_connections = stats.accepted_connections as u64;
+        t.idle_timeouts = stats.closed.idle_timeout;
+        t.hello_timeouts = stats.closed.hello_timeout;
+        t.max_connections = stats.closed.max_connections;
+        t.client_frame = stats.closed.client_frame;
+        t.buffered_bytes_limit = stats.closed.buffered_bytes;
+        t.accept_errors = stats.accept_errors;
+        t.dropped = stats.dropped;
+        t.buffered_bytes = stats.buffered_bytes as u64;
+    }
+
+    /// Frames and bytes sent so far by kind, with the transport's counters
+    /// (what `Request::Traffic` answers).
+    pub fn traffic(&self) -> Traffic {
+        self.traffic
     }
 
     /// Its replicas' stores, indexed by shard.
@@ -660,6 +691,8 @@ impl NodeCore {
     fn reply(&mut self, to: PeerId, id: u64, body: Reply) {
         let frame = Frame::new(CLIENT_CHANNEL, Envelope { id, body }.encode());
         // A lost reply is a client timeout and a retry with the same id.
+        self.traffic
+            .count(TrafficKind::ClientReply, frame.payload.len());
         self.outbox.push_back((to, frame));
     }
 
@@ -669,6 +702,10 @@ impl NodeCore {
             Request::Status => {
                 let status = self.status();
                 self.reply(from, id, Reply::Status(status));
+                return;
+            }
+            Request::Traffic => {
+                self.reply(from, id, Reply::Traffic(Box::new(self.traffic)));
                 return;
             }
             Request::LeafHashes { shard } => {
@@ -970,6 +1007,7 @@ impl NodeCore {
         for (to, gossip) in out {
             let frame = Frame::new(ANTI_ENTROPY_CHANNEL, gossip.encode());
             // Lost gossip only delays a repair to a later round.
+            self.traffic.count(TrafficKind::Gossip, frame.payload.len());
             self.outbox.push_back((PeerId(to), frame));
         }
     }
@@ -1034,6 +1072,8 @@ impl NodeCore {
                     quorate_raft_core::codec::encode(&m, &mut buf);
                     let frame = Frame::new(ChannelId(r.shard), buf.freeze())
                         .with_flags(raft_flags(&m.body));
+                    self.traffic
+                        .count(traffic_kind(&m.body), frame.payload.len());
                     self.outbox.push_back((PeerId(m.to.0), frame));
                 }
                 if let Some(snapshot) = ready.take_snapshot() {
@@ -1174,6 +1214,24 @@ fn raft_flags(body: &MessageBody) -> Flags {
         MessageBody::AppendEntries { entries, .. } if !entries.is_empty() => Flags::NONE,
         MessageBody::InstallSnapshot { .. } | MessageBody::ForwardedProposal { .. } => Flags::NONE,
         _ => Flags::URGENT,
+    }
+}
+
+/// How [`Traffic`] counts a Raft message.
+fn traffic_kind(body: &MessageBody) -> TrafficKind {
+    match body {
+        MessageBody::AppendEntries { entries, .. } if !entries.is_empty() => TrafficKind::Append,
+        MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } => TrafficKind::Heartbeat,
+        MessageBody::RequestVote { .. } | MessageBody::PreVote { .. } | MessageBody::TimeoutNow => {
+            TrafficKind::Vote
+        }
+        MessageBody::InstallSnapshot { .. } => TrafficKind::Snapshot,
+        MessageBody::ForwardedProposal { .. } => TrafficKind::Forward,
+        MessageBody::RequestVoteResponse { .. }
+        | MessageBody::PreVoteResponse { .. }
+        | MessageBody::AppendEntriesResponse { .. }
+        | MessageBody::InstallSnapshotResponse { .. }
+        | MessageBody::HeartbeatResponse { .. } => TrafficKind::Response,
     }
 }
 
