@@ -684,7 +684,6 @@ fn a_majority_partition_elects_a_leader_quickly() {
 }
 
 #[test]
-#[ignore = "fails today (issue 15): ~4.9x steady bytes/write under the nemesis, nearly all appends re-sent as the heartbeats queued for an unreachable peer are answered on heal (0.9x with urgent_queue 4); ~45 s; run with --ignored"]
 fn bytes_per_write_under_partitions_stay_near_steady_state() {
     let _serial = serial();
     let rt = runtime();

@@ -183,7 +183,11 @@ pub struct TcpConfig {
     /// larger than this is still taken when nothing else is queued.
     pub peer_queue_bytes: usize,
     /// The most urgent frames queued for one peer (they also obey
-    /// `peer_queue_bytes`, counted apart from the bulk ones).
+    /// `peer_queue_bytes`, counted apart from the bulk ones). Keep it small:
+    /// urgent traffic is periodic (heartbeats, votes), so a deep queue for a
+    /// peer that is unreachable or not reading only stores stale frames,
+    /// all delivered and answered at once when it comes back, and each
+    /// answer can release a full append.
     pub urgent_queue: usize,
     /// The most events waiting for [`recv`](Transport::recv) in each of its
     /// three lanes (urgent from peers, rest from peers, clients).
@@ -223,7 +227,7 @@ pub struct TcpConfig {
 
 impl Default for TcpConfig {
     /// 8 MiB frames between peers and 1 MiB from clients, 1000-frame and
-    /// 4 MiB peer queues, 1024-frame urgent queues, 1000-event inbound
+    /// 4 MiB peer queues, 64-frame urgent queues, 1000-event inbound
     /// lanes, backoff from 10 ms to 5 s, [`Trust::Hello`], 1024 accepted
     /// connections, 5 s hello, 20 s idle and 2 s connect timeouts, 64 MiB
     /// of partial frames.
@@ -232,7 +236,7 @@ impl Default for TcpConfig {
             framing: FrameCodec::new(),
             peer_queue: 1000,
             peer_queue_bytes: 4 * 1024 * 1024,
-            urgent_queue: 1024,
+            urgent_queue: 64,
             inbound_queue: 1000,
             backoff_initial: Duration::from_millis(10),
             backoff_max: Duration::from_secs(5),
