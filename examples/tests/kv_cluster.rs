@@ -207,46 +207,10 @@ async fn concurrent_clients_with_colliding_ids_lose_no_write() {
     use bytes::Bytes;
     use quorate_examples::kv_cluster::client::Client;
     use quorate_examples::kv_cluster::protocol::Reply;
-    use quorate_examples::kv_cluster::server::{BoundNode, NodeConfig};
-    use std::net::SocketAddr;
 
     let dir = std::env::temp_dir().join(format!("quorate-kv-sessions-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let mut bound = Vec::new();
-    for id in 1..=3 {
-        bound.push(
-            BoundNode::bind(id, "127.0.0.1:0".parse().unwrap())
-                .await
-                .unwrap(),
-        );
-    }
-    let addrs: Vec<(u64, SocketAddr)> = (1..=3)
-        .zip(&bound)
-        .map(|(id, b)| (id, b.local_addr().unwrap()))
-        .collect();
-    let mut handles = Vec::new();
-    for (node, &(id, _)) in bound.into_iter().zip(&addrs) {
-        for &(peer, addr) in &addrs {
-            if peer != id {
-                node.add_peer(peer, addr);
-            }
-        }
-        let config = NodeConfig {
-            id,
-            members: vec![1, 2, 3],
-            shards: 2,
-            data_dir: dir.join(format!("n{id}")),
-            tick: Duration::from_millis(20),
-            election_ticks: 10,
-            compact_every: 16,
-            compact_log_bytes: NodeConfig::COMPACT_LOG_BYTES,
-            snapshot_chunk_bytes: 1024,
-            hosted: Vec::new(),
-            joining: false,
-            gossip_ticks: NodeConfig::GOSSIP_TICKS,
-        };
-        handles.push(node.spawn(config).unwrap());
-    }
+    let (addrs, handles) = start_three(&dir, 2, 16).await;
     const CLIENTS: u64 = 24;
     const WRITES: u64 = 5;
     let mut tasks = Vec::new();
@@ -380,47 +344,12 @@ async fn a_dead_leader_sends_the_client_elsewhere_and_a_dead_cluster_fails_fast(
     use quorate_examples::kv_cluster::Error;
     use quorate_examples::kv_cluster::client::Client;
     use quorate_examples::kv_cluster::protocol::Reply;
-    use quorate_examples::kv_cluster::server::{BoundNode, NodeConfig};
-    use std::net::SocketAddr;
     use std::time::Instant;
 
     let dir = std::env::temp_dir().join(format!("quorate-kv-deadleader-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let mut bound = Vec::new();
-    for id in 1..=3 {
-        bound.push(
-            BoundNode::bind(id, "127.0.0.1:0".parse().unwrap())
-                .await
-                .unwrap(),
-        );
-    }
-    let addrs: Vec<(u64, SocketAddr)> = (1..=3)
-        .zip(&bound)
-        .map(|(id, b)| (id, b.local_addr().unwrap()))
-        .collect();
-    let mut handles = Vec::new();
-    for (node, &(id, _)) in bound.into_iter().zip(&addrs) {
-        for &(peer, addr) in &addrs {
-            if peer != id {
-                node.add_peer(peer, addr);
-            }
-        }
-        let config = NodeConfig {
-            id,
-            members: vec![1, 2, 3],
-            shards: 1,
-            data_dir: dir.join(format!("n{id}")),
-            tick: Duration::from_millis(20),
-            election_ticks: 10,
-            compact_every: 0,
-            compact_log_bytes: NodeConfig::COMPACT_LOG_BYTES,
-            snapshot_chunk_bytes: 1024,
-            hosted: Vec::new(),
-            joining: false,
-            gossip_ticks: NodeConfig::GOSSIP_TICKS,
-        };
-        handles.push(Some(node.spawn(config).unwrap()));
-    }
+    let (addrs, handles) = start_three(&dir, 1, 0).await;
+    let mut handles: Vec<_> = handles.into_iter().map(Some).collect();
     let mut client = Client::new(Client::random_id(), &addrs, 1).unwrap();
     let first = client.put("a", Bytes::from("1")).await.unwrap();
     assert_eq!(first.reply, Reply::Written);
@@ -451,4 +380,53 @@ async fn a_dead_leader_sends_the_client_elsewhere_and_a_dead_cluster_fails_fast(
     assert!(took < Duration::from_secs(2), "{took:?}");
     client.close().await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Binds three nodes on free loopback ports, tells each where the others
+/// listen, and runs them with `shards` shards from `dir`.
+async fn start_three(
+    dir: &std::path::Path,
+    shards: u32,
+    compact_every: u64,
+) -> (
+    Vec<(u64, std::net::SocketAddr)>,
+    Vec<quorate_examples::kv_cluster::server::NodeHandle>,
+) {
+    use quorate_examples::kv_cluster::server::{BoundNode, NodeConfig};
+    let mut bound = Vec::new();
+    for id in 1..=3 {
+        bound.push(
+            BoundNode::bind(id, "127.0.0.1:0".parse().unwrap())
+                .await
+                .unwrap(),
+        );
+    }
+    let addrs: Vec<(u64, std::net::SocketAddr)> = (1..=3)
+        .zip(&bound)
+        .map(|(id, b)| (id, b.local_addr().unwrap()))
+        .collect();
+    let mut handles = Vec::new();
+    for (node, &(id, _)) in bound.into_iter().zip(&addrs) {
+        for &(peer, addr) in &addrs {
+            if peer != id {
+                node.add_peer(peer, addr);
+            }
+        }
+        let config = NodeConfig {
+            id,
+            members: vec![1, 2, 3],
+            shards,
+            data_dir: dir.join(format!("n{id}")),
+            tick: Duration::from_millis(20),
+            election_ticks: 10,
+            compact_every,
+            compact_log_bytes: NodeConfig::COMPACT_LOG_BYTES,
+            snapshot_chunk_bytes: 1024,
+            hosted: Vec::new(),
+            joining: false,
+            gossip_ticks: NodeConfig::GOSSIP_TICKS,
+        };
+        handles.push(node.spawn(config).unwrap());
+    }
+    (addrs, handles)
 }
