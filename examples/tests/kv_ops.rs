@@ -1079,8 +1079,15 @@ fn idle_connections_cost_little_memory() {
         let more = target - held.len() as u64;
         held.extend(open_clients(node.addr, more, next, &[]));
         next += more;
-        // +1: the connection that asks.
-        let t = wait_accepted(&node, target + 1, Duration::from_secs(10));
+        // +1: the connection that asks. Accepted first, then past their
+        // hello: on a loaded machine the hellos may trail the accepts.
+        wait_accepted(&node, target + 1, Duration::from_secs(10));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut t = node.traffic();
+        while Instant::now() < deadline && t.is_none_or(|t| t.client_connections < target) {
+            std::thread::sleep(Duration::from_millis(200));
+            t = node.traffic();
+        }
         std::thread::sleep(Duration::from_millis(500));
         figures.push((
             target,

@@ -80,6 +80,10 @@ pub enum Error {
     /// The Raft state machine refused something.
     #[error("raft: {0}")]
     Raft(#[from] quorate_raft_core::Error),
+    /// The durable log could not be opened (damage is named with its file
+    /// and offset).
+    #[error("log: {0}")]
+    Log(#[from] quorate_raft_core::storage::segmented::SegmentedLogError),
     /// The log file could not be replayed.
     #[error("log storage: {0}")]
     Storage(#[from] quorate_raft_core::StorageError),
