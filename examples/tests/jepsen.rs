@@ -24,11 +24,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use quorate_examples::jepsen::check::{self, LostWrite};
-use quorate_examples::jepsen::cluster::{self, NodeSpec, ProcessCluster};
+use quorate_examples::jepsen::cluster;
 use quorate_examples::jepsen::history::{self, Entry, History, Op, Outcome};
 use quorate_examples::jepsen::nemesis;
 use quorate_examples::jepsen::probe;
-use quorate_examples::jepsen::proxy::Network;
 use quorate_examples::kv_cluster::client::Client;
 use quorate_examples::kv_cluster::protocol::Reply;
 
@@ -179,20 +178,7 @@ fn kv_cluster_processes_under_faults_stay_linearizable() {
     });
     let secs = env_u64("QUORATE_JEPSEN_SECS").unwrap_or(30);
     println!("jepsen: seed {seed}, {secs} s of faults (replay: QUORATE_JEPSEN_SEED={seed})");
-    let real: Vec<(u64, SocketAddr)> = (1..=3)
-        .map(|id| (id, cluster::free_addr().unwrap()))
-        .collect();
-    let net = Network::new(&real).unwrap();
-    let specs = real
-        .iter()
-        .map(|&(id, listen)| NodeSpec {
-            id,
-            listen,
-            peers: net.peers_of(id),
-            extra: Vec::new(),
-        })
-        .collect();
-    let mut cluster = ProcessCluster::start_specs("jepsen", specs).unwrap();
+    let (net, mut cluster) = cluster::start_proxied("jepsen").unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

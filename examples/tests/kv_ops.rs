@@ -13,12 +13,12 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use quorate_examples::jepsen::cluster::{self, NodeSpec, ProcessCluster};
+use quorate_examples::jepsen::cluster::{self, ProcessCluster, fail, runtime, serial};
 use quorate_examples::jepsen::probe;
 use quorate_examples::jepsen::proxy::{Mode, Network};
 use quorate_examples::kv_cluster::certs;
@@ -34,30 +34,6 @@ const SHARDS: u32 = 2;
 /// How long a fresh cluster has to elect its first leaders (a loaded debug
 /// build starts slowly).
 const STARTUP: Duration = Duration::from_secs(20);
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// Fails the test with `what`, the run directory and the nodes' log tails.
-fn fail(cluster: &mut ProcessCluster, what: &str) -> ! {
-    cluster.keep();
-    panic!(
-        "{what}\nnode logs and data kept in {}\n{}",
-        cluster.dir().display(),
-        cluster.log_tails(15)
-    );
-}
 
 /// Polls (over the cluster's own security) until every shard has a leader
 /// all nodes agree on.
@@ -491,20 +467,7 @@ fn leaders_direct(rt: &Runtime, nodes: &[(u64, SocketAddr)]) -> Option<BTreeMap<
 
 /// Three nodes that reach each other through a proxied [`Network`].
 fn proxied_cluster(rt: &Runtime, name: &str) -> (Network, ProcessCluster) {
-    let real: Vec<(u64, SocketAddr)> = (1..=3)
-        .map(|id| (id, cluster::free_addr().unwrap()))
-        .collect();
-    let net = Network::new(&real).unwrap();
-    let specs = real
-        .iter()
-        .map(|&(id, listen)| NodeSpec {
-            id,
-            listen,
-            peers: net.peers_of(id),
-            extra: Vec::new(),
-        })
-        .collect();
-    let mut c = ProcessCluster::start_specs(name, specs).unwrap();
+    let (net, mut c) = cluster::start_proxied(name).unwrap();
     wait_for_leaders(rt, &mut c, STARTUP);
     (net, c)
 }

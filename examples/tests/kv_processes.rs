@@ -12,12 +12,12 @@
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use quorate_examples::jepsen::cluster::{self, ProcessCluster};
+use quorate_examples::jepsen::cluster::{self, ProcessCluster, fail, runtime, serial};
 use quorate_examples::jepsen::probe;
 use quorate_examples::kv_cluster::client::Client;
 use quorate_examples::kv_cluster::protocol::Reply;
@@ -31,30 +31,6 @@ const RECOVERY: Duration = Duration::from_secs(5);
 /// How long a fresh cluster has to elect its first leaders (a loaded debug
 /// build starts slowly).
 const STARTUP: Duration = Duration::from_secs(20);
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// Fails the test with `what`, the run directory and the nodes' log tails.
-fn fail(cluster: &mut ProcessCluster, what: &str) -> ! {
-    cluster.keep();
-    panic!(
-        "{what}\nnode logs and data kept in {}\n{}",
-        cluster.dir().display(),
-        cluster.log_tails(15)
-    );
-}
 
 fn started(rt: &Runtime, name: &str, n: u64) -> ProcessCluster {
     let mut c = ProcessCluster::start(name, n).unwrap();

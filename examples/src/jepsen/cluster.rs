@@ -10,10 +10,11 @@ use std::fs::{self, File, OpenOptions};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::Error;
+use super::proxy::Network;
 
 /// Environment variable that names the `kv-cluster` binary to use instead
 /// of the one next to the test executable.
@@ -616,6 +617,56 @@ pub fn parse_ss(text: &str, ports: &[u16]) -> u64 {
         }
     }
     total
+}
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Runs the process tests of one test binary one at a time: each starts
+/// its own processes on a machine that may have two cores.
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The runtime the process tests drive their in-process clients on: two
+/// workers, like the machine. Test machinery: panics if the OS refuses it
+/// threads.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("tokio runtime: {e}"))
+}
+
+/// Fails the running test with `what`, keeping `cluster`'s run directory
+/// and printing the tails of its nodes' logs.
+pub fn fail(cluster: &mut ProcessCluster, what: &str) -> ! {
+    cluster.keep();
+    panic!(
+        "{what}\nnode logs and data kept in {}\n{}",
+        cluster.dir().display(),
+        cluster.log_tails(15)
+    );
+}
+
+/// Three nodes on free loopback ports that reach each other only through
+/// the proxies of the returned [`Network`], where partitions are made.
+pub fn start_proxied(name: &str) -> Result<(Network, ProcessCluster), Error> {
+    let real: Vec<(u64, SocketAddr)> = (1..=3)
+        .map(|id| Ok((id, free_addr()?)))
+        .collect::<Result<_, Error>>()?;
+    let net = Network::new(&real)?;
+    let specs = real
+        .iter()
+        .map(|&(id, listen)| NodeSpec {
+            id,
+            listen,
+            peers: net.peers_of(id),
+            extra: Vec::new(),
+        })
+        .collect();
+    let cluster = ProcessCluster::start_specs(name, specs)?;
+    Ok((net, cluster))
 }
 
 #[cfg(test)]
