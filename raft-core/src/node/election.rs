@@ -60,7 +60,7 @@ impl<S: Storage> Node<S> {
     }
 
     /// Starts an election now, as if the election timeout had fired: a
-    /// pre-vote round first if [`Config::pre_vote`] is set. A leader
+    /// pre-vote round first if [`Config::pre_vote`](crate::Config::pre_vote) is set. A leader
     /// ignores it (as etcd-raft and raft-rs do): it already leads, and a
     /// new election would leave the group leaderless for a while. Use
     /// [`transfer_leadership`](Node::transfer_leadership) to move

@@ -132,8 +132,8 @@ impl<S: Storage> Node<S> {
     /// leader's last index at the round's start, and promotes it (a
     /// single-server change) at the end of the first round that lasts less
     /// than an election timeout. It gives up after
-    /// [`Config::catch_up_rounds`] rounds, or when the learner acknowledges
-    /// nothing for [`Config::catch_up_stall_timeouts`] election timeouts.
+    /// [`Config::catch_up_rounds`](crate::Config::catch_up_rounds) rounds, or when the learner acknowledges
+    /// nothing for [`Config::catch_up_stall_timeouts`](crate::Config::catch_up_stall_timeouts) election timeouts.
     /// A learner never counts
     /// towards commitment, so a slow or unavailable new server never holds
     /// up the cluster. Poll the outcome with

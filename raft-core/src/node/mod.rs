@@ -369,7 +369,7 @@ impl<S: Storage> Node<S> {
         &self.log.storage
     }
 
-    /// The storage, for writing what a [`Ready`] asks to persist.
+    /// The storage, for writing what a [`Ready`](crate::Ready) asks to persist.
     pub fn storage_mut(&mut self) -> &mut S {
         &mut self.log.storage
     }

@@ -52,7 +52,7 @@ impl<S: Storage> Node<S> {
     }
 
     /// Payload bytes this leader appended in its term and has not yet
-    /// committed (what [`Config::max_uncommitted_bytes`] caps); zero on
+    /// committed (what [`Config::max_uncommitted_bytes`](crate::Config::max_uncommitted_bytes) caps); zero on
     /// other roles.
     pub fn uncommitted_bytes(&self) -> u64 {
         self.uncommitted_bytes

@@ -23,7 +23,7 @@ impl<S: Storage> Node<S> {
     /// Asks for a linearizable read without writing to the log (ReadIndex,
     /// thesis §6.4). The leader records its commit index, confirms with a
     /// heartbeat round that it still leads, and then reports a
-    /// [`ReadState`] with this `id` in a [`Ready`]: serve the read once the
+    /// [`ReadState`] with this `id` in a [`Ready`](crate::Ready): serve the read once the
     /// applied index reaches the state's index. A leader that loses
     /// leadership first drops its pending reads; retry them elsewhere.
     ///
@@ -54,8 +54,8 @@ impl<S: Storage> Node<S> {
     /// Serves a linearizable read at once if the leader holds a lease: a
     /// quorum answered a heartbeat sent less than a lease period ago, so
     /// (with check-quorum, and clocks drifting less than
-    /// [`Config::max_clock_drift_ticks`]) no other leader can have been
-    /// elected since. The [`ReadState`] comes in the next [`Ready`].
+    /// [`Config::max_clock_drift_ticks`](crate::Config::max_clock_drift_ticks)) no other leader can have been
+    /// elected since. The [`ReadState`] comes in the next [`Ready`](crate::Ready).
     /// Fails with [`Error::LeaseUnavailable`]; then use
     /// [`read_index`](Node::read_index).
     pub fn read_lease(&mut self, id: u64) -> Result<(), Error> {
