@@ -44,6 +44,46 @@ use crate::error::StorageError;
 use crate::ready::Ready;
 use crate::types::{Entry, HardState, LogIndex, Term};
 
+/// Implements every read of [`Storage`] by handing it to the field named,
+/// for wrappers whose reads are the inner storage's.
+macro_rules! forward_reads {
+    ($field:ident) => {
+        fn initial_state(&self) -> Result<$crate::storage::InitialState, $crate::StorageError> {
+            self.$field.initial_state()
+        }
+
+        fn entries(
+            &self,
+            low: $crate::LogIndex,
+            high: $crate::LogIndex,
+            max_bytes: u64,
+            out: &mut Vec<$crate::Entry>,
+        ) -> Result<(), $crate::StorageError> {
+            self.$field.entries(low, high, max_bytes, out)
+        }
+
+        fn term(&self, index: $crate::LogIndex) -> Result<$crate::Term, $crate::StorageError> {
+            self.$field.term(index)
+        }
+
+        fn first_index(&self) -> Result<$crate::LogIndex, $crate::StorageError> {
+            self.$field.first_index()
+        }
+
+        fn last_index(&self) -> Result<$crate::LogIndex, $crate::StorageError> {
+            self.$field.last_index()
+        }
+
+        fn snapshot_meta(&self) -> Result<$crate::storage::SnapshotMeta, $crate::StorageError> {
+            self.$field.snapshot_meta()
+        }
+
+        fn snapshot(&self) -> Result<$crate::storage::Snapshot, $crate::StorageError> {
+            self.$field.snapshot()
+        }
+    };
+}
+
 mod crash;
 pub use crash::CrashStorage;
 #[cfg(feature = "conformance")]

@@ -1,9 +1,9 @@
 //! A storage that forgets what it was not told to sync: the disk of a
 //! simulated machine that loses power.
 
-use super::{InitialState, LogStorage, MemStorage, Snapshot, SnapshotMeta, Storage};
+use super::{LogStorage, MemStorage, Snapshot, Storage};
 use crate::error::StorageError;
-use crate::types::{Entry, HardState, LogIndex, Term};
+use crate::types::{Entry, HardState, LogIndex};
 
 /// A write not yet synced.
 #[derive(Clone, Debug)]
@@ -99,39 +99,7 @@ fn apply<S: LogStorage>(storage: &mut S, write: &Write) -> Result<(), StorageErr
 }
 
 impl<S: LogStorage + Clone> Storage for CrashStorage<S> {
-    fn initial_state(&self) -> Result<InitialState, StorageError> {
-        self.live.initial_state()
-    }
-
-    fn entries(
-        &self,
-        low: LogIndex,
-        high: LogIndex,
-        max_bytes: u64,
-        out: &mut Vec<Entry>,
-    ) -> Result<(), StorageError> {
-        self.live.entries(low, high, max_bytes, out)
-    }
-
-    fn term(&self, index: LogIndex) -> Result<Term, StorageError> {
-        self.live.term(index)
-    }
-
-    fn first_index(&self) -> Result<LogIndex, StorageError> {
-        self.live.first_index()
-    }
-
-    fn last_index(&self) -> Result<LogIndex, StorageError> {
-        self.live.last_index()
-    }
-
-    fn snapshot_meta(&self) -> Result<SnapshotMeta, StorageError> {
-        self.live.snapshot_meta()
-    }
-
-    fn snapshot(&self) -> Result<Snapshot, StorageError> {
-        self.live.snapshot()
-    }
+    forward_reads!(live);
 }
 
 impl<S: LogStorage + Clone> LogStorage for CrashStorage<S> {
@@ -175,7 +143,8 @@ impl<S: LogStorage + Clone> LogStorage for CrashStorage<S> {
 mod tests {
     use super::*;
     use crate::Configuration;
-    use crate::types::NodeId;
+    use crate::storage::SnapshotMeta;
+    use crate::types::{NodeId, Term};
     use bytes::Bytes;
 
     fn e(index: u64, term: u64) -> Entry {

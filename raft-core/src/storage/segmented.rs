@@ -79,7 +79,7 @@
 //! # }
 //! ```
 
-use super::{InitialState, LogStorage, MemStorage, Snapshot, SnapshotMeta, Storage};
+use super::{LogStorage, MemStorage, Snapshot, SnapshotMeta, Storage};
 use crate::config::Configuration;
 use crate::error::StorageError;
 use crate::storage::crc::crc32c;
@@ -606,39 +606,7 @@ fn read_snapshot(path: &Path) -> Result<Option<(Snapshot, u64)>, SegmentedLogErr
 }
 
 impl Storage for SegmentedLog {
-    fn initial_state(&self) -> Result<InitialState, StorageError> {
-        self.mem.initial_state()
-    }
-
-    fn entries(
-        &self,
-        low: LogIndex,
-        high: LogIndex,
-        max_bytes: u64,
-        out: &mut Vec<Entry>,
-    ) -> Result<(), StorageError> {
-        self.mem.entries(low, high, max_bytes, out)
-    }
-
-    fn term(&self, index: LogIndex) -> Result<Term, StorageError> {
-        self.mem.term(index)
-    }
-
-    fn first_index(&self) -> Result<LogIndex, StorageError> {
-        self.mem.first_index()
-    }
-
-    fn last_index(&self) -> Result<LogIndex, StorageError> {
-        self.mem.last_index()
-    }
-
-    fn snapshot_meta(&self) -> Result<SnapshotMeta, StorageError> {
-        self.mem.snapshot_meta()
-    }
-
-    fn snapshot(&self) -> Result<Snapshot, StorageError> {
-        self.mem.snapshot()
-    }
+    forward_reads!(mem);
 }
 
 impl LogStorage for SegmentedLog {
