@@ -283,11 +283,17 @@ proptest! {
                     }
                 }
                 Input::Propose => {
-                    let _ = node.propose(Bytes::from_static(b"p"));
+                    let before = format!("{node:?}");
+                    if node.propose(Bytes::from_static(b"p")).is_err() {
+                        prop_assert_eq!(format!("{node:?}"), before, "refused proposal changed state");
+                    }
                 }
                 Input::Tick => node.tick(),
                 Input::ReadIndex => {
-                    let _ = node.read_index(7);
+                    let before = format!("{node:?}");
+                    if node.read_index(7).is_err() {
+                        prop_assert_eq!(format!("{node:?}"), before, "refused read changed state");
+                    }
                 }
                 Input::Ready => {
                     if let Some(ready) = node.ready().unwrap() {

@@ -204,7 +204,13 @@ proptest! {
                 }
                 Input::Tick => node.tick(),
                 Input::Campaign => node.campaign(),
-                Input::Propose => { let _ = node.propose(Bytes::from_static(b"p")); }
+                Input::Propose => {
+                    // Refused (not the leader, a transfer, a cap): nothing changes.
+                    let before = observe(&node);
+                    if node.propose(Bytes::from_static(b"p")).is_err() {
+                        prop_assert_eq!(observe(&node), before);
+                    }
+                }
             }
             drive(&mut node);
             // What the node persisted agrees with what it reports.
