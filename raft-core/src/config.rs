@@ -95,6 +95,22 @@ pub struct Config {
     /// leader's own empty entries always are. Unlimited by default.
     #[cfg_attr(feature = "serde", serde(default = "no_limit"))]
     pub max_uncommitted_bytes: u64,
+    /// The largest snapshot a follower buffers from a leader's chunks, in
+    /// bytes: a chunk that would take the buffer beyond it is dropped
+    /// ([`DropReason::SnapshotTooLarge`](crate::DropReason::SnapshotTooLarge))
+    /// with the partial snapshot, so neither a leader nor a forged message
+    /// can make a follower buffer without bound. Set it above the largest
+    /// snapshot your state machine produces. Default 1 GiB.
+    #[cfg_attr(feature = "serde", serde(default = "default_max_snapshot_bytes"))]
+    pub max_snapshot_bytes: u64,
+}
+
+/// [`Config::max_snapshot_bytes`] unless set.
+pub const DEFAULT_MAX_SNAPSHOT_BYTES: u64 = 1 << 30;
+
+#[cfg(feature = "serde")]
+fn default_max_snapshot_bytes() -> u64 {
+    DEFAULT_MAX_SNAPSHOT_BYTES
 }
 
 #[cfg(feature = "serde")]
@@ -136,6 +152,7 @@ impl Config {
             applied: LogIndex::ZERO,
             max_entry_bytes: u64::MAX,
             max_uncommitted_bytes: u64::MAX,
+            max_snapshot_bytes: DEFAULT_MAX_SNAPSHOT_BYTES,
         }
     }
 
@@ -164,6 +181,11 @@ impl Config {
         }
         if self.catch_up_rounds == 0 {
             return Err(Error::InvalidConfig("catch_up_rounds must be at least 1"));
+        }
+        if self.max_snapshot_bytes == 0 {
+            return Err(Error::InvalidConfig(
+                "max_snapshot_bytes must be at least 1",
+            ));
         }
         if self.max_entry_bytes == 0 {
             return Err(Error::InvalidConfig("max_entry_bytes must be at least 1"));

@@ -241,6 +241,18 @@ pub enum DropReason {
         /// Why it was not expected.
         why: &'static str,
     },
+    /// A snapshot chunk would take the snapshot being received beyond
+    /// [`Config::max_snapshot_bytes`](crate::Config::max_snapshot_bytes);
+    /// the partial snapshot was discarded.
+    #[error("snapshot from {from} would reach {size} bytes, over the limit of {limit}")]
+    SnapshotTooLarge {
+        /// The sender.
+        from: NodeId,
+        /// The size the snapshot would have reached with this chunk.
+        size: u64,
+        /// The configured limit.
+        limit: u64,
+    },
     /// Forwarded commands the leader refused (a proposal cap, or a
     /// leadership transfer began); the commands before them were appended.
     #[error("{refused} forwarded commands from {from} refused")]

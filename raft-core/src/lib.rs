@@ -215,7 +215,7 @@ pub mod storage;
 mod types;
 pub mod witness;
 
-pub use config::{CONFIGURATION_TAG, Config, Configuration};
+pub use config::{CONFIGURATION_TAG, Config, Configuration, DEFAULT_MAX_SNAPSHOT_BYTES};
 pub use error::{DropReason, Error, FatalError, StorageError};
 pub use membership::{ChangeMethod, Promotion};
 pub use message::{AppendOutcome, Message, MessageBody};

@@ -42,6 +42,10 @@ fn chunk(offset: u64, data: &'static [u8], done: bool) -> Message {
 
 /// Node 2 of a three-node cluster, with the given entry terms on disk.
 fn follower(terms: &[u64]) -> Node<MemStorage> {
+    follower_with(terms, |_| {})
+}
+
+fn follower_with(terms: &[u64], configure: impl FnOnce(&mut Config)) -> Node<MemStorage> {
     let storage = storage_with_terms(
         members(),
         terms,
@@ -53,6 +57,7 @@ fn follower(terms: &[u64]) -> Node<MemStorage> {
     );
     let mut config = Config::new(id(2));
     config.seed = 3;
+    configure(&mut config);
     Node::new(config, storage).unwrap()
 }
 
@@ -313,4 +318,63 @@ fn log_compaction_5_1_a_node_recovers_from_its_snapshot_and_log_tail() {
     assert_eq!(replayed, [LogIndex(6), LogIndex(7)]);
     net.propose(1, b"more").unwrap();
     assert_eq!(net.node(2).applied_index(), LogIndex(8));
+}
+
+#[test]
+fn a_snapshot_beyond_max_snapshot_bytes_is_dropped_and_its_buffer_freed() {
+    let mut node = follower_with(&[1], |c| c.max_snapshot_bytes = 8);
+    assert_eq!(
+        node.step(chunk(0, b"abcde", false)).unwrap(),
+        StepOutcome::Handled
+    );
+    let ready = node.ready().unwrap().unwrap();
+    assert_eq!(acks(ready.messages()), vec![(LogIndex(10), 5)]);
+    node.advance(ready).unwrap();
+    // 5 + 4 bytes would pass the 8-byte limit: dropped, nothing acknowledged.
+    let outcome = node.step(chunk(5, b"fghi", true)).unwrap();
+    assert_eq!(
+        outcome,
+        StepOutcome::Dropped(DropReason::SnapshotTooLarge {
+            from: id(1),
+            size: 9,
+            limit: 8,
+        })
+    );
+    assert!(
+        node.ready()
+            .unwrap()
+            .is_none_or(|r| acks(r.messages()).is_empty())
+    );
+    assert_eq!(node.last_index(), LogIndex(1), "nothing installed");
+    // The partial snapshot is gone: a resend from offset 5 is told to start
+    // over, and a snapshot within the limit is installed.
+    node.step(chunk(5, b"fgh", true)).unwrap();
+    let ready = node.ready().unwrap().unwrap();
+    assert_eq!(acks(ready.messages()), vec![(LogIndex(10), 0)]);
+    node.advance(ready).unwrap();
+    node.step(chunk(0, b"12345678", true)).unwrap();
+    let ready = node.ready().unwrap().unwrap();
+    assert_eq!(ready.snapshot().map(|s| s.data.len()), Some(8));
+}
+
+#[test]
+fn one_chunk_beyond_max_snapshot_bytes_is_dropped() {
+    let mut node = follower_with(&[1], |c| c.max_snapshot_bytes = 4);
+    let outcome = node.step(chunk(0, b"abcde", true)).unwrap();
+    assert!(matches!(
+        outcome,
+        StepOutcome::Dropped(DropReason::SnapshotTooLarge {
+            size: 5,
+            limit: 4,
+            ..
+        })
+    ));
+    assert_eq!(node.last_index(), LogIndex(1));
+}
+
+#[test]
+fn max_snapshot_bytes_of_zero_is_refused() {
+    let mut config = Config::new(id(2));
+    config.max_snapshot_bytes = 0;
+    assert!(config.validate().is_err());
 }

@@ -149,6 +149,24 @@ impl<S: Storage> Node<S> {
             self.snapshot_received(from, meta.index, received);
             return Ok(());
         }
+        let size = received.saturating_add(data.len() as u64);
+        let limit = self.config.max_snapshot_bytes;
+        if size > limit {
+            trace_event!(
+                warn,
+                node = self.id.0,
+                peer = from.0,
+                size,
+                limit,
+                "snapshot over max_snapshot_bytes dropped"
+            );
+            self.incoming_snapshot = None;
+            return Err(Error::Dropped(DropReason::SnapshotTooLarge {
+                from,
+                size,
+                limit,
+            }));
+        }
         incoming.data.extend_from_slice(data);
         if !done {
             let received = incoming.data.len() as u64;
