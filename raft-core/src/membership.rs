@@ -47,6 +47,7 @@ pub(crate) fn voter_difference(a: &Configuration, b: &Configuration) -> usize {
 /// How a catch-up started by [`Node::add_voter`](crate::Node::add_voter)
 /// ended, polled with [`Node::poll_promotion`](crate::Node::poll_promotion).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[non_exhaustive]
 pub enum Promotion {
     /// The learner finished a replication round within an election timeout;
     /// the leader appended the single-server change that makes it a voter

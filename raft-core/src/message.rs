@@ -26,6 +26,7 @@ pub struct Message {
 /// The kinds of message.
 #[derive(Clone, PartialEq, Eq, Debug)]
 #[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+#[non_exhaustive]
 pub enum MessageBody {
     /// A candidate asks for a vote (§5.2). It carries the candidate's last log
     /// position so voters can refuse candidates with stale logs (§5.4.1).

@@ -14,6 +14,7 @@ const STALL_BEATS: u32 = 1;
 
 /// How the leader is replicating to a follower.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[non_exhaustive]
 pub enum ProgressState {
     /// The follower's match point is unknown: one AppendEntries at a time,
     /// moving `next` back on each rejection.

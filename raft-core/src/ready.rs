@@ -7,6 +7,7 @@ use crate::types::{Entry, HardState, LogIndex, NodeId};
 /// A node's role in its current term (§5.1).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
 pub enum Role {
     /// Follows a leader, or waits for one.
     #[default]

@@ -6,6 +6,7 @@ use std::fmt;
 
 /// One step of the simulation, as kept in the trace.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TraceEvent {
     /// A node's clock ticked.
     Tick {
