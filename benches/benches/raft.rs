@@ -28,6 +28,9 @@ use std::time::{Duration, Instant};
 
 /// Entries per replication run.
 const ENTRIES: usize = 100_000;
+/// Entries per replication run with one proposal per hop (every entry
+/// its own AppendEntries, acknowledgement and commit).
+const ENTRIES_BATCH1: usize = 20_000;
 /// Reads per read run (they cost more per item than entries: raft-rs sends
 /// a heartbeat round per ReadIndex request, quorate one per Ready).
 const READS: usize = 25_600;
@@ -77,9 +80,14 @@ struct Load {
 
 impl Load {
     fn writes(n: usize) -> Self {
+        Self::writes_batched(n, WRITES_PER_HOP)
+    }
+
+    /// `n` writes, `per_hop` proposed per hop.
+    fn writes_batched(n: usize, per_hop: usize) -> Self {
         Load {
             writes: n,
-            writes_per_hop: WRITES_PER_HOP,
+            writes_per_hop: per_hop,
             read_requests: 0,
             read_requests_per_hop: 0,
             reads_per_request: 1,
@@ -512,6 +520,20 @@ fn cases() -> Vec<Case> {
             ReadMode::Index,
             writes,
         ),
+        case(
+            "replicate_3n_batch1",
+            3,
+            PIPELINED,
+            ReadMode::Index,
+            Load::writes_batched(ENTRIES_BATCH1, 1),
+        ),
+        case(
+            "replicate_5n_batch1",
+            5,
+            PIPELINED,
+            ReadMode::Index,
+            Load::writes_batched(ENTRIES_BATCH1, 1),
+        ),
         case("read_index_3n", 3, PIPELINED, ReadMode::Index, reads),
         case("read_index_5n", 5, PIPELINED, ReadMode::Index, reads),
         case(
@@ -656,7 +678,11 @@ fn best_of(rounds: usize) {
     let only = std::env::var("RAFT_CASE").unwrap_or_default();
     for case in cases().into_iter().filter(|c| c.name.contains(&only)) {
         // Enough runs per reading for about 100 ms of the faster side.
-        let one = once::<quorate::Cluster>(&case).0.wall;
+        let (one, our_work) = once::<quorate::Cluster>(&case);
+        let one = one.wall;
+        let (_, their_work) = once::<raftrs::Cluster>(&case);
+        println!("{}: quorate {our_work}", case.name);
+        println!("{}: raft-rs {their_work}", case.name);
         let n = (Duration::from_millis(100).as_nanos() / one.as_nanos().max(1)).clamp(1, 1000);
         let n = n as u32;
         let (mut ours, mut theirs) = (Took::MAX, Took::MAX);
