@@ -164,8 +164,12 @@ pub enum Hop {
 }
 
 /// Messages between Chord nodes.
+///
+/// `#[non_exhaustive]`: later releases may add messages (a graceful leave,
+/// key hand-over); a driver forwards them without matching on them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
 pub enum Message {
     /// Asks for the next hop towards `key`, avoiding nodes known to have failed.
     FindSuccessor {
@@ -222,8 +226,12 @@ pub struct Transmit {
 }
 
 /// Something the application should know.
+///
+/// `#[non_exhaustive]`: later releases may add events; match the ones you
+/// act on and ignore the rest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
 pub enum Event {
     /// A lookup started with [`Node::lookup`] finished.
     LookupDone {

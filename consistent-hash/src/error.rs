@@ -14,7 +14,7 @@ pub enum Error {
     ZeroWeight,
     /// A node weight times the virtual nodes per unit does not fit the ring.
     #[error(
-        "{vnodes} virtual nodes x weight {weight} is more than the ring can index (2^32 - 1 points)"
+        "{vnodes} virtual nodes x weight {weight} would take the ring past its limit of 2^32 - 2 points"
     )]
     TooManyPoints {
         /// Virtual nodes per unit of weight.
@@ -50,11 +50,11 @@ pub enum Error {
     /// There are no nodes (or buckets) to place a key on.
     #[error("no nodes to place keys on")]
     NoNodes,
-    /// A jump hash cannot have zero buckets.
-    #[error("jump hash needs at least one bucket")]
+    /// A jump hash cannot have zero buckets (asked for 0, or to pop the last one).
+    #[error("jump hash needs at least 1 bucket, it would have 0")]
     NoBuckets,
-    /// A jump hash already has `u32::MAX` buckets.
-    #[error("jump hash cannot grow past {buckets} buckets")]
+    /// A jump hash already has `u32::MAX` buckets and cannot grow.
+    #[error("jump hash has {buckets} buckets, the most a u32 bucket number allows")]
     TooManyBuckets {
         /// The current bucket count.
         buckets: u32,

@@ -37,8 +37,41 @@ pub struct Xxh3;
 impl KeyHasher for Xxh3 {
     #[inline]
     fn hash(&self, bytes: &[u8], seed: u64) -> u64 {
-        xxhash_rust::xxh3::xxh3_64_with_seed(bytes, seed)
+        // 4 to 8 bytes (u32 and u64 keys) inline here: `xxhash_rust`'s entry
+        // point is not `#[inline]`, and the call and length dispatch cost
+        // about as much as the hash itself. Same function, checked below.
+        match bytes.len() {
+            4..=8 => xxh3_64_4to8(bytes, seed),
+            _ => xxhash_rust::xxh3::xxh3_64_with_seed(bytes, seed),
+        }
     }
+}
+
+/// XXH3-64 of 4 to 8 bytes, as in the xxHash specification (0.8): the
+/// first and last 4 bytes keyed with bytes 8..24 of the default secret.
+#[inline]
+fn xxh3_64_4to8(bytes: &[u8], seed: u64) -> u64 {
+    // Bytes 8..16 and 16..24 of XXH3's default secret.
+    const SECRET_8: u64 = u64::from_le_bytes([0x7c, 0x01, 0x81, 0x2c, 0xf7, 0x21, 0xad, 0x1c]);
+    const SECRET_16: u64 = u64::from_le_bytes([0xde, 0xd4, 0x6d, 0xe9, 0x83, 0x90, 0x97, 0xdb]);
+    let len = bytes.len();
+    let word = |at: usize| -> u64 {
+        let mut four = [0u8; 4];
+        if let Some(src) = bytes.get(at..at + 4) {
+            four.copy_from_slice(src);
+        }
+        u64::from(u32::from_le_bytes(four))
+    };
+    let seed = seed ^ (u64::from((seed as u32).swap_bytes()) << 32);
+    let flip = (SECRET_8 ^ SECRET_16).wrapping_sub(seed);
+    let input = word(len.saturating_sub(4)).wrapping_add(word(0) << 32);
+    let mut value = input ^ flip;
+    // The "strong avalanche" (rrmxmx) finalizer.
+    value ^= value.rotate_left(49) ^ value.rotate_left(24);
+    value = value.wrapping_mul(0x9fb2_1c65_1e98_df25);
+    value ^= (value >> 35).wrapping_add(len as u64);
+    value = value.wrapping_mul(0x9fb2_1c65_1e98_df25);
+    value ^ (value >> 28)
 }
 
 /// A key or node whose identity is a fixed byte string.
@@ -133,6 +166,15 @@ mod tests {
     fn xxh3_matches_reference_implementation() {
         assert_eq!(Xxh3.hash(b"", 0), 0x2d06_8005_38d3_94c2);
         assert_eq!(Xxh3.hash_key("", 0), 0x2d06_8005_38d3_94c2);
+    }
+
+    proptest::proptest! {
+        // The inline 4-to-8-byte path is the library's function exactly.
+        #[test]
+        fn short_inputs_match_xxhash_rust(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..20), seed in proptest::prelude::any::<u64>()) {
+            proptest::prop_assert_eq!(Xxh3.hash(&bytes, seed), xxhash_rust::xxh3::xxh3_64_with_seed(&bytes, seed));
+            proptest::prop_assert_eq!(Xxh3.hash(&bytes, 0), xxhash_rust::xxh3::xxh3_64_with_seed(&bytes, 0));
+        }
     }
 
     #[test]

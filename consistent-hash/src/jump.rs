@@ -63,9 +63,8 @@ impl<H: KeyHasher> JumpHash<H> {
     /// Adds bucket number `buckets()`, returning it.
     pub fn push_bucket(&mut self) -> Result<Bucket, Error> {
         let added = self.buckets;
-        self.buckets = self.buckets.checked_add(1).ok_or(Error::TooManyPoints {
-            vnodes: 1,
-            weight: u32::MAX,
+        self.buckets = self.buckets.checked_add(1).ok_or(Error::TooManyBuckets {
+            buckets: self.buckets,
         })?;
         Ok(Bucket(added))
     }
@@ -149,5 +148,11 @@ mod tests {
         assert_eq!(jump.push_bucket(), Ok(Bucket(1)));
         assert_eq!(jump.pop_bucket(), Ok(Bucket(1)));
         assert_eq!(jump.buckets(), 1);
+        let mut full = JumpHash::new(u32::MAX).unwrap();
+        assert_eq!(
+            full.push_bucket(),
+            Err(Error::TooManyBuckets { buckets: u32::MAX })
+        );
+        assert_eq!(full.buckets(), u32::MAX);
     }
 }

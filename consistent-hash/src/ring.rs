@@ -119,8 +119,8 @@ impl<N: StableKey + Ord, H: KeyHasher> Ring<N, H> {
         node_points.sort_unstable();
         let new_owner = self.members.len() as u32;
         let old = self.points.as_slice();
-        let mut points = Vec::with_capacity(old.len() + node_points.len());
-        let mut owners = Vec::with_capacity(points.capacity());
+        let mut points = Points::buffer(old.len() + node_points.len());
+        let mut owners = Vec::with_capacity(old.len() + node_points.len());
         let (mut i, mut j) = (0, 0);
         while i < old.len() || j < node_points.len() {
             let take_old = match (old.get(i), node_points.get(j)) {
@@ -149,7 +149,7 @@ impl<N: StableKey + Ord, H: KeyHasher> Ring<N, H> {
     /// Removes `node`, returning it; its arcs go to the next points clockwise.
     pub fn remove(&mut self, node: &N) -> Result<N, Error> {
         let gone = self.index_of(node).ok_or(Error::UnknownNode)? as u32;
-        let mut points = Vec::with_capacity(self.points.len());
+        let mut points = Points::buffer(self.points.len());
         let mut owners = Vec::with_capacity(self.points.len());
         for (&point, &owner) in self.points.as_slice().iter().zip(&self.owners) {
             if owner != gone {

@@ -191,7 +191,8 @@ impl Sim {
                         let bootstrap = self.random_joined();
                         self.nodes.get_mut(&id).unwrap().join(bootstrap, now);
                     }
-                    Event::Joined { .. } | Event::PredecessorChanged { .. } => {}
+                    // Joined, PredecessorChanged and events added later.
+                    _ => {}
                 }
             }
         }

@@ -262,3 +262,75 @@ proptest! {
         }
     }
 }
+
+/// The documented rule, transcribed without the ring's index: every node's
+/// points `hash(node, i)` for `i < vnodes * weight`, sorted by point then
+/// node, and a hash goes to the first point `>= hash`, wrapping.
+fn owner_by_binary_search(points: &[(u64, String)], hash: u64) -> Option<&String> {
+    let at = points.partition_point(|(point, _)| *point < hash);
+    points.get(at).or(points.first()).map(|(_, node)| node)
+}
+
+fn sorted_points(nodes: &[(String, u32)], vnodes: u32) -> Vec<(u64, String)> {
+    use quorate_consistent_hash::{KeyHasher, Xxh3};
+    let mut points: Vec<(u64, String)> = nodes
+        .iter()
+        .flat_map(|(node, weight)| {
+            (0..u64::from(vnodes * weight)).map(move |i| (Xxh3.hash_key(node, i), node.clone()))
+        })
+        .collect();
+    points.sort();
+    points
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// The ring's bucket index answers exactly as a plain binary search over
+    /// the sorted points, for rings built by hand, shrunk by removals and
+    /// rebuilt from their serialized form (whose index is derived again,
+    /// never read from the input).
+    #[test]
+    fn lookups_match_a_plain_binary_search(
+        nodes in proptest::collection::btree_map("[a-z]{1,6}", 1u32..4, 1..30),
+        vnodes in 1u32..200,
+        remove in any::<prop::sample::Index>(),
+        hashes in proptest::collection::vec(any::<u64>(), 1..300),
+    ) {
+        let mut nodes: Vec<(String, u32)> = nodes.into_iter().collect();
+        let mut ring = Ring::new(vnodes).unwrap();
+        for (node, weight) in &nodes {
+            ring.add_weighted(node.clone(), *weight).unwrap();
+        }
+        if nodes.len() > 1 {
+            let (gone, _) = nodes.remove(remove.index(nodes.len()));
+            ring.remove(&gone).unwrap();
+        }
+        let points = sorted_points(&nodes, vnodes);
+        let back: Ring<String> = serde_json::from_str(&serde_json::to_string(&ring).unwrap()).unwrap();
+        let near_points = points.iter().flat_map(|(p, _)| [p.wrapping_sub(1), *p, p.wrapping_add(1)]);
+        for hash in hashes.iter().copied().chain(near_points).chain([0, u64::MAX]) {
+            let expected = owner_by_binary_search(&points, hash);
+            prop_assert_eq!(ring.get_by_hash(hash), expected, "hash {}", hash);
+            prop_assert_eq!(back.get_by_hash(hash), expected, "hash {} after serde", hash);
+        }
+    }
+}
+
+/// Distinct keys over a ring of the benchmark's size (100 nodes x 100
+/// vnodes): every lookup agrees with the plain binary search.
+#[test]
+fn a_benchmark_sized_ring_matches_binary_search_for_many_keys() {
+    let nodes: Vec<(String, u32)> = names(100).into_iter().map(|n| (n, 1)).collect();
+    let ring = ring_of(&names(100), 100);
+    let points = sorted_points(&nodes, 100);
+    for i in 0..200_000u64 {
+        let key = i.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let hash = ring.hash_key(&key);
+        assert_eq!(
+            ring.get(&key),
+            owner_by_binary_search(&points, hash),
+            "key {key}"
+        );
+    }
+}
