@@ -54,7 +54,9 @@ pub use error::Error;
 pub use hash::Blake3;
 #[cfg(feature = "sha2")]
 pub use hash::Sha256;
-pub use hash::{HASH_LEN, Hash, LEAF_PREFIX, MerkleHasher, NODE_PREFIX, ROOT_PREFIX, Root};
+pub use hash::{
+    HASH_LEN, Hash, LEAF_PREFIX, MerkleHasher, NODE_PREFIX, ROOT_PREFIX, Root, TreeHead,
+};
 pub use proof::{ConsistencyProof, InclusionProof, MultiProof};
 pub use signed::{SignedRoot, Signer, Verifier};
 pub use tree::MerkleTree;
