@@ -73,9 +73,19 @@ pub enum Error {
         /// The tag byte found.
         tag: u8,
     },
-    /// A LEB128 integer longer than ten bytes or larger than `u64::MAX`.
-    #[error("malformed variable-length integer")]
-    BadVarint,
+    /// A LEB128 integer that is not in its shortest form (padded with a
+    /// final zero byte): every value has exactly one accepted encoding.
+    #[error("varint at byte {offset} is not in its shortest form")]
+    BadVarint {
+        /// Offset of the varint's first byte.
+        offset: usize,
+    },
+    /// A LEB128 integer larger than the limit, `u64::MAX`.
+    #[error("varint at byte {offset} exceeds the limit u64::MAX")]
+    VarintOverflow {
+        /// Offset of the varint's first byte.
+        offset: usize,
+    },
     /// A length field above its limit.
     #[error("{what} length {len} exceeds the limit {max}")]
     TooLong {
