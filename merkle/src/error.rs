@@ -102,6 +102,17 @@ pub enum Error {
         /// Tree size of the signed root.
         tree_size: u64,
     },
+    /// A signed root that is not the root of the blocks it is meant to
+    /// vouch for (a publisher signed another version, or the blocks changed).
+    #[error(
+        "signed root is for a tree of {signed_size} leaves and does not match the blocks' tree of {size} leaves"
+    )]
+    SignedRootMismatch {
+        /// Tree size in the signed root.
+        signed_size: u64,
+        /// Size of the tree built from the blocks.
+        size: u64,
+    },
     /// A signature or key in the wrong format for the scheme.
     #[error("malformed {what}: {len} bytes")]
     MalformedKey {

@@ -108,10 +108,21 @@ impl<H: MerkleHasher> MerkleTree<H> {
         I::Item: AsRef<[u8]>,
     {
         let iter = leaves.into_iter();
-        self.nodes.reserve(iter.size_hint().0.saturating_mul(2));
+        self.reserve_leaves(iter.size_hint().0);
         for leaf in iter {
             self.push(leaf.as_ref());
         }
+    }
+
+    /// Room for `more` leaves: exactly the nodes they add, so a tree made
+    /// with [`with_capacity`](Self::with_capacity) never reallocates.
+    fn reserve_leaves(&mut self, more: usize) {
+        let nodes = more.saturating_mul(2);
+        self.nodes.reserve(if self.leaves == 0 {
+            nodes.saturating_sub(1)
+        } else {
+            nodes
+        });
     }
 
     /// Appends a leaf.
