@@ -145,6 +145,11 @@ fn inclusion_vectors() -> Vec<(u64, u64, Vec<Hash>)> {
     ]
 }
 
+/// What, leaf index, tree size, path, tree hash, leaf hash.
+type InclusionProbe = (&'static str, u64, u64, Vec<Hash>, Hash, Hash);
+/// What, old size, new size, old tree hash, new tree hash, path.
+type ConsistencyProbe = (&'static str, u64, u64, Hash, Hash, Vec<Hash>);
+
 /// Mutations of a good inclusion probe that must all fail, after
 /// transparency-dev's `corruptInclusionProof`.
 fn tampered_inclusions(
@@ -153,7 +158,7 @@ fn tampered_inclusions(
     path: &[Hash],
     tree_hash: Hash,
     leaf_hash: Hash,
-) -> Vec<(&'static str, u64, u64, Vec<Hash>, Hash, Hash)> {
+) -> Vec<InclusionProbe> {
     let some = h("abacaba000000000000000000000000000000000000000000060061e00123456");
     let empty = h(ROOTS[0]);
     let p = path.to_vec();
@@ -329,7 +334,7 @@ fn tampered_consistencies(
     old_hash: Hash,
     new_hash: Hash,
     path: &[Hash],
-) -> Vec<(&'static str, u64, u64, Hash, Hash, Vec<Hash>)> {
+) -> Vec<ConsistencyProbe> {
     let wrong = Sha256::hash_leaf(b"WrongRoot");
     let p = path.to_vec();
     let mut out = vec![
