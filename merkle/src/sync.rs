@@ -91,9 +91,9 @@ pub struct Block {
 #[non_exhaustive]
 pub enum Message {
     /// Receiver to sender: send your signed root.
-    GetRoot,
+    GetSignedRoot,
     /// Sender to receiver: the signed root.
-    Root(SignedRoot),
+    SignedRoot(SignedRoot),
     /// Receiver to sender: the hashes of these nodes (flat indices).
     GetNodes {
         /// Request id.
@@ -142,8 +142,8 @@ impl Message {
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
         match self {
-            Message::GetRoot => out.push(1),
-            Message::Root(root) => {
+            Message::GetSignedRoot => out.push(1),
+            Message::SignedRoot(root) => {
                 out.push(2);
                 root.encode_into(&mut out);
             }
@@ -202,8 +202,8 @@ impl Message {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
         let mut r = Reader::new(bytes);
         let msg = match r.u8()? {
-            1 => Message::GetRoot,
-            2 => Message::Root(SignedRoot::decode_from(&mut r)?),
+            1 => Message::GetSignedRoot,
+            2 => Message::SignedRoot(SignedRoot::decode_from(&mut r)?),
             3 => {
                 let id = RequestId(r.varint()?);
                 let nodes = varints(&mut r, "node list")?;
@@ -472,7 +472,7 @@ impl<H: MerkleHasher, V: Verifier, P: Ord + Clone> Receiver<H, V, P> {
                 return None;
             }
             self.track(peer, now, InFlight::Root);
-            return Some(Message::GetRoot);
+            return Some(Message::GetSignedRoot);
         };
         let size = root.tree_size;
         if let Some(nodes) = self.diff.as_mut().and_then(RemoteDiff::poll_request) {
@@ -656,7 +656,7 @@ impl<H: MerkleHasher, V: Verifier, P: Ord + Clone> Receiver<H, V, P> {
     /// sent to another peer.
     pub fn handle_from(&mut self, peer: &P, msg: Message) -> Result<(), Error> {
         match msg {
-            Message::Root(signed) => self.on_root(peer, signed),
+            Message::SignedRoot(signed) => self.on_root(peer, signed),
             Message::Nodes { id, hashes } => {
                 let asked = matches!(self.request_to(id, peer), Some(InFlight::Nodes));
                 let diff = match (asked, self.diff.as_mut()) {
@@ -676,7 +676,7 @@ impl<H: MerkleHasher, V: Verifier, P: Ord + Clone> Receiver<H, V, P> {
                 Ok(())
             }
             Message::Blocks { id, blocks } => self.on_blocks(peer, id, blocks),
-            Message::GetRoot | Message::GetNodes { .. } | Message::GetBlocks { .. } => {
+            Message::GetSignedRoot | Message::GetNodes { .. } | Message::GetBlocks { .. } => {
                 Err(Error::Unexpected {
                     what: "request",
                     id: 0,
@@ -1126,7 +1126,7 @@ impl<H: MerkleHasher, P> Sender<H, P> {
     /// request is an [`Error`] and queues nothing.
     pub fn handle(&mut self, msg: Message) -> Result<(), Error> {
         let reply = match msg {
-            Message::GetRoot => Message::Root(self.served.signed.clone()),
+            Message::GetSignedRoot => Message::SignedRoot(self.served.signed.clone()),
             Message::GetNodes { id, nodes } => {
                 if nodes.len() as u64 > MAX_NODES_PER_MESSAGE {
                     return Err(Error::TooLong {
@@ -1147,7 +1147,7 @@ impl<H: MerkleHasher, P> Sender<H, P> {
                 Message::Nodes { id, hashes }
             }
             Message::GetBlocks { id, blocks, have } => self.answer_blocks(id, &blocks, have)?,
-            Message::Root(_) | Message::Nodes { .. } | Message::Blocks { .. } => {
+            Message::SignedRoot(_) | Message::Nodes { .. } | Message::Blocks { .. } => {
                 return Err(Error::Unexpected {
                     what: "answer",
                     id: 0,
@@ -1357,7 +1357,7 @@ mod peer_tests {
         let mut sender = Sender::<Sha256>::new(remote(10), &Key);
         let mut rx = Receiver::<Sha256, Key, u8>::new(Vec::new(), Key);
         let get = rx.poll_transmit_to(T0, A).unwrap();
-        assert_eq!(get, Message::GetRoot);
+        assert_eq!(get, Message::GetSignedRoot);
         // One root request at a time, whoever asks.
         assert_eq!(rx.poll_transmit_to(T0, B), None);
         let root = answer(&mut sender, get);
