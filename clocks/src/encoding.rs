@@ -3,8 +3,12 @@
 //! Every encoded clock starts with one header byte: the format version in the
 //! high nibble and the kind of value in the low nibble, so a stamp can never be
 //! decoded as a vector clock by mistake and a future format can be told apart.
-//! Integers are unsigned LEB128 varints (HLC stamps are 8 bytes big-endian,
-//! because their high bits are always set). The encoding is canonical:
+//! Integers up to 64 bits are the family's canonical unsigned LEB128 varint
+//! (the varint block below is the same code as in quorate-merkle's
+//! `codec.rs`): only the shortest encoding of a `u64` decodes, and values
+//! above `u64::MAX` are refused. HLC stamps are 8 bytes big-endian, because
+//! their high bits are always set, and `u128` values 16 bytes big-endian.
+//! The encoding is canonical:
 //! entries are sorted, zero counters and over-long varints are refused, and
 //! trailing bytes are an error, so `from_bytes(b)` succeeding implies
 //! `to_bytes()` gives back exactly `b`.
@@ -51,9 +55,16 @@ pub enum DecodeError {
         /// The kind tag found in the header.
         found: u8,
     },
-    /// A varint was longer than needed or did not fit in 128 bits.
-    #[error("malformed varint at byte {offset}")]
+    /// A varint was longer than needed (padded with a final zero byte):
+    /// every value has exactly one accepted encoding.
+    #[error("varint at byte {offset} is not in its shortest form")]
     BadVarint {
+        /// Offset of the varint's first byte.
+        offset: usize,
+    },
+    /// A varint above the limit, `u64::MAX`.
+    #[error("varint at byte {offset} exceeds the limit u64::MAX")]
+    VarintOverflow {
         /// Offset of the varint's first byte.
         offset: usize,
     },
@@ -219,48 +230,39 @@ impl<'a> Reader<'a> {
         Ok(slice)
     }
 
-    /// Reads a minimal unsigned LEB128 varint of at most 128 bits.
-    pub fn read_varint(&mut self) -> Result<u128, DecodeError> {
+    /// Reads a canonical unsigned LEB128 varint (shortest form, at most
+    /// `u64::MAX`).
+    pub fn read_varint(&mut self) -> Result<u64, DecodeError> {
         let start = self.offset;
-        let mut value: u128 = 0;
-        let mut shift = 0u32;
-        loop {
-            let byte = self.read_u8()?;
-            let payload = u128::from(byte & 0x7f);
-            if shift >= 128 || (payload << shift) >> shift != payload {
-                return Err(DecodeError::BadVarint { offset: start });
+        match decode_varint(self.bytes.get(start..).unwrap_or_default()) {
+            Ok((value, used)) => {
+                self.offset += used;
+                Ok(value)
             }
-            value |= payload << shift;
-            if byte & 0x80 == 0 {
-                // A final zero byte after others is a non-minimal encoding.
-                if byte == 0 && shift > 0 {
-                    return Err(DecodeError::BadVarint { offset: start });
-                }
-                return Ok(value);
-            }
-            shift += 7;
+            Err(VarintError::Truncated) => Err(DecodeError::UnexpectedEnd {
+                offset: self.bytes.len(),
+            }),
+            Err(VarintError::Overlong) => Err(DecodeError::BadVarint { offset: start }),
+            Err(VarintError::Overflow) => Err(DecodeError::VarintOverflow { offset: start }),
         }
     }
 
-    /// Reads a varint that must fit in a `u64`.
+    /// Reads a varint that must fit in a `u64`: the same as
+    /// [`read_varint`](Self::read_varint).
     pub fn read_u64(&mut self) -> Result<u64, DecodeError> {
-        let value = self.read_varint()?;
-        u64::try_from(value).map_err(|_| DecodeError::OutOfRange {
-            value,
-            target: "u64",
-        })
+        self.read_varint()
     }
 
     /// Reads a counter: a varint of at most [`MAX_COUNTER`].
     pub fn read_counter(&mut self) -> Result<u64, DecodeError> {
         let value = self.read_varint()?;
-        u64::try_from(value)
-            .ok()
-            .filter(|&counter| counter <= MAX_COUNTER)
-            .ok_or(DecodeError::OutOfRange {
-                value,
+        if value > MAX_COUNTER {
+            return Err(DecodeError::OutOfRange {
+                value: value.into(),
                 target: "counter",
-            })
+            });
+        }
+        Ok(value)
     }
 
     /// Reads a length prefix and checks that at least `min_item_size * length`
@@ -271,17 +273,83 @@ impl<'a> Reader<'a> {
         usize::try_from(length)
             .ok()
             .filter(|&len| len.saturating_mul(min_item_size.max(1)) <= remaining)
-            .ok_or(DecodeError::LengthTooLarge { length, remaining })
+            .ok_or(DecodeError::LengthTooLarge {
+                length: length.into(),
+                remaining,
+            })
     }
 }
 
-/// Appends `value` as an unsigned LEB128 varint.
-pub fn write_varint(out: &mut Vec<u8>, mut value: u128) {
+/// Appends `value` as the canonical unsigned LEB128 varint.
+///
+/// Readers accept at most `u64::MAX`; a larger `value` is written in the
+/// same LEB128 form but every reader refuses it as
+/// [`DecodeError::VarintOverflow`]. (The parameter is `u128` so that
+/// existing callers keep compiling; pass 64-bit counts and counters.)
+pub fn write_varint(out: &mut Vec<u8>, value: u128) {
+    match u64::try_from(value) {
+        Ok(value) => encode_varint(out, value),
+        Err(_) => {
+            let mut value = value;
+            while value >= 0x80 {
+                out.push((value as u8 & 0x7f) | 0x80);
+                value >>= 7;
+            }
+            out.push(value as u8);
+        }
+    }
+}
+
+// The family's canonical LEB128 varint. This block is byte-for-byte the same
+// in quorate-merkle `merkle/src/codec.rs` and quorate-clocks
+// `clocks/src/encoding.rs` (the crates share no source file): change both
+// or neither.
+
+/// Why a canonical LEB128 varint was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum VarintError {
+    /// The input ended inside the varint.
+    Truncated,
+    /// A shorter encoding of the same value exists (a final `0x00` byte).
+    Overlong,
+    /// The value does not fit in 64 bits.
+    Overflow,
+}
+
+/// Appends `value` as unsigned LEB128, in its one shortest form.
+pub(crate) fn encode_varint(out: &mut Vec<u8>, mut value: u64) {
     while value >= 0x80 {
-        out.push((value as u8 & 0x7f) | 0x80);
+        out.push((value as u8) | 0x80);
         value >>= 7;
     }
     out.push(value as u8);
+}
+
+/// Reads one unsigned LEB128 varint from the start of `bytes`: its value and
+/// the number of bytes it took. Only the shortest encoding of a `u64` is
+/// accepted, so every value has exactly one encoding that decodes.
+pub(crate) fn decode_varint(bytes: &[u8]) -> Result<(u64, usize), VarintError> {
+    let mut value: u64 = 0;
+    for (i, &byte) in bytes.iter().enumerate().take(10) {
+        let payload = u64::from(byte & 0x7f);
+        // The tenth byte can only carry bit 63.
+        if i == 9 && payload > 1 {
+            return Err(VarintError::Overflow);
+        }
+        value |= payload << (7 * i);
+        if byte & 0x80 == 0 {
+            return if byte == 0 && i > 0 {
+                Err(VarintError::Overlong)
+            } else {
+                Ok((value, i + 1))
+            };
+        }
+    }
+    if bytes.len() >= 10 {
+        Err(VarintError::Overflow)
+    } else {
+        Err(VarintError::Truncated)
+    }
 }
 
 /// A value with a place in the compact binary encoding: actor ids and the
@@ -300,19 +368,39 @@ macro_rules! codec_for_uint {
     ($($ty:ty),*) => {$(
         impl Codec for $ty {
             fn encode(&self, out: &mut Vec<u8>) {
-                write_varint(out, u128::from(*self));
+                encode_varint(out, u64::from(*self));
             }
             fn decode(reader: &mut Reader<'_>) -> Result<Self, DecodeError> {
                 let value = reader.read_varint()?;
                 <$ty>::try_from(value).map_err(|_| DecodeError::OutOfRange {
-                    value,
+                    value: value.into(),
                     target: stringify!($ty),
                 })
             }
         }
     )*};
 }
-codec_for_uint!(u8, u16, u32, u64, u128);
+codec_for_uint!(u8, u16, u32);
+
+impl Codec for u64 {
+    fn encode(&self, out: &mut Vec<u8>) {
+        encode_varint(out, *self);
+    }
+    fn decode(reader: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        reader.read_varint()
+    }
+}
+
+/// `u128` values (UUID-like actor ids) are 16 bytes big-endian: the varint
+/// carries at most 64 bits.
+impl Codec for u128 {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_be_bytes());
+    }
+    fn decode(reader: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        reader.read_array::<16>().map(u128::from_be_bytes)
+    }
+}
 
 impl Codec for bool {
     fn encode(&self, out: &mut Vec<u8>) {
@@ -370,7 +458,7 @@ mod tests {
     fn varint_known_answers() {
         // LEB128 examples from the DWARF 5 specification, section 7.6.
         for (value, bytes) in [
-            (2u128, vec![2u8]),
+            (2u64, vec![2u8]),
             (127, vec![127]),
             (128, vec![0x80, 1]),
             (129, vec![0x81, 1]),
@@ -378,7 +466,7 @@ mod tests {
             (12857, vec![0xb9, 0x64]),
         ] {
             let mut out = Vec::new();
-            write_varint(&mut out, value);
+            write_varint(&mut out, value.into());
             assert_eq!(out, bytes);
             assert_eq!(Reader::new(&bytes).read_varint(), Ok(value));
         }
@@ -391,20 +479,71 @@ mod tests {
             Reader::new(&[0x80, 0x00]).read_varint(),
             Err(DecodeError::BadVarint { offset: 0 })
         );
-        // 19 continuation bytes would need more than 128 bits.
-        let too_long = [0xffu8; 19];
-        assert!(matches!(
-            Reader::new(&too_long).read_varint(),
-            Err(DecodeError::BadVarint { .. } | DecodeError::UnexpectedEnd { .. })
-        ));
+        // The offset names where the padded varint starts.
+        let mut r = Reader::new(&[7, 0xff, 0x80, 0x00]);
+        assert_eq!(r.read_varint(), Ok(7));
+        assert_eq!(r.read_varint(), Err(DecodeError::BadVarint { offset: 1 }));
+        // u64::MAX is the largest value; 2^64 and anything longer overflow.
         let mut max = Vec::new();
-        write_varint(&mut max, u128::MAX);
-        assert_eq!(max.len(), 19);
-        assert_eq!(Reader::new(&max).read_varint(), Ok(u128::MAX));
+        write_varint(&mut max, u64::MAX.into());
+        assert_eq!(max.len(), 10);
+        assert_eq!(Reader::new(&max).read_varint(), Ok(u64::MAX));
+        let mut over = Vec::new();
+        write_varint(&mut over, u128::from(u64::MAX) + 1);
+        assert_eq!(
+            Reader::new(&over).read_varint(),
+            Err(DecodeError::VarintOverflow { offset: 0 })
+        );
+        assert_eq!(
+            Reader::new(&[0xffu8; 19]).read_varint(),
+            Err(DecodeError::VarintOverflow { offset: 0 })
+        );
         assert_eq!(
             Reader::new(&[0x80]).read_varint(),
             Err(DecodeError::UnexpectedEnd { offset: 1 })
         );
+    }
+
+    #[test]
+    fn u128_values_round_trip_in_sixteen_bytes() {
+        for value in [0u128, 1, u128::from(u64::MAX) + 1, u128::MAX] {
+            let mut out = Vec::new();
+            value.encode(&mut out);
+            assert_eq!(out, value.to_be_bytes());
+            assert_eq!(u128::decode(&mut Reader::new(&out)), Ok(value));
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn varint_round_trips(v: u64) {
+            let mut out = Vec::new();
+            write_varint(&mut out, v.into());
+            let mut r = Reader::new(&out);
+            proptest::prop_assert_eq!(r.read_varint(), Ok(v));
+            proptest::prop_assert_eq!(r.remaining(), 0);
+        }
+
+        /// Every encoding has exactly one decoding: whatever decodes from
+        /// random bytes re-encodes to exactly the bytes it was read from.
+        #[test]
+        fn a_decoded_varint_re_encodes_to_its_bytes(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..12),
+            high in proptest::collection::vec(0x80u8..=0xff, 0..11),
+            last: u8,
+        ) {
+            // Random bytes, and runs of continuation bytes with a random end
+            // (most random bytes end a varint after one byte).
+            for input in [bytes.clone(), [&high[..], &[last]].concat()] {
+                let mut r = Reader::new(&input);
+                if let Ok(v) = r.read_varint() {
+                    let used = input.len() - r.remaining();
+                    let mut again = Vec::new();
+                    write_varint(&mut again, v.into());
+                    proptest::prop_assert_eq!(&again[..], &input[..used]);
+                }
+            }
+        }
     }
 
     #[test]

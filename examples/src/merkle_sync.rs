@@ -24,8 +24,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use quorate_merkle::signed::{Ed25519Signer, Ed25519Verifier};
-use quorate_merkle::sync::{Event, Message, Receiver, Sender};
-use quorate_merkle::{MerkleTree, Root, Sha256, SignedRoot};
+use quorate_merkle::sync::{Event, Message, Receiver, Sender, Server};
+use quorate_merkle::{MerkleTree, Root, Sha256};
 use quorate_transport::framing::{ChannelId, Frame};
 use quorate_transport::patterns::reqrep::{Replier, ReplierEvent, Requester, RequesterEvent};
 use quorate_transport::patterns::{Limits, RequestId, Wire, WireError};
@@ -273,16 +273,18 @@ fn versions(config: &Config) -> (Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<u64>) {
     (v1, v2, changed)
 }
 
-/// One serving peer: answers sync requests until told to stop. With
+/// One serving peer: answers sync requests until told to stop, each
+/// requesting peer from its own session over the shared `server` tree. With
 /// `rot = Some(i)` it flips a byte of block `i` in every reply, as a disk
 /// that rotted after the tree was built would.
 async fn serve(
     mut net: TcpTransport,
-    mut sender: Sender<Sha256>,
+    server: Server<Sha256>,
     rot: Option<u64>,
     mut stop: oneshot::Receiver<()>,
 ) -> Result<(), SyncError> {
     let mut replier = Replier::new(Limits::default());
+    let mut sessions: BTreeMap<PeerId, Sender<Sha256, PeerId>> = BTreeMap::new();
     loop {
         let event = tokio::select! {
             event = net.recv() => event?,
@@ -301,6 +303,7 @@ async fn serve(
                 replier.abandon(from, id);
                 continue;
             };
+            let sender = sessions.entry(from).or_insert_with(|| server.session(from));
             if sender.handle(request).is_err() {
                 replier.abandon(from, id);
                 continue;
@@ -466,7 +469,8 @@ impl Replica {
                     )
                 }
                 Event::Complete => "sync complete".to_owned(),
-                Event::BlockAccepted { .. } | Event::NotFound(_) => continue,
+                // Per-block events, and kinds a later version may add.
+                _ => continue,
             };
             self.log(line);
         }
@@ -536,8 +540,9 @@ pub async fn run(config: &Config) -> Result<Report, SyncError> {
     let mut secret = [0u8; 32];
     fastrand::Rng::with_seed(config.seed).fill(&mut secret);
     let publisher = Ed25519Signer::from_secret_bytes(&secret);
-    let tree = MerkleTree::<Sha256>::from_leaves(&v2);
-    let signed = SignedRoot::sign(tree.len(), tree.root(), &publisher);
+    // Built once: both serving peers hold this version and share the tree.
+    let server = Server::<Sha256>::new(v2.clone(), &publisher);
+    let signed = server.signed_root().clone();
     let rotten_block = if config.faulty_peer {
         // The first differing block: it is in the first batch, which goes to peer-b.
         changed.first().copied().or(Some(config.blocks))
@@ -555,10 +560,9 @@ pub async fn run(config: &Config) -> Result<Report, SyncError> {
             .local_addr()
             .ok_or_else(|| std::io::Error::other("peer is not listening"))?;
         replica_net.add_peer(peer, addr);
-        let sender = Sender::<Sha256>::with_signed_root(v2.clone(), signed.clone())?;
         let (stop, stopped) = oneshot::channel();
         stops.push(stop);
-        servers.push(tokio::spawn(serve(net, sender, rot, stopped)));
+        servers.push(tokio::spawn(serve(net, server.clone(), rot, stopped)));
     }
 
     let full_copy = v2.iter().map(|b| b.len() as u64).sum();
@@ -575,7 +579,7 @@ pub async fn run(config: &Config) -> Result<Report, SyncError> {
             tree_size: 0,
             signed_root: signed.root,
             replica_root: Root(quorate_merkle::Hash([0; 32])),
-            peer_root: tree.root(),
+            peer_root: server.tree().root(),
             rotten_block,
             caught: Vec::new(),
             missing: 0,

@@ -73,9 +73,19 @@ pub enum Error {
         /// The tag byte found.
         tag: u8,
     },
-    /// A LEB128 integer longer than ten bytes or larger than `u64::MAX`.
-    #[error("malformed variable-length integer")]
-    BadVarint,
+    /// A LEB128 integer that is not in its shortest form (padded with a
+    /// final zero byte): every value has exactly one accepted encoding.
+    #[error("varint at byte {offset} is not in its shortest form")]
+    BadVarint {
+        /// Offset of the varint's first byte.
+        offset: usize,
+    },
+    /// A LEB128 integer larger than the limit, `u64::MAX`.
+    #[error("varint at byte {offset} exceeds the limit u64::MAX")]
+    VarintOverflow {
+        /// Offset of the varint's first byte.
+        offset: usize,
+    },
     /// A length field above its limit.
     #[error("{what} length {len} exceeds the limit {max}")]
     TooLong {
@@ -91,6 +101,17 @@ pub enum Error {
     BadSignature {
         /// Tree size of the signed root.
         tree_size: u64,
+    },
+    /// A signed root that is not the root of the blocks it is meant to
+    /// vouch for (a publisher signed another version, or the blocks changed).
+    #[error(
+        "signed root is for a tree of {signed_size} leaves and does not match the blocks' tree of {size} leaves"
+    )]
+    SignedRootMismatch {
+        /// Tree size in the signed root.
+        signed_size: u64,
+        /// Size of the tree built from the blocks.
+        size: u64,
     },
     /// A signature or key in the wrong format for the scheme.
     #[error("malformed {what}: {len} bytes")]

@@ -59,6 +59,25 @@ impl fmt::Display for Hash {
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Root(pub Hash);
 
+/// A tree size and its RFC 9162 tree hash: the `tree_size` and `root_hash`
+/// of an RFC 9162 tree head, what a transparency-log client keeps and checks
+/// consistency proofs against.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct TreeHead {
+    /// Number of leaves.
+    pub size: u64,
+    /// RFC 9162 Merkle Tree Hash of those leaves.
+    pub tree_hash: Hash,
+}
+
+impl TreeHead {
+    /// The size-bound [`Root`] of this tree head.
+    pub fn root<H: MerkleHasher>(&self) -> Root {
+        H::bind_root(self.size, &self.tree_hash)
+    }
+}
+
 /// Domain prefix of leaf hashes (RFC 6962).
 pub const LEAF_PREFIX: u8 = 0x00;
 /// Domain prefix of parent hashes (RFC 6962).

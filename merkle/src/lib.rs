@@ -28,6 +28,28 @@
 //! # }
 //! ```
 //!
+//! # Terms, hashes, time and ids
+//! - **Tree hash** is RFC 9162's Merkle Tree Hash `MTH` (the `root_hash` of
+//!   an RFC 9162 tree head): [`MerkleTree::tree_hash`], and the raw
+//!   verifiers [`InclusionProof::verify_tree_hash`] and
+//!   [`ConsistencyProof::verify_tree_hashes`]. A [`TreeHead`] is a size with
+//!   its tree hash. **Root** ([`Root`], [`MerkleTree::root`]) always means
+//!   this crate's size-bound digest `H(0x02 || size || tree hash)`, never the
+//!   raw RFC hash. Proofs are the RFC's exact audit paths and consistency
+//!   proofs, so they interoperate with certificate-transparency logs.
+//! - **Hashes**: any [`MerkleHasher`]; [`Sha256`] (feature `sha2`, the RFC's
+//!   hash) and `Blake3` (feature `blake3`) are built in. Every hash is a
+//!   32-byte [`Hash`].
+//! - **Time**: the crate never reads a clock. The only state machine that
+//!   acts on time, [`sync::Receiver`], takes `now: Duration` (since an origin
+//!   of your choosing) where it uses it; nothing else takes a time.
+//! - **Ids**: leaves and nodes are addressed by `u64` positions (leaf index,
+//!   flat node index, see [`flat`]); sync peers by a key type `P` of yours
+//!   (e.g. the transport's peer id), requests by [`sync::RequestId`].
+//! - **Encoding**: counts and ids on the wire are the family's canonical
+//!   LEB128 varint (shortest form only, at most `u64::MAX`, the same code as
+//!   quorate-clocks'), so every value has exactly one encoding.
+//!
 //! # Features
 //! - `std` (default): implements `std::error::Error` for [`Error`].
 //! - `sha2` (default): the [`Sha256`] hasher.
@@ -54,7 +76,9 @@ pub use error::Error;
 pub use hash::Blake3;
 #[cfg(feature = "sha2")]
 pub use hash::Sha256;
-pub use hash::{HASH_LEN, Hash, LEAF_PREFIX, MerkleHasher, NODE_PREFIX, ROOT_PREFIX, Root};
+pub use hash::{
+    HASH_LEN, Hash, LEAF_PREFIX, MerkleHasher, NODE_PREFIX, ROOT_PREFIX, Root, TreeHead,
+};
 pub use proof::{ConsistencyProof, InclusionProof, MultiProof};
 pub use signed::{SignedRoot, Signer, Verifier};
 pub use tree::MerkleTree;

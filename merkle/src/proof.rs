@@ -7,7 +7,7 @@
 //! those, never from the proof itself.
 
 use crate::{
-    Error, Hash, MerkleHasher, Root,
+    Error, Hash, MerkleHasher, Root, TreeHead,
     codec::{self, Reader},
     tree::split,
 };
@@ -60,9 +60,10 @@ pub(crate) fn multi_ranges(leaves: &[u64], lo: u64, hi: u64, out: &mut Vec<(u64,
     multi_ranges(right, mid, hi, out);
 }
 
-/// RFC 9162 `PROOF(m, D[n])` as subtree ranges, with `MTH(D[0:m])` put in
-/// front when `m` is a power of two: the RFC verifier prepends it from its
-/// trusted old tree hash, but our verifiers hold only the size-bound [`Root`].
+/// RFC 9162 `PROOF(m, D[n])` (section 2.1.4.1) as subtree ranges, in the
+/// RFC's order: `SUBPROOF(m, D[n], true)`, which leaves out `MTH(D[0:m])`
+/// when the old tree is a complete subtree of the new one (the verifier holds
+/// that hash already).
 pub(crate) fn consistency_ranges(m: u64, n: u64, out: &mut Vec<(u64, u64)>) {
     fn sub(m: u64, lo: u64, hi: u64, complete: bool, out: &mut Vec<(u64, u64)>) {
         if m == hi {
@@ -83,10 +84,26 @@ pub(crate) fn consistency_ranges(m: u64, n: u64, out: &mut Vec<(u64, u64)>) {
     if m == 0 || m >= n {
         return;
     }
-    if m.is_power_of_two() {
-        out.push((0, m));
-    }
     sub(m, 0, n, true, out);
+}
+
+/// Length of [`consistency_ranges`], without building them.
+pub(crate) fn consistency_len(m: u64, n: u64) -> usize {
+    if m == 0 || m >= n {
+        return 0;
+    }
+    let (mut lo, mut hi, mut complete, mut len) = (0, n, true, 0);
+    while m != hi {
+        let mid = lo + split(hi - lo);
+        if m > mid {
+            lo = mid;
+            complete = false;
+        } else {
+            hi = mid;
+        }
+        len += 1;
+    }
+    len + usize::from(!complete)
 }
 
 /// Checks multi-proof leaf indices: non-empty, strictly increasing, in range.
@@ -245,9 +262,10 @@ proof_type!(
     MultiProof, "multi-leaf proof", MULTI_TAG, u64::MAX
 );
 proof_type!(
-    /// Proof that an older tree is a prefix of a newer one (RFC 9162 section
-    /// 2.1.4). When the old size is a power of two the old tree hash comes
-    /// first, since verifiers here hold only the size-bound [`Root`].
+    /// Proof that an older tree is a prefix of a newer one: exactly RFC 9162
+    /// section 2.1.4's `PROOF(m, D[n])`, so proofs from and for other RFC 9162
+    /// logs are byte-for-byte the same hashes. When the old size is a power of
+    /// two the old tree hash is not in the proof: the verifier supplies it.
     ConsistencyProof, "consistency proof", CONSISTENCY_TAG, MAX_PATH
 );
 
@@ -274,6 +292,24 @@ impl InclusionProof {
     ) -> Result<(), Error> {
         let tree_hash = self.tree_hash::<H>(index, leaf, size)?;
         check_root::<H>(size, &tree_hash, root)
+    }
+
+    /// RFC 9162 section 2.1.3.2 on raw hashes: verifies that `leaf_hash` is
+    /// leaf number `index` of the tree with `size` leaves and tree hash
+    /// `tree_hash`, what a certificate-transparency client holds from a
+    /// signed tree head.
+    pub fn verify_tree_hash<H: MerkleHasher>(
+        &self,
+        index: u64,
+        leaf_hash: &Hash,
+        size: u64,
+        tree_hash: &Hash,
+    ) -> Result<(), Error> {
+        if self.tree_hash::<H>(index, leaf_hash, size)? == *tree_hash {
+            Ok(())
+        } else {
+            Err(Error::RootMismatch)
+        }
     }
 
     /// The RFC 9162 tree hash this proof leads to (RFC 9162 section 2.1.3.2),
@@ -358,15 +394,22 @@ fn fold<'p, H: MerkleHasher>(
 }
 
 impl ConsistencyProof {
-    /// Verifies that the tree with `old_root` and `old_size` leaves is a
-    /// prefix of the tree with `new_root` and `new_size` leaves
+    /// Verifies that the tree head `old` is a prefix of the tree head `new`
     /// (RFC 9162 section 2.1.4.2).
-    pub fn verify<H: MerkleHasher>(
+    pub fn verify<H: MerkleHasher>(&self, old: &TreeHead, new: &TreeHead) -> Result<(), Error> {
+        self.verify_tree_hashes::<H>(old.size, &old.tree_hash, new.size, &new.tree_hash)
+    }
+
+    /// RFC 9162 section 2.1.4.2 on raw values: verifies that the tree of
+    /// `old_size` leaves with tree hash `old_tree_hash` is a prefix of the
+    /// tree of `new_size` leaves with tree hash `new_tree_hash`, the two
+    /// signed tree heads a certificate-transparency client holds.
+    pub fn verify_tree_hashes<H: MerkleHasher>(
         &self,
         old_size: u64,
-        old_root: &Root,
+        old_tree_hash: &Hash,
         new_size: u64,
-        new_root: &Root,
+        new_tree_hash: &Hash,
     ) -> Result<(), Error> {
         if old_size > new_size {
             return Err(Error::SizeOutOfRange {
@@ -374,21 +417,25 @@ impl ConsistencyProof {
                 limit: new_size,
             });
         }
-        let mut ranges = Vec::new();
-        consistency_ranges(old_size, new_size, &mut ranges);
-        check_len(ranges.len(), self.hashes.len())?;
+        check_len(consistency_len(old_size, new_size), self.hashes.len())?;
         if old_size == new_size {
-            return if old_root == new_root {
+            return if old_tree_hash == new_tree_hash {
                 Ok(())
             } else {
                 Err(Error::RootMismatch)
             };
         }
         if old_size == 0 {
-            // Every tree extends the empty tree; only its root needs checking.
-            return check_root::<H>(0, &H::hash_empty(), old_root);
+            // Every tree extends the empty tree.
+            return Ok(());
         }
-        let (first, rest) = self.hashes.split_first().ok_or(Error::RootMismatch)?;
+        // Step 2: the old tree hash is the first node when the old tree is a
+        // complete subtree, and the proof does not carry it.
+        let (first, rest) = if old_size.is_power_of_two() {
+            (old_tree_hash, &self.hashes[..])
+        } else {
+            self.hashes.split_first().ok_or(Error::RootMismatch)?
+        };
         let mut walk = Walk::new(old_size - 1, new_size - 1);
         walk.skip_complete_levels();
         let (mut fr, mut sr) = (*first, *first);
@@ -401,8 +448,11 @@ impl ConsistencyProof {
             }
         }
         walk.finish()?;
-        check_root::<H>(old_size, &fr, old_root)?;
-        check_root::<H>(new_size, &sr, new_root)
+        if fr == *old_tree_hash && sr == *new_tree_hash {
+            Ok(())
+        } else {
+            Err(Error::RootMismatch)
+        }
     }
 }
 
@@ -435,6 +485,15 @@ mod tests {
             let set: BTreeSet<(u64, u64)> = multi.iter().copied().collect();
             prop_assert_eq!(set.len(), multi.len(), "a subtree sent twice");
             prop_assert_eq!(set, union);
+        }
+
+        /// The length the verifier expects is the length the prover builds.
+        #[test]
+        fn consistency_lengths(n in 0u64..1 << 40, m in any::<u64>()) {
+            let m = m % (n + 1);
+            let mut out = Vec::new();
+            consistency_ranges(m, n, &mut out);
+            prop_assert_eq!(consistency_len(m, n), out.len());
         }
 
         /// Audit paths have RFC 9162's length: one hash per level where the

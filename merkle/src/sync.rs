@@ -30,9 +30,17 @@
 //! [`Receiver::handle`] and [`Receiver::on_disconnect`] do the same without
 //! naming it.
 //!
+//! A node that serves many receivers builds one [`Server`] (the tree is
+//! built once) and opens a [`Sender`] session per peer with
+//! [`Server::session`]; sessions share the tree. [`Sender::new`] is the
+//! one-peer shorthand.
+//!
 //! Neither side does I/O, reads a clock or draws randomness: inputs are
 //! [`Receiver::handle`] / [`Sender::handle`] and the `now` you pass in,
 //! outputs are polled from `poll_transmit` and `poll_event` until `None`.
+//! Only the receiver acts on time (it times out requests), so only its
+//! `poll_transmit`/`handle_timeout` take `now`; a sender only answers, so
+//! none of its methods takes a time.
 
 use crate::{
     Error, Hash, MerkleHasher, MerkleTree, SignedRoot, Verifier,
@@ -44,6 +52,7 @@ use crate::{
 };
 use alloc::{
     collections::{BTreeMap, BTreeSet, VecDeque},
+    sync::Arc,
     vec::Vec,
 };
 use core::{fmt, time::Duration};
@@ -56,6 +65,7 @@ pub struct RequestId(pub u64);
 /// Which block a receiver wants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
 pub enum BlockRef {
     /// The block at this leaf index.
     Index(u64),
@@ -78,11 +88,12 @@ pub struct Block {
 /// Everything the two sides say to each other.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
 pub enum Message {
     /// Receiver to sender: send your signed root.
-    GetRoot,
+    GetSignedRoot,
     /// Sender to receiver: the signed root.
-    Root(SignedRoot),
+    SignedRoot(SignedRoot),
     /// Receiver to sender: the hashes of these nodes (flat indices).
     GetNodes {
         /// Request id.
@@ -131,8 +142,8 @@ impl Message {
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
         match self {
-            Message::GetRoot => out.push(1),
-            Message::Root(root) => {
+            Message::GetSignedRoot => out.push(1),
+            Message::SignedRoot(root) => {
                 out.push(2);
                 root.encode_into(&mut out);
             }
@@ -191,8 +202,8 @@ impl Message {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
         let mut r = Reader::new(bytes);
         let msg = match r.u8()? {
-            1 => Message::GetRoot,
-            2 => Message::Root(SignedRoot::decode_from(&mut r)?),
+            1 => Message::GetSignedRoot,
+            2 => Message::SignedRoot(SignedRoot::decode_from(&mut r)?),
             3 => {
                 let id = RequestId(r.varint()?);
                 let nodes = varints(&mut r, "node list")?;
@@ -298,6 +309,7 @@ fn plan(leaf: u64, size: u64, known: &BTreeSet<u64>) -> Plan {
 
 /// Events a [`Receiver`] reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event {
     /// The signed root verified; sync targets this tree.
     RootVerified {
@@ -460,7 +472,7 @@ impl<H: MerkleHasher, V: Verifier, P: Ord + Clone> Receiver<H, V, P> {
                 return None;
             }
             self.track(peer, now, InFlight::Root);
-            return Some(Message::GetRoot);
+            return Some(Message::GetSignedRoot);
         };
         let size = root.tree_size;
         if let Some(nodes) = self.diff.as_mut().and_then(RemoteDiff::poll_request) {
@@ -644,7 +656,7 @@ impl<H: MerkleHasher, V: Verifier, P: Ord + Clone> Receiver<H, V, P> {
     /// sent to another peer.
     pub fn handle_from(&mut self, peer: &P, msg: Message) -> Result<(), Error> {
         match msg {
-            Message::Root(signed) => self.on_root(peer, signed),
+            Message::SignedRoot(signed) => self.on_root(peer, signed),
             Message::Nodes { id, hashes } => {
                 let asked = matches!(self.request_to(id, peer), Some(InFlight::Nodes));
                 let diff = match (asked, self.diff.as_mut()) {
@@ -664,7 +676,7 @@ impl<H: MerkleHasher, V: Verifier, P: Ord + Clone> Receiver<H, V, P> {
                 Ok(())
             }
             Message::Blocks { id, blocks } => self.on_blocks(peer, id, blocks),
-            Message::GetRoot | Message::GetNodes { .. } | Message::GetBlocks { .. } => {
+            Message::GetSignedRoot | Message::GetNodes { .. } | Message::GetBlocks { .. } => {
                 Err(Error::Unexpected {
                     what: "request",
                     id: 0,
@@ -956,38 +968,57 @@ impl<H: MerkleHasher, V: Verifier> Receiver<H, V, ()> {
     }
 }
 
-/// The side that holds the blocks. See the [module docs](self).
-pub struct Sender<H> {
+/// What a sending node serves, built once: the tree, the blocks, the signed
+/// root and the content-hash index.
+struct Served<H> {
     tree: MerkleTree<H>,
     blocks: Vec<Vec<u8>>,
     signed: SignedRoot,
     by_hash: BTreeMap<Hash, u64>,
-    outbox: VecDeque<Message>,
 }
 
-impl<H> fmt::Debug for Sender<H> {
+/// The side that holds the blocks, for any number of receivers: it builds
+/// the tree once and hands each peer its own [`Sender`] session over the same
+/// shared tree. Cloning a `Server` is cheap (a reference count); so is a
+/// session. See the [module docs](self).
+pub struct Server<H> {
+    served: Arc<Served<H>>,
+}
+
+impl<H> Clone for Server<H> {
+    fn clone(&self) -> Self {
+        Self {
+            served: Arc::clone(&self.served),
+        }
+    }
+}
+
+impl<H> fmt::Debug for Server<H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Sender")
-            .field("signed", &self.signed)
-            .field("queued", &self.outbox.len())
+        f.debug_struct("Server")
+            .field("signed", &self.served.signed)
             .finish_non_exhaustive()
     }
 }
 
-impl<H: MerkleHasher> Sender<H> {
-    /// A sender for `blocks`, signing their root with `signer`.
+impl<H: MerkleHasher> Server<H> {
+    /// A server for `blocks`, signing their root with `signer`.
     pub fn new(blocks: Vec<Vec<u8>>, signer: &impl Signer) -> Self {
         let tree = MerkleTree::<H>::from_leaves(&blocks);
         let signed = SignedRoot::sign(tree.len(), tree.root(), signer);
         Self::assemble(tree, blocks, signed)
     }
 
-    /// A sender for `blocks` with a root signed elsewhere. Fails if the root
-    /// or size does not match the blocks.
+    /// A server for `blocks` with a root signed elsewhere. Fails with
+    /// [`Error::SignedRootMismatch`] if the signed size or root is not the
+    /// blocks' own. (The signature itself is the receivers' to check.)
     pub fn with_signed_root(blocks: Vec<Vec<u8>>, signed: SignedRoot) -> Result<Self, Error> {
         let tree = MerkleTree::<H>::from_leaves(&blocks);
         if tree.len() != signed.tree_size || tree.root() != signed.root {
-            return Err(Error::RootMismatch);
+            return Err(Error::SignedRootMismatch {
+                signed_size: signed.tree_size,
+                size: tree.len(),
+            });
         }
         Ok(Self::assemble(tree, blocks, signed))
     }
@@ -1000,22 +1031,90 @@ impl<H: MerkleHasher> Sender<H> {
             }
         }
         Self {
-            tree,
-            blocks,
-            signed,
-            by_hash,
+            served: Arc::new(Served {
+                tree,
+                blocks,
+                signed,
+                by_hash,
+            }),
+        }
+    }
+
+    /// A session serving `peer`, over this server's tree (nothing is rebuilt).
+    pub fn session<P>(&self, peer: P) -> Sender<H, P> {
+        Sender {
+            served: Arc::clone(&self.served),
+            peer,
             outbox: VecDeque::new(),
         }
     }
 
     /// The tree being served.
     pub fn tree(&self) -> &MerkleTree<H> {
-        &self.tree
+        &self.served.tree
     }
 
     /// The signed root being served.
     pub fn signed_root(&self) -> &SignedRoot {
-        &self.signed
+        &self.served.signed
+    }
+}
+
+/// One receiver's session with a [`Server`]: it answers that peer's
+/// requests from the server's shared tree. `P` names the peer (`()` for a
+/// sender made on its own with [`Sender::new`]).
+pub struct Sender<H, P = ()> {
+    served: Arc<Served<H>>,
+    peer: P,
+    outbox: VecDeque<Message>,
+}
+
+impl<H, P: fmt::Debug> fmt::Debug for Sender<H, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sender")
+            .field("peer", &self.peer)
+            .field("signed", &self.served.signed)
+            .field("queued", &self.outbox.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<H: MerkleHasher> Sender<H, ()> {
+    /// A single sender for `blocks`, signing their root with `signer`: the
+    /// one session of a fresh [`Server`]. To serve several peers, make one
+    /// `Server` and call [`Server::session`] for each.
+    pub fn new(blocks: Vec<Vec<u8>>, signer: &impl Signer) -> Self {
+        Server::new(blocks, signer).session(())
+    }
+
+    /// A single sender for `blocks` with a root signed elsewhere; see
+    /// [`Server::with_signed_root`].
+    pub fn with_signed_root(blocks: Vec<Vec<u8>>, signed: SignedRoot) -> Result<Self, Error> {
+        Ok(Server::with_signed_root(blocks, signed)?.session(()))
+    }
+}
+
+impl<H: MerkleHasher, P> Sender<H, P> {
+    /// The peer this session serves.
+    pub fn peer(&self) -> &P {
+        &self.peer
+    }
+
+    /// A handle on the server this session belongs to, to open more sessions.
+    pub fn server(&self) -> Server<H> {
+        Server {
+            served: Arc::clone(&self.served),
+        }
+    }
+
+    /// The tree being served.
+    pub fn tree(&self) -> &MerkleTree<H> {
+        &self.served.tree
+    }
+
+    /// The signed root being served.
+    pub fn signed_root(&self) -> &SignedRoot {
+        &self.served.signed
     }
 
     /// The next message to send, if any.
@@ -1027,7 +1126,7 @@ impl<H: MerkleHasher> Sender<H> {
     /// request is an [`Error`] and queues nothing.
     pub fn handle(&mut self, msg: Message) -> Result<(), Error> {
         let reply = match msg {
-            Message::GetRoot => Message::Root(self.signed.clone()),
+            Message::GetSignedRoot => Message::SignedRoot(self.served.signed.clone()),
             Message::GetNodes { id, nodes } => {
                 if nodes.len() as u64 > MAX_NODES_PER_MESSAGE {
                     return Err(Error::TooLong {
@@ -1039,16 +1138,16 @@ impl<H: MerkleHasher> Sender<H> {
                 let hashes = nodes
                     .iter()
                     .map(|&n| {
-                        self.tree.node(n).ok_or(Error::NodeOutOfRange {
+                        self.served.tree.node(n).ok_or(Error::NodeOutOfRange {
                             index: n,
-                            size: self.tree.len(),
+                            size: self.served.tree.len(),
                         })
                     })
                     .collect::<Result<_, _>>()?;
                 Message::Nodes { id, hashes }
             }
             Message::GetBlocks { id, blocks, have } => self.answer_blocks(id, &blocks, have)?,
-            Message::Root(_) | Message::Nodes { .. } | Message::Blocks { .. } => {
+            Message::SignedRoot(_) | Message::Nodes { .. } | Message::Blocks { .. } => {
                 return Err(Error::Unexpected {
                     what: "answer",
                     id: 0,
@@ -1079,14 +1178,15 @@ impl<H: MerkleHasher> Sender<H> {
                 max: MAX_NODES_PER_MESSAGE,
             });
         }
-        let size = self.tree.len();
+        let served = &*self.served;
+        let size = served.tree.len();
         let mut known: BTreeSet<u64> = have.into_iter().collect();
         let mut out = Vec::with_capacity(refs.len());
         for r in refs {
             let index = match *r {
                 BlockRef::Index(i) if i < size => i,
                 BlockRef::Index(i) => return Err(Error::LeafOutOfRange { index: i, size }),
-                BlockRef::Hash(h) => match self.by_hash.get(&h) {
+                BlockRef::Hash(h) => match served.by_hash.get(&h) {
                     Some(&i) => i,
                     None => {
                         out.push(None);
@@ -1098,9 +1198,13 @@ impl<H: MerkleHasher> Sender<H> {
             let proof = p
                 .carried
                 .iter()
-                .filter_map(|&n| self.tree.node(n))
+                .filter_map(|&n| served.tree.node(n))
                 .collect();
-            let data = self.blocks.get(index as usize).cloned().unwrap_or_default();
+            let data = served
+                .blocks
+                .get(index as usize)
+                .cloned()
+                .unwrap_or_default();
             known.extend(p.touched);
             out.push(Some(Block { index, data, proof }));
         }
@@ -1253,7 +1357,7 @@ mod peer_tests {
         let mut sender = Sender::<Sha256>::new(remote(10), &Key);
         let mut rx = Receiver::<Sha256, Key, u8>::new(Vec::new(), Key);
         let get = rx.poll_transmit_to(T0, A).unwrap();
-        assert_eq!(get, Message::GetRoot);
+        assert_eq!(get, Message::GetSignedRoot);
         // One root request at a time, whoever asks.
         assert_eq!(rx.poll_transmit_to(T0, B), None);
         let root = answer(&mut sender, get);

@@ -2,7 +2,7 @@
 //! array of node hashes.
 
 use crate::{
-    Error, Hash, MerkleHasher, Root, flat,
+    Error, Hash, MerkleHasher, Root, TreeHead, flat,
     proof::{self, ConsistencyProof, InclusionProof, MultiProof},
 };
 use alloc::vec::Vec;
@@ -108,10 +108,21 @@ impl<H: MerkleHasher> MerkleTree<H> {
         I::Item: AsRef<[u8]>,
     {
         let iter = leaves.into_iter();
-        self.nodes.reserve(iter.size_hint().0.saturating_mul(2));
+        self.reserve_leaves(iter.size_hint().0);
         for leaf in iter {
             self.push(leaf.as_ref());
         }
+    }
+
+    /// Room for `more` leaves: exactly the nodes they add, so a tree made
+    /// with [`with_capacity`](Self::with_capacity) never reallocates.
+    fn reserve_leaves(&mut self, more: usize) {
+        let nodes = more.saturating_mul(2);
+        self.nodes.reserve(if self.leaves == 0 {
+            nodes.saturating_sub(1)
+        } else {
+            nodes
+        });
     }
 
     /// Appends a leaf.
@@ -192,6 +203,22 @@ impl<H: MerkleHasher> MerkleTree<H> {
         Ok(self.range_hash_or_empty(size))
     }
 
+    /// The tree head (size and tree hash) of the whole tree.
+    pub fn tree_head(&self) -> TreeHead {
+        TreeHead {
+            size: self.leaves,
+            tree_hash: self.tree_hash(),
+        }
+    }
+
+    /// The tree head of the prefix of `size` leaves.
+    pub fn tree_head_at(&self, size: u64) -> Result<TreeHead, Error> {
+        Ok(TreeHead {
+            size,
+            tree_hash: self.tree_hash_at(size)?,
+        })
+    }
+
     /// [`Root`] of the prefix of `size` leaves.
     pub fn root_at(&self, size: u64) -> Result<Root, Error> {
         Ok(H::bind_root(size, &self.tree_hash_at(size)?))
@@ -258,12 +285,23 @@ impl<H: MerkleHasher> MerkleTree<H> {
         Ok(MultiProof::new(self.hashes_of(&ranges)))
     }
 
-    /// Consistency proof that the tree of `old_size` leaves is a prefix of
-    /// the current tree (RFC 9162 section 2.1.4).
-    pub fn consistency_proof(&self, old_size: u64) -> Result<ConsistencyProof, Error> {
-        self.check_size(old_size)?;
+    /// RFC 9162 consistency proof `PROOF(old_size, D[new_size])` that the
+    /// tree of `old_size` leaves is a prefix of the tree of `new_size` leaves
+    /// (section 2.1.4.1), between any two sizes up to [`len`](Self::len).
+    pub fn consistency_proof(
+        &self,
+        old_size: u64,
+        new_size: u64,
+    ) -> Result<ConsistencyProof, Error> {
+        self.check_size(new_size)?;
+        if old_size > new_size {
+            return Err(Error::SizeOutOfRange {
+                size: old_size,
+                limit: new_size,
+            });
+        }
         let mut ranges = Vec::new();
-        proof::consistency_ranges(old_size, self.leaves, &mut ranges);
+        proof::consistency_ranges(old_size, new_size, &mut ranges);
         Ok(ConsistencyProof::new(self.hashes_of(&ranges)))
     }
 }

@@ -145,23 +145,143 @@ fn inclusion_vectors() -> Vec<(u64, u64, Vec<Hash>)> {
     ]
 }
 
+/// What, leaf index, tree size, path, tree hash, leaf hash.
+type InclusionProbe = (&'static str, u64, u64, Vec<Hash>, Hash, Hash);
+/// What, old size, new size, old tree hash, new tree hash, path.
+type ConsistencyProbe = (&'static str, u64, u64, Hash, Hash, Vec<Hash>);
+
+/// Mutations of a good inclusion probe that must all fail, after
+/// transparency-dev's `corruptInclusionProof`.
+fn tampered_inclusions(
+    leaf: u64,
+    size: u64,
+    path: &[Hash],
+    tree_hash: Hash,
+    leaf_hash: Hash,
+) -> Vec<InclusionProbe> {
+    let some = h("abacaba000000000000000000000000000000000000000000060061e00123456");
+    let empty = h(ROOTS[0]);
+    let p = path.to_vec();
+    let mut out = vec![
+        (
+            "index - 1",
+            leaf.wrapping_sub(1),
+            size,
+            p.clone(),
+            tree_hash,
+            leaf_hash,
+        ),
+        ("index + 1", leaf + 1, size, p.clone(), tree_hash, leaf_hash),
+        ("index ^ 2", leaf ^ 2, size, p.clone(), tree_hash, leaf_hash),
+        ("size * 2", leaf, size * 2, p.clone(), tree_hash, leaf_hash),
+        ("size / 2", leaf, size / 2, p.clone(), tree_hash, leaf_hash),
+        (
+            "wrong leaf",
+            leaf,
+            size,
+            p.clone(),
+            tree_hash,
+            Sha256::hash_leaf(b"WrongLeaf"),
+        ),
+        ("empty root", leaf, size, p.clone(), empty, leaf_hash),
+        ("random root", leaf, size, p.clone(), some, leaf_hash),
+        (
+            "trailing root",
+            leaf,
+            size,
+            [&p[..], &[tree_hash]].concat(),
+            tree_hash,
+            leaf_hash,
+        ),
+        (
+            "preceding root",
+            leaf,
+            size,
+            [&[tree_hash], &p[..]].concat(),
+            tree_hash,
+            leaf_hash,
+        ),
+    ];
+    for i in 0..p.len() {
+        let mut q = p.clone();
+        q[i].0[0] ^= 8;
+        out.push(("flipped bit", leaf, size, q, tree_hash, leaf_hash));
+    }
+    if !p.is_empty() {
+        out.push((
+            "removed component",
+            leaf,
+            size,
+            p[..p.len() - 1].to_vec(),
+            tree_hash,
+            leaf_hash,
+        ));
+    }
+    if p.len() > 1 {
+        let q = [&[p[0], some], &p[1..]].concat();
+        out.push(("inserted component", leaf, size, q, tree_hash, leaf_hash));
+    }
+    out
+}
+
 #[test]
-fn inclusion_proofs_match_ct() {
+fn inclusion_proofs_match_ct_both_ways() {
     let t = tree(8);
     for (leaf, size, path) in inclusion_vectors() {
+        // We produce theirs exactly.
         let proof = t.inclusion_proof_at(leaf, size).unwrap();
         assert_eq!(proof.hashes(), &path[..], "leaf {leaf} size {size}");
-        let vector = InclusionProof::new(path);
+        assert_eq!(
+            InclusionProof::from_bytes(&proof.to_bytes()).unwrap(),
+            proof
+        );
+        // We verify theirs, on raw hashes and on our size-bound root.
+        let vector = InclusionProof::new(path.clone());
         let data = hex(LEAVES[leaf as usize]);
         let leaf_hash = Sha256::hash_leaf(&data);
+        let tree_hash = h(ROOTS[size as usize]);
         assert_eq!(
             vector.tree_hash::<Sha256>(leaf, &leaf_hash, size).unwrap(),
-            h(ROOTS[size as usize])
+            tree_hash
         );
+        vector
+            .verify_tree_hash::<Sha256>(leaf, &leaf_hash, size, &tree_hash)
+            .unwrap();
         vector
             .verify::<Sha256>(leaf, &data, size, &t.root_at(size).unwrap())
             .unwrap();
+        // We reject every tampered variant.
+        for (what, l, s, p, th, lh) in tampered_inclusions(leaf, size, &path, tree_hash, leaf_hash)
+        {
+            assert!(
+                InclusionProof::new(p)
+                    .verify_tree_hash::<Sha256>(l, &lh, s, &th)
+                    .is_err(),
+                "{what}: leaf {leaf} size {size}"
+            );
+        }
     }
+}
+
+#[test]
+fn inclusion_edge_cases_are_refused() {
+    let some = h("abacaba000000000000000000000000000000000000000000060061e00123456");
+    let empty = h(ROOTS[0]);
+    for (index, size) in [(0, 0), (1, 0), (2, 1), (1, 1)] {
+        for (leaf, root) in [(some, empty), (empty, some), (some, some)] {
+            assert!(
+                InclusionProof::new(vec![])
+                    .verify_tree_hash::<Sha256>(index, &leaf, size, &root)
+                    .is_err(),
+                "index {index} size {size}"
+            );
+        }
+    }
+    // A one-leaf tree: the leaf hash is the tree hash, the path is empty.
+    let leaf = Sha256::hash_leaf(b"data");
+    InclusionProof::new(vec![])
+        .verify_tree_hash::<Sha256>(0, &leaf, 1, &leaf)
+        .unwrap();
 }
 
 /// (old size, new size, RFC 9162 consistency path) from verify_test.go.
@@ -206,28 +326,153 @@ fn consistency_vectors() -> Vec<(u64, u64, Vec<Hash>)> {
     ]
 }
 
+/// Mutations of a good consistency probe that must all fail, after
+/// transparency-dev's `corruptConsistencyProof`.
+fn tampered_consistencies(
+    old: u64,
+    new: u64,
+    old_hash: Hash,
+    new_hash: Hash,
+    path: &[Hash],
+) -> Vec<ConsistencyProbe> {
+    let wrong = Sha256::hash_leaf(b"WrongRoot");
+    let p = path.to_vec();
+    let mut out = vec![
+        ("old - 1", old - 1, new, old_hash, new_hash, p.clone()),
+        ("old + 1", old + 1, new, old_hash, new_hash, p.clone()),
+        ("old ^ 2", old ^ 2, new, old_hash, new_hash, p.clone()),
+        ("new * 2", old, new * 2, old_hash, new_hash, p.clone()),
+        ("new / 2", old, new / 2, old_hash, new_hash, p.clone()),
+        ("wrong old hash", old, new, wrong, new_hash, p.clone()),
+        ("wrong new hash", old, new, old_hash, wrong, p.clone()),
+        ("swapped hashes", old, new, new_hash, old_hash, p.clone()),
+        ("empty proof", old, new, old_hash, new_hash, vec![]),
+        (
+            "trailing old hash",
+            old,
+            new,
+            old_hash,
+            new_hash,
+            [&p[..], &[old_hash]].concat(),
+        ),
+        (
+            "trailing new hash",
+            old,
+            new,
+            old_hash,
+            new_hash,
+            [&p[..], &[new_hash]].concat(),
+        ),
+        (
+            "preceding old hash",
+            old,
+            new,
+            old_hash,
+            new_hash,
+            [&[old_hash], &p[..]].concat(),
+        ),
+        (
+            "preceding new hash",
+            old,
+            new,
+            old_hash,
+            new_hash,
+            [&[new_hash], &p[..]].concat(),
+        ),
+        (
+            "preceding proof[0]",
+            old,
+            new,
+            old_hash,
+            new_hash,
+            [&[p[0]], &p[..]].concat(),
+        ),
+        (
+            "truncated",
+            old,
+            new,
+            old_hash,
+            new_hash,
+            p[..p.len() - 1].to_vec(),
+        ),
+    ];
+    for i in 0..p.len() {
+        let mut q = p.clone();
+        q[i].0[0] ^= 16;
+        out.push(("flipped bit", old, new, old_hash, new_hash, q));
+    }
+    out
+}
+
 #[test]
-fn consistency_proofs_match_ct() {
+fn consistency_proofs_match_ct_both_ways() {
     let t8 = tree(8);
     for (old, new, path) in consistency_vectors() {
+        // We produce theirs exactly, from the tree of `new` leaves and from
+        // the larger tree (a proof between two earlier sizes).
         let t = tree(new as usize);
-        let proof = t.consistency_proof(old).unwrap();
-        // Our proofs carry the old tree hash first when the old size is a
-        // power of two (the RFC verifier supplies it from its own state).
-        let mut expected = path.clone();
-        if old.is_power_of_two() && old < new {
-            expected.insert(0, h(ROOTS[old as usize]));
-        }
-        assert_eq!(proof.hashes(), &expected[..], "{old} -> {new}");
-        ConsistencyProof::new(expected)
+        assert_eq!(
+            t.consistency_proof(old, new).unwrap().hashes(),
+            &path[..],
+            "{old} -> {new}"
+        );
+        assert_eq!(
+            t8.consistency_proof(old, new).unwrap().hashes(),
+            &path[..],
+            "{old} -> {new} in 8"
+        );
+        // We verify theirs, on raw hashes and on tree heads.
+        let (old_hash, new_hash) = (h(ROOTS[old as usize]), h(ROOTS[new as usize]));
+        let vector = ConsistencyProof::new(path.clone());
+        vector
+            .verify_tree_hashes::<Sha256>(old, &old_hash, new, &new_hash)
+            .unwrap();
+        vector
             .verify::<Sha256>(
-                old,
-                &t8.root_at(old).unwrap(),
-                new,
-                &t8.root_at(new).unwrap(),
+                &t8.tree_head_at(old).unwrap(),
+                &t8.tree_head_at(new).unwrap(),
             )
             .unwrap();
+        if path.is_empty() {
+            continue;
+        }
+        // We reject every tampered variant.
+        for (what, o, n, oh, nh, p) in tampered_consistencies(old, new, old_hash, new_hash, &path) {
+            assert!(
+                ConsistencyProof::new(p)
+                    .verify_tree_hashes::<Sha256>(o, &oh, n, &nh)
+                    .is_err(),
+                "{what}: {old} -> {new}"
+            );
+        }
     }
+}
+
+#[test]
+fn consistency_edge_cases_follow_ct() {
+    let (a, b) = (
+        Sha256::hash_leaf(b"don't care 1"),
+        Sha256::hash_leaf(b"don't care 2"),
+    );
+    let empty = h(ROOTS[0]);
+    let none = ConsistencyProof::new(vec![]);
+    let one = ConsistencyProof::new(vec![empty]);
+    let check = |p: &ConsistencyProof, o, n, oh: &Hash, nh: &Hash| {
+        p.verify_tree_hashes::<Sha256>(o, oh, n, nh).is_ok()
+    };
+    // Equal sizes need equal hashes; the empty tree is a prefix of every tree.
+    assert!(!check(&none, 0, 0, &a, &b));
+    assert!(!check(&none, 1, 1, &a, &b));
+    assert!(check(&none, 0, 0, &a, &a));
+    assert!(check(&none, 0, 1, &a, &b));
+    assert!(check(&none, 1, 1, &b, &b));
+    // Time travel, an empty proof for a real extension, a proof where none is due.
+    assert!(!check(&none, 1, 0, &a, &b));
+    assert!(!check(&none, 2, 1, &a, &b));
+    assert!(!check(&none, 1, 2, &a, &b));
+    assert!(!check(&one, 0, 0, &empty, &empty));
+    assert!(!check(&one, 0, 1, &empty, &empty));
+    assert!(!check(&one, 1, 1, &empty, &empty));
 }
 
 #[cfg(feature = "ed25519")]

@@ -143,9 +143,9 @@ proptest! {
             change in any::<prop::sample::Index>(), bit in any::<prop::sample::Index>()) {
         let t = tree(n);
         let m = m.index(n as usize + 1) as u64;
-        let proof = t.consistency_proof(m).unwrap();
-        let old_root = t.root_at(m).unwrap();
-        prop_assert!(proof.verify::<Sha256>(m, &old_root, n, &t.root()).is_ok());
+        let proof = t.consistency_proof(m, n).unwrap();
+        let old_head = t.tree_head_at(m).unwrap();
+        prop_assert!(proof.verify::<Sha256>(&old_head, &t.tree_head()).is_ok());
         // The same proof through its encoding.
         let decoded = ConsistencyProof::from_bytes(&proof.to_bytes()).unwrap();
         prop_assert_eq!(&decoded, &proof);
@@ -154,20 +154,20 @@ proptest! {
             let mut old = leaves(m, 0);
             let c = change.index(m as usize);
             old[c].push(0xff);
-            let other = MerkleTree::<Sha256>::from_leaves(old).root();
-            prop_assert!(proof.verify::<Sha256>(m, &other, n, &t.root()).is_err());
+            let other = MerkleTree::<Sha256>::from_leaves(old).tree_head();
+            prop_assert!(proof.verify::<Sha256>(&other, &t.tree_head()).is_err());
             // A flipped bit anywhere in the proof.
             let mut bytes = proof.to_bytes();
             let b = bit.index(bytes.len() * 8);
             flip(&mut bytes, b);
             if let Ok(p) = ConsistencyProof::from_bytes(&bytes) {
-                prop_assert!(p.verify::<Sha256>(m, &old_root, n, &t.root()).is_err());
+                prop_assert!(p.verify::<Sha256>(&old_head, &t.tree_head()).is_err());
             }
             // Wrong sizes.
-            prop_assert!(proof.verify::<Sha256>(m - 1, &t.root_at(m - 1).unwrap(), n, &t.root()).is_err());
-            prop_assert!(proof.verify::<Sha256>(m, &old_root, n - 1, &t.root_at(n - 1).unwrap()).is_err());
-            // Roots swapped.
-            prop_assert!(proof.verify::<Sha256>(m, &t.root(), n, &old_root).is_err());
+            prop_assert!(proof.verify::<Sha256>(&t.tree_head_at(m - 1).unwrap(), &t.tree_head()).is_err());
+            prop_assert!(proof.verify::<Sha256>(&old_head, &t.tree_head_at(n - 1).unwrap()).is_err());
+            // Tree heads swapped.
+            prop_assert!(proof.verify::<Sha256>(&t.tree_head(), &old_head).is_err());
         }
     }
 
@@ -250,11 +250,15 @@ fn typed_errors_for_bad_input() {
         }
     );
     assert_eq!(
-        t.consistency_proof(11).unwrap_err(),
+        t.consistency_proof(3, 11).unwrap_err(),
         Error::SizeOutOfRange {
             size: 11,
             limit: 10
         }
+    );
+    assert_eq!(
+        t.consistency_proof(5, 3).unwrap_err(),
+        Error::SizeOutOfRange { size: 5, limit: 3 }
     );
     assert_eq!(t.multi_proof(&[]).unwrap_err(), Error::NoLeaves);
     assert_eq!(
@@ -312,8 +316,8 @@ fn blake3_trees_prove_too() {
                 .is_err()
         );
     }
-    t.consistency_proof(40)
+    t.consistency_proof(40, 77)
         .unwrap()
-        .verify::<Blake3>(40, &t.root_at(40).unwrap(), 77, &t.root())
+        .verify::<Blake3>(&t.tree_head_at(40).unwrap(), &t.tree_head())
         .unwrap();
 }

@@ -432,7 +432,7 @@ fn lost_requests_are_asked_again_after_the_timeout() {
     receiver.set_request_timeout(Duration::from_secs(2));
     let t0 = Duration::from_secs(100);
     let get_root = receiver.poll_transmit(t0).unwrap();
-    assert_eq!(get_root, Message::GetRoot);
+    assert_eq!(get_root, Message::GetSignedRoot);
     // Lost. Nothing more is sent until the timeout fires.
     assert_eq!(receiver.poll_transmit(t0), None);
     assert_eq!(receiver.poll_timeout(), Some(t0 + Duration::from_secs(2)));
@@ -440,7 +440,7 @@ fn lost_requests_are_asked_again_after_the_timeout() {
     assert_eq!(receiver.poll_transmit(t0 + Duration::from_secs(1)), None);
     receiver.handle_timeout(t0 + Duration::from_secs(2));
     let again = receiver.poll_transmit(t0 + Duration::from_secs(2)).unwrap();
-    assert_eq!(again, Message::GetRoot);
+    assert_eq!(again, Message::GetSignedRoot);
     // The late answer to the first request is as good as the second's: a
     // root is a root. Block answers are matched by id instead.
     sender.handle(again).unwrap();

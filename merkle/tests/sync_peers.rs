@@ -8,7 +8,7 @@
 
 use quorate_merkle::{
     Error, Sha256,
-    sync::{Event, Message, Receiver, RequestId, Sender},
+    sync::{Event, Message, Receiver, RequestId, Sender, Server},
 };
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
@@ -18,7 +18,7 @@ use common::{TestKey, seeds};
 
 /// One sender and the link to it.
 struct Peer {
-    sender: Sender<Sha256>,
+    sender: Sender<Sha256, u8>,
     up: bool,
     to_peer: VecDeque<Message>,
     /// Answers on their way to the receiver; they may outlive the connection.
@@ -53,10 +53,12 @@ fn run(seed: u64) -> Tally {
         _ => local.truncate(rng.usize(0..n)),
     }
     let peers_n = rng.u8(2..6);
+    // One tree, one session per serving peer.
+    let server = Server::<Sha256>::new(remote.clone(), &TestKey(0));
     let mut peers: BTreeMap<u8, Peer> = (0..peers_n)
         .map(|p| {
             let peer = Peer {
-                sender: Sender::<Sha256>::new(remote.clone(), &TestKey(0)),
+                sender: server.session(p),
                 up: true,
                 to_peer: VecDeque::new(),
                 to_receiver: VecDeque::new(),
