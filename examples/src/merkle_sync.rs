@@ -521,14 +521,16 @@ impl Replica {
     fn drain_requester(&mut self) {
         while let Some(event) = self.requester.poll_event() {
             match event {
-                RequesterEvent::Reply { id, from, body } => {
-                    if self.outstanding.remove(&id).is_some() {
-                        self.on_reply(from, &body);
-                    }
+                RequesterEvent::Reply { id, from, body }
+                    if self.outstanding.remove(&id).is_some() =>
+                {
+                    self.on_reply(from, &body);
                 }
                 RequesterEvent::TimedOut { id } => {
                     self.outstanding.remove(&id);
                 }
+                // Events a newer transport may add need nothing here.
+                _ => {}
             }
         }
     }

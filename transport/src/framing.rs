@@ -127,6 +127,7 @@ impl Frame {
 
 /// What was wrong with a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum FrameError {
     /// The payload is longer than the codec allows (claimed by the peer when
     /// decoding, or given by the caller when encoding).

@@ -31,6 +31,7 @@ use crate::transport::{Event, Transport};
 
 /// What went wrong on an in-process transport.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum MemError<P: Debug> {
     /// No peer of that name has joined (or it has left).
     #[error("no peer {0:?} on this hub")]

@@ -135,6 +135,7 @@ impl fmt::Display for Origin {
 /// What went wrong setting up TLS. Each names the file (or in-memory
 /// input) it is about.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TlsError {
     /// A file could not be read.
     #[error("cannot read {path}: {source}", path = path.display())]

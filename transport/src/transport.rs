@@ -10,6 +10,7 @@ use crate::framing::{ChannelId, Frame, FrameCodec, FrameError};
 
 /// Something that happened on a transport.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event<P, M> {
     /// A connection to `P` is up (first contact or after a reconnect).
     Connected(P),
@@ -37,8 +38,8 @@ pub enum Event<P, M> {
 ///
 /// An implementation needs three things:
 ///
-/// 1. **Send** (`&self`, so it can run while another task awaits `recv`):
-///    find or open the connection to `to`, encode `msg` with your
+/// 1. **Send** (`&self`, so many callers can send at once): find or open
+///    the connection to `to`, encode `msg` with your
 ///    [`Codec`](crate::codec::Codec), wrap it in a
 ///    [`Frame`](crate::framing::Frame), and queue it. Wait while that
 ///    peer's queue is full (that is the back-pressure); never grow it without
@@ -51,6 +52,13 @@ pub enum Event<P, M> {
 /// 3. **Errors**: a malformed frame closes that connection (report
 ///    `Disconnected`), it does not end the transport; `recv` fails only when
 ///    the transport is shut down.
+///
+/// `recv` takes `&mut self`, so a task awaiting it holds the transport. To
+/// send from other tasks meanwhile, split it into a cloneable sender and
+/// the one receiver (quinn's cloneable handles, tokio's `into_split`): the
+/// TCP transport does, with `TcpTransport::into_split` and
+/// `TcpTransport::sender` (feature `tokio`). The trait itself stays whole,
+/// so code generic over it keeps one owner.
 ///
 /// For **in process**, [`mem`](crate::mem) is a complete implementation in
 /// about a hundred lines: a shared map from peer to a bounded channel.
@@ -78,6 +86,7 @@ pub trait Transport: Send + Sync {
 
 /// What went wrong in a [`Typed`] transport.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TypedError<P: Debug, T, C> {
     /// The frame transport underneath failed.
     #[error("transport: {0}")]

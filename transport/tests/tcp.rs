@@ -40,6 +40,7 @@ impl Side {
             }
             Event::Disconnected(peer) => self.mux.disconnect(peer),
             Event::Message { from, msg } => self.mux.handle(now, from, &msg).unwrap(),
+            other => panic!("unexpected {other:?}"),
         }
     }
 
@@ -90,6 +91,7 @@ fn consume(mux: &mut Mux<PeerId>, tally: &mut Tally) {
                 tally.replies += 1;
             }
             RequesterEvent::TimedOut { id } => panic!("request {id:?} timed out on loopback"),
+            other => panic!("unexpected {other:?}"),
         }
     }
     while let Some(p) = mux.subscriber_mut(PUBSUB).unwrap().poll_event() {
@@ -207,13 +209,13 @@ async fn all_patterns_share_one_connection() {
 
 async fn next_message(t: &mut TcpTransport) -> (PeerId, Frame) {
     loop {
-        match tokio::time::timeout(Duration::from_secs(10), t.recv())
-            .await
-            .expect("no message within 10 s")
-            .unwrap()
+        if let Event::Message { from, msg } =
+            tokio::time::timeout(Duration::from_secs(10), t.recv())
+                .await
+                .expect("no message within 10 s")
+                .unwrap()
         {
-            Event::Message { from, msg } => return (from, msg),
-            Event::Connected(_) | Event::Disconnected(_) => {}
+            return (from, msg);
         }
     }
 }

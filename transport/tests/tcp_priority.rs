@@ -145,7 +145,7 @@ async fn recv_serves_urgent_peer_frames_then_peers_then_clients() {
                 };
                 format!("{who}: {}", String::from_utf8_lossy(&msg.payload))
             }
-            Event::Disconnected(p) => panic!("{p} disconnected"),
+            other => panic!("unexpected {other:?}"),
         });
     }
     let want = [

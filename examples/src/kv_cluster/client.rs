@@ -534,6 +534,8 @@ impl Client {
                     self.down.remove(&peer.0);
                     continue;
                 }
+                // Events a newer transport may add say nothing about replies.
+                _ => continue,
             };
             if msg.channel != CLIENT_CHANNEL {
                 continue;

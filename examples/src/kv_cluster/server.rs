@@ -653,6 +653,7 @@ impl NodeCore {
             }
             Event::Connected(peer) => tracing::debug!(client = peer.0, "client connected"),
             Event::Disconnected(peer) => tracing::debug!(client = peer.0, "client disconnected"),
+            other => tracing::debug!(?other, "transport event ignored"),
         }
     }
 

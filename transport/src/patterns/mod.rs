@@ -47,6 +47,7 @@ use bytes::Bytes;
 /// What an endpoint does when a queue reaches its high-water mark.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
 pub enum HwmPolicy {
     /// Refuse the new message with [`Error::Full`]; nothing is queued.
     #[default]
@@ -116,6 +117,7 @@ impl Limits {
 
 /// What went wrong in a pattern endpoint. The endpoint is unchanged.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The queue is at its high-water mark and the policy is
     /// [`HwmPolicy::Block`]: nothing was queued; try again after progress.

@@ -25,7 +25,10 @@
 
 use alloc::collections::BTreeMap;
 use core::fmt::Debug;
+use core::ops::Bound;
 use core::time::Duration;
+
+use bytes::BytesMut;
 
 use super::pubsub::{Publisher, Subscriber};
 use super::pushpull::{Puller, Pusher};
@@ -36,6 +39,7 @@ use crate::framing::{ChannelId, Frame};
 
 /// One pattern endpoint on a channel.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Endpoint<P> {
     /// Asks; see [`Requester`].
     Requester(Requester<P>),
@@ -125,6 +129,7 @@ impl<P: Copy + Ord + Debug> Endpoint<P> {
 
 /// What went wrong in a [`Mux`]. The mux is unchanged.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum MuxError {
     /// [`Mux::add`] on a channel that already has an endpoint.
     #[error("{0} already has an endpoint")]
@@ -151,6 +156,9 @@ pub struct Mux<P> {
     endpoints: BTreeMap<ChannelId, Endpoint<P>>,
     /// Where the round-robin over endpoints in `poll_transmit` resumes.
     cursor: Option<ChannelId>,
+    /// Outbound payloads are encoded here and split off, so frames share
+    /// one allocation, reclaimed once the frames before it are dropped.
+    scratch: BytesMut,
 }
 
 impl<P> Default for Mux<P> {
@@ -158,9 +166,18 @@ impl<P> Default for Mux<P> {
         Mux {
             endpoints: BTreeMap::new(),
             cursor: None,
+            scratch: BytesMut::new(),
         }
     }
 }
+
+/// What [`Mux`]'s encoding buffer reserves at a time: many small frames
+/// share one allocation.
+const SCRATCH_CHUNK: usize = 16 * 1024;
+
+/// A payload larger than this gets the buffer it grew to, and the mux
+/// starts a fresh one: one large message must not pin its size for good.
+const SCRATCH_KEEP: usize = 64 * 1024;
 
 macro_rules! accessor {
     ($name:ident, $variant:ident, $ty:ident) => {
@@ -244,28 +261,48 @@ impl<P: Copy + Ord + Debug> Mux<P> {
 
     /// The next outbound frame, taking endpoints in turn so that a busy one
     /// does not starve the others.
+    ///
+    /// It allocates nothing in steady state: payloads are encoded into one
+    /// buffer that the frames share (a [`Bytes`](bytes::Bytes) slice each),
+    /// reused once the frames before are dropped; while they are held (in
+    /// a transport's queue, say) a new buffer is taken per 16 KiB of
+    /// frames, not one per frame.
     pub fn poll_transmit(&mut self) -> Option<(P, Frame)> {
-        let start = self.cursor;
-        let order = self
-            .endpoints
-            .keys()
-            .copied()
-            .filter(|c| start.is_none_or(|s| *c > s))
-            .chain(
-                self.endpoints
-                    .keys()
-                    .copied()
-                    .filter(|c| start.is_some_and(|s| *c <= s)),
-            )
-            .collect::<alloc::vec::Vec<_>>();
-        for channel in order {
-            if let Some((to, msg)) = self.endpoints.get_mut(&channel)?.poll_transmit() {
-                self.cursor = Some(channel);
-                return Some((to, msg.to_frame(channel)));
-            }
+        let cursor = self.cursor;
+        let after = cursor.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut found = first_transmit(self.endpoints.range_mut((after, Bound::Unbounded)));
+        if let (None, Some(c)) = (&found, cursor) {
+            // Wrap around: from the start up to the cursor.
+            found = first_transmit(self.endpoints.range_mut(..=c));
         }
-        None
+        let (channel, to, msg) = found?;
+        self.cursor = Some(channel);
+        Some((to, self.frame(channel, &msg)))
     }
+
+    /// `msg` as a frame on `channel`, encoded into the shared buffer.
+    fn frame(&mut self, channel: ChannelId, msg: &Wire) -> Frame {
+        let len = msg.encoded_len();
+        if self.scratch.capacity() < len {
+            // Reclaims the whole buffer when no frame holds a part of it.
+            self.scratch.reserve(len.max(SCRATCH_CHUNK));
+        }
+        msg.encode(&mut self.scratch);
+        let payload = self.scratch.split().freeze();
+        if payload.len() > SCRATCH_KEEP {
+            self.scratch = BytesMut::new();
+        }
+        Frame::new(channel, payload)
+    }
+}
+
+/// The first endpoint in `endpoints` with a message to send, and it.
+fn first_transmit<'a, P: Copy + Ord + Debug + 'a>(
+    endpoints: impl Iterator<Item = (&'a ChannelId, &'a mut Endpoint<P>)>,
+) -> Option<(ChannelId, P, Wire)> {
+    endpoints
+        .into_iter()
+        .find_map(|(channel, e)| e.poll_transmit().map(|(to, msg)| (*channel, to, msg)))
 }
 
 #[cfg(test)]

@@ -37,6 +37,7 @@ use super::{Counters, Error, Limits, RequestId, Wire};
 /// What a [`Requester`] tells the application. Each request id appears in
 /// exactly one event.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RequesterEvent<P> {
     /// The reply to request `id`.
     Reply {
@@ -182,6 +183,7 @@ impl<P: Copy + Ord + Debug> Requester<P> {
 
 /// What a [`Replier`] tells the application.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ReplierEvent<P> {
     /// A request to answer with [`Replier::reply`].
     Request {

@@ -19,6 +19,7 @@ pub struct RequestId(pub u64);
 
 /// One pattern message.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Wire {
     /// Request/reply: a request awaiting a reply with the same id.
     Request {
@@ -84,6 +85,7 @@ pub enum Wire {
 
 /// What was wrong with a pattern message's bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum WireError {
     /// The payload was empty: no tag.
     #[error("empty pattern message")]
@@ -172,6 +174,26 @@ impl Wire {
                 dst.put_u8(DATA);
                 dst.extend_from_slice(body);
             }
+        }
+    }
+
+    /// The bytes [`encode`](Self::encode) appends.
+    pub(crate) fn encoded_len(&self) -> usize {
+        const TAG: usize = 1;
+        const U64: usize = 8;
+        const LEN: usize = 4;
+        TAG + match self {
+            Wire::Request { body, .. } | Wire::Reply { body, .. } | Wire::Push { body, .. } => {
+                U64 + body.len()
+            }
+            Wire::Credit { .. } => 2 * U64,
+            Wire::Skip { .. } => U64,
+            Wire::Subscribe { prefixes, .. } => {
+                U64 + LEN + prefixes.iter().map(|p| LEN + p.len()).sum::<usize>()
+            }
+            Wire::Publish { topic, body } => LEN + topic.len() + body.len(),
+            Wire::Hello { identity } => LEN + identity.len(),
+            Wire::Data { body } => body.len(),
         }
     }
 
@@ -365,6 +387,13 @@ pub(crate) mod tests {
         #[test]
         fn round_trips(w in wire()) {
             prop_assert_eq!(Wire::decode(w.to_bytes()).unwrap(), w);
+        }
+
+        #[test]
+        fn encoded_len_is_what_encode_appends(w in wire()) {
+            let mut buf = BytesMut::from(&b"before"[..]);
+            w.encode(&mut buf);
+            prop_assert_eq!(w.encoded_len(), buf.len() - b"before".len());
         }
 
         #[test]

@@ -145,6 +145,7 @@ pub struct Delivery<N, M> {
 
 /// What [`Network::send`] did with a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum SendOutcome {
     /// Scheduled for delivery at `at`; if `duplicate_at` is set, a second
     /// copy is scheduled then.

@@ -20,6 +20,7 @@ impl fmt::Display for MessageId {
 /// Why the network dropped a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
 pub enum DropReason {
     /// The link's loss probability struck.
     Lost,
@@ -39,6 +40,7 @@ pub enum DropReason {
 /// What happened to a message at one point in time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
 pub enum TraceKind {
     /// Accepted by the network: scheduled for delivery, or queued on a link
     /// with a bandwidth.

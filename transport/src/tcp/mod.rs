@@ -67,6 +67,13 @@
 //!   still in flight on the loser may arrive after the first ones on the
 //!   winner). The switch emits no events: the peer stays connected. A side
 //!   whose own dial lost does not redial while the winner is up.
+//! - **One receiver, many senders.** [`into_split`](TcpTransport::into_split)
+//!   gives a [`TcpReceiver`] that owns `recv` and a [`TcpSender`] that is
+//!   `Clone + Send + Sync`, so one task receives while any number send
+//!   (quinn's cloneable handles, tokio's `into_split`);
+//!   [`sender`](TcpTransport::sender) hands out a sender without splitting.
+//!   The halves are the same transport: same queues, lanes, limits, stats.
+//!   The transport runs until it is shut down or its last sender is dropped.
 //! - **Graceful shutdown.** [`shutdown`](TcpTransport::shutdown) stops
 //!   accepting, writes out every queued frame, closes each connection's
 //!   write side and waits for the tasks.
@@ -96,6 +103,44 @@
 //! assert_eq!((from, &msg.payload[..]), (PeerId(2), &b"hi"[..]));
 //! client.shutdown().await;
 //! server.shutdown().await;
+//! # });
+//! ```
+//!
+//! Receiving in one task while others send:
+//!
+//! ```
+//! use bytes::Bytes;
+//! use quorate_transport::framing::{ChannelId, Frame};
+//! use quorate_transport::tcp::{PeerId, TcpConfig, TcpTransport};
+//! use quorate_transport::Event;
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let server = TcpTransport::bind(PeerId(1), "127.0.0.1:0", TcpConfig::default()).await.unwrap();
+//! let addr = server.local_addr().unwrap();
+//! let (_server_tx, mut server_rx) = server.into_split();
+//! let (tx, _rx) = TcpTransport::client(PeerId(2), TcpConfig::default()).into_split();
+//! tx.add_peer(PeerId(1), addr);
+//! let senders: Vec<_> = (0..3u8)
+//!     .map(|i| {
+//!         let tx = tx.clone();
+//!         tokio::spawn(async move { tx.send(PeerId(1), Frame::new(ChannelId(0), Bytes::from(vec![i]))).await })
+//!     })
+//!     .collect();
+//! let receiver = tokio::spawn(async move {
+//!     let mut got = Vec::new();
+//!     while got.len() < 3 {
+//!         if let Event::Message { msg, .. } = server_rx.recv().await.unwrap() {
+//!             got.push(msg.payload[0]);
+//!         }
+//!     }
+//!     got.sort();
+//!     got
+//! });
+//! for s in senders {
+//!     s.await.unwrap().unwrap();
+//! }
+//! assert_eq!(receiver.await.unwrap(), [0, 1, 2]);
+//! tx.shutdown().await;
 //! # });
 //! ```
 
@@ -263,6 +308,7 @@ impl TcpConfig {
 
 /// What went wrong on the TCP transport.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TcpError {
     /// No connection to this peer and no address to dial it.
     #[error("no connection or address for {0}")]
@@ -278,10 +324,14 @@ pub enum TcpError {
     },
     /// The peer's queue holds its most bytes; the frame was dropped and
     /// counted.
-    #[error("queue to {peer} holds {queued} of at most {max} bytes; frame dropped")]
+    #[error(
+        "queue to {peer} holds {queued} of at most {max} bytes, no room for a frame of {len}; frame dropped"
+    )]
     FullBytes {
         /// The peer.
         peer: PeerId,
+        /// The refused frame's payload bytes.
+        len: usize,
         /// Bytes queued.
         queued: usize,
         /// The bound ([`TcpConfig::peer_queue_bytes`]).
@@ -400,7 +450,8 @@ struct Shared<W> {
     counters: Counters,
     dial_failures: Mutex<HashMap<PeerId, DialFailure>>,
     inbound: Inbound,
-    shutdown: watch::Sender<bool>,
+    /// Set once to shut down; shared with [`Alive`].
+    shutdown: Arc<watch::Sender<bool>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -630,19 +681,90 @@ impl<W> Shared<W> {
 }
 
 /// A TCP transport endpoint. See the [module docs](self).
+///
+/// It owns both directions: [`send`](Transport::send) takes `&self`,
+/// [`recv`](Transport::recv) `&mut self`. To receive in one task and send
+/// from others, take a [`sender`](Self::sender) (a cloneable handle) or
+/// split it with [`into_split`](Self::into_split), as tokio's
+/// [`TcpStream::into_split`] does a socket.
 pub struct TcpTransport<W: StreamWrapper = Plain> {
-    shared: Arc<Shared<W>>,
-    inbound: InboundRx,
-    local_addr: Option<SocketAddr>,
+    sender: TcpSender<W>,
+    receiver: TcpReceiver,
 }
 
 impl<W: StreamWrapper> fmt::Debug for TcpTransport<W> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TcpTransport")
+            .field("id", &self.sender.shared.id)
+            .field("local_addr", &self.sender.local_addr)
+            .field("config", &self.sender.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The sending half of a [`TcpTransport`], from
+/// [`into_split`](TcpTransport::into_split) or
+/// [`sender`](TcpTransport::sender): a handle that can be cloned and
+/// shared, so many tasks send (and manage peers) while one task receives.
+///
+/// Every clone drives the same transport: the same peers, queues, limits and
+/// stats. The transport runs while a sender (or the whole [`TcpTransport`])
+/// is alive; dropping the last one shuts it down as
+/// [`shutdown`](Self::shutdown) would, without waiting, and the
+/// [`TcpReceiver`] then hands out what is waiting and fails with
+/// [`TcpError::Shutdown`].
+pub struct TcpSender<W: StreamWrapper = Plain> {
+    shared: Arc<Shared<W>>,
+    alive: Arc<Alive>,
+    local_addr: Option<SocketAddr>,
+}
+
+impl<W: StreamWrapper> Clone for TcpSender<W> {
+    fn clone(&self) -> Self {
+        TcpSender {
+            shared: Arc::clone(&self.shared),
+            alive: Arc::clone(&self.alive),
+            local_addr: self.local_addr,
+        }
+    }
+}
+
+impl<W: StreamWrapper> fmt::Debug for TcpSender<W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TcpSender")
             .field("id", &self.shared.id)
             .field("local_addr", &self.local_addr)
-            .field("config", &self.shared.config)
             .finish_non_exhaustive()
+    }
+}
+
+/// The receiving half of a [`TcpTransport`], from
+/// [`into_split`](TcpTransport::into_split): it owns
+/// [`recv`](Self::recv), with the transport's lanes (urgent frames from
+/// peers first, then the rest from peers, then clients).
+///
+/// It does not keep the transport running: the [`TcpSender`]s do. Dropped
+/// while senders live, the transport goes on sending, and what arrives
+/// from then on is discarded.
+pub struct TcpReceiver {
+    inbound: InboundRx,
+    stop: watch::Receiver<bool>,
+}
+
+impl fmt::Debug for TcpReceiver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TcpReceiver").finish_non_exhaustive()
+    }
+}
+
+/// Held by every sender of a transport: the last one dropped signals
+/// shutdown. The tasks hold only [`Shared`], so they never keep it alive.
+struct Alive(Arc<watch::Sender<bool>>);
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        // Tasks notice, flush and exit; `shutdown` is the way to wait for them.
+        self.0.send_replace(true);
     }
 }
 
@@ -671,41 +793,128 @@ impl<W: StreamWrapper> TcpTransport<W> {
         let local_addr = listener.local_addr()?;
         tcp_log!(info, "{id} listening on {local_addr}");
         let mut me = Self::client_with(id, config, wrapper);
-        me.local_addr = Some(local_addr);
-        let shared = Arc::clone(&me.shared);
-        me.shared.spawn(conn::accept_loop(shared, listener));
+        me.sender.local_addr = Some(local_addr);
+        let shared = Arc::clone(&me.sender.shared);
+        me.sender.shared.spawn(conn::accept_loop(shared, listener));
         Ok(me)
     }
 
     /// [`client`](TcpTransport::client) with a stream wrapper.
     pub fn client_with(id: PeerId, config: TcpConfig, wrapper: W) -> Self {
         let (tx, rx) = queue::inbound(config.inbound_queue);
-        let (shutdown, _) = watch::channel(false);
+        let (shutdown, stop) = watch::channel(false);
+        let shutdown = Arc::new(shutdown);
+        let alive = Arc::new(Alive(Arc::clone(&shutdown)));
+        let shared = Arc::new(Shared {
+            id,
+            config,
+            wrapper,
+            addrs: Mutex::default(),
+            peers: Mutex::default(),
+            membership: AsyncMutex::new(()),
+            released: Notify::new(),
+            next_conn: AtomicU64::new(0),
+            open_peers: AtomicUsize::new(0),
+            open_clients: AtomicUsize::new(0),
+            accepted: Arc::new(AtomicUsize::new(0)),
+            budget: Budget::new(config.max_buffered_bytes),
+            counters: Counters::default(),
+            dial_failures: Mutex::default(),
+            inbound: tx,
+            shutdown,
+            tasks: Mutex::default(),
+        });
         TcpTransport {
-            shared: Arc::new(Shared {
-                id,
-                config,
-                wrapper,
-                addrs: Mutex::default(),
-                peers: Mutex::default(),
-                membership: AsyncMutex::new(()),
-                released: Notify::new(),
-                next_conn: AtomicU64::new(0),
-                open_peers: AtomicUsize::new(0),
-                open_clients: AtomicUsize::new(0),
-                accepted: Arc::new(AtomicUsize::new(0)),
-                budget: Budget::new(config.max_buffered_bytes),
-                counters: Counters::default(),
-                dial_failures: Mutex::default(),
-                inbound: tx,
-                shutdown,
-                tasks: Mutex::default(),
-            }),
-            inbound: rx,
-            local_addr: None,
+            sender: TcpSender {
+                shared,
+                alive,
+                local_addr: None,
+            },
+            receiver: TcpReceiver { inbound: rx, stop },
         }
     }
 
+    /// Splits the transport into a sending half, which can be cloned and
+    /// shared between tasks, and the receiving half, so that one task
+    /// receives while others send. Nothing about the transport changes:
+    /// peers, queues, lanes, limits and stats are the same.
+    pub fn into_split(self) -> (TcpSender<W>, TcpReceiver) {
+        (self.sender, self.receiver)
+    }
+
+    /// A sending handle on this transport, to send from other tasks while
+    /// this one keeps receiving. See [`TcpSender`].
+    pub fn sender(&self) -> TcpSender<W> {
+        self.sender.clone()
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> PeerId {
+        self.sender.id()
+    }
+
+    /// Where this node listens, if it does.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.sender.local_addr()
+    }
+
+    /// Tells the transport where `peer` listens. The first send to it dials.
+    /// Under [`Trust::KnownPeers`] it also makes `peer` a known peer: client
+    /// connections that claimed its id (it connected before it was known)
+    /// are closed, so that it reconnects as the peer.
+    pub fn add_peer(&self, peer: PeerId, addr: SocketAddr) {
+        self.sender.add_peer(peer, addr);
+    }
+
+    /// Forgets `peer`'s address and ends its link: frames already queued for
+    /// it are still written if it is connected, then its connection (dialed
+    /// or accepted) closes. Sends to it fail with [`TcpError::UnknownPeer`]
+    /// until it connects to us or is added again.
+    pub fn remove_peer(&self, peer: PeerId) {
+        self.sender.remove_peer(peer);
+    }
+
+    /// Queues `frame` for `to` without waiting: a full queue drops the frame,
+    /// counts it and returns [`TcpError::Full`] or [`TcpError::FullBytes`].
+    pub fn try_send(&self, to: PeerId, frame: Frame) -> Result<(), TcpError> {
+        self.sender.try_send(to, frame)
+    }
+
+    /// TCP connections open past their handshake, in either direction,
+    /// including any still closing after losing a simultaneous open. One
+    /// per connected peer once things settle.
+    pub fn open_connections(&self) -> usize {
+        self.sender.open_connections()
+    }
+
+    /// Frames dropped by [`try_send`](Self::try_send) at the high-water mark.
+    pub fn dropped(&self) -> u64 {
+        self.sender.dropped()
+    }
+
+    /// The last failed dial to `peer`, if its most recent dial failed and it
+    /// has not connected since (set by the link of a peer added with
+    /// [`add_peer`](Self::add_peer), cleared when a connection to it is up
+    /// or it is removed). A client whose first send dials can poll this to
+    /// report "connection refused to 127.0.0.1:7001" at once instead of
+    /// waiting for a reply that cannot come.
+    pub fn dial_failure(&self, peer: PeerId) -> Option<DialFailure> {
+        self.sender.dial_failure(peer)
+    }
+
+    /// A snapshot of connections, counters and queue depths.
+    pub fn stats(&self) -> TcpStats {
+        self.sender.stats()
+    }
+
+    /// Stops accepting, writes out queued frames, closes every connection
+    /// and waits for the transport's tasks to end.
+    pub async fn shutdown(self) {
+        self.sender.shutdown().await;
+    }
+}
+
+impl<W: StreamWrapper> TcpSender<W> {
     /// This node's id.
     pub fn id(&self) -> PeerId {
         self.shared.id
@@ -716,10 +925,7 @@ impl<W: StreamWrapper> TcpTransport<W> {
         self.local_addr
     }
 
-    /// Tells the transport where `peer` listens. The first send to it dials.
-    /// Under [`Trust::KnownPeers`] it also makes `peer` a known peer: client
-    /// connections that claimed its id (it connected before it was known)
-    /// are closed, so that it reconnects as the peer.
+    /// [`TcpTransport::add_peer`].
     pub fn add_peer(&self, peer: PeerId, addr: SocketAddr) {
         lock(&self.shared.addrs).insert(peer, addr);
         for slot in lock(&self.shared.peers).values() {
@@ -729,10 +935,7 @@ impl<W: StreamWrapper> TcpTransport<W> {
         }
     }
 
-    /// Forgets `peer`'s address and ends its link: frames already queued for
-    /// it are still written if it is connected, then its connection (dialed
-    /// or accepted) closes. Sends to it fail with [`TcpError::UnknownPeer`]
-    /// until it connects to us or is added again.
+    /// [`TcpTransport::remove_peer`].
     pub fn remove_peer(&self, peer: PeerId) {
         lock(&self.shared.addrs).remove(&peer);
         lock(&self.shared.dial_failures).remove(&peer);
@@ -741,43 +944,46 @@ impl<W: StreamWrapper> TcpTransport<W> {
         }
     }
 
-    /// Queues `frame` for `to` without waiting: a full queue drops the frame,
-    /// counts it and returns [`TcpError::Full`] or [`TcpError::FullBytes`].
+    /// Queues `frame` for `to`, waiting while that peer's queue is full
+    /// ([`Transport::send`] on the whole transport). `Ok` means queued, not
+    /// delivered.
+    pub async fn send(&self, to: PeerId, frame: Frame) -> Result<(), TcpError> {
+        check(&self.shared.config, &frame)?;
+        let queue = self.link(to)?;
+        let len = frame.payload.len();
+        queue.push(frame).await.map_err(|r| refusal(to, r, len))
+    }
+
+    /// [`TcpTransport::try_send`].
     pub fn try_send(&self, to: PeerId, frame: Frame) -> Result<(), TcpError> {
         check(&self.shared.config, &frame)?;
         let queue = self.link(to)?;
+        let len = frame.payload.len();
         queue.try_push(frame).map_err(|refused| {
             if refused != Refused::Closed {
                 bump(&self.shared.counters.dropped);
             }
-            refusal(to, refused)
+            refusal(to, refused, len)
         })
     }
 
-    /// TCP connections open past their handshake, in either direction,
-    /// including any still closing after losing a simultaneous open. One
-    /// per connected peer once things settle.
+    /// [`TcpTransport::open_connections`].
     pub fn open_connections(&self) -> usize {
         self.shared.open_peers.load(Ordering::Relaxed)
             + self.shared.open_clients.load(Ordering::Relaxed)
     }
 
-    /// Frames dropped by [`try_send`](Self::try_send) at the high-water mark.
+    /// [`TcpTransport::dropped`].
     pub fn dropped(&self) -> u64 {
         get(&self.shared.counters.dropped)
     }
 
-    /// The last failed dial to `peer`, if its most recent dial failed and it
-    /// has not connected since (set by the link of a peer added with
-    /// [`add_peer`](Self::add_peer), cleared when a connection to it is up
-    /// or it is removed). A client whose first send dials can poll this to
-    /// report "connection refused to 127.0.0.1:7001" at once instead of
-    /// waiting for a reply that cannot come.
+    /// [`TcpTransport::dial_failure`].
     pub fn dial_failure(&self, peer: PeerId) -> Option<DialFailure> {
         lock(&self.shared.dial_failures).get(&peer).cloned()
     }
 
-    /// A snapshot of connections, counters and queue depths.
+    /// [`TcpTransport::stats`].
     pub fn stats(&self) -> TcpStats {
         let s = &self.shared;
         let c = &s.counters;
@@ -820,9 +1026,12 @@ impl<W: StreamWrapper> TcpTransport<W> {
         }
     }
 
-    /// Stops accepting, writes out queued frames, closes every connection
-    /// and waits for the transport's tasks to end.
-    pub async fn shutdown(self) {
+    /// Shuts the transport down for every handle: stops accepting, writes
+    /// out queued frames, closes every connection and waits for the
+    /// transport's tasks to end. Sends from any handle then fail with
+    /// [`TcpError::Shutdown`], and the [`TcpReceiver`] returns it once it
+    /// has handed out the events already waiting.
+    pub async fn shutdown(&self) {
         // `send_replace`: `send` stores nothing while no task has subscribed
         // yet, and a link spawned just before would then never stop.
         self.shared.shutdown.send_replace(true);
@@ -856,10 +1065,16 @@ impl<W: StreamWrapper> TcpTransport<W> {
     }
 }
 
-impl<W: StreamWrapper> Drop for TcpTransport<W> {
-    fn drop(&mut self) {
-        // Tasks notice, flush and exit; `shutdown` is the way to wait for them.
-        self.shared.shutdown.send_replace(true);
+impl TcpReceiver {
+    /// The next event, urgent frames from peers first
+    /// ([`Transport::recv`] on the whole transport). Fails with
+    /// [`TcpError::Shutdown`] once the transport is shut down and the
+    /// events already waiting are handed out.
+    pub async fn recv(&mut self) -> Result<Event<PeerId, Frame>, TcpError> {
+        self.inbound
+            .recv(&mut self.stop)
+            .await
+            .ok_or(TcpError::Shutdown)
     }
 }
 
@@ -878,12 +1093,13 @@ fn check(config: &TcpConfig, frame: &Frame) -> Result<(), TcpError> {
     Ok(())
 }
 
-/// The error for a frame `to` refused.
-fn refusal(to: PeerId, refused: Refused) -> TcpError {
+/// The error for a frame of `len` payload bytes `to` refused.
+fn refusal(to: PeerId, refused: Refused, len: usize) -> TcpError {
     match refused {
         Refused::Frames { hwm } => TcpError::Full { peer: to, hwm },
         Refused::Bytes { queued, max } => TcpError::FullBytes {
             peer: to,
+            len,
             queued,
             max,
         },
@@ -899,12 +1115,10 @@ impl<W: StreamWrapper> Transport for TcpTransport<W> {
     type Error = TcpError;
 
     async fn send(&self, to: PeerId, frame: Frame) -> Result<(), TcpError> {
-        check(&self.shared.config, &frame)?;
-        let queue = self.link(to)?;
-        queue.push(frame).await.map_err(|r| refusal(to, r))
+        self.sender.send(to, frame).await
     }
 
     async fn recv(&mut self) -> Result<Event<PeerId, Frame>, TcpError> {
-        self.inbound.recv().await.ok_or(TcpError::Shutdown)
+        self.receiver.recv().await
     }
 }

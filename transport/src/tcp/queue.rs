@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 
 use bytes::BytesMut;
-use tokio::sync::{Mutex as AsyncMutex, Notify, mpsc};
+use tokio::sync::{Mutex as AsyncMutex, Notify, mpsc, watch};
 
 use super::{PeerId, lock};
 use crate::framing::{Flags, Frame, FrameCodec, HEADER_LEN};
@@ -306,15 +306,15 @@ impl Inbound {
 }
 
 impl InboundRx {
-    /// The next event, from the first lane that has one; `None` once every
-    /// sender is gone.
-    pub(super) async fn recv(&mut self) -> Option<Ev> {
+    /// The next event, from the first lane that has one; `None` once the
+    /// lanes are empty and `stop` is set (or its sender gone).
+    pub(super) async fn recv(&mut self, stop: &mut watch::Receiver<bool>) -> Option<Ev> {
         tokio::select! {
             biased;
             Some(ev) = self.urgent.recv() => Some(ev),
             Some(ev) = self.peers.recv() => Some(ev),
             Some(ev) = self.clients.recv() => Some(ev),
-            else => None,
+            () = super::conn::stopped(stop) => None,
         }
     }
 }

@@ -8,6 +8,7 @@ use super::PeerId;
 /// Whose word a connection's hello is taken on. Set it in
 /// [`TcpConfig::trust`](super::TcpConfig::trust).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Trust {
     /// The id in the hello is the peer's id, whoever sent it (the
     /// behaviour before trust levels existed). With an
