@@ -39,7 +39,7 @@
 //!   proofs, so they interoperate with certificate-transparency logs.
 //! - **Hashes**: any [`MerkleHasher`]; [`Sha256`] (feature `sha2`, the RFC's
 //!   hash) and `Blake3` (feature `blake3`) are built in. Every hash is a
-//!   32-byte [`Hash`].
+//!   32-byte [`struct@Hash`].
 //! - **Time**: the crate never reads a clock. The only state machine that
 //!   acts on time, [`sync::Receiver`], takes `now: Duration` (since an origin
 //!   of your choosing) where it uses it; nothing else takes a time.
