@@ -58,12 +58,14 @@ pub enum DecodeError {
         offset: usize,
     },
     /// A number does not fit the type or range it is decoded into.
-    #[error("value {value} out of range for {target}")]
+    #[error("value {value} out of range for {target} (max {max})")]
     OutOfRange {
         /// The decoded number.
         value: u128,
         /// What it was meant to be.
         target: &'static str,
+        /// The largest value `target` accepts.
+        max: u128,
     },
     /// A length prefix claims more bytes than remain.
     #[error("length {length} exceeds the {remaining} bytes left")]
@@ -248,6 +250,7 @@ impl<'a> Reader<'a> {
         u64::try_from(value).map_err(|_| DecodeError::OutOfRange {
             value,
             target: "u64",
+            max: u64::MAX.into(),
         })
     }
 
@@ -260,6 +263,7 @@ impl<'a> Reader<'a> {
             .ok_or(DecodeError::OutOfRange {
                 value,
                 target: "counter",
+                max: MAX_COUNTER.into(),
             })
     }
 
@@ -307,6 +311,7 @@ macro_rules! codec_for_uint {
                 <$ty>::try_from(value).map_err(|_| DecodeError::OutOfRange {
                     value,
                     target: stringify!($ty),
+                    max: <$ty>::MAX.into(),
                 })
             }
         }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 use quorate_clocks::{
     AtomicHlc, AtomicLamportClock, Causality, Dot, DottedVersionVector, DvvSet, Hlc, HlcError,
-    HlcTimestamp, LamportClock, LamportTimestamp, VectorClock,
+    HlcTimestamp, LamportClock, LamportTimestamp, MaxDrift, VectorClock,
 };
 
 /// Clocks over few actors and small counters, so that equal, ordered and
@@ -253,9 +253,9 @@ proptest! {
     fn hlc_stamps_strictly_increase_and_update_passes_remote(
         steps in prop::collection::vec((any::<bool>(), 0u64..2000, 0u64..2000, any::<u16>()), 1..80),
     ) {
-        let mut clock = Hlc::new(300);
+        let mut clock = Hlc::with_max_drift(MaxDrift::millis(300));
         // The lock-free clock must give the same answers, step for step.
-        let shared = AtomicHlc::new(300);
+        let shared = AtomicHlc::with_max_drift(MaxDrift::millis(300));
         let mut last = clock.last();
         for (is_update, physical, remote_ms, remote_logical) in steps {
             let before = clock.clone();
