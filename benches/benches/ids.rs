@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use criterion::{Criterion, Throughput, criterion_group};
 use quorate_ids::{
     AtomicGenerator, ClockPolicy, FieldOrder, Generator, IdError, Layout, LayoutSpec, NodeId,
-    SystemClockGenerator, UnixMillis, preset,
+    SystemClockGenerator, UnixMillis,
 };
 
 /// A time well inside every preset's range (2025-06-15).
@@ -77,9 +77,9 @@ fn next_caller_time(c: &mut Criterion) {
     let mut group = c.benchmark_group("ids/next_caller_time");
     group.throughput(Throughput::Elements(1));
 
-    let mut fixed = Generator::new(preset::Seed, NodeId::new(1), ClockPolicy::Reject).unwrap();
+    let mut fixed = Generator::new(Layout::SEED, NodeId::new(1), ClockPolicy::Reject).unwrap();
     let mut n = 0;
-    group.bench_function("quorate Generator<preset::Seed>", |b| {
+    group.bench_function("quorate Generator", |b| {
         b.iter(|| caller_time(&mut fixed, &mut n).unwrap());
     });
 
@@ -89,7 +89,7 @@ fn next_caller_time(c: &mut Criterion) {
         b.iter(|| caller_time(&mut dynamic, &mut n).unwrap());
     });
 
-    let atomic = AtomicGenerator::new(preset::Seed, NodeId::new(1), ClockPolicy::Reject).unwrap();
+    let atomic = AtomicGenerator::new(Layout::SEED, NodeId::new(1), ClockPolicy::Reject).unwrap();
     let mut n: u64 = 0;
     group.bench_function("quorate AtomicGenerator (1 thread)", |b| {
         b.iter(|| {
@@ -113,16 +113,16 @@ fn system_clock(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
 
     let seed =
-        SystemClockGenerator::new(preset::Seed, NodeId::new(1), ClockPolicy::WaitUntil).unwrap();
+        SystemClockGenerator::new(Layout::SEED, NodeId::new(1), ClockPolicy::WaitUntil).unwrap();
     group.bench_function("quorate SystemClockGenerator seed (cap 16384/ms)", |b| {
         b.iter(|| seed.next().unwrap());
     });
     let twitter =
-        SystemClockGenerator::new(preset::Twitter, NodeId::new(1), ClockPolicy::WaitUntil).unwrap();
+        SystemClockGenerator::new(Layout::TWITTER, NodeId::new(1), ClockPolicy::WaitUntil).unwrap();
     group.bench_function("quorate SystemClockGenerator twitter (cap 4096/ms)", |b| {
         b.iter(|| twitter.next().unwrap());
     });
-    let sony = SystemClockGenerator::new(preset::Sonyflake, NodeId::new(1), ClockPolicy::WaitUntil)
+    let sony = SystemClockGenerator::new(Layout::SONYFLAKE, NodeId::new(1), ClockPolicy::WaitUntil)
         .unwrap();
     group.bench_function(
         "quorate SystemClockGenerator sonyflake (cap 25.6/ms)",
@@ -133,7 +133,7 @@ fn system_clock(c: &mut Criterion) {
 
     // One clock read per tick instead of per ID: 256 IDs per call.
     let batched =
-        SystemClockGenerator::new(preset::Seed, NodeId::new(2), ClockPolicy::WaitUntil).unwrap();
+        SystemClockGenerator::new(Layout::SEED, NodeId::new(2), ClockPolicy::WaitUntil).unwrap();
     let mut batch = [quorate_ids::Id::from_u64(0); 256];
     group.throughput(Throughput::Elements(256));
     group.bench_function(
@@ -205,7 +205,7 @@ fn two_thread_contention(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     let policy = ClockPolicy::Tolerate(Duration::from_secs(1));
 
-    let atomic = AtomicGenerator::new(preset::Seed, NodeId::new(1), policy).unwrap();
+    let atomic = AtomicGenerator::new(Layout::SEED, NodeId::new(1), policy).unwrap();
     group.bench_function("quorate AtomicGenerator", |b| {
         b.iter_custom(|iters| {
             two_threads(iters, resume_point(atomic.last_issued()), |now| {
@@ -214,7 +214,7 @@ fn two_thread_contention(c: &mut Criterion) {
         });
     });
 
-    let locked = Mutex::new(Generator::new(preset::Seed, NodeId::new(1), policy).unwrap());
+    let locked = Mutex::new(Generator::new(Layout::SEED, NodeId::new(1), policy).unwrap());
     group.bench_function("Mutex<quorate Generator>", |b| {
         b.iter_custom(|iters| {
             let start = resume_point(locked.lock().unwrap().last_issued());
@@ -294,20 +294,20 @@ fn cost_report() {
     println!("\n| mint with caller time, best of 7 x 5M | ns/ID |");
     println!("|---|---:|");
     let at = |n: u64| UnixMillis::from_millis(BASE + (n >> IDS_PER_MS));
-    let mut fixed = Generator::new(preset::Seed, NodeId::new(1), ClockPolicy::Reject).unwrap();
-    best_ns_per_id("quorate Generator<preset::Seed>::next", |n| {
+    let mut fixed = Generator::new(Layout::SEED, NodeId::new(1), ClockPolicy::Reject).unwrap();
+    best_ns_per_id("quorate Generator::next", |n| {
         black_box(fixed.next(at(n)).unwrap());
     });
-    let mut twitter = Generator::new(preset::Twitter, NodeId::new(1), ClockPolicy::Reject).unwrap();
-    best_ns_per_id("quorate Generator<preset::Twitter>::next", |n| {
+    let mut twitter = Generator::new(Layout::TWITTER, NodeId::new(1), ClockPolicy::Reject).unwrap();
+    best_ns_per_id("quorate Generator::next", |n| {
         black_box(twitter.next(at(n)).unwrap());
     });
     let mut dynamic = Generator::new(Layout::SEED, NodeId::new(1), ClockPolicy::Reject).unwrap();
     best_ns_per_id("quorate Generator<Layout>::next (run-time layout)", |n| {
         black_box(dynamic.next(at(n)).unwrap());
     });
-    let atomic = AtomicGenerator::new(preset::Seed, NodeId::new(1), ClockPolicy::Reject).unwrap();
-    best_ns_per_id("quorate AtomicGenerator<preset::Seed>::next", |n| {
+    let atomic = AtomicGenerator::new(Layout::SEED, NodeId::new(1), ClockPolicy::Reject).unwrap();
+    best_ns_per_id("quorate AtomicGenerator::next", |n| {
         black_box(atomic.next(at(n)).unwrap());
     });
     let mut peer = snowflake::SnowflakeIdGenerator::new(1, 1);
@@ -325,7 +325,7 @@ fn cap_report() {
     );
     println!("|---|---:|---:|---:|---:|---:|");
     let seed =
-        SystemClockGenerator::new(preset::Seed, NodeId::new(1), ClockPolicy::WaitUntil).unwrap();
+        SystemClockGenerator::new(Layout::SEED, NodeId::new(1), ClockPolicy::WaitUntil).unwrap();
     cap_line(
         "quorate SystemClockGenerator::next, seed",
         16_384.0,
@@ -336,7 +336,7 @@ fn cap_report() {
         },
     );
     let filled =
-        SystemClockGenerator::new(preset::Seed, NodeId::new(2), ClockPolicy::WaitUntil).unwrap();
+        SystemClockGenerator::new(Layout::SEED, NodeId::new(2), ClockPolicy::WaitUntil).unwrap();
     let mut batch = [quorate_ids::Id::from_u64(0); 256];
     cap_line(
         "quorate SystemClockGenerator::fill(256), seed",
@@ -349,7 +349,7 @@ fn cap_report() {
         },
     );
     let twitter =
-        SystemClockGenerator::new(preset::Twitter, NodeId::new(1), ClockPolicy::WaitUntil).unwrap();
+        SystemClockGenerator::new(Layout::TWITTER, NodeId::new(1), ClockPolicy::WaitUntil).unwrap();
     cap_line(
         "quorate SystemClockGenerator::next, twitter",
         4_096.0,
@@ -374,7 +374,7 @@ fn cap_report() {
             1
         },
     );
-    let sony = SystemClockGenerator::new(preset::Sonyflake, NodeId::new(1), ClockPolicy::WaitUntil)
+    let sony = SystemClockGenerator::new(Layout::SONYFLAKE, NodeId::new(1), ClockPolicy::WaitUntil)
         .unwrap();
     cap_line(
         "quorate SystemClockGenerator::next, sonyflake",

@@ -100,7 +100,6 @@ impl<L: LayoutSpec> AtomicGenerator<L> {
 mod tests {
     use super::*;
     use crate::Generator;
-    use crate::preset;
     use core::time::Duration;
 
     extern crate std;
@@ -110,8 +109,8 @@ mod tests {
     #[test]
     fn matches_the_single_threaded_generator_call_for_call() {
         let policy = ClockPolicy::Tolerate(Duration::from_millis(2));
-        let atomic = AtomicGenerator::new(preset::Twitter, NodeId::new(9), policy).unwrap();
-        let mut plain = Generator::new(preset::Twitter, NodeId::new(9), policy).unwrap();
+        let atomic = AtomicGenerator::new(Layout::TWITTER, NodeId::new(9), policy).unwrap();
+        let mut plain = Generator::new(Layout::TWITTER, NodeId::new(9), policy).unwrap();
         let epoch = Layout::TWITTER.epoch().as_millis();
         for ms in [5, 5, 4, 3, 2, 6, 6, 1, 7, 7, 7] {
             let now = UnixMillis::from_millis(epoch + ms);
@@ -123,7 +122,7 @@ mod tests {
     #[test]
     fn threads_never_share_an_id() {
         let ids =
-            AtomicGenerator::new(preset::Seed, NodeId::new(2), ClockPolicy::WaitUntil).unwrap();
+            AtomicGenerator::new(Layout::SEED, NodeId::new(2), ClockPolicy::WaitUntil).unwrap();
         let epoch = Layout::SEED.epoch().as_millis();
         let minted: Vec<Vec<Id>> = std::thread::scope(|s| {
             let workers: Vec<_> = (0..4)
@@ -157,7 +156,7 @@ mod tests {
         let at = |ms| UnixMillis::from_millis(Layout::SEED.epoch().as_millis() + ms);
         let seen = Layout::SEED
             .compose(crate::Parts {
-                time: 50,
+                ticks: 50,
                 sequence: 3,
                 node: NodeId::new(1),
             })

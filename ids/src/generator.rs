@@ -14,6 +14,7 @@ use crate::time::UnixMillis;
 /// an ID whose time is later than both `now` and its last issued ID.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
 pub enum ClockPolicy {
     /// Fail with [`IdError::ClockMovedBackwards`], however small the step.
     Reject,
@@ -70,6 +71,8 @@ pub(crate) use minter_accessors;
 pub(crate) struct Minter<L> {
     layout: L,
     node: u64,
+    // The node's bits in place in an ID, so minting is one OR.
+    node_in_place: u64,
     policy: ClockPolicy,
     tolerated_ticks: u64,
 }
@@ -93,6 +96,7 @@ impl<L: LayoutSpec> Minter<L> {
         Ok(Self {
             layout,
             node: node.get(),
+            node_in_place: fixed.node_in_place(node.get()),
             policy,
             tolerated_ticks,
         })
@@ -166,7 +170,11 @@ impl<L: LayoutSpec> Minter<L> {
     /// The ID for a packed (tick, sequence) that `decide` returned.
     #[inline]
     pub(crate) fn id(&self, issued: u64) -> Id {
-        Id::from_u64(self.layout.layout().compose_packed(issued, self.node))
+        Id::from_u64(
+            self.layout
+                .layout()
+                .compose_packed(issued, self.node_in_place),
+        )
     }
 
     /// The last issued ID given the counter.
@@ -178,7 +186,7 @@ impl<L: LayoutSpec> Minter<L> {
     pub(crate) fn counter_after(&self, id: Id) -> Result<u64, IdError> {
         let layout = self.layout.layout();
         let parts = layout.check(id)?;
-        Ok(((parts.time << layout.sequence_bits()) | parts.sequence) + 1)
+        Ok(((parts.ticks << layout.sequence_bits()) | parts.sequence) + 1)
     }
 }
 
@@ -186,9 +194,9 @@ impl<L: LayoutSpec> Minter<L> {
 /// [`Generator::next`] and handles [`IdError::WouldBlock`] by retrying at
 /// `retry_at`.
 ///
-/// `L` is a run-time [`Layout`] or a [`ConstLayout`](crate::ConstLayout) marker
-/// such as [`preset::Seed`](crate::preset::Seed), which makes the layout cost
-/// nothing at run time.
+/// `L` is a [`Layout`] value (the default), or a
+/// [`ConstLayout`](crate::ConstLayout) marker type that fixes the layout at
+/// compile time.
 ///
 /// ```
 /// use quorate_ids::{ClockPolicy, Generator, IdError, Layout, NodeId, UnixMillis};
@@ -199,9 +207,9 @@ impl<L: LayoutSpec> Minter<L> {
 /// let a = ids.next(now)?;
 /// let b = ids.next(now)?;
 /// assert!(a < b);
-/// assert_eq!(b.decompose(&layout).sequence, 1);
-/// assert_eq!(b.decompose(&layout).node, NodeId::new(7));
-/// assert_eq!(b.timestamp(&layout), now);
+/// assert_eq!(b.decompose(layout).sequence, 1);
+/// assert_eq!(b.decompose(layout).node, NodeId::new(7));
+/// assert_eq!(b.timestamp(layout), now);
 ///
 /// // The clock steps back 3 ms: wait until it is back at the last tick.
 /// let earlier = UnixMillis::from_millis(now.as_millis() - 3);
@@ -268,7 +276,6 @@ impl<L: LayoutSpec> Generator<L> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::preset;
 
     const EPOCH: u64 = 1_704_067_200_000;
 
@@ -276,13 +283,13 @@ mod tests {
         UnixMillis::from_millis(EPOCH + ms_after_epoch)
     }
 
-    fn generator(policy: ClockPolicy) -> Generator<preset::Seed> {
-        Generator::new(preset::Seed, NodeId::new(5), policy).unwrap()
+    fn generator(policy: ClockPolicy) -> Generator {
+        Generator::new(Layout::SEED, NodeId::new(5), policy).unwrap()
     }
 
     fn parts(id: Id) -> (u64, u64, u64) {
         let p = Layout::SEED.decompose(id);
-        (p.time, p.sequence, p.node.get())
+        (p.ticks, p.sequence, p.node.get())
     }
 
     #[test]
@@ -492,7 +499,7 @@ mod tests {
 
     #[test]
     fn twitter_order_puts_the_node_above_the_sequence() {
-        let mut ids = Generator::new(preset::Twitter, NodeId::new(3), ClockPolicy::Reject).unwrap();
+        let mut ids = Generator::new(Layout::TWITTER, NodeId::new(3), ClockPolicy::Reject).unwrap();
         let epoch = Layout::TWITTER.epoch().as_millis();
         ids.next(UnixMillis::from_millis(epoch + 2)).unwrap();
         let id = ids.next(UnixMillis::from_millis(epoch + 2)).unwrap();

@@ -123,13 +123,12 @@ fn wait_until(now: UnixMillis, retry_at: UnixMillis) {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::preset;
 
     #[test]
     fn mints_past_sequence_exhaustion_by_waiting() {
         // Sonyflake layout: 256 IDs per 10 ms tick, so 600 IDs must wait twice.
         let ids =
-            SystemClockGenerator::new(preset::Sonyflake, NodeId::new(4), ClockPolicy::WaitUntil)
+            SystemClockGenerator::new(Layout::SONYFLAKE, NodeId::new(4), ClockPolicy::WaitUntil)
                 .unwrap();
         let mut last = None;
         let mut ticks = std::collections::BTreeSet::new();
@@ -137,21 +136,21 @@ mod tests {
             let id = ids.next().unwrap();
             assert!(Some(id) > last);
             last = Some(id);
-            ticks.insert(Layout::SONYFLAKE.decompose(id).time);
+            ticks.insert(Layout::SONYFLAKE.decompose(id).ticks);
         }
         assert!(ticks.len() >= 3, "600 IDs need at least 3 ticks of 256");
     }
 
     #[test]
     fn fill_mints_distinct_increasing_ids_across_ticks() {
-        let ids = SystemClockGenerator::new(preset::Sonyflake, NodeId::new(4), ClockPolicy::Reject)
+        let ids = SystemClockGenerator::new(Layout::SONYFLAKE, NodeId::new(4), ClockPolicy::Reject)
             .unwrap();
         let mut batch = [Id::from_u64(0); 600];
         ids.fill(&mut batch).unwrap();
         assert!(batch.windows(2).all(|w| w[0] < w[1]));
         let ticks: std::collections::BTreeSet<_> = batch
             .iter()
-            .map(|id| Layout::SONYFLAKE.decompose(*id).time)
+            .map(|id| Layout::SONYFLAKE.decompose(*id).ticks)
             .collect();
         assert!(ticks.len() >= 3, "600 IDs need at least 3 ticks of 256");
         assert!(ids.next().unwrap() > batch[599]);
