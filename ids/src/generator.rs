@@ -167,6 +167,14 @@ impl<L: LayoutSpec> Minter<L> {
         }
     }
 
+    /// One past the last of up to `want` packed values from `first` on that
+    /// stay in `first`'s tick: a batch never borrows the next tick.
+    #[inline]
+    pub(crate) fn batch_end(&self, first: u64, want: u64) -> u64 {
+        let tick_end = (first | self.layout.layout().max_sequence()) + 1;
+        first.saturating_add(want).min(tick_end)
+    }
+
     /// The ID for a packed (tick, sequence) that `decide` returned.
     #[inline]
     pub(crate) fn id(&self, issued: u64) -> Id {
