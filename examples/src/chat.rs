@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use quorate_clocks::{CausalBuffer, VectorClock};
-use quorate_ids::{ClockPolicy, Id, NodeId, SystemClockGenerator};
+use quorate_ids::{ClockPolicy, Id, Layout, NodeId, SystemClockGenerator};
 use quorate_transport::framing::ChannelId;
 use quorate_transport::patterns::mux::{Endpoint, Mux};
 use quorate_transport::patterns::pubsub::{Publisher, Subscriber};
