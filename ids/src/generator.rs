@@ -106,6 +106,11 @@ impl<L: LayoutSpec> Minter<L> {
         self.layout.layout()
     }
 
+    #[inline]
+    fn layout_ref(&self) -> Layout {
+        self.layout.layout()
+    }
+
     pub(crate) fn node(&self) -> NodeId {
         NodeId::new(self.node)
     }
@@ -229,6 +234,12 @@ impl<L: LayoutSpec> Minter<L> {
 pub struct Generator<L: LayoutSpec = Layout> {
     minter: Minter<L>,
     next_free: u64,
+    // The tick of the last ID, cached so that another ID in it costs two
+    // compares and two adds: its first millisecond, one past its last packed
+    // value (0: no cached tick), and the ID `next_free` stands for.
+    window_start: u64,
+    window_limit: u64,
+    next_id: u64,
 }
 
 impl<L: LayoutSpec> Generator<L> {
@@ -240,6 +251,9 @@ impl<L: LayoutSpec> Generator<L> {
         Ok(Self {
             minter: Minter::new(layout, node, policy)?,
             next_free: 0,
+            window_start: 0,
+            window_limit: 0,
+            next_id: 0,
         })
     }
 
@@ -257,9 +271,31 @@ impl<L: LayoutSpec> Generator<L> {
     #[inline]
     #[allow(clippy::should_implement_trait)] // `now` makes this no Iterator
     pub fn next(&mut self, now: UnixMillis) -> Result<Id, IdError> {
+        let layout = self.minter.layout_ref();
+        // `now` in the tick of the last ID with sequence left: `decide` would
+        // answer `next_free` (same tick), so skip it.
+        if now.as_millis().wrapping_sub(self.window_start) < layout.time_unit().as_millis()
+            && self.next_free < self.window_limit
+        {
+            let id = self.next_id;
+            self.next_free += 1;
+            self.next_id = self.next_id.wrapping_add(layout.sequence_step());
+            return Ok(Id::from_u64(id));
+        }
+        self.next_slow(now)
+    }
+
+    #[cold]
+    fn next_slow(&mut self, now: UnixMillis) -> Result<Id, IdError> {
         let issued = self.minter.decide(self.next_free, now)?;
+        let layout = self.minter.layout_ref();
+        let tick = issued >> layout.sequence_bits();
+        let id = self.minter.id(issued);
         self.next_free = issued + 1;
-        Ok(self.minter.id(issued))
+        self.window_start = layout.tick_start(tick).as_millis();
+        self.window_limit = (tick + 1) << layout.sequence_bits();
+        self.next_id = id.to_u64().wrapping_add(layout.sequence_step());
+        Ok(id)
     }
 
     /// Treats every ID up to and including `id` (any node) as issued, so that a
@@ -271,6 +307,7 @@ impl<L: LayoutSpec> Generator<L> {
     /// [`IdError::NotInLayout`] if `id` has bits above the layout's width.
     pub fn resume_after(&mut self, id: Id) -> Result<(), IdError> {
         self.next_free = self.next_free.max(self.minter.counter_after(id)?);
+        self.window_limit = 0;
         Ok(())
     }
 

@@ -432,6 +432,12 @@ impl Layout {
         (tick << self.time_shift()) | (sequence << self.sequence_shift) | (node << self.node_shift)
     }
 
+    /// What adding one to the sequence adds to an ID.
+    #[inline]
+    pub(crate) const fn sequence_step(&self) -> u64 {
+        1 << self.sequence_shift
+    }
+
     /// `node` moved to its place in an ID (fields assumed in range).
     #[inline]
     pub(crate) const fn node_in_place(&self, node: u64) -> u64 {
