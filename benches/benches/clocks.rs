@@ -1,11 +1,16 @@
 //! quorate-clocks against crdts::VClock and uhlc::HLC, in the same run.
 //!
-//! Vector clocks: merge and compare at 8, 64 and 512 actors. Inputs are built
-//! once; each iteration merges into a fresh clone made outside the timed
-//! region (criterion's `iter_batched`, batches of 64), for both crates;
-//! `quorate-in-place` merges repeatedly into one clock, which our borrowing
-//! `merge` allows. Compare uses clocks that differ only in the last actor, so
-//! both crates must scan everything.
+//! Vector clocks, at equal work on both sides:
+//! - merge: every timed iteration clones both inputs, merges one clone into
+//!   the other and drops both, for both crates (`clone+merge+drop`). crdts's
+//!   `merge` consumes its argument, so this is the least work it can do to
+//!   join two clocks it must keep; ours borrows, so the row
+//!   `quorate clone-a+merge(&b)+drop` shows what our API needs (one clone),
+//!   labelled as such.
+//! - compare: `partial_cmp` on both crates with the clocks differing at the
+//!   first actor, at the last actor, or at every actor (one clock one event
+//!   ahead there: ordered, so every entry must be read), and concurrent at
+//!   the first two or the last two actors (an answer known early or late).
 //!
 //! HLC: a bare `SystemTime::now()`, uhlc's `new_timestamp` (which reads the
 //! system clock itself), and quorate's `Hlc::now` fed the same system clock
@@ -16,7 +21,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crdts::{CmRDT, CvRDT, Dot, VClock};
-use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group};
+use criterion::{BenchmarkId, Criterion, criterion_group};
 use quorate_clocks::{AtomicHlc, Hlc, HlcTimestamp, VectorClock};
 
 const SIZES: [u64; 3] = [8, 64, 512];
@@ -36,86 +41,135 @@ fn counters(n: u64, seed: u64) -> Vec<u64> {
         .collect()
 }
 
-/// The same two clocks, as quorate and as crdts values.
-type Pair = (VectorClock<u64>, VectorClock<u64>, VClock<u64>, VClock<u64>);
+/// The same clock as a quorate and as a crdts value.
+fn both(entries: &[(u64, u64)]) -> (VectorClock<u64>, VClock<u64>) {
+    let ours: VectorClock<u64> = entries.iter().copied().collect();
+    let mut theirs = VClock::new();
+    entries
+        .iter()
+        .for_each(|&(actor, c)| theirs.apply(Dot::new(actor, c)));
+    assert_eq!(ours.len(), theirs.dots.len());
+    (ours, theirs)
+}
 
-fn pair(actors_a: std::ops::Range<u64>, actors_b: std::ops::Range<u64>) -> Pair {
-    let a: Vec<(u64, u64)> = actors_a
+fn entries(actors: std::ops::Range<u64>, seed: u64) -> Vec<(u64, u64)> {
+    actors
         .clone()
-        .zip(counters(actors_a.end - actors_a.start, 1))
-        .collect();
-    let b: Vec<(u64, u64)> = actors_b
-        .clone()
-        .zip(counters(actors_b.end - actors_b.start, 2))
-        .collect();
-    let ours_a: VectorClock<u64> = a.iter().copied().collect();
-    let ours_b: VectorClock<u64> = b.iter().copied().collect();
-    let mut theirs_a = VClock::new();
-    let mut theirs_b = VClock::new();
-    a.iter()
-        .for_each(|&(actor, c)| theirs_a.apply(Dot::new(actor, c)));
-    b.iter()
-        .for_each(|&(actor, c)| theirs_b.apply(Dot::new(actor, c)));
-    (ours_a, ours_b, theirs_a, theirs_b)
+        .zip(counters(actors.end - actors.start, seed))
+        .collect()
 }
 
 fn merge(c: &mut Criterion) {
     let mut group = c.benchmark_group("vclock_merge");
-    let mut cases: Vec<(String, Pair)> = SIZES
+    let mut cases: Vec<(String, Vec<(u64, u64)>, Vec<(u64, u64)>)> = SIZES
         .iter()
-        .map(|&n| (n.to_string(), pair(0..n, 0..n)))
+        .map(|&n| (n.to_string(), entries(0..n, 1), entries(0..n, 2)))
         .collect();
     // Half-overlapping actor sets: the general (sorted-union) path.
-    cases.push(("64-half-overlap".into(), pair(0..64, 32..96)));
-    for (name, (ours_a, ours_b, theirs_a, theirs_b)) in &cases {
-        group.bench_with_input(BenchmarkId::new("quorate", name), &(), |bench, ()| {
-            bench.iter_batched(
-                || ours_a.clone(),
-                |mut a| {
-                    a.merge(black_box(ours_b));
-                    a
-                },
-                BatchSize::NumIterations(64),
-            )
-        });
-        // Our merge borrows its input, so it can also run in place on one
-        // clock, the steady state of gossip (the same work in the dense path).
-        let mut in_place = ours_a.clone();
-        group.bench_with_input(
-            BenchmarkId::new("quorate-in-place", name),
-            &(),
-            |bench, ()| bench.iter(|| in_place.merge(black_box(ours_b))),
+    cases.push((
+        "64-half-overlap".into(),
+        entries(0..64, 1),
+        entries(32..96, 2),
+    ));
+    for (name, a, b) in &cases {
+        let (ours_a, theirs_a) = both(a);
+        let (ours_b, theirs_b) = both(b);
+        let mut check_ours = ours_a.clone();
+        check_ours.merge(&ours_b);
+        let mut check_theirs = theirs_a.clone();
+        check_theirs.merge(theirs_b.clone());
+        assert!(
+            check_ours
+                .iter()
+                .eq(check_theirs.dots.iter().map(|(a, c)| (a, *c)))
         );
-        group.bench_with_input(BenchmarkId::new("crdts", name), &(), |bench, ()| {
-            bench.iter_batched(
-                || (theirs_a.clone(), theirs_b.clone()),
-                |(mut a, b)| {
-                    a.merge(black_box(b));
-                    a
-                },
-                BatchSize::NumIterations(64),
-            )
-        });
+        group.bench_with_input(
+            BenchmarkId::new("quorate clone+merge+drop", name),
+            &(),
+            |bench, ()| {
+                bench.iter(|| {
+                    let mut a = black_box(&ours_a).clone();
+                    let b = black_box(&ours_b).clone();
+                    a.merge(&b);
+                    drop(black_box(b));
+                    drop(black_box(a));
+                })
+            },
+        );
+        group.bench_with_input(
+            BenchmarkId::new("crdts clone+merge+drop", name),
+            &(),
+            |bench, ()| {
+                bench.iter(|| {
+                    let mut a = black_box(&theirs_a).clone();
+                    let b = black_box(&theirs_b).clone();
+                    a.merge(b);
+                    drop(black_box(a));
+                })
+            },
+        );
+        group.bench_with_input(
+            BenchmarkId::new("quorate clone-a+merge(&b)+drop", name),
+            &(),
+            |bench, ()| {
+                bench.iter(|| {
+                    let mut a = black_box(&ours_a).clone();
+                    a.merge(black_box(&ours_b));
+                    drop(black_box(a));
+                })
+            },
+        );
     }
     group.finish();
+}
+
+/// Where two compared clocks differ.
+const POSITIONS: [&str; 5] = [
+    "first",
+    "last",
+    "all",
+    "first-two-concurrent",
+    "last-two-concurrent",
+];
+
+/// `a` and `b` over actors `0..n` with `b` changed at `position`.
+fn differing(n: u64, position: &str) -> (Vec<(u64, u64)>, Vec<(u64, u64)>) {
+    let a = entries(0..n, 1);
+    let mut b = a.clone();
+    let last = b.len() - 1;
+    match position {
+        "first" => b[0].1 += 1,
+        "last" => b[last].1 += 1,
+        "all" => b.iter_mut().for_each(|e| e.1 += 1),
+        "first-two-concurrent" => {
+            b[0].1 += 1;
+            b[1].1 -= 1;
+        }
+        "last-two-concurrent" => {
+            b[last - 1].1 += 1;
+            b[last].1 -= 1;
+        }
+        _ => unreachable!(),
+    }
+    (a, b)
 }
 
 fn compare(c: &mut Criterion) {
     let mut group = c.benchmark_group("vclock_compare");
     for n in SIZES {
-        let (ours_a, _, theirs_a, _) = pair(0..n, 0..n);
-        // b = a with the last actor one event ahead: ordered, found only at the end.
-        let mut ours_b = ours_a.clone();
-        ours_b.increment(n - 1);
-        let mut theirs_b = theirs_a.clone();
-        theirs_b.apply(theirs_b.inc(n - 1));
-        assert_eq!(ours_a.partial_cmp(&ours_b), theirs_a.partial_cmp(&theirs_b));
-        group.bench_with_input(BenchmarkId::new("quorate", n), &n, |bench, _| {
-            bench.iter(|| black_box(&ours_a).partial_cmp(black_box(&ours_b)))
-        });
-        group.bench_with_input(BenchmarkId::new("crdts", n), &n, |bench, _| {
-            bench.iter(|| black_box(&theirs_a).partial_cmp(black_box(&theirs_b)))
-        });
+        for position in POSITIONS {
+            let (a, b) = differing(n, position);
+            let (ours_a, theirs_a) = both(&a);
+            let (ours_b, theirs_b) = both(&b);
+            assert_eq!(ours_a.partial_cmp(&ours_b), theirs_a.partial_cmp(&theirs_b));
+            let name = format!("{n}/{position}");
+            group.bench_with_input(BenchmarkId::new("quorate", &name), &(), |bench, ()| {
+                bench.iter(|| black_box(&ours_a).partial_cmp(black_box(&ours_b)))
+            });
+            group.bench_with_input(BenchmarkId::new("crdts", &name), &(), |bench, ()| {
+                bench.iter(|| black_box(&theirs_a).partial_cmp(black_box(&theirs_b)))
+            });
+        }
     }
     group.finish();
 }

@@ -1,5 +1,10 @@
 //! quorate-ids against rs-snowflake and sonyflake, in one run:
-//! - `next_caller_time`: the pure cost of one ID when the caller supplies the time;
+//! - `next_caller_time`: the pure cost of one ID when the caller supplies the
+//!   time, at equal work against rs-snowflake's `lazy_generate`: our layout is
+//!   rs-snowflake's (42 bits of ms since 1970 | 10 node | 12 sequence, 64 bits,
+//!   same IDs), both loops compute the same time from the iteration counter
+//!   (1 ms per 4,096 IDs, which is when `lazy_generate` moves its own time on),
+//!   and rs-snowflake, which takes no time, gets it through `black_box`;
 //! - `system_clock`: end to end on the system clock, waits included, so the
 //!   time per ID gives IDs per millisecond against each layout's cap;
 //! - `two_threads`: `AtomicGenerator` shared by two threads against a
@@ -15,8 +20,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{Criterion, Throughput, criterion_group};
 use quorate_ids::{
-    AtomicGenerator, ClockPolicy, FieldOrder, Generator, IdError, Layout, LayoutSpec, NodeId,
-    SystemClockGenerator, UnixMillis, preset,
+    AtomicGenerator, ClockPolicy, ConstLayout, FieldOrder, Generator, IdError, Layout, NodeId,
+    SystemClockGenerator, UnixMillis,
 };
 
 /// A time well inside every preset's range (2025-06-15).
@@ -24,6 +29,30 @@ const BASE: u64 = 1_750_000_000_000;
 /// The caller's clock advances one ms every 4,096 IDs: a quarter of the seed
 /// layout's 16,384 per ms, so `next` never blocks and measures minting only.
 const IDS_PER_MS: u32 = 12;
+
+/// rs-snowflake's layout: 42 bits of ms since 1970, 5 + 5 bits of machine and
+/// node, 12 bits of sequence, node above sequence.
+const RS_LAYOUT: Layout = match Layout::new(42, 12, 10, UnixMillis::UNIX_EPOCH) {
+    Ok(layout) => layout.with_order(FieldOrder::NodeThenSequence),
+    Err(_) => panic!("invalid layout"),
+};
+
+/// The same layout fixed at compile time.
+#[derive(Clone, Copy, Debug, Default)]
+struct RsConst;
+impl ConstLayout for RsConst {
+    const LAYOUT: Layout = RS_LAYOUT;
+}
+
+/// The time both sides are given for the `n`th ID.
+fn time_of(n: u64) -> UnixMillis {
+    UnixMillis::from_millis(BASE + (n >> IDS_PER_MS))
+}
+
+/// A run-time layout the optimizer cannot see through.
+fn opaque(layout: Layout) -> Layout {
+    black_box(layout)
+}
 
 fn config() -> Criterion {
     Criterion::default()
@@ -35,9 +64,7 @@ fn config() -> Criterion {
 /// Reads peer IDs with our layouts: the presets must agree with the peers.
 fn check_layouts_against_peers() {
     // rs-snowflake: 42 bits of ms since 1970 | 5 machine | 5 node | 12 sequence.
-    let rs = Layout::new(42, 12, 10, UnixMillis::UNIX_EPOCH)
-        .unwrap()
-        .with_order(FieldOrder::NodeThenSequence);
+    let rs = RS_LAYOUT;
     let mut peer = snowflake::SnowflakeIdGenerator::new(1, 2);
     let id = quorate_ids::Id::from_u64(u64::try_from(peer.real_time_generate()).unwrap());
     assert_eq!(rs.decompose(id).node, NodeId::new((1 << 5) | 2));
@@ -51,7 +78,7 @@ fn check_layouts_against_peers() {
     let id = peer.next_id().unwrap();
     let theirs = sonyflake::decompose(id);
     let ours = Layout::SONYFLAKE.decompose(quorate_ids::Id::from_u64(id.to_u64()));
-    assert_eq!(ours.time, theirs.time);
+    assert_eq!(ours.ticks, theirs.time);
     assert_eq!(ours.sequence, theirs.sequence);
     assert_eq!(ours.node.get(), theirs.machine_id);
 }
@@ -64,46 +91,48 @@ fn system_now() -> UnixMillis {
     )
 }
 
-fn caller_time<L: LayoutSpec>(
-    ids: &mut Generator<L>,
-    n: &mut u64,
-) -> Result<quorate_ids::Id, IdError> {
-    *n += 1;
-    ids.next(UnixMillis::from_millis(BASE + (*n >> IDS_PER_MS)))
-}
-
 fn next_caller_time(c: &mut Criterion) {
     check_layouts_against_peers();
     let mut group = c.benchmark_group("ids/next_caller_time");
     group.throughput(Throughput::Elements(1));
 
-    let mut fixed = Generator::new(preset::Seed, NodeId::new(1), ClockPolicy::Reject).unwrap();
+    let mut dynamic =
+        Generator::new(opaque(RS_LAYOUT), NodeId::new(33), ClockPolicy::Reject).unwrap();
     let mut n = 0;
-    group.bench_function("quorate Generator<preset::Seed>", |b| {
-        b.iter(|| caller_time(&mut fixed, &mut n).unwrap());
-    });
-
-    let mut dynamic = Generator::new(Layout::SEED, NodeId::new(1), ClockPolicy::Reject).unwrap();
-    let mut n = 0;
-    group.bench_function("quorate Generator<Layout>", |b| {
-        b.iter(|| caller_time(&mut dynamic, &mut n).unwrap());
-    });
-
-    let atomic = AtomicGenerator::new(preset::Seed, NodeId::new(1), ClockPolicy::Reject).unwrap();
-    let mut n: u64 = 0;
-    group.bench_function("quorate AtomicGenerator (1 thread)", |b| {
+    group.bench_function("quorate Generator<Layout> rs layout", |b| {
         b.iter(|| {
             n += 1;
-            atomic
-                .next(UnixMillis::from_millis(BASE + (n >> IDS_PER_MS)))
-                .unwrap()
+            dynamic.next(time_of(n)).unwrap()
         });
     });
 
-    // The peers read the clock in every mode but this one, which only counts.
+    let mut fixed = Generator::new(RsConst, NodeId::new(33), ClockPolicy::Reject).unwrap();
+    let mut n = 0;
+    group.bench_function("quorate Generator<ConstLayout> rs layout", |b| {
+        b.iter(|| {
+            n += 1;
+            fixed.next(time_of(n)).unwrap()
+        });
+    });
+
+    let atomic =
+        AtomicGenerator::new(opaque(RS_LAYOUT), NodeId::new(33), ClockPolicy::Reject).unwrap();
+    let mut n: u64 = 0;
+    group.bench_function("quorate AtomicGenerator rs layout (1 thread)", |b| {
+        b.iter(|| {
+            n += 1;
+            atomic.next(time_of(n)).unwrap()
+        });
+    });
+
     let mut peer = snowflake::SnowflakeIdGenerator::new(1, 1);
-    group.bench_function("rs-snowflake lazy_generate (no clock)", |b| {
-        b.iter(|| peer.lazy_generate());
+    let mut n: u64 = 0;
+    group.bench_function("rs-snowflake lazy_generate (same time given)", |b| {
+        b.iter(|| {
+            n += 1;
+            black_box(time_of(n));
+            peer.lazy_generate()
+        });
     });
     group.finish();
 }
@@ -113,16 +142,16 @@ fn system_clock(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
 
     let seed =
-        SystemClockGenerator::new(preset::Seed, NodeId::new(1), ClockPolicy::WaitUntil).unwrap();
+        SystemClockGenerator::new(Layout::SEED, NodeId::new(1), ClockPolicy::WaitUntil).unwrap();
     group.bench_function("quorate SystemClockGenerator seed (cap 16384/ms)", |b| {
         b.iter(|| seed.next().unwrap());
     });
     let twitter =
-        SystemClockGenerator::new(preset::Twitter, NodeId::new(1), ClockPolicy::WaitUntil).unwrap();
+        SystemClockGenerator::new(Layout::TWITTER, NodeId::new(1), ClockPolicy::WaitUntil).unwrap();
     group.bench_function("quorate SystemClockGenerator twitter (cap 4096/ms)", |b| {
         b.iter(|| twitter.next().unwrap());
     });
-    let sony = SystemClockGenerator::new(preset::Sonyflake, NodeId::new(1), ClockPolicy::WaitUntil)
+    let sony = SystemClockGenerator::new(Layout::SONYFLAKE, NodeId::new(1), ClockPolicy::WaitUntil)
         .unwrap();
     group.bench_function(
         "quorate SystemClockGenerator sonyflake (cap 25.6/ms)",
@@ -133,7 +162,7 @@ fn system_clock(c: &mut Criterion) {
 
     // One clock read per tick instead of per ID: 256 IDs per call.
     let batched =
-        SystemClockGenerator::new(preset::Seed, NodeId::new(2), ClockPolicy::WaitUntil).unwrap();
+        SystemClockGenerator::new(Layout::SEED, NodeId::new(2), ClockPolicy::WaitUntil).unwrap();
     let mut batch = [quorate_ids::Id::from_u64(0); 256];
     group.throughput(Throughput::Elements(256));
     group.bench_function(
@@ -205,7 +234,7 @@ fn two_thread_contention(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     let policy = ClockPolicy::Tolerate(Duration::from_secs(1));
 
-    let atomic = AtomicGenerator::new(preset::Seed, NodeId::new(1), policy).unwrap();
+    let atomic = AtomicGenerator::new(Layout::SEED, NodeId::new(1), policy).unwrap();
     group.bench_function("quorate AtomicGenerator", |b| {
         b.iter_custom(|iters| {
             two_threads(iters, resume_point(atomic.last_issued()), |now| {
@@ -214,7 +243,7 @@ fn two_thread_contention(c: &mut Criterion) {
         });
     });
 
-    let locked = Mutex::new(Generator::new(preset::Seed, NodeId::new(1), policy).unwrap());
+    let locked = Mutex::new(Generator::new(Layout::SEED, NodeId::new(1), policy).unwrap());
     group.bench_function("Mutex<quorate Generator>", |b| {
         b.iter_custom(|iters| {
             let start = resume_point(locked.lock().unwrap().last_issued());
@@ -289,29 +318,54 @@ fn best_ns_per_id(name: &str, mut mint: impl FnMut(u64)) {
     );
 }
 
-/// The pure cost of one ID with the caller's time, best of several rounds.
+/// The pure cost of one ID with the caller's time, best of several rounds,
+/// at equal work with rs-snowflake (its layout, the same time computation).
 fn cost_report() {
     println!("\n| mint with caller time, best of 7 x 5M | ns/ID |");
     println!("|---|---:|");
-    let at = |n: u64| UnixMillis::from_millis(BASE + (n >> IDS_PER_MS));
-    let mut fixed = Generator::new(preset::Seed, NodeId::new(1), ClockPolicy::Reject).unwrap();
-    best_ns_per_id("quorate Generator<preset::Seed>::next", |n| {
-        black_box(fixed.next(at(n)).unwrap());
+    let mut dynamic =
+        Generator::new(opaque(RS_LAYOUT), NodeId::new(33), ClockPolicy::Reject).unwrap();
+    best_ns_per_id("quorate Generator<Layout>::next, rs layout", |n| {
+        black_box(dynamic.next(time_of(n)).unwrap());
     });
-    let mut twitter = Generator::new(preset::Twitter, NodeId::new(1), ClockPolicy::Reject).unwrap();
-    best_ns_per_id("quorate Generator<preset::Twitter>::next", |n| {
-        black_box(twitter.next(at(n)).unwrap());
+    let mut fixed = Generator::new(RsConst, NodeId::new(33), ClockPolicy::Reject).unwrap();
+    best_ns_per_id("quorate Generator<ConstLayout>::next, rs layout", |n| {
+        black_box(fixed.next(time_of(n)).unwrap());
     });
-    let mut dynamic = Generator::new(Layout::SEED, NodeId::new(1), ClockPolicy::Reject).unwrap();
-    best_ns_per_id("quorate Generator<Layout>::next (run-time layout)", |n| {
-        black_box(dynamic.next(at(n)).unwrap());
+    let mut seed =
+        Generator::new(opaque(Layout::SEED), NodeId::new(33), ClockPolicy::Reject).unwrap();
+    best_ns_per_id("quorate Generator<Layout>::next, seed layout", |n| {
+        black_box(seed.next(time_of(n)).unwrap());
     });
-    let atomic = AtomicGenerator::new(preset::Seed, NodeId::new(1), ClockPolicy::Reject).unwrap();
-    best_ns_per_id("quorate AtomicGenerator<preset::Seed>::next", |n| {
-        black_box(atomic.next(at(n)).unwrap());
+    let atomic =
+        AtomicGenerator::new(opaque(RS_LAYOUT), NodeId::new(33), ClockPolicy::Reject).unwrap();
+    best_ns_per_id("quorate AtomicGenerator::next, rs layout", |n| {
+        black_box(atomic.next(time_of(n)).unwrap());
+    });
+    let batched =
+        AtomicGenerator::new(opaque(RS_LAYOUT), NodeId::new(33), ClockPolicy::Reject).unwrap();
+    let mut batch = [quorate_ids::Id::from_u64(0); 64];
+    let mut left = 0;
+    best_ns_per_id("quorate AtomicGenerator::next_batch(64), per ID", |n| {
+        if left == 0 {
+            left = batched.next_batch(time_of(n), &mut batch).unwrap();
+        }
+        left -= 1;
+        black_box(batch[left]);
+    });
+    let mut raw = 0u64;
+    let counter = std::sync::atomic::AtomicU64::new(0);
+    best_ns_per_id("floor: one AtomicU64::fetch_add (Relaxed)", |_| {
+        raw ^= counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    });
+    black_box(raw);
+    let mut peer = snowflake::SnowflakeIdGenerator::new(1, 1);
+    best_ns_per_id("rs-snowflake lazy_generate (same time given)", |n| {
+        black_box(time_of(n));
+        black_box(peer.lazy_generate());
     });
     let mut peer = snowflake::SnowflakeIdGenerator::new(1, 1);
-    best_ns_per_id("rs-snowflake lazy_generate (no clock)", |_| {
+    best_ns_per_id("rs-snowflake lazy_generate (bare)", |_| {
         black_box(peer.lazy_generate());
     });
 }
@@ -325,7 +379,7 @@ fn cap_report() {
     );
     println!("|---|---:|---:|---:|---:|---:|");
     let seed =
-        SystemClockGenerator::new(preset::Seed, NodeId::new(1), ClockPolicy::WaitUntil).unwrap();
+        SystemClockGenerator::new(Layout::SEED, NodeId::new(1), ClockPolicy::WaitUntil).unwrap();
     cap_line(
         "quorate SystemClockGenerator::next, seed",
         16_384.0,
@@ -336,7 +390,7 @@ fn cap_report() {
         },
     );
     let filled =
-        SystemClockGenerator::new(preset::Seed, NodeId::new(2), ClockPolicy::WaitUntil).unwrap();
+        SystemClockGenerator::new(Layout::SEED, NodeId::new(2), ClockPolicy::WaitUntil).unwrap();
     let mut batch = [quorate_ids::Id::from_u64(0); 256];
     cap_line(
         "quorate SystemClockGenerator::fill(256), seed",
@@ -349,7 +403,7 @@ fn cap_report() {
         },
     );
     let twitter =
-        SystemClockGenerator::new(preset::Twitter, NodeId::new(1), ClockPolicy::WaitUntil).unwrap();
+        SystemClockGenerator::new(Layout::TWITTER, NodeId::new(1), ClockPolicy::WaitUntil).unwrap();
     cap_line(
         "quorate SystemClockGenerator::next, twitter",
         4_096.0,
@@ -374,7 +428,7 @@ fn cap_report() {
             1
         },
     );
-    let sony = SystemClockGenerator::new(preset::Sonyflake, NodeId::new(1), ClockPolicy::WaitUntil)
+    let sony = SystemClockGenerator::new(Layout::SONYFLAKE, NodeId::new(1), ClockPolicy::WaitUntil)
         .unwrap();
     cap_line(
         "quorate SystemClockGenerator::next, sonyflake",

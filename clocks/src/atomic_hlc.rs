@@ -6,7 +6,7 @@ use loom::sync::atomic::{AtomicU64, Ordering};
 #[cfg(not(loom))]
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use crate::hlc::{Hlc, HlcError, HlcTimestamp, advance, wall, wall_for_remote};
+use crate::hlc::{Hlc, HlcError, HlcTimestamp, MaxDrift, advance, wall, wall_for_remote};
 
 /// A hybrid logical clock shared by reference between threads, without locks:
 /// the thread-safe counterpart of [`Hlc`], where uhlc uses a mutex.
@@ -17,9 +17,9 @@ use crate::hlc::{Hlc, HlcError, HlcTimestamp, advance, wall, wall_for_remote};
 /// refused input leaves the clock unchanged.
 ///
 /// ```
-/// use quorate_clocks::{AtomicHlc, HlcTimestamp};
+/// use quorate_clocks::{AtomicHlc, HlcTimestamp, MaxDrift};
 ///
-/// let clock = AtomicHlc::new(500);
+/// let clock = AtomicHlc::with_max_drift(MaxDrift::millis(500));
 /// let a = clock.now(1_000).unwrap();
 /// let b = clock.update(HlcTimestamp::new(1_000, 9).unwrap(), 1_000).unwrap();
 /// assert!(a < b && b.logical() == 10);
@@ -27,14 +27,14 @@ use crate::hlc::{Hlc, HlcError, HlcTimestamp, advance, wall, wall_for_remote};
 #[derive(Debug)]
 pub struct AtomicHlc {
     last: AtomicU64,
-    max_drift_ms: u64,
+    max_drift: MaxDrift,
 }
 
 impl AtomicHlc {
-    /// A fresh clock refusing remote stamps more than `max_drift_ms` ahead of
+    /// A fresh clock refusing remote stamps more than `max_drift` ahead of
     /// local physical time.
-    pub fn new(max_drift_ms: u64) -> Self {
-        Hlc::new(max_drift_ms).into()
+    pub fn with_max_drift(max_drift: MaxDrift) -> Self {
+        Hlc::with_max_drift(max_drift).into()
     }
 
     /// The last stamp issued by any thread.
@@ -42,9 +42,9 @@ impl AtomicHlc {
         HlcTimestamp::from_u64(self.last.load(Ordering::Relaxed))
     }
 
-    /// The configured maximum drift, in milliseconds.
-    pub fn max_drift_ms(&self) -> u64 {
-        self.max_drift_ms
+    /// The configured maximum drift.
+    pub fn max_drift(&self) -> MaxDrift {
+        self.max_drift
     }
 
     /// A stamp for a local or send event at `physical_ms` (see [`Hlc::now`]).
@@ -57,13 +57,13 @@ impl AtomicHlc {
     /// A stamp for receiving `remote` at `physical_ms` (see [`Hlc::update`]).
     #[inline]
     pub fn update(&self, remote: HlcTimestamp, physical_ms: u64) -> Result<HlcTimestamp, HlcError> {
-        let wall = wall_for_remote(remote, physical_ms, self.max_drift_ms)?;
+        let wall = wall_for_remote(remote, physical_ms, self.max_drift.as_millis())?;
         self.step(remote, wall)
     }
 
     /// A plain copy of the clock's current state.
     pub fn snapshot(&self) -> Hlc {
-        Hlc::restore(self.last(), self.max_drift_ms)
+        Hlc::restore(self.last(), self.max_drift)
     }
 
     fn step(&self, remote: HlcTimestamp, wall: u64) -> Result<HlcTimestamp, HlcError> {
@@ -92,7 +92,7 @@ impl From<Hlc> for AtomicHlc {
     fn from(clock: Hlc) -> Self {
         Self {
             last: AtomicU64::new(clock.last().as_u64()),
-            max_drift_ms: clock.max_drift_ms(),
+            max_drift: clock.max_drift(),
         }
     }
 }
@@ -103,8 +103,8 @@ mod tests {
 
     #[test]
     fn same_rules_as_hlc() {
-        let shared = AtomicHlc::new(100);
-        let mut plain = Hlc::new(100);
+        let shared = AtomicHlc::with_max_drift(MaxDrift::millis(100));
+        let mut plain = Hlc::with_max_drift(MaxDrift::millis(100));
         for (remote, physical) in [
             (None, 10),
             (None, 10),
@@ -131,7 +131,7 @@ mod tests {
             Err(HlcError::DriftExceeded { .. })
         ));
         assert_eq!(shared.snapshot(), plain);
-        let full = AtomicHlc::from(Hlc::restore(HlcTimestamp::MAX, 0));
+        let full = AtomicHlc::from(Hlc::restore(HlcTimestamp::MAX, MaxDrift::millis(0)));
         assert_eq!(full.now(0), Err(HlcError::Exhausted));
         assert_eq!(full.last(), HlcTimestamp::MAX);
     }

@@ -69,12 +69,14 @@ pub enum DecodeError {
         offset: usize,
     },
     /// A number does not fit the type or range it is decoded into.
-    #[error("value {value} out of range for {target}")]
+    #[error("value {value} out of range for {target} (max {max})")]
     OutOfRange {
         /// The decoded number.
         value: u128,
         /// What it was meant to be.
         target: &'static str,
+        /// The largest value `target` accepts.
+        max: u128,
     },
     /// A length prefix claims more bytes than remain.
     #[error("length {length} exceeds the {remaining} bytes left")]
@@ -260,6 +262,7 @@ impl<'a> Reader<'a> {
             return Err(DecodeError::OutOfRange {
                 value: value.into(),
                 target: "counter",
+                max: MAX_COUNTER.into(),
             });
         }
         Ok(value)
@@ -375,6 +378,7 @@ macro_rules! codec_for_uint {
                 <$ty>::try_from(value).map_err(|_| DecodeError::OutOfRange {
                     value: value.into(),
                     target: stringify!($ty),
+                    max: <$ty>::MAX.into(),
                 })
             }
         }

@@ -27,13 +27,18 @@ pub enum HlcError {
         max_drift_ms: u64,
     },
     /// Physical time does not fit in 48 bits of milliseconds.
-    #[error("physical time {physical_ms} ms does not fit in 48 bits")]
+    #[error("physical time {physical_ms} ms is above the largest a stamp holds, {max_ms} ms")]
     PhysicalTimeOutOfRange {
         /// The refused physical time.
         physical_ms: u64,
+        /// The largest physical time a stamp holds ([`HlcTimestamp::MAX_PHYSICAL_MS`]).
+        max_ms: u64,
     },
     /// The clock already issued the largest possible stamp.
-    #[error("the clock has issued the largest representable stamp")]
+    #[error(
+        "the clock has issued the largest representable stamp, {}",
+        HlcTimestamp::MAX
+    )]
     Exhausted,
 }
 
@@ -127,7 +132,10 @@ impl fmt::Display for HlcTimestamp {
 /// Physical time shifted into the stamp's high bits.
 pub(crate) fn wall(physical_ms: u64) -> Result<u64, HlcError> {
     if physical_ms > HlcTimestamp::MAX_PHYSICAL_MS {
-        return Err(HlcError::PhysicalTimeOutOfRange { physical_ms });
+        return Err(HlcError::PhysicalTimeOutOfRange {
+            physical_ms,
+            max_ms: HlcTimestamp::MAX_PHYSICAL_MS,
+        });
     }
     Ok(physical_ms << LOGICAL_BITS)
 }
@@ -166,6 +174,43 @@ pub(crate) fn advance(
     Ok(HlcTimestamp(next.max(wall)))
 }
 
+/// How far ahead of local physical time a remote stamp may be before
+/// [`Hlc::update`] refuses it as drift or forgery: a bound on clock skew, not
+/// a time. The default is 500 ms, as in uhlc.
+///
+/// ```
+/// use quorate_clocks::{Hlc, MaxDrift};
+///
+/// let clock = Hlc::with_max_drift(MaxDrift::millis(250));
+/// assert_eq!(clock.max_drift().as_millis(), 250);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(transparent))]
+pub struct MaxDrift(u64);
+
+impl MaxDrift {
+    /// The default bound, 500 ms.
+    pub const DEFAULT: Self = Self(500);
+
+    /// A bound of `ms` milliseconds.
+    pub const fn millis(ms: u64) -> Self {
+        Self(ms)
+    }
+
+    /// The bound in milliseconds.
+    pub const fn as_millis(self) -> u64 {
+        self.0
+    }
+}
+
+impl Default for MaxDrift {
+    /// [`MaxDrift::DEFAULT`].
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
 /// A hybrid logical clock for one node (Kulkarni, Demirbas, Madappa, Avva,
 /// Leone, "Logical Physical Clocks", OPODIS 2014). Physical time is an
 /// argument of every call (milliseconds since the Unix epoch), never read by
@@ -174,7 +219,9 @@ pub(crate) fn advance(
 /// ```
 /// use quorate_clocks::{Hlc, HlcError, HlcTimestamp};
 ///
-/// let mut clock = Hlc::new(500); // refuse remote stamps > 500 ms ahead
+/// use quorate_clocks::MaxDrift;
+///
+/// let mut clock = Hlc::with_max_drift(MaxDrift::millis(500)); // refuse remote stamps > 500 ms ahead
 /// let a = clock.now(1_000).unwrap();
 /// let b = clock.now(1_000).unwrap(); // same millisecond: logical + 1
 /// assert_eq!((b.physical_ms(), b.logical()), (1_000, 1));
@@ -189,30 +236,34 @@ pub(crate) fn advance(
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Hlc {
     last: HlcTimestamp,
-    max_drift_ms: u64,
+    // The serialized name of the field, in milliseconds.
+    max_drift_ms: MaxDrift,
 }
 
 impl Default for Hlc {
     /// A clock with the 500 ms maximum drift uhlc also defaults to.
     fn default() -> Self {
-        Self::new(500)
+        Self::with_max_drift(MaxDrift::DEFAULT)
     }
 }
 
 impl Hlc {
-    /// A fresh clock refusing remote stamps more than `max_drift_ms` ahead of
+    /// A fresh clock refusing remote stamps more than `max_drift` ahead of
     /// local physical time.
-    pub const fn new(max_drift_ms: u64) -> Self {
+    pub const fn with_max_drift(max_drift: MaxDrift) -> Self {
         Self {
             last: HlcTimestamp::ZERO,
-            max_drift_ms,
+            max_drift_ms: max_drift,
         }
     }
 
     /// A clock restored after a restart: it will never issue a stamp at or
     /// below `last`, even if physical time went backwards meanwhile.
-    pub const fn restore(last: HlcTimestamp, max_drift_ms: u64) -> Self {
-        Self { last, max_drift_ms }
+    pub const fn restore(last: HlcTimestamp, max_drift: MaxDrift) -> Self {
+        Self {
+            last,
+            max_drift_ms: max_drift,
+        }
     }
 
     /// The last stamp issued (or [`HlcTimestamp::ZERO`]).
@@ -220,8 +271,8 @@ impl Hlc {
         self.last
     }
 
-    /// The configured maximum drift, in milliseconds.
-    pub const fn max_drift_ms(&self) -> u64 {
+    /// The configured maximum drift.
+    pub const fn max_drift(&self) -> MaxDrift {
         self.max_drift_ms
     }
 
@@ -245,7 +296,7 @@ impl Hlc {
         remote: HlcTimestamp,
         physical_ms: u64,
     ) -> Result<HlcTimestamp, HlcError> {
-        let wall = wall_for_remote(remote, physical_ms, self.max_drift_ms)?;
+        let wall = wall_for_remote(remote, physical_ms, self.max_drift_ms.as_millis())?;
         self.last = advance(self.last, remote, wall)?;
         Ok(self.last)
     }
@@ -254,7 +305,7 @@ impl Hlc {
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = encoding::begin(Kind::Hlc);
         out.extend_from_slice(&self.last.0.to_be_bytes());
-        encoding::write_varint(&mut out, self.max_drift_ms.into());
+        encoding::write_varint(&mut out, self.max_drift_ms.as_millis().into());
         out
     }
 
@@ -262,7 +313,7 @@ impl Hlc {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
         encoding::decode_exact(bytes, Kind::Hlc, |reader| {
             let last = HlcTimestamp(u64::from_be_bytes(reader.read_array()?));
-            let max_drift_ms = reader.read_u64()?;
+            let max_drift_ms = MaxDrift::millis(reader.read_u64()?);
             Ok(Self { last, max_drift_ms })
         })
     }
@@ -287,7 +338,7 @@ mod tests {
 
     #[test]
     fn paper_rules_by_hand() {
-        let mut clock = Hlc::new(100);
+        let mut clock = Hlc::with_max_drift(MaxDrift::millis(100));
         // Physical time ahead: take it, counter 0.
         assert_eq!(clock.now(10).unwrap(), HlcTimestamp::new(10, 0).unwrap());
         // Physical time stalled or behind: counter + 1.
@@ -313,17 +364,17 @@ mod tests {
 
     #[test]
     fn counter_overflow_carries_instead_of_wrapping() {
-        let mut clock = Hlc::restore(HlcTimestamp::new(7, u16::MAX).unwrap(), 0);
+        let mut clock = Hlc::restore(HlcTimestamp::new(7, u16::MAX).unwrap(), MaxDrift::millis(0));
         let next = clock.now(7).unwrap();
         assert_eq!((next.physical_ms(), next.logical()), (8, 0));
-        let mut full = Hlc::restore(HlcTimestamp::MAX, 0);
+        let mut full = Hlc::restore(HlcTimestamp::MAX, MaxDrift::millis(0));
         assert_eq!(full.now(0), Err(HlcError::Exhausted));
         assert_eq!(full.last(), HlcTimestamp::MAX);
     }
 
     #[test]
     fn refusals_leave_the_clock_unchanged() {
-        let mut clock = Hlc::new(10);
+        let mut clock = Hlc::with_max_drift(MaxDrift::millis(10));
         let before = clock.now(100).unwrap();
         let ahead = HlcTimestamp::new(111, 0).unwrap();
         assert_eq!(
@@ -337,7 +388,8 @@ mod tests {
         assert_eq!(
             clock.now(1 << 48),
             Err(HlcError::PhysicalTimeOutOfRange {
-                physical_ms: 1 << 48
+                physical_ms: 1 << 48,
+                max_ms: (1 << 48) - 1
             })
         );
         assert_eq!(clock.last(), before);
@@ -348,7 +400,7 @@ mod tests {
 
     #[test]
     fn bytes_round_trip() {
-        let mut clock = Hlc::new(250);
+        let mut clock = Hlc::with_max_drift(MaxDrift::millis(250));
         clock.now(1_700_000_000_000).unwrap();
         assert_eq!(Hlc::from_bytes(&clock.to_bytes()), Ok(clock.clone()));
         let stamp = clock.last();

@@ -13,8 +13,17 @@
 //! binary encoding (`to_bytes`/`from_bytes`, see [`encoding`]) and, with the
 //! `serde` feature, serde support. The crate is `no_std` + `alloc`.
 //!
+//! **Time.** Only the hybrid logical clocks use physical time, and only in
+//! the calls that act on it (`now`, `update`): the caller passes
+//! `physical_ms: u64`, milliseconds since the Unix epoch, read from its own
+//! clock or a simulator's. The crate never reads a clock. Lamport, vector and
+//! dotted-version-vector clocks are purely logical and take no time at all.
+//!
+//! **Ids.** Actors and nodes are the caller's own id type (`A`, any `Ord`
+//! type: a `u64`, `raft_core::NodeId`, a string); the crate defines none.
+//!
 //! ```
-//! use quorate_clocks::{Causality, Hlc, LamportClock, VectorClock};
+//! use quorate_clocks::{Causality, Hlc, LamportClock, MaxDrift, VectorClock};
 //!
 //! // Lamport: a receive is stamped after the send it answers.
 //! let (mut p, mut q) = (LamportClock::new(1u32), LamportClock::new(2u32));
@@ -29,8 +38,9 @@
 //! a.merge(&b);
 //! assert_eq!(a.compare(&b), Causality::After);
 //!
-//! // Hybrid logical clock: physical time (ms) comes in as an argument.
-//! let mut hlc = Hlc::new(500);
+//! // Hybrid logical clock: physical time (ms) comes in as an argument;
+//! // remote stamps more than 500 ms ahead of it are refused.
+//! let mut hlc = Hlc::with_max_drift(MaxDrift::millis(500));
 //! let t1 = hlc.now(1_700_000_000_000)?;
 //! let t2 = hlc.now(1_699_999_999_999)?; // wall clock stepped back: still later
 //! assert!(t2 > t1);
@@ -66,7 +76,7 @@ pub use causal::{Admission, CausalBuffer, CausalError, Delivery};
 pub use dot::Dot;
 pub use dvv::{DottedVersionVector, DvvSet};
 pub use encoding::{Codec, DecodeError, MAX_COUNTER};
-pub use hlc::{Hlc, HlcError, HlcTimestamp};
+pub use hlc::{Hlc, HlcError, HlcTimestamp, MaxDrift};
 pub use lamport::{LamportClock, LamportError, LamportTimestamp};
 pub use vector::{Causality, IntoIter, Iter, VectorClock};
 

@@ -56,11 +56,13 @@ impl Causality {
 
 /// A vector clock over actors of type `A`.
 ///
-/// Stored as two parallel vectors, actors sorted ascending and their nonzero
-/// counters, so the common case of two clocks over the same actors compares and
-/// merges with one `memcmp` and a branch-free, vectorizable pass over the
-/// counters. Actors absent from the clock have counter 0; the clock never
-/// stores a zero, so equal histories are equal values (`Eq`, `Hash`).
+/// Stored as one vector of `(actor, counter)` entries sorted by actor, so a
+/// clone is one allocation and one copy. Two clocks over the same actors (the
+/// common case) compare in one pass over blocks of entries, branch-free inside a
+/// block, that stops at the first block proving the clocks concurrent, and
+/// merge in place in one pass. Actors absent from the clock have counter 0; the
+/// clock never stores a zero, so equal histories are equal values (`Eq`,
+/// `Hash`).
 ///
 /// ```
 /// use quorate_clocks::{Causality, VectorClock};
@@ -77,18 +79,20 @@ impl Causality {
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct VectorClock<A> {
-    actors: Vec<A>,
-    counters: Vec<u64>,
+    entries: Vec<(A, u64)>,
 }
 
 impl<A> Default for VectorClock<A> {
     fn default() -> Self {
         Self {
-            actors: Vec::new(),
-            counters: Vec::new(),
+            entries: Vec::new(),
         }
     }
 }
+
+/// Entries compared or merged per branch-free step: large enough to
+/// vectorize, small enough that an early answer comes early.
+const BLOCK: usize = 8;
 
 impl<A> VectorClock<A> {
     /// The empty clock (every counter 0).
@@ -99,36 +103,34 @@ impl<A> VectorClock<A> {
     /// An empty clock with room for `actors` entries.
     pub fn with_capacity(actors: usize) -> Self {
         Self {
-            actors: Vec::with_capacity(actors),
-            counters: Vec::with_capacity(actors),
+            entries: Vec::with_capacity(actors),
         }
     }
 
     /// Number of actors with a nonzero counter.
     pub fn len(&self) -> usize {
-        self.actors.len()
+        self.entries.len()
     }
 
     /// True if every counter is 0.
     pub fn is_empty(&self) -> bool {
-        self.actors.is_empty()
+        self.entries.is_empty()
     }
 
     /// The actors with a nonzero counter, ascending.
-    pub fn actors(&self) -> &[A] {
-        &self.actors
+    pub fn actors(&self) -> impl ExactSizeIterator<Item = &A> + DoubleEndedIterator + '_ {
+        self.entries.iter().map(|(actor, _)| actor)
     }
 
     /// The counters, in the order of [`VectorClock::actors`].
-    pub fn counters(&self) -> &[u64] {
-        &self.counters
+    pub fn counters(&self) -> impl ExactSizeIterator<Item = u64> + DoubleEndedIterator + '_ {
+        self.entries.iter().map(|&(_, counter)| counter)
     }
 
     /// `(actor, counter)` entries in ascending actor order.
     pub fn iter(&self) -> Iter<'_, A> {
         Iter {
-            actors: self.actors.iter(),
-            counters: self.counters.iter(),
+            entries: self.entries.iter(),
         }
     }
 
@@ -139,32 +141,23 @@ impl<A> VectorClock<A> {
     /// compared has seen all of its events: prune the same actors everywhere,
     /// or comparisons between pruned and unpruned clocks go wrong.
     pub fn retain(&mut self, mut keep: impl FnMut(&A, u64) -> bool) {
-        let mut write = 0;
-        for read in 0..self.actors.len() {
-            if keep(&self.actors[read], self.counters[read]) {
-                self.actors.swap(write, read);
-                self.counters.swap(write, read);
-                write += 1;
-            }
-        }
-        self.actors.truncate(write);
-        self.counters.truncate(write);
+        self.entries
+            .retain(|(actor, counter)| keep(actor, *counter));
     }
 
-    /// How `self` relates to `other` causally.
+    /// How `self` relates to `other` causally. Stops as soon as the answer
+    /// is known: two clocks proven concurrent in their first entries cost a
+    /// few entries, not the whole clock.
     pub fn compare(&self, other: &Self) -> Causality
     where
         A: Ord,
     {
-        if self.actors == other.actors {
-            let (ahead, behind) = compare_dense(&self.counters, &other.counters);
-            return Causality::from_flags(ahead, behind);
-        }
-        let (ahead, behind) = self.scan_sparse(other, true);
+        let (ahead, behind) = scan(&self.entries, &other.entries, true);
         Causality::from_flags(ahead, behind)
     }
 
     /// True if `self` has seen every event `other` has (`self >= other`).
+    /// Stops at the first entry of `other` that `self` lacks.
     pub fn descends(&self, other: &Self) -> bool
     where
         A: Ord,
@@ -172,10 +165,7 @@ impl<A> VectorClock<A> {
         if other.len() > self.len() {
             return false;
         }
-        if self.actors == other.actors {
-            return !compare_dense(&self.counters, &other.counters).1;
-        }
-        !self.scan_sparse(other, false).1
+        !scan(&self.entries, &other.entries, false).1
     }
 
     /// True if `self` descends `other` and has seen more (`self > other`).
@@ -193,114 +183,109 @@ impl<A> VectorClock<A> {
     {
         self.compare(other) == Causality::Concurrent
     }
-
-    /// Walks two clocks with different actor sets; returns whether `self` has
-    /// an entry above `other` and whether `other` has one above `self`.
-    /// Stops at the first "behind" if `want_ahead` is false.
-    fn scan_sparse(&self, other: &Self, want_ahead: bool) -> (bool, bool)
-    where
-        A: Ord,
-    {
-        let (mut ahead, mut behind) = (false, false);
-        let (mut i, mut j) = (0, 0);
-        while i < self.actors.len() && j < other.actors.len() {
-            match self.actors[i].cmp(&other.actors[j]) {
-                Ordering::Less => {
-                    ahead = true;
-                    i += 1;
-                }
-                Ordering::Greater => {
-                    behind = true;
-                    j += 1;
-                }
-                Ordering::Equal => {
-                    ahead |= self.counters[i] > other.counters[j];
-                    behind |= self.counters[i] < other.counters[j];
-                    i += 1;
-                    j += 1;
-                }
-            }
-            if behind && (ahead || !want_ahead) {
-                return (ahead, behind);
-            }
-        }
-        ahead |= i < self.actors.len();
-        behind |= j < other.actors.len();
-        (ahead, behind)
-    }
 }
 
-/// Compares two counter vectors entry by entry; returns whether some entry of
-/// `mine` is above `theirs`, and whether some entry is below.
-fn compare_dense(mine: &[u64], theirs: &[u64]) -> (bool, bool) {
-    // For counters below 2^63, `theirs - mine` (wrapping) has its top bit set
-    // exactly when `mine > theirs`. Subtraction and OR are the only
-    // operations, so the loop vectorizes even on baseline x86-64 SSE2, which
-    // has no unsigned 64-bit compare. Counters at or above 2^63 (never
-    // accepted from outside, see MAX_COUNTER) take the plain loop.
-    // Equal lengths let the indexed loop drop its bounds checks.
-    let len = mine.len().min(theirs.len());
-    let (mine, theirs) = (&mine[..len], &theirs[..len]);
-    let (mut ahead, mut behind, mut high) = (0u64, 0u64, 0u64);
-    for i in 0..len {
-        let (a, b) = (mine[i], theirs[i]);
-        ahead |= b.wrapping_sub(a);
-        behind |= a.wrapping_sub(b);
-        high |= a | b;
+/// Whether `mine` has an entry above `theirs` and whether `theirs` has one
+/// above `mine`. Returns as soon as both are known, or, when `want_ahead` is
+/// false, as soon as the second is.
+fn scan<A: Ord>(mine: &[(A, u64)], theirs: &[(A, u64)], want_ahead: bool) -> (bool, bool) {
+    let (mut ahead, mut behind) = (false, false);
+    // Blocks over the same actors: one branch per block.
+    let mut start = 0;
+    for (a, b) in mine.chunks_exact(BLOCK).zip(theirs.chunks_exact(BLOCK)) {
+        if !same_actors(a, b) {
+            break;
+        }
+        let (up, down) = compare_block(a, b);
+        ahead |= up;
+        behind |= down;
+        start += BLOCK;
+        if behind && (ahead || !want_ahead) {
+            return (ahead, behind);
+        }
     }
-    if high >> 63 == 0 {
-        return (ahead >> 63 != 0, behind >> 63 != 0);
+    let (mut i, mut j) = (start, start);
+    while let (Some((x, cx)), Some((y, cy))) = (mine.get(i), theirs.get(j)) {
+        match x.cmp(y) {
+            Ordering::Less => {
+                ahead = true;
+                i += 1;
+            }
+            Ordering::Greater => {
+                behind = true;
+                j += 1;
+            }
+            Ordering::Equal => {
+                ahead |= cx > cy;
+                behind |= cx < cy;
+                i += 1;
+                j += 1;
+            }
+        }
+        if behind && (ahead || !want_ahead) {
+            return (ahead, behind);
+        }
     }
-    let ahead = mine.iter().zip(theirs).any(|(a, b)| a > b);
-    let behind = mine.iter().zip(theirs).any(|(a, b)| a < b);
+    ahead |= i < mine.len();
+    behind |= j < theirs.len();
     (ahead, behind)
 }
 
-/// Raises every counter of `mine` to the matching one of `theirs`.
-fn merge_dense(mine: &mut [u64], theirs: &[u64]) {
-    // Same trick as `compare_dense`: below 2^63 the top bit of `theirs - mine`
-    // says which is larger, and a mask built from it selects with SSE2 ops
-    // only (baseline x86-64 has no unsigned 64-bit max).
-    let len = mine.len().min(theirs.len());
-    let (mine, theirs) = (&mut mine[..len], &theirs[..len]);
-    let mut high = 0u64;
-    for i in 0..len {
-        high |= mine[i] | theirs[i];
+/// True if two blocks hold the same actors, without a branch per entry.
+#[inline]
+fn same_actors<A: Eq>(a: &[(A, u64)], b: &[(A, u64)]) -> bool {
+    a.iter()
+        .zip(b)
+        .fold(true, |same, (x, y)| same & (x.0 == y.0))
+}
+
+/// Whether some counter of `mine` is above the matching one of `theirs`, and
+/// whether some is below (same actors assumed).
+#[inline]
+fn compare_block<A>(mine: &[(A, u64)], theirs: &[(A, u64)]) -> (bool, bool) {
+    // For counters below 2^63, `theirs - mine` (wrapping) has its top bit set
+    // exactly when `mine > theirs`. Subtraction and OR are the only
+    // operations, so the block vectorizes even on baseline x86-64 SSE2, which
+    // has no unsigned 64-bit compare. Counters at or above 2^63 (never
+    // accepted from outside, see MAX_COUNTER) take the plain comparison.
+    let (mut up, mut down, mut high) = (0u64, 0u64, 0u64);
+    for ((_, a), (_, b)) in mine.iter().zip(theirs) {
+        up |= b.wrapping_sub(*a);
+        down |= a.wrapping_sub(*b);
+        high |= a | b;
     }
-    if high >> 63 != 0 {
-        for (a, &b) in mine.iter_mut().zip(theirs) {
-            *a = (*a).max(b);
-        }
-        return;
+    if high >> 63 == 0 {
+        return (up >> 63 != 0, down >> 63 != 0);
     }
-    for i in 0..len {
-        let (a, b) = (mine[i], theirs[i]);
-        let keep_mine = 0u64.wrapping_sub(b.wrapping_sub(a) >> 63);
-        mine[i] = (a & keep_mine) | (b & !keep_mine);
-    }
+    let pairs = || mine.iter().zip(theirs);
+    (
+        pairs().any(|((_, a), (_, b))| a > b),
+        pairs().any(|((_, a), (_, b))| a < b),
+    )
 }
 
 impl<A: Ord> VectorClock<A> {
     fn position(&self, actor: &A) -> Result<usize, usize> {
         // Linear search beats binary search on the short vectors clocks
         // usually are, and keeps the same answer.
-        if self.actors.len() <= 16 {
-            for (index, candidate) in self.actors.iter().enumerate() {
+        if self.entries.len() <= 16 {
+            for (index, (candidate, _)) in self.entries.iter().enumerate() {
                 match candidate.cmp(actor) {
                     Ordering::Less => continue,
                     Ordering::Equal => return Ok(index),
                     Ordering::Greater => return Err(index),
                 }
             }
-            return Err(self.actors.len());
+            return Err(self.entries.len());
         }
-        self.actors.binary_search(actor)
+        self.entries
+            .binary_search_by(|(candidate, _)| candidate.cmp(actor))
     }
 
     /// The counter of `actor` (0 if absent).
     pub fn get(&self, actor: &A) -> u64 {
         match self.position(actor) {
-            Ok(index) => self.counters[index],
+            Ok(index) => self.entries.get(index).map_or(0, |(_, counter)| *counter),
             Err(_) => 0,
         }
     }
@@ -312,14 +297,15 @@ impl<A: Ord> VectorClock<A> {
     /// cannot overflow; an in-memory counter of `u64::MAX` saturates.
     pub fn increment(&mut self, actor: A) -> u64 {
         match self.position(&actor) {
-            Ok(index) => {
-                let counter = &mut self.counters[index];
-                *counter = counter.saturating_add(1);
-                *counter
-            }
+            Ok(index) => match self.entries.get_mut(index) {
+                Some((_, counter)) => {
+                    *counter = counter.saturating_add(1);
+                    *counter
+                }
+                None => 0,
+            },
             Err(index) => {
-                self.actors.insert(index, actor);
-                self.counters.insert(index, 1);
+                self.entries.insert(index, (actor, 1));
                 1
             }
         }
@@ -332,13 +318,11 @@ impl<A: Ord> VectorClock<A> {
         }
         match self.position(&actor) {
             Ok(index) => {
-                let current = &mut self.counters[index];
-                *current = (*current).max(counter);
+                if let Some((_, current)) = self.entries.get_mut(index) {
+                    *current = (*current).max(counter);
+                }
             }
-            Err(index) => {
-                self.actors.insert(index, actor);
-                self.counters.insert(index, counter);
-            }
+            Err(index) => self.entries.insert(index, (actor, counter)),
         }
     }
 
@@ -362,90 +346,85 @@ impl<A: Ord> VectorClock<A> {
     /// See [`VectorClock::retain`] for when pruning is safe.
     pub fn remove(&mut self, actor: &A) -> Option<u64> {
         let index = self.position(actor).ok()?;
-        self.actors.remove(index);
-        Some(self.counters.remove(index))
+        Some(self.entries.remove(index).1)
     }
 
     /// Merges `other` into `self` (the join, entrywise max): afterwards `self`
     /// descends both inputs and nothing else.
+    ///
+    /// In place when `other`'s actors are among `self`'s (no allocation);
+    /// otherwise the merged entries are written once into a vector of the
+    /// final size, which becomes `self`'s.
     pub fn merge(&mut self, other: &Self)
     where
         A: Clone,
     {
-        if self.actors == other.actors {
-            merge_dense(&mut self.counters, &other.counters);
-            return;
+        let missing = self.merge_shared(other);
+        if missing != 0 {
+            self.merge_union(other, missing);
         }
-        if self.merge_subset(other) {
-            return;
-        }
-        self.merge_union(other);
     }
 
-    /// Merges in place when `other`'s actors are a subset of `self`'s; returns
-    /// false (having raised only shared entries, which is harmless) otherwise.
-    fn merge_subset(&mut self, other: &Self) -> bool {
-        if other.len() > self.len() {
-            return false;
-        }
-        let mut i = 0;
-        for (actor, &theirs) in other.actors.iter().zip(&other.counters) {
-            while i < self.actors.len() && self.actors[i] < *actor {
-                i += 1;
+    /// Raises the counters of the actors both clocks have and returns how
+    /// many of `other`'s actors `self` lacks.
+    fn merge_shared(&mut self, other: &Self) -> usize {
+        // Same actors, entry by entry: one predictable branch and a `max`.
+        let mut start = 0;
+        for ((mine, counter), (theirs, their_counter)) in
+            self.entries.iter_mut().zip(&other.entries)
+        {
+            if mine != theirs {
+                break;
             }
-            match self.actors.get(i) {
-                Some(mine) if mine == actor => {
-                    self.counters[i] = self.counters[i].max(theirs);
-                    i += 1;
+            *counter = (*counter).max(*their_counter);
+            start += 1;
+        }
+        let (mut i, mut j, mut missing) = (start, start, 0);
+        while let (Some((mine, counter)), Some((theirs, their_counter))) =
+            (self.entries.get_mut(i), other.entries.get(j))
+        {
+            match (*mine).cmp(theirs) {
+                Ordering::Less => i += 1,
+                Ordering::Greater => {
+                    missing += 1;
+                    j += 1;
                 }
-                _ => return false,
+                Ordering::Equal => {
+                    *counter = (*counter).max(*their_counter);
+                    i += 1;
+                    j += 1;
+                }
             }
         }
-        true
+        missing + other.len().saturating_sub(j)
     }
 
-    fn merge_union(&mut self, other: &Self)
+    /// Adds `other`'s actors that `self` lacks (`missing` of them); shared
+    /// counters are already raised.
+    fn merge_union(&mut self, other: &Self, missing: usize)
     where
         A: Clone,
     {
-        let capacity = self.len() + other.len();
-        let mut actors = Vec::with_capacity(capacity);
-        let mut counters = Vec::with_capacity(capacity);
-        let mine = core::mem::take(&mut self.actors)
-            .into_iter()
-            .zip(core::mem::take(&mut self.counters));
-        let mut mine = mine.peekable();
-        let mut theirs = other.iter().peekable();
+        let mut merged = Vec::with_capacity(self.len() + missing);
+        let mut mine = core::mem::take(&mut self.entries).into_iter().peekable();
+        let mut theirs = other.entries.iter().peekable();
         loop {
-            let take_mine = match (mine.peek(), theirs.peek()) {
+            let order = match (mine.peek(), theirs.peek()) {
                 (None, None) => break,
                 (Some(_), None) => Ordering::Less,
                 (None, Some(_)) => Ordering::Greater,
-                (Some((a, _)), Some((b, _))) => a.cmp(*b),
+                (Some((a, _)), Some((b, _))) => a.cmp(b),
             };
-            match take_mine {
-                Ordering::Less => {
-                    if let Some((actor, counter)) = mine.next() {
-                        actors.push(actor);
-                        counters.push(counter);
-                    }
-                }
-                Ordering::Greater => {
-                    if let Some((actor, counter)) = theirs.next() {
-                        actors.push(actor.clone());
-                        counters.push(counter);
-                    }
-                }
+            match order {
+                Ordering::Less => merged.extend(mine.next()),
+                Ordering::Greater => merged.extend(theirs.next().cloned()),
                 Ordering::Equal => {
-                    if let (Some((actor, a)), Some((_, b))) = (mine.next(), theirs.next()) {
-                        actors.push(actor);
-                        counters.push(a.max(b));
-                    }
+                    merged.extend(mine.next());
+                    theirs.next();
                 }
             }
         }
-        self.actors = actors;
-        self.counters = counters;
+        self.entries = merged;
     }
 
     /// The join of two clocks as a new clock.
@@ -462,23 +441,20 @@ impl<A: Ord> VectorClock<A> {
     /// both have seen. Useful for finding causally stable events.
     pub fn meet(&mut self, other: &Self) {
         let mut j = 0;
-        self.retain_with_counter(|actor, counter| {
-            while j < other.actors.len() && other.actors[j] < *actor {
+        for (actor, counter) in &mut self.entries {
+            while other
+                .entries
+                .get(j)
+                .is_some_and(|(theirs, _)| theirs < actor)
+            {
                 j += 1;
             }
-            match other.actors.get(j) {
-                Some(theirs) if theirs == actor => (*counter).min(other.counters[j]),
+            *counter = match other.entries.get(j) {
+                Some((theirs, their_counter)) if theirs == actor => (*counter).min(*their_counter),
                 _ => 0,
-            }
-        });
-    }
-
-    /// Replaces every counter by `update(actor, counter)`, dropping zeros.
-    fn retain_with_counter(&mut self, mut update: impl FnMut(&A, &u64) -> u64) {
-        for (actor, counter) in self.actors.iter().zip(self.counters.iter_mut()) {
-            *counter = update(actor, counter);
+            };
         }
-        self.retain(|_, counter| counter != 0);
+        self.entries.retain(|(_, counter)| *counter != 0);
     }
 }
 
@@ -536,25 +512,28 @@ impl<A: Ord> FromIterator<Dot<A>> for VectorClock<A> {
 /// Borrowing iterator over `(actor, counter)` entries, ascending by actor.
 #[derive(Debug, Clone)]
 pub struct Iter<'a, A> {
-    actors: core::slice::Iter<'a, A>,
-    counters: core::slice::Iter<'a, u64>,
+    entries: core::slice::Iter<'a, (A, u64)>,
 }
 
 impl<'a, A> Iterator for Iter<'a, A> {
     type Item = (&'a A, u64);
 
     fn next(&mut self) -> Option<Self::Item> {
-        Some((self.actors.next()?, *self.counters.next()?))
+        self.entries
+            .next()
+            .map(|(actor, counter)| (actor, *counter))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        self.actors.size_hint()
+        self.entries.size_hint()
     }
 }
 
 impl<A> DoubleEndedIterator for Iter<'_, A> {
     fn next_back(&mut self) -> Option<Self::Item> {
-        Some((self.actors.next_back()?, *self.counters.next_back()?))
+        self.entries
+            .next_back()
+            .map(|(actor, counter)| (actor, *counter))
     }
 }
 
@@ -572,7 +551,7 @@ impl<'a, A> IntoIterator for &'a VectorClock<A> {
 /// Owning iterator over `(actor, counter)` entries, ascending by actor.
 #[derive(Debug)]
 pub struct IntoIter<A> {
-    inner: core::iter::Zip<alloc::vec::IntoIter<A>, alloc::vec::IntoIter<u64>>,
+    inner: alloc::vec::IntoIter<(A, u64)>,
 }
 
 impl<A> Iterator for IntoIter<A> {
@@ -593,7 +572,7 @@ impl<A> IntoIterator for VectorClock<A> {
     type IntoIter = IntoIter<A>;
     fn into_iter(self) -> IntoIter<A> {
         IntoIter {
-            inner: self.actors.into_iter().zip(self.counters),
+            inner: self.entries.into_iter(),
         }
     }
 }
@@ -630,11 +609,10 @@ impl<A: Codec + Ord> VectorClock<A> {
             if counter == 0 {
                 return Err(DecodeError::ZeroCounter { index });
             }
-            if clock.actors.last().is_some_and(|last| *last >= actor) {
+            if clock.entries.last().is_some_and(|(last, _)| *last >= actor) {
                 return Err(DecodeError::NotCanonical { index });
             }
-            clock.actors.push(actor);
-            clock.counters.push(counter);
+            clock.entries.push((actor, counter));
         }
         Ok(clock)
     }
@@ -713,17 +691,27 @@ mod tests {
         assert_eq!(a.compare(&b), Causality::After);
         assert_eq!(b.compare(&a), Causality::Before);
         assert!(a.descends(&b) && !b.descends(&a));
-        assert_eq!(compare_dense(&[1, 1 << 63], &[2, 0]), (true, true));
-        assert_eq!(compare_dense(&[5, 7], &[5, 7]), (false, false));
+        let pairs = |counters: &[u64]| -> Vec<(u8, u64)> {
+            counters
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (i as u8, *c))
+                .collect()
+        };
+        assert_eq!(
+            compare_block(&pairs(&[1, 1 << 63]), &pairs(&[2, 0])),
+            (true, true)
+        );
+        assert_eq!(
+            compare_block(&pairs(&[5, 7]), &pairs(&[5, 7])),
+            (false, false)
+        );
         let mut merged = a.clone();
         merged.merge(&b);
         assert_eq!(merged, a);
-        let mut counters = [1, u64::MAX, 7];
-        merge_dense(&mut counters, &[2, 3, 7]);
-        assert_eq!(counters, [2, u64::MAX, 7]);
-        let mut small = [1, 9, 7];
-        merge_dense(&mut small, &[2, 3, 7]);
-        assert_eq!(small, [2, 9, 7]);
+        let mut merged = clock(&[(1, 1), (2, u64::MAX), (3, 7)]);
+        merged.merge(&clock(&[(1, 2), (2, 3), (3, 7)]));
+        assert_eq!(merged, clock(&[(1, 2), (2, u64::MAX), (3, 7)]));
     }
 
     #[test]
@@ -734,8 +722,8 @@ mod tests {
         // Subset path: other's actors are all in self.
         a.merge(&clock(&[(2, 7)]));
         assert_eq!(a, clock(&[(1, 2), (2, 7), (3, 4)]));
-        assert_eq!(a.actors(), &[1, 2, 3]);
-        assert_eq!(a.counters(), &[2, 7, 4]);
+        assert_eq!(a.actors().copied().collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(a.counters().collect::<Vec<_>>(), [2, 7, 4]);
     }
 
     #[test]
@@ -762,7 +750,8 @@ mod tests {
             a.observe(actor * 2, actor + 1);
         }
         assert_eq!(a.len(), 100);
-        assert!(a.actors().windows(2).all(|w| w[0] < w[1]));
+        let actors: Vec<u64> = a.actors().copied().collect();
+        assert!(actors.windows(2).all(|w| w[0] < w[1]));
         assert_eq!(a.get(&198), 100);
         assert_eq!(a.get(&3), 0);
     }

@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 
 use quorate_clocks::{
     Admission, CausalBuffer, CausalError, Hlc, HlcTimestamp, LamportClock, LamportTimestamp,
-    VectorClock,
+    MaxDrift, VectorClock,
 };
 
 #[derive(Debug, Clone)]
@@ -72,7 +72,7 @@ fn run(seed: u64, outcomes: &mut Outcomes) {
         .map(|id| Member {
             buffer: CausalBuffer::new(id, capacity),
             lamport: LamportClock::new(id),
-            hlc: Hlc::new(10_000),
+            hlc: Hlc::with_max_drift(MaxDrift::millis(10_000)),
             delivered: BTreeSet::new(),
             waiting: BTreeSet::new(),
             skew_ms: rng.u64(0..50),

@@ -67,9 +67,9 @@ fn receive_never_moves_time_backwards() {
 
 #[test]
 fn atomic_hlc_stamps_are_unique_and_follow_remote() {
-    use quorate_clocks::{AtomicHlc, HlcTimestamp};
+    use quorate_clocks::{AtomicHlc, HlcTimestamp, MaxDrift};
     loom::model(|| {
-        let clock = Arc::new(AtomicHlc::new(100));
+        let clock = Arc::new(AtomicHlc::with_max_drift(MaxDrift::millis(100)));
         let other = Arc::clone(&clock);
         // Both threads read the same physical millisecond: only the logical
         // counter can keep their stamps apart.

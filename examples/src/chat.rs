@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use quorate_clocks::{CausalBuffer, VectorClock};
-use quorate_ids::{ClockPolicy, Id, NodeId, SystemClockGenerator, preset};
+use quorate_ids::{ClockPolicy, Id, Layout, NodeId, SystemClockGenerator};
 use quorate_transport::framing::ChannelId;
 use quorate_transport::patterns::mux::{Endpoint, Mux};
 use quorate_transport::patterns::pubsub::{Publisher, Subscriber};
@@ -413,7 +413,7 @@ struct Client {
     server_addr: std::net::SocketAddr,
     /// Transport id of the current connection (a new one per connection).
     session: u64,
-    ids: SystemClockGenerator<preset::Seed>,
+    ids: SystemClockGenerator,
     buffer: CausalBuffer<String, (ChatMessage, Via)>,
     /// Ids of messages that waited in the buffer for a cause.
     held: std::collections::BTreeSet<Id>,
@@ -783,7 +783,7 @@ fn spawn_client(
         server_addr,
         session: u64::from(node) * 1000,
         ids: SystemClockGenerator::new(
-            preset::Seed,
+            Layout::SEED,
             NodeId::new(u64::from(node)),
             ClockPolicy::WaitUntil,
         )?,

@@ -9,14 +9,16 @@
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 
-use quorate_clocks::{Causality, Hlc, HlcTimestamp, LamportClock, LamportTimestamp, VectorClock};
+use quorate_clocks::{
+    Causality, Hlc, HlcTimestamp, LamportClock, LamportTimestamp, MaxDrift, VectorClock,
+};
 
 /// Physical time at the start of every run, ms since the Unix epoch
 /// (2023-11-14T22:13:20Z): a realistic magnitude for the HLC.
 pub const EPOCH_MS: u64 = 1_700_000_000_000;
 
-/// The HLC's maximum accepted drift in these runs, in ms.
-pub const MAX_DRIFT_MS: u64 = 100;
+/// The HLC's maximum accepted drift in these runs.
+pub const MAX_DRIFT: MaxDrift = MaxDrift::millis(100);
 
 /// One of the three processes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -222,7 +224,7 @@ pub fn run(actions: &[Action]) -> Result<Run, ScenarioError> {
             let node = Node {
                 lamport: LamportClock::new(p),
                 vector: VectorClock::new(),
-                hlc: Hlc::new(MAX_DRIFT_MS),
+                hlc: Hlc::with_max_drift(MAX_DRIFT),
                 events: 0,
                 last_event: None,
             };

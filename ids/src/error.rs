@@ -32,6 +32,14 @@ pub enum LayoutError {
         /// Requested sequence width.
         sequence: u8,
     },
+    /// A node split asks for more process bits than the node field has.
+    #[error("{process} process bits do not fit in the {node}-bit node field")]
+    ProcessWiderThanNode {
+        /// Requested process width.
+        process: u8,
+        /// The layout's node width.
+        node: u8,
+    },
     /// The epoch lies after the time it was checked against: IDs minted now
     /// would have a negative time.
     #[error("epoch {epoch} is after the current time {now}")]
@@ -45,6 +53,7 @@ pub enum LayoutError {
 
 /// A field of an ID, named in errors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Field {
     /// The time field (ticks since the epoch).
     Time,
@@ -52,10 +61,15 @@ pub enum Field {
     Sequence,
     /// The node (worker, machine, shard) id.
     Node,
+    /// The worker part of a split node field ([`Layout::node_id`](crate::Layout::node_id)).
+    Worker,
+    /// The process part of a split node field.
+    Process,
 }
 
 /// What an [`IdError::WouldBlock`] waits for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum BlockCause {
     /// Every sequence number of the current tick has been issued.
     SequenceExhausted,

@@ -14,6 +14,7 @@ use crate::time::UnixMillis;
 /// an ID whose time is later than both `now` and its last issued ID.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
 pub enum ClockPolicy {
     /// Fail with [`IdError::ClockMovedBackwards`], however small the step.
     Reject,
@@ -70,6 +71,8 @@ pub(crate) use minter_accessors;
 pub(crate) struct Minter<L> {
     layout: L,
     node: u64,
+    // The node's bits in place in an ID, so minting is one OR.
+    node_in_place: u64,
     policy: ClockPolicy,
     tolerated_ticks: u64,
 }
@@ -93,12 +96,18 @@ impl<L: LayoutSpec> Minter<L> {
         Ok(Self {
             layout,
             node: node.get(),
+            node_in_place: fixed.node_in_place(node.get()),
             policy,
             tolerated_ticks,
         })
     }
 
     pub(crate) fn layout(&self) -> Layout {
+        self.layout.layout()
+    }
+
+    #[inline]
+    fn layout_ref(&self) -> Layout {
         self.layout.layout()
     }
 
@@ -163,10 +172,22 @@ impl<L: LayoutSpec> Minter<L> {
         }
     }
 
+    /// One past the last of up to `want` packed values from `first` on that
+    /// stay in `first`'s tick: a batch never borrows the next tick.
+    #[inline]
+    pub(crate) fn batch_end(&self, first: u64, want: u64) -> u64 {
+        let tick_end = (first | self.layout.layout().max_sequence()) + 1;
+        first.saturating_add(want).min(tick_end)
+    }
+
     /// The ID for a packed (tick, sequence) that `decide` returned.
     #[inline]
     pub(crate) fn id(&self, issued: u64) -> Id {
-        Id::from_u64(self.layout.layout().compose_packed(issued, self.node))
+        Id::from_u64(
+            self.layout
+                .layout()
+                .compose_packed(issued, self.node_in_place),
+        )
     }
 
     /// The last issued ID given the counter.
@@ -178,7 +199,7 @@ impl<L: LayoutSpec> Minter<L> {
     pub(crate) fn counter_after(&self, id: Id) -> Result<u64, IdError> {
         let layout = self.layout.layout();
         let parts = layout.check(id)?;
-        Ok(((parts.time << layout.sequence_bits()) | parts.sequence) + 1)
+        Ok(((parts.ticks << layout.sequence_bits()) | parts.sequence) + 1)
     }
 }
 
@@ -186,9 +207,9 @@ impl<L: LayoutSpec> Minter<L> {
 /// [`Generator::next`] and handles [`IdError::WouldBlock`] by retrying at
 /// `retry_at`.
 ///
-/// `L` is a run-time [`Layout`] or a [`ConstLayout`](crate::ConstLayout) marker
-/// such as [`preset::Seed`](crate::preset::Seed), which makes the layout cost
-/// nothing at run time.
+/// `L` is a [`Layout`] value (the default), or a
+/// [`ConstLayout`](crate::ConstLayout) marker type that fixes the layout at
+/// compile time.
 ///
 /// ```
 /// use quorate_ids::{ClockPolicy, Generator, IdError, Layout, NodeId, UnixMillis};
@@ -199,9 +220,9 @@ impl<L: LayoutSpec> Minter<L> {
 /// let a = ids.next(now)?;
 /// let b = ids.next(now)?;
 /// assert!(a < b);
-/// assert_eq!(b.decompose(&layout).sequence, 1);
-/// assert_eq!(b.decompose(&layout).node, NodeId::new(7));
-/// assert_eq!(b.timestamp(&layout), now);
+/// assert_eq!(b.decompose(layout).sequence, 1);
+/// assert_eq!(b.decompose(layout).node, NodeId::new(7));
+/// assert_eq!(b.timestamp(layout), now);
 ///
 /// // The clock steps back 3 ms: wait until it is back at the last tick.
 /// let earlier = UnixMillis::from_millis(now.as_millis() - 3);
@@ -213,6 +234,12 @@ impl<L: LayoutSpec> Minter<L> {
 pub struct Generator<L: LayoutSpec = Layout> {
     minter: Minter<L>,
     next_free: u64,
+    // The tick of the last ID, cached so that another ID in it costs two
+    // compares and two adds: its first millisecond, one past its last packed
+    // value (0: no cached tick), and the ID `next_free` stands for.
+    window_start: u64,
+    window_limit: u64,
+    next_id: u64,
 }
 
 impl<L: LayoutSpec> Generator<L> {
@@ -224,6 +251,9 @@ impl<L: LayoutSpec> Generator<L> {
         Ok(Self {
             minter: Minter::new(layout, node, policy)?,
             next_free: 0,
+            window_start: 0,
+            window_limit: 0,
+            next_id: 0,
         })
     }
 
@@ -241,9 +271,31 @@ impl<L: LayoutSpec> Generator<L> {
     #[inline]
     #[allow(clippy::should_implement_trait)] // `now` makes this no Iterator
     pub fn next(&mut self, now: UnixMillis) -> Result<Id, IdError> {
+        let layout = self.minter.layout_ref();
+        // `now` in the tick of the last ID with sequence left: `decide` would
+        // answer `next_free` (same tick), so skip it.
+        if now.as_millis().wrapping_sub(self.window_start) < layout.time_unit().as_millis()
+            && self.next_free < self.window_limit
+        {
+            let id = self.next_id;
+            self.next_free += 1;
+            self.next_id = self.next_id.wrapping_add(layout.sequence_step());
+            return Ok(Id::from_u64(id));
+        }
+        self.next_slow(now)
+    }
+
+    #[cold]
+    fn next_slow(&mut self, now: UnixMillis) -> Result<Id, IdError> {
         let issued = self.minter.decide(self.next_free, now)?;
+        let layout = self.minter.layout_ref();
+        let tick = issued >> layout.sequence_bits();
+        let id = self.minter.id(issued);
         self.next_free = issued + 1;
-        Ok(self.minter.id(issued))
+        self.window_start = layout.tick_start(tick).as_millis();
+        self.window_limit = (tick + 1) << layout.sequence_bits();
+        self.next_id = id.to_u64().wrapping_add(layout.sequence_step());
+        Ok(id)
     }
 
     /// Treats every ID up to and including `id` (any node) as issued, so that a
@@ -255,6 +307,7 @@ impl<L: LayoutSpec> Generator<L> {
     /// [`IdError::NotInLayout`] if `id` has bits above the layout's width.
     pub fn resume_after(&mut self, id: Id) -> Result<(), IdError> {
         self.next_free = self.next_free.max(self.minter.counter_after(id)?);
+        self.window_limit = 0;
         Ok(())
     }
 
@@ -268,7 +321,6 @@ impl<L: LayoutSpec> Generator<L> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::preset;
 
     const EPOCH: u64 = 1_704_067_200_000;
 
@@ -276,13 +328,13 @@ mod tests {
         UnixMillis::from_millis(EPOCH + ms_after_epoch)
     }
 
-    fn generator(policy: ClockPolicy) -> Generator<preset::Seed> {
-        Generator::new(preset::Seed, NodeId::new(5), policy).unwrap()
+    fn generator(policy: ClockPolicy) -> Generator {
+        Generator::new(Layout::SEED, NodeId::new(5), policy).unwrap()
     }
 
     fn parts(id: Id) -> (u64, u64, u64) {
         let p = Layout::SEED.decompose(id);
-        (p.time, p.sequence, p.node.get())
+        (p.ticks, p.sequence, p.node.get())
     }
 
     #[test]
@@ -492,7 +544,7 @@ mod tests {
 
     #[test]
     fn twitter_order_puts_the_node_above_the_sequence() {
-        let mut ids = Generator::new(preset::Twitter, NodeId::new(3), ClockPolicy::Reject).unwrap();
+        let mut ids = Generator::new(Layout::TWITTER, NodeId::new(3), ClockPolicy::Reject).unwrap();
         let epoch = Layout::TWITTER.epoch().as_millis();
         ids.next(UnixMillis::from_millis(epoch + 2)).unwrap();
         let id = ids.next(UnixMillis::from_millis(epoch + 2)).unwrap();

@@ -34,13 +34,13 @@ impl Id {
 
     /// Splits the ID into time, sequence and node under `layout`.
     #[must_use]
-    pub const fn decompose(self, layout: &Layout) -> Parts {
+    pub const fn decompose(self, layout: Layout) -> Parts {
         layout.decompose(self)
     }
 
     /// The wall-clock time at the start of the tick the ID was minted in.
     #[must_use]
-    pub const fn timestamp(self, layout: &Layout) -> UnixMillis {
+    pub const fn timestamp(self, layout: Layout) -> UnixMillis {
         layout.timestamp(self)
     }
 
@@ -127,8 +127,10 @@ impl fmt::Display for NodeId {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Parts {
-    /// Ticks since the layout's epoch.
-    pub time: u64,
+    /// The time field: ticks of the layout's [`TimeUnit`](crate::TimeUnit)
+    /// since its epoch, not milliseconds (a Sonyflake tick is 10 ms). Turn it
+    /// into wall-clock time with [`Layout::tick_start`].
+    pub ticks: u64,
     /// Position within the tick on the minting node.
     pub sequence: u64,
     /// The minting node.

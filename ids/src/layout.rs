@@ -21,9 +21,11 @@ pub enum FieldOrder {
 /// How an ID's bits split into time, sequence and node, with the time unit and
 /// the custom epoch the time counts from.
 ///
-/// Built with the `const fn` [`Layout::new`], so a fixed layout is a constant;
-/// generators parameterised by a [`ConstLayout`] marker type (see [`preset`]) fold
-/// every shift and mask at compile time.
+/// Built with the `const fn` [`Layout::new`], so a fixed layout is a constant.
+/// The presets are the constants [`Layout::SEED`], [`Layout::TWITTER`],
+/// [`Layout::SONYFLAKE`], [`Layout::DISCORD`] and [`Layout::INSTAGRAM`]: the
+/// one way to name them. A generator takes a `Layout` value, or a
+/// [`ConstLayout`] marker type of your own that fixes it at compile time.
 ///
 /// ```
 /// use quorate_ids::{FieldOrder, Layout, TimeUnit, UnixMillis};
@@ -44,6 +46,9 @@ pub struct Layout {
     order: FieldOrder,
     unit: TimeUnit,
     epoch: UnixMillis,
+    // The low bits of the node field that name a process (Discord: 5), the
+    // rest a worker; 0 when the node is one field.
+    process_bits: u8,
     // Derived from the above by `with_order`; kept so `compose` is three shifts.
     sequence_shift: u8,
     node_shift: u8,
@@ -99,15 +104,19 @@ impl Layout {
     ))
     .with_time_unit(TimeUnit::TEN_MILLISECONDS);
 
-    /// Discord: 42 bits of 1 ms since 2015-01-01T00:00:00Z, 10 bits of node
-    /// (5 worker + 5 process), 12 bits of increment; `time | node | sequence`, 64 bits.
-    pub const DISCORD: Self = known_good(Self::new(
-        42,
-        12,
-        10,
-        UnixMillis::from_millis(1_420_070_400_000),
-    ))
-    .with_order(FieldOrder::NodeThenSequence);
+    /// Discord: 42 bits of 1 ms since 2015-01-01T00:00:00Z, 5 bits of worker
+    /// above 5 bits of process (see [`Layout::node_id`]), 12 bits of
+    /// increment; `time | node | sequence`, 64 bits.
+    pub const DISCORD: Self = known_good(
+        known_good(Self::new(
+            42,
+            12,
+            10,
+            UnixMillis::from_millis(1_420_070_400_000),
+        ))
+        .with_order(FieldOrder::NodeThenSequence)
+        .with_process_bits(5),
+    );
 
     /// Instagram: 41 bits of 1 ms since Instagram's epoch (1314220021721), 13 bits
     /// of logical shard, 10 bits of sequence; `time | node | sequence`, 64 bits.
@@ -168,6 +177,7 @@ impl Layout {
             order: FieldOrder::SequenceThenNode,
             unit: TimeUnit::MILLISECOND,
             epoch,
+            process_bits: 0,
             sequence_shift: 0,
             node_shift: 0,
             max_tick: low_mask(time_bits),
@@ -190,6 +200,72 @@ impl Layout {
             }
         }
         self
+    }
+
+    /// This layout with the node field split into a worker id above a process
+    /// id of `process_bits` (Discord: 5 and 5), read and built with
+    /// [`Layout::worker_and_process`] and [`Layout::node_id`]. The split only
+    /// names the bits; IDs are the same.
+    ///
+    /// # Errors
+    /// [`LayoutError::ProcessWiderThanNode`] if `process_bits` exceeds the
+    /// node width.
+    pub const fn with_process_bits(mut self, process_bits: u8) -> Result<Self, LayoutError> {
+        if process_bits > self.node_bits {
+            return Err(LayoutError::ProcessWiderThanNode {
+                process: process_bits,
+                node: self.node_bits,
+            });
+        }
+        self.process_bits = process_bits;
+        Ok(self)
+    }
+
+    /// Width of the process part of the node field (0 if the node is not split).
+    #[must_use]
+    pub const fn process_bits(&self) -> u8 {
+        self.process_bits
+    }
+
+    /// Width of the worker part of the node field (all of it if not split).
+    #[must_use]
+    pub const fn worker_bits(&self) -> u8 {
+        self.node_bits - self.process_bits
+    }
+
+    /// The node id of `worker` and `process` under this layout's split.
+    ///
+    /// # Errors
+    /// [`IdError::FieldOutOfRange`] naming [`Field::Worker`] or
+    /// [`Field::Process`] when either does not fit its width.
+    pub const fn node_id(&self, worker: u64, process: u64) -> Result<NodeId, IdError> {
+        let max_worker = low_mask(self.worker_bits());
+        let max_process = low_mask(self.process_bits);
+        if worker > max_worker {
+            return Err(IdError::FieldOutOfRange {
+                field: Field::Worker,
+                value: worker,
+                max: max_worker,
+            });
+        }
+        if process > max_process {
+            return Err(IdError::FieldOutOfRange {
+                field: Field::Process,
+                value: process,
+                max: max_process,
+            });
+        }
+        Ok(NodeId::new((worker << self.process_bits) | process))
+    }
+
+    /// `node` split into `(worker, process)` under this layout's split.
+    #[must_use]
+    pub const fn worker_and_process(&self, node: NodeId) -> (u64, u64) {
+        let node = node.get() & self.max_node();
+        (
+            node >> self.process_bits,
+            node & low_mask(self.process_bits),
+        )
     }
 
     /// This layout counting time in ticks of `unit`.
@@ -331,7 +407,7 @@ impl Layout {
     /// [`IdError::FieldOutOfRange`] when a field does not fit its width.
     pub const fn compose(&self, parts: Parts) -> Result<Id, IdError> {
         let checks = [
-            (Field::Time, parts.time, self.max_tick()),
+            (Field::Time, parts.ticks, self.max_tick()),
             (Field::Sequence, parts.sequence, self.max_sequence()),
             (Field::Node, parts.node.get(), self.max_node()),
         ];
@@ -344,7 +420,7 @@ impl Layout {
             i += 1;
         }
         Ok(Id::from_u64(self.compose_unchecked(
-            parts.time,
+            parts.ticks,
             parts.sequence,
             parts.node.get(),
         )))
@@ -356,17 +432,30 @@ impl Layout {
         (tick << self.time_shift()) | (sequence << self.sequence_shift) | (node << self.node_shift)
     }
 
-    /// The ID for a generator's packed `tick << sequence_bits | sequence`.
+    /// What adding one to the sequence adds to an ID.
     #[inline]
-    pub(crate) const fn compose_packed(&self, packed: u64, node: u64) -> u64 {
+    pub(crate) const fn sequence_step(&self) -> u64 {
+        1 << self.sequence_shift
+    }
+
+    /// `node` moved to its place in an ID (fields assumed in range).
+    #[inline]
+    pub(crate) const fn node_in_place(&self, node: u64) -> u64 {
+        node << self.node_shift
+    }
+
+    /// The ID for a generator's packed `tick << sequence_bits | sequence`,
+    /// given [`Layout::node_in_place`] of its node.
+    #[inline]
+    pub(crate) const fn compose_packed(&self, packed: u64, node_in_place: u64) -> u64 {
         match self.order {
             // time and sequence are already adjacent and in place above the node.
-            FieldOrder::SequenceThenNode => (packed << self.node_bits) | node,
-            FieldOrder::NodeThenSequence => self.compose_unchecked(
-                packed >> self.sequence_bits,
-                packed & self.max_sequence(),
-                node,
-            ),
+            FieldOrder::SequenceThenNode => (packed << self.node_bits) | node_in_place,
+            // time moves up past the node; the sequence stays at the bottom.
+            FieldOrder::NodeThenSequence => {
+                let sequence = self.max_sequence();
+                ((packed & !sequence) << self.node_bits) | (packed & sequence) | node_in_place
+            }
         }
     }
 
@@ -380,7 +469,7 @@ impl Layout {
     pub const fn decompose(&self, id: Id) -> Parts {
         let raw = id.to_u64();
         Parts {
-            time: (raw >> self.time_shift()) & self.max_tick(),
+            ticks: (raw >> self.time_shift()) & self.max_tick(),
             sequence: (raw >> self.sequence_shift) & self.max_sequence(),
             node: NodeId::new((raw >> self.node_shift) & self.max_node()),
         }
@@ -405,7 +494,7 @@ impl Layout {
     /// The wall-clock time at the start of `id`'s tick.
     #[must_use]
     pub const fn timestamp(&self, id: Id) -> UnixMillis {
-        self.tick_start(self.decompose(id).time)
+        self.tick_start(self.decompose(id).ticks)
     }
 
     /// The smallest ID any node can mint at `time`: the lower bound of a range
@@ -474,7 +563,7 @@ impl LayoutSpec for Layout {
 /// }
 /// let mut ids = Generator::new(Tenths, NodeId::new(3), ClockPolicy::Reject).unwrap();
 /// let id = ids.next(UnixMillis::from_millis(1_700_000_000_025)).unwrap();
-/// assert_eq!(Tenths::LAYOUT.decompose(id).time, 2); // 25 ms = tick 2 of 10 ms
+/// assert_eq!(Tenths::LAYOUT.decompose(id).ticks, 2); // 25 ms = tick 2 of 10 ms
 /// ```
 pub trait ConstLayout {
     /// The layout.
@@ -485,35 +574,6 @@ impl<T: ConstLayout> LayoutSpec for T {
     #[inline]
     fn layout(&self) -> Layout {
         T::LAYOUT
-    }
-}
-
-/// Zero-sized [`ConstLayout`] markers for the preset layouts.
-pub mod preset {
-    use super::{ConstLayout, Layout};
-
-    macro_rules! presets {
-        ($($(#[$doc:meta])* $name:ident = $layout:ident;)*) => {$(
-            $(#[$doc])*
-            #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-            pub struct $name;
-            impl ConstLayout for $name {
-                const LAYOUT: Layout = Layout::$layout;
-            }
-        )*};
-    }
-
-    presets! {
-        /// [`Layout::SEED`] as a type: 40/14/10, 1 ms, 2024 epoch.
-        Seed = SEED;
-        /// [`Layout::TWITTER`] as a type: 41/10/12, 1 ms.
-        Twitter = TWITTER;
-        /// [`Layout::SONYFLAKE`] as a type: 39 x 10 ms / 8 / 16.
-        Sonyflake = SONYFLAKE;
-        /// [`Layout::DISCORD`] as a type: 42/10/12, 1 ms, 64 bits.
-        Discord = DISCORD;
-        /// [`Layout::INSTAGRAM`] as a type: 41/13/10, 1 ms, 64 bits.
-        Instagram = INSTAGRAM;
     }
 }
 
@@ -617,7 +677,7 @@ mod tests {
     fn compose_places_fields_by_order() {
         let seq_then_node = Layout::new(40, 14, 10, EPOCH).unwrap();
         let parts = Parts {
-            time: 3,
+            ticks: 3,
             sequence: 2,
             node: NodeId::new(1),
         };
@@ -648,6 +708,41 @@ mod tests {
     }
 
     #[test]
+    fn split_node_fields_are_checked_and_round_trip() {
+        let discord = Layout::DISCORD;
+        assert_eq!((discord.worker_bits(), discord.process_bits()), (5, 5));
+        assert_eq!(discord.node_id(1, 0), Ok(NodeId::new(32)));
+        assert_eq!(discord.node_id(31, 31), Ok(NodeId::new(1023)));
+        assert_eq!(discord.worker_and_process(NodeId::new(32 * 3 + 4)), (3, 4));
+        assert_eq!(
+            discord.node_id(32, 0),
+            Err(IdError::FieldOutOfRange {
+                field: Field::Worker,
+                value: 32,
+                max: 31
+            })
+        );
+        assert_eq!(
+            discord.node_id(0, 32),
+            Err(IdError::FieldOutOfRange {
+                field: Field::Process,
+                value: 32,
+                max: 31
+            })
+        );
+        // Unsplit: the whole node is the worker.
+        assert_eq!(Layout::SEED.node_id(1023, 0), Ok(NodeId::new(1023)));
+        assert_eq!(Layout::SEED.worker_and_process(NodeId::new(7)), (7, 0));
+        assert_eq!(
+            Layout::SEED.with_process_bits(11),
+            Err(LayoutError::ProcessWiderThanNode {
+                process: 11,
+                node: 10
+            })
+        );
+    }
+
+    #[test]
     fn check_rejects_the_sign_bit_in_63_bit_layouts() {
         let id = Id::from_u64(1 << 63);
         assert_eq!(
@@ -666,8 +761,8 @@ mod tests {
         let t = UnixMillis::from_millis(layout.epoch().as_millis() + 5);
         let first = layout.first_id_at(t).unwrap();
         let last = layout.last_id_at(t).unwrap();
-        assert_eq!(layout.decompose(first).time, 5);
-        assert_eq!(layout.decompose(last).time, 5);
+        assert_eq!(layout.decompose(first).ticks, 5);
+        assert_eq!(layout.decompose(last).ticks, 5);
         assert_eq!(last.to_u64() - first.to_u64(), (1 << 24) - 1);
         assert_eq!(layout.timestamp(last), t);
     }

@@ -7,17 +7,27 @@
 //! print as decimal or as order-preserving base32, and never wrap around when a
 //! layout runs out of time.
 //!
+//! **Time.** Every call that acts on time takes `now: UnixMillis`, wall-clock
+//! milliseconds since the Unix epoch, supplied by the caller (its clock, or a
+//! test's); the layout turns it into ticks of its own unit. Only
+//! [`SystemClockGenerator`] (with `std`) reads the system clock itself.
+//!
+//! **Ids.** The minting node is a [`NodeId`], the value of an ID's node field
+//! (Twitter's worker id, Sonyflake's machine id, Instagram's shard id; split
+//! into worker and process for Discord, see [`Layout::node_id`]). It is not a
+//! cluster member id: map yours to it (see "Assigning node ids" below).
+//!
 //! ```
-//! use quorate_ids::{ClockPolicy, Generator, Id, IdError, Layout, NodeId, UnixMillis, preset};
+//! use quorate_ids::{ClockPolicy, Generator, Id, IdError, Layout, NodeId, UnixMillis};
 //!
 //! // The course layout: 40 bits of ms since 2024, 14 bits of sequence, 10 of node.
-//! let mut ids = Generator::new(preset::Seed, NodeId::new(42), ClockPolicy::WaitUntil)?;
+//! let mut ids = Generator::new(Layout::SEED, NodeId::new(42), ClockPolicy::WaitUntil)?;
 //! let now = UnixMillis::from_millis(1_750_000_000_000); // the caller's clock
 //! let id = ids.next(now)?;
 //!
-//! let parts = id.decompose(&Layout::SEED);
+//! let parts = id.decompose(Layout::SEED);
 //! assert_eq!((parts.sequence, parts.node), (0, NodeId::new(42)));
-//! assert_eq!(id.timestamp(&Layout::SEED), now);
+//! assert_eq!(id.timestamp(Layout::SEED), now);
 //!
 //! // Text forms: decimal, and 13 characters of base32 that sort like the number.
 //! assert_eq!(id.to_string().parse::<Id>(), Ok(id));
@@ -92,7 +102,7 @@ pub use base32::Base32;
 pub use error::{BlockCause, Field, IdError, LayoutError, ParseIdError};
 pub use generator::{ClockPolicy, Generator};
 pub use id::{Id, NodeId, Parts};
-pub use layout::{ConstLayout, FieldOrder, Layout, LayoutSpec, preset};
+pub use layout::{ConstLayout, FieldOrder, Layout, LayoutSpec};
 #[cfg(feature = "serde")]
 pub use serde_impls::serde_as_string;
 #[cfg(all(feature = "std", target_has_atomic = "64"))]

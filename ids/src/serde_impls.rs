@@ -38,6 +38,13 @@ struct LayoutFields {
     #[serde(default)]
     time_unit: TimeUnit,
     epoch: UnixMillis,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    process_bits: u8,
+}
+
+/// An unsplit node field is left out, so such layouts serialize as before.
+fn is_zero(bits: &u8) -> bool {
+    *bits == 0
 }
 
 impl Serialize for Layout {
@@ -49,6 +56,7 @@ impl Serialize for Layout {
             order: self.order(),
             time_unit: self.time_unit(),
             epoch: self.epoch(),
+            process_bits: self.process_bits(),
         }
         .serialize(serializer)
     }
@@ -64,10 +72,11 @@ impl<'de> Deserialize<'de> for Layout {
             fields.node_bits,
             fields.epoch,
         )
-        .map(|layout| {
+        .and_then(|layout| {
             layout
                 .with_order(fields.order)
                 .with_time_unit(fields.time_unit)
+                .with_process_bits(fields.process_bits)
         })
         .map_err(de::Error::custom)
     }

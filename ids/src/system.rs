@@ -74,8 +74,10 @@ impl<L: LayoutSpec> SystemClockGenerator<L> {
     }
 
     /// Fills `ids` with fresh IDs, reading the clock once per tick instead of
-    /// once per ID: the way to reach the layout's cap, since a clock read costs
-    /// several times more than minting (tens of nanoseconds against a few).
+    /// once per ID and taking each tick's IDs with one compare-and-swap
+    /// ([`AtomicGenerator::next_batch`]): the way to reach the layout's cap,
+    /// since a clock read costs several times more than minting (tens of
+    /// nanoseconds against a few).
     /// IDs minted from one reading carry its tick, as if minted in one instant.
     ///
     /// # Errors
@@ -83,16 +85,16 @@ impl<L: LayoutSpec> SystemClockGenerator<L> {
     /// already minted and written.
     pub fn fill(&self, ids: &mut [Id]) -> Result<(), IdError> {
         let mut now = system_now();
-        for slot in ids {
-            *slot = loop {
-                match self.inner.next(now) {
-                    Err(IdError::WouldBlock { retry_at, .. }) => {
-                        wait_until(now, retry_at);
-                        now = system_now();
-                    }
-                    minted => break minted?,
+        let mut rest = ids;
+        while !rest.is_empty() {
+            match self.inner.next_batch(now, rest) {
+                Ok(minted) => rest = rest.get_mut(minted..).unwrap_or_default(),
+                Err(IdError::WouldBlock { retry_at, .. }) => {
+                    wait_until(now, retry_at);
+                    now = system_now();
                 }
-            };
+                Err(other) => return Err(other),
+            }
         }
         Ok(())
     }
@@ -123,13 +125,12 @@ fn wait_until(now: UnixMillis, retry_at: UnixMillis) {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::preset;
 
     #[test]
     fn mints_past_sequence_exhaustion_by_waiting() {
         // Sonyflake layout: 256 IDs per 10 ms tick, so 600 IDs must wait twice.
         let ids =
-            SystemClockGenerator::new(preset::Sonyflake, NodeId::new(4), ClockPolicy::WaitUntil)
+            SystemClockGenerator::new(Layout::SONYFLAKE, NodeId::new(4), ClockPolicy::WaitUntil)
                 .unwrap();
         let mut last = None;
         let mut ticks = std::collections::BTreeSet::new();
@@ -137,21 +138,21 @@ mod tests {
             let id = ids.next().unwrap();
             assert!(Some(id) > last);
             last = Some(id);
-            ticks.insert(Layout::SONYFLAKE.decompose(id).time);
+            ticks.insert(Layout::SONYFLAKE.decompose(id).ticks);
         }
         assert!(ticks.len() >= 3, "600 IDs need at least 3 ticks of 256");
     }
 
     #[test]
     fn fill_mints_distinct_increasing_ids_across_ticks() {
-        let ids = SystemClockGenerator::new(preset::Sonyflake, NodeId::new(4), ClockPolicy::Reject)
+        let ids = SystemClockGenerator::new(Layout::SONYFLAKE, NodeId::new(4), ClockPolicy::Reject)
             .unwrap();
         let mut batch = [Id::from_u64(0); 600];
         ids.fill(&mut batch).unwrap();
         assert!(batch.windows(2).all(|w| w[0] < w[1]));
         let ticks: std::collections::BTreeSet<_> = batch
             .iter()
-            .map(|id| Layout::SONYFLAKE.decompose(*id).time)
+            .map(|id| Layout::SONYFLAKE.decompose(*id).ticks)
             .collect();
         assert!(ticks.len() >= 3, "600 IDs need at least 3 ticks of 256");
         assert!(ids.next().unwrap() > batch[599]);

@@ -10,13 +10,15 @@ fn discord_documented_snowflake() {
     // 41944705796 ms after the Discord epoch (1462015105796, 2016-04-30
     // 11:18:25.796 UTC), internal worker 1, internal process 0, increment 7.
     let id = Id::from_u64(175_928_847_299_117_063);
-    let parts = id.decompose(&Layout::DISCORD);
-    assert_eq!(parts.time, 41_944_705_796);
+    let parts = id.decompose(Layout::DISCORD);
+    assert_eq!(parts.ticks, 41_944_705_796);
     assert_eq!(parts.sequence, 7);
     // The 10-bit node is worker (5 bits) above process (5 bits).
     assert_eq!(parts.node, NodeId::new(1 << 5));
+    assert_eq!(Layout::DISCORD.worker_and_process(parts.node), (1, 0));
+    assert_eq!(Layout::DISCORD.node_id(1, 0), Ok(parts.node));
     assert_eq!(
-        id.timestamp(&Layout::DISCORD),
+        id.timestamp(Layout::DISCORD),
         UnixMillis::from_millis(1_462_015_105_796)
     );
     assert_eq!(Layout::DISCORD.compose(parts), Ok(id));
@@ -40,7 +42,7 @@ fn instagram_engineering_blog_example() {
     let expected = (1_387_263_000u64 << (64 - 41)) | (1341 << (64 - 41 - 13)) | (5001 % 1024);
     let id = Layout::INSTAGRAM
         .compose(Parts {
-            time: 1_387_263_000,
+            ticks: 1_387_263_000,
             sequence: 905,
             node: NodeId::new(31_341 % 2000),
         })
@@ -55,13 +57,13 @@ fn sonyflake_bit_positions() {
     // and the start time defaults to 2014-09-01 00:00:00 UTC (1409529600 s).
     let layout = Layout::SONYFLAKE;
     let id = Id::from_u64((1_000 << 24) | (3 << 16) | 0xBEEF);
-    let parts = id.decompose(&layout);
+    let parts = id.decompose(layout);
     assert_eq!(
-        (parts.time, parts.sequence, parts.node.get()),
+        (parts.ticks, parts.sequence, parts.node.get()),
         (1_000, 3, 0xBEEF)
     );
     assert_eq!(
-        id.timestamp(&layout),
+        id.timestamp(layout),
         UnixMillis::from_millis(1_409_529_600_000 + 10_000)
     );
 }
@@ -73,9 +75,9 @@ fn twitter_epoch_and_widths() {
     let layout = Layout::TWITTER;
     assert_eq!(layout.epoch(), UnixMillis::from_millis(1_288_834_974_657));
     let id = Id::from_u64((5 << 22) | (0x3FF << 12) | 0xFFF);
-    let parts = id.decompose(&layout);
+    let parts = id.decompose(layout);
     assert_eq!(
-        (parts.time, parts.node.get(), parts.sequence),
+        (parts.ticks, parts.node.get(), parts.sequence),
         (5, 1023, 4095)
     );
     assert!(layout.check(Id::from_u64(1 << 63)).is_err());

@@ -116,6 +116,43 @@ fn clock_step_back_tolerated() {
 }
 
 #[test]
+fn batches_from_two_threads_never_overlap() {
+    // Two threads take batches of up to 3 from ticks that hold two, so every
+    // batch is cut at a tick end and the second thread's must roll over.
+    loom::model(|| {
+        let layout = tiny_layout();
+        let ids =
+            Arc::new(AtomicGenerator::new(layout, NodeId::new(1), ClockPolicy::WaitUntil).unwrap());
+        let batch = |ids: &AtomicGenerator| {
+            let mut now = at(0);
+            let mut out = [Id::from_u64(0); 3];
+            loop {
+                match ids.next_batch(now, &mut out) {
+                    Ok(n) => {
+                        assert!((1..=2).contains(&n));
+                        return out[..n].to_vec();
+                    }
+                    Err(IdError::WouldBlock { retry_at, .. }) => now = retry_at,
+                    Err(e) => panic!("unexpected {e:?}"),
+                }
+            }
+        };
+        let other = Arc::clone(&ids);
+        let second = thread::spawn(move || batch(&other));
+        let first = batch(&ids);
+        let second = second.join().unwrap();
+        for minted in [&first, &second] {
+            let ticks: Vec<u64> = minted
+                .iter()
+                .map(|id| layout.decompose(*id).ticks)
+                .collect();
+            assert!(ticks.windows(2).all(|w| w[0] == w[1]), "one tick per batch");
+        }
+        check(&[first, second], &layout);
+    });
+}
+
+#[test]
 fn clock_step_back_rejected_never_duplicates() {
     loom::model(|| {
         let layout = tiny_layout();

@@ -128,9 +128,9 @@ fn drive(
                     prop_assert_eq!(layout.compose(parts), Ok(id));
                     // Never ahead of the clock by more than the policy allows.
                     let now_tick = tick(&layout, at).expect("minted outside the time range");
-                    prop_assert!(parts.time >= now_tick);
+                    prop_assert!(parts.ticks >= now_tick);
                     prop_assert!(
-                        parts.time - now_tick <= tolerated,
+                        parts.ticks - now_tick <= tolerated,
                         "{parts:?} at tick {now_tick}"
                     );
                     last = Some(id);
@@ -151,7 +151,7 @@ fn drive(
                 Err(IdError::BeforeEpoch { .. }) => prop_assert!(at < layout.epoch()),
                 Err(IdError::TimeOutOfRange { .. }) => {
                     // Past the end, or the last tick is used up.
-                    let last_tick = last.map(|id| layout.decompose(id).time);
+                    let last_tick = last.map(|id| layout.decompose(id).ticks);
                     prop_assert!(
                         tick(&layout, at).is_none() || last_tick == Some(layout.max_tick())
                     );
@@ -213,7 +213,7 @@ proptest! {
     #[test]
     fn compose_and_decompose_are_inverse(layout in layout(), raw in any::<[u64; 3]>()) {
         let parts = Parts {
-            time: raw[0] & layout.max_tick(),
+            ticks: raw[0] & layout.max_tick(),
             sequence: raw[1] & layout.max_sequence(),
             node: NodeId::new(raw[2] & layout.max_node()),
         };

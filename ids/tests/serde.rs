@@ -94,6 +94,26 @@ fn layouts_and_times_have_plain_forms() {
     let parts = Layout::SEED.decompose(Id::from_u64((3 << 24) | (2 << 10) | 1));
     assert_eq!(
         serde_json::to_string(&parts).unwrap(),
-        r#"{"time":3,"sequence":2,"node":1}"#
+        r#"{"ticks":3,"sequence":2,"node":1}"#
     );
+}
+
+#[test]
+fn a_split_node_field_survives_serde_and_is_validated() {
+    let json = serde_json::to_string(&Layout::DISCORD).unwrap();
+    assert!(json.contains(r#""process_bits":5"#), "{json}");
+    assert_eq!(
+        serde_json::from_str::<Layout>(&json).unwrap(),
+        Layout::DISCORD
+    );
+    // Unsplit layouts keep their old form.
+    assert!(
+        !serde_json::to_string(&Layout::SEED)
+            .unwrap()
+            .contains("process_bits")
+    );
+    let too_wide =
+        r#"{"time_bits":40,"sequence_bits":14,"node_bits":10,"epoch":0,"process_bits":11}"#;
+    let err = serde_json::from_str::<Layout>(too_wide).unwrap_err();
+    assert!(err.to_string().contains("11 process bits"), "{err}");
 }
