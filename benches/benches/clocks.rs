@@ -26,6 +26,9 @@ use quorate_clocks::{AtomicHlc, Hlc, HlcTimestamp, VectorClock};
 
 const SIZES: [u64; 3] = [8, 64, 512];
 
+/// A clock as `(actor, counter)` pairs, fed to both crates alike.
+type Entries = Vec<(u64, u64)>;
+
 /// Deterministic counters in 1..=1000 (a 64-bit LCG; no OS randomness).
 fn counters(n: u64, seed: u64) -> Vec<u64> {
     let mut state = seed
@@ -52,7 +55,7 @@ fn both(entries: &[(u64, u64)]) -> (VectorClock<u64>, VClock<u64>) {
     (ours, theirs)
 }
 
-fn entries(actors: std::ops::Range<u64>, seed: u64) -> Vec<(u64, u64)> {
+fn entries(actors: std::ops::Range<u64>, seed: u64) -> Entries {
     actors
         .clone()
         .zip(counters(actors.end - actors.start, seed))
@@ -61,7 +64,7 @@ fn entries(actors: std::ops::Range<u64>, seed: u64) -> Vec<(u64, u64)> {
 
 fn merge(c: &mut Criterion) {
     let mut group = c.benchmark_group("vclock_merge");
-    let mut cases: Vec<(String, Vec<(u64, u64)>, Vec<(u64, u64)>)> = SIZES
+    let mut cases: Vec<(String, Entries, Entries)> = SIZES
         .iter()
         .map(|&n| (n.to_string(), entries(0..n, 1), entries(0..n, 2)))
         .collect();
@@ -133,7 +136,7 @@ const POSITIONS: [&str; 5] = [
 ];
 
 /// `a` and `b` over actors `0..n` with `b` changed at `position`.
-fn differing(n: u64, position: &str) -> (Vec<(u64, u64)>, Vec<(u64, u64)>) {
+fn differing(n: u64, position: &str) -> (Entries, Entries) {
     let a = entries(0..n, 1);
     let mut b = a.clone();
     let last = b.len() - 1;
