@@ -18,7 +18,8 @@
 //!
 //! Besides criterion: `RAFT_BEST_OF=<rounds>` (fastest of alternating runs,
 //! CPU and wall time, `RAFT_CASE=<text>` to pick cases) and
-//! `RAFT_ALLOC_PROBE=<quorate|raft-rs>:<entries>` (for `valgrind`).
+//! `RAFT_ALLOC_PROBE=<quorate|raft-rs>:<entries>[:<per hop>]` (for
+//! `valgrind` or `perf`).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use bytes::{Bytes, BytesMut};
@@ -220,7 +221,7 @@ fn run<H: Harness>(h: &mut H, payloads: Vec<H::Payload>, load: Load) -> u64 {
 mod quorate {
     use super::*;
     use quorate_raft_core::{
-        Config, Configuration, MemStorage, Message, MessageBody, Node, NodeId, Role,
+        Config, Configuration, LogStorage, MemStorage, Message, MessageBody, Node, NodeId, Role,
     };
 
     pub(crate) struct Cluster {
@@ -236,10 +237,10 @@ mod quorate {
             let node = &mut self.nodes[i];
             while let Some(mut ready) = node.ready().unwrap() {
                 self.wire.sent.append(&mut ready.take_messages());
-                node.storage_mut().append(ready.entries()).unwrap();
-                if let Some(hs) = ready.hard_state() {
-                    node.storage_mut().set_hard_state(hs);
-                }
+                // The documented persist path: entries move into the
+                // store (raft-rs's `MemStorage::append` clones them).
+                let persisted = node.storage_mut().persist(&mut ready).unwrap();
+                debug_assert!(persisted.snapshot.is_none());
                 self.applied[i] += ready
                     .committed_entries()
                     .iter()
@@ -705,27 +706,37 @@ fn best_of(rounds: usize) {
     }
 }
 
-/// `RAFT_ALLOC_PROBE=<quorate|raft-rs>:<entries>` replicates that many
-/// entries once (3 nodes, window 256) and exits, for counting heap
-/// allocations under `valgrind` (two sizes; the difference divided by the
-/// entry difference is the allocations per entry).
+/// `RAFT_ALLOC_PROBE=<quorate|raft-rs>:<entries>[:<per hop>]` replicates
+/// that many entries once (3 nodes, window 256, 64 proposals per hop unless
+/// given) and exits, for counting heap allocations under `valgrind` (two
+/// sizes; the difference divided by the entry difference is the
+/// allocations per entry) or profiling with `perf`.
 fn main() {
     if let Ok(probe) = std::env::var("RAFT_ALLOC_PROBE") {
-        let (which, n) = probe.split_once(':').expect("which:entries");
-        let n: usize = n.parse().expect("entries");
+        let mut parts = probe.split(':');
+        let which = parts.next().unwrap_or_default().to_owned();
+        let n: usize = parts
+            .next()
+            .expect("which:entries")
+            .parse()
+            .expect("entries");
+        let per_hop: usize = parts
+            .next()
+            .map_or(WRITES_PER_HOP, |p| p.parse().expect("per hop"));
         let setup = Setup {
             nodes: 3,
             window: PIPELINED,
             read_mode: ReadMode::Index,
         };
-        match which {
+        let load = Load::writes_batched(n, per_hop);
+        match which.as_str() {
             "quorate" => {
                 let mut h = quorate::Cluster::new(setup);
-                run(&mut h, quorate::Cluster::payloads(n), Load::writes(n));
+                run(&mut h, quorate::Cluster::payloads(n), load);
             }
             _ => {
                 let mut h = raftrs::Cluster::new(setup);
-                run(&mut h, raftrs::Cluster::payloads(n), Load::writes(n));
+                run(&mut h, raftrs::Cluster::payloads(n), load);
             }
         }
         return;

@@ -148,7 +148,7 @@ impl<S: Storage> RaftLog<S> {
     /// Appends entries that start at or before `last_index() + 1`,
     /// discarding the suffix they replace. Returns the first replaced index,
     /// if any entry was replaced.
-    pub(crate) fn truncate_and_append(&mut self, entries: &[Entry]) -> Option<LogIndex> {
+    pub(crate) fn truncate_and_append(&mut self, entries: Vec<Entry>) -> Option<LogIndex> {
         let first = entries.first()?.index;
         let replaced = (first <= self.last_index()).then_some(first);
         if first <= self.persisted {
@@ -159,10 +159,10 @@ impl<S: Storage> RaftLog<S> {
                 .truncate((first.0 - self.persisted.0 - 1) as usize);
         }
         self.handed = self.handed.min(first.prev());
-        self.unstable.extend(entries.iter().cloned());
         if let Some(last) = entries.last() {
             self.last_term = last.term;
         }
+        self.unstable.extend(entries);
         replaced
     }
 

@@ -87,6 +87,14 @@ impl Ready {
         &self.entries
     }
 
+    /// Moves the entries to persist out (for a store that keeps them, as
+    /// [`LogStorage::persist`](crate::LogStorage::persist) does). The Ready
+    /// can still be passed to [`Node::advance`](crate::Node::advance)
+    /// afterwards: it records what was handed out when the Ready was made.
+    pub fn take_entries(&mut self) -> Vec<Entry> {
+        std::mem::take(&mut self.entries)
+    }
+
     /// The hard state to persist, if it changed.
     pub fn hard_state(&self) -> Option<HardState> {
         self.hard_state

@@ -185,6 +185,14 @@ pub trait LogStorage: Storage {
     /// changes nothing. Not durable until [`sync`](LogStorage::sync).
     fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError>;
 
+    /// [`append`](LogStorage::append) for entries the caller gives away,
+    /// so a store that keeps them in memory can move them instead of
+    /// cloning. [`persist`](LogStorage::persist) uses it. The default
+    /// delegates to `append`.
+    fn append_owned(&mut self, entries: Vec<Entry>) -> Result<(), StorageError> {
+        self.append(&entries)
+    }
+
     /// Stores the hard state (term, vote, commit). Not durable until
     /// [`sync`](LogStorage::sync).
     fn set_hard_state(&mut self, hard_state: HardState) -> Result<(), StorageError>;
@@ -206,19 +214,23 @@ pub trait LogStorage: Storage {
     /// Persists what `ready` asks for, in the order the contract needs:
     /// its snapshot (taken out of the Ready and handed back in
     /// [`Persisted::snapshot`] for the state machine to restore from),
-    /// then its entries and hard state, then one `sync`. After it returns
-    /// the Ready may be applied and passed to
+    /// then its entries (moved out of the Ready with
+    /// [`append_owned`](LogStorage::append_owned): afterwards
+    /// [`Ready::entries`] is empty) and hard state, then one `sync`. After
+    /// it returns the Ready may be applied and passed to
     /// [`Node::advance`](crate::Node::advance).
     fn persist(&mut self, ready: &mut Ready) -> Result<Persisted, StorageError> {
         let snapshot = ready.take_snapshot();
         if let Some(snapshot) = &snapshot {
             self.install_snapshot(snapshot.clone())?;
         }
-        self.append(ready.entries())?;
+        let entries = ready.take_entries();
+        let wrote = !entries.is_empty() || ready.hard_state().is_some();
+        self.append_owned(entries)?;
         if let Some(hard_state) = ready.hard_state() {
             self.set_hard_state(hard_state)?;
         }
-        if !ready.entries().is_empty() || ready.hard_state().is_some() {
+        if wrote {
             self.sync()?;
         }
         Ok(Persisted { snapshot })
@@ -275,27 +287,56 @@ impl MemStorage {
     /// first new index (they conflict with the leader's log). Entries the
     /// snapshot already covers are skipped.
     pub fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
-        let Some(first_new) = entries.first() else {
+        let Some(first) = entries.first() else {
             return Ok(());
         };
-        let last = self.last();
-        if first_new.index > last.next() {
-            return Err(StorageError::Gap {
-                index: first_new.index,
-                last,
-            });
-        }
-        let offset = self.snapshot.index.0;
-        let skip = offset.saturating_sub(first_new.index.0.saturating_sub(1)) as usize;
-        let Some(rest) = entries.get(skip..) else {
-            return Ok(());
-        };
-        if let Some(first) = rest.first() {
-            self.entries
-                .truncate(first.index.0.saturating_sub(offset.saturating_add(1)) as usize);
+        let skip = self.make_room(first.index, entries.len())?;
+        if let Some(rest) = entries.get(skip..) {
             self.entries.extend_from_slice(rest);
         }
         Ok(())
+    }
+
+    /// [`append`](MemStorage::append) for entries the caller gives away:
+    /// they are moved into the log, not cloned. Same truncation and gap
+    /// rules.
+    pub fn append_owned(&mut self, mut entries: Vec<Entry>) -> Result<(), StorageError> {
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        let skip = self.make_room(first.index, entries.len())?;
+        if skip >= entries.len() {
+            return Ok(());
+        }
+        if skip == 0 && self.entries.is_empty() {
+            // Nothing stored after the snapshot: the batch becomes the log.
+            self.entries = entries;
+        } else {
+            self.entries.extend(entries.drain(skip..));
+        }
+        Ok(())
+    }
+
+    /// Checks that `len` entries starting at `first` leave no gap, discards
+    /// the stored suffix they replace and returns how many of them the
+    /// snapshot already covers (to be skipped). If the snapshot covers all
+    /// of them nothing is discarded. Changes nothing on error.
+    fn make_room(&mut self, first: LogIndex, len: usize) -> Result<usize, StorageError> {
+        let last = self.last();
+        if first > last.next() {
+            return Err(StorageError::Gap { index: first, last });
+        }
+        let offset = self.snapshot.index.0;
+        let skip =
+            usize::try_from(offset.saturating_sub(first.0.saturating_sub(1))).unwrap_or(usize::MAX);
+        if skip >= len {
+            return Ok(skip);
+        }
+        // The first entry kept (`first + skip`) lands at this position.
+        let keep_from = first.0.saturating_add(skip as u64);
+        self.entries
+            .truncate(keep_from.saturating_sub(offset.saturating_add(1)) as usize);
+        Ok(skip)
     }
 
     /// Records `data`, the application state as of the applied `index`, as
@@ -434,6 +475,10 @@ impl LogStorage for MemStorage {
         MemStorage::append(self, entries)
     }
 
+    fn append_owned(&mut self, entries: Vec<Entry>) -> Result<(), StorageError> {
+        MemStorage::append_owned(self, entries)
+    }
+
     fn set_hard_state(&mut self, hard_state: HardState) -> Result<(), StorageError> {
         MemStorage::set_hard_state(self, hard_state);
         Ok(())
@@ -514,5 +559,51 @@ mod tests {
             s.entries(LogIndex(2), LogIndex(5), u64::MAX, &mut out)
                 .is_err()
         );
+    }
+
+    proptest::proptest! {
+        /// `append` and `append_owned` both follow the contract's model:
+        /// a gap is refused and changes nothing; entries a snapshot covers
+        /// are skipped; the rest replace the stored suffix from their first
+        /// index on. (The model is a plain list of (index, term).)
+        #[test]
+        fn append_and_append_owned_follow_the_model(
+            stored in 0u64..12,
+            compact_at in 0u64..12,
+            first in 1u64..16,
+            len in 0usize..8,
+            term in 1u64..4,
+        ) {
+            let mut base = MemStorage::default();
+            let initial: Vec<Entry> = (1..=stored).map(|i| e(i, 1)).collect();
+            base.append(&initial).unwrap();
+            let snap = compact_at.min(stored);
+            base.compact(LogIndex(snap), Bytes::new()).unwrap();
+            let batch: Vec<Entry> = (first..first + len as u64).map(|i| e(i, term)).collect();
+
+            let mut model: Vec<(u64, u64)> = (snap + 1..=stored).map(|i| (i, 1)).collect();
+            let gap = len > 0 && first > stored + 1;
+            if !gap {
+                let kept: Vec<(u64, u64)> =
+                    batch.iter().filter(|x| x.index.0 > snap).map(|x| (x.index.0, x.term.0)).collect();
+                if let Some(&(from, _)) = kept.first() {
+                    model.retain(|&(i, _)| i < from);
+                    model.extend(kept);
+                }
+            }
+
+            let mut by_ref = base.clone();
+            let mut owned = base.clone();
+            let r1 = by_ref.append(&batch);
+            let r2 = owned.append_owned(batch.clone());
+            proptest::prop_assert_eq!(r1.is_err(), gap);
+            proptest::prop_assert_eq!(r2.is_err(), gap);
+            for s in [&by_ref, &owned] {
+                let got: Vec<(u64, u64)> =
+                    s.all_entries().iter().map(|x| (x.index.0, x.term.0)).collect();
+                proptest::prop_assert_eq!(&got, &model);
+                proptest::prop_assert_eq!(s.first_index().unwrap(), LogIndex(snap + 1));
+            }
+        }
     }
 }

@@ -43,7 +43,7 @@ impl<S: Storage> Node<S> {
         from: NodeId,
         prev_log_index: LogIndex,
         prev_log_term: Term,
-        entries: &[Entry],
+        mut entries: Vec<Entry>,
         leader_commit: LogIndex,
     ) -> Result<(), Error> {
         let committed = self.log.committed;
@@ -51,20 +51,19 @@ impl<S: Storage> Node<S> {
             // Everything up to the commit index matches any leader's log
             // (§5.4.3); skip the part we already have.
             let skip = (committed.0 - prev_log_index.0) as usize;
-            let (prev_term, rest) = match entries.get(skip - 1..) {
-                Some([last_known, rest @ ..]) => (last_known.term, rest),
-                _ => {
-                    self.ack_append(from, committed);
-                    return Ok(());
-                }
+            let Some(prev_term) = entries.get(skip - 1).map(|e| e.term) else {
+                self.ack_append(from, committed);
+                return Ok(());
             };
-            return self.handle_append(from, committed, prev_term, rest, leader_commit);
+            entries.drain(..skip);
+            return self.handle_append(from, committed, prev_term, entries, leader_commit);
         }
         if !self.log.matches(prev_log_index, prev_log_term)? {
             let outcome = self.conflict_hint(prev_log_index)?;
             self.reply_append(from, outcome);
             return Ok(());
         }
+        let last_new = prev_log_index.plus(entries.len() as u64);
         // Skip entries we already have; replace from the first conflict.
         let mut first_new = entries.len();
         for (i, e) in entries.iter().enumerate() {
@@ -73,8 +72,7 @@ impl<S: Storage> Node<S> {
                 break;
             }
         }
-        if let Some(new) = entries.get(first_new..).filter(|n| !n.is_empty()) {
-            let first = new[0].index;
+        if let Some(first) = entries.get(first_new).map(|e| e.index) {
             if first <= committed {
                 return Err(Error::Dropped(DropReason::ConflictWithCommitted {
                     from,
@@ -82,22 +80,24 @@ impl<S: Storage> Node<S> {
                     committed,
                 }));
             }
-            if let Some(replaced) = self.log.truncate_and_append(new) {
+            entries.drain(..first_new);
+            // Configurations of replaced entries revert; new ones take
+            // effect on append (thesis §4.1). Read before the entries move
+            // into the log.
+            self.configurations.retain(|(i, _)| *i < first);
+            self.configurations.extend(
+                entries
+                    .iter()
+                    .filter_map(|e| e.configuration().map(|c| (e.index, c))),
+            );
+            if let Some(replaced) = self.log.truncate_and_append(entries) {
                 for f in &mut self.in_flight {
                     f.persists_to = f.persists_to.min(replaced.prev());
                 }
                 self.forget_acks_from(replaced);
             }
-            // Configurations of replaced entries revert; new ones take
-            // effect on append (thesis §4.1).
-            self.configurations.retain(|(i, _)| *i < first);
-            self.configurations.extend(
-                new.iter()
-                    .filter_map(|e| e.configuration().map(|c| (e.index, c))),
-            );
             self.configuration_changed();
         }
-        let last_new = prev_log_index.plus(entries.len() as u64);
         self.log.commit_to(leader_commit.min(last_new));
         self.ack_append(from, last_new);
         Ok(())

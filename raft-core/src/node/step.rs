@@ -229,7 +229,7 @@ impl<S: Storage> Node<S> {
                     m.from,
                     prev_log_index,
                     prev_log_term,
-                    &entries,
+                    entries,
                     leader_commit,
                 )
             }
