@@ -300,11 +300,11 @@ pub fn decode(src: Bytes) -> Result<Message, CodecError> {
             )
             .ok_or(CodecError::WitnessNotAVoter)?;
             MessageBody::InstallSnapshot {
-                meta: SnapshotMeta {
+                meta: Box::new(SnapshotMeta {
                     index,
                     term,
                     configuration,
-                },
+                }),
                 offset,
                 done,
                 data,
@@ -445,14 +445,14 @@ mod tests {
             },
             MessageBody::TimeoutNow,
             MessageBody::InstallSnapshot {
-                meta: SnapshotMeta {
+                meta: Box::new(SnapshotMeta {
                     index: LogIndex(40),
                     term: Term(3),
                     configuration: Configuration::new([NodeId(1), NodeId(2), NodeId(4)]).joint_to(
                         &Configuration::new([NodeId(1), NodeId(2), NodeId(3)])
                             .with_learners([NodeId(9)]),
                     ),
-                },
+                }),
                 offset: 4096,
                 data: Bytes::from_static(b"state"),
                 done: true,
@@ -515,11 +515,11 @@ mod tests {
     fn snapshots_carry_witnesses_and_frames_without_them_are_unchanged() {
         let snapshot = |configuration| {
             msg(MessageBody::InstallSnapshot {
-                meta: SnapshotMeta {
+                meta: Box::new(SnapshotMeta {
                     index: LogIndex(40),
                     term: Term(3),
                     configuration,
-                },
+                }),
                 offset: 0,
                 data: Bytes::new(),
                 done: true,

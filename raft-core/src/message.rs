@@ -101,8 +101,10 @@ pub enum MessageBody {
     /// go one at a time; the transfer resumes from the offset the follower
     /// reports, so a lost chunk is simply sent again.
     InstallSnapshot {
-        /// Which log prefix the snapshot replaces.
-        meta: SnapshotMeta,
+        /// Which log prefix the snapshot replaces (boxed: it holds the
+        /// membership, and keeping it out of line keeps every other message
+        /// small).
+        meta: Box<SnapshotMeta>,
         /// Where `data` starts in the snapshot's data.
         offset: u64,
         /// The chunk.

@@ -66,7 +66,8 @@ pub struct Ready {
     pub(crate) committed_entries: Vec<Entry>,
     pub(crate) soft_state: Option<SoftState>,
     pub(crate) read_states: Vec<ReadState>,
-    pub(crate) snapshot: Option<Snapshot>,
+    // Boxed: rare, and a Ready is moved on every cycle.
+    pub(crate) snapshot: Option<Box<Snapshot>>,
 }
 
 impl Ready {
@@ -135,12 +136,12 @@ impl Ready {
     /// On a [witness](crate::witness) its data is empty: store the
     /// metadata, there is no state to restore.
     pub fn snapshot(&self) -> Option<&Snapshot> {
-        self.snapshot.as_ref()
+        self.snapshot.as_deref()
     }
 
     /// Moves the snapshot out.
     pub fn take_snapshot(&mut self) -> Option<Snapshot> {
-        self.snapshot.take()
+        self.snapshot.take().map(|s| *s)
     }
 
     /// The position of this Ready in the sequence `advance` expects.

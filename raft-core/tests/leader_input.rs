@@ -143,11 +143,11 @@ fn body() -> impl Strategy<Value = MessageBody> {
         ),
         1 => (index(), small_term(), prop_oneof![0..8u64, Just(u64::MAX)], any::<bool>()).prop_map(
             |(index, term, offset, done)| MessageBody::InstallSnapshot {
-                meta: SnapshotMeta {
+                meta: Box::new(SnapshotMeta {
                     index,
                     term,
                     configuration: Configuration::new([1, 2, 3].map(NodeId)),
-                },
+                }),
                 offset,
                 data: Bytes::from_static(b"snap"),
                 done,

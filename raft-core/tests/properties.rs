@@ -102,7 +102,7 @@ fn body() -> impl Strategy<Value = MessageBody> {
         (0..4u64).prop_map(|round| MessageBody::HeartbeatResponse { round }),
         (index(), term(), 0..12u64, any::<bool>(), 1..4u64, 0..3u64).prop_map(
             |(index, term, offset, done, voters, witnesses)| MessageBody::InstallSnapshot {
-                meta: quorate_raft_core::SnapshotMeta {
+                meta: Box::new(quorate_raft_core::SnapshotMeta {
                     index,
                     term,
                     configuration: quorate_raft_core::Configuration::new(
@@ -111,7 +111,7 @@ fn body() -> impl Strategy<Value = MessageBody> {
                     .with_witnesses(
                         (voters + 1..=voters + witnesses).map(quorate_raft_core::NodeId)
                     ),
-                },
+                }),
                 offset,
                 data: Bytes::from_static(b"snap"),
                 done,

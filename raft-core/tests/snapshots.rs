@@ -32,7 +32,7 @@ fn chunk(offset: u64, data: &'static [u8], done: bool) -> Message {
         to: id(2),
         term: Term(2),
         body: MessageBody::InstallSnapshot {
-            meta: meta(10, 2),
+            meta: Box::new(meta(10, 2)),
             offset,
             data: Bytes::from_static(data),
             done,
@@ -253,7 +253,7 @@ fn log_compaction_5_3_an_old_snapshot_is_acknowledged_at_the_commit_index() {
     }
     let mut stale = chunk(0, b"old", true);
     if let MessageBody::InstallSnapshot { meta, .. } = &mut stale.body {
-        *meta = self::meta(6, 1);
+        **meta = self::meta(6, 1);
     }
     node.step(stale).unwrap();
     let ready = node.ready().unwrap().unwrap();

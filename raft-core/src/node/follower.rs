@@ -198,10 +198,10 @@ impl<S: Storage> Node<S> {
                 f.persists_to = f.persists_to.min(meta.index);
             }
             self.forget_acks_from(meta.index.next());
-            self.restored = Some(Snapshot {
+            self.restored = Some(Box::new(Snapshot {
                 meta: meta.clone(),
                 data: incoming.data.freeze(),
-            });
+            }));
         }
         self.reply_append(
             from,

@@ -175,7 +175,7 @@ pub struct Node<S> {
     /// Follower: the snapshot being received.
     incoming_snapshot: Option<IncomingSnapshot>,
     /// Follower: a received snapshot for the next Ready.
-    restored: Option<Snapshot>,
+    restored: Option<Box<Snapshot>>,
     /// Leader: learners catching up before their promotion (§4.2.1).
     catching_up: Vec<CatchUp>,
     /// Finished catch-ups, for [`Node::poll_promotion`].

@@ -325,7 +325,7 @@ impl<S: Storage> Node<S> {
             to: p.id,
             term: self.term,
             body: MessageBody::InstallSnapshot {
-                meta: snapshot.meta,
+                meta: Box::new(snapshot.meta),
                 offset: start,
                 data,
                 done: end == len,

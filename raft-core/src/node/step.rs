@@ -240,7 +240,7 @@ impl<S: Storage> Node<S> {
                 done,
             } => {
                 self.follow(m.from)?;
-                self.handle_install_snapshot(m.from, m.term, meta, offset, &data, done)
+                self.handle_install_snapshot(m.from, m.term, *meta, offset, &data, done)
             }
             MessageBody::InstallSnapshotResponse { index, received } => {
                 if self.role == Role::Leader
