@@ -84,19 +84,24 @@ impl<S: Storage> Node<S> {
             // Configurations of replaced entries revert; new ones take
             // effect on append (thesis §4.1). Read before the entries move
             // into the log.
+            let known = self.configurations.len();
             self.configurations.retain(|(i, _)| *i < first);
+            let kept = self.configurations.len();
             self.configurations.extend(
                 entries
                     .iter()
                     .filter_map(|e| e.configuration().map(|c| (e.index, c))),
             );
+            let reconfigured = kept != known || self.configurations.len() != kept;
             if let Some(replaced) = self.log.truncate_and_append(entries) {
                 for f in &mut self.in_flight {
                     f.persists_to = f.persists_to.min(replaced.prev());
                 }
                 self.forget_acks_from(replaced);
             }
-            self.configuration_changed();
+            if reconfigured {
+                self.configuration_changed();
+            }
         }
         self.log.commit_to(leader_commit.min(last_new));
         self.ack_append(from, last_new);
