@@ -89,6 +89,7 @@ impl<S: Storage> Node<S> {
                 got: ready.seq,
             });
         };
+        let durable_before = self.log.persisted();
         self.log.persisted_to(done.persists_to);
         if let Some(hs) = done.hard_state {
             self.durable_hard_state = hs;
@@ -109,8 +110,12 @@ impl<S: Storage> Node<S> {
             Role::Candidate => self.tally_votes(),
             Role::PreCandidate => {}
             // The leader counts itself towards commitment only for durable
-            // entries (thesis §10.2.1).
-            Role::Leader => self.maybe_commit()?,
+            // entries (thesis §10.2.1); only its durable index moving
+            // above the commit index can raise it (acks commit on arrival).
+            Role::Leader if self.log.persisted() > durable_before.max(self.log.committed) => {
+                self.maybe_commit()?
+            }
+            Role::Leader => {}
             Role::Follower => {}
         }
         Ok(())

@@ -88,7 +88,11 @@ impl<S: Storage> Node<S> {
                     None => false,
                 };
                 if moved {
-                    self.maybe_commit()?;
+                    // A match at or below the commit index cannot raise
+                    // it: only values above it decide the next one.
+                    if match_index > self.log.committed {
+                        self.maybe_commit()?;
+                    }
                     self.maybe_send_timeout_now(from);
                     if self.catching_up.iter().any(|c| c.id == from) {
                         self.advance_catch_ups();
