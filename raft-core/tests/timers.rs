@@ -361,6 +361,7 @@ impl Setup {
             c.max_clock_drift_ticks = c.max_clock_drift_ticks.min(s.election - 2);
             c.catch_up_stall_timeouts = s.stall_timeouts;
             c.catch_up_rounds = s.rounds;
+            c.max_snapshot_chunk_bytes = 8;
             c.seed = s.seed ^ c.id.0;
         })
     }
@@ -387,6 +388,9 @@ enum Op {
     ReadIndex(u64),
     Crash(u64),
     Restart(u64),
+    /// The node compacts its log up to what it applied, so that learners
+    /// added later get a snapshot (in chunks, which catch-ups watch).
+    Compact(u64),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -404,7 +408,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => prop_oneof![Just(6u64), Just(7), Just(9)].prop_map(Op::AddVoter),
         1 => node.clone().prop_map(Op::ReadIndex),
         1 => node.clone().prop_map(Op::Crash),
-        1 => node.prop_map(Op::Restart),
+        1 => node.clone().prop_map(Op::Restart),
+        1 => node.prop_map(Op::Compact),
     ]
 }
 
@@ -468,6 +473,14 @@ fn apply(net: &mut Network, op: &Op) {
             }
         }
         Op::Crash(n) => net.crash(n),
+        Op::Compact(n) => {
+            if let Some(node) = net.nodes.get_mut(&NodeId(n)) {
+                let applied = node.applied_index();
+                node.storage_mut()
+                    .compact(applied, Bytes::from_static(&[7; 40]))
+                    .unwrap();
+            }
+        }
         Op::Restart(n) => {
             if net.crashed.contains_key(&NodeId(n)) {
                 net.restart(n);
