@@ -136,7 +136,7 @@ fn check_quorum_is_a_deadline_and_steps_a_cut_off_leader_down_on_it() {
     while net.node(1).role() == Role::Leader {
         let due = tick_to_deadline(&mut net, 1);
         visited.push(due - start);
-        if net.node(1).role() == Role::Leader && (due - start) % 10 == 0 {
+        if net.node(1).role() == Role::Leader && (due - start).is_multiple_of(10) {
             // Check-quorum ran and passed: the count restarts.
             assert_eq!(net.node(1).election_elapsed(), 0);
         }
