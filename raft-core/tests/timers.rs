@@ -479,6 +479,8 @@ fn apply(net: &mut Network, op: &Op) {
                 node.storage_mut()
                     .compact(applied, Bytes::from_static(&[7; 40]))
                     .unwrap();
+                // A leader may now send a snapshot instead of entries.
+                net.drive(NodeId(n));
             }
         }
         Op::Restart(n) => {
