@@ -83,8 +83,8 @@ impl<S: Storage> Node<S> {
     /// role changes as calling [`tick`](Node::tick) `n` times in a row
     /// (with no other call in between), but the ticks that would do
     /// nothing are skipped by moving the counters, so the cost is that of
-    /// the ticks that act (at most one per heartbeat interval on a
-    /// leader, one per campaign elsewhere, none on a learner). An event
+    /// the ticks that act (on a leader about one per heartbeat interval,
+    /// elsewhere one per campaign, none on a learner). An event
     /// loop that slept until [`poll_timeout`](Node::poll_timeout) calls
     /// `tick_by(elapsed_ticks)`. [`ticks`](Node::ticks) saturates at
     /// `u64::MAX`.
