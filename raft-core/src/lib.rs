@@ -9,7 +9,7 @@
 //! # The contract
 //!
 //! A [`Node`] takes three kinds of input: [`Node::tick`] (logical time; call
-//! it at a fixed interval), [`Node::step`] (a message from a peer) and
+//! it at a fixed interval, or see [Time](#time)), [`Node::step`] (a message from a peer) and
 //! [`Node::propose`] (a command, on the leader). After any of them, call
 //! [`Node::ready`] until it returns `None`. Each [`Ready`] asks you to
 //!
@@ -36,6 +36,89 @@
 //! while its own write is in flight; with [`Config::early_append_ack`]
 //! followers also tell it at once that they received entries, which slides
 //! its in-flight window but counts for nothing until they are durable.
+//!
+//! # Time
+//!
+//! A node's notion of time is logical ticks passed in by the caller:
+//! [`Node::tick`] one at a time, [`Node::tick_by`] several at once (the
+//! same outcome as as many `tick` calls, but the ticks that would do
+//! nothing cost nothing). It never reads a clock: the caller chooses how
+//! long a tick lasts, every timeout in [`Config`] is counted in ticks, and
+//! [`Node::ticks`] says how many the node has seen. [`Node::poll_timeout`]
+//! says at which tick count it next needs one (a heartbeat, check-quorum,
+//! an election timeout, the end of a leadership transfer or of a
+//! catch-up), like quinn-proto's `poll_timeout`: an event loop sleeps
+//! until then or until a message arrives, and before handling anything
+//! catches the node up with `tick_by` for the ticks that passed. `None`
+//! means no tick can do anything before the next input (a learner, a
+//! witness). Ask again after every input: a message can reset the election
+//! timer or make the node leader. Leases are counted in the same ticks, so
+//! [`Config::max_clock_drift_ticks`] bounds how far two nodes' tick rates
+//! may drift apart, whichever way they are driven.
+//!
+//! ```
+//! use quorate_raft_core::{Config, Configuration, MemStorage, Message, Node, NodeId, Role};
+//! use std::collections::VecDeque;
+//!
+//! # fn main() -> Result<(), quorate_raft_core::Error> {
+//! fn persist_and_send(
+//!     node: &mut Node<MemStorage>,
+//!     network: &mut VecDeque<Message>,
+//! ) -> Result<(), quorate_raft_core::Error> {
+//!     while let Some(mut ready) = node.ready()? {
+//!         network.extend(ready.take_messages());
+//!         node.storage_mut().append(ready.entries())?;
+//!         if let Some(hard_state) = ready.hard_state() {
+//!             node.storage_mut().set_hard_state(hard_state);
+//!         }
+//!         node.advance(ready)?;
+//!     }
+//!     Ok(())
+//! }
+//!
+//! let members = Configuration::new([NodeId(1), NodeId(2), NodeId(3)]);
+//! let mut nodes = Vec::new();
+//! for id in 1..=3 {
+//!     let mut config = Config::new(NodeId(id));
+//!     config.heartbeat_tick = 5; // election_tick is 10
+//!     nodes.push(Node::new(config, MemStorage::new(members.clone()))?);
+//! }
+//! let mut network = VecDeque::new();
+//! // The clock, in ticks. A real loop reads its clock and divides by the
+//! // tick interval; here the loop jumps straight to the next deadline.
+//! let mut now = 0;
+//! let mut wake_ups = 0;
+//! while now < 1_000 {
+//!     let deadline = nodes.iter().filter_map(Node::poll_timeout).min();
+//!     now = deadline.unwrap_or(u64::MAX).min(1_000); // sleep until then
+//!     wake_ups += 1;
+//!     for node in &mut nodes {
+//!         node.tick_by(now - node.ticks());
+//!         persist_and_send(node, &mut network)?;
+//!     }
+//!     while let Some(message) = network.pop_front() {
+//!         let node = &mut nodes[(message.to.0 - 1) as usize];
+//!         node.tick_by(now - node.ticks()); // up to date before any input
+//!         node.step(message)?;
+//!         persist_and_send(node, &mut network)?;
+//!     }
+//! }
+//! assert_eq!(nodes.iter().filter(|n| n.role() == Role::Leader).count(), 1);
+//! // One wake-up per heartbeat, not one per tick: the followers, hearing
+//! // from the leader, never need time of their own.
+//! assert!(wake_ups <= 1_000 / 5 + 5, "{wake_ups} wake-ups");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Ids
+//!
+//! A [`NodeId`] (`NodeId(u64)`) names a Raft member: in a
+//! [`Configuration`] and in every [`Message`]'s `from` and `to`. The
+//! numbers are chosen by the user: one per server, never reused for
+//! another server (a server replaced with an empty disk gets a new id),
+//! and the same `u64` that the transport's peer id carries, so routing a
+//! message is looking up its `to`.
 //!
 //! # Example
 //!

@@ -105,6 +105,37 @@ pub(crate) struct CatchUpLimits {
     pub(crate) stall_ticks: u64,
 }
 
+impl CatchUpLimits {
+    /// The limits `config` sets: rounds measured against the election
+    /// timeout, the stall limit in election timeouts.
+    pub(crate) fn of(config: &crate::Config) -> Self {
+        CatchUpLimits {
+            round_ticks: u64::from(config.election_tick),
+            max_rounds: config.catch_up_rounds,
+            stall_ticks: u64::from(config.catch_up_stall_timeouts)
+                * u64::from(config.election_tick),
+        }
+    }
+}
+
+/// When [`CatchUp::observe`] next acts if the learner's progress stays
+/// where it is.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum CatchUpDue {
+    /// Caught up: every observation retries the promotion, which succeeds
+    /// once no other change is under way.
+    Promotion,
+    /// `changes`: the first tick whose observation changes the record at
+    /// all; `acts`: the first whose outcome shows (a round ends, or the
+    /// learner is given up on). `changes <= acts`.
+    At {
+        /// The first tick at which the record changes.
+        changes: u64,
+        /// The first tick with a visible outcome.
+        acts: u64,
+    },
+}
+
 /// The leader's record of a learner catching up (thesis §4.2.1): a round
 /// replicates everything up to the leader's last index at the round's
 /// start; when a round lasts less than an election timeout, the entries
@@ -177,6 +208,44 @@ impl CatchUp {
             return CatchUpStep::Abort;
         }
         CatchUpStep::Wait
+    }
+
+    /// When [`observe`](Self::observe) next does something, if it is
+    /// called at every tick after `now` with the same `matched` and
+    /// `snapshot_offset` (the leader's log end does not matter until a
+    /// round ends).
+    pub(crate) fn due(
+        &self,
+        matched: LogIndex,
+        snapshot_offset: u64,
+        now: u64,
+        limits: CatchUpLimits,
+    ) -> CatchUpDue {
+        if self.caught_up {
+            return CatchUpDue::Promotion;
+        }
+        let next = now.saturating_add(1);
+        if matched >= self.round_end {
+            // Progress observed elsewhere than at a tick: the round ends
+            // at the next observation.
+            return CatchUpDue::At {
+                changes: next,
+                acts: next,
+            };
+        }
+        if (matched, snapshot_offset) != self.seen {
+            // The next observation records the progress and restarts the
+            // stall clock from there.
+            return CatchUpDue::At {
+                changes: next,
+                acts: next.saturating_add(limits.stall_ticks),
+            };
+        }
+        let stall = next.max(self.seen_at.saturating_add(limits.stall_ticks));
+        CatchUpDue::At {
+            changes: stall,
+            acts: stall,
+        }
     }
 }
 

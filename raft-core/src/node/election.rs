@@ -14,9 +14,13 @@ impl<S: Storage> Node<S> {
     // ----- inputs -----
 
     /// Advances logical time by one tick: followers and candidates count
-    /// towards their election timeout, leaders towards the next heartbeat.
+    /// towards their election timeout, leaders towards the next heartbeat,
+    /// check-quorum, the end of a leadership transfer and the catch-up
+    /// deadlines. [`poll_timeout`](Node::poll_timeout) says which tick
+    /// next does something; [`tick_by`](Node::tick_by) takes many ticks at
+    /// once.
     pub fn tick(&mut self) {
-        self.ticks += 1;
+        self.ticks = self.ticks.saturating_add(1);
         match self.role {
             Role::Leader => {
                 self.heartbeat_elapsed += 1;
@@ -50,7 +54,9 @@ impl<S: Storage> Node<S> {
                 self.advance_catch_ups();
             }
             Role::Follower | Role::PreCandidate | Role::Candidate => {
-                self.election_elapsed += 1;
+                // Saturating: a learner or witness never campaigns, and
+                // may tick for longer than a u32 counts.
+                self.election_elapsed = self.election_elapsed.saturating_add(1);
                 if self.election_elapsed >= self.randomized_election_timeout && self.can_campaign()
                 {
                     self.campaign();

@@ -213,12 +213,7 @@ impl<S: Storage> Node<S> {
         if self.role != Role::Leader || self.catching_up.is_empty() {
             return;
         }
-        let limits = CatchUpLimits {
-            round_ticks: u64::from(self.config.election_tick),
-            max_rounds: self.config.catch_up_rounds,
-            stall_ticks: u64::from(self.config.catch_up_stall_timeouts)
-                * u64::from(self.config.election_tick),
-        };
+        let limits = CatchUpLimits::of(&self.config);
         let mut pending = std::mem::take(&mut self.catching_up);
         let mut keep = Vec::with_capacity(pending.len());
         for mut c in pending.drain(..) {

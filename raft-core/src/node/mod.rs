@@ -10,7 +10,8 @@
 //! - `follower`: the follower's side (appends, snapshots, answers);
 //! - `membership`: configuration changes, learners, witnesses, catch-up;
 //! - `reads`: ReadIndex and lease reads;
-//! - `ready`: the `Ready` pipeline and `advance`.
+//! - `ready`: the `Ready` pipeline and `advance`;
+//! - `timers`: `poll_timeout` (which tick next acts) and `tick_by`.
 
 mod election;
 mod follower;
@@ -20,6 +21,7 @@ mod reads;
 mod ready;
 mod replication;
 mod step;
+mod timers;
 
 use crate::config::{Config, Configuration};
 use crate::error::{DropReason, Error};
@@ -108,7 +110,8 @@ struct IncomingSnapshot {
 
 /// One Raft node.
 ///
-/// Drive it with [`tick`](Node::tick), [`step`](Node::step) and
+/// Drive it with [`tick`](Node::tick) (or [`tick_by`](Node::tick_by),
+/// up to [`poll_timeout`](Node::poll_timeout)), [`step`](Node::step) and
 /// [`propose`](Node::propose); after each call, loop over
 /// [`ready`](Node::ready) / [`advance`](Node::advance) (see the crate
 /// documentation for the contract and a complete event loop).

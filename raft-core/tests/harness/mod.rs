@@ -133,6 +133,11 @@ impl Network {
         }
     }
 
+    /// How many messages are queued, not yet delivered.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
     /// Delivers queued messages until there are none.
     pub fn deliver_all(&mut self) {
         while let Some(m) = self.queue.pop_front() {
