@@ -87,6 +87,13 @@ const DECODERS: &[(&str, Decoder)] = &[
     ("VectorClock<Vec<u8>>", |b| {
         ok(VectorClock::<Vec<u8>>::from_bytes(b))
     }),
+    // Actors and values far larger in memory than their smallest encoding.
+    ("VectorClock<[u8; 512]>", |b| {
+        ok(VectorClock::<[u8; 512]>::from_bytes(b))
+    }),
+    ("DvvSet<u8, [u8; 512]>", |b| {
+        ok(DvvSet::<u8, [u8; 512]>::from_bytes(b))
+    }),
     ("Dot<String>", |b| ok(Dot::<String>::from_bytes(b))),
     ("DottedVersionVector<String>", |b| {
         ok(DottedVersionVector::<String>::from_bytes(b))
@@ -180,6 +187,16 @@ fn hostile_bytes_cost_at_most_the_cap() {
                 decode_all("nested count", &nested);
                 let inner = [&[header, 1][..], &varint(count), tail].concat();
                 decode_all("inner length", &inner);
+            }
+        }
+        // A count exactly as large as the bytes left, each a valid
+        // one-byte counter or actor: a count the input could hold if
+        // every entry took one byte.
+        for len in [1usize, 100, 2000] {
+            let tail = vec![1u8; len];
+            for prefix in [&[header][..], &[header, 0][..], &[header, 1, 1, 1][..]] {
+                let input = [prefix, &varint(len as u128), &tail].concat();
+                decode_all("count as large as the input", &input);
             }
         }
         // Over-long and overflowing varints.
