@@ -102,13 +102,8 @@ impl<'de, N: Deserialize<'de> + StableKey + Ord, H: KeyHasher + Default> Deseria
 {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let owned = RendezvousOwned::<N>::deserialize(deserializer)?;
-        let mut rendezvous = Rendezvous::with_hasher(H::default());
-        for (node, weight) in owned.nodes {
-            rendezvous
-                .add_weighted(node, weight)
-                .map_err(D::Error::custom)?;
-        }
-        Ok(rendezvous)
+        // Node by node would compare each new node with every member.
+        Rendezvous::from_weighted(H::default(), owned.nodes).map_err(D::Error::custom)
     }
 }
 

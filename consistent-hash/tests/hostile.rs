@@ -10,7 +10,7 @@ use std::alloc::System;
 use std::sync::Mutex;
 
 use quorate_consistent_hash::{
-    MAX_MAGLEV_TABLE, MAX_PROBES, MAX_RING_POINTS, Maglev, MultiProbe, Ring,
+    MAX_MAGLEV_TABLE, MAX_PROBES, MAX_RING_POINTS, Maglev, MultiProbe, Rendezvous, Ring,
 };
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
@@ -133,6 +133,16 @@ fn a_deserialized_ring_is_the_ring_built_node_by_node() {
         let doc = serde_json::to_string(&probes).unwrap();
         let read: MultiProbe<u32, Coarse> = serde_json::from_str(&doc).unwrap();
         assert_eq!(format!("{read:?}"), format!("{probes:?}"), "{doc}");
+        for scale in [1.0, 0.5] {
+            let mut hrw = Rendezvous::<u32, Coarse>::with_hasher(Coarse);
+            for (node, weight) in &nodes {
+                hrw.add_weighted(*node, 1.0 + scale * f64::from(*weight))
+                    .unwrap();
+            }
+            let doc = serde_json::to_string(&hrw).unwrap();
+            let read: Rendezvous<u32, Coarse> = serde_json::from_str(&doc).unwrap();
+            assert_eq!(format!("{read:?}"), format!("{hrw:?}"), "{doc}");
+        }
     }
     // The same refusals as adding node by node.
     for doc in [
@@ -157,6 +167,15 @@ fn a_deserialized_ring_is_the_ring_built_node_by_node() {
     ));
     let duplicate = quorate_consistent_hash::Error::DuplicateNode.to_string();
     assert!(err.contains(&duplicate), "{err}");
+    let err = refused(serde_json::from_str::<Rendezvous<u32>>(
+        r#"{"nodes":[[3,1.0],[4,2.0],[3,1.0]]}"#,
+    ));
+    assert!(err.contains(&duplicate), "{err}");
+    let err = refused(serde_json::from_str::<Rendezvous<u32>>(
+        r#"{"nodes":[[3,1.0],[4,-2.0],[3,1.0]]}"#,
+    ));
+    let invalid = Rendezvous::<u32>::new().add_weighted(4, -2.0).unwrap_err();
+    assert!(err.contains(&invalid.to_string()), "{err}");
 }
 
 #[test]
