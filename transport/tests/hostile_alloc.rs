@@ -3,7 +3,8 @@
 //! — fed huge declared lengths and counts (`u32::MAX`, one past the
 //! maximum), input truncated after a large header, and random bytes,
 //! return a value, `Ok(None)` or a typed error, never panic, and never
-//! allocate on a length the peer claimed.
+//! allocate on a length the peer claimed. With the `serde` feature, the
+//! derived deserializers of the public types are held to the same cap.
 //!
 //! **The cap.** Every byte allocated while one input of `n` bytes is
 //! decoded, in all, is at most `64 × n + 4 KiB`; the framing decoder,
@@ -258,4 +259,71 @@ fn hostile_bytes_cost_at_most_the_cap() {
             },
         )
         .unwrap();
+
+    #[cfg(feature = "serde")]
+    serde_cases::run(&mut runner);
+}
+
+/// With the `serde` feature: the derived deserializers of the public
+/// types, from hostile JSON, under the same cap.
+#[cfg(feature = "serde")]
+mod serde_cases {
+    use super::*;
+    use quorate_transport::framing::Flags;
+    use quorate_transport::patterns::Limits;
+    use quorate_transport::sim::{LinkConfig, TraceEvent};
+    use serde::de::DeserializeOwned;
+
+    fn check<T: DeserializeOwned>(name: &str, doc: &str) -> bool {
+        let (_, first) = allocated(|| serde_json::from_str::<T>(doc).is_ok());
+        let (out, second) = allocated(|| serde_json::from_str::<T>(doc).is_ok());
+        let bytes = first.min(second);
+        assert!(
+            bytes <= cap(doc.len()),
+            "{name}: {bytes} bytes allocated for a {} byte document",
+            doc.len()
+        );
+        out
+    }
+
+    fn check_all(doc: &str) -> usize {
+        [
+            check::<ChannelId>("ChannelId", doc),
+            check::<Flags>("Flags", doc),
+            check::<RequestId>("RequestId", doc),
+            check::<Limits>("Limits", doc),
+            check::<LinkConfig>("LinkConfig", doc),
+            check::<TraceEvent<u64>>("TraceEvent", doc),
+        ]
+        .into_iter()
+        .filter(|accepted| *accepted)
+        .count()
+    }
+
+    pub(super) fn run(runner: &mut TestRunner) {
+        let limits = serde_json::to_string(&Limits::default()).unwrap();
+        let link = serde_json::to_string(&LinkConfig::default()).unwrap();
+        for doc in [&limits, &link] {
+            assert_eq!(check_all(doc), 1, "{doc}");
+            for cut in 0..doc.len() {
+                check_all(&doc[..cut]);
+            }
+        }
+        let nines = "9".repeat(100_000);
+        for doc in [
+            "[".repeat(100_000),
+            "{\"a\":".repeat(50_000),
+            nines.clone(),
+            format!(r#""{nines}""#),
+            format!(r#"{{"x":"{nines}""#),
+        ] {
+            assert_eq!(check_all(&doc), 0);
+        }
+        runner
+            .run(&proptest::collection::vec(any::<u8>(), 0..128), |bytes| {
+                check_all(&String::from_utf8_lossy(&bytes));
+                Ok(())
+            })
+            .unwrap();
+    }
 }
