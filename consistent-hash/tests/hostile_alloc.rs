@@ -1,5 +1,5 @@
 //! Every deserializer of this crate (`Ring`, `Maglev`, `MultiProbe`,
-//! `Rendezvous`), fed hostile documents — huge sizes, counts and weights,
+//! `Rendezvous`, and the Chord node's `Message` and `Config`), fed hostile documents — huge sizes, counts and weights,
 //! many small nodes adding up past a cap, deep nesting, truncation, random
 //! bytes — returns a value or a typed error, never panics, and allocates
 //! at most what the input and the crate's documented caps allow.
@@ -21,7 +21,7 @@ use std::alloc::System;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use quorate_consistent_hash::{
-    MAX_MAGLEV_TABLE, MAX_PROBES, MAX_RING_POINTS, Maglev, MultiProbe, Rendezvous, Ring,
+    MAX_MAGLEV_TABLE, MAX_PROBES, MAX_RING_POINTS, Maglev, MultiProbe, Rendezvous, Ring, chord,
 };
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
@@ -97,12 +97,23 @@ fn rendezvous(doc: &str) -> Outcome {
     }
 }
 
+/// The Chord node's messages and configuration (derived deserializers).
+fn chord(doc: &str) -> Outcome {
+    let message = serde_json::from_str::<chord::Message>(doc);
+    let config = serde_json::from_str::<chord::Config>(doc);
+    match (message, config) {
+        (Err(e), Err(_)) => Outcome::Refused(e.to_string()),
+        _ => Outcome::Accepted { holds: 0 },
+    }
+}
+
 type Deserializer = fn(&str) -> Outcome;
-const ALL: [(&str, Deserializer); 4] = [
+const ALL: [(&str, Deserializer); 5] = [
     ("Ring", ring),
     ("Maglev", maglev),
     ("MultiProbe", multi_probe),
     ("Rendezvous", rendezvous),
+    ("chord", chord),
 ];
 
 /// Runs `de` on `doc` and checks the cap; returns what it made of it.
