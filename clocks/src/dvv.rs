@@ -295,7 +295,8 @@ impl<A: Codec + Ord + Clone, V: Codec> DvvSet<A, V> {
         encoding::decode_exact(bytes, Kind::DvvSet, |reader| {
             let context = VectorClock::decode_body(reader)?;
             let len = reader.read_len(1)?;
-            let mut siblings: Vec<(Dot<A>, V)> = Vec::with_capacity(len);
+            let room = encoding::capacity_for::<(Dot<A>, V)>(len, reader.remaining());
+            let mut siblings: Vec<(Dot<A>, V)> = Vec::with_capacity(room);
             for index in 0..len {
                 let dot = Dot::decode_body(reader)?;
                 if siblings.last().is_some_and(|(last, _)| *last >= dot) {

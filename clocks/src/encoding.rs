@@ -283,6 +283,16 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Room for how many of `len` decoded items of type `T` to reserve before
+/// any is read: at most 8 bytes of memory per input byte left. A length
+/// only has to fit the input at one byte per item ([`Reader::read_len`]),
+/// but an item can take far more memory than that (a `[u8; 512]` actor),
+/// so reserving `len` of them would let a forged length allocate hundreds
+/// of times the input; past this, the vector grows as items are decoded.
+pub(crate) fn capacity_for<T>(len: usize, remaining: usize) -> usize {
+    len.min(remaining.saturating_mul(8) / core::mem::size_of::<T>().max(1))
+}
+
 /// Appends `value` as the canonical unsigned LEB128 varint.
 ///
 /// Readers accept at most `u64::MAX`; a larger `value` is written in the

@@ -602,7 +602,8 @@ impl<A: Codec + Ord> VectorClock<A> {
     pub(crate) fn decode_body(reader: &mut encoding::Reader<'_>) -> Result<Self, DecodeError> {
         // Each entry takes at least its counter's byte.
         let len = reader.read_len(1)?;
-        let mut clock = Self::with_capacity(len);
+        let mut clock =
+            Self::with_capacity(encoding::capacity_for::<(A, u64)>(len, reader.remaining()));
         for index in 0..len {
             let actor = A::decode(reader)?;
             let counter = reader.read_counter()?;

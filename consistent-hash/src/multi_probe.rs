@@ -59,6 +59,24 @@ impl<N: StableKey + Ord, H: KeyHasher> MultiProbe<N, H> {
         })
     }
 
+    /// What adding `nodes` one by one to [`with_hasher`](Self::with_hasher)
+    /// builds, in one sort (for deserializing: see `Ring::from_weighted`).
+    #[cfg(feature = "serde")]
+    pub(crate) fn from_nodes(
+        probes: u32,
+        hasher: H,
+        nodes: alloc::vec::Vec<N>,
+    ) -> Result<Self, Error> {
+        if probes == 0 {
+            return Err(Error::ZeroProbes);
+        }
+        let nodes = nodes.into_iter().map(|node| (node, 1)).collect();
+        Ok(Self {
+            probes,
+            ring: Ring::from_weighted(1, hasher, nodes)?,
+        })
+    }
+
     /// Probes per key.
     pub fn probes(&self) -> u32 {
         self.probes

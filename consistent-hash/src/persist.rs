@@ -73,11 +73,8 @@ impl<'de, N: Deserialize<'de> + StableKey + Ord, H: KeyHasher + Default> Deseria
             sum.saturating_add(u64::from(owned.vnodes).saturating_mul(u64::from(*weight)))
         });
         cap("ring points", points, MAX_RING_POINTS)?;
-        let mut ring = Ring::with_hasher(owned.vnodes, H::default()).map_err(D::Error::custom)?;
-        for (node, weight) in owned.nodes {
-            ring.add_weighted(node, weight).map_err(D::Error::custom)?;
-        }
-        Ok(ring)
+        // In one sort: node by node would rebuild the circle per node.
+        Ring::from_weighted(owned.vnodes, H::default(), owned.nodes).map_err(D::Error::custom)
     }
 }
 
@@ -105,13 +102,8 @@ impl<'de, N: Deserialize<'de> + StableKey + Ord, H: KeyHasher + Default> Deseria
 {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let owned = RendezvousOwned::<N>::deserialize(deserializer)?;
-        let mut rendezvous = Rendezvous::with_hasher(H::default());
-        for (node, weight) in owned.nodes {
-            rendezvous
-                .add_weighted(node, weight)
-                .map_err(D::Error::custom)?;
-        }
-        Ok(rendezvous)
+        // Node by node would compare each new node with every member.
+        Rendezvous::from_weighted(H::default(), owned.nodes).map_err(D::Error::custom)
     }
 }
 
@@ -181,11 +173,6 @@ impl<'de, N: Deserialize<'de> + StableKey + Ord, H: KeyHasher + Default> Deseria
             u64::from(owned.probes),
             u64::from(MAX_PROBES),
         )?;
-        let mut multi_probe =
-            MultiProbe::with_hasher(owned.probes, H::default()).map_err(D::Error::custom)?;
-        for node in owned.nodes {
-            multi_probe.add(node).map_err(D::Error::custom)?;
-        }
-        Ok(multi_probe)
+        MultiProbe::from_nodes(owned.probes, H::default(), owned.nodes).map_err(D::Error::custom)
     }
 }

@@ -107,6 +107,36 @@ impl<N: StableKey + Ord, H: KeyHasher> Rendezvous<N, H> {
         Ok(())
     }
 
+    /// What adding `nodes` one by one with
+    /// [`add_weighted`](Self::add_weighted) builds, with the same errors, in
+    /// O(n log n) (for deserializing: adding one at a time compares each
+    /// new node with every member).
+    #[cfg(feature = "serde")]
+    pub(crate) fn from_weighted(hasher: H, nodes: Vec<(N, f64)>) -> Result<Self, Error> {
+        let mut seen = alloc::collections::BTreeSet::new();
+        for (node, weight) in &nodes {
+            if !(weight.is_finite() && *weight > 0.0) {
+                return Err(Error::InvalidWeight { weight: *weight });
+            }
+            if !seen.insert(node) {
+                return Err(Error::DuplicateNode);
+            }
+        }
+        drop(seen);
+        let members: Vec<Member<N>> = nodes
+            .into_iter()
+            .map(|(node, weight)| {
+                let seed = hasher.hash_key(&node, 0);
+                Member { node, weight, seed }
+            })
+            .collect();
+        Ok(Self {
+            uniform: weights_equal(&members),
+            hasher,
+            members,
+        })
+    }
+
     /// Removes `node`, returning it.
     pub fn remove(&mut self, node: &N) -> Result<N, Error> {
         let index = self

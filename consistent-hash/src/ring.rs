@@ -146,6 +146,61 @@ impl<N: StableKey + Ord, H: KeyHasher> Ring<N, H> {
         Ok(())
     }
 
+    /// The ring that adding `nodes` one by one with
+    /// [`add_weighted`](Self::add_weighted) builds, with the same errors,
+    /// built in one sort: for input from outside (deserializing), where
+    /// adding one node at a time would rebuild the circle per node
+    /// (quadratic time and allocation in the number of nodes).
+    #[cfg(feature = "serde")]
+    pub(crate) fn from_weighted(
+        vnodes: u32,
+        hasher: H,
+        nodes: Vec<(N, u32)>,
+    ) -> Result<Self, Error> {
+        let mut ring = Self::with_hasher(vnodes, hasher)?;
+        let mut seen = alloc::collections::BTreeSet::new();
+        let mut total = 0u64;
+        for (node, weight) in &nodes {
+            if *weight == 0 {
+                return Err(Error::ZeroWeight);
+            }
+            if !seen.insert(node) {
+                return Err(Error::DuplicateNode);
+            }
+            let too_many = Error::TooManyPoints {
+                vnodes,
+                weight: *weight,
+            };
+            total += u64::from(vnodes.checked_mul(*weight).ok_or(too_many)?);
+            if total >= u64::from(u32::MAX) {
+                return Err(too_many);
+            }
+        }
+        drop(seen);
+        let mut placed: Vec<(u64, u32)> = Vec::with_capacity(total as usize);
+        for (owner, (node, weight)) in nodes.iter().enumerate() {
+            placed.extend(
+                (0..vnodes * weight)
+                    .map(|vnode| (ring.hasher.hash_key(node, u64::from(vnode)), owner as u32)),
+            );
+        }
+        // Ties on a point go to the smaller node, as `add_weighted` orders them.
+        placed.sort_unstable_by(|(a, a_owner), (b, b_owner)| {
+            a.cmp(b)
+                .then_with(|| nodes[*a_owner as usize].0.cmp(&nodes[*b_owner as usize].0))
+        });
+        let mut points = Points::buffer(placed.len());
+        points.extend(placed.iter().map(|(point, _)| *point));
+        ring.owners = placed.iter().map(|(_, owner)| *owner).collect();
+        drop(placed);
+        ring.points = Points::new(points);
+        ring.members = nodes
+            .into_iter()
+            .map(|(node, weight)| Member { node, weight })
+            .collect();
+        Ok(ring)
+    }
+
     /// Removes `node`, returning it; its arcs go to the next points clockwise.
     pub fn remove(&mut self, node: &N) -> Result<N, Error> {
         let gone = self.index_of(node).ok_or(Error::UnknownNode)? as u32;
