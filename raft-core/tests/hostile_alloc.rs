@@ -144,11 +144,11 @@ fn samples() -> Vec<(Message, Vec<u8>)> {
             commands: (0..100).map(|i| data.slice(..i)).collect(),
         },
         MessageBody::InstallSnapshot {
-            meta: SnapshotMeta {
+            meta: Box::new(SnapshotMeta {
                 index: LogIndex(100),
                 term: Term(6),
                 configuration,
-            },
+            }),
             offset: 0,
             data: data.clone(),
             done: true,
