@@ -17,9 +17,9 @@
 //! [`Maglev`], [`MultiProbe`] or [`BoundedLoads`] are the caller's own type
 //! `N: StableKey + Ord` (an address, a Raft node id, a name), returned by
 //! reference from lookups. [`JumpHash`] names its buckets [`Bucket`]`(u32)`,
-//! `0..n`. A Chord node and the keys it routes are [`chord::Id`]s, points
+//! `0..n`. A Chord node and the keys it routes are [`chord::Point`]s, points
 //! on its `2^bits` identifier circle, which an application derives from its
-//! own node names with [`chord::IdSpace::id_from_hash`].
+//! own node names with [`chord::IdSpace::point_from_hash`].
 //!
 //! **No I/O, no clock, no randomness.** Nothing in this crate touches a
 //! network, a file or the system clock, or draws random numbers: placement
