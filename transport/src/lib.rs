@@ -24,6 +24,7 @@ pub mod codec;
 pub mod framing;
 pub mod mem;
 pub mod patterns;
+mod peer;
 pub mod sim;
 pub mod simultaneous_open;
 #[cfg(feature = "tokio")]
@@ -34,6 +35,7 @@ pub mod tcp;
 pub mod tls;
 mod transport;
 
+pub use peer::{ClientRangeError, PeerId};
 pub use transport::{Event, Transport, Typed, TypedError};
 
 // The README's examples are compiled and run as doctests.
