@@ -8,9 +8,11 @@
 //! layout runs out of time.
 //!
 //! **Time.** Every call that acts on time takes `now: UnixMillis`, wall-clock
-//! milliseconds since the Unix epoch, supplied by the caller (its clock, or a
-//! test's); the layout turns it into ticks of its own unit. Only
-//! [`SystemClockGenerator`] (with `std`) reads the system clock itself.
+//! milliseconds since the Unix epoch (IDs embed wall time), passed in by the
+//! caller (its clock, or a test's); the layout turns it into ticks of its own
+//! unit. It need not be monotonic: a clock that steps back is handled by the
+//! [`ClockPolicy`] (see "Clocks" below). The Sans-IO generators never read a
+//! clock; only [`SystemClockGenerator`] (with `std`) reads the system clock.
 //!
 //! **Ids.** The minting generator is named by a [`WorkerId`], the value of an
 //! ID's worker field (Twitter's worker id, Sonyflake's machine id,
