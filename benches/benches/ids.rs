@@ -1,7 +1,7 @@
 //! quorate-ids against rs-snowflake and sonyflake, in one run:
 //! - `next_caller_time`: the pure cost of one ID when the caller supplies the
 //!   time, at equal work against rs-snowflake's `lazy_generate`: our layout is
-//!   rs-snowflake's (42 bits of ms since 1970 | 10 node | 12 sequence, 64 bits,
+//!   rs-snowflake's (42 bits of ms since 1970 | 10 worker | 12 sequence, 64 bits,
 //!   same IDs), both loops compute the same time from the iteration counter
 //!   (1 ms per 4,096 IDs, which is when `lazy_generate` moves its own time on),
 //!   and rs-snowflake, which takes no time, gets it through `black_box`;
@@ -20,8 +20,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{Criterion, Throughput, criterion_group};
 use quorate_ids::{
-    AtomicGenerator, ClockPolicy, ConstLayout, FieldOrder, Generator, IdError, Layout, NodeId,
-    SystemClockGenerator, UnixMillis,
+    AtomicGenerator, ClockPolicy, ConstLayout, FieldOrder, Generator, IdError, Layout,
+    SystemClockGenerator, UnixMillis, WorkerId,
 };
 
 /// A time well inside every preset's range (2025-06-15).
@@ -31,9 +31,9 @@ const BASE: u64 = 1_750_000_000_000;
 const IDS_PER_MS: u32 = 12;
 
 /// rs-snowflake's layout: 42 bits of ms since 1970, 5 + 5 bits of machine and
-/// node, 12 bits of sequence, node above sequence.
+/// node ids (our worker field), 12 bits of sequence, worker above sequence.
 const RS_LAYOUT: Layout = match Layout::new(42, 12, 10, UnixMillis::UNIX_EPOCH) {
-    Ok(layout) => layout.with_order(FieldOrder::NodeThenSequence),
+    Ok(layout) => layout.with_order(FieldOrder::WorkerThenSequence),
     Err(_) => panic!("invalid layout"),
 };
 
@@ -67,7 +67,7 @@ fn check_layouts_against_peers() {
     let rs = RS_LAYOUT;
     let mut peer = snowflake::SnowflakeIdGenerator::new(1, 2);
     let id = quorate_ids::Id::from_u64(u64::try_from(peer.real_time_generate()).unwrap());
-    assert_eq!(rs.decompose(id).node, NodeId::new((1 << 5) | 2));
+    assert_eq!(rs.decompose(id).worker, WorkerId::new((1 << 5) | 2));
     let now = system_now().as_millis();
     assert!(rs.timestamp(id).as_millis().abs_diff(now) < 1_000);
 
@@ -80,7 +80,7 @@ fn check_layouts_against_peers() {
     let ours = Layout::SONYFLAKE.decompose(quorate_ids::Id::from_u64(id.to_u64()));
     assert_eq!(ours.ticks, theirs.time);
     assert_eq!(ours.sequence, theirs.sequence);
-    assert_eq!(ours.node.get(), theirs.machine_id);
+    assert_eq!(ours.worker.get(), theirs.machine_id);
 }
 
 fn system_now() -> UnixMillis {
@@ -97,7 +97,7 @@ fn next_caller_time(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
 
     let mut dynamic =
-        Generator::new(opaque(RS_LAYOUT), NodeId::new(33), ClockPolicy::Reject).unwrap();
+        Generator::new(opaque(RS_LAYOUT), WorkerId::new(33), ClockPolicy::Reject).unwrap();
     let mut n = 0;
     group.bench_function("quorate Generator<Layout> rs layout", |b| {
         b.iter(|| {
@@ -106,7 +106,7 @@ fn next_caller_time(c: &mut Criterion) {
         });
     });
 
-    let mut fixed = Generator::new(RsConst, NodeId::new(33), ClockPolicy::Reject).unwrap();
+    let mut fixed = Generator::new(RsConst, WorkerId::new(33), ClockPolicy::Reject).unwrap();
     let mut n = 0;
     group.bench_function("quorate Generator<ConstLayout> rs layout", |b| {
         b.iter(|| {
@@ -116,7 +116,7 @@ fn next_caller_time(c: &mut Criterion) {
     });
 
     let atomic =
-        AtomicGenerator::new(opaque(RS_LAYOUT), NodeId::new(33), ClockPolicy::Reject).unwrap();
+        AtomicGenerator::new(opaque(RS_LAYOUT), WorkerId::new(33), ClockPolicy::Reject).unwrap();
     let mut n: u64 = 0;
     group.bench_function("quorate AtomicGenerator rs layout (1 thread)", |b| {
         b.iter(|| {
@@ -142,17 +142,19 @@ fn system_clock(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
 
     let seed =
-        SystemClockGenerator::new(Layout::SEED, NodeId::new(1), ClockPolicy::WaitUntil).unwrap();
+        SystemClockGenerator::new(Layout::SEED, WorkerId::new(1), ClockPolicy::WaitUntil).unwrap();
     group.bench_function("quorate SystemClockGenerator seed (cap 16384/ms)", |b| {
         b.iter(|| seed.next().unwrap());
     });
     let twitter =
-        SystemClockGenerator::new(Layout::TWITTER, NodeId::new(1), ClockPolicy::WaitUntil).unwrap();
+        SystemClockGenerator::new(Layout::TWITTER, WorkerId::new(1), ClockPolicy::WaitUntil)
+            .unwrap();
     group.bench_function("quorate SystemClockGenerator twitter (cap 4096/ms)", |b| {
         b.iter(|| twitter.next().unwrap());
     });
-    let sony = SystemClockGenerator::new(Layout::SONYFLAKE, NodeId::new(1), ClockPolicy::WaitUntil)
-        .unwrap();
+    let sony =
+        SystemClockGenerator::new(Layout::SONYFLAKE, WorkerId::new(1), ClockPolicy::WaitUntil)
+            .unwrap();
     group.bench_function(
         "quorate SystemClockGenerator sonyflake (cap 25.6/ms)",
         |b| {
@@ -162,7 +164,7 @@ fn system_clock(c: &mut Criterion) {
 
     // One clock read per tick instead of per ID: 256 IDs per call.
     let batched =
-        SystemClockGenerator::new(Layout::SEED, NodeId::new(2), ClockPolicy::WaitUntil).unwrap();
+        SystemClockGenerator::new(Layout::SEED, WorkerId::new(2), ClockPolicy::WaitUntil).unwrap();
     let mut batch = [quorate_ids::Id::from_u64(0); 256];
     group.throughput(Throughput::Elements(256));
     group.bench_function(
@@ -234,7 +236,7 @@ fn two_thread_contention(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     let policy = ClockPolicy::Tolerate(Duration::from_secs(1));
 
-    let atomic = AtomicGenerator::new(Layout::SEED, NodeId::new(1), policy).unwrap();
+    let atomic = AtomicGenerator::new(Layout::SEED, WorkerId::new(1), policy).unwrap();
     group.bench_function("quorate AtomicGenerator", |b| {
         b.iter_custom(|iters| {
             two_threads(iters, resume_point(atomic.last_issued()), |now| {
@@ -243,7 +245,7 @@ fn two_thread_contention(c: &mut Criterion) {
         });
     });
 
-    let locked = Mutex::new(Generator::new(Layout::SEED, NodeId::new(1), policy).unwrap());
+    let locked = Mutex::new(Generator::new(Layout::SEED, WorkerId::new(1), policy).unwrap());
     group.bench_function("Mutex<quorate Generator>", |b| {
         b.iter_custom(|iters| {
             let start = resume_point(locked.lock().unwrap().last_issued());
@@ -324,26 +326,26 @@ fn cost_report() {
     println!("\n| mint with caller time, best of 7 x 5M | ns/ID |");
     println!("|---|---:|");
     let mut dynamic =
-        Generator::new(opaque(RS_LAYOUT), NodeId::new(33), ClockPolicy::Reject).unwrap();
+        Generator::new(opaque(RS_LAYOUT), WorkerId::new(33), ClockPolicy::Reject).unwrap();
     best_ns_per_id("quorate Generator<Layout>::next, rs layout", |n| {
         black_box(dynamic.next(time_of(n)).unwrap());
     });
-    let mut fixed = Generator::new(RsConst, NodeId::new(33), ClockPolicy::Reject).unwrap();
+    let mut fixed = Generator::new(RsConst, WorkerId::new(33), ClockPolicy::Reject).unwrap();
     best_ns_per_id("quorate Generator<ConstLayout>::next, rs layout", |n| {
         black_box(fixed.next(time_of(n)).unwrap());
     });
     let mut seed =
-        Generator::new(opaque(Layout::SEED), NodeId::new(33), ClockPolicy::Reject).unwrap();
+        Generator::new(opaque(Layout::SEED), WorkerId::new(33), ClockPolicy::Reject).unwrap();
     best_ns_per_id("quorate Generator<Layout>::next, seed layout", |n| {
         black_box(seed.next(time_of(n)).unwrap());
     });
     let atomic =
-        AtomicGenerator::new(opaque(RS_LAYOUT), NodeId::new(33), ClockPolicy::Reject).unwrap();
+        AtomicGenerator::new(opaque(RS_LAYOUT), WorkerId::new(33), ClockPolicy::Reject).unwrap();
     best_ns_per_id("quorate AtomicGenerator::next, rs layout", |n| {
         black_box(atomic.next(time_of(n)).unwrap());
     });
     let batched =
-        AtomicGenerator::new(opaque(RS_LAYOUT), NodeId::new(33), ClockPolicy::Reject).unwrap();
+        AtomicGenerator::new(opaque(RS_LAYOUT), WorkerId::new(33), ClockPolicy::Reject).unwrap();
     let mut batch = [quorate_ids::Id::from_u64(0); 64];
     let mut left = 0;
     best_ns_per_id("quorate AtomicGenerator::next_batch(64), per ID", |n| {
@@ -379,7 +381,7 @@ fn cap_report() {
     );
     println!("|---|---:|---:|---:|---:|---:|");
     let seed =
-        SystemClockGenerator::new(Layout::SEED, NodeId::new(1), ClockPolicy::WaitUntil).unwrap();
+        SystemClockGenerator::new(Layout::SEED, WorkerId::new(1), ClockPolicy::WaitUntil).unwrap();
     cap_line(
         "quorate SystemClockGenerator::next, seed",
         16_384.0,
@@ -390,7 +392,7 @@ fn cap_report() {
         },
     );
     let filled =
-        SystemClockGenerator::new(Layout::SEED, NodeId::new(2), ClockPolicy::WaitUntil).unwrap();
+        SystemClockGenerator::new(Layout::SEED, WorkerId::new(2), ClockPolicy::WaitUntil).unwrap();
     let mut batch = [quorate_ids::Id::from_u64(0); 256];
     cap_line(
         "quorate SystemClockGenerator::fill(256), seed",
@@ -403,7 +405,8 @@ fn cap_report() {
         },
     );
     let twitter =
-        SystemClockGenerator::new(Layout::TWITTER, NodeId::new(1), ClockPolicy::WaitUntil).unwrap();
+        SystemClockGenerator::new(Layout::TWITTER, WorkerId::new(1), ClockPolicy::WaitUntil)
+            .unwrap();
     cap_line(
         "quorate SystemClockGenerator::next, twitter",
         4_096.0,
@@ -428,8 +431,9 @@ fn cap_report() {
             1
         },
     );
-    let sony = SystemClockGenerator::new(Layout::SONYFLAKE, NodeId::new(1), ClockPolicy::WaitUntil)
-        .unwrap();
+    let sony =
+        SystemClockGenerator::new(Layout::SONYFLAKE, WorkerId::new(1), ClockPolicy::WaitUntil)
+            .unwrap();
     cap_line(
         "quorate SystemClockGenerator::next, sonyflake",
         25.6,

@@ -15,12 +15,15 @@
 //!
 //! **Time.** Only the hybrid logical clocks use physical time, and only in
 //! the calls that act on it (`now`, `update`): the caller passes
-//! `physical_ms: u64`, milliseconds since the Unix epoch, read from its own
-//! clock or a simulator's. The crate never reads a clock. Lamport, vector and
-//! dotted-version-vector clocks are purely logical and take no time at all.
+//! `physical_ms: u64`, wall-clock milliseconds since the Unix epoch, read
+//! from its own clock or a simulator's. It need not be monotonic: a stamp
+//! never goes back whatever the physical time does. The crate never reads a
+//! clock. Lamport, vector and dotted-version-vector clocks are purely
+//! logical and take no time at all.
 //!
 //! **Ids.** Actors and nodes are the caller's own id type (`A`, any `Ord`
-//! type: a `u64`, `raft_core::NodeId`, a string); the crate defines none.
+//! type: a `u64`, raft-core's `NodeId` or the transport's `PeerId`, which are
+//! the same `u64`, a string); the crate defines none.
 //!
 //! ```
 //! use quorate_clocks::{Causality, Hlc, LamportClock, MaxDrift, VectorClock};

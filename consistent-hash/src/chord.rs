@@ -1,6 +1,6 @@
 //! A Sans-IO Chord node (Stoica et al., SIGCOMM 2001).
 //!
-//! Nodes and keys live on an identifier circle of `2^bits` ids. A key
+//! Nodes and keys live on an identifier circle of `2^bits` points. A key
 //! belongs to its *successor*, the first node clockwise at or after it. Each
 //! node keeps a successor list (to survive failures), a predecessor and a
 //! finger table whose entry `i` points at `successor(id + 2^i)`, which lets a
@@ -23,13 +23,15 @@ use alloc::vec::Vec;
 
 use crate::Error;
 
-/// The most ids a message may carry in one list (successors, avoided nodes).
+/// The most points a message may carry in one list (successors, avoided nodes).
 pub const MAX_LIST: usize = 64;
 
-/// A point on the identifier circle: a node id or a key id.
+/// A point on the identifier circle (the paper's "identifier"): where a node
+/// sits or where a key falls. An application maps its own node names and keys
+/// to points with [`IdSpace::point_from_hash`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub struct Id(pub u64);
+pub struct Point(pub u64);
 
 /// Logical time, in whatever unit the driver counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -52,7 +54,7 @@ pub struct LookupId(pub u64);
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct RequestId(pub u64);
 
-/// The identifier circle: ids are `0..2^bits`.
+/// The identifier circle: points are `0..2^bits`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct IdSpace {
@@ -61,7 +63,7 @@ pub struct IdSpace {
 }
 
 impl IdSpace {
-    /// A circle of `2^bits` ids, `bits` in `1..=64`.
+    /// A circle of `2^bits` points, `bits` in `1..=64`.
     pub fn new(bits: u32) -> Result<Self, Error> {
         if !(1..=64).contains(&bits) {
             return Err(Error::InvalidIdBits { bits });
@@ -72,47 +74,47 @@ impl IdSpace {
         })
     }
 
-    /// Bits per id (the paper's `m`).
+    /// Bits per point (the paper's `m`).
     pub fn bits(&self) -> u32 {
         self.bits
     }
 
-    /// `value` as an id, if it fits the circle.
-    pub fn id(&self, value: u64) -> Result<Id, Error> {
+    /// `value` as a point, if it fits the circle.
+    pub fn point(&self, value: u64) -> Result<Point, Error> {
         if value & !self.mask != 0 {
             return Err(Error::IdOutOfRange {
                 id: value,
                 bits: self.bits,
             });
         }
-        Ok(Id(value))
+        Ok(Point(value))
     }
 
     /// Any 64-bit hash folded onto the circle (its low `bits` bits).
-    pub fn id_from_hash(&self, hash: u64) -> Id {
-        Id(hash & self.mask)
+    pub fn point_from_hash(&self, hash: u64) -> Point {
+        Point(hash & self.mask)
     }
 
     /// Clockwise distance from `from` to `to`.
-    pub fn distance(&self, from: Id, to: Id) -> u64 {
+    pub fn distance(&self, from: Point, to: Point) -> u64 {
         to.0.wrapping_sub(from.0) & self.mask
     }
 
     /// `x` in the open arc `(a, b)`; `a == b` is the whole circle but `a`.
-    pub fn between(&self, x: Id, a: Id, b: Id) -> bool {
+    pub fn between(&self, x: Point, a: Point, b: Point) -> bool {
         let (to_x, to_b) = (self.distance(a, x), self.distance(a, b));
         to_x != 0 && (to_x < to_b || to_b == 0)
     }
 
     /// `x` in the half-open arc `(a, b]`; `a == b` is the whole circle.
-    pub fn between_right_closed(&self, x: Id, a: Id, b: Id) -> bool {
+    pub fn between_right_closed(&self, x: Point, a: Point, b: Point) -> bool {
         let (to_x, to_b) = (self.distance(a, x), self.distance(a, b));
         to_b == 0 || (to_x != 0 && to_x <= to_b)
     }
 
     /// `id + 2^i` on the circle: where finger `i` starts.
-    pub fn finger_start(&self, id: Id, i: u32) -> Id {
-        Id(id.0.wrapping_add(1u64 << i) & self.mask)
+    pub fn finger_start(&self, id: Point, i: u32) -> Point {
+        Point(id.0.wrapping_add(1u64 << i) & self.mask)
     }
 }
 
@@ -158,9 +160,9 @@ impl Config {
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Hop {
     /// The key's successor, final.
-    Found(Id),
+    Found(Point),
     /// Ask this node next: the closest node preceding the key known here.
-    Next(Id),
+    Next(Point),
 }
 
 /// Messages between Chord nodes.
@@ -176,9 +178,9 @@ pub enum Message {
         /// Echoed in the reply.
         request: RequestId,
         /// The key being looked up.
-        key: Id,
+        key: Point,
         /// Nodes the asker saw fail; routing skips them.
-        avoid: Vec<Id>,
+        avoid: Vec<Point>,
     },
     /// Answers [`Message::FindSuccessor`].
     NextHop {
@@ -197,9 +199,9 @@ pub enum Message {
         /// The request answered.
         request: RequestId,
         /// The replier's predecessor, if it knows one.
-        predecessor: Option<Id>,
+        predecessor: Option<Point>,
         /// The replier's successor list.
-        successors: Vec<Id>,
+        successors: Vec<Point>,
     },
     /// "I think I am your predecessor."
     Notify,
@@ -220,7 +222,7 @@ pub enum Message {
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Transmit {
     /// The destination node.
-    pub to: Id,
+    pub to: Point,
     /// What to deliver.
     pub message: Message,
 }
@@ -238,9 +240,9 @@ pub enum Event {
         /// Which lookup.
         lookup: LookupId,
         /// The key looked up.
-        key: Id,
+        key: Point,
         /// The node responsible for it.
-        successor: Id,
+        successor: Point,
         /// Remote nodes asked on the way (0 when answered locally).
         hops: u32,
     },
@@ -249,12 +251,12 @@ pub enum Event {
         /// Which lookup.
         lookup: LookupId,
         /// The key looked up.
-        key: Id,
+        key: Point,
     },
     /// The join finished: the node is on the ring.
     Joined {
         /// Its first successor.
-        successor: Id,
+        successor: Point,
     },
     /// The join lookup gave up; call [`Node::join`] again with another bootstrap.
     JoinFailed,
@@ -263,7 +265,7 @@ pub enum Event {
     /// keys outside that arc to their new owner.
     PredecessorChanged {
         /// The new predecessor, or `None` when the old one failed.
-        predecessor: Option<Id>,
+        predecessor: Option<Point>,
     },
 }
 
@@ -276,32 +278,32 @@ enum Purpose {
 
 #[derive(Debug, Clone)]
 struct Lookup {
-    key: Id,
+    key: Point,
     purpose: Purpose,
-    asking: Id,
+    asking: Point,
     hops: u32,
     restarts: u32,
     /// Unanswered requests to `asking` so far.
     misses: u32,
-    avoid: Vec<Id>,
+    avoid: Vec<Point>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pending {
     Lookup(u64),
-    Stabilize(Id),
-    Ping(Id),
+    Stabilize(Point),
+    Ping(Point),
 }
 
 /// One Chord node's routing state machine.
 ///
 /// ```
-/// use quorate_consistent_hash::chord::{Config, Event, Id, Node, Tick};
+/// use quorate_consistent_hash::chord::{Config, Event, Point, Node, Tick};
 ///
 /// let config = Config::new(16)?;
-/// let mut first = Node::new(Id(100), config)?;
-/// let mut second = Node::new(Id(40_000), config)?;
-/// second.join(Id(100), Tick(0));
+/// let mut first = Node::new(Point(100), config)?;
+/// let mut second = Node::new(Point(40_000), config)?;
+/// second.join(Point(100), Tick(0));
 /// // A toy network: deliver everything until both are quiet.
 /// for now in 0..20 {
 ///     first.handle_timeout(Tick(now));
@@ -319,24 +321,24 @@ enum Pending {
 ///         if !moved { break; }
 ///     }
 /// }
-/// assert_eq!(first.successor(), Id(40_000));
-/// assert_eq!(second.successor(), Id(100));
-/// assert_eq!(first.find_successor(Id(500), &[]), chord::Hop::Found(Id(40_000)));
+/// assert_eq!(first.successor(), Point(40_000));
+/// assert_eq!(second.successor(), Point(100));
+/// assert_eq!(first.find_successor(Point(500), &[]), chord::Hop::Found(Point(40_000)));
 /// # use quorate_consistent_hash::chord;
 /// # Ok::<(), quorate_consistent_hash::Error>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct Node {
-    id: Id,
+    id: Point,
     config: Config,
     joined: bool,
     /// Where we joined through; used to rejoin if every known node fails.
-    bootstrap: Option<Id>,
+    bootstrap: Option<Point>,
     lost_ring: bool,
-    predecessor: Option<Id>,
+    predecessor: Option<Point>,
     /// Never empty: `[self]` when alone.
-    successors: Vec<Id>,
-    fingers: Vec<Option<Id>>,
+    successors: Vec<Point>,
+    fingers: Vec<Option<Point>>,
     next_finger: u32,
     successor_misses: u32,
     predecessor_misses: u32,
@@ -350,8 +352,8 @@ pub struct Node {
 
 impl Node {
     /// A node that forms a ring of its own; call [`Node::join`] to enter an existing one.
-    pub fn new(id: Id, config: Config) -> Result<Self, Error> {
-        config.space.id(id.0)?;
+    pub fn new(id: Point, config: Config) -> Result<Self, Error> {
+        config.space.point(id.0)?;
         if config.successors == 0 {
             return Err(Error::ZeroSuccessors);
         }
@@ -377,7 +379,7 @@ impl Node {
     }
 
     /// This node's id.
-    pub fn id(&self) -> Id {
+    pub fn id(&self) -> Point {
         self.id
     }
 
@@ -387,22 +389,22 @@ impl Node {
     }
 
     /// The first successor (itself when alone).
-    pub fn successor(&self) -> Id {
+    pub fn successor(&self) -> Point {
         self.successors.first().copied().unwrap_or(self.id)
     }
 
     /// The successor list, nearest first.
-    pub fn successors(&self) -> &[Id] {
+    pub fn successors(&self) -> &[Point] {
         &self.successors
     }
 
     /// The predecessor, if known.
-    pub fn predecessor(&self) -> Option<Id> {
+    pub fn predecessor(&self) -> Option<Point> {
         self.predecessor
     }
 
     /// Finger `i`: the node believed to succeed `id + 2^i`.
-    pub fn finger(&self, i: u32) -> Option<Id> {
+    pub fn finger(&self, i: u32) -> Option<Point> {
         self.fingers.get(i as usize).copied().flatten()
     }
 
@@ -411,7 +413,7 @@ impl Node {
     /// If later every successor, finger and the predecessor fail, the node
     /// rejoins through `bootstrap` by itself; should that fail too it reports
     /// [`Event::JoinFailed`].
-    pub fn join(&mut self, bootstrap: Id, now: Tick) {
+    pub fn join(&mut self, bootstrap: Point, now: Tick) {
         self.joined = false;
         self.bootstrap = Some(bootstrap);
         self.lost_ring = false;
@@ -442,8 +444,8 @@ impl Node {
     }
 
     /// Starts a lookup of `key`; its result comes as [`Event::LookupDone`].
-    pub fn lookup(&mut self, key: Id, now: Tick) -> Result<LookupId, Error> {
-        self.config.space.id(key.0)?;
+    pub fn lookup(&mut self, key: Point, now: Tick) -> Result<LookupId, Error> {
+        self.config.space.point(key.0)?;
         let number = self.number();
         let lookup = LookupId(number);
         self.start_lookup(number, key, Purpose::User(lookup), now);
@@ -453,7 +455,7 @@ impl Node {
     /// The paper's `find_successor` step, answered from local state only:
     /// the key's successor if it lies between us and our first live
     /// successor, else the closest preceding node we know, skipping `avoid`.
-    pub fn find_successor(&self, key: Id, avoid: &[Id]) -> Hop {
+    pub fn find_successor(&self, key: Point, avoid: &[Point]) -> Hop {
         let space = &self.config.space;
         let successor = self
             .successors
@@ -482,9 +484,14 @@ impl Node {
 
     /// Handles a message from `from`.
     ///
-    /// A message naming ids outside the circle, or carrying more than
-    /// [`MAX_LIST`] ids in a list, is rejected with an error and changes nothing.
-    pub fn handle_message(&mut self, now: Tick, from: Id, message: Message) -> Result<(), Error> {
+    /// A message naming points outside the circle, or carrying more than
+    /// [`MAX_LIST`] points in a list, is rejected with an error and changes nothing.
+    pub fn handle_message(
+        &mut self,
+        now: Tick,
+        from: Point,
+        message: Message,
+    ) -> Result<(), Error> {
         self.validate(from, &message)?;
         match message {
             Message::FindSuccessor {
@@ -535,34 +542,34 @@ impl Node {
         Ok(())
     }
 
-    fn validate(&self, from: Id, message: &Message) -> Result<(), Error> {
+    fn validate(&self, from: Point, message: &Message) -> Result<(), Error> {
         let space = self.config.space;
-        let check_list = |ids: &[Id]| -> Result<(), Error> {
+        let check_list = |ids: &[Point]| -> Result<(), Error> {
             if ids.len() > MAX_LIST {
                 return Err(Error::ListTooLong {
                     len: ids.len(),
                     max: MAX_LIST,
                 });
             }
-            ids.iter().try_for_each(|id| space.id(id.0).map(drop))
+            ids.iter().try_for_each(|id| space.point(id.0).map(drop))
         };
-        space.id(from.0)?;
+        space.point(from.0)?;
         match message {
             Message::FindSuccessor { key, avoid, .. } => {
-                space.id(key.0)?;
+                space.point(key.0)?;
                 check_list(avoid)
             }
             Message::NextHop {
                 hop: Hop::Found(id) | Hop::Next(id),
                 ..
-            } => space.id(id.0).map(drop),
+            } => space.point(id.0).map(drop),
             Message::Predecessor {
                 predecessor,
                 successors,
                 ..
             } => {
                 if let Some(predecessor) = predecessor {
-                    space.id(predecessor.0)?;
+                    space.point(predecessor.0)?;
                 }
                 check_list(successors)
             }
@@ -620,7 +627,7 @@ impl Node {
         self.next_number
     }
 
-    fn send(&mut self, to: Id, message: Message) {
+    fn send(&mut self, to: Point, message: Message) {
         self.transmits.push_back(Transmit { to, message });
     }
 
@@ -632,7 +639,7 @@ impl Node {
     }
 
     /// Removes a pending request, but only if `from` is who we asked.
-    fn take_pending(&mut self, request: RequestId, from: Id) -> Option<(Pending, Tick)> {
+    fn take_pending(&mut self, request: RequestId, from: Point) -> Option<(Pending, Tick)> {
         let asked = match self.pending.get(&request)?.0 {
             Pending::Lookup(number) => self.lookups.get(&number).map(|lookup| lookup.asking),
             Pending::Stabilize(to) | Pending::Ping(to) => Some(to),
@@ -643,7 +650,7 @@ impl Node {
         self.pending.remove(&request)
     }
 
-    fn start_lookup(&mut self, number: u64, key: Id, purpose: Purpose, now: Tick) {
+    fn start_lookup(&mut self, number: u64, key: Point, purpose: Purpose, now: Tick) {
         let lookup = Lookup {
             key,
             purpose,
@@ -672,7 +679,7 @@ impl Node {
         );
     }
 
-    fn advance_lookup(&mut self, number: u64, from: Id, mut hop: Hop, now: Tick) {
+    fn advance_lookup(&mut self, number: u64, from: Point, mut hop: Hop, now: Tick) {
         let Some(mut lookup) = self.lookups.remove(&number) else {
             return;
         };
@@ -694,7 +701,7 @@ impl Node {
         }
     }
 
-    fn finish_lookup(&mut self, lookup: Lookup, successor: Option<Id>) {
+    fn finish_lookup(&mut self, lookup: Lookup, successor: Option<Point>) {
         match (lookup.purpose, successor) {
             (Purpose::User(id), Some(successor)) => {
                 self.events.push_back(Event::LookupDone {
@@ -767,7 +774,7 @@ impl Node {
     }
 
     /// Drops a failed node from every table; the successor list falls back to the next entry.
-    fn forget(&mut self, failed: Id) {
+    fn forget(&mut self, failed: Point) {
         if failed == self.id {
             return;
         }
@@ -815,7 +822,7 @@ impl Node {
     /// Sends a request unless the same one is still waiting for its reply.
     fn request_once(
         &mut self,
-        to: Id,
+        to: Point,
         pending: Pending,
         now: Tick,
         message: impl FnOnce(RequestId) -> Message,
@@ -831,7 +838,12 @@ impl Node {
         self.send(to, message(request));
     }
 
-    fn stabilized(&mut self, successor: Id, predecessor: Option<Id>, their_successors: &[Id]) {
+    fn stabilized(
+        &mut self,
+        successor: Point,
+        predecessor: Option<Point>,
+        their_successors: &[Point],
+    ) {
         let space = self.config.space;
         let mut list = Vec::with_capacity(self.config.successors);
         if let Some(closer) =
@@ -854,7 +866,7 @@ impl Node {
         self.send(first, Message::Notify);
     }
 
-    fn notified(&mut self, candidate: Id) {
+    fn notified(&mut self, candidate: Point) {
         if !self.joined || candidate == self.id {
             return;
         }
@@ -870,7 +882,7 @@ impl Node {
         }
     }
 
-    fn set_predecessor(&mut self, predecessor: Option<Id>) {
+    fn set_predecessor(&mut self, predecessor: Option<Point>) {
         if self.predecessor != predecessor {
             self.predecessor = predecessor;
             self.events
@@ -911,20 +923,20 @@ mod tests {
     #[test]
     fn arcs_on_a_small_circle() {
         let space = IdSpace::new(3).unwrap();
-        let (a, b) = (Id(6), Id(2));
-        let inside: Vec<u64> = (0..8).filter(|&x| space.between(Id(x), a, b)).collect();
+        let (a, b) = (Point(6), Point(2));
+        let inside: Vec<u64> = (0..8).filter(|&x| space.between(Point(x), a, b)).collect();
         assert_eq!(inside, [0, 1, 7]);
         let closed: Vec<u64> = (0..8)
-            .filter(|&x| space.between_right_closed(Id(x), a, b))
+            .filter(|&x| space.between_right_closed(Point(x), a, b))
             .collect();
         assert_eq!(closed, [0, 1, 2, 7]);
         let whole: Vec<u64> = (0..8)
-            .filter(|&x| space.between(Id(x), Id(3), Id(3)))
+            .filter(|&x| space.between(Point(x), Point(3), Point(3)))
             .collect();
         assert_eq!(whole, [0, 1, 2, 4, 5, 6, 7]);
-        assert!((0..8).all(|x| space.between_right_closed(Id(x), Id(3), Id(3))));
-        assert_eq!(space.finger_start(Id(6), 2), Id(2));
-        assert_eq!(space.distance(Id(6), Id(1)), 3);
+        assert!((0..8).all(|x| space.between_right_closed(Point(x), Point(3), Point(3))));
+        assert_eq!(space.finger_start(Point(6), 2), Point(2));
+        assert_eq!(space.distance(Point(6), Point(1)), 3);
     }
 
     #[test]
@@ -934,17 +946,17 @@ mod tests {
         assert!(IdSpace::new(64).is_ok());
         let config = Config::new(4).unwrap();
         assert_eq!(
-            Node::new(Id(16), config).err(),
+            Node::new(Point(16), config).err(),
             Some(Error::IdOutOfRange { id: 16, bits: 4 })
         );
-        let mut node = Node::new(Id(15), config).unwrap();
+        let mut node = Node::new(Point(15), config).unwrap();
         assert_eq!(
-            node.lookup(Id(99), Tick(0)),
+            node.lookup(Point(99), Tick(0)),
             Err(Error::IdOutOfRange { id: 99, bits: 4 })
         );
         assert!(
             Node::new(
-                Id(1),
+                Point(1),
                 Config {
                     successors: 0,
                     ..config
@@ -956,32 +968,32 @@ mod tests {
 
     #[test]
     fn rejects_forged_messages_without_changing_state() {
-        let mut node = Node::new(Id(5), Config::new(8).unwrap()).unwrap();
+        let mut node = Node::new(Point(5), Config::new(8).unwrap()).unwrap();
         let before = alloc::format!("{node:?}");
         let request = RequestId(1);
         let out_of_range = Message::FindSuccessor {
             request,
-            key: Id(300),
+            key: Point(300),
             avoid: Vec::new(),
         };
         assert_eq!(
-            node.handle_message(Tick(0), Id(9), out_of_range),
+            node.handle_message(Tick(0), Point(9), out_of_range),
             Err(Error::IdOutOfRange { id: 300, bits: 8 })
         );
         let too_long = Message::Predecessor {
             request,
             predecessor: None,
-            successors: vec![Id(1); MAX_LIST + 1],
+            successors: vec![Point(1); MAX_LIST + 1],
         };
         assert_eq!(
-            node.handle_message(Tick(0), Id(9), too_long),
+            node.handle_message(Tick(0), Point(9), too_long),
             Err(Error::ListTooLong {
                 len: MAX_LIST + 1,
                 max: MAX_LIST
             })
         );
         assert_eq!(
-            node.handle_message(Tick(0), Id(256), Message::Notify),
+            node.handle_message(Tick(0), Point(256), Message::Notify),
             Err(Error::IdOutOfRange { id: 256, bits: 8 })
         );
         assert_eq!(alloc::format!("{node:?}"), before);
@@ -990,14 +1002,14 @@ mod tests {
 
     #[test]
     fn answers_only_the_peer_it_asked() {
-        let mut node = Node::new(Id(5), Config::new(8).unwrap()).unwrap();
-        node.handle_message(Tick(0), Id(50), Message::Notify)
+        let mut node = Node::new(Point(5), Config::new(8).unwrap()).unwrap();
+        node.handle_message(Tick(0), Point(50), Message::Notify)
             .unwrap();
-        assert_eq!(node.predecessor(), Some(Id(50)));
+        assert_eq!(node.predecessor(), Some(Point(50)));
         assert_eq!(
             node.poll_event(),
             Some(Event::PredecessorChanged {
-                predecessor: Some(Id(50))
+                predecessor: Some(Point(50))
             })
         );
         node.handle_timeout(Tick(0));
@@ -1005,36 +1017,36 @@ mod tests {
         let Message::GetPredecessor { request } = stabilize.message else {
             panic!("{stabilize:?}")
         };
-        assert_eq!(stabilize.to, Id(50));
+        assert_eq!(stabilize.to, Point(50));
         // A reply from someone else is ignored.
         let forged = Message::Predecessor {
             request,
-            predecessor: Some(Id(7)),
-            successors: vec![Id(7)],
+            predecessor: Some(Point(7)),
+            successors: vec![Point(7)],
         };
-        node.handle_message(Tick(1), Id(60), forged).unwrap();
-        assert_eq!(node.successor(), Id(50));
+        node.handle_message(Tick(1), Point(60), forged).unwrap();
+        assert_eq!(node.successor(), Point(50));
         // The real one is taken: 7 lies between 5 and 50, so it becomes the successor.
         let real = Message::Predecessor {
             request,
-            predecessor: Some(Id(7)),
-            successors: vec![Id(5)],
+            predecessor: Some(Point(7)),
+            successors: vec![Point(5)],
         };
-        node.handle_message(Tick(1), Id(50), real).unwrap();
-        assert_eq!(node.successors(), [Id(7), Id(50)]);
+        node.handle_message(Tick(1), Point(50), real).unwrap();
+        assert_eq!(node.successors(), [Point(7), Point(50)]);
     }
 
     #[test]
     fn a_lone_node_owns_every_key() {
-        let mut node = Node::new(Id(5), Config::new(8).unwrap()).unwrap();
-        assert_eq!(node.find_successor(Id(200), &[]), Hop::Found(Id(5)));
-        let lookup = node.lookup(Id(9), Tick(0)).unwrap();
+        let mut node = Node::new(Point(5), Config::new(8).unwrap()).unwrap();
+        assert_eq!(node.find_successor(Point(200), &[]), Hop::Found(Point(5)));
+        let lookup = node.lookup(Point(9), Tick(0)).unwrap();
         assert_eq!(
             node.poll_event(),
             Some(Event::LookupDone {
                 lookup,
-                key: Id(9),
-                successor: Id(5),
+                key: Point(9),
+                successor: Point(5),
                 hops: 0
             })
         );
@@ -1044,18 +1056,24 @@ mod tests {
     #[test]
     fn routes_through_the_closest_preceding_finger() {
         // Paper figure 3(b)-style ring on 6 bits: nodes 1, 8, 14, 21, 32, 38, 42, 48, 51, 56.
-        let mut node = Node::new(Id(8), Config::new(6).unwrap()).unwrap();
-        node.successors = vec![Id(14), Id(21)];
+        let mut node = Node::new(Point(8), Config::new(6).unwrap()).unwrap();
+        node.successors = vec![Point(14), Point(21)];
         // Fingers of 8 by hand: succ(9)=14, succ(10)=14, succ(12)=14, succ(16)=21, succ(24)=32, succ(40)=42.
         node.fingers = [14, 14, 14, 21, 32, 42]
             .iter()
-            .map(|&f| Some(Id(f)))
+            .map(|&f| Some(Point(f)))
             .collect();
-        assert_eq!(node.find_successor(Id(10), &[]), Hop::Found(Id(14)));
-        assert_eq!(node.find_successor(Id(54), &[]), Hop::Next(Id(42)));
-        assert_eq!(node.find_successor(Id(30), &[]), Hop::Next(Id(21)));
+        assert_eq!(node.find_successor(Point(10), &[]), Hop::Found(Point(14)));
+        assert_eq!(node.find_successor(Point(54), &[]), Hop::Next(Point(42)));
+        assert_eq!(node.find_successor(Point(30), &[]), Hop::Next(Point(21)));
         // With 14 failed, the next live successor answers for its arc.
-        assert_eq!(node.find_successor(Id(10), &[Id(14)]), Hop::Found(Id(21)));
-        assert_eq!(node.find_successor(Id(54), &[Id(42)]), Hop::Next(Id(32)));
+        assert_eq!(
+            node.find_successor(Point(10), &[Point(14)]),
+            Hop::Found(Point(21))
+        );
+        assert_eq!(
+            node.find_successor(Point(54), &[Point(42)]),
+            Hop::Next(Point(32))
+        );
     }
 }

@@ -12,21 +12,24 @@
 //! ([`Xxh3`], XXH3-64 over [`StableKey`] bytes) so every process, platform
 //! and release places keys identically.
 //!
-//! **Keys and ids.** Keys are any [`StableKey`] (byte strings, `str`,
-//! integers as little-endian bytes); nodes of a [`Ring`], [`Rendezvous`],
-//! [`Maglev`], [`MultiProbe`] or [`BoundedLoads`] are the caller's own type
-//! `N: StableKey + Ord` (an address, a Raft node id, a name), returned by
-//! reference from lookups. [`JumpHash`] names its buckets [`Bucket`]`(u32)`,
-//! `0..n`. A Chord node and the keys it routes are [`chord::Id`]s, points
-//! on its `2^bits` identifier circle, which an application derives from its
-//! own node names with [`chord::IdSpace::id_from_hash`].
+//! **Ids.** Keys are any [`StableKey`] (byte strings, `str`, integers as
+//! little-endian bytes); nodes of a [`Ring`], [`Rendezvous`], [`Maglev`],
+//! [`MultiProbe`] or [`BoundedLoads`] are the caller's own type
+//! `N: StableKey + Ord` (an address, a name, a raft-core `NodeId` or the
+//! transport's `PeerId`, the same `u64`), returned by reference from
+//! lookups; the crate defines no node id. [`JumpHash`] names its buckets
+//! [`Bucket`]`(u32)`, `0..n`. A [`chord::Point`] is a position on Chord's
+//! `2^bits` identifier circle, where a node sits or a key falls, not a node
+//! name: derive it from yours with [`chord::IdSpace::point_from_hash`].
+//! [`chord::LookupId`] and [`chord::RequestId`] correlate lookups and replies.
 //!
-//! **No I/O, no clock, no randomness.** Nothing in this crate touches a
-//! network, a file or the system clock, or draws random numbers: placement
-//! is a pure function of the membership, and the Chord node's only time is
-//! the logical [`chord::Tick`] the caller passes as `now` to the methods
-//! that act on time (`join`, `lookup`, `handle_message`, `handle_timeout`);
-//! [`chord::Node::poll_timeout`] says when it next needs one.
+//! **Time.** Nothing in this crate touches a network, a file or a clock, or
+//! draws random numbers: placement is a pure function of the membership and
+//! takes no time. The Chord node's only time is the logical [`chord::Tick`],
+//! monotonic, in whatever unit the driver counts, passed in by the caller as
+//! `now` to the methods that act on time (`join`, `lookup`,
+//! `handle_message`, `handle_timeout`); [`chord::Node::poll_timeout`] says
+//! when it next needs one.
 //!
 //! ```
 //! use quorate_consistent_hash::{JumpHash, Ring};

@@ -20,7 +20,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use quorate_consistent_hash::chord::{Config, Event, Id, LookupId, Message, Node, Tick};
+use quorate_consistent_hash::chord::{Config, Event, LookupId, Message, Node, Point, Tick};
 
 const BITS: u32 = 32;
 
@@ -28,9 +28,9 @@ struct Sim {
     rng: fastrand::Rng,
     config: Config,
     now: u64,
-    nodes: BTreeMap<Id, Node>,
-    in_flight: BTreeMap<u64, Vec<(Id, Id, Message)>>,
-    lookups: BTreeMap<(Id, LookupId), Id>,
+    nodes: BTreeMap<Point, Node>,
+    in_flight: BTreeMap<u64, Vec<(Point, Point, Message)>>,
+    lookups: BTreeMap<(Point, LookupId), Point>,
     results: Vec<LookupResult>,
     messages: u64,
     /// Whether the network loses and duplicates messages right now.
@@ -39,9 +39,9 @@ struct Sim {
 
 #[derive(Debug)]
 struct LookupResult {
-    key: Id,
-    successor: Id,
-    truth: Id,
+    key: Point,
+    successor: Point,
+    truth: Point,
     hops: u32,
 }
 
@@ -64,16 +64,16 @@ impl Sim {
         }
     }
 
-    fn fresh_id(&mut self) -> Id {
+    fn fresh_id(&mut self) -> Point {
         loop {
-            let id = Id(self.rng.u64(..1 << BITS));
+            let id = Point(self.rng.u64(..1 << BITS));
             if !self.nodes.contains_key(&id) {
                 return id;
             }
         }
     }
 
-    fn joined(&self) -> Vec<Id> {
+    fn joined(&self) -> Vec<Point> {
         self.nodes
             .values()
             .filter(|node| node.is_joined())
@@ -81,7 +81,7 @@ impl Sim {
             .collect()
     }
 
-    fn random_joined(&mut self) -> Id {
+    fn random_joined(&mut self) -> Point {
         let joined = self.joined();
         joined[self.rng.usize(..joined.len())]
     }
@@ -107,8 +107,8 @@ impl Sim {
     }
 
     /// The true successor of `key` among joined, live nodes.
-    fn truth(&self, key: Id) -> Id {
-        let joined: BTreeSet<Id> = self.joined().into_iter().collect();
+    fn truth(&self, key: Point) -> Point {
+        let joined: BTreeSet<Point> = self.joined().into_iter().collect();
         joined
             .range(key..)
             .next()
@@ -119,7 +119,7 @@ impl Sim {
 
     fn start_lookup(&mut self) {
         let origin = self.random_joined();
-        let key = Id(self.rng.u64(..1 << BITS));
+        let key = Point(self.rng.u64(..1 << BITS));
         let now = Tick(self.now);
         let lookup = self
             .nodes
@@ -141,7 +141,7 @@ impl Sim {
         for node in self.nodes.values_mut() {
             node.handle_timeout(now);
         }
-        let ids: Vec<Id> = self.nodes.keys().copied().collect();
+        let ids: Vec<Point> = self.nodes.keys().copied().collect();
         for id in ids {
             while let Some(transmit) = self.nodes.get_mut(&id).unwrap().poll_transmit() {
                 self.messages += 1;
@@ -182,7 +182,7 @@ impl Sim {
                         let truth = self.truth(key);
                         self.results.push(LookupResult {
                             key,
-                            successor: Id(u64::MAX),
+                            successor: Point(u64::MAX),
                             truth,
                             hops: 0,
                         });
@@ -256,7 +256,7 @@ impl Sim {
     }
 
     fn assert_ring_is_consistent(&self) {
-        let joined: Vec<Id> = self.joined();
+        let joined: Vec<Point> = self.joined();
         let waiting: Vec<&Node> = self
             .nodes
             .values()

@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use quorate_clocks::{CausalBuffer, VectorClock};
-use quorate_ids::{ClockPolicy, Id, Layout, NodeId, SystemClockGenerator};
+use quorate_ids::{ClockPolicy, Id, Layout, SystemClockGenerator, WorkerId};
 use quorate_transport::framing::ChannelId;
 use quorate_transport::patterns::mux::{Endpoint, Mux};
 use quorate_transport::patterns::pubsub::{Publisher, Subscriber};
@@ -784,7 +784,7 @@ fn spawn_client(
         session: u64::from(node) * 1000,
         ids: SystemClockGenerator::new(
             Layout::SEED,
-            NodeId::new(u64::from(node)),
+            WorkerId::new(u64::from(node)),
             ClockPolicy::WaitUntil,
         )?,
         buffer: CausalBuffer::new(name.to_owned(), CAUSAL_CAPACITY),

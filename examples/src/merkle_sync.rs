@@ -513,8 +513,7 @@ impl Replica {
             return Ok(());
         }
         self.report.bytes_received += FRAME_HEADER + frame.payload.len() as u64;
-        self.requester
-            .handle(self.now(), from, Wire::from_frame(frame)?);
+        self.requester.handle(from, Wire::from_frame(frame)?);
         Ok(())
     }
 

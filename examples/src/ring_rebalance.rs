@@ -21,11 +21,12 @@ use quorate_consistent_hash::{
     BoundedLoads, Error, JumpHash, KeyHasher, Maglev, MultiProbe, Rendezvous, Ring, Xxh3,
 };
 
-/// A storage node; nodes are numbered `0..n`.
+/// A storage node, numbered `0..n`: the placement schemes' own node type
+/// (`N`), not a Raft `NodeId`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct NodeId(pub u32);
+pub struct StorageNode(pub u32);
 
-impl fmt::Display for NodeId {
+impl fmt::Display for StorageNode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "n{}", self.0)
     }
@@ -42,7 +43,7 @@ pub struct Config {
     pub vnodes: u32,
     /// The node that leaves in the "leave" column (a middle one: a crash,
     /// not a planned shrink). Jump hash can only drop its last bucket.
-    pub leaver: NodeId,
+    pub leaver: StorageNode,
     /// Requests in the hot-key stream.
     pub requests: u64,
     /// Fraction of requests that go to the one hot key.
@@ -59,7 +60,7 @@ impl Default for Config {
             nodes: 10,
             keys: 100_000,
             vnodes: 160,
-            leaver: NodeId(3),
+            leaver: StorageNode(3),
             requests: 50_000,
             hot_fraction: 0.2,
             epsilon: 0.25,
@@ -126,7 +127,7 @@ pub struct Movement {
     /// node other than the joiner; on a leave, keys that were not on the leaver.
     pub needless: u64,
     /// The node that joined or left.
-    pub node: NodeId,
+    pub node: StorageNode,
 }
 
 /// One row of the table.
@@ -146,9 +147,9 @@ pub struct SchemeReport {
 #[derive(Debug, Clone, PartialEq)]
 pub struct HotKeyReport {
     /// Requests per node with plain ring placement.
-    pub plain: BTreeMap<NodeId, u64>,
+    pub plain: BTreeMap<StorageNode, u64>,
     /// Requests per node with bounded loads on the same ring.
-    pub bounded: BTreeMap<NodeId, u64>,
+    pub bounded: BTreeMap<StorageNode, u64>,
     /// Requests for the hot key.
     pub hot_requests: u64,
     /// Nodes that served the hot key under bounded loads.
@@ -170,15 +171,15 @@ pub struct Report {
 
 /// Anything that maps keys to nodes.
 trait Placement {
-    fn owner(&self, key: u64) -> Option<NodeId>;
+    fn owner(&self, key: u64) -> Option<StorageNode>;
 }
 
 struct Modulo {
-    nodes: Vec<NodeId>,
+    nodes: Vec<StorageNode>,
 }
 
 impl Placement for Modulo {
-    fn owner(&self, key: u64) -> Option<NodeId> {
+    fn owner(&self, key: u64) -> Option<StorageNode> {
         let n = u64::try_from(self.nodes.len()).ok().filter(|&n| n > 0)?;
         let slot = usize::try_from(Xxh3.hash_key(&key, 0) % n).ok()?;
         self.nodes.get(slot).copied()
@@ -186,32 +187,32 @@ impl Placement for Modulo {
 }
 
 impl Placement for Ring<u32> {
-    fn owner(&self, key: u64) -> Option<NodeId> {
-        self.get(&key).copied().map(NodeId)
+    fn owner(&self, key: u64) -> Option<StorageNode> {
+        self.get(&key).copied().map(StorageNode)
     }
 }
 
 impl Placement for JumpHash {
-    fn owner(&self, key: u64) -> Option<NodeId> {
-        Some(NodeId(self.bucket(&key).0))
+    fn owner(&self, key: u64) -> Option<StorageNode> {
+        Some(StorageNode(self.bucket(&key).0))
     }
 }
 
 impl Placement for Rendezvous<u32> {
-    fn owner(&self, key: u64) -> Option<NodeId> {
-        self.get(&key).copied().map(NodeId)
+    fn owner(&self, key: u64) -> Option<StorageNode> {
+        self.get(&key).copied().map(StorageNode)
     }
 }
 
 impl Placement for Maglev<u32> {
-    fn owner(&self, key: u64) -> Option<NodeId> {
-        self.get(&key).copied().map(NodeId)
+    fn owner(&self, key: u64) -> Option<StorageNode> {
+        self.get(&key).copied().map(StorageNode)
     }
 }
 
 impl Placement for MultiProbe<u32> {
-    fn owner(&self, key: u64) -> Option<NodeId> {
-        self.get(&key).copied().map(NodeId)
+    fn owner(&self, key: u64) -> Option<StorageNode> {
+        self.get(&key).copied().map(StorageNode)
     }
 }
 
@@ -219,7 +220,7 @@ impl Placement for MultiProbe<u32> {
 fn build(scheme: Scheme, members: &[u32], vnodes: u32) -> Result<Box<dyn Placement>, Error> {
     Ok(match scheme {
         Scheme::Modulo => Box::new(Modulo {
-            nodes: members.iter().copied().map(NodeId).collect(),
+            nodes: members.iter().copied().map(StorageNode).collect(),
         }),
         Scheme::Ring => {
             let mut ring = Ring::new(vnodes)?;
@@ -252,14 +253,14 @@ fn build(scheme: Scheme, members: &[u32], vnodes: u32) -> Result<Box<dyn Placeme
     })
 }
 
-fn owners(placement: &dyn Placement, keys: u64) -> Result<Vec<NodeId>, Error> {
+fn owners(placement: &dyn Placement, keys: u64) -> Result<Vec<StorageNode>, Error> {
     (0..keys)
         .map(|key| placement.owner(key).ok_or(Error::NoNodes))
         .collect()
 }
 
-fn max_over_mean(owners: &[NodeId], nodes: u32) -> f64 {
-    let mut counts: BTreeMap<NodeId, u64> = BTreeMap::new();
+fn max_over_mean(owners: &[StorageNode], nodes: u32) -> f64 {
+    let mut counts: BTreeMap<StorageNode, u64> = BTreeMap::new();
     for &owner in owners {
         *counts.entry(owner).or_insert(0) += 1;
     }
@@ -287,12 +288,12 @@ fn scheme_report(scheme: Scheme, config: &Config) -> Result<SchemeReport, Error>
     let mut join = Movement {
         moved: 0,
         needless: 0,
-        node: NodeId(joiner),
+        node: StorageNode(joiner),
     };
     let mut leave = Movement {
         moved: 0,
         needless: 0,
-        node: NodeId(leaver),
+        node: StorageNode(leaver),
     };
     for ((&was, &now_join), &now_leave) in old.iter().zip(&after_join).zip(&after_leave) {
         if was != now_join {
@@ -343,7 +344,7 @@ fn hot_key_report(config: &Config) -> Result<HotKeyReport, Error> {
     let mut hot_requests = 0;
     for key in request_stream(config) {
         let owner = ring.get(&key).copied().ok_or(Error::NoNodes)?;
-        *plain.entry(NodeId(owner)).or_insert(0) += 1;
+        *plain.entry(StorageNode(owner)).or_insert(0) += 1;
         let placed = loads.place_on_ring(&ring, &key)?;
         if key == HOT_KEY {
             hot_requests += 1;
@@ -351,7 +352,7 @@ fn hot_key_report(config: &Config) -> Result<HotKeyReport, Error> {
         }
     }
     let bounded = (0..config.nodes)
-        .map(|node| (NodeId(node), loads.load(&node)))
+        .map(|node| (StorageNode(node), loads.load(&node)))
         .collect();
     Ok(HotKeyReport {
         plain,
@@ -454,7 +455,7 @@ impl Report {
             mean
         );
         let _ = writeln!(out, "{:<6} {:>8} {:>14}", "node", "plain", "bounded(eps)");
-        for node in (0..c.nodes).map(NodeId) {
+        for node in (0..c.nodes).map(StorageNode) {
             let plain = h.plain.get(&node).copied().unwrap_or(0);
             let bounded = h.bounded.get(&node).copied().unwrap_or(0);
             let _ = writeln!(out, "{:<6} {:>8} {:>14}", node.to_string(), plain, bounded);

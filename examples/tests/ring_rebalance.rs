@@ -3,14 +3,14 @@
 //! modulo moves about `n/(n+1)`, bounded loads respect their cap.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use quorate_examples::ring_rebalance::{self, Config, NodeId, Scheme};
+use quorate_examples::ring_rebalance::{self, Config, Scheme, StorageNode};
 
 fn config() -> Config {
     Config {
         nodes: 8,
         keys: 20_000,
         vnodes: 160,
-        leaver: NodeId(3),
+        leaver: StorageNode(3),
         requests: 10_000,
         hot_fraction: 0.25,
         epsilon: 0.25,

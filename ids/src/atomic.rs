@@ -8,7 +8,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::IdError;
 use crate::generator::{ClockPolicy, Minter, minter_accessors};
-use crate::id::{Id, NodeId};
+use crate::id::{Id, WorkerId};
 use crate::layout::{Layout, LayoutSpec};
 use crate::time::UnixMillis;
 
@@ -22,9 +22,9 @@ use crate::time::UnixMillis;
 /// [`ClockPolicy::Tolerate`] with a small bound suits threads reading one clock.
 ///
 /// ```
-/// use quorate_ids::{AtomicGenerator, ClockPolicy, Layout, NodeId, UnixMillis};
+/// use quorate_ids::{AtomicGenerator, ClockPolicy, Layout, WorkerId, UnixMillis};
 ///
-/// let ids = AtomicGenerator::new(Layout::SEED, NodeId::new(1), ClockPolicy::WaitUntil)?;
+/// let ids = AtomicGenerator::new(Layout::SEED, WorkerId::new(1), ClockPolicy::WaitUntil)?;
 /// let now = UnixMillis::from_millis(1_750_000_000_000);
 /// std::thread::scope(|s| {
 ///     let a = s.spawn(|| ids.next(now));
@@ -41,13 +41,13 @@ pub struct AtomicGenerator<L: LayoutSpec = Layout> {
 }
 
 impl<L: LayoutSpec> AtomicGenerator<L> {
-    /// A generator minting IDs for `node` under `layout`.
+    /// A generator minting IDs for `worker` under `layout`.
     ///
     /// # Errors
-    /// [`IdError::FieldOutOfRange`] if `node` does not fit the layout's node field.
-    pub fn new(layout: L, node: NodeId, policy: ClockPolicy) -> Result<Self, IdError> {
+    /// [`IdError::FieldOutOfRange`] if `worker` does not fit the layout's worker field.
+    pub fn new(layout: L, worker: WorkerId, policy: ClockPolicy) -> Result<Self, IdError> {
         Ok(Self {
-            minter: Minter::new(layout, node, policy)?,
+            minter: Minter::new(layout, worker, policy)?,
             next_free: AtomicU64::new(0),
         })
     }
@@ -147,8 +147,8 @@ mod tests {
     #[test]
     fn matches_the_single_threaded_generator_call_for_call() {
         let policy = ClockPolicy::Tolerate(Duration::from_millis(2));
-        let atomic = AtomicGenerator::new(Layout::TWITTER, NodeId::new(9), policy).unwrap();
-        let mut plain = Generator::new(Layout::TWITTER, NodeId::new(9), policy).unwrap();
+        let atomic = AtomicGenerator::new(Layout::TWITTER, WorkerId::new(9), policy).unwrap();
+        let mut plain = Generator::new(Layout::TWITTER, WorkerId::new(9), policy).unwrap();
         let epoch = Layout::TWITTER.epoch().as_millis();
         for ms in [5, 5, 4, 3, 2, 6, 6, 1, 7, 7, 7] {
             let now = UnixMillis::from_millis(epoch + ms);
@@ -160,7 +160,7 @@ mod tests {
     #[test]
     fn threads_never_share_an_id() {
         let ids =
-            AtomicGenerator::new(Layout::SEED, NodeId::new(2), ClockPolicy::WaitUntil).unwrap();
+            AtomicGenerator::new(Layout::SEED, WorkerId::new(2), ClockPolicy::WaitUntil).unwrap();
         let epoch = Layout::SEED.epoch().as_millis();
         let minted: Vec<Vec<Id>> = std::thread::scope(|s| {
             let workers: Vec<_> = (0..4)
@@ -191,8 +191,8 @@ mod tests {
     #[test]
     fn batches_stay_in_one_tick_and_match_single_ids() {
         let layout = Layout::SONYFLAKE; // 256 IDs per 10 ms tick
-        let batched = AtomicGenerator::new(layout, NodeId::new(3), ClockPolicy::Reject).unwrap();
-        let single = AtomicGenerator::new(layout, NodeId::new(3), ClockPolicy::Reject).unwrap();
+        let batched = AtomicGenerator::new(layout, WorkerId::new(3), ClockPolicy::Reject).unwrap();
+        let single = AtomicGenerator::new(layout, WorkerId::new(3), ClockPolicy::Reject).unwrap();
         let now = UnixMillis::from_millis(layout.epoch().as_millis() + 1_000);
         let mut ids = [Id::from_u64(0); 100];
         let mut minted = Vec::new();
@@ -213,13 +213,14 @@ mod tests {
 
     #[test]
     fn resume_after_raises_the_counter() {
-        let ids = AtomicGenerator::new(Layout::SEED, NodeId::new(2), ClockPolicy::Reject).unwrap();
+        let ids =
+            AtomicGenerator::new(Layout::SEED, WorkerId::new(2), ClockPolicy::Reject).unwrap();
         let at = |ms| UnixMillis::from_millis(Layout::SEED.epoch().as_millis() + ms);
         let seen = Layout::SEED
             .compose(crate::Parts {
                 ticks: 50,
                 sequence: 3,
-                node: NodeId::new(1),
+                worker: WorkerId::new(1),
             })
             .unwrap();
         ids.resume_after(seen).unwrap();

@@ -9,14 +9,14 @@ use crate::time::UnixMillis;
 pub enum LayoutError {
     /// The three widths must fill 63 bits (the sign bit stays clear, so the ID
     /// is also a positive `i64`) or all 64.
-    #[error("field widths {time}+{sequence}+{node} = {sum} bits; they must add up to 63 or 64")]
+    #[error("field widths {time}+{sequence}+{worker} = {sum} bits; they must add up to 63 or 64")]
     WidthsDoNotFill {
         /// Requested time width.
         time: u8,
         /// Requested sequence width.
         sequence: u8,
-        /// Requested node width.
-        node: u8,
+        /// Requested worker width.
+        worker: u8,
         /// Their sum.
         sum: u16,
     },
@@ -24,7 +24,7 @@ pub enum LayoutError {
     #[error("the time field needs at least one bit")]
     NoTimeBits,
     /// The generators keep (time, sequence) in 63 bits so that "one past the last
-    /// issued ID" always fits in a `u64`; a 64-bit layout therefore needs a node bit.
+    /// issued ID" always fits in a `u64`; a 64-bit layout therefore needs a worker bit.
     #[error("time {time} + sequence {sequence} bits exceed the 63 bits a generator can track")]
     TimeAndSequenceTooWide {
         /// Requested time width.
@@ -32,13 +32,13 @@ pub enum LayoutError {
         /// Requested sequence width.
         sequence: u8,
     },
-    /// A node split asks for more process bits than the node field has.
-    #[error("{process} process bits do not fit in the {node}-bit node field")]
-    ProcessWiderThanNode {
+    /// A split asks for more process bits than the worker field has.
+    #[error("{process} process bits do not fit in the {worker}-bit worker field")]
+    ProcessWiderThanWorker {
         /// Requested process width.
         process: u8,
-        /// The layout's node width.
-        node: u8,
+        /// The layout's worker width.
+        worker: u8,
     },
     /// The epoch lies after the time it was checked against: IDs minted now
     /// would have a negative time.
@@ -59,11 +59,11 @@ pub enum Field {
     Time,
     /// The per-tick sequence number.
     Sequence,
-    /// The node (worker, machine, shard) id.
-    Node,
-    /// The worker part of a split node field ([`Layout::node_id`](crate::Layout::node_id)).
+    /// The worker id (Twitter's worker, Sonyflake's machine, Instagram's shard).
     Worker,
-    /// The process part of a split node field.
+    /// The host part of a split worker field ([`Layout::worker_id`](crate::Layout::worker_id)).
+    Host,
+    /// The process part of a split worker field.
     Process,
 }
 

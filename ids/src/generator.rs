@@ -3,7 +3,7 @@
 use core::time::Duration;
 
 use crate::error::{BlockCause, Field, IdError};
-use crate::id::{Id, NodeId};
+use crate::id::{Id, WorkerId};
 use crate::layout::{Layout, LayoutSpec};
 use crate::time::UnixMillis;
 
@@ -38,10 +38,10 @@ macro_rules! minter_accessors {
             self.minter.layout()
         }
 
-        /// The node this generator mints for.
+        /// The worker this generator mints for.
         #[must_use]
-        pub fn node(&self) -> $crate::NodeId {
-            self.minter.node()
+        pub fn worker(&self) -> $crate::WorkerId {
+            self.minter.worker()
         }
 
         /// The clock-backwards policy.
@@ -51,7 +51,7 @@ macro_rules! minter_accessors {
         }
 
         /// The last ID issued (or passed to `resume_after`), with this
-        /// generator's node, if any.
+        /// generator's worker, if any.
         #[must_use]
         pub fn last_issued(&self) -> Option<$crate::Id> {
             self.minter.last_issued(self.counter())
@@ -60,7 +60,7 @@ macro_rules! minter_accessors {
 }
 pub(crate) use minter_accessors;
 
-/// The state both generators share besides the counter: layout, node, policy.
+/// The state both generators share besides the counter: layout, worker, policy.
 ///
 /// The counter, `next_free`, packs (tick, sequence) as `tick << sequence_bits |
 /// sequence` and holds one past the last issued pair (0 before the first ID).
@@ -70,21 +70,21 @@ pub(crate) use minter_accessors;
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Minter<L> {
     layout: L,
-    node: u64,
-    // The node's bits in place in an ID, so minting is one OR.
-    node_in_place: u64,
+    worker: u64,
+    // The worker's bits in place in an ID, so minting is one OR.
+    worker_in_place: u64,
     policy: ClockPolicy,
     tolerated_ticks: u64,
 }
 
 impl<L: LayoutSpec> Minter<L> {
-    pub(crate) fn new(layout: L, node: NodeId, policy: ClockPolicy) -> Result<Self, IdError> {
+    pub(crate) fn new(layout: L, worker: WorkerId, policy: ClockPolicy) -> Result<Self, IdError> {
         let fixed = layout.layout();
-        if node.get() > fixed.max_node() {
+        if worker.get() > fixed.max_worker() {
             return Err(IdError::FieldOutOfRange {
-                field: Field::Node,
-                value: node.get(),
-                max: fixed.max_node(),
+                field: Field::Worker,
+                value: worker.get(),
+                max: fixed.max_worker(),
             });
         }
         let tolerated_ticks = match policy {
@@ -95,8 +95,8 @@ impl<L: LayoutSpec> Minter<L> {
         };
         Ok(Self {
             layout,
-            node: node.get(),
-            node_in_place: fixed.node_in_place(node.get()),
+            worker: worker.get(),
+            worker_in_place: fixed.worker_in_place(worker.get()),
             policy,
             tolerated_ticks,
         })
@@ -111,8 +111,8 @@ impl<L: LayoutSpec> Minter<L> {
         self.layout.layout()
     }
 
-    pub(crate) fn node(&self) -> NodeId {
-        NodeId::new(self.node)
+    pub(crate) fn worker(&self) -> WorkerId {
+        WorkerId::new(self.worker)
     }
 
     pub(crate) fn policy(&self) -> ClockPolicy {
@@ -186,7 +186,7 @@ impl<L: LayoutSpec> Minter<L> {
         Id::from_u64(
             self.layout
                 .layout()
-                .compose_packed(issued, self.node_in_place),
+                .compose_packed(issued, self.worker_in_place),
         )
     }
 
@@ -212,16 +212,16 @@ impl<L: LayoutSpec> Minter<L> {
 /// compile time.
 ///
 /// ```
-/// use quorate_ids::{ClockPolicy, Generator, IdError, Layout, NodeId, UnixMillis};
+/// use quorate_ids::{ClockPolicy, Generator, IdError, Layout, WorkerId, UnixMillis};
 ///
 /// let layout = Layout::SEED;
-/// let mut ids = Generator::new(layout, NodeId::new(7), ClockPolicy::WaitUntil)?;
+/// let mut ids = Generator::new(layout, WorkerId::new(7), ClockPolicy::WaitUntil)?;
 /// let now = UnixMillis::from_millis(1_750_000_000_000);
 /// let a = ids.next(now)?;
 /// let b = ids.next(now)?;
 /// assert!(a < b);
 /// assert_eq!(b.decompose(layout).sequence, 1);
-/// assert_eq!(b.decompose(layout).node, NodeId::new(7));
+/// assert_eq!(b.decompose(layout).worker, WorkerId::new(7));
 /// assert_eq!(b.timestamp(layout), now);
 ///
 /// // The clock steps back 3 ms: wait until it is back at the last tick.
@@ -243,13 +243,13 @@ pub struct Generator<L: LayoutSpec = Layout> {
 }
 
 impl<L: LayoutSpec> Generator<L> {
-    /// A generator minting IDs for `node` under `layout`.
+    /// A generator minting IDs for `worker` under `layout`.
     ///
     /// # Errors
-    /// [`IdError::FieldOutOfRange`] if `node` does not fit the layout's node field.
-    pub fn new(layout: L, node: NodeId, policy: ClockPolicy) -> Result<Self, IdError> {
+    /// [`IdError::FieldOutOfRange`] if `worker` does not fit the layout's worker field.
+    pub fn new(layout: L, worker: WorkerId, policy: ClockPolicy) -> Result<Self, IdError> {
         Ok(Self {
-            minter: Minter::new(layout, node, policy)?,
+            minter: Minter::new(layout, worker, policy)?,
             next_free: 0,
             window_start: 0,
             window_limit: 0,
@@ -298,8 +298,8 @@ impl<L: LayoutSpec> Generator<L> {
         Ok(id)
     }
 
-    /// Treats every ID up to and including `id` (any node) as issued, so that a
-    /// restarted node whose clock went back while it was down cannot mint them
+    /// Treats every ID up to and including `id` (any worker) as issued, so that a
+    /// restarted worker whose clock went back while it was down cannot mint them
     /// again. Persist [`Generator::last_issued`] (or a time ahead of it) and
     /// feed it back here on start. Never moves the generator backwards.
     ///
@@ -329,12 +329,12 @@ mod tests {
     }
 
     fn generator(policy: ClockPolicy) -> Generator {
-        Generator::new(Layout::SEED, NodeId::new(5), policy).unwrap()
+        Generator::new(Layout::SEED, WorkerId::new(5), policy).unwrap()
     }
 
     fn parts(id: Id) -> (u64, u64, u64) {
         let p = Layout::SEED.decompose(id);
-        (p.ticks, p.sequence, p.node.get())
+        (p.ticks, p.sequence, p.worker.get())
     }
 
     #[test]
@@ -350,11 +350,11 @@ mod tests {
     }
 
     #[test]
-    fn node_must_fit_the_layout() {
+    fn worker_must_fit_the_layout() {
         assert_eq!(
-            Generator::new(Layout::SEED, NodeId::new(1024), ClockPolicy::Reject).unwrap_err(),
+            Generator::new(Layout::SEED, WorkerId::new(1024), ClockPolicy::Reject).unwrap_err(),
             IdError::FieldOutOfRange {
-                field: Field::Node,
+                field: Field::Worker,
                 value: 1024,
                 max: 1023
             }
@@ -469,7 +469,7 @@ mod tests {
         // Sonyflake ticks are 10 ms: a 15 ms bound tolerates one tick.
         let mut ids = Generator::new(
             Layout::SONYFLAKE,
-            NodeId::new(1),
+            WorkerId::new(1),
             ClockPolicy::Tolerate(Duration::from_millis(15)),
         )
         .unwrap();
@@ -525,7 +525,7 @@ mod tests {
         after.resume_after(Id::from_u64(0)).unwrap();
         assert!(after.next(at(500)).unwrap() > next);
         assert!(matches!(
-            Generator::new(Layout::TWITTER, NodeId::new(0), ClockPolicy::Reject)
+            Generator::new(Layout::TWITTER, WorkerId::new(0), ClockPolicy::Reject)
                 .unwrap()
                 .resume_after(Id::from_u64(u64::MAX)),
             Err(IdError::NotInLayout { .. })
@@ -535,7 +535,7 @@ mod tests {
     #[test]
     fn runtime_and_const_layouts_mint_the_same_ids() {
         let mut dynamic =
-            Generator::new(Layout::SEED, NodeId::new(5), ClockPolicy::Reject).unwrap();
+            Generator::new(Layout::SEED, WorkerId::new(5), ClockPolicy::Reject).unwrap();
         let mut fixed = generator(ClockPolicy::Reject);
         for ms in [0, 0, 1, 1, 1, 30, 31, 31] {
             assert_eq!(dynamic.next(at(ms)), fixed.next(at(ms)));
@@ -543,12 +543,13 @@ mod tests {
     }
 
     #[test]
-    fn twitter_order_puts_the_node_above_the_sequence() {
-        let mut ids = Generator::new(Layout::TWITTER, NodeId::new(3), ClockPolicy::Reject).unwrap();
+    fn twitter_order_puts_the_worker_above_the_sequence() {
+        let mut ids =
+            Generator::new(Layout::TWITTER, WorkerId::new(3), ClockPolicy::Reject).unwrap();
         let epoch = Layout::TWITTER.epoch().as_millis();
         ids.next(UnixMillis::from_millis(epoch + 2)).unwrap();
         let id = ids.next(UnixMillis::from_millis(epoch + 2)).unwrap();
-        // Hand-laid: tick 2 above 22 bits, node 3 above 12 bits, sequence 1.
+        // Hand-laid: tick 2 above 22 bits, worker 3 above 12 bits, sequence 1.
         assert_eq!(id.to_u64(), (2 << 22) | (3 << 12) | 1);
     }
 }

@@ -8,7 +8,7 @@ use crate::error::ParseIdError;
 use crate::layout::Layout;
 use crate::time::UnixMillis;
 
-/// A 64-bit unique ID: time on top, then sequence and node in the order the
+/// A 64-bit unique ID: time on top, then sequence and worker in the order the
 /// [`Layout`] says.
 ///
 /// IDs order like their numbers, which is by time first (to the tick).
@@ -32,7 +32,7 @@ impl Id {
         self.0
     }
 
-    /// Splits the ID into time, sequence and node under `layout`.
+    /// Splits the ID into time, sequence and worker under `layout`.
     #[must_use]
     pub const fn decompose(self, layout: Layout) -> Parts {
         layout.decompose(self)
@@ -96,15 +96,15 @@ impl FromStr for Id {
     }
 }
 
-/// The id of the node minting IDs; unique among the nodes sharing a layout and
+/// The id of the worker minting IDs; unique among the workers sharing a layout and
 /// epoch. How a cluster assigns them is described in the crate docs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(transparent))]
-pub struct NodeId(u64);
+pub struct WorkerId(u64);
 
-impl NodeId {
-    /// A node id; checked against a layout when a generator is built.
+impl WorkerId {
+    /// A worker id; checked against a layout when a generator is built.
     #[must_use]
     pub const fn new(id: u64) -> Self {
         Self(id)
@@ -117,7 +117,7 @@ impl NodeId {
     }
 }
 
-impl fmt::Display for NodeId {
+impl fmt::Display for WorkerId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(&self.0, f)
     }
@@ -131,10 +131,12 @@ pub struct Parts {
     /// since its epoch, not milliseconds (a Sonyflake tick is 10 ms). Turn it
     /// into wall-clock time with [`Layout::tick_start`].
     pub ticks: u64,
-    /// Position within the tick on the minting node.
+    /// Position within the tick on the minting worker.
     pub sequence: u64,
-    /// The minting node.
-    pub node: NodeId,
+    /// The minting worker (serialized as `worker`; `node`, its old name, is
+    /// still read).
+    #[cfg_attr(feature = "serde", serde(alias = "node"))]
+    pub worker: WorkerId,
 }
 
 #[cfg(test)]

@@ -1,24 +1,27 @@
-//! Bit layouts: how an ID's 64 bits split into time, sequence and node.
+//! Bit layouts: how an ID's 64 bits split into time, sequence and worker.
 
 use crate::error::{Field, IdError, LayoutError};
-use crate::id::{Id, NodeId, Parts};
+use crate::id::{Id, Parts, WorkerId};
 use crate::time::{TimeUnit, UnixMillis};
 
-/// Where the node field sits relative to the sequence field. Time is always on
+/// Where the worker field sits relative to the sequence field. Time is always on
 /// top, so IDs sort by time first whichever order is chosen.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum FieldOrder {
-    /// `time | sequence | node` (the course layout, Sonyflake): within a tick IDs
-    /// sort by sequence, interleaving nodes.
+    /// `time | sequence | worker` (the course layout, Sonyflake): within a tick IDs
+    /// sort by sequence, interleaving workers.
     #[default]
-    SequenceThenNode,
-    /// `time | node | sequence` (Twitter, Discord, Instagram): within a tick IDs
-    /// sort by node, then sequence.
-    NodeThenSequence,
+    // Serialized as `SequenceThenNode` before the field was renamed.
+    #[cfg_attr(feature = "serde", serde(alias = "SequenceThenNode"))]
+    SequenceThenWorker,
+    /// `time | worker | sequence` (Twitter, Discord, Instagram): within a tick IDs
+    /// sort by worker, then sequence.
+    #[cfg_attr(feature = "serde", serde(alias = "NodeThenSequence"))]
+    WorkerThenSequence,
 }
 
-/// How an ID's bits split into time, sequence and node, with the time unit and
+/// How an ID's bits split into time, sequence and worker, with the time unit and
 /// the custom epoch the time counts from.
 ///
 /// Built with the `const fn` [`Layout::new`], so a fixed layout is a constant.
@@ -30,9 +33,9 @@ pub enum FieldOrder {
 /// ```
 /// use quorate_ids::{FieldOrder, Layout, TimeUnit, UnixMillis};
 ///
-/// // 41 bits of 1 ms, 12 bits of node, 10 bits of sequence from 2025-01-01.
+/// // 41 bits of 1 ms, 12 bits of worker, 10 bits of sequence from 2025-01-01.
 /// const MINE: Layout = match Layout::new(41, 10, 12, UnixMillis::from_millis(1_735_689_600_000)) {
-///     Ok(layout) => layout.with_order(FieldOrder::NodeThenSequence),
+///     Ok(layout) => layout.with_order(FieldOrder::WorkerThenSequence),
 ///     Err(_) => panic!("invalid layout"), // a compile-time error, never a run-time panic
 /// };
 /// assert_eq!(MINE.ids_per_tick(), 1024);
@@ -42,16 +45,16 @@ pub enum FieldOrder {
 pub struct Layout {
     time_bits: u8,
     sequence_bits: u8,
-    node_bits: u8,
+    worker_bits: u8,
     order: FieldOrder,
     unit: TimeUnit,
     epoch: UnixMillis,
-    // The low bits of the node field that name a process (Discord: 5), the
-    // rest a worker; 0 when the node is one field.
+    // The low bits of the worker field that name a process (Discord: 5), the
+    // rest a host; 0 when the worker field is not split.
     process_bits: u8,
     // Derived from the above by `with_order`; kept so `compose` is three shifts.
     sequence_shift: u8,
-    node_shift: u8,
+    worker_shift: u8,
     // Derived from `time_bits`: read on every ID, so not recomputed.
     max_tick: u64,
 }
@@ -76,7 +79,7 @@ const fn known_good(layout: Result<Layout, LayoutError>) -> Layout {
 impl Layout {
     /// The course layout (the default): 40 bits of 1 ms ticks since
     /// 2024-01-01T00:00:00Z (good until 2058), 14 bits of sequence (16,384 IDs
-    /// per ms), 10 bits of node (1,024 nodes); `time | sequence | node`, 64 bits.
+    /// per ms), 10 bits of worker (1,024 workers); `time | sequence | worker`, 64 bits.
     pub const SEED: Self = known_good(Self::new(
         40,
         14,
@@ -85,17 +88,17 @@ impl Layout {
     ));
 
     /// Twitter Snowflake: 41 bits of 1 ms since 2010-11-04T01:42:54.657Z, 10 bits
-    /// of worker, 12 bits of sequence; `time | node | sequence`, 63 bits.
+    /// of worker, 12 bits of sequence; `time | worker | sequence`, 63 bits.
     pub const TWITTER: Self = known_good(Self::new(
         41,
         12,
         10,
         UnixMillis::from_millis(1_288_834_974_657),
     ))
-    .with_order(FieldOrder::NodeThenSequence);
+    .with_order(FieldOrder::WorkerThenSequence);
 
     /// Sonyflake: 39 bits of 10 ms since 2014-09-01T00:00:00Z, 8 bits of sequence,
-    /// 16 bits of machine id; `time | sequence | node`, 63 bits.
+    /// 16 bits of machine id; `time | sequence | worker`, 63 bits.
     pub const SONYFLAKE: Self = known_good(Self::new(
         39,
         8,
@@ -104,9 +107,9 @@ impl Layout {
     ))
     .with_time_unit(TimeUnit::TEN_MILLISECONDS);
 
-    /// Discord: 42 bits of 1 ms since 2015-01-01T00:00:00Z, 5 bits of worker
-    /// above 5 bits of process (see [`Layout::node_id`]), 12 bits of
-    /// increment; `time | node | sequence`, 64 bits.
+    /// Discord: 42 bits of 1 ms since 2015-01-01T00:00:00Z, 10 bits of worker
+    /// split into 5 bits of host (Discord's "internal worker id") above 5 bits
+    /// of process (see [`Layout::worker_id`]), 12 bits of increment; `time | worker | sequence`, 64 bits.
     pub const DISCORD: Self = known_good(
         known_good(Self::new(
             42,
@@ -114,19 +117,19 @@ impl Layout {
             10,
             UnixMillis::from_millis(1_420_070_400_000),
         ))
-        .with_order(FieldOrder::NodeThenSequence)
+        .with_order(FieldOrder::WorkerThenSequence)
         .with_process_bits(5),
     );
 
     /// Instagram: 41 bits of 1 ms since Instagram's epoch (1314220021721), 13 bits
-    /// of logical shard, 10 bits of sequence; `time | node | sequence`, 64 bits.
+    /// of logical shard, 10 bits of sequence; `time | worker | sequence`, 64 bits.
     pub const INSTAGRAM: Self = known_good(Self::new(
         41,
         10,
         13,
         UnixMillis::from_millis(1_314_220_021_721),
     ))
-    .with_order(FieldOrder::NodeThenSequence);
+    .with_order(FieldOrder::WorkerThenSequence);
 
     /// Every preset, for listing or testing them all.
     pub const PRESETS: [Self; 5] = [
@@ -138,7 +141,7 @@ impl Layout {
     ];
 
     /// A layout of `time_bits` of time since `epoch`, `sequence_bits` of
-    /// per-tick sequence and `node_bits` of node, `time | sequence | node` with
+    /// per-tick sequence and `worker_bits` of worker, `time | sequence | worker` with
     /// 1 ms ticks (change those with [`Layout::with_order`] and
     /// [`Layout::with_time_unit`]).
     ///
@@ -149,15 +152,15 @@ impl Layout {
     pub const fn new(
         time_bits: u8,
         sequence_bits: u8,
-        node_bits: u8,
+        worker_bits: u8,
         epoch: UnixMillis,
     ) -> Result<Self, LayoutError> {
-        let sum = time_bits as u16 + sequence_bits as u16 + node_bits as u16;
+        let sum = time_bits as u16 + sequence_bits as u16 + worker_bits as u16;
         if sum != 63 && sum != 64 {
             return Err(LayoutError::WidthsDoNotFill {
                 time: time_bits,
                 sequence: sequence_bits,
-                node: node_bits,
+                worker: worker_bits,
                 sum,
             });
         }
@@ -173,79 +176,79 @@ impl Layout {
         let layout = Self {
             time_bits,
             sequence_bits,
-            node_bits,
-            order: FieldOrder::SequenceThenNode,
+            worker_bits,
+            order: FieldOrder::SequenceThenWorker,
             unit: TimeUnit::MILLISECOND,
             epoch,
             process_bits: 0,
             sequence_shift: 0,
-            node_shift: 0,
+            worker_shift: 0,
             max_tick: low_mask(time_bits),
         };
-        Ok(layout.with_order(FieldOrder::SequenceThenNode))
+        Ok(layout.with_order(FieldOrder::SequenceThenWorker))
     }
 
-    /// This layout with the node and sequence fields in `order`.
+    /// This layout with the worker and sequence fields in `order`.
     #[must_use]
     pub const fn with_order(mut self, order: FieldOrder) -> Self {
         self.order = order;
         match order {
-            FieldOrder::SequenceThenNode => {
-                self.node_shift = 0;
-                self.sequence_shift = self.node_bits;
+            FieldOrder::SequenceThenWorker => {
+                self.worker_shift = 0;
+                self.sequence_shift = self.worker_bits;
             }
-            FieldOrder::NodeThenSequence => {
+            FieldOrder::WorkerThenSequence => {
                 self.sequence_shift = 0;
-                self.node_shift = self.sequence_bits;
+                self.worker_shift = self.sequence_bits;
             }
         }
         self
     }
 
-    /// This layout with the node field split into a worker id above a process
-    /// id of `process_bits` (Discord: 5 and 5), read and built with
-    /// [`Layout::worker_and_process`] and [`Layout::node_id`]. The split only
+    /// This layout with the worker field split into a host part above a
+    /// process part of `process_bits` (Discord: 5 and 5), read and built with
+    /// [`Layout::host_and_process`] and [`Layout::worker_id`]. The split only
     /// names the bits; IDs are the same.
     ///
     /// # Errors
-    /// [`LayoutError::ProcessWiderThanNode`] if `process_bits` exceeds the
-    /// node width.
+    /// [`LayoutError::ProcessWiderThanWorker`] if `process_bits` exceeds the
+    /// worker width.
     pub const fn with_process_bits(mut self, process_bits: u8) -> Result<Self, LayoutError> {
-        if process_bits > self.node_bits {
-            return Err(LayoutError::ProcessWiderThanNode {
+        if process_bits > self.worker_bits {
+            return Err(LayoutError::ProcessWiderThanWorker {
                 process: process_bits,
-                node: self.node_bits,
+                worker: self.worker_bits,
             });
         }
         self.process_bits = process_bits;
         Ok(self)
     }
 
-    /// Width of the process part of the node field (0 if the node is not split).
+    /// Width of the process part of the worker field (0 if the field is not split).
     #[must_use]
     pub const fn process_bits(&self) -> u8 {
         self.process_bits
     }
 
-    /// Width of the worker part of the node field (all of it if not split).
+    /// Width of the host part of the worker field (all of it if not split).
     #[must_use]
-    pub const fn worker_bits(&self) -> u8 {
-        self.node_bits - self.process_bits
+    pub const fn host_bits(&self) -> u8 {
+        self.worker_bits - self.process_bits
     }
 
-    /// The node id of `worker` and `process` under this layout's split.
+    /// The worker id of `host` and `process` under this layout's split.
     ///
     /// # Errors
-    /// [`IdError::FieldOutOfRange`] naming [`Field::Worker`] or
+    /// [`IdError::FieldOutOfRange`] naming [`Field::Host`] or
     /// [`Field::Process`] when either does not fit its width.
-    pub const fn node_id(&self, worker: u64, process: u64) -> Result<NodeId, IdError> {
-        let max_worker = low_mask(self.worker_bits());
+    pub const fn worker_id(&self, host: u64, process: u64) -> Result<WorkerId, IdError> {
+        let max_host = low_mask(self.host_bits());
         let max_process = low_mask(self.process_bits);
-        if worker > max_worker {
+        if host > max_host {
             return Err(IdError::FieldOutOfRange {
-                field: Field::Worker,
-                value: worker,
-                max: max_worker,
+                field: Field::Host,
+                value: host,
+                max: max_host,
             });
         }
         if process > max_process {
@@ -255,16 +258,16 @@ impl Layout {
                 max: max_process,
             });
         }
-        Ok(NodeId::new((worker << self.process_bits) | process))
+        Ok(WorkerId::new((host << self.process_bits) | process))
     }
 
-    /// `node` split into `(worker, process)` under this layout's split.
+    /// `worker` split into `(host, process)` under this layout's split.
     #[must_use]
-    pub const fn worker_and_process(&self, node: NodeId) -> (u64, u64) {
-        let node = node.get() & self.max_node();
+    pub const fn host_and_process(&self, worker: WorkerId) -> (u64, u64) {
+        let worker = worker.get() & self.max_worker();
         (
-            node >> self.process_bits,
-            node & low_mask(self.process_bits),
+            worker >> self.process_bits,
+            worker & low_mask(self.process_bits),
         )
     }
 
@@ -308,19 +311,19 @@ impl Layout {
         self.sequence_bits
     }
 
-    /// Width of the node field in bits.
+    /// Width of the worker field in bits.
     #[must_use]
-    pub const fn node_bits(&self) -> u8 {
-        self.node_bits
+    pub const fn worker_bits(&self) -> u8 {
+        self.worker_bits
     }
 
     /// Total width: 63 (the ID is also a non-negative `i64`) or 64.
     #[must_use]
     pub const fn total_bits(&self) -> u8 {
-        self.time_bits + self.sequence_bits + self.node_bits
+        self.time_bits + self.sequence_bits + self.worker_bits
     }
 
-    /// The order of the node and sequence fields.
+    /// The order of the worker and sequence fields.
     #[must_use]
     pub const fn order(&self) -> FieldOrder {
         self.order
@@ -350,13 +353,13 @@ impl Layout {
         low_mask(self.sequence_bits)
     }
 
-    /// The largest node id.
+    /// The largest worker id.
     #[must_use]
-    pub const fn max_node(&self) -> u64 {
-        low_mask(self.node_bits)
+    pub const fn max_worker(&self) -> u64 {
+        low_mask(self.worker_bits)
     }
 
-    /// How many IDs one node can mint per tick: the throughput cap.
+    /// How many IDs one worker can mint per tick: the throughput cap.
     #[must_use]
     pub const fn ids_per_tick(&self) -> u64 {
         1 << self.sequence_bits
@@ -409,7 +412,7 @@ impl Layout {
         let checks = [
             (Field::Time, parts.ticks, self.max_tick()),
             (Field::Sequence, parts.sequence, self.max_sequence()),
-            (Field::Node, parts.node.get(), self.max_node()),
+            (Field::Worker, parts.worker.get(), self.max_worker()),
         ];
         let mut i = 0;
         while i < checks.len() {
@@ -422,14 +425,16 @@ impl Layout {
         Ok(Id::from_u64(self.compose_unchecked(
             parts.ticks,
             parts.sequence,
-            parts.node.get(),
+            parts.worker.get(),
         )))
     }
 
     /// Fields assumed in range.
     #[inline]
-    pub(crate) const fn compose_unchecked(&self, tick: u64, sequence: u64, node: u64) -> u64 {
-        (tick << self.time_shift()) | (sequence << self.sequence_shift) | (node << self.node_shift)
+    pub(crate) const fn compose_unchecked(&self, tick: u64, sequence: u64, worker: u64) -> u64 {
+        (tick << self.time_shift())
+            | (sequence << self.sequence_shift)
+            | (worker << self.worker_shift)
     }
 
     /// What adding one to the sequence adds to an ID.
@@ -438,29 +443,29 @@ impl Layout {
         1 << self.sequence_shift
     }
 
-    /// `node` moved to its place in an ID (fields assumed in range).
+    /// `worker` moved to its place in an ID (fields assumed in range).
     #[inline]
-    pub(crate) const fn node_in_place(&self, node: u64) -> u64 {
-        node << self.node_shift
+    pub(crate) const fn worker_in_place(&self, worker: u64) -> u64 {
+        worker << self.worker_shift
     }
 
     /// The ID for a generator's packed `tick << sequence_bits | sequence`,
-    /// given [`Layout::node_in_place`] of its node.
+    /// given [`Layout::worker_in_place`] of its worker.
     #[inline]
-    pub(crate) const fn compose_packed(&self, packed: u64, node_in_place: u64) -> u64 {
+    pub(crate) const fn compose_packed(&self, packed: u64, worker_in_place: u64) -> u64 {
         match self.order {
-            // time and sequence are already adjacent and in place above the node.
-            FieldOrder::SequenceThenNode => (packed << self.node_bits) | node_in_place,
-            // time moves up past the node; the sequence stays at the bottom.
-            FieldOrder::NodeThenSequence => {
+            // time and sequence are already adjacent and in place above the worker.
+            FieldOrder::SequenceThenWorker => (packed << self.worker_bits) | worker_in_place,
+            // time moves up past the worker; the sequence stays at the bottom.
+            FieldOrder::WorkerThenSequence => {
                 let sequence = self.max_sequence();
-                ((packed & !sequence) << self.node_bits) | (packed & sequence) | node_in_place
+                ((packed & !sequence) << self.worker_bits) | (packed & sequence) | worker_in_place
             }
         }
     }
 
     const fn time_shift(&self) -> u8 {
-        self.sequence_bits + self.node_bits
+        self.sequence_bits + self.worker_bits
     }
 
     /// Splits `id` into its fields. Bits above the layout's width are ignored;
@@ -471,7 +476,7 @@ impl Layout {
         Parts {
             ticks: (raw >> self.time_shift()) & self.max_tick(),
             sequence: (raw >> self.sequence_shift) & self.max_sequence(),
-            node: NodeId::new((raw >> self.node_shift) & self.max_node()),
+            worker: WorkerId::new((raw >> self.worker_shift) & self.max_worker()),
         }
     }
 
@@ -497,7 +502,7 @@ impl Layout {
         self.tick_start(self.decompose(id).ticks)
     }
 
-    /// The smallest ID any node can mint at `time`: the lower bound of a range
+    /// The smallest ID any worker can mint at `time`: the lower bound of a range
     /// scan "IDs created at or after `time`".
     ///
     /// # Errors
@@ -509,7 +514,7 @@ impl Layout {
         }
     }
 
-    /// The largest ID any node can mint in the tick of `time`: the inclusive
+    /// The largest ID any worker can mint in the tick of `time`: the inclusive
     /// upper bound of a range scan "IDs created up to `time`".
     ///
     /// # Errors
@@ -519,7 +524,7 @@ impl Layout {
             Ok(tick) => Ok(Id::from_u64(self.compose_unchecked(
                 tick,
                 self.max_sequence(),
-                self.max_node(),
+                self.max_worker(),
             ))),
             Err(e) => Err(e),
         }
@@ -554,14 +559,14 @@ impl LayoutSpec for Layout {
 /// compile every shift, mask and tick division down to constants.
 ///
 /// ```
-/// use quorate_ids::{ConstLayout, Generator, ClockPolicy, Layout, NodeId, UnixMillis};
+/// use quorate_ids::{ConstLayout, Generator, ClockPolicy, Layout, WorkerId, UnixMillis};
 ///
 /// #[derive(Clone, Copy, Debug, Default)]
 /// struct Tenths;
 /// impl ConstLayout for Tenths {
 ///     const LAYOUT: Layout = Layout::SONYFLAKE.with_epoch(UnixMillis::from_millis(1_700_000_000_000));
 /// }
-/// let mut ids = Generator::new(Tenths, NodeId::new(3), ClockPolicy::Reject).unwrap();
+/// let mut ids = Generator::new(Tenths, WorkerId::new(3), ClockPolicy::Reject).unwrap();
 /// let id = ids.next(UnixMillis::from_millis(1_700_000_000_025)).unwrap();
 /// assert_eq!(Tenths::LAYOUT.decompose(id).ticks, 2); // 25 ms = tick 2 of 10 ms
 /// ```
@@ -592,7 +597,7 @@ mod tests {
             Err(LayoutError::WidthsDoNotFill {
                 time: 40,
                 sequence: 14,
-                node: 8,
+                worker: 8,
                 sum: 62
             })
         );
@@ -629,7 +634,7 @@ mod tests {
             (
                 l.time_bits(),
                 l.sequence_bits(),
-                l.node_bits(),
+                l.worker_bits(),
                 l.total_bits(),
             )
         };
@@ -675,32 +680,32 @@ mod tests {
 
     #[test]
     fn compose_places_fields_by_order() {
-        let seq_then_node = Layout::new(40, 14, 10, EPOCH).unwrap();
+        let seq_then_worker = Layout::new(40, 14, 10, EPOCH).unwrap();
         let parts = Parts {
             ticks: 3,
             sequence: 2,
-            node: NodeId::new(1),
+            worker: WorkerId::new(1),
         };
         assert_eq!(
-            seq_then_node.compose(parts).unwrap().to_u64(),
+            seq_then_worker.compose(parts).unwrap().to_u64(),
             (3 << 24) | (2 << 10) | 1
         );
-        let node_then_seq = seq_then_node.with_order(FieldOrder::NodeThenSequence);
+        let worker_then_seq = seq_then_worker.with_order(FieldOrder::WorkerThenSequence);
         assert_eq!(
-            node_then_seq.compose(parts).unwrap().to_u64(),
+            worker_then_seq.compose(parts).unwrap().to_u64(),
             (3 << 24) | (1 << 14) | 2
         );
         assert_eq!(
-            node_then_seq.decompose(node_then_seq.compose(parts).unwrap()),
+            worker_then_seq.decompose(worker_then_seq.compose(parts).unwrap()),
             parts
         );
         assert_eq!(
-            seq_then_node.compose(Parts {
-                node: NodeId::new(1024),
+            seq_then_worker.compose(Parts {
+                worker: WorkerId::new(1024),
                 ..parts
             }),
             Err(IdError::FieldOutOfRange {
-                field: Field::Node,
+                field: Field::Worker,
                 value: 1024,
                 max: 1023
             })
@@ -708,36 +713,36 @@ mod tests {
     }
 
     #[test]
-    fn split_node_fields_are_checked_and_round_trip() {
+    fn split_worker_fields_are_checked_and_round_trip() {
         let discord = Layout::DISCORD;
-        assert_eq!((discord.worker_bits(), discord.process_bits()), (5, 5));
-        assert_eq!(discord.node_id(1, 0), Ok(NodeId::new(32)));
-        assert_eq!(discord.node_id(31, 31), Ok(NodeId::new(1023)));
-        assert_eq!(discord.worker_and_process(NodeId::new(32 * 3 + 4)), (3, 4));
+        assert_eq!((discord.host_bits(), discord.process_bits()), (5, 5));
+        assert_eq!(discord.worker_id(1, 0), Ok(WorkerId::new(32)));
+        assert_eq!(discord.worker_id(31, 31), Ok(WorkerId::new(1023)));
+        assert_eq!(discord.host_and_process(WorkerId::new(32 * 3 + 4)), (3, 4));
         assert_eq!(
-            discord.node_id(32, 0),
+            discord.worker_id(32, 0),
             Err(IdError::FieldOutOfRange {
-                field: Field::Worker,
+                field: Field::Host,
                 value: 32,
                 max: 31
             })
         );
         assert_eq!(
-            discord.node_id(0, 32),
+            discord.worker_id(0, 32),
             Err(IdError::FieldOutOfRange {
                 field: Field::Process,
                 value: 32,
                 max: 31
             })
         );
-        // Unsplit: the whole node is the worker.
-        assert_eq!(Layout::SEED.node_id(1023, 0), Ok(NodeId::new(1023)));
-        assert_eq!(Layout::SEED.worker_and_process(NodeId::new(7)), (7, 0));
+        // Unsplit: the whole worker field is the host.
+        assert_eq!(Layout::SEED.worker_id(1023, 0), Ok(WorkerId::new(1023)));
+        assert_eq!(Layout::SEED.host_and_process(WorkerId::new(7)), (7, 0));
         assert_eq!(
             Layout::SEED.with_process_bits(11),
-            Err(LayoutError::ProcessWiderThanNode {
+            Err(LayoutError::ProcessWiderThanWorker {
                 process: 11,
-                node: 10
+                worker: 10
             })
         );
     }

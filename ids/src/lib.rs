@@ -1,32 +1,38 @@
 //! Snowflake-style 64-bit unique IDs for replicated systems: a validated bit
-//! [`Layout`] of time, per-tick sequence and node; a Sans-IO [`Generator`] that
+//! [`Layout`] of time, per-tick sequence and worker; a Sans-IO [`Generator`] that
 //! takes the current time as an input and says when to retry instead of
 //! spinning; a lock-free [`AtomicGenerator`] whose whole state is one
 //! `AtomicU64`; and, with `std`, a [`SystemClockGenerator`] for callers who just
-//! want IDs. IDs sort by time, never repeat on a node whatever the clock does,
+//! want IDs. IDs sort by time, never repeat for a worker id whatever the clock does,
 //! print as decimal or as order-preserving base32, and never wrap around when a
 //! layout runs out of time.
 //!
 //! **Time.** Every call that acts on time takes `now: UnixMillis`, wall-clock
-//! milliseconds since the Unix epoch, supplied by the caller (its clock, or a
-//! test's); the layout turns it into ticks of its own unit. Only
-//! [`SystemClockGenerator`] (with `std`) reads the system clock itself.
+//! milliseconds since the Unix epoch (IDs embed wall time), passed in by the
+//! caller (its clock, or a test's); the layout turns it into ticks of its own
+//! unit. It need not be monotonic: a clock that steps back is handled by the
+//! [`ClockPolicy`] (see "Clocks" below). The Sans-IO generators never read a
+//! clock; only [`SystemClockGenerator`] (with `std`) reads the system clock.
 //!
-//! **Ids.** The minting node is a [`NodeId`], the value of an ID's node field
-//! (Twitter's worker id, Sonyflake's machine id, Instagram's shard id; split
-//! into worker and process for Discord, see [`Layout::node_id`]). It is not a
-//! cluster member id: map yours to it (see "Assigning node ids" below).
+//! **Ids.** The minting generator is named by a [`WorkerId`], the value of an
+//! ID's worker field (Twitter's worker id, Sonyflake's machine id,
+//! Instagram's shard id; split into host and process for Discord, see
+//! [`Layout::worker_id`]). It is unrelated to the cluster's node ids (Raft's
+//! `NodeId`, the transport's `PeerId`, both `u64`) unless you map one to the
+//! other: they are usually wider than the worker field, so assign worker ids
+//! (see "Assigning worker ids" below) rather than truncating node ids. An
+//! [`Id`] is the minted value itself.
 //!
 //! ```
-//! use quorate_ids::{ClockPolicy, Generator, Id, IdError, Layout, NodeId, UnixMillis};
+//! use quorate_ids::{ClockPolicy, Generator, Id, IdError, Layout, WorkerId, UnixMillis};
 //!
-//! // The course layout: 40 bits of ms since 2024, 14 bits of sequence, 10 of node.
-//! let mut ids = Generator::new(Layout::SEED, NodeId::new(42), ClockPolicy::WaitUntil)?;
+//! // The course layout: 40 bits of ms since 2024, 14 bits of sequence, 10 of worker.
+//! let mut ids = Generator::new(Layout::SEED, WorkerId::new(42), ClockPolicy::WaitUntil)?;
 //! let now = UnixMillis::from_millis(1_750_000_000_000); // the caller's clock
 //! let id = ids.next(now)?;
 //!
 //! let parts = id.decompose(Layout::SEED);
-//! assert_eq!((parts.sequence, parts.node), (0, NodeId::new(42)));
+//! assert_eq!((parts.sequence, parts.worker), (0, WorkerId::new(42)));
 //! assert_eq!(id.timestamp(Layout::SEED), now);
 //!
 //! // Text forms: decimal, and 13 characters of base32 that sort like the number.
@@ -51,16 +57,16 @@
 //! [`SystemClockGenerator`] is the single exception to the Sans-IO rule: it
 //! reads `SystemTime` and waits, and exists only with the `std` feature.
 //!
-//! # Assigning node ids
+//! # Assigning worker ids
 //!
 //! Uniqueness across a cluster rests on no two live generators sharing a
-//! [`NodeId`] under the same layout and epoch. The crate does not allocate them;
+//! [`WorkerId`] under the same layout and epoch. The crate does not allocate them;
 //! a cluster should:
 //!
-//! - allocate node ids through its consensus log (as the quorate Raft example
-//!   does): a node proposes "claim the lowest free node id for member M", and
+//! - allocate worker ids through its consensus log (as the quorate Raft example
+//!   does): a node proposes "claim the lowest free worker id for member M", and
 //!   the committed entry is the assignment, so two nodes can never both win;
-//! - never reuse a released node id before the clock has passed the last tick
+//! - never reuse a released worker id before the clock has passed the last tick
 //!   its former holder could have issued in (wait out the holder's lease, or
 //!   have the new holder [`Generator::resume_after`] the old holder's last ID);
 //! - persist the last issued ID (or a time ahead of it) across restarts of
@@ -68,7 +74,7 @@
 //!   the node was down cannot make it mint an ID again;
 //! - without consensus, derive ids from something already unique and small (a
 //!   StatefulSet ordinal, a shard number), not from hashing hostnames or IP
-//!   addresses: a 10-bit hash collides among 38 nodes with even odds.
+//!   addresses: a 10-bit hash collides among 38 workers with even odds.
 //!
 //! # Features
 //!
@@ -101,7 +107,7 @@ pub use atomic::AtomicGenerator;
 pub use base32::Base32;
 pub use error::{BlockCause, Field, IdError, LayoutError, ParseIdError};
 pub use generator::{ClockPolicy, Generator};
-pub use id::{Id, NodeId, Parts};
+pub use id::{Id, Parts, WorkerId};
 pub use layout::{ConstLayout, FieldOrder, Layout, LayoutSpec};
 #[cfg(feature = "serde")]
 pub use serde_impls::serde_as_string;

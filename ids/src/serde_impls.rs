@@ -32,7 +32,9 @@ impl<'de> Deserialize<'de> for Id {
 struct LayoutFields {
     time_bits: u8,
     sequence_bits: u8,
-    node_bits: u8,
+    // `node_bits` before the field was renamed; still read.
+    #[serde(alias = "node_bits")]
+    worker_bits: u8,
     #[serde(default)]
     order: FieldOrder,
     #[serde(default)]
@@ -42,7 +44,7 @@ struct LayoutFields {
     process_bits: u8,
 }
 
-/// An unsplit node field is left out, so such layouts serialize as before.
+/// An unsplit worker field is left out, so such layouts serialize as before.
 fn is_zero(bits: &u8) -> bool {
     *bits == 0
 }
@@ -52,7 +54,7 @@ impl Serialize for Layout {
         LayoutFields {
             time_bits: self.time_bits(),
             sequence_bits: self.sequence_bits(),
-            node_bits: self.node_bits(),
+            worker_bits: self.worker_bits(),
             order: self.order(),
             time_unit: self.time_unit(),
             epoch: self.epoch(),
@@ -69,7 +71,7 @@ impl<'de> Deserialize<'de> for Layout {
         Layout::new(
             fields.time_bits,
             fields.sequence_bits,
-            fields.node_bits,
+            fields.worker_bits,
             fields.epoch,
         )
         .and_then(|layout| {

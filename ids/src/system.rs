@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use crate::atomic::AtomicGenerator;
 use crate::error::IdError;
 use crate::generator::ClockPolicy;
-use crate::id::{Id, NodeId};
+use crate::id::{Id, WorkerId};
 use crate::layout::{Layout, LayoutSpec};
 use crate::time::UnixMillis;
 
@@ -31,9 +31,9 @@ const SLEEP_ABOVE: u64 = 2;
 /// [`ClockPolicy::Reject`] or [`ClockPolicy::Tolerate`] to fail instead.
 ///
 /// ```
-/// use quorate_ids::{ClockPolicy, Layout, NodeId, SystemClockGenerator};
+/// use quorate_ids::{ClockPolicy, Layout, WorkerId, SystemClockGenerator};
 ///
-/// let ids = SystemClockGenerator::new(Layout::SEED, NodeId::new(1), ClockPolicy::WaitUntil)?;
+/// let ids = SystemClockGenerator::new(Layout::SEED, WorkerId::new(1), ClockPolicy::WaitUntil)?;
 /// let a = ids.next()?;
 /// let b = ids.next()?;
 /// assert!(a < b);
@@ -45,13 +45,13 @@ pub struct SystemClockGenerator<L: LayoutSpec = Layout> {
 }
 
 impl<L: LayoutSpec> SystemClockGenerator<L> {
-    /// A generator minting IDs for `node` under `layout`.
+    /// A generator minting IDs for `worker` under `layout`.
     ///
     /// # Errors
-    /// [`IdError::FieldOutOfRange`] if `node` does not fit the layout's node field.
-    pub fn new(layout: L, node: NodeId, policy: ClockPolicy) -> Result<Self, IdError> {
+    /// [`IdError::FieldOutOfRange`] if `worker` does not fit the layout's worker field.
+    pub fn new(layout: L, worker: WorkerId, policy: ClockPolicy) -> Result<Self, IdError> {
         Ok(Self {
-            inner: AtomicGenerator::new(layout, node, policy)?,
+            inner: AtomicGenerator::new(layout, worker, policy)?,
         })
     }
 
@@ -130,7 +130,7 @@ mod tests {
     fn mints_past_sequence_exhaustion_by_waiting() {
         // Sonyflake layout: 256 IDs per 10 ms tick, so 600 IDs must wait twice.
         let ids =
-            SystemClockGenerator::new(Layout::SONYFLAKE, NodeId::new(4), ClockPolicy::WaitUntil)
+            SystemClockGenerator::new(Layout::SONYFLAKE, WorkerId::new(4), ClockPolicy::WaitUntil)
                 .unwrap();
         let mut last = None;
         let mut ticks = std::collections::BTreeSet::new();
@@ -145,8 +145,9 @@ mod tests {
 
     #[test]
     fn fill_mints_distinct_increasing_ids_across_ticks() {
-        let ids = SystemClockGenerator::new(Layout::SONYFLAKE, NodeId::new(4), ClockPolicy::Reject)
-            .unwrap();
+        let ids =
+            SystemClockGenerator::new(Layout::SONYFLAKE, WorkerId::new(4), ClockPolicy::Reject)
+                .unwrap();
         let mut batch = [Id::from_u64(0); 600];
         ids.fill(&mut batch).unwrap();
         assert!(batch.windows(2).all(|w| w[0] < w[1]));

@@ -9,7 +9,7 @@ use core::time::Duration;
 
 /// A point in wall-clock time: milliseconds since 1970-01-01T00:00:00Z.
 ///
-/// IDs embed wall-clock time so that IDs minted on different nodes sort
+/// IDs embed wall-clock time so that IDs minted on different workers sort
 /// roughly by creation time; a monotonic clock would not be comparable across
 /// machines.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]

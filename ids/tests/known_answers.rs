@@ -2,7 +2,7 @@
 //! independent source named beside it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use quorate_ids::{ClockPolicy, Generator, Id, Layout, NodeId, Parts, UnixMillis};
+use quorate_ids::{ClockPolicy, Generator, Id, Layout, Parts, UnixMillis, WorkerId};
 
 #[test]
 fn discord_documented_snowflake() {
@@ -13,10 +13,10 @@ fn discord_documented_snowflake() {
     let parts = id.decompose(Layout::DISCORD);
     assert_eq!(parts.ticks, 41_944_705_796);
     assert_eq!(parts.sequence, 7);
-    // The 10-bit node is worker (5 bits) above process (5 bits).
-    assert_eq!(parts.node, NodeId::new(1 << 5));
-    assert_eq!(Layout::DISCORD.worker_and_process(parts.node), (1, 0));
-    assert_eq!(Layout::DISCORD.node_id(1, 0), Ok(parts.node));
+    // The 10-bit worker field is host (5 bits) above process (5 bits).
+    assert_eq!(parts.worker, WorkerId::new(1 << 5));
+    assert_eq!(Layout::DISCORD.host_and_process(parts.worker), (1, 0));
+    assert_eq!(Layout::DISCORD.worker_id(1, 0), Ok(parts.worker));
     assert_eq!(
         id.timestamp(Layout::DISCORD),
         UnixMillis::from_millis(1_462_015_105_796)
@@ -27,7 +27,7 @@ fn discord_documented_snowflake() {
 #[test]
 fn discord_generator_reproduces_the_documented_id() {
     let mut ids =
-        Generator::new(Layout::DISCORD, NodeId::new(1 << 5), ClockPolicy::Reject).unwrap();
+        Generator::new(Layout::DISCORD, WorkerId::new(1 << 5), ClockPolicy::Reject).unwrap();
     let now = UnixMillis::from_millis(1_462_015_105_796);
     let minted: Vec<Id> = (0..8).map(|_| ids.next(now).unwrap()).collect();
     assert_eq!(minted[7], Id::from_u64(175_928_847_299_117_063));
@@ -44,7 +44,7 @@ fn instagram_engineering_blog_example() {
         .compose(Parts {
             ticks: 1_387_263_000,
             sequence: 905,
-            node: NodeId::new(31_341 % 2000),
+            worker: WorkerId::new(31_341 % 2000),
         })
         .unwrap();
     assert_eq!(id.to_u64(), expected);
@@ -59,7 +59,7 @@ fn sonyflake_bit_positions() {
     let id = Id::from_u64((1_000 << 24) | (3 << 16) | 0xBEEF);
     let parts = id.decompose(layout);
     assert_eq!(
-        (parts.ticks, parts.sequence, parts.node.get()),
+        (parts.ticks, parts.sequence, parts.worker.get()),
         (1_000, 3, 0xBEEF)
     );
     assert_eq!(
@@ -77,7 +77,7 @@ fn twitter_epoch_and_widths() {
     let id = Id::from_u64((5 << 22) | (0x3FF << 12) | 0xFFF);
     let parts = id.decompose(layout);
     assert_eq!(
-        (parts.ticks, parts.node.get(), parts.sequence),
+        (parts.ticks, parts.worker.get(), parts.sequence),
         (5, 1023, 4095)
     );
     assert!(layout.check(Id::from_u64(1 << 63)).is_err());

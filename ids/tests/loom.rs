@@ -8,7 +8,7 @@ use core::time::Duration;
 
 use loom::sync::Arc;
 use loom::thread;
-use quorate_ids::{AtomicGenerator, ClockPolicy, Id, IdError, Layout, NodeId, UnixMillis};
+use quorate_ids::{AtomicGenerator, ClockPolicy, Id, IdError, Layout, UnixMillis, WorkerId};
 
 const EPOCH: u64 = 1_000;
 
@@ -55,7 +55,7 @@ fn check(per_thread: &[Vec<Id>], layout: &Layout) {
         );
         for id in ids {
             assert!(layout.check(*id).is_ok());
-            assert_eq!(layout.decompose(*id).node, NodeId::new(1));
+            assert_eq!(layout.decompose(*id).worker, WorkerId::new(1));
         }
         all.extend_from_slice(ids);
     }
@@ -68,7 +68,7 @@ fn check(per_thread: &[Vec<Id>], layout: &Layout) {
 fn run(policy: ClockPolicy, clocks: &'static [&'static [u64]]) {
     loom::model(move || {
         let layout = tiny_layout();
-        let ids = Arc::new(AtomicGenerator::new(layout, NodeId::new(1), policy).unwrap());
+        let ids = Arc::new(AtomicGenerator::new(layout, WorkerId::new(1), policy).unwrap());
         let workers: Vec<_> = clocks
             .iter()
             .map(|clock| {
@@ -121,8 +121,9 @@ fn batches_from_two_threads_never_overlap() {
     // batch is cut at a tick end and the second thread's must roll over.
     loom::model(|| {
         let layout = tiny_layout();
-        let ids =
-            Arc::new(AtomicGenerator::new(layout, NodeId::new(1), ClockPolicy::WaitUntil).unwrap());
+        let ids = Arc::new(
+            AtomicGenerator::new(layout, WorkerId::new(1), ClockPolicy::WaitUntil).unwrap(),
+        );
         let batch = |ids: &AtomicGenerator| {
             let mut now = at(0);
             let mut out = [Id::from_u64(0); 3];
@@ -157,7 +158,7 @@ fn clock_step_back_rejected_never_duplicates() {
     loom::model(|| {
         let layout = tiny_layout();
         let ids =
-            Arc::new(AtomicGenerator::new(layout, NodeId::new(1), ClockPolicy::Reject).unwrap());
+            Arc::new(AtomicGenerator::new(layout, WorkerId::new(1), ClockPolicy::Reject).unwrap());
         let other = Arc::clone(&ids);
         let behind = thread::spawn(move || [other.next(at(3)), other.next(at(2))]);
         let ahead = [ids.next(at(4)), ids.next(at(4))];

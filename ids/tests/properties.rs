@@ -9,8 +9,8 @@ use std::time::Duration;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use quorate_ids::{
-    AtomicGenerator, ClockPolicy, FieldOrder, Generator, Id, IdError, Layout, NodeId, Parts,
-    TimeUnit, UnixMillis,
+    AtomicGenerator, ClockPolicy, FieldOrder, Generator, Id, IdError, Layout, Parts, TimeUnit,
+    UnixMillis, WorkerId,
 };
 
 /// One input to the generator's clock.
@@ -48,13 +48,13 @@ fn layout() -> impl Strategy<Value = Layout> {
     let epoch = UnixMillis::from_millis(1_000_000);
     let small =
         (0u8..4, 1u32..12, any::<bool>(), 1u8..20).prop_map(move |(seq, unit, order, time)| {
-            let node = 63 - seq - time;
+            let worker = 63 - seq - time;
             let order = if order {
-                FieldOrder::NodeThenSequence
+                FieldOrder::WorkerThenSequence
             } else {
-                FieldOrder::SequenceThenNode
+                FieldOrder::SequenceThenWorker
             };
-            Layout::new(time, seq, node, epoch)
+            Layout::new(time, seq, worker, epoch)
                 .unwrap()
                 .with_order(order)
                 .with_time_unit(TimeUnit::from_millis(unit).unwrap())
@@ -76,7 +76,7 @@ fn tick(layout: &Layout, now: UnixMillis) -> Option<u64> {
 /// Drives both generators through `steps`, checks every outcome, and returns
 /// how many IDs were minted.
 fn drive(
-    (layout, policy, node, start, near_end, steps): (
+    (layout, policy, worker, start, near_end, steps): (
         Layout,
         ClockPolicy,
         u64,
@@ -86,9 +86,9 @@ fn drive(
     ),
 ) -> Result<u64, TestCaseError> {
     {
-        let node = NodeId::new(node & layout.max_node());
-        let mut ids = Generator::new(layout, node, policy).unwrap();
-        let atomic = AtomicGenerator::new(layout, node, policy).unwrap();
+        let worker = WorkerId::new(worker & layout.max_worker());
+        let mut ids = Generator::new(layout, worker, policy).unwrap();
+        let atomic = AtomicGenerator::new(layout, worker, policy).unwrap();
         let mut seen = HashSet::new();
         let mut last: Option<Id> = None;
         let mut retry_at = None;
@@ -124,7 +124,7 @@ fn drive(
                     prop_assert!(seen.insert(id), "duplicate {id:?}");
                     prop_assert!(last.is_none_or(|last| id > last), "not increasing");
                     let parts = layout.check(id).expect("id outside the layout");
-                    prop_assert_eq!(parts.node, node);
+                    prop_assert_eq!(parts.worker, worker);
                     prop_assert_eq!(layout.compose(parts), Ok(id));
                     // Never ahead of the clock by more than the policy allows.
                     let now_tick = tick(&layout, at).expect("minted outside the time range");
@@ -198,9 +198,9 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
     #[test]
-    fn layouts_validate_every_width_combination(time in any::<u8>(), seq in any::<u8>(), node in any::<u8>()) {
-        let sum = u16::from(time) + u16::from(seq) + u16::from(node);
-        match Layout::new(time, seq, node, UnixMillis::UNIX_EPOCH) {
+    fn layouts_validate_every_width_combination(time in any::<u8>(), seq in any::<u8>(), worker in any::<u8>()) {
+        let sum = u16::from(time) + u16::from(seq) + u16::from(worker);
+        match Layout::new(time, seq, worker, UnixMillis::UNIX_EPOCH) {
             Ok(layout) => {
                 prop_assert!(sum == 63 || sum == 64);
                 prop_assert!(time > 0 && u16::from(time) + u16::from(seq) <= 63);
@@ -215,7 +215,7 @@ proptest! {
         let parts = Parts {
             ticks: raw[0] & layout.max_tick(),
             sequence: raw[1] & layout.max_sequence(),
-            node: NodeId::new(raw[2] & layout.max_node()),
+            worker: WorkerId::new(raw[2] & layout.max_worker()),
         };
         let id = layout.compose(parts).unwrap();
         prop_assert_eq!(layout.decompose(id), parts);

@@ -73,15 +73,22 @@ fn layouts_round_trip_and_invalid_ones_are_rejected() {
             "{json}"
         );
     }
-    let config = r#"{"time_bits":41,"sequence_bits":12,"node_bits":10,"order":"NodeThenSequence","epoch":1288834974657}"#;
+    let config = r#"{"time_bits":41,"sequence_bits":12,"worker_bits":10,"order":"WorkerThenSequence","epoch":1288834974657}"#;
     assert_eq!(
         serde_json::from_str::<Layout>(config).unwrap(),
         Layout::TWITTER
     );
-    let too_wide = r#"{"time_bits":41,"sequence_bits":12,"node_bits":12,"epoch":0}"#;
+    let too_wide = r#"{"time_bits":41,"sequence_bits":12,"worker_bits":12,"epoch":0}"#;
     let err = serde_json::from_str::<Layout>(too_wide).unwrap_err();
     assert!(err.to_string().contains("65 bits"), "{err}");
-    let zero_unit = r#"{"time_bits":40,"sequence_bits":14,"node_bits":10,"time_unit":0,"epoch":0}"#;
+    // The names from before the node field became the worker field still parse.
+    let old_names = r#"{"time_bits":41,"sequence_bits":12,"node_bits":10,"order":"NodeThenSequence","epoch":1288834974657}"#;
+    assert_eq!(
+        serde_json::from_str::<Layout>(old_names).unwrap(),
+        Layout::TWITTER
+    );
+    let zero_unit =
+        r#"{"time_bits":40,"sequence_bits":14,"worker_bits":10,"time_unit":0,"epoch":0}"#;
     assert!(serde_json::from_str::<Layout>(zero_unit).is_err());
 }
 
@@ -94,12 +101,16 @@ fn layouts_and_times_have_plain_forms() {
     let parts = Layout::SEED.decompose(Id::from_u64((3 << 24) | (2 << 10) | 1));
     assert_eq!(
         serde_json::to_string(&parts).unwrap(),
-        r#"{"ticks":3,"sequence":2,"node":1}"#
+        r#"{"ticks":3,"sequence":2,"worker":1}"#
+    );
+    assert_eq!(
+        serde_json::from_str::<quorate_ids::Parts>(r#"{"ticks":3,"sequence":2,"node":1}"#).unwrap(),
+        parts
     );
 }
 
 #[test]
-fn a_split_node_field_survives_serde_and_is_validated() {
+fn a_split_worker_field_survives_serde_and_is_validated() {
     let json = serde_json::to_string(&Layout::DISCORD).unwrap();
     assert!(json.contains(r#""process_bits":5"#), "{json}");
     assert_eq!(
@@ -113,7 +124,7 @@ fn a_split_node_field_survives_serde_and_is_validated() {
             .contains("process_bits")
     );
     let too_wide =
-        r#"{"time_bits":40,"sequence_bits":14,"node_bits":10,"epoch":0,"process_bits":11}"#;
+        r#"{"time_bits":40,"sequence_bits":14,"worker_bits":10,"epoch":0,"process_bits":11}"#;
     let err = serde_json::from_str::<Layout>(too_wide).unwrap_err();
     assert!(err.to_string().contains("11 process bits"), "{err}");
 }

@@ -41,11 +41,16 @@
 //!   hash) and `Blake3` (feature `blake3`) are built in. Every hash is a
 //!   32-byte [`struct@Hash`].
 //! - **Time**: the crate never reads a clock. The only state machine that
-//!   acts on time, [`sync::Receiver`], takes `now: Duration` (since an origin
-//!   of your choosing) where it uses it; nothing else takes a time.
+//!   acts on time, [`sync::Receiver`], takes `now: Duration`, monotonic time
+//!   since an origin of your choosing, passed in by the caller where it uses
+//!   it ([`sync::Receiver::poll_transmit_to`], [`sync::Receiver::handle_timeout`]);
+//!   nothing else takes a time. quorate-transport's endpoints take `now` the
+//!   same way.
 //! - **Ids**: leaves and nodes are addressed by `u64` positions (leaf index,
 //!   flat node index, see [`flat`]); sync peers by a key type `P` of yours
-//!   (e.g. the transport's peer id), requests by [`sync::RequestId`].
+//!   (e.g. the transport's `PeerId`, the same `u64` as raft-core's
+//!   `NodeId`), requests by [`sync::RequestId`], which matches a reply to its
+//!   request as the transport's and Chord's `RequestId`s do.
 //! - **Encoding**: counts and ids on the wire are the family's canonical
 //!   LEB128 varint (shortest form only, at most `u64::MAX`, the same code as
 //!   quorate-clocks'), so every value has exactly one encoding.

@@ -8,6 +8,24 @@
 //! each other at once ([`simultaneous_open`]), and (feature `tokio`) TCP.
 //! Without `tokio` the crate does no I/O at all.
 //!
+//! **Time.** The Sans-IO parts never read a clock. Pattern endpoints and the
+//! [`patterns::mux::Mux`] take `now: Duration`, monotonic time since an
+//! origin the driver picks, passed in by the caller (as quorate-merkle's sync
+//! does), and only in the calls that act on time (`request`, `connect`,
+//! `handle_timeout`, a pusher's `handle`); `poll_timeout` says when they next
+//! need one. The simulated network runs on [`sim::SimTime`], nanoseconds since
+//! the simulation began, which the test passes in. Only the TCP transport
+//! (feature `tokio`) reads a clock, tokio's, for its timeouts and backoff.
+//!
+//! **Ids.** A node is a [`PeerId`]`(u64)`, the same number as
+//! quorate-raft-core's `NodeId(u64)`: convert with [`PeerId::try_from`] and
+//! `u64::try_from`, which refuse the top-bit range the transport keeps for
+//! client connections ([`ClientRangeError`]). The in-memory and simulated
+//! transports take any peer type of yours. [`patterns::RequestId`] matches a
+//! reply to its request, as merkle sync's and Chord's `RequestId`s do, and
+//! [`sim::MessageId`] names one simulated message. quorate-ids'
+//! `WorkerId` is unrelated unless you map a node to one.
+//!
 //! ```
 //! use quorate_transport::sim::{Network, SimTime};
 //!
@@ -24,6 +42,7 @@ pub mod codec;
 pub mod framing;
 pub mod mem;
 pub mod patterns;
+mod peer;
 pub mod sim;
 pub mod simultaneous_open;
 #[cfg(feature = "tokio")]
@@ -34,6 +53,7 @@ pub mod tcp;
 pub mod tls;
 mod transport;
 
+pub use peer::{ClientRangeError, PeerId};
 pub use transport::{Event, Transport, Typed, TypedError};
 
 // The README's examples are compiled and run as doctests.

@@ -1,5 +1,5 @@
 //! A key-value state machine with client sessions: each command carries a
-//! unique request id (client, sequence number), and a retried command that
+//! [`ClientSeq`] (client, sequence number), and a retried command that
 //! was already applied returns the recorded answer instead of applying
 //! twice (Raft thesis §6.3).
 
@@ -8,9 +8,11 @@ use super::linearizability::Model;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::collections::BTreeMap;
 
-/// Identifies a client request; retries reuse it.
+/// A client's session position: which client, and its sequence number. It
+/// names one logical request for deduplication (retries reuse it); it is not
+/// a reply-correlation id like the transport's `RequestId`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct RequestId {
+pub struct ClientSeq {
     /// The client.
     pub client: u32,
     /// The client's sequence number; a client has one request outstanding
@@ -64,11 +66,11 @@ pub enum KvOutput {
     Swapped(bool),
 }
 
-/// A command as proposed to Raft: the request id and the operation.
+/// A command as proposed to Raft: the client's sequence number and the operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KvCommand {
     /// Unique per logical request.
-    pub id: RequestId,
+    pub id: ClientSeq,
     /// What to do.
     pub op: KvOp,
 }
@@ -122,7 +124,7 @@ impl KvCommand {
             _ => return None,
         };
         Some(KvCommand {
-            id: RequestId { client, seq },
+            id: ClientSeq { client, seq },
             op,
         })
     }
@@ -214,7 +216,7 @@ impl KvStore {
 }
 
 impl StateMachine for KvStore {
-    type Response = (RequestId, KvOutput);
+    type Response = (ClientSeq, KvOutput);
 
     fn apply(&mut self, data: &Bytes) -> Option<Self::Response> {
         let cmd = KvCommand::decode(data)?;
@@ -315,7 +317,7 @@ mod tests {
 
     fn cmd(client: u32, seq: u64, op: KvOp) -> Bytes {
         KvCommand {
-            id: RequestId { client, seq },
+            id: ClientSeq { client, seq },
             op,
         }
         .encode()
@@ -333,7 +335,7 @@ mod tests {
             },
         ] {
             let c = KvCommand {
-                id: RequestId { client: 7, seq: 11 },
+                id: ClientSeq { client: 7, seq: 11 },
                 op,
             };
             assert_eq!(KvCommand::decode(&c.encode()), Some(c));
@@ -353,7 +355,7 @@ mod tests {
         kv.apply(&cmd(2, 1, KvOp::Put { key: 0, value: 20 }));
         assert_eq!(
             kv.apply(&put),
-            Some((RequestId { client: 1, seq: 1 }, KvOutput::Written))
+            Some((ClientSeq { client: 1, seq: 1 }, KvOutput::Written))
         );
         assert_eq!(kv.get(0), Some(20), "the retry did not write again");
         assert_eq!(kv.counts(), (2, 1));

@@ -1,7 +1,7 @@
 //! [`Simulation`]: the key-value workload over a [`Cluster`](super::Cluster): clients that retry
 //! with unique request ids, the random or scripted faults, and the checks at the end.
 
-use super::kv::{KvCommand, KvModel, KvOp, KvOutput, KvStore, RequestId};
+use super::kv::{ClientSeq, KvCommand, KvModel, KvOp, KvOutput, KvStore};
 use super::linearizability::Operation;
 use super::nemesis::{Pin, Script};
 use super::{
@@ -354,7 +354,7 @@ impl Simulation {
                 continue;
             };
             let command = KvCommand {
-                id: RequestId {
+                id: ClientSeq {
                     client: client.id,
                     seq: client.seq,
                 },

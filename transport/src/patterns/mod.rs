@@ -2,8 +2,10 @@
 //! publish/subscribe and dealer/router.
 //!
 //! Each pattern endpoint is a value you feed and poll, in the quinn-proto
-//! shape: inputs are methods taking `now` (a [`Duration`] since any fixed
-//! origin the driver picks) and the sending peer; outputs are polled until
+//! shape: inputs are methods taking the sending peer and, only where the
+//! endpoint acts on time, `now` (a [`Duration`] since any fixed origin the
+//! driver picks; `handle` of a [`Requester`](reqrep::Requester) or a
+//! [`Puller`](pushpull::Puller) needs none); outputs are polled until
 //! `None`: [`poll_transmit`](reqrep::Requester::poll_transmit) gives
 //! `(peer, Wire)` messages to send, `poll_event` gives what the application
 //! should see, `poll_timeout` says when to call `handle_timeout`. Nothing

@@ -62,10 +62,10 @@ pub enum Endpoint<P> {
 impl<P: Copy + Ord + Debug> Endpoint<P> {
     fn handle(&mut self, now: Duration, from: P, msg: Wire) {
         match self {
-            Endpoint::Requester(e) => e.handle(now, from, msg),
+            Endpoint::Requester(e) => e.handle(from, msg),
             Endpoint::Replier(e) => e.handle(from, msg),
             Endpoint::Pusher(e) => e.handle(now, from, msg),
-            Endpoint::Puller(e) => e.handle(now, from, msg),
+            Endpoint::Puller(e) => e.handle(from, msg),
             Endpoint::Publisher(e) => e.handle(from, msg),
             Endpoint::Subscriber(e) => e.handle(from, msg),
             Endpoint::Dealer(e) => e.handle(from, msg),

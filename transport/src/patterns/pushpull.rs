@@ -35,7 +35,7 @@
 //! for i in 0..3u8 { push.push(Bytes::from(vec![i])).unwrap(); }
 //! // Only two fit the window.
 //! let mut sent = 0;
-//! while let Some((to, m)) = push.poll_transmit() { pull.handle(now, 1, m); sent += 1; }
+//! while let Some((to, m)) = push.poll_transmit() { pull.handle(1, m); sent += 1; }
 //! assert_eq!(sent, 2);
 //! assert_eq!(pull.poll_event().unwrap().body, Bytes::from(vec![0]));
 //! ```
@@ -238,7 +238,7 @@ impl<P: Copy + Ord + Debug> Puller<P> {
     }
 
     /// Feeds a message from `from`.
-    pub fn handle(&mut self, _now: Duration, from: P, msg: Wire) {
+    pub fn handle(&mut self, from: P, msg: Wire) {
         let (seq, body) = match msg {
             Wire::Push { seq, body } => (seq, body),
             Wire::Skip { to } => {
@@ -407,13 +407,13 @@ mod tests {
             seq,
             body: Bytes::new(),
         };
-        q.handle(T, 1, push(0));
-        q.handle(T, 1, push(0));
-        q.handle(T, 9, push(0));
-        q.handle(T, 1, push(5)); // beyond grant 2
+        q.handle(1, push(0));
+        q.handle(1, push(0));
+        q.handle(9, push(0));
+        q.handle(1, push(5)); // beyond grant 2
         assert_eq!(q.counters().ignored, 2);
         assert_eq!(q.counters().dropped_inbound, 1);
-        q.handle(T, 1, push(1));
+        q.handle(1, push(1));
         assert_eq!(q.queued(), 2);
         q.poll_event().unwrap();
         // grant = high 2 + window 2 - queued 1 = 3; grew by 1 >= half window.
@@ -422,7 +422,7 @@ mod tests {
             Some((1, Wire::Credit { high: 2, grant: 3 }))
         );
         // A skip moves past the gap and re-grants at once.
-        q.handle(T, 1, Wire::Skip { to: 10 });
+        q.handle(1, Wire::Skip { to: 10 });
         assert_eq!(
             q.poll_transmit(),
             Some((
@@ -433,12 +433,12 @@ mod tests {
                 }
             ))
         );
-        q.handle(T, 1, push(9));
+        q.handle(1, push(9));
         assert_eq!(q.counters().ignored, 3);
         // A hostile skip to the end of the sequence space neither panics
         // nor lets anything through.
-        q.handle(T, 1, Wire::Skip { to: u64::MAX });
-        q.handle(T, 1, push(u64::MAX));
+        q.handle(1, Wire::Skip { to: u64::MAX });
+        q.handle(1, push(u64::MAX));
         assert_eq!(q.counters().dropped_inbound, 2);
     }
 

@@ -19,7 +19,7 @@
 //! assert_eq!(&body[..], b"2+2");
 //! server.reply(from, rid, Bytes::from("4")).unwrap();
 //! let (_, reply) = server.poll_transmit().unwrap();
-//! client.handle(now, "server", reply);
+//! client.handle("server", reply);
 //! assert_eq!(
 //!     client.poll_event(),
 //!     Some(RequesterEvent::Reply { id, from: "server", body: Bytes::from("4") })
@@ -126,7 +126,7 @@ impl<P: Copy + Ord + Debug> Requester<P> {
 
     /// Feeds a message from `from`. Only a reply from the peer that was
     /// asked, to a request still pending, becomes an event.
-    pub fn handle(&mut self, _now: Duration, from: P, msg: Wire) {
+    pub fn handle(&mut self, from: P, msg: Wire) {
         let Wire::Reply { id, body } = msg else {
             self.counters.unexpected += 1;
             return;
@@ -324,15 +324,15 @@ mod tests {
             id,
             body: Bytes::from_static(b"x"),
         };
-        r.handle(ms(1), 2, reply.clone());
+        r.handle(2, reply.clone());
         assert_eq!(r.poll_event(), None);
-        r.handle(ms(1), 1, reply.clone());
+        r.handle(1, reply.clone());
         assert!(matches!(r.poll_event(), Some(RequesterEvent::Reply { .. })));
-        r.handle(ms(2), 1, reply); // duplicate
+        r.handle(1, reply); // duplicate
         assert_eq!(r.poll_event(), None);
         assert_eq!(r.counters().ignored, 2);
         assert_eq!(r.poll_timeout(), None);
-        r.handle(ms(2), 1, Wire::Data { body: Bytes::new() });
+        r.handle(1, Wire::Data { body: Bytes::new() });
         assert_eq!(r.counters().unexpected, 1);
     }
 

@@ -99,7 +99,7 @@ proptest! {
             pump(&mut net, now, 2, || server.poll_transmit());
             while let Some(d) = net.poll_delivery(at(now)) {
                 match d.to {
-                    1 => client.handle(now, d.from, d.msg),
+                    1 => client.handle(d.from, d.msg),
                     _ => server.handle(d.from, d.msg),
                 }
             }
@@ -155,7 +155,7 @@ proptest! {
             while let Some(d) = net.poll_delivery(at(now)) {
                 match d.to {
                     1 => pusher.handle(now, d.from, d.msg),
-                    _ => puller.handle(now, d.from, d.msg),
+                    _ => puller.handle(d.from, d.msg),
                 }
                 prop_assert!(puller.queued() as u64 <= window, "window exceeded");
             }

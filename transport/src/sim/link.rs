@@ -36,7 +36,7 @@ use core::time::Duration;
 /// The queue is unbounded unless [`with_max_queued_bytes`](Self::with_max_queued_bytes)
 /// or [`with_max_queued_messages`](Self::with_max_queued_messages) bound it:
 /// a message that would take the waiting messages past a bound is refused
-/// (dropped as [`DropReason::QueueFull`](super::DropReason::QueueFull), which
+/// (dropped as [`LossCause::QueueFull`](super::LossCause::QueueFull), which
 /// [`Network::send`](super::Network::send) returns). The message being
 /// transmitted no longer counts, so a link that is idle takes any message.
 ///

@@ -60,7 +60,7 @@
 //! queue full and get dropped. A link [`with_bandwidth`](LinkConfig::with_bandwidth)
 //! models that: each message occupies it for `size / bandwidth`, later ones
 //! wait, a queue bound refuses what does not fit
-//! ([`DropReason::QueueFull`], counted in [`Stats`] and [`LinkStats`]), and
+//! ([`LossCause::QueueFull`], counted in [`Stats`] and [`LinkStats`]), and
 //! [`with_lanes`](LinkConfig::with_lanes) gives urgent messages their own
 //! lane that goes first, as the real transport does for frames flagged
 //! [`Flags::URGENT`](crate::framing::Flags::URGENT).
@@ -110,7 +110,7 @@ mod wire;
 
 pub use link::LinkConfig;
 pub use time::SimTime;
-pub use trace::{DropReason, LinkStats, MessageId, Stats, TraceEvent, TraceKind};
+pub use trace::{LinkStats, LossCause, MessageId, Stats, TraceEvent, TraceKind};
 pub use wire::WireSize;
 
 use alloc::boxed::Box;
@@ -162,7 +162,7 @@ pub enum SendOutcome {
         /// The message's id (it still appears in the trace).
         id: MessageId,
         /// Why.
-        reason: DropReason,
+        cause: LossCause,
     },
     /// Accepted by a busy link with a bandwidth: it waits in the link's
     /// queue, and its delivery time is known once its transmission begins
@@ -421,7 +421,7 @@ where
         for key in doomed {
             if let Some(m) = self.in_flight.remove(&key) {
                 let (now, id, from, to) = (self.now, m.id, m.from, m.to);
-                self.record_drop(now, id, from, to, DropReason::Crashed);
+                self.record_drop(now, id, from, to, LossCause::Crashed);
             }
         }
         let links: Vec<(N, N)> = self
@@ -439,7 +439,7 @@ where
             self.sync_queue_stats(key);
             for w in lost {
                 for _ in 0..w.copies() {
-                    self.record_drop(self.now, w.id, key.0, key.1, DropReason::Crashed);
+                    self.record_drop(self.now, w.id, key.0, key.1, LossCause::Crashed);
                 }
             }
         }
@@ -516,9 +516,9 @@ where
                 .queues
                 .get(&(from, to))
                 .is_some_and(|q| !q.is_idle(now));
-        if let Some(reason) = self.refusal(now, from, to, &msg, link, paced) {
-            self.record_drop(now, id, from, to, reason);
-            return SendOutcome::Dropped { id, reason };
+        if let Some(cause) = self.refusal(now, from, to, &msg, link, paced) {
+            self.record_drop(now, id, from, to, cause);
+            return SendOutcome::Dropped { id, cause };
         }
         if paced {
             return self.enqueue(now, link, id, from, to, msg);
@@ -569,7 +569,7 @@ where
             }
             let (_, m) = self.in_flight.pop_first()?;
             if self.is_cut(m.from, m.to) {
-                self.record_drop(at, m.id, m.from, m.to, DropReason::Partitioned);
+                self.record_drop(at, m.id, m.from, m.to, LossCause::Partitioned);
                 continue;
             }
             self.stats.delivered += 1;
@@ -677,21 +677,21 @@ where
         msg: &M,
         link: LinkConfig,
         paced: bool,
-    ) -> Option<DropReason> {
+    ) -> Option<LossCause> {
         if self.is_crashed(from) || self.is_crashed(to) {
-            return Some(DropReason::Crashed);
+            return Some(LossCause::Crashed);
         }
         if self.is_cut(from, to) {
-            return Some(DropReason::Partitioned);
+            return Some(LossCause::Partitioned);
         }
         if self.filters.iter_mut().any(|(_, f)| f(from, to, msg)) {
-            return Some(DropReason::Filtered);
+            return Some(LossCause::Filtered);
         }
         if paced && self.queue_refuses(now, from, to, link, msg) {
-            return Some(DropReason::QueueFull);
+            return Some(LossCause::QueueFull);
         }
         if self.roll(link.loss()) {
-            return Some(DropReason::Lost);
+            return Some(LossCause::Lost);
         }
         None
     }
@@ -935,14 +935,14 @@ where
         s.max_queued_bytes = s.max_queued_bytes.max(bytes);
     }
 
-    fn record_drop(&mut self, at: SimTime, id: MessageId, from: N, to: N, reason: DropReason) {
-        self.stats.count_drop(reason);
+    fn record_drop(&mut self, at: SimTime, id: MessageId, from: N, to: N, cause: LossCause) {
+        self.stats.count_drop(cause);
         let s = self.link_stats.entry((from, to)).or_default();
         s.dropped += 1;
-        if reason == DropReason::QueueFull {
+        if cause == LossCause::QueueFull {
             s.queue_full += 1;
         }
-        self.record(at, id, from, to, TraceKind::Dropped(reason));
+        self.record(at, id, from, to, TraceKind::Dropped(cause));
     }
 
     fn record(&mut self, at: SimTime, id: MessageId, from: N, to: N, kind: TraceKind) {

@@ -158,7 +158,7 @@ fn a_full_queue_refuses_and_counts_the_drops() {
         assert!(matches!(
             out,
             SendOutcome::Dropped {
-                reason: DropReason::QueueFull,
+                cause: LossCause::QueueFull,
                 ..
             }
         ));
@@ -167,7 +167,7 @@ fn a_full_queue_refuses_and_counts_the_drops() {
     assert!(matches!(
         net.send(t(0), 1, 2, urgent(1)),
         SendOutcome::Dropped {
-            reason: DropReason::QueueFull,
+            cause: LossCause::QueueFull,
             ..
         }
     ));
@@ -178,7 +178,7 @@ fn a_full_queue_refuses_and_counts_the_drops() {
     assert_eq!(net.stats().dropped(), 3);
     let full = net
         .trace()
-        .filter(|e| e.kind == TraceKind::Dropped(DropReason::QueueFull))
+        .filter(|e| e.kind == TraceKind::Dropped(LossCause::QueueFull))
         .count();
     assert_eq!(full, 3);
 
@@ -219,7 +219,7 @@ fn with_lanes_a_full_bulk_lane_does_not_refuse_urgent_messages() {
     assert!(matches!(
         votes[2],
         SendOutcome::Dropped {
-            reason: DropReason::QueueFull,
+            cause: LossCause::QueueFull,
             ..
         }
     ));
@@ -243,7 +243,7 @@ fn an_idle_link_takes_a_message_larger_than_the_bound() {
     assert!(matches!(
         net.send(t(0), 1, 2, vec![0; 11]),
         SendOutcome::Dropped {
-            reason: DropReason::QueueFull,
+            cause: LossCause::QueueFull,
             ..
         }
     ));

@@ -214,7 +214,7 @@ fn one_way_partition_blocks_one_direction_only() {
     assert!(matches!(
         net.send(t(0), 1, 2, 1),
         SendOutcome::Dropped {
-            reason: DropReason::Partitioned,
+            cause: LossCause::Partitioned,
             ..
         }
     ));
@@ -277,14 +277,14 @@ fn crash_loses_in_flight_and_drops_until_restart() {
     assert!(matches!(
         net.send(t(1), 1, 2, 11),
         SendOutcome::Dropped {
-            reason: DropReason::Crashed,
+            cause: LossCause::Crashed,
             ..
         }
     ));
     assert!(matches!(
         net.send(t(1), 2, 3, 21),
         SendOutcome::Dropped {
-            reason: DropReason::Crashed,
+            cause: LossCause::Crashed,
             ..
         }
     ));
@@ -347,7 +347,7 @@ fn trace_keeps_the_last_events_without_payloads() {
         kinds,
         vec![
             TraceKind::Sent,
-            TraceKind::Dropped(DropReason::Partitioned),
+            TraceKind::Dropped(LossCause::Partitioned),
             TraceKind::Delivered
         ]
     );

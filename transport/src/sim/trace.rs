@@ -17,11 +17,12 @@ impl fmt::Display for MessageId {
     }
 }
 
-/// Why the network dropped a message.
+/// Why the simulated network lost a message (not why a receiver refused
+/// one: that is the receiving protocol's business, e.g. Raft's `DropReason`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
-pub enum DropReason {
+pub enum LossCause {
     /// The link's loss probability struck.
     Lost,
     /// The link was cut by a partition when the message was sent or when it
@@ -52,7 +53,7 @@ pub enum TraceKind {
     /// A second copy was scheduled.
     Duplicated,
     /// Dropped, never to be delivered (this copy).
-    Dropped(DropReason),
+    Dropped(LossCause),
     /// Handed to the driver by [`poll_delivery`](super::Network::poll_delivery).
     Delivered,
 }
@@ -112,18 +113,18 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// All drops, whatever the reason.
+    /// All drops, whatever the cause.
     pub fn dropped(&self) -> u64 {
         self.lost + self.partitioned + self.crashed + self.filtered + self.queue_full
     }
 
-    pub(crate) fn count_drop(&mut self, reason: DropReason) {
-        let counter = match reason {
-            DropReason::Lost => &mut self.lost,
-            DropReason::Partitioned => &mut self.partitioned,
-            DropReason::Crashed => &mut self.crashed,
-            DropReason::Filtered => &mut self.filtered,
-            DropReason::QueueFull => &mut self.queue_full,
+    pub(crate) fn count_drop(&mut self, cause: LossCause) {
+        let counter = match cause {
+            LossCause::Lost => &mut self.lost,
+            LossCause::Partitioned => &mut self.partitioned,
+            LossCause::Crashed => &mut self.crashed,
+            LossCause::Filtered => &mut self.filtered,
+            LossCause::QueueFull => &mut self.queue_full,
         };
         *counter += 1;
     }
@@ -156,7 +157,7 @@ pub struct LinkStats {
     pub max_queue_delay: Duration,
     /// Copies handed to the driver.
     pub delivered: u64,
-    /// Copies dropped on this link, whatever the reason (`queue_full` included).
+    /// Copies dropped on this link, whatever the cause (`queue_full` included).
     pub dropped: u64,
     /// Messages the link's full queue refused.
     pub queue_full: u64,

@@ -171,6 +171,7 @@ mod queue;
 mod stats;
 mod trust;
 
+pub use crate::peer::{ClientRangeError, PeerId};
 pub use stats::{DialFailure, InboundDepth, LimitCounts, QueueDepth, TcpStats};
 pub use trust::Trust;
 
@@ -180,37 +181,6 @@ use queue::{InLane, Inbound, InboundRx, OutQueue, QueueLimits, Refused};
 
 #[cfg(doc)]
 use crate::framing::Flags;
-
-/// Names a node on the TCP transport; sent in the handshake.
-///
-/// Ids with the top bit set ([`CLIENT_BIT`](Self::CLIENT_BIT)) are the ones
-/// a transport under [`Trust::KnownPeers`] assigns to client connections:
-/// unique per connection and never reused in the process. Give nodes ids
-/// below 2^63.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub struct PeerId(pub u64);
-
-impl PeerId {
-    /// The bit that marks a transport-assigned client connection id.
-    pub const CLIENT_BIT: u64 = 1 << 63;
-
-    /// Whether this id is in the client range (assigned by the transport
-    /// to a client connection under [`Trust::KnownPeers`]).
-    pub const fn is_client(self) -> bool {
-        self.0 & Self::CLIENT_BIT != 0
-    }
-}
-
-impl fmt::Display for PeerId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.is_client() {
-            write!(f, "client {}", self.0 & !Self::CLIENT_BIT)
-        } else {
-            write!(f, "peer {}", self.0)
-        }
-    }
-}
 
 /// The channel the transport keeps for its handshake and keepalives;
 /// applications may not send on it.
