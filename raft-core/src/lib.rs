@@ -118,7 +118,10 @@
 //! numbers are chosen by the user: one per server, never reused for
 //! another server (a server replaced with an empty disk gets a new id),
 //! and the same `u64` that the transport's peer id carries, so routing a
-//! message is looking up its `to`.
+//! message is looking up its `to`. With the `codec` feature,
+//! `PeerId::try_from(node_id)` and `NodeId::try_from(peer_id)` convert,
+//! refusing ids of 2^63 and above, which the transport keeps for client
+//! connections.
 //!
 //! # Example
 //!

@@ -12,6 +12,28 @@ use serde::{Deserialize, Serialize};
 #[cfg_attr(feature = "serde", derive(Serialize, Deserialize), serde(transparent))]
 pub struct NodeId(pub u64);
 
+/// A member's id is its transport peer id: the same `u64`, which must lie
+/// below 2^63 (the transport keeps the top half for client connections).
+#[cfg(feature = "codec")]
+impl TryFrom<NodeId> for quorate_transport::PeerId {
+    type Error = quorate_transport::ClientRangeError;
+
+    fn try_from(id: NodeId) -> Result<Self, Self::Error> {
+        quorate_transport::PeerId::try_from(id.0)
+    }
+}
+
+/// The member a transport peer id names; a client connection's id (top bit
+/// set) names none.
+#[cfg(feature = "codec")]
+impl TryFrom<quorate_transport::PeerId> for NodeId {
+    type Error = quorate_transport::ClientRangeError;
+
+    fn try_from(peer: quorate_transport::PeerId) -> Result<Self, Self::Error> {
+        u64::try_from(peer).map(NodeId)
+    }
+}
+
 /// A Raft term: a logical clock that numbers leaderships. Term 0 exists only
 /// before the first election and in the sentinel entry at index 0.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -120,4 +142,22 @@ pub struct HardState {
     pub vote: Option<NodeId>,
     /// The highest log index known to be committed.
     pub commit: LogIndex,
+}
+
+#[cfg(all(test, feature = "codec"))]
+mod tests {
+    use super::NodeId;
+    use quorate_transport::{ClientRangeError, PeerId};
+
+    #[test]
+    fn node_ids_are_peer_ids_below_the_client_range() {
+        for id in [0, 7, PeerId::CLIENT_BIT - 1] {
+            assert_eq!(PeerId::try_from(NodeId(id)), Ok(PeerId(id)));
+            assert_eq!(NodeId::try_from(PeerId(id)), Ok(NodeId(id)));
+        }
+        for id in [PeerId::CLIENT_BIT, u64::MAX] {
+            assert_eq!(PeerId::try_from(NodeId(id)), Err(ClientRangeError { id }));
+            assert_eq!(NodeId::try_from(PeerId(id)), Err(ClientRangeError { id }));
+        }
+    }
 }

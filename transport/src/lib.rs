@@ -19,7 +19,8 @@
 //!
 //! **Ids.** A node is a [`PeerId`]`(u64)`, the same number as
 //! quorate-raft-core's `NodeId(u64)`: convert with [`PeerId::try_from`] and
-//! `u64::try_from`, which refuse the top-bit range the transport keeps for
+//! `u64::try_from` (or, with quorate-raft-core's `codec` feature, straight
+//! between `NodeId` and `PeerId`), which refuse the top-bit range the transport keeps for
 //! client connections ([`ClientRangeError`]). The in-memory and simulated
 //! transports take any peer type of yours. [`patterns::RequestId`] matches a
 //! reply to its request, as merkle sync's and Chord's `RequestId`s do, and
