@@ -24,7 +24,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 use quorate_raft_core::codec::{self, CodecError};
 use quorate_raft_core::sim::StateMachine;
-use quorate_raft_core::sim::kv::{KvCommand, KvOp, KvStore, RequestId};
+use quorate_raft_core::sim::kv::{KvCommand, KvOp, KvStore, ClientSeq};
 use quorate_raft_core::{
     AppendOutcome, Configuration, Entry, LogIndex, Message, MessageBody, NodeId, SnapshotMeta, Term,
 };
@@ -230,7 +230,7 @@ fn hostile_bytes_cost_at_most_the_cap() {
     let mut store = KvStore::default();
     for seq in 1..=20u64 {
         let cmd = KvCommand {
-            id: RequestId {
+            id: ClientSeq {
                 client: seq as u32,
                 seq,
             },
