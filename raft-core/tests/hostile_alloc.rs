@@ -24,7 +24,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 use quorate_raft_core::codec::{self, CodecError};
 use quorate_raft_core::sim::StateMachine;
-use quorate_raft_core::sim::kv::{KvCommand, KvOp, KvStore, ClientSeq};
+use quorate_raft_core::sim::kv::{ClientSeq, KvCommand, KvOp, KvStore};
 use quorate_raft_core::{
     AppendOutcome, Configuration, Entry, LogIndex, Message, MessageBody, NodeId, SnapshotMeta, Term,
 };
