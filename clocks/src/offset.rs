@@ -808,6 +808,17 @@ mod tests {
     }
 
     #[test]
+    fn equal_widths_go_to_the_newer_sample() {
+        let mut f = OffsetEstimator::new().with_drift_rate(DriftRate::ppm(0));
+        let newer = Sample::new(100, 130, 130, 120).unwrap(); // [10, 30]
+        let older = Sample::new(0, 20, 20, 20).unwrap(); // [0, 20]
+        f.add(newer);
+        f.add(older);
+        let e = f.estimate(200).unwrap();
+        assert_eq!((e.low_ns(), e.high_ns(), e.age_ns()), (10, 30, 100));
+    }
+
+    #[test]
     fn an_old_low_delay_sample_loses_to_a_fresh_one() {
         // 1000 ppm: 1 ns per µs of age.
         let mut f = OffsetEstimator::new().with_drift_rate(DriftRate::ppm(1_000));
