@@ -42,17 +42,22 @@
 //! **Using an estimate.**
 //! - *Hybrid logical clocks.* [`Hlc::update`](crate::Hlc::update) refuses a
 //!   remote stamp more than its [`MaxDrift`] ahead of local physical time.
-//!   [`Estimate::max_drift`] is how far ahead this peer's clock can be, in
-//!   milliseconds rounded up: an `Hlc`'s bound below it would refuse honest
-//!   stamps. A peer's HLC stamps can also run ahead of its own wall clock by
-//!   whatever it heard from others, so size the `Hlc`'s bound from the
-//!   largest [`Estimate::max_drift`] over all peers plus a margin, and use
-//!   [`Estimate::is_plausible`] to tell, when a stamp is refused, whether the
-//!   peer's clock or the stamp is at fault.
-//! - *Lease reads.* A leader lease is safe while the clocks involved stay
-//!   within the lease's safety margin of each other. [`Estimate::is_within`]
-//!   says whether that is proven for a peer now; a node that cannot prove it
-//!   for a quorum should stop serving lease reads and fall back to ReadIndex.
+//!   [`Estimate::max_drift`] is how far ahead this peer's wall clock can be,
+//!   in milliseconds rounded up: the smallest `Hlc` bound that accepts every
+//!   stamp read from that clock. A peer's HLC stamps can also run ahead of
+//!   its own wall clock by whatever it heard from others, so size the `Hlc`'s
+//!   bound from the largest [`Estimate::max_drift`] over all peers plus a
+//!   margin. When a stamp is refused, [`Estimate::is_plausible`] says
+//!   whether it could have come from the peer's wall clock (then the `Hlc`'s
+//!   bound is too small) or not (it ran ahead, pushed by another node, or
+//!   was forged).
+//! - *Lease reads.* A leader lease timed on local monotonic clocks needs only
+//!   a bound on the drift *rate*; a lease whose expiry travels between nodes
+//!   as a wall-clock time also needs the clocks within a known distance of
+//!   each other. [`Estimate::is_within`] says whether a peer's clock is
+//!   proven within a margin of ours now; a node that cannot prove it for the
+//!   peers its lease rests on should stop serving lease reads (fall back to
+//!   ReadIndex) and say why.
 //!
 //! ```
 //! use quorate_clocks::offset::{DriftRate, OffsetEstimator, Sample};
@@ -105,7 +110,9 @@ pub enum OffsetError {
         server_send_ns: u64,
     },
     /// The server held the request longer than the whole round trip took
-    /// (`t3 − t2 > t4 − t1`): the delay would be negative.
+    /// (`t3 − t2 > t4 − t1`): the delay would be negative. Besides a bad
+    /// timestamp, only a server clock running fast over a hold longer than
+    /// the wire delay can cause it; either way, drop the sample.
     #[error(
         "server held the request {server_hold_ns} ns, longer than the {round_trip_ns} ns round trip"
     )]
@@ -138,8 +145,8 @@ pub enum OffsetError {
 /// clocks, so it is the sum of their frequency errors: NTP's `PHI` of 15 ppm
 /// is the tolerance of one disciplined clock; a free-running quartz
 /// oscillator is typically within 100 ppm; and 500 ppm is the largest
-/// frequency correction NTP (and the Linux kernel) will slew a clock by, so a
-/// clock being slewed stays within it.
+/// frequency correction NTP (and the Linux kernel) will slew a clock by, so
+/// it also covers one clock being slewed while the other keeps good time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(transparent))]
