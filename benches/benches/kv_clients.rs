@@ -249,9 +249,7 @@ mod ours {
         let total = per_client * clients as u64;
         let mut cluster = Cluster::new();
         let mut buf = BytesMut::zeroed(total as usize * PAYLOAD);
-        let mut values: Vec<Bytes> = (0..total)
-            .map(|_| buf.split_to(PAYLOAD).freeze())
-            .collect();
+        let mut values: Vec<Bytes> = (0..total).map(|_| buf.split_to(PAYLOAD).freeze()).collect();
         // Writes each client has still to send.
         let mut left = vec![per_client; clients];
         // Clients whose reply arrived (first, all of them): they send in
@@ -307,6 +305,514 @@ mod ours {
     }
 }
 
+mod theirs {
+    //! openraft's `benchmarks/minimal`, on openraft's public API: its
+    //! store (`store.rs`), its network (`network.rs`) and its driver
+    //! (`bin/bench.rs`), for the one shape this bench runs.
+    use super::*;
+    use futures::{Stream, TryStreamExt};
+    use openraft::entry::RaftEntry;
+    use openraft::errors::{RPCError, ReplicationClosed, StreamingError, Unreachable};
+    use openraft::impls::leader_id_adv;
+    use openraft::impls::{InlineBatch, OneshotResponder};
+    use openraft::network::{RPCOption, RaftNetworkFactory};
+    use openraft::raft::{
+        AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    };
+    use openraft::storage::{
+        EntryResponder, IOFlushed, LogState, RaftLogReader, RaftLogStorage, RaftSnapshotBuilder,
+        RaftStateMachine,
+    };
+    use openraft::{AnyError, EntryPayload, OptionalSend, Raft, RaftNetworkV2, RaftTypeConfig};
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::fmt;
+    use std::fmt::Debug;
+    use std::future::Future;
+    use std::io::{self, Cursor};
+    use std::ops::RangeBounds;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+    use tokio::runtime::{Builder, Runtime};
+    use tokio::sync::RwLock;
+
+    /// How long any wait of the driver may take (minimal: 400 s).
+    const TIMEOUT: Option<Duration> = Some(Duration::from_secs(400));
+
+    /// One client write: minimal's `ClientRequest {}`, with the 16 bytes
+    /// of value quorate's writes carry.
+    #[derive(Debug, Clone, Copy)]
+    pub(crate) struct Request(#[allow(dead_code)] [u8; PAYLOAD]);
+
+    impl fmt::Display for Request {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "Request")
+        }
+    }
+
+    /// minimal's `ClientResponse {}`.
+    #[derive(Debug)]
+    pub(crate) struct Response;
+
+    type NodeId = u64;
+    type SnapshotData = Cursor<Vec<u8>>;
+    /// minimal's default leader id (without its `single-term-leader`
+    /// feature); it is its own committed leader id.
+    type LeaderId = leader_id_adv::LeaderId<u64, NodeId>;
+    type LogId = openraft::LogId<LeaderId>;
+    type StoredMembership = openraft::StoredMembership<LeaderId, NodeId, ()>;
+    type SnapshotMeta = openraft::SnapshotMeta<LeaderId, NodeId, ()>;
+    type Snapshot = openraft::Snapshot<LeaderId, NodeId, (), SnapshotData>;
+    type Vote = openraft::Vote<LeaderId>;
+    type Entry = openraft::Entry<LeaderId, EntryPayload<Request, NodeId, ()>>;
+
+    /// minimal's `TypeConfig`, field for field (`Payload` is new in
+    /// alpha.37; this is its default).
+    #[derive(Debug, Clone, Copy, Default, Eq, PartialEq, Ord, PartialOrd)]
+    pub(crate) struct TypeConfig;
+
+    impl RaftTypeConfig for TypeConfig {
+        type D = Request;
+        type R = Response;
+        type NodeId = NodeId;
+        type Node = ();
+        type Term = u64;
+        type LeaderId = LeaderId;
+        type Vote = Vote;
+        type Payload = EntryPayload<Request, NodeId, ()>;
+        type Entry = Entry;
+        type Responder<T>
+            = OneshotResponder<Self, T>
+        where
+            T: OptionalSend + 'static;
+        type Batch<T>
+            = InlineBatch<T>
+        where
+            T: OptionalSend + 'static;
+        // Deprecated in favour of naming `openraft_rt_tokio` directly, which
+        // is the same type; minimal names it so.
+        #[allow(deprecated)]
+        type AsyncRuntime = openraft::impls::TokioRuntime;
+        type ErrorSource = AnyError;
+    }
+
+    type BenchRaft = Raft<TypeConfig, Arc<StateMachineStore>>;
+
+    /// minimal's `LogStore`: a `BTreeMap` log behind tokio `RwLock`s.
+    #[derive(Default)]
+    struct LogStore {
+        vote: RwLock<Option<Vote>>,
+        log: RwLock<BTreeMap<u64, Entry>>,
+        last_purged_log_id: RwLock<Option<LogId>>,
+    }
+
+    /// minimal's state machine (the last applied log id and membership),
+    /// plus the count of commands it was handed.
+    #[derive(Debug, Default, Clone)]
+    struct StateMachine {
+        last_applied_log: Option<LogId>,
+        last_membership: StoredMembership,
+        commands: u64,
+    }
+
+    impl StateMachine {
+        /// The snapshot's bytes: the command count (minimal serializes
+        /// its whole state machine to JSON; log id and membership travel
+        /// in the snapshot's meta anyway).
+        fn to_bytes(&self) -> Vec<u8> {
+            self.commands.to_le_bytes().to_vec()
+        }
+    }
+
+    #[derive(Debug)]
+    struct StoredSnapshot {
+        meta: SnapshotMeta,
+        data: Vec<u8>,
+    }
+
+    /// minimal's `StateMachineStore`.
+    #[derive(Default)]
+    pub(crate) struct StateMachineStore {
+        sm: RwLock<StateMachine>,
+        current_snapshot: RwLock<Option<StoredSnapshot>>,
+    }
+
+    impl RaftLogReader<TypeConfig> for Arc<LogStore> {
+        async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+            &mut self,
+            range: RB,
+        ) -> Result<Vec<Entry>, io::Error> {
+            let mut entries = vec![];
+            {
+                let log = self.log.read().await;
+                for (_, ent) in log.range(range.clone()) {
+                    entries.push(ent.clone());
+                }
+            };
+            Ok(entries)
+        }
+
+        async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+            Ok(*self.vote.read().await)
+        }
+    }
+
+    impl RaftSnapshotBuilder<TypeConfig> for Arc<StateMachineStore> {
+        type SnapshotData = SnapshotData;
+
+        async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+            let (data, last_applied_log, last_membership) = {
+                let sm = self.sm.read().await;
+                (
+                    sm.to_bytes(),
+                    sm.last_applied_log,
+                    sm.last_membership.clone(),
+                )
+            };
+            let meta = SnapshotMeta {
+                last_log_id: last_applied_log,
+                last_membership,
+            };
+            let snapshot = StoredSnapshot {
+                meta: meta.clone(),
+                data: data.clone(),
+            };
+            *self.current_snapshot.write().await = Some(snapshot);
+            Ok(Snapshot {
+                meta,
+                snapshot: Cursor::new(data),
+            })
+        }
+    }
+
+    impl RaftLogStorage<TypeConfig> for Arc<LogStore> {
+        type LogReader = Self;
+
+        async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
+            let log = self.log.read().await;
+            let last = log.iter().next_back().map(|(_, ent)| ent.log_id());
+            let last_purged = *self.last_purged_log_id.read().await;
+            Ok(LogState {
+                last_purged_log_id: last_purged,
+                last_log_id: last.or(last_purged),
+            })
+        }
+
+        async fn get_log_reader(&mut self) -> Self::LogReader {
+            self.clone()
+        }
+
+        async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
+            *self.vote.write().await = Some(*vote);
+            Ok(())
+        }
+
+        async fn append<I>(
+            &mut self,
+            entries: I,
+            callback: IOFlushed<TypeConfig>,
+        ) -> Result<(), io::Error>
+        where
+            I: IntoIterator<Item = Entry> + OptionalSend,
+            I::IntoIter: OptionalSend,
+        {
+            {
+                let mut log = self.log.write().await;
+                log.extend(entries.into_iter().map(|entry| (entry.index(), entry)));
+            }
+            // No fsync: acknowledged at once.
+            callback.io_completed(Ok(()));
+            Ok(())
+        }
+
+        async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
+            let start_index = last_log_id.map_or(0, |log_id| log_id.index() + 1);
+            self.log.write().await.split_off(&start_index);
+            Ok(())
+        }
+
+        async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
+            *self.last_purged_log_id.write().await = Some(log_id);
+            let mut log = self.log.write().await;
+            *log = log.split_off(&(log_id.index() + 1));
+            Ok(())
+        }
+    }
+
+    impl RaftStateMachine<TypeConfig> for Arc<StateMachineStore> {
+        type SnapshotData = SnapshotData;
+        type SnapshotBuilder = Self;
+
+        async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+            let sm = self.sm.read().await;
+            Ok((sm.last_applied_log, sm.last_membership.clone()))
+        }
+
+        async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+        where
+            Strm:
+                Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+        {
+            let mut sm = self.sm.write().await;
+            while let Some((entry, responder)) = entries.try_next().await? {
+                sm.last_applied_log = Some(entry.log_id);
+                match entry.payload {
+                    EntryPayload::Blank => {}
+                    // The empty state machine: count the commands.
+                    EntryPayload::Normal(_) => sm.commands += 1,
+                    EntryPayload::Membership(ref mem) => {
+                        sm.last_membership = StoredMembership::new(Some(entry.log_id), mem.clone());
+                    }
+                }
+                if let Some(responder) = responder {
+                    responder.send(Response);
+                }
+            }
+            Ok(())
+        }
+
+        async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+            self.clone()
+        }
+
+        async fn install_snapshot(
+            &mut self,
+            meta: &SnapshotMeta,
+            snapshot: Self::SnapshotData,
+        ) -> Result<(), io::Error> {
+            let data = snapshot.into_inner();
+            let commands = <[u8; 8]>::try_from(data.as_slice())
+                .map(u64::from_le_bytes)
+                .map_err(io::Error::other)?;
+            *self.sm.write().await = StateMachine {
+                last_applied_log: meta.last_log_id,
+                last_membership: meta.last_membership.clone(),
+                commands,
+            };
+            *self.current_snapshot.write().await = Some(StoredSnapshot {
+                meta: meta.clone(),
+                data,
+            });
+            Ok(())
+        }
+
+        async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+            Ok(self
+                .current_snapshot
+                .read()
+                .await
+                .as_ref()
+                .map(|s| Snapshot {
+                    meta: s.meta.clone(),
+                    snapshot: Cursor::new(s.data.clone()),
+                }))
+        }
+    }
+
+    /// minimal's `Router`: every node's `Raft`, by id.
+    #[derive(Clone, Default)]
+    struct Router {
+        table: Arc<Mutex<BTreeMap<NodeId, BenchRaft>>>,
+        /// AppendEntries calls made, all nodes (one relaxed add per call).
+        appends: Arc<AtomicU64>,
+    }
+
+    impl RaftNetworkFactory<TypeConfig> for Router {
+        type Network = Network;
+
+        async fn new_client(&mut self, target: NodeId, _node: &()) -> Self::Network {
+            Network {
+                target_raft: self.table.lock().unwrap().get(&target).unwrap().clone(),
+                appends: self.appends.clone(),
+            }
+        }
+    }
+
+    /// minimal's `Network`: calls straight into the target's `Raft`.
+    struct Network {
+        target_raft: BenchRaft,
+        appends: Arc<AtomicU64>,
+    }
+
+    impl RaftNetworkV2<TypeConfig> for Network {
+        type SnapshotData = SnapshotData;
+
+        async fn append_entries(
+            &mut self,
+            rpc: AppendEntriesRequest<TypeConfig>,
+            _option: RPCOption,
+        ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+            self.appends.fetch_add(1, Ordering::Relaxed);
+            // The only error is Fatal: the target is shutting down.
+            self.target_raft
+                .append_entries(rpc)
+                .await
+                .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))
+        }
+
+        async fn vote(
+            &mut self,
+            rpc: VoteRequest<TypeConfig>,
+            _option: RPCOption,
+        ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+            self.target_raft
+                .vote(rpc)
+                .await
+                .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))
+        }
+
+        async fn full_snapshot(
+            &mut self,
+            vote: Vote,
+            snapshot: Snapshot,
+            _cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+            _option: RPCOption,
+        ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+            self.target_raft
+                .install_full_snapshot(vote, snapshot)
+                .await
+                .map_err(|e| StreamingError::Unreachable(Unreachable::new(&e)))
+        }
+    }
+
+    /// A runtime as minimal builds both of its own.
+    fn runtime(name: &str, workers: usize) -> Runtime {
+        Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .thread_name(name)
+            .thread_stack_size(3 * 1024 * 1024)
+            .build()
+            .unwrap()
+    }
+
+    fn workers(var: &str, default: usize) -> usize {
+        std::env::var(var)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .map_or(default, |v| v.parse().expect("worker threads: a count"))
+    }
+
+    /// The 3 voters, and the state machine of each.
+    struct Cluster {
+        router: Router,
+        rafts: Vec<BenchRaft>,
+        machines: Vec<Arc<StateMachineStore>>,
+        /// The leader's last applied index before the first write.
+        first: u64,
+    }
+
+    /// minimal's `Router::new_cluster` with its `Config`: voters 0, 1, 2,
+    /// initialized at node 0, which leads.
+    async fn new_cluster() -> Cluster {
+        let config = Arc::new(
+            openraft::Config {
+                election_timeout_min: 200,
+                election_timeout_max: 2000,
+                purge_batch_size: 1024,
+                max_payload_entries: MAX_PAYLOAD_ENTRIES,
+                ..Default::default()
+            }
+            .validate()
+            .unwrap(),
+        );
+        let router = Router::default();
+        let voters: BTreeSet<NodeId> = (0..3).collect();
+        let (mut rafts, mut machines) = (Vec::new(), Vec::new());
+        for &id in &voters {
+            let log_store = Arc::new(LogStore::default());
+            let sm = Arc::new(StateMachineStore::default());
+            let raft = Raft::new(id, config.clone(), router.clone(), log_store, sm.clone())
+                .await
+                .unwrap();
+            rafts.push(raft);
+            machines.push(sm);
+        }
+        *router.table.lock().unwrap() = voters.iter().copied().zip(rafts.iter().cloned()).collect();
+        rafts[0].initialize(voters).await.unwrap();
+        // Log 0: the initial membership; 1: the leader's blank entry.
+        let mut first = 0;
+        for raft in &rafts {
+            let metrics = raft
+                .wait(TIMEOUT)
+                .applied_index(Some(1), "init")
+                .await
+                .unwrap();
+            first = metrics.last_applied.map_or(0, |l| l.index());
+        }
+        Cluster {
+            router,
+            rafts,
+            machines,
+            first,
+        }
+    }
+
+    /// `clients` clients, each sending `per_client` writes one at a time.
+    pub(crate) fn run(clients: usize, per_client: u64) -> Run {
+        let total = per_client * clients as u64;
+        let server_rt = runtime("bench-server", workers("OPENRAFT_SERVER_WORKERS", 16));
+        let client_rt = runtime("bench-client", workers("OPENRAFT_CLIENT_WORKERS", 1));
+        let cluster = server_rt.block_on(new_cluster());
+        let leader = cluster.rafts[0].clone();
+        let last = cluster.first + total;
+        let appends_before = cluster.router.appends.load(Ordering::Relaxed);
+
+        let (took, leader_metrics) = client_rt.block_on(async {
+            let start = Mark::now();
+            let handles: Vec<_> = (0..clients)
+                .map(|_| {
+                    let l = leader.clone();
+                    tokio::spawn(async move {
+                        for _ in 0..per_client {
+                            l.client_write(Request([0; PAYLOAD])).await.unwrap();
+                        }
+                    })
+                })
+                .collect();
+            let metrics = leader
+                .wait(TIMEOUT)
+                .applied_index_at_least(Some(last), "commit all written logs")
+                .await
+                .unwrap();
+            let took = start.took();
+            for h in handles {
+                h.await.unwrap();
+            }
+            (took, metrics)
+        });
+        let appends = cluster.router.appends.load(Ordering::Relaxed) - appends_before;
+
+        // Outside the clock: every node applies every write.
+        let applied: Vec<u64> = server_rt.block_on(async {
+            let mut applied = Vec::new();
+            for (raft, sm) in cluster.rafts.iter().zip(&cluster.machines) {
+                raft.wait(TIMEOUT)
+                    .applied_index_at_least(Some(last), "every node applies every write")
+                    .await
+                    .unwrap();
+                applied.push(sm.sm.read().await.commands);
+            }
+            for raft in &cluster.rafts {
+                raft.shutdown().await.unwrap();
+            }
+            applied
+        });
+        assert_eq!(applied, vec![total; 3], "applied per node");
+        let index = |l: Option<LogId>| l.map_or("-".to_owned(), |l| l.index().to_string());
+        let work = format!(
+            "{total} writes, {appends} AppendEntries calls, leader at index {} with its last \
+             snapshot at {} and log purged to {}, applied {applied:?}",
+            index(leader_metrics.last_applied),
+            index(leader_metrics.snapshot),
+            index(leader_metrics.purged),
+        );
+        drop(cluster);
+        drop(client_rt);
+        drop(server_rt);
+        Run { took, work }
+    }
+}
+
 /// Rows and runs the environment asks for.
 #[derive(Debug)]
 struct Knobs {
@@ -357,10 +863,13 @@ fn main() {
     for &clients in &knobs.clients {
         let per_client = per_client(knobs.writes(clients), clients);
         let total = per_client * clients as u64;
-        let (mut ours, theirs): (Vec<Run>, Vec<Run>) = (Vec::new(), Vec::new());
+        let (mut ours, mut theirs): (Vec<Run>, Vec<Run>) = (Vec::new(), Vec::new());
         for _ in 0..knobs.rounds {
             if knobs.runs("quorate") {
                 ours.push(ours::run(clients, per_client));
+            }
+            if knobs.runs("openraft") {
+                theirs.push(theirs::run(clients, per_client));
             }
         }
         for (side, runs) in [("quorate", &ours), ("openraft", &theirs)] {
