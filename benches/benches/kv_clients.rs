@@ -40,9 +40,27 @@
 //!   `purge_batch_size` 1024; the rest default, so it snapshots its empty
 //!   state machine every 5,000 entries and purges the log behind it, and
 //!   sends heartbeats). The clock stops when the leader's metrics report
-//!   the last write's index applied, as minimal does. The one change from
-//!   minimal: the snapshot carries no bytes (minimal serializes its empty
-//!   state machine to JSON), since this build has openraft's `serde` off.
+//!   the last write's index applied, as minimal does. Where this differs
+//!   from minimal (as of its alpha.34 sources; the API is alpha.37's):
+//!   - openraft is built with `default-features = false, features =
+//!     ["tokio-rt"]`, without minimal's `type-alias`, `runtime-stats` and
+//!     `serde`: the first only names types (spelled out here); the second
+//!     adds per-write latency records to the stats minimal prints every
+//!     5 s (neither is done here); the third is for the snapshot, which
+//!     minimal serializes to JSON and this one makes of the 8-byte command
+//!     count (log id and membership travel in the snapshot's meta).
+//!   - The network implements `RaftNetworkV2` itself; minimal writes a v1
+//!     `RaftNetwork` and wraps it in `openraft-legacy`'s adapter. The
+//!     AppendEntries and vote paths are the same (the adapter keeps the
+//!     default sequential `stream_append` and `pre_vote`); a snapshot goes
+//!     whole to `install_full_snapshot` instead of in v1 chunks. It counts
+//!     its AppendEntries calls (one relaxed atomic add per call).
+//!   - A write carries 16 bytes (minimal's `ClientRequest {}` none) and
+//!     the state machine counts the commands it applies.
+//!   - minimal stops the clock at applied index `writes`, one short of
+//!     its last write (index 0 is the membership, 1 the leader's blank
+//!     entry); here at `writes + 1`. After the clock every node is checked
+//!     to have applied every write, and the rafts are shut down.
 //!
 //! quorate's message limit is set to 1,024 entries of this workload, the
 //! same as openraft's `max_payload_entries`; its pipelining window is the
