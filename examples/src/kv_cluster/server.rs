@@ -16,7 +16,7 @@ use quorate_raft_core::{
     Storage,
 };
 use quorate_transport::framing::{ChannelId, Flags, Frame};
-use quorate_transport::tcp::{PeerId, TcpConfig, TcpStats, TcpTransport, Trust};
+use quorate_transport::tcp::{PeerId, TcpConfig, TcpError, TcpStats, TcpTransport, Trust};
 use quorate_transport::{Event, Transport};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -501,7 +501,17 @@ impl Running {
                     Err(e) => break Err(Error::from(e)),
                 },
             }
-            if let Err(e) = self.core.drive() {
+            // Raft messages go out before the round's fsync (a full queue
+            // drops the frame, as in `flush`, and Raft sends it again); a
+            // peer learnt in this round waits for `flush`, which adds it.
+            let transport = &self.transport;
+            let sent = self.core.drive_sending(&mut |to, frame| match transport
+                .try_send(to, frame.clone())
+            {
+                Err(TcpError::UnknownPeer(_)) => Some(frame),
+                _ => None,
+            });
+            if let Err(e) = sent {
                 break Err(e);
             }
             self.flush();
@@ -1077,6 +1087,20 @@ impl NodeCore {
     /// Persists, sends and applies everything the replicas have ready:
     /// call after every input, before draining the transmits.
     pub fn drive(&mut self) -> Result<(), Error> {
+        self.drive_sending(&mut |_, frame| Some(frame))
+    }
+
+    /// [`drive`](Self::drive), handing each Ready's messages to `send` as
+    /// soon as they are made, before the Ready is persisted: followers
+    /// append while the leader's own write is in flight (Raft allows it:
+    /// the leader counts itself only once its entries are durable, and
+    /// replies that assert durability wait inside the Raft node). `send`
+    /// hands back a frame it did not take; that frame stays queued for
+    /// [`poll_transmit`](Self::poll_transmit).
+    pub fn drive_sending(
+        &mut self,
+        send: &mut dyn FnMut(PeerId, Frame) -> Option<Frame>,
+    ) -> Result<(), Error> {
         if let Some(e) = self.fatal.take() {
             return Err(e);
         }
@@ -1095,7 +1119,9 @@ impl NodeCore {
                         .with_flags(raft_flags(&m.body));
                     self.traffic
                         .count(traffic_kind(&m.body), frame.payload.len());
-                    self.outbox.push_back((PeerId(m.to.0), frame));
+                    if let Some(frame) = send(PeerId(m.to.0), frame) {
+                        self.outbox.push_back((PeerId(m.to.0), frame));
+                    }
                 }
                 if let Some(snapshot) = ready.take_snapshot() {
                     // Durable before the store changes and before `advance`
