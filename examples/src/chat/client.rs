@@ -153,6 +153,8 @@ impl<F: FnMut(&Displayed)> Client<F> {
         mux.add(POST, Endpoint::Requester(Requester::new(limits)))?;
         let mut subscriber = Subscriber::new(Limits::default());
         subscriber.subscribe(Duration::ZERO, Bytes::from_static(TOPIC.as_bytes()))?;
+        // The transport dials on the first frame: the subscription.
+        subscriber.connect(Duration::ZERO, SERVER);
         mux.add(FEED, Endpoint::Subscriber(subscriber))?;
         let ids = SystemClockGenerator::new(
             Layout::SEED,
@@ -456,6 +458,7 @@ impl<F: FnMut(&Displayed)> Client<F> {
     }
 
     async fn run(mut self, mut lines: mpsc::Receiver<String>) -> Result<ClientSummary, ChatError> {
+        self.flush();
         let mut lines_open = true;
         let mut give_up: Option<Duration> = None;
         let outcome = loop {
