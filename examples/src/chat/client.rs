@@ -122,6 +122,10 @@ struct Client<F> {
     caught_up: bool,
     /// A fetch is wanted once the current one ends.
     refetch: bool,
+    /// Fetches (chains of pages) started, and the last one finished.
+    chains_started: u64,
+    current_chain: u64,
+    chains_done: u64,
     next_sync: Duration,
     unacked: BTreeMap<u64, Unacked>,
     in_flight: HashMap<RequestId, u64>,
@@ -172,6 +176,9 @@ impl<F: FnMut(&Displayed)> Client<F> {
             fetch: None,
             caught_up: false,
             refetch: false,
+            chains_started: 0,
+            current_chain: 0,
+            chains_done: 0,
             next_sync: Duration::ZERO,
             unacked: BTreeMap::new(),
             in_flight: HashMap::new(),
@@ -255,6 +262,8 @@ impl<F: FnMut(&Displayed)> Client<F> {
             return;
         }
         self.next_sync = self.now() + self.options.sync_every;
+        self.chains_started += 1;
+        self.current_chain = self.chains_started;
         self.request_page(0);
     }
 
@@ -385,6 +394,7 @@ impl<F: FnMut(&Displayed)> Client<F> {
                     if more {
                         self.request_page(next);
                     } else {
+                        self.chains_done = self.current_chain;
                         if !self.caught_up {
                             self.caught_up = true;
                             tracing::info!(
@@ -461,9 +471,16 @@ impl<F: FnMut(&Displayed)> Client<F> {
         self.flush();
         let mut lines_open = true;
         let mut give_up: Option<Duration> = None;
+        // The fetch that must finish before leaving: one started after the
+        // input ended, so the screen ends with what the archive holds.
+        let mut last_chain = u64::MAX;
         let outcome = loop {
             self.flush();
-            if !lines_open && self.caught_up && self.unacked.is_empty() {
+            if !lines_open
+                && self.caught_up
+                && self.unacked.is_empty()
+                && self.chains_done >= last_chain
+            {
                 break Ok(());
             }
             let now = self.now();
@@ -501,6 +518,9 @@ impl<F: FnMut(&Displayed)> Client<F> {
                 Wake::Line(None) => {
                     lines_open = false;
                     give_up = Some(self.now() + self.options.linger);
+                    let deferred = self.fetch.is_some() || !self.connected;
+                    self.start_fetch();
+                    last_chain = self.chains_started + u64::from(deferred);
                 }
                 Wake::Net(Ok(NetEvent::Connected(SERVER))) => self.on_connected(),
                 Wake::Net(Ok(NetEvent::Disconnected(SERVER))) => self.on_disconnected(),
