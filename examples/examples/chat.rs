@@ -13,7 +13,7 @@
 //! chat client --connect 127.0.0.1:7100 --name bob
 //! ```
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -73,19 +73,9 @@ fn main() -> ExitCode {
         Some(Command::Server { .. }) => "info",
         _ => "warn",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
+    quorate_examples::program::init_tracing(default);
+    let runtime = match quorate_examples::program::runtime() {
+        Ok(rt) => rt,
         Err(error) => {
             eprintln!("chat: cannot start the runtime: {error}");
             return ExitCode::FAILURE;

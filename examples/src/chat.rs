@@ -307,6 +307,17 @@ pub fn decode_page(bytes: &[u8]) -> Result<(Vec<ChatMessage>, u64, bool), ChatEr
     Ok((out, next, more))
 }
 
+/// Every message the feed's subscriber on `mux` received, in order.
+fn take_feed(mux: &mut Mux<PeerId>) -> Vec<Bytes> {
+    let mut feed = Vec::new();
+    if let Some(sub) = mux.subscriber_mut(FEED) {
+        while let Some(published) = sub.poll_event() {
+            feed.push(published.body);
+        }
+    }
+    feed
+}
+
 /// How a displayed message reached the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Via {
@@ -567,13 +578,7 @@ impl Client {
         if let Some(req) = self.mux.requester_mut(POST) {
             while req.poll_event().is_some() {}
         }
-        let mut feed = Vec::new();
-        if let Some(sub) = self.mux.subscriber_mut(FEED) {
-            while let Some(published) = sub.poll_event() {
-                feed.push(published.body);
-            }
-        }
-        for body in feed {
+        for body in take_feed(&mut self.mux) {
             // A garbled feed message is dropped, not fatal: the archive has it.
             match ChatMessage::from_bytes(&body) {
                 Ok(message) => self.admit(message, Via::Feed)?,

@@ -42,7 +42,7 @@ use tokio::time::Instant;
 use super::server::MAX_TEXT;
 use super::{
     ARCHIVE, ArchiveRequest, ChatError, ChatMessage, Displayed, FEED, POST, PostStatus, SERVER,
-    TOPIC, Via, decode_page,
+    TOPIC, Via, decode_page, take_feed,
 };
 
 /// Settings of a client.
@@ -447,13 +447,7 @@ impl<F: FnMut(&Displayed)> Client<F> {
                 }
             }
         }
-        let mut feed = Vec::new();
-        if let Some(sub) = self.mux.subscriber_mut(FEED) {
-            while let Some(published) = sub.poll_event() {
-                feed.push(published.body);
-            }
-        }
-        for body in feed {
+        for body in take_feed(&mut self.mux) {
             match ChatMessage::from_bytes(&body) {
                 Ok(message) => self.admit(message, Via::Feed),
                 // The archive has it.
