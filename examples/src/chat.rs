@@ -124,8 +124,11 @@ pub enum ChatError {
         /// Its sequence number (the author's clock entry).
         seq: u64,
     },
-    /// Posts still unacknowledged when the client gave up.
-    #[error("{posts} post(s) unacknowledged after waiting {waited:?}")]
+    /// The client's input ended, and after waiting this long posts were
+    /// still unacknowledged or the last archive fetch unanswered.
+    #[error(
+        "gave up {waited:?} after the input ended: {posts} post(s) unacknowledged, or the archive not fetched"
+    )]
     Unacknowledged {
         /// How many.
         posts: usize,

@@ -462,3 +462,30 @@ fn a_client_that_stops_reading_does_not_grow_the_server() {
         shown.iter().filter(|s| s.via == "archive").count()
     );
 }
+
+#[test]
+fn help_prints_usage_and_no_arguments_run_the_demo() {
+    let _serial = serial();
+    let bin = example_binary("chat", BINARY_ENV).unwrap();
+    let help = Command::new(&bin).arg("--help").output().unwrap();
+    let usage = String::from_utf8_lossy(&help.stdout);
+    assert!(help.status.success(), "{help:?}");
+    for command in ["demo", "server", "client"] {
+        assert!(usage.contains(command), "{usage}");
+    }
+    let client_help = Command::new(&bin)
+        .args(["client", "--help"])
+        .output()
+        .unwrap();
+    let usage = String::from_utf8_lossy(&client_help.stdout);
+    assert!(
+        client_help.status.success() && usage.contains("--connect") && usage.contains("--name")
+    );
+    let demo = Command::new(&bin).stdin(Stdio::null()).output().unwrap();
+    let report = String::from_utf8_lossy(&demo.stdout);
+    assert!(demo.status.success(), "{demo:?}");
+    assert!(
+        report.contains("7 messages archived; every screen shows them all in causal order: yes"),
+        "{report}"
+    );
+}
