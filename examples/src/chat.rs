@@ -59,7 +59,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 #[cfg(doc)]
-use quorate_transport::patterns::reqrep::Replier;
+use quorate_transport::patterns::{pubsub::Publisher, reqrep::Replier};
 
 /// Archive requests and replies.
 pub const ARCHIVE: ChannelId = ChannelId(1);

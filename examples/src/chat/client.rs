@@ -10,7 +10,7 @@
 //!   the archive.
 //! - **Posting.** Each line becomes a message stamped with the buffer's
 //!   [`broadcast`](CausalBuffer::broadcast) clock and a Snowflake id, and a
-//!   request on [`POST`](super::POST); the server's reply is the
+//!   request on [`POST`]; the server's reply is the
 //!   acknowledgement, sent once the post is `fdatasync`ed. Up to
 //!   [`ClientOptions::window`] posts are in flight; unacknowledged ones are
 //!   re-sent (in order) after a timeout or a reconnect, and the server
