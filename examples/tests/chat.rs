@@ -217,3 +217,85 @@ mod archive {
         fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+/// The library's client against the library's server: posts are
+/// acknowledged, and a client that joins later gets them from the archive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_posts_are_acknowledged_and_a_later_client_sees_them() {
+    use quorate_examples::chat::archive::Archive;
+    use quorate_examples::chat::client::{self, ClientOptions};
+    use quorate_examples::chat::server::{self, ServerStats};
+    use quorate_transport::tcp::TcpTransport;
+    use std::time::Duration;
+    use tokio::sync::{mpsc, oneshot, watch};
+
+    let net = TcpTransport::bind(chat::SERVER, "127.0.0.1:0", server::tcp_config())
+        .await
+        .unwrap();
+    let addr = net.local_addr().unwrap();
+    let (stats_tx, stats) = watch::channel(ServerStats::default());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(server::serve(
+        net,
+        Archive::in_memory(),
+        async {
+            let _ = stopped.await;
+        },
+        stats_tx,
+    ));
+    let bound = Duration::from_secs(20);
+
+    let (lines, input) = mpsc::channel(4);
+    for line in ["one", "two", "three"] {
+        lines.send(line.to_owned()).await.unwrap();
+    }
+    drop(lines);
+    let mut alice_saw = Vec::new();
+    let summary = tokio::time::timeout(
+        bound,
+        client::run(ClientOptions::new("alice", addr), input, |d| {
+            alice_saw.push((d.via, d.message.text.clone()));
+        }),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(summary.acknowledged, 3);
+    assert_eq!(
+        alice_saw,
+        [
+            (Via::Local, "one"),
+            (Via::Local, "two"),
+            (Via::Local, "three")
+        ]
+        .map(|(v, t)| (v, t.to_owned()))
+    );
+    // Acknowledged means archived (the counters follow within the loop).
+    let mut stats = stats;
+    tokio::time::timeout(bound, stats.wait_for(|s| s.stored == 3 && s.archived == 3))
+        .await
+        .unwrap()
+        .unwrap();
+
+    let (lines, input) = mpsc::channel(1);
+    drop(lines);
+    let mut bob_saw = Vec::new();
+    tokio::time::timeout(
+        bound,
+        client::run(ClientOptions::new("bob", addr), input, |d| {
+            bob_saw.push((d.via, d.message.author.clone(), d.message.text.clone()));
+        }),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let expected: Vec<_> = ["one", "two", "three"]
+        .iter()
+        .map(|t| (Via::Archive, "alice".to_owned(), (*t).to_owned()))
+        .collect();
+    assert_eq!(bob_saw, expected);
+    stop.send(()).unwrap();
+    let final_stats = server.await.unwrap().unwrap();
+    assert_eq!(final_stats.archived, 3);
+    assert_eq!(final_stats.refused, 0);
+}
