@@ -15,6 +15,10 @@
 //! HLC: a bare `SystemTime::now()`, uhlc's `new_timestamp` (which reads the
 //! system clock itself), and quorate's `Hlc::now` fed the same system clock
 //! read; the cost beyond the clock read is each minus the bare read.
+//!
+//! Offset estimation (no peer crate): a full filter (window 8 and 64) taking
+//! one more exchange and producing an estimate, the usual step per reply;
+//! and an estimate alone.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
@@ -22,6 +26,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crdts::{CmRDT, CvRDT, Dot, VClock};
 use criterion::{BenchmarkId, Criterion, criterion_group};
+use quorate_clocks::offset::{OffsetEstimator, Sample};
 use quorate_clocks::{AtomicHlc, Hlc, HlcTimestamp, VectorClock};
 
 const SIZES: [u64; 3] = [8, 64, 512];
@@ -227,6 +232,67 @@ fn hlc(c: &mut Criterion) {
     group.finish();
 }
 
+/// Exchanges one second apart with a peer 3 ms ahead, wire delays of
+/// 50..1050 µs each way and 1..1000 µs of server hold.
+fn exchanges(n: u64) -> Vec<Sample> {
+    const MS: u64 = 1_000_000;
+    let base = 1_700_000_000_000 * MS;
+    let out = counters(n, 3);
+    let back = counters(n, 4);
+    let hold = counters(n, 5);
+    (0..n as usize)
+        .map(|i| {
+            let t1 = base + i as u64 * 1_000 * MS;
+            let t2 = t1 + 50_000 + out[i] * 1_000 + 3 * MS;
+            let t3 = t2 + hold[i] * 1_000;
+            let t4 = t3 - 3 * MS + 50_000 + back[i] * 1_000;
+            Sample::new(t1, t2, t3, t4).unwrap()
+        })
+        .collect()
+}
+
+fn offset(c: &mut Criterion) {
+    let mut group = c.benchmark_group("offset");
+    let stream = exchanges(4096);
+    for window in [OffsetEstimator::DEFAULT_WINDOW, 64] {
+        let mut filter = OffsetEstimator::new()
+            .with_window(window)
+            .unwrap()
+            .with_max_age_ns(u64::MAX);
+        stream[..window].iter().for_each(|s| filter.add(*s));
+        let estimate = filter.estimate(stream[window - 1].timestamps()[3]).unwrap();
+        assert!(estimate.contains_offset(3_000_000));
+        let mut next = window;
+        group.bench_function(BenchmarkId::new("add+estimate", window), |bench| {
+            bench.iter(|| {
+                // Cycle through the stream; later samples keep arriving newest.
+                let sample = stream[next];
+                next = if next + 1 == stream.len() {
+                    window
+                } else {
+                    next + 1
+                };
+                if next == window {
+                    filter.clear();
+                    stream[..window].iter().for_each(|s| filter.add(*s));
+                }
+                filter.add(black_box(sample));
+                black_box(filter.estimate(black_box(sample.timestamps()[3])))
+            })
+        });
+        let now = stream[window - 1].timestamps()[3];
+        let mut full = OffsetEstimator::new()
+            .with_window(window)
+            .unwrap()
+            .with_max_age_ns(u64::MAX);
+        stream[..window].iter().for_each(|s| full.add(*s));
+        group.bench_function(BenchmarkId::new("estimate", window), |bench| {
+            bench.iter(|| black_box(&full).estimate(black_box(now)))
+        });
+    }
+    group.finish();
+}
+
 /// Median ns per call of each closure, measured in alternating batches so
 /// that load changes on a shared machine hit every variant alike.
 /// A named closure to time.
@@ -349,7 +415,7 @@ criterion_group! {
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_secs(1))
         .sample_size(20);
-    targets = merge, compare, hlc
+    targets = merge, compare, hlc, offset
 }
 
 fn main() {

@@ -7,7 +7,9 @@
 //! concurrent versions of a key in a Dynamo-style store; an [`Hlc`] for
 //! timestamps close to wall-clock time that still respect causality (or the
 //! lock-free [`AtomicHlc`] to share one between threads); and a
-//! [`CausalBuffer`] to deliver broadcasts in causal order. Every type is a
+//! [`CausalBuffer`] to deliver broadcasts in causal order. To know how far a
+//! peer's clock is from ours, feed an [`offset::OffsetEstimator`] the four
+//! timestamps of each request/response exchange (NTP's clock filter). Every type is a
 //! plain value (Sans-IO): physical time, when a clock needs it, is an
 //! argument, never read from the system. Every clock has a compact, versioned
 //! binary encoding (`to_bytes`/`from_bytes`, see [`encoding`]) and, with the
@@ -19,7 +21,10 @@
 //! from its own clock or a simulator's. It need not be monotonic: a stamp
 //! never goes back whatever the physical time does. The crate never reads a
 //! clock. Lamport, vector and dotted-version-vector clocks are purely
-//! logical and take no time at all.
+//! logical and take no time at all. The [`offset`] estimator takes
+//! nanoseconds since the Unix epoch (`u64`) instead, since offsets between
+//! nearby machines are well below a millisecond: its timestamps and `now`
+//! come from the caller's wall clock too.
 //!
 //! **Ids.** Actors and nodes are the caller's own id type (`A`, any `Ord`
 //! type: a `u64`, raft-core's `NodeId` or the transport's `PeerId`, which are
@@ -69,6 +74,7 @@ mod dvv;
 pub mod encoding;
 mod hlc;
 mod lamport;
+pub mod offset;
 mod vector;
 
 #[cfg(target_has_atomic = "64")]

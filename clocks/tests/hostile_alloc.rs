@@ -275,6 +275,9 @@ mod serde_cases {
             check::<Dot<u64>>("Dot", doc),
             check::<Hlc>("Hlc", doc),
             check::<HlcTimestamp>("HlcTimestamp", doc),
+            check::<quorate_clocks::offset::Sample>("offset::Sample", doc),
+            check::<quorate_clocks::offset::Estimate>("offset::Estimate", doc),
+            check::<quorate_clocks::offset::OffsetEstimator>("OffsetEstimator", doc),
         ]
         .into_iter()
         .filter(|accepted| *accepted)
@@ -325,6 +328,15 @@ mod serde_cases {
             "[".repeat(100_000),
             format!(r#"[["{}"#, "x".repeat(100_000)),
             format!(r#"{{"context":[["a",1]],"siblings":[[{{"actor":"a","counter":1}},"{}"#, "v".repeat(50_000)),
+            // An offset filter holding far more samples than its window,
+            // impossible samples, a window past the largest.
+            format!(
+                r#"{{"window":1,"max_age_ns":1,"drift_ppm":1,"samples":[{}[0,0,0,0]]}}"#,
+                "[0,5,5,10],".repeat(20_000)
+            ),
+            r#"{"window":1,"max_age_ns":1,"drift_ppm":1,"samples":[[10,0,0,9]]}"#.to_string(),
+            format!(r#"{{"window":{max},"max_age_ns":1,"drift_ppm":1,"samples":[]}}"#),
+            format!("[0,{max},{max},0]"),
         ] {
             assert_eq!(check_all(&doc), 0, "{}", &doc[..doc.len().min(80)]);
         }

@@ -403,6 +403,7 @@ proptest! {
 #[cfg(feature = "serde")]
 mod serde_round_trips {
     use super::*;
+    use quorate_clocks::offset::{DriftRate, Estimate, OffsetEstimator, Sample};
 
     proptest! {
         #[test]
@@ -426,6 +427,31 @@ mod serde_round_trips {
             let back: AtomicLamportClock<u8> = serde_json::from_str(&json).unwrap();
             prop_assert_eq!(back.snapshot(), clock);
         }
+
+        #[test]
+        fn offset_json_round_trips(
+            exchanges in prop::collection::vec((0u64..1 << 40, 0u64..1 << 20, 0u64..1 << 20), 0..12),
+            window in 1usize..10,
+            now in 0u64..1 << 41,
+        ) {
+            let mut filter = OffsetEstimator::new().with_window(window).unwrap();
+            for (t1, offset, delay) in exchanges {
+                let sample = Sample::new(t1, t1 + offset, t1 + offset, t1 + delay).unwrap_or_else(|_| {
+                    Sample::new(t1, t1 + offset, t1 + offset, t1 + offset).unwrap()
+                });
+                let json = serde_json::to_string(&sample).unwrap();
+                prop_assert_eq!(serde_json::from_str::<Sample>(&json).unwrap(), sample);
+                filter.add(sample);
+            }
+            let json = serde_json::to_string(&filter).unwrap();
+            prop_assert_eq!(serde_json::from_str::<OffsetEstimator>(&json).unwrap(), filter.clone());
+            if let Some(estimate) = filter.estimate(now) {
+                let json = serde_json::to_string(&estimate).unwrap();
+                prop_assert_eq!(serde_json::from_str::<Estimate>(&json).unwrap(), estimate);
+            }
+            let json = serde_json::to_string(&DriftRate::ppm(42)).unwrap();
+            prop_assert_eq!(json.as_str(), "42");
+        }
     }
 
     #[test]
@@ -440,5 +466,28 @@ mod serde_round_trips {
         );
         let outside = r#"{"context":[[1,1]],"siblings":[[{"actor":1,"counter":2},"x"]]}"#;
         assert!(serde_json::from_str::<DvvSet<u8, String>>(outside).is_err());
+        // Impossible exchanges, empty brackets, windows out of range or overfull.
+        assert!(serde_json::from_str::<Sample>("[10,0,0,9]").is_err());
+        assert!(serde_json::from_str::<Sample>("[0,100,111,10]").is_err());
+        assert!(serde_json::from_str::<Sample>("[0,0,0]").is_err());
+        assert!(serde_json::from_str::<Sample>("[0,5,5,10]").is_ok());
+        let estimate = |low: i64, high: i64| {
+            format!(r#"{{"low_ns":{low},"high_ns":{high},"delay_ns":0,"age_ns":0}}"#)
+        };
+        assert!(serde_json::from_str::<Estimate>(&estimate(3, 2)).is_err());
+        assert!(serde_json::from_str::<Estimate>(&estimate(2, 2)).is_ok());
+        let filter = |window: usize, samples: &str| {
+            format!(r#"{{"window":{window},"max_age_ns":1,"drift_ppm":5,"samples":[{samples}]}}"#)
+        };
+        assert!(serde_json::from_str::<OffsetEstimator>(&filter(0, "")).is_err());
+        assert!(serde_json::from_str::<OffsetEstimator>(&filter(1025, "")).is_err());
+        let two = "[0,5,5,10],[20,25,25,30]";
+        assert!(serde_json::from_str::<OffsetEstimator>(&filter(1, two)).is_err());
+        assert!(serde_json::from_str::<OffsetEstimator>(&filter(1, "[10,0,0,9]")).is_err());
+        // Out-of-order samples are sorted on the way in.
+        let back: OffsetEstimator =
+            serde_json::from_str(&filter(2, "[20,25,25,30],[0,5,5,10]")).unwrap();
+        assert_eq!(back.samples()[0].timestamps(), [0, 5, 5, 10]);
+        assert_eq!(back.drift_rate(), DriftRate::ppm(5));
     }
 }

@@ -268,3 +268,37 @@ async fn clones_share_queues_limits_and_stats() {
     ));
     tx.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn try_recv_drains_what_is_waiting_in_order_and_never_waits() {
+    let mut a = TcpTransport::bind(A, "127.0.0.1:0", TcpConfig::default())
+        .await
+        .unwrap();
+    assert!(a.try_recv().is_none(), "nothing has arrived yet");
+    let b = TcpTransport::client(B, TcpConfig::default());
+    b.add_peer(A, a.local_addr().unwrap());
+    for i in 0..EACH {
+        b.send(A, numbered(0, i)).await.unwrap();
+    }
+    // Everything sent is waiting in A's inbound lanes (with the connect).
+    eventually("every frame queued at A", || {
+        let depth = a.stats().inbound;
+        (depth.urgent + depth.peers + depth.clients) as u32 > EACH
+    })
+    .await;
+    let mut next = 0;
+    while let Some(event) = a.try_recv() {
+        if let Event::Message { msg, .. } = event {
+            assert_eq!(parse(&msg), (0, next));
+            next += 1;
+        }
+    }
+    assert_eq!(next, EACH, "try_recv handed out every waiting frame");
+    assert!(a.try_recv().is_none());
+    // recv still works after the drain.
+    b.send(A, numbered(1, 0)).await.unwrap();
+    let (_, msg) = common::next_message(&mut a).await;
+    assert_eq!(parse(&msg), (1, 0));
+    b.shutdown().await;
+    a.shutdown().await;
+}

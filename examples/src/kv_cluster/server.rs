@@ -397,6 +397,11 @@ impl PendingWrites {
 }
 
 /// A running node: its logic and the TCP transport it is driven over.
+/// Events a node takes in before it persists and sends once for all of
+/// them (its group commit): large enough that a round carries many
+/// clients' proposals, small enough that ticks and peers are not starved.
+const MAX_EVENTS_PER_ROUND: usize = 256;
+
 struct Running {
     core: NodeCore,
     transport: TcpTransport<Security>,
@@ -487,7 +492,17 @@ impl Running {
                     self.core.handle_tick(wall_ms());
                 }
                 event = self.transport.recv() => match event {
-                    Ok(event) => self.core.handle_event(wall_ms(), event),
+                    Ok(event) => {
+                        let now = wall_ms();
+                        self.core.handle_event(now, event);
+                        // Group commit: everything that arrived while the
+                        // last round was persisting goes into this round,
+                        // so its proposals share one append and one fsync.
+                        for _ in 1..MAX_EVENTS_PER_ROUND {
+                            let Some(event) = self.transport.try_recv() else { break };
+                            self.core.handle_event(now, event);
+                        }
+                    }
                     Err(e) => break Err(Error::from(e)),
                 },
             }

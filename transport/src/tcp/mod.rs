@@ -818,6 +818,12 @@ impl<W: StreamWrapper> TcpTransport<W> {
         self.sender.clone()
     }
 
+    /// The next event if one is already waiting, without waiting
+    /// ([`TcpReceiver::try_recv`]).
+    pub fn try_recv(&mut self) -> Option<Event<PeerId, Frame>> {
+        self.receiver.try_recv()
+    }
+
     /// This node's id.
     pub fn id(&self) -> PeerId {
         self.sender.id()
@@ -1045,6 +1051,16 @@ impl TcpReceiver {
             .recv(&mut self.stop)
             .await
             .ok_or(TcpError::Shutdown)
+    }
+
+    /// The next event if one is already waiting, without waiting: `None`
+    /// when every inbound lane is empty (also after shutdown; use
+    /// [`recv`](Self::recv) to learn of that). For an event loop that
+    /// drains what has arrived before doing its work once for all of it,
+    /// as a Raft node batching every waiting proposal into one append and
+    /// one fsync does.
+    pub fn try_recv(&mut self) -> Option<Event<PeerId, Frame>> {
+        self.inbound.try_recv()
     }
 }
 

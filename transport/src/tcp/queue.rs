@@ -317,6 +317,16 @@ impl InboundRx {
             () = super::conn::stopped(stop) => None,
         }
     }
+
+    /// The next event already waiting, in the order of [`recv`](Self::recv),
+    /// without waiting; `None` if every lane is empty.
+    pub(super) fn try_recv(&mut self) -> Option<Ev> {
+        self.urgent
+            .try_recv()
+            .or_else(|_| self.peers.try_recv())
+            .or_else(|_| self.clients.try_recv())
+            .ok()
+    }
 }
 
 #[cfg(test)]
