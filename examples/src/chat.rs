@@ -8,8 +8,13 @@
 //! | channel | client | server | carries |
 //! | --- | --- | --- | --- |
 //! | 1 | [`Requester`] | [`Replier`] | "what I lack since this clock" -> archived messages |
-//! | 2 | [`Pusher`] | [`Puller`] | new posts |
+//! | 2 | [`Requester`] | [`Replier`] | new posts -> the ack, once archived |
 //! | 3 | [`Subscriber`] | [`Publisher`] | the live feed, topic `room/lobby` |
+//!
+//! The notes put posts on push/pull, which has no reply: a push lost with
+//! its connection is lost silently. Posts here are requests instead, and
+//! the reply is the acknowledgement, sent once the post is in the
+//! [`archive`] and `fdatasync`ed ([`server`] says more).
 //!
 //! Every message carries a Snowflake id (`quorate-ids`) and its author's
 //! vector clock (`quorate-clocks`); each client displays messages through a
@@ -17,12 +22,23 @@
 //! even when it arrives on the feed before the archive reply that holds its
 //! cause (which is what happens to a client catching up after a reconnect).
 //!
-//! The server receives in one task and sends from another, on the two
-//! halves of its [`TcpTransport`] ([`TcpTransport::into_split`]).
+//! The server ([`server::serve`]) receives in one task and sends from
+//! another, on the two halves of its [`TcpTransport`]
+//! ([`TcpTransport::into_split`]), and never waits for a slow client: each
+//! client's outgoing queue has a high-water mark, beyond which what it
+//! would be sent is dropped and counted, and the client catches up from
+//! the archive.
 //!
-//! The default run is a scripted conversation between `alice`, `bob` and
-//! `carol` on 127.0.0.1; carol drops her connection mid-conversation,
-//! reconnects and catches up from the archive.
+//! The program's default ([`run`]) is a scripted conversation between
+//! `alice`, `bob` and `carol` on 127.0.0.1 with an in-memory archive;
+//! carol drops her connection mid-conversation, reconnects and catches up
+//! from the archive. `chat server` ([`server`], with a durable
+//! [`archive::Archive`]) and `chat client` ([`client`]) are the same
+//! protocol across terminals and machines.
+
+pub mod archive;
+pub mod client;
+pub mod server;
 
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
@@ -34,14 +50,16 @@ use quorate_clocks::{CausalBuffer, VectorClock};
 use quorate_ids::{ClockPolicy, Id, Layout, SystemClockGenerator, WorkerId};
 use quorate_transport::framing::ChannelId;
 use quorate_transport::patterns::mux::{Endpoint, Mux};
-use quorate_transport::patterns::pubsub::{Publisher, Subscriber};
-use quorate_transport::patterns::pushpull::{Puller, Pusher};
-use quorate_transport::patterns::reqrep::{Replier, ReplierEvent, Requester, RequesterEvent};
+use quorate_transport::patterns::pubsub::Subscriber;
+use quorate_transport::patterns::reqrep::{Requester, RequesterEvent};
 use quorate_transport::patterns::{Limits, RequestId};
-use quorate_transport::tcp::{PeerId, TcpConfig, TcpError, TcpTransport};
+use quorate_transport::tcp::{PeerId, TcpError, TcpTransport};
 use quorate_transport::{Event as NetEvent, Transport};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
+
+#[cfg(doc)]
+use quorate_transport::patterns::{pubsub::Publisher, reqrep::Replier};
 
 /// Archive requests and replies.
 pub const ARCHIVE: ChannelId = ChannelId(1);
@@ -60,10 +78,6 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(20);
 const ARCHIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Messages that may wait in a causal buffer for their causes.
 const CAUSAL_CAPACITY: usize = 1024;
-/// Unread posts the server lets one client have in flight.
-const POST_WINDOW: u64 = 64;
-/// Events the server's receiving task may hand over ahead of its loop.
-const SERVER_EVENTS: usize = 256;
 
 /// Why a run failed.
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +112,88 @@ pub enum ChatError {
     /// A client task ended early.
     #[error("client {0} stopped")]
     ClientGone(String),
+    /// The archive failed (the server stops: it cannot acknowledge posts).
+    #[error("archive: {0}")]
+    Archive(#[from] archive::ArchiveError),
+    /// Another client posts under this name.
+    #[error("the server holds other messages under the name {0:?}: another client uses it")]
+    NameTaken(String),
+    /// The server refused a post as invalid.
+    #[error("the server refused post {seq} as invalid")]
+    Refused {
+        /// Its sequence number (the author's clock entry).
+        seq: u64,
+    },
+    /// The client's input ended, and after waiting this long posts were
+    /// still unacknowledged or the last archive fetch unanswered.
+    #[error(
+        "gave up {waited:?} after the input ended: {posts} post(s) unacknowledged, or the archive not fetched"
+    )]
+    Unacknowledged {
+        /// How many.
+        posts: usize,
+        /// How long the client waited once its input ended.
+        waited: Duration,
+    },
+}
+
+/// The server's answer to a post (one byte).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum PostStatus {
+    /// Archived and synced: the acknowledgement.
+    Stored = 0,
+    /// Already archived (a retry): also an acknowledgement.
+    Duplicate = 1,
+    /// The name's sequence number is taken by another message.
+    Conflict = 2,
+    /// The author's previous post is not archived yet; send it first.
+    Gap = 3,
+    /// Malformed, too long, or no clock entry for its author.
+    Invalid = 4,
+}
+
+impl PostStatus {
+    /// Decodes a reply; `None` for anything else.
+    pub fn from_byte(body: &[u8]) -> Option<Self> {
+        match body {
+            [0] => Some(Self::Stored),
+            [1] => Some(Self::Duplicate),
+            [2] => Some(Self::Conflict),
+            [3] => Some(Self::Gap),
+            [4] => Some(Self::Invalid),
+            _ => None,
+        }
+    }
+}
+
+/// A request to the archive: the messages `since` does not cover, from
+/// archive position `from` on (0: wherever the first one is).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveRequest {
+    /// What the client has delivered.
+    pub since: VectorClock<String>,
+    /// Where to continue (a previous page's `next`).
+    pub from: u64,
+}
+
+impl ArchiveRequest {
+    /// Wire form: `from` (u64 LE), then the clock.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = self.from.to_le_bytes().to_vec();
+        out.extend_from_slice(&self.since.to_bytes());
+        out
+    }
+
+    /// Decodes [`to_bytes`](Self::to_bytes) output.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ChatError> {
+        let mut r = Reader { bytes };
+        let from = r.u64("archive request")?;
+        let since = VectorClock::from_bytes(r.bytes).map_err(|_| ChatError::Malformed {
+            what: "archive request clock",
+        })?;
+        Ok(Self { since, from })
+    }
 }
 
 /// One chat message.
@@ -186,25 +282,43 @@ impl ChatMessage {
     }
 }
 
-fn encode_archive(messages: &[&ChatMessage]) -> Vec<u8> {
+/// An archive reply: `next` (u64 LE), `more` (u8), the message count
+/// (u32 LE), then each message length-prefixed.
+pub fn encode_page(page: &archive::Page) -> Vec<u8> {
     let mut out = Vec::new();
-    let count = u32::try_from(messages.len()).unwrap_or(u32::MAX);
+    out.extend_from_slice(&page.next.to_le_bytes());
+    out.push(u8::from(page.more));
+    let count = u32::try_from(page.messages.len()).unwrap_or(u32::MAX);
     out.extend_from_slice(&count.to_le_bytes());
-    for m in messages {
-        put_chunk(&mut out, &m.to_bytes());
+    for m in &page.messages {
+        put_chunk(&mut out, m);
     }
     out
 }
 
-fn decode_archive(bytes: &[u8]) -> Result<Vec<ChatMessage>, ChatError> {
+/// Decodes [`encode_page`] output: the messages, `next` and `more`.
+pub fn decode_page(bytes: &[u8]) -> Result<(Vec<ChatMessage>, u64, bool), ChatError> {
     let mut r = Reader { bytes };
-    let count = r.u32("archive")?;
+    let next = r.u64("archive page")?;
+    let more = r.take(1, "archive page")?[0] != 0;
+    let count = r.u32("archive page")?;
     // Never allocate on a claimed count: each message needs at least 16 bytes.
     let mut out = Vec::with_capacity(count.min(bytes.len() / 16));
     for _ in 0..count {
         out.push(ChatMessage::from_bytes(r.chunk("archive entry")?)?);
     }
-    Ok(out)
+    Ok((out, next, more))
+}
+
+/// Every message the feed's subscriber on `mux` received, in order.
+fn take_feed(mux: &mut Mux<PeerId>) -> Vec<Bytes> {
+    let mut feed = Vec::new();
+    if let Some(sub) = mux.subscriber_mut(FEED) {
+        while let Some(published) = sub.poll_event() {
+            feed.push(published.body);
+        }
+    }
+    feed
 }
 
 /// How a displayed message reached the client.
@@ -301,112 +415,6 @@ impl Timeline {
     }
 }
 
-/// The chat server: archive, posts, feed, all on one connection per client.
-///
-/// The transport is split: a task of its own receives and hands the events
-/// over, while this task, which owns the mux, sends. A send waiting for
-/// room in a slow client's queue then holds up only this loop; the
-/// receiver goes on draining the transport's inbound lanes meanwhile.
-async fn server(
-    net: TcpTransport,
-    mut stop: oneshot::Receiver<()>,
-    subscribers: watch::Sender<usize>,
-    timeline: Timeline,
-) -> Result<usize, ChatError> {
-    let (net, mut inbound) = net.into_split();
-    let (events_tx, mut events) = mpsc::channel(SERVER_EVENTS);
-    let receiver = tokio::spawn(async move {
-        // `recv` fails only once the transport is shut down.
-        while let Ok(event) = inbound.recv().await {
-            if events_tx.send(event).await.is_err() {
-                break;
-            }
-        }
-    });
-    let start = Instant::now();
-    let mut mux: Mux<PeerId> = Mux::new();
-    mux.add(ARCHIVE, Endpoint::Replier(Replier::new(Limits::default())))?;
-    mux.add(
-        POST,
-        Endpoint::Puller(Puller::new(Limits::default(), POST_WINDOW)),
-    )?;
-    mux.add(FEED, Endpoint::Publisher(Publisher::new(Limits::default())))?;
-    let mut archive: Vec<ChatMessage> = Vec::new();
-    loop {
-        while let Some((to, frame)) = mux.poll_transmit() {
-            // A client that left mid-send is not the server's failure.
-            let _ = net.send(to, frame).await;
-        }
-        let wake = mux.poll_timeout().unwrap_or(Duration::from_secs(1));
-        let event = tokio::select! {
-            event = events.recv() => Some(event.ok_or(TcpError::Shutdown)?),
-            _ = tokio::time::sleep_until(start + wake) => None,
-            _ = &mut stop => break,
-        };
-        let now = start.elapsed();
-        match event {
-            Some(NetEvent::Connected(peer)) => {
-                if let Some(puller) = mux.puller_mut(POST) {
-                    puller.connect(now, peer);
-                }
-            }
-            Some(NetEvent::Disconnected(peer)) => mux.disconnect(peer),
-            Some(NetEvent::Message { from, msg }) => {
-                // A frame on a channel we do not serve is the client's mistake.
-                let _ = mux.handle(now, from, &msg);
-            }
-            Some(_) | None => {}
-        }
-        mux.handle_timeout(now);
-        if let Some(publisher) = mux.publisher_mut(FEED) {
-            let count = publisher.subscribers();
-            subscribers.send_if_modified(|c| std::mem::replace(c, count) != count);
-        }
-        let mut posts = Vec::new();
-        if let Some(puller) = mux.puller_mut(POST) {
-            while let Some(pulled) = puller.poll_event() {
-                posts.push(pulled.body);
-            }
-        }
-        for body in posts {
-            let Ok(message) = ChatMessage::from_bytes(&body) else {
-                continue;
-            };
-            archive.push(message);
-            // Archive first, then publish: a client that subscribed before
-            // asking the archive sees every message in one or the other.
-            if let Some(publisher) = mux.publisher_mut(FEED) {
-                publisher.publish(Bytes::from_static(TOPIC.as_bytes()), body)?;
-            }
-        }
-        let mut requests = Vec::new();
-        if let Some(replier) = mux.replier_mut(ARCHIVE) {
-            while let Some(ReplierEvent::Request { from, id, body }) = replier.poll_event() {
-                requests.push((from, id, body));
-            }
-        }
-        for (from, id, body) in requests {
-            let since = VectorClock::<String>::from_bytes(&body).unwrap_or_default();
-            let lacking: Vec<&ChatMessage> = archive
-                .iter()
-                .filter(|m| m.clock.get(&m.author) > since.get(&m.author))
-                .collect();
-            timeline.log(format!(
-                "server: archive request since {since}: {} of {} messages",
-                lacking.len(),
-                archive.len()
-            ));
-            if let Some(replier) = mux.replier_mut(ARCHIVE) {
-                replier.reply(from, id, Bytes::from(encode_archive(&lacking)))?;
-            }
-        }
-    }
-    net.shutdown().await;
-    // The receiver sees the shutdown and ends.
-    let _ = receiver.await;
-    Ok(archive.len())
-}
-
 /// One chat client: its causal buffer and id generator outlive connections.
 struct Client {
     name: String,
@@ -437,7 +445,7 @@ impl Client {
             ARCHIVE,
             Endpoint::Requester(Requester::new(Limits::default())),
         )?;
-        mux.add(POST, Endpoint::Pusher(Pusher::new(Limits::default())))?;
+        mux.add(POST, Endpoint::Requester(Requester::new(Limits::default())))?;
         mux.add(
             FEED,
             Endpoint::Subscriber(Subscriber::new(Limits::default())),
@@ -458,7 +466,7 @@ impl Client {
     /// connection), so no message falls between archive and feed.
     async fn connect(&mut self) -> Result<(), ChatError> {
         self.session += 1;
-        let net = TcpTransport::client(PeerId(self.session), TcpConfig::default());
+        let net = TcpTransport::client(PeerId(self.session), server::tcp_config());
         net.add_peer(SERVER, self.server_addr);
         self.net = Some(net);
         self.mux = Self::client_mux()?;
@@ -477,7 +485,10 @@ impl Client {
     /// Asks the archive for every message not yet delivered here.
     async fn fetch_archive(&mut self) -> Result<(), ChatError> {
         let now = self.now();
-        let since = self.buffer.delivered().clone();
+        let since = ArchiveRequest {
+            since: self.buffer.delivered().clone(),
+            from: 0,
+        };
         if let Some(req) = self.mux.requester_mut(ARCHIVE) {
             let id = req.request(now, SERVER, Bytes::from(since.to_bytes()), ARCHIVE_TIMEOUT)?;
             self.archive_request = Some(id);
@@ -503,8 +514,15 @@ impl Client {
             clock,
             text,
         };
-        if let Some(pusher) = self.mux.pusher_mut(POST) {
-            pusher.push(Bytes::from(message.to_bytes()))?;
+        // The script waits on what others display, so it needs no ack.
+        let now = self.now();
+        if let Some(req) = self.mux.requester_mut(POST) {
+            req.request(
+                now,
+                SERVER,
+                Bytes::from(message.to_bytes()),
+                ARCHIVE_TIMEOUT,
+            )?;
         }
         self.show(Displayed {
             message,
@@ -560,13 +578,10 @@ impl Client {
                 }
             }
         }
-        let mut feed = Vec::new();
-        if let Some(sub) = self.mux.subscriber_mut(FEED) {
-            while let Some(published) = sub.poll_event() {
-                feed.push(published.body);
-            }
+        if let Some(req) = self.mux.requester_mut(POST) {
+            while req.poll_event().is_some() {}
         }
-        for body in feed {
+        for body in take_feed(&mut self.mux) {
             // A garbled feed message is dropped, not fatal: the archive has it.
             match ChatMessage::from_bytes(&body) {
                 Ok(message) => self.admit(message, Via::Feed)?,
@@ -577,7 +592,8 @@ impl Client {
         }
         if let Some(body) = archived {
             self.archive_request = None;
-            let messages = decode_archive(&body)?;
+            // The script's archive fits in one page.
+            let (messages, _, _) = decode_page(&body)?;
             self.timeline.log(format!(
                 "{}: joined; the archive sent the {} message(s) missing here",
                 self.name,
@@ -677,11 +693,12 @@ impl Handle {
 
 /// The script's view of the server's subscriber count (what the example
 /// waits on so that its steps happen in a fixed order).
-struct Subscribers(watch::Receiver<usize>);
+struct Subscribers(watch::Receiver<server::ServerStats>);
 
 impl Subscribers {
     async fn wait(&mut self, count: usize) -> Result<(), ChatError> {
-        let waited = tokio::time::timeout(STEP_TIMEOUT, self.0.wait_for(|&c| c == count)).await;
+        let waited =
+            tokio::time::timeout(STEP_TIMEOUT, self.0.wait_for(|s| s.subscribers == count)).await;
         match waited {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(_)) => Err(ChatError::ClientGone("server".into())),
@@ -811,14 +828,22 @@ pub async fn run() -> Result<Report, ChatError> {
         start: Some(std::time::Instant::now()),
         lines: Arc::default(),
     };
-    let net = TcpTransport::bind(SERVER, "127.0.0.1:0", TcpConfig::default()).await?;
+    let net = TcpTransport::bind(SERVER, "127.0.0.1:0", server::tcp_config()).await?;
     let addr = net
         .local_addr()
         .ok_or_else(|| std::io::Error::other("server is not listening"))?;
     let (stop, stopped) = oneshot::channel();
-    let (subscribers_tx, subscribers) = watch::channel(0);
-    let mut server_subscribers = Subscribers(subscribers);
-    let server_task = tokio::spawn(server(net, stopped, subscribers_tx, timeline.clone()));
+    let (stats_tx, stats) = watch::channel(server::ServerStats::default());
+    let mut server_subscribers = Subscribers(stats);
+    let stop_on = async {
+        let _ = stopped.await;
+    };
+    let server_task = tokio::spawn(server::serve(
+        net,
+        archive::Archive::in_memory(),
+        stop_on,
+        stats_tx,
+    ));
     timeline.log(format!("server listening on {addr}"));
 
     let mut alice = spawn_client("alice", 1, addr, &timeline)?;
@@ -886,7 +911,8 @@ pub async fn run() -> Result<Report, ChatError> {
     let _ = stop.send(());
     let archived = server_task
         .await
-        .map_err(|_| ChatError::ClientGone("server".into()))??;
+        .map_err(|_| ChatError::ClientGone("server".into()))??
+        .archived;
     Ok(Report {
         displays,
         archived,

@@ -6,4 +6,5 @@ pub mod clocks;
 pub mod jepsen;
 pub mod kv_cluster;
 pub mod merkle_sync;
+pub mod program;
 pub mod ring_rebalance;

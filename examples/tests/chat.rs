@@ -96,3 +96,206 @@ fn malformed_messages_are_errors_not_panics() {
     lying[8] = 0xff;
     assert!(ChatMessage::from_bytes(&lying).is_err());
 }
+
+mod archive {
+    use quorate_clocks::VectorClock;
+    use quorate_examples::chat::ChatMessage;
+    use quorate_examples::chat::archive::{Appended, Archive, ArchiveError, FILE_NAME};
+    use quorate_examples::jepsen::cluster::run_dir;
+    use std::fs;
+    use std::io::Write;
+
+    fn message(id: u64, author: &str, clock: &[(&str, u64)], text: &str) -> ChatMessage {
+        ChatMessage {
+            id: quorate_ids::Id::from_u64(id),
+            author: author.into(),
+            clock: clock.iter().map(|&(a, n)| (a.to_string(), n)).collect(),
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn posts_are_admitted_in_causal_order_per_author_and_retries_are_duplicates() {
+        let mut a = Archive::in_memory();
+        let first = message(10, "alice", &[("alice", 1)], "one");
+        assert_eq!(a.append(&first), Appended::Stored);
+        assert_eq!(a.append(&first), Appended::Duplicate);
+        // The same slot, another message: a second client with this name.
+        let impostor = message(11, "alice", &[("alice", 1)], "other");
+        assert_eq!(a.append(&impostor), Appended::Conflict);
+        // alice's third before her second.
+        let third = message(13, "alice", &[("alice", 3)], "three");
+        assert_eq!(a.append(&third), Appended::Gap);
+        assert_eq!(
+            a.append(&message(14, "bob", &[("alice", 1)], "x")),
+            Appended::Invalid
+        );
+        assert_eq!(
+            a.append(&message(15, "bob", &[("bob", 2)], "x")),
+            Appended::Gap
+        );
+        let second = message(12, "alice", &[("alice", 2)], "two");
+        assert_eq!(a.append(&second), Appended::Stored);
+        assert_eq!(a.append(&third), Appended::Stored);
+        a.sync().unwrap();
+        assert_eq!(a.messages().unwrap(), [first, second, third]);
+    }
+
+    #[test]
+    fn pages_hold_what_the_clock_lacks_and_continue_where_they_ended() {
+        let mut a = Archive::in_memory();
+        for (id, m) in [
+            message(1, "alice", &[("alice", 1)], "a1"),
+            message(2, "bob", &[("alice", 1), ("bob", 1)], "b1"),
+            message(3, "alice", &[("alice", 2), ("bob", 1)], "a2"),
+            message(4, "bob", &[("alice", 2), ("bob", 2)], "b2"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            assert_eq!(a.append(&m), Appended::Stored, "{id}");
+        }
+        a.sync().unwrap();
+        let text = |bytes: &Vec<u8>| ChatMessage::from_bytes(bytes).unwrap().text;
+        // Has alice's first only: everything else, from position 1.
+        let since: VectorClock<String> = [("alice".to_string(), 1)].into_iter().collect();
+        let page = a.page(&since, 0, 2, usize::MAX).unwrap();
+        assert_eq!(
+            page.messages.iter().map(text).collect::<Vec<_>>(),
+            ["b1", "a2"]
+        );
+        assert!(page.more);
+        let rest = a.page(&since, page.next, 2, usize::MAX).unwrap();
+        assert_eq!(rest.messages.iter().map(text).collect::<Vec<_>>(), ["b2"]);
+        assert!(!rest.more);
+        // Has bob's both but not alice's second.
+        let since: VectorClock<String> = [("alice".to_string(), 1), ("bob".to_string(), 2)]
+            .into_iter()
+            .collect();
+        let page = a.page(&since, 0, 10, usize::MAX).unwrap();
+        assert_eq!(page.messages.iter().map(text).collect::<Vec<_>>(), ["a2"]);
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_and_damage_before_it_is_refused() {
+        let dir = run_dir("chat-archive").unwrap();
+        let one = message(1, "alice", &[("alice", 1)], "one");
+        let two = message(2, "alice", &[("alice", 2)], "two");
+        {
+            let mut a = Archive::open(&dir).unwrap();
+            assert_eq!(a.append(&one), Appended::Stored);
+            assert_eq!(a.append(&two), Appended::Stored);
+            a.sync().unwrap();
+        }
+        let path = dir.join(FILE_NAME);
+        let whole = fs::read(&path).unwrap();
+        // A third record cut short by a crash.
+        let mut f = fs::OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(&whole[8..8 + 15]).unwrap();
+        drop(f);
+        let mut a = Archive::open(&dir).unwrap();
+        assert_eq!(a.torn_bytes(), 15);
+        assert_eq!(a.messages().unwrap(), [one.clone(), two.clone()]);
+        // Going on after the cut works, and survives another reopen.
+        let three = message(3, "alice", &[("alice", 3)], "three");
+        assert_eq!(a.append(&three), Appended::Stored);
+        a.sync().unwrap();
+        drop(a);
+        let mut a = Archive::open(&dir).unwrap();
+        assert_eq!(a.torn_bytes(), 0);
+        assert_eq!(a.messages().unwrap(), [one, two, three]);
+        drop(a);
+        // A flipped byte in the first record's text is not a torn write.
+        let mut bytes = fs::read(&path).unwrap();
+        let first_end = 8 + 12 + u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
+        bytes[first_end - 1] ^= 0xff;
+        fs::write(&path, &bytes).unwrap();
+        match Archive::open(&dir) {
+            Err(ArchiveError::Corrupt { offset, .. }) => assert_eq!(offset, 8),
+            other => panic!("expected corruption at byte 8, got {other:?}"),
+        }
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+/// The library's client against the library's server: posts are
+/// acknowledged, and a client that joins later gets them from the archive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_posts_are_acknowledged_and_a_later_client_sees_them() {
+    use quorate_examples::chat::archive::Archive;
+    use quorate_examples::chat::client::{self, ClientOptions};
+    use quorate_examples::chat::server::{self, ServerStats};
+    use quorate_transport::tcp::TcpTransport;
+    use std::time::Duration;
+    use tokio::sync::{mpsc, oneshot, watch};
+
+    let net = TcpTransport::bind(chat::SERVER, "127.0.0.1:0", server::tcp_config())
+        .await
+        .unwrap();
+    let addr = net.local_addr().unwrap();
+    let (stats_tx, stats) = watch::channel(ServerStats::default());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(server::serve(
+        net,
+        Archive::in_memory(),
+        async {
+            let _ = stopped.await;
+        },
+        stats_tx,
+    ));
+    let bound = Duration::from_secs(20);
+
+    let (lines, input) = mpsc::channel(4);
+    for line in ["one", "two", "three"] {
+        lines.send(line.to_owned()).await.unwrap();
+    }
+    drop(lines);
+    let mut alice_saw = Vec::new();
+    let summary = tokio::time::timeout(
+        bound,
+        client::run(ClientOptions::new("alice", addr), input, |d| {
+            alice_saw.push((d.via, d.message.text.clone()));
+        }),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(summary.acknowledged, 3);
+    assert_eq!(
+        alice_saw,
+        [
+            (Via::Local, "one"),
+            (Via::Local, "two"),
+            (Via::Local, "three")
+        ]
+        .map(|(v, t)| (v, t.to_owned()))
+    );
+    // Acknowledged means archived (the counters follow within the loop).
+    let mut stats = stats;
+    tokio::time::timeout(bound, stats.wait_for(|s| s.stored == 3 && s.archived == 3))
+        .await
+        .unwrap()
+        .unwrap();
+
+    let (lines, input) = mpsc::channel(1);
+    drop(lines);
+    let mut bob_saw = Vec::new();
+    tokio::time::timeout(
+        bound,
+        client::run(ClientOptions::new("bob", addr), input, |d| {
+            bob_saw.push((d.via, d.message.author.clone(), d.message.text.clone()));
+        }),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let expected: Vec<_> = ["one", "two", "three"]
+        .iter()
+        .map(|t| (Via::Archive, "alice".to_owned(), (*t).to_owned()))
+        .collect();
+    assert_eq!(bob_saw, expected);
+    stop.send(()).unwrap();
+    let final_stats = server.await.unwrap().unwrap();
+    assert_eq!(final_stats.archived, 3);
+    assert_eq!(final_stats.refused, 0);
+}

@@ -5,11 +5,11 @@
 //! panicking or [`ProcessCluster::keep`] was called, so a failure leaves the
 //! logs behind at the path the failure message names.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -20,20 +20,32 @@ use super::proxy::Network;
 /// of the one next to the test executable.
 pub const BINARY_ENV: &str = "QUORATE_KV_CLUSTER_BIN";
 
-/// The `kv-cluster` example binary of the profile the running test was
-/// built with: `target/<profile>/examples/kv-cluster`, built with cargo if
-/// it is missing or older than the test executable (`cargo test --test X`
-/// does not build examples). Resolved once per process.
+/// The `kv-cluster` example binary: [`example_binary`]`("kv-cluster",`
+/// [`BINARY_ENV`]`)`.
 pub fn binary() -> Result<PathBuf, Error> {
-    static BINARY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BINARY
-        .get_or_init(|| find_or_build().map_err(|e| e.to_string()))
+    example_binary("kv-cluster", BINARY_ENV)
+}
+
+/// The example binary `name` of the profile the running test was built
+/// with: `target/<profile>/examples/<name>`, built with cargo if it is
+/// missing or older than the test executable (`cargo test --test X` does
+/// not build examples), unless the environment variable `env` names one.
+/// Resolved once per name and process.
+pub fn example_binary(name: &str, env: &str) -> Result<PathBuf, Error> {
+    static BINARIES: OnceLock<Mutex<HashMap<String, Result<PathBuf, String>>>> = OnceLock::new();
+    let mut found = BINARIES
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    found
+        .entry(name.to_owned())
+        .or_insert_with(|| find_or_build(name, env).map_err(|e| e.to_string()))
         .clone()
         .map_err(Error::Binary)
 }
 
-fn find_or_build() -> Result<PathBuf, Error> {
-    if let Some(path) = std::env::var_os(BINARY_ENV) {
+fn find_or_build(name: &str, env: &str) -> Result<PathBuf, Error> {
+    if let Some(path) = std::env::var_os(env) {
         return Ok(PathBuf::from(path));
     }
     let exe = std::env::current_exe()?;
@@ -44,7 +56,7 @@ fn find_or_build() -> Result<PathBuf, Error> {
         .ok_or_else(|| Error::Binary(format!("no profile directory above {}", exe.display())))?;
     let bin = profile_dir
         .join("examples")
-        .join(format!("kv-cluster{}", std::env::consts::EXE_SUFFIX));
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     let modified = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).ok();
     let fresh = match (modified(&bin), modified(&exe)) {
         (Some(b), Some(e)) => b >= e,
@@ -66,7 +78,7 @@ fn find_or_build() -> Result<PathBuf, Error> {
             "-p",
             "quorate-examples",
             "--example",
-            "kv-cluster",
+            name,
             "--profile",
         ])
         .arg(&profile);
@@ -76,7 +88,7 @@ fn find_or_build() -> Result<PathBuf, Error> {
     let status = command.status()?;
     if !status.success() || !bin.exists() {
         return Err(Error::Binary(format!(
-            "`cargo build -p quorate-examples --example kv-cluster --profile {profile}` \
+            "`cargo build -p quorate-examples --example {name} --profile {profile}` \
              ({status}) did not produce {}",
             bin.display()
         )));
@@ -530,15 +542,80 @@ pub fn spawn_cli(
         .stdout(file.try_clone()?)
         .stderr(file)
         .spawn()?;
-    Ok(CliProcess {
-        child: Some(child),
+    Ok(CliProcess::from_child(
+        child,
         output,
-        started: Instant::now(),
-        line: format!("kv-cluster {command} --nodes {nodes} {}", args.join(" ")),
-    })
+        format!("kv-cluster {command} --nodes {nodes} {}", args.join(" ")),
+    ))
 }
 
 impl CliProcess {
+    /// Takes charge of `child` (killed if dropped unfinished), whose
+    /// output goes to the file `output`; `line` names it in messages.
+    pub fn from_child(child: Child, output: PathBuf, line: String) -> Self {
+        CliProcess {
+            child: Some(child),
+            output,
+            started: Instant::now(),
+            line,
+        }
+    }
+
+    /// Its OS process id, while it is not reaped.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Its stdin, if it was spawned with a pipe there and it is open.
+    pub fn stdin(&mut self) -> Option<&mut ChildStdin> {
+        self.child.as_mut().and_then(|c| c.stdin.as_mut())
+    }
+
+    /// Closes its stdin (end of input).
+    pub fn close_stdin(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            drop(child.stdin.take());
+        }
+    }
+
+    /// What it wrote so far.
+    pub fn output(&self) -> String {
+        fs::read_to_string(&self.output).unwrap_or_default()
+    }
+
+    /// `kill -9` and reap it.
+    pub fn kill(&mut self) -> Result<(), Error> {
+        if let Some(mut child) = self.child.take() {
+            // Already exited is fine: the point is that it is gone.
+            let _ = child.kill();
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Its exit status if it has exited.
+    pub fn try_status(&mut self) -> Result<Option<ExitStatus>, Error> {
+        match self.child.as_mut() {
+            Some(child) => Ok(child.try_wait()?),
+            None => Ok(None),
+        }
+    }
+
+    /// Waits until `what` holds for its output, or `bound` passes; returns
+    /// whether it held.
+    pub fn wait_output(&self, bound: Duration, what: impl Fn(&str) -> bool) -> bool {
+        let deadline = Instant::now() + bound;
+        loop {
+            if what(&self.output()) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Waits until it exits or `deadline` passes (then kills it).
     pub fn wait_until(mut self, deadline: Instant) -> Result<CliOutcome, Error> {
         let mut status = None;

@@ -22,8 +22,9 @@ pub enum Error {
     /// A file, socket or process failed.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
-    /// The `kv-cluster` binary could not be found or built.
-    #[error("kv-cluster binary: {0}")]
+    /// An example binary (`kv-cluster`, `chat`) could not be found or
+    /// built.
+    #[error("example binary: {0}")]
     Binary(String),
     /// A node id the cluster does not have.
     #[error("no node {0}")]

@@ -214,7 +214,12 @@ impl BoundNode {
     }
 }
 
-fn tcp_config() -> TcpConfig {
+/// A node's transport settings: every connection not from a known peer is
+/// a client of its own, with the transport's default limits (1,024
+/// accepted connections, 5 s hello, 20 s idle timeout, 1 MiB client
+/// frames, 64 MiB of partial frames) and fast redials. `chat server`
+/// starts from these too.
+pub fn tcp_config() -> TcpConfig {
     TcpConfig {
         // A restarted peer is redialed within a quarter second.
         backoff_max: Duration::from_millis(250),

@@ -1,0 +1,25 @@
+//! What every example program does before its work: logging with
+//! `tracing` (`RUST_LOG`, or a default level) to stderr, and a tokio
+//! runtime with two workers.
+
+use std::io::IsTerminal;
+
+/// Logs to stderr at `RUST_LOG`'s levels, or at `default` (e.g. `"info"`
+/// for a server, `"warn"` for a program whose stdout is its output).
+pub fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+/// A multi-threaded runtime with two workers, timers and I/O.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+}
