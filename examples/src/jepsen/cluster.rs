@@ -27,13 +27,16 @@ pub const BINARY_ENV: &str = "QUORATE_KV_CLUSTER_BIN";
 pub fn binary() -> Result<PathBuf, Error> {
     static BINARY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     BINARY
-        .get_or_init(|| find_or_build().map_err(|e| e.to_string()))
+        .get_or_init(|| example_binary("kv-cluster", BINARY_ENV).map_err(|e| e.to_string()))
         .clone()
         .map_err(Error::Binary)
 }
 
-fn find_or_build() -> Result<PathBuf, Error> {
-    if let Some(path) = std::env::var_os(BINARY_ENV) {
+/// The example binary `name` of the profile the running test was built
+/// with, or the path in environment variable `env` if set: built with cargo
+/// if it is missing or older than the test executable (see [`binary`]).
+pub fn example_binary(name: &str, env: &str) -> Result<PathBuf, Error> {
+    if let Some(path) = std::env::var_os(env) {
         return Ok(PathBuf::from(path));
     }
     let exe = std::env::current_exe()?;
@@ -44,7 +47,7 @@ fn find_or_build() -> Result<PathBuf, Error> {
         .ok_or_else(|| Error::Binary(format!("no profile directory above {}", exe.display())))?;
     let bin = profile_dir
         .join("examples")
-        .join(format!("kv-cluster{}", std::env::consts::EXE_SUFFIX));
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     let modified = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).ok();
     let fresh = match (modified(&bin), modified(&exe)) {
         (Some(b), Some(e)) => b >= e,
@@ -66,7 +69,7 @@ fn find_or_build() -> Result<PathBuf, Error> {
             "-p",
             "quorate-examples",
             "--example",
-            "kv-cluster",
+            name,
             "--profile",
         ])
         .arg(&profile);
@@ -76,7 +79,7 @@ fn find_or_build() -> Result<PathBuf, Error> {
     let status = command.status()?;
     if !status.success() || !bin.exists() {
         return Err(Error::Binary(format!(
-            "`cargo build -p quorate-examples --example kv-cluster --profile {profile}` \
+            "`cargo build -p quorate-examples --example {name} --profile {profile}` \
              ({status}) did not produce {}",
             bin.display()
         )));

@@ -169,7 +169,11 @@ pub async fn serve(
                 _ => None,
             };
             match reply {
-                Some(reply) => replier.reply(from, id, reply)?,
+                Some(reply) => {
+                    if let Err(e) = replier.reply(from, id, reply) {
+                        tracing::warn!(peer = %from, "reply dropped: {e}");
+                    }
+                }
                 None => {
                     tracing::warn!(peer = %from, "request refused");
                     replier.abandon(from, id);
@@ -177,7 +181,10 @@ pub async fn serve(
             }
         }
         while let Some((to, wire)) = replier.poll_transmit() {
-            net.send(to, wire.to_frame(CHANNEL)).await?;
+            // A fetcher that left meanwhile: its replies go nowhere.
+            if let Err(e) = net.send(to, wire.to_frame(CHANNEL)).await {
+                tracing::debug!(peer = %to, "reply not sent: {e}");
+            }
         }
     }
     net.shutdown().await;
