@@ -154,12 +154,15 @@ fn verify_manifest(body: &[u8], config: &FetchConfig) -> Result<Target, Error> {
     })
 }
 
+/// What a source's transport reports.
+type SourceEvent = Result<NetEvent<PeerId, Frame>, TcpError>;
+
 /// The fetcher's connections (one transport per source: every server
 /// answers to [`SERVER_ID`]), request/reply state and byte count. Sources
 /// are told apart by the key `PeerId(i + 1)` of their place in `--from`.
 struct Link {
     senders: BTreeMap<PeerId, TcpSender>,
-    events: mpsc::Receiver<(PeerId, Result<NetEvent<PeerId, Frame>, TcpError>)>,
+    events: mpsc::Receiver<(PeerId, SourceEvent)>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     requester: Requester<PeerId>,
     start: Instant,
@@ -395,7 +398,7 @@ async fn run(f: &mut Fetch<'_>) -> Result<Summary, Error> {
 
     // Phase 2: what the target holds, then the staging log over it.
     let mut local = local::local_blocks(&config.dir, manifest, &target.bytes);
-    let (mut staging, held) = Staging::open(&config.dir, &target.signed, manifest.block_size)?;
+    let (staging, held) = Staging::open(&config.dir, &target.signed, manifest.block_size)?;
     let held: BTreeSet<u64> = held
         .into_iter()
         .filter_map(|(i, data)| {
@@ -410,10 +413,15 @@ async fn run(f: &mut Fetch<'_>) -> Result<Summary, Error> {
     let mut receiver: Receiver<Sha256, Ed25519Verifier, PeerId> =
         Receiver::new(local, config.trust);
     receiver.set_request_timeout(config.request_timeout + Duration::from_secs(1));
-    let mut outstanding: BTreeMap<RequestId, PeerId> = BTreeMap::new();
-    let mut fetched: BTreeSet<u64> = BTreeSet::new();
-    let mut from: BTreeMap<SocketAddr, u64> = BTreeMap::new();
-    while !receiver.is_complete() {
+    let mut sync = Blocks {
+        receiver,
+        outstanding: BTreeMap::new(),
+        staging,
+        fetched: BTreeSet::new(),
+        from: BTreeMap::new(),
+        signed: target.signed.clone(),
+    };
+    while !sync.receiver.is_complete() {
         let now = f.link.now();
         if now > config.deadline {
             return Err(Error::Deadline(config.deadline));
@@ -426,110 +434,39 @@ async fn run(f: &mut Fetch<'_>) -> Result<Summary, Error> {
                 .collect();
             return Err(Error::NoSource(why.join("; ")));
         }
-        // One request per source per round, until none has more.
-        let mut asked = true;
-        while asked {
-            asked = false;
-            for peer in f.honest.clone() {
-                if let Some(msg) = receiver.poll_transmit_to(f.link.now(), peer) {
-                    let mut body = vec![TAG_SYNC];
-                    body.extend_from_slice(&msg.to_bytes());
-                    outstanding.insert(f.link.request(peer, body)?, peer);
-                    asked = true;
-                }
-            }
-        }
+        sync.ask(f)?;
         f.link.flush().await?;
-        let wake = [receiver.poll_timeout(), f.link.requester.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(now + config.request_timeout);
+        let wake = [
+            sync.receiver.poll_timeout(),
+            f.link.requester.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(now + config.request_timeout);
         for event in f.link.step(wake).await? {
             match event {
-                RequesterEvent::Reply {
-                    id,
-                    from: peer,
-                    body,
-                } => {
-                    if outstanding.remove(&id).is_none() || !f.honest.contains(&peer) {
-                        continue;
-                    }
-                    let msg = match body.split_first() {
-                        Some((&TAG_SYNC, rest)) => Message::from_bytes(rest),
-                        _ => Err(quorate_merkle::Error::Unexpected {
-                            what: "reply",
-                            id: 0,
-                        }),
-                    };
-                    let msg = match msg {
-                        Ok(msg) => msg,
-                        Err(e) => {
-                            f.refuse(peer, format!("malformed reply: {e}"));
-                            receiver.on_peer_disconnect(&peer);
-                            outstanding.retain(|_, p| *p != peer);
-                            continue;
-                        }
-                    };
-                    let data: BTreeMap<u64, Vec<u8>> = match &msg {
-                        Message::Blocks { blocks, .. } => blocks
-                            .iter()
-                            .flatten()
-                            .map(|b| (b.index, b.data.clone()))
-                            .collect(),
-                        _ => BTreeMap::new(),
-                    };
-                    match receiver.handle_from(&peer, msg) {
-                        Ok(()) => {}
-                        // A late answer to a request already asked again elsewhere.
-                        Err(quorate_merkle::Error::Unexpected { .. }) => {}
-                        Err(e) => {
-                            f.refuse(peer, format!("sent data that fails verification: {e}"));
-                            receiver.on_peer_disconnect(&peer);
-                            outstanding.retain(|_, p| *p != peer);
-                        }
-                    }
-                    let mut accepted: Vec<(u64, &[u8])> = Vec::new();
-                    while let Some(event) = receiver.poll_event() {
-                        match event {
-                            Event::BlockAccepted { index } => {
-                                if let Some(d) = data.get(&index) {
-                                    accepted.push((index, d));
-                                }
-                            }
-                            Event::RootVerified { .. } => {
-                                if receiver.signed_root() != Some(&target.signed) {
-                                    return Err(Error::Invalid(
-                                        "a source changed its signed version during the fetch; run again".into(),
-                                    ));
-                                }
-                            }
-                            Event::DiffDone { missing, .. } => {
-                                f.progress.set_length(missing);
-                                tracing::info!(missing, "diff done");
-                            }
-                            _ => {}
-                        }
-                    }
-                    if !accepted.is_empty() {
-                        staging.append(&accepted)?;
-                        f.progress.inc(accepted.len() as u64);
-                        f.progress
-                            .set_message(format!("{} bytes on the wire", f.link.wire_bytes));
-                        if let Some(addr) = f.link.addrs.get(&peer) {
-                            *from.entry(*addr).or_insert(0) += accepted.len() as u64;
-                        }
-                        fetched.extend(accepted.iter().map(|(i, _)| *i));
+                RequesterEvent::Reply { id, from, body } => {
+                    let live = sync.outstanding.remove(&id).is_some();
+                    if live && f.honest.contains(&from) {
+                        sync.on_reply(f, from, &body)?;
                     }
                 }
                 RequesterEvent::TimedOut { id } => {
-                    outstanding.remove(&id);
+                    sync.outstanding.remove(&id);
                 }
+                // Outcomes a newer transport may add.
                 _ => {}
             }
         }
-        receiver.handle_timeout(f.link.now());
+        sync.receiver.handle_timeout(f.link.now());
     }
+    let Blocks {
+        receiver,
+        fetched,
+        from,
+        ..
+    } = sync;
     progress_done(f.progress);
     let blocks = receiver
         .into_blocks()
@@ -555,4 +492,104 @@ async fn run(f: &mut Fetch<'_>) -> Result<Summary, Error> {
 
 fn progress_done(progress: &ProgressBar) {
     progress.finish_and_clear();
+}
+
+/// Phase 2: the receiver and what it fetched.
+struct Blocks {
+    receiver: Receiver<Sha256, Ed25519Verifier, PeerId>,
+    /// Transport requests in flight, by source.
+    outstanding: BTreeMap<RequestId, PeerId>,
+    staging: Staging,
+    fetched: BTreeSet<u64>,
+    from: BTreeMap<SocketAddr, u64>,
+    signed: SignedRoot,
+}
+
+impl Blocks {
+    /// Asks each honest source in turn for the receiver's next request to
+    /// it, round after round, until none has more: the work spreads.
+    fn ask(&mut self, f: &mut Fetch<'_>) -> Result<(), Error> {
+        let mut asked = true;
+        while asked {
+            asked = false;
+            for peer in f.honest.clone() {
+                if let Some(msg) = self.receiver.poll_transmit_to(f.link.now(), peer) {
+                    let mut body = vec![TAG_SYNC];
+                    body.extend_from_slice(&msg.to_bytes());
+                    self.outstanding.insert(f.link.request(peer, body)?, peer);
+                    asked = true;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses `peer`; exactly its outstanding requests go to the others.
+    fn refuse(&mut self, f: &mut Fetch<'_>, peer: PeerId, why: String) {
+        f.refuse(peer, why);
+        self.receiver.on_peer_disconnect(&peer);
+        self.outstanding.retain(|_, p| *p != peer);
+    }
+
+    /// One reply from `peer`: verified blocks go to the staging log.
+    fn on_reply(&mut self, f: &mut Fetch<'_>, peer: PeerId, body: &[u8]) -> Result<(), Error> {
+        let msg = match body.split_first() {
+            Some((&TAG_SYNC, rest)) => Message::from_bytes(rest),
+            _ => Err(quorate_merkle::Error::Unexpected {
+                what: "reply",
+                id: 0,
+            }),
+        };
+        let msg = match msg {
+            Ok(msg) => msg,
+            Err(e) => {
+                self.refuse(f, peer, format!("malformed reply: {e}"));
+                return Ok(());
+            }
+        };
+        let data: BTreeMap<u64, Vec<u8>> = match &msg {
+            Message::Blocks { blocks, .. } => blocks
+                .iter()
+                .flatten()
+                .map(|b| (b.index, b.data.clone()))
+                .collect(),
+            _ => BTreeMap::new(),
+        };
+        match self.receiver.handle_from(&peer, msg) {
+            // A late answer to a request already asked again elsewhere.
+            Ok(()) | Err(quorate_merkle::Error::Unexpected { .. }) => {}
+            Err(e) => self.refuse(f, peer, format!("sent data that fails verification: {e}")),
+        }
+        let mut accepted: Vec<(u64, &[u8])> = Vec::new();
+        while let Some(event) = self.receiver.poll_event() {
+            match event {
+                Event::BlockAccepted { index } => {
+                    if let Some(d) = data.get(&index) {
+                        accepted.push((index, d));
+                    }
+                }
+                Event::RootVerified { .. } if self.receiver.signed_root() != Some(&self.signed) => {
+                    return Err(Error::Invalid(
+                        "a source changed its signed version during the fetch; run again".into(),
+                    ));
+                }
+                Event::DiffDone { missing, .. } => {
+                    f.progress.set_length(missing);
+                    tracing::info!(missing, "diff done");
+                }
+                _ => {}
+            }
+        }
+        if !accepted.is_empty() {
+            self.staging.append(&accepted)?;
+            f.progress.inc(accepted.len() as u64);
+            f.progress
+                .set_message(format!("{} bytes on the wire", f.link.wire_bytes));
+            if let Some(addr) = f.link.addrs.get(&peer) {
+                *self.from.entry(*addr).or_insert(0) += accepted.len() as u64;
+            }
+            self.fetched.extend(accepted.iter().map(|(i, _)| *i));
+        }
+        Ok(())
+    }
 }

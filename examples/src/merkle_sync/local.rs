@@ -179,6 +179,9 @@ fn entry_size(entry: &Entry) -> u64 {
     }
 }
 
+/// A block read back from the staging log: its index and bytes.
+pub type Staged = (u64, Vec<u8>);
+
 /// Leading bytes of a staging log.
 const STAGING_MAGIC: &[u8] = b"quorate merkle-sync staging v1\0";
 
@@ -202,7 +205,7 @@ impl Staging {
         root: &Path,
         signed: &SignedRoot,
         block_size: u32,
-    ) -> Result<(Self, Vec<(u64, Vec<u8>)>), Error> {
+    ) -> Result<(Self, Vec<Staged>), Error> {
         let dir = root.join(STAGING_DIR);
         fs::create_dir_all(&dir).map_err(Error::io(format!("create {}", dir.display())))?;
         let path = dir.join("state");
@@ -296,11 +299,10 @@ pub fn apply(root: &Path, manifest: &Manifest, blocks: &[Vec<u8>]) -> Result<App
     // Deepest first, so a removed directory's children go before it (a
     // removed directory takes its children with it).
     for (path, kind) in found.iter().rev() {
-        let keep = match (wanted.get(path.as_str()).map(|e| e.kind), kind) {
-            (Some(Kind::Dir), LocalKind::Dir) => true,
-            (Some(Kind::File { .. }), LocalKind::File(_)) => true,
-            _ => false,
-        };
+        let keep = matches!(
+            (wanted.get(path.as_str()).map(|e| e.kind), kind),
+            (Some(Kind::Dir), LocalKind::Dir) | (Some(Kind::File { .. }), LocalKind::File(_))
+        );
         if keep {
             continue;
         }
