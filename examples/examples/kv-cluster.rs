@@ -17,7 +17,6 @@
 //! kv-cluster remove --nodes ... --shard 0 --id 1
 //! ```
 
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -205,18 +204,8 @@ fn main() -> ExitCode {
         Some(Command::Node { .. }) => "info",
         _ => "warn",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    quorate_examples::init_logging(default);
+    let runtime = match quorate_examples::runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("kv-cluster: {e}");

@@ -134,18 +134,8 @@ fn main() -> ExitCode {
         Some(Command::Serve { .. } | Command::Fetch { .. }) => "info",
         _ => "warn",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    quorate_examples::init_logging(default);
+    let runtime = match quorate_examples::runtime() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("merkle-sync: cannot start the runtime: {error}");
