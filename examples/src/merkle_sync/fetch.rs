@@ -413,6 +413,13 @@ async fn run(f: &mut Fetch<'_>) -> Result<Summary, Error> {
     let mut receiver: Receiver<Sha256, Ed25519Verifier, PeerId> =
         Receiver::new(local, config.trust);
     receiver.set_request_timeout(config.request_timeout + Duration::from_secs(1));
+    // The root is the one phase 1 verified: answer the receiver's root
+    // request here, so no source can steer it to another signed version.
+    if let Some(&first) = f.honest.first()
+        && let Some(Message::GetSignedRoot) = receiver.poll_transmit_to(f.link.now(), first)
+    {
+        receiver.handle_from(&first, Message::SignedRoot(target.signed.clone()))?;
+    }
     let mut sync = Blocks {
         receiver,
         outstanding: BTreeMap::new(),

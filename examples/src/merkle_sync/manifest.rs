@@ -23,7 +23,7 @@ pub const MIN_BLOCK_SIZE: u32 = 512;
 /// Largest block size: a batch of 256 blocks stays under the frame limit.
 pub const MAX_BLOCK_SIZE: u32 = 64 << 10;
 /// Default block size.
-pub const DEFAULT_BLOCK_SIZE: u32 = 16 << 10;
+pub const DEFAULT_BLOCK_SIZE: u32 = 8 << 10;
 /// Name of the staging directory inside a fetched tree (never served).
 pub const STAGING_DIR: &str = ".merkle-sync";
 
