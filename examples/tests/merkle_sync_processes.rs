@@ -349,9 +349,23 @@ fn first_copy_is_identical_and_a_one_percent_change_moves_about_one_percent() {
     keygen(&run);
     let (src, dst) = (run.path("src"), run.path("dst"));
     make_tree(&src, 1, 40, 200_000);
+    // Links in the target that point outside it are removed, never followed.
+    let outside = run.path("outside");
+    fs::create_dir_all(&outside).unwrap();
+    fs::write(outside.join("keep.txt"), b"untouched").unwrap();
+    fs::create_dir_all(&dst).unwrap();
+    std::os::unix::fs::symlink(&outside, dst.join("d0")).unwrap();
+    std::os::unix::fs::symlink(&outside, dst.join(".merkle-sync")).unwrap();
+    std::os::unix::fs::symlink(outside.join("keep.txt"), dst.join("empty-file")).unwrap();
     let (server, addr) = serve(&run, "serve1", &src, &[]);
     let first = summary(&fetch(&run, "fetch1", &[&addr], &dst).succeed(FETCH));
     assert_identical(&src, &dst);
+    let left: Vec<_> = fs::read_dir(&outside)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["keep.txt"], "the fetch wrote outside its directory");
+    assert_eq!(fs::read(outside.join("keep.txt")).unwrap(), b"untouched");
     println!("first copy: {first:?}");
     assert_eq!(
         first.fetched, first.blocks,

@@ -207,6 +207,10 @@ impl Staging {
         block_size: u32,
     ) -> Result<(Self, Vec<Staged>), Error> {
         let dir = root.join(STAGING_DIR);
+        // Never write through a link planted where the staging directory goes.
+        if fs::symlink_metadata(&dir).is_ok_and(|m| !m.is_dir()) {
+            fs::remove_file(&dir).map_err(Error::io(format!("remove {}", dir.display())))?;
+        }
         fs::create_dir_all(&dir).map_err(Error::io(format!("create {}", dir.display())))?;
         let path = dir.join("state");
         let mut header = STAGING_MAGIC.to_vec();
