@@ -631,3 +631,10 @@ pub async fn run(config: &Config) -> Result<Report, SyncError> {
     }
     Ok(report)
 }
+
+pub mod fetch;
+pub mod keys;
+pub mod local;
+pub mod manifest;
+pub mod serve;
+pub mod wire;
