@@ -10,7 +10,9 @@
 //! kv-cluster node --id 1 --listen 127.0.0.1:7001 --peers 2=127.0.0.1:7002,3=127.0.0.1:7003
 //! kv-cluster put --nodes 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 colour blue
 //! kv-cluster get --nodes ... colour
+//! kv-cluster get --nodes ... --consistency session colour
 //! kv-cluster bench --nodes ... --count 1000 --clients 8
+//! kv-cluster bench --nodes ... --count 10000 --clients 8 --reads --consistency session
 //! kv-cluster status --nodes ...
 //! kv-cluster node --id 4 --listen 127.0.0.1:7004 --peers 1=...,2=...,3=... --join --host 0
 //! kv-cluster add-voter --nodes 1=...,2=...,3=... --shard 0 --id 4 --addr 127.0.0.1:7004
@@ -25,7 +27,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use quorate_examples::kv_cluster::client::{Answer, Client};
-use quorate_examples::kv_cluster::protocol::{Reply, Request};
+use quorate_examples::kv_cluster::protocol::{Consistency, Reply, Request};
 use quorate_examples::kv_cluster::scenario::{self, Params};
 use quorate_examples::kv_cluster::security::Security;
 use quorate_examples::kv_cluster::server::{BoundNode, NodeConfig};
@@ -146,21 +148,34 @@ enum Command {
     Get {
         #[command(flatten)]
         cluster: ClusterArgs,
+        /// How fresh: linearizable (ReadIndex on the leader), lease (the
+        /// leader's lease), session (any replica caught up with this
+        /// client's writes and reads; a one-shot CLI client has none yet,
+        /// so any replica) or any (possibly stale, labelled so).
+        #[arg(long, default_value_t = Consistency::Linearizable)]
+        consistency: Consistency,
         /// The key.
         key: String,
     },
     /// Write `count` distinct keys from `clients` concurrent clients (each
     /// with its own sessions, one write in flight at a time) and report
-    /// throughput and latencies.
+    /// throughput and latencies; with `--reads`, each client writes a few
+    /// keys and then reads them `count` times in all at `--consistency`.
     Bench {
         #[command(flatten)]
         cluster: ClusterArgs,
-        /// How many writes, over all clients.
+        /// How many writes (or reads, with --reads), over all clients.
         #[arg(long, default_value_t = 1000)]
         count: usize,
         /// Concurrent clients in this process.
         #[arg(long, default_value_t = 1)]
         clients: usize,
+        /// Measure reads instead of writes.
+        #[arg(long)]
+        reads: bool,
+        /// The reads' consistency (with --reads).
+        #[arg(long, default_value_t = Consistency::Linearizable)]
+        consistency: Consistency,
     },
     /// Show every node's shard replicas: leader, term, indices, Merkle root.
     Status {
@@ -338,17 +353,38 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Get { cluster, key } => {
+        Command::Get {
+            cluster,
+            consistency,
+            key,
+        } => {
             let mut client = connect(&cluster)?;
-            let outcome = client.get(&key).await;
+            let outcome = client.get_with(&key, consistency).await;
             client.close().await;
-            match outcome?.reply {
-                Reply::Value(Some((value, stamp))) => println!(
-                    "{key} = {} (HLC {})",
+            let answer = outcome?;
+            let Reply::Value {
+                value,
+                index,
+                stale,
+            } = answer.reply
+            else {
+                return Err(Error::UnexpectedReply {
+                    node: answer.node.to_string(),
+                    reply: format!("{:?}", answer.reply),
+                });
+            };
+            let seen = format!(
+                "node {} at index {index}, {consistency}{}",
+                answer.node,
+                if stale { ", may be stale" } else { "" }
+            );
+            match value {
+                Some((value, stamp)) => println!(
+                    "{key} = {} (HLC {}; {seen})",
                     String::from_utf8_lossy(&value),
                     quorate_clocks::HlcTimestamp::from_u64(stamp)
                 ),
-                _ => println!("{key} not found"),
+                None => println!("{key} not found ({seen})"),
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -356,7 +392,16 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             cluster,
             count,
             clients,
+            reads: false,
+            ..
         } => bench(&cluster, count, clients).await,
+        Command::Bench {
+            cluster,
+            count,
+            clients,
+            reads: true,
+            consistency,
+        } => bench_reads(&cluster, count, clients, consistency).await,
         Command::AddVoter {
             cluster,
             shard,
@@ -503,6 +548,93 @@ async fn add_voter(
         answer.node, answer.reply
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Keys each client of a read bench writes before it reads them.
+const READ_BENCH_KEYS: usize = 16;
+
+/// `clients` concurrent clients each write [`READ_BENCH_KEYS`] keys, then
+/// read them in turn, `count` reads in all, at `consistency`; reports
+/// throughput, latencies and how the reads spread over the nodes.
+async fn bench_reads(
+    cluster: &ClusterArgs,
+    count: usize,
+    clients: usize,
+    consistency: Consistency,
+) -> Result<ExitCode, Error> {
+    let clients = clients.max(1);
+    let run = Client::random_id() % 1_000_000;
+    let mut prepared = Vec::with_capacity(clients);
+    for c in 0..clients {
+        let id = cluster
+            .client_id
+            .map_or_else(Client::random_id, |id| id.wrapping_add(c as u64));
+        let mut client = Client::new(id, &cluster.nodes, cluster.shards)?;
+        let keys: Vec<String> = (0..READ_BENCH_KEYS)
+            .map(|i| format!("bench-read:{run}:{c}:{i}"))
+            .collect();
+        for (i, key) in keys.iter().enumerate() {
+            client.put(key, Bytes::from(format!("{i}"))).await?;
+        }
+        prepared.push((client, keys));
+    }
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(clients);
+    for (c, (mut client, keys)) in prepared.into_iter().enumerate() {
+        let reads = count / clients + usize::from(c < count % clients);
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(reads);
+            let mut by_node = std::collections::BTreeMap::<u64, usize>::new();
+            let mut outcome = Ok(());
+            for i in 0..reads {
+                let key = &keys[i % keys.len()];
+                match client.get_with(key, consistency).await {
+                    Ok(answer) => {
+                        latencies.push(answer.latency);
+                        *by_node.entry(answer.node).or_default() += 1;
+                    }
+                    Err(e) => {
+                        outcome = Err(e);
+                        break;
+                    }
+                }
+            }
+            let retries = client.retries();
+            client.close().await;
+            (outcome, latencies, by_node, retries)
+        }));
+    }
+    let mut latencies = Vec::with_capacity(count);
+    let mut by_node = std::collections::BTreeMap::<u64, usize>::new();
+    let mut retries = 0;
+    let mut failure = None;
+    for task in tasks {
+        let (outcome, mut l, nodes, r) = task.await.map_err(|e| Error::Task(e.to_string()))?;
+        latencies.append(&mut l);
+        for (node, n) in nodes {
+            *by_node.entry(node).or_default() += n;
+        }
+        retries += r;
+        if let Err(e) = outcome {
+            failure.get_or_insert(e);
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let ms = |q: f64| scenario::percentile(&latencies, q).as_secs_f64() * 1000.0;
+    let spread: Vec<String> = by_node.iter().map(|(n, c)| format!("{n}:{c}")).collect();
+    println!(
+        "{} {consistency} reads from {clients} client(s) in {elapsed:.2} s ({:.0}/s), p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, {retries} retries, served by node {}",
+        latencies.len(),
+        latencies.len() as f64 / elapsed.max(1e-9),
+        ms(0.5),
+        ms(0.99),
+        ms(0.999),
+        spread.join(" "),
+    );
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(ExitCode::SUCCESS),
+    }
 }
 
 /// `clients` concurrent clients write `count` distinct keys in all.

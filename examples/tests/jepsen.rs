@@ -48,8 +48,11 @@ fn key_name(key: u64) -> String {
 
 fn read_value(reply: &Reply) -> Option<Outcome> {
     match reply {
-        Reply::Value(None) => Some(Outcome::Read(None)),
-        Reply::Value(Some((v, _))) => Some(Outcome::Read(Some(
+        Reply::Value { value: None, .. } => Some(Outcome::Read(None)),
+        Reply::Value {
+            value: Some((v, _)),
+            ..
+        } => Some(Outcome::Read(Some(
             std::str::from_utf8(v)
                 .ok()
                 .and_then(|s| s.parse().ok())
@@ -83,7 +86,7 @@ async fn worker(
             let put = client.put(&name, Bytes::from(value.to_string()));
             let outcome = match tokio::time::timeout(OP_TIMEOUT, put).await {
                 Ok(Ok(a)) => match a.reply {
-                    Reply::Written => Outcome::Written,
+                    Reply::Written { .. } => Outcome::Written,
                     Reply::Refused(why) => Outcome::Fail(why),
                     Reply::NoSuchShard => Outcome::Fail("no such shard".to_owned()),
                     other => Outcome::Info(format!("{other:?}")),

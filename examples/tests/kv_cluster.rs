@@ -156,7 +156,11 @@ async fn whole_cluster_restart_keeps_acknowledged_writes() {
             .put(&format!("k{i}"), Bytes::from(format!("v{i}")))
             .await
             .unwrap();
-        assert_eq!(answer.reply, Reply::Written);
+        assert!(
+            matches!(answer.reply, Reply::Written { .. }),
+            "{:?}",
+            answer.reply
+        );
     }
     client.close().await;
     for h in handles {
@@ -187,7 +191,10 @@ async fn whole_cluster_restart_keeps_acknowledged_writes() {
     for i in 0..20 {
         let answer = client.get(&format!("k{i}")).await.unwrap();
         match answer.reply {
-            Reply::Value(Some((v, _))) => assert_eq!(v, Bytes::from(format!("v{i}"))),
+            Reply::Value {
+                value: Some((v, _)),
+                ..
+            } => assert_eq!(v, Bytes::from(format!("v{i}"))),
             other => panic!("k{i} after restart: {other:?}"),
         }
     }
@@ -224,7 +231,11 @@ async fn concurrent_clients_with_colliding_ids_lose_no_write() {
                 let (key, value) = (format!("c{c}:{i}"), format!("v{c}.{i}"));
                 let answer = client.put(&key, Bytes::from(value.clone())).await;
                 let answer = answer.unwrap_or_else(|e| panic!("{key}: {e}"));
-                assert_eq!(answer.reply, Reply::Written);
+                assert!(
+                    matches!(answer.reply, Reply::Written { .. }),
+                    "{:?}",
+                    answer.reply
+                );
                 acked.push((key, value, answer.write.unwrap()));
             }
             client.close().await;
@@ -250,7 +261,10 @@ async fn concurrent_clients_with_colliding_ids_lose_no_write() {
     let mut missing = Vec::new();
     for (key, value, _) in &acked {
         match reader.get(key).await.unwrap().reply {
-            Reply::Value(Some((v, _))) if v == value.as_bytes() => {}
+            Reply::Value {
+                value: Some((v, _)),
+                ..
+            } if v == value.as_bytes() => {}
             other => missing.push(format!("{key}: {other:?}")),
         }
     }
@@ -297,7 +311,7 @@ async fn an_expired_session_is_reopened_only_when_the_write_was_never_applied() 
                     Reply::Registered { session: sessions }
                 }
                 Request::Put { session, .. } if session % 2 == 1 => Reply::SessionExpired,
-                Request::Put { .. } => Reply::Written,
+                Request::Put { .. } => Reply::Written { index: 1 },
                 other => panic!("unexpected {other:?}"),
             };
             let reply = Envelope {
@@ -310,7 +324,11 @@ async fn an_expired_session_is_reopened_only_when_the_write_was_never_applied() 
     });
     let mut client = Client::new(Client::random_id(), &[(1, addr)], 1).unwrap();
     let answer = client.put("k", Bytes::from_static(b"v")).await.unwrap();
-    assert_eq!(answer.reply, Reply::Written);
+    assert!(
+        matches!(answer.reply, Reply::Written { .. }),
+        "{:?}",
+        answer.reply
+    );
     let write = answer.write.unwrap();
     assert_eq!((write.session, write.seq), (2, 1), "reopened as session 2");
     assert_eq!(client.session(0), Some(2));
@@ -352,14 +370,22 @@ async fn a_dead_leader_sends_the_client_elsewhere_and_a_dead_cluster_fails_fast(
     let mut handles: Vec<_> = handles.into_iter().map(Some).collect();
     let mut client = Client::new(Client::random_id(), &addrs, 1).unwrap();
     let first = client.put("a", Bytes::from("1")).await.unwrap();
-    assert_eq!(first.reply, Reply::Written);
+    assert!(
+        matches!(first.reply, Reply::Written { .. }),
+        "{:?}",
+        first.reply
+    );
     // Kill the leader the client now knows.
     let leader = first.node;
     let index = (leader - 1) as usize;
     handles[index].take().unwrap().stop().await.unwrap();
     let started = Instant::now();
     let second = client.put("b", Bytes::from("2")).await.unwrap();
-    assert_eq!(second.reply, Reply::Written);
+    assert!(
+        matches!(second.reply, Reply::Written { .. }),
+        "{:?}",
+        second.reply
+    );
     assert_ne!(second.node, leader);
     assert!(
         started.elapsed() < Duration::from_secs(10),

@@ -361,7 +361,7 @@ async fn writer(
         i += 1;
         let put = client.put(&key, Bytes::from(format!("value-{i:08}")));
         if let Ok(Ok(a)) = tokio::time::timeout(Duration::from_millis(1500), put).await
-            && a.reply == Reply::Written
+            && matches!(a.reply, Reply::Written { .. })
         {
             acked.fetch_add(1, Ordering::Relaxed);
         }

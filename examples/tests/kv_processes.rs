@@ -63,12 +63,17 @@ async fn put_get(
     let result = match put {
         Err(_) => Err(format!("put {key} unanswered by the deadline")),
         Ok(Err(e)) => Err(format!("put {key}: {e}")),
-        Ok(Ok(a)) if a.reply != Reply::Written => Err(format!("put {key}: {:?}", a.reply)),
+        Ok(Ok(a)) if !matches!(a.reply, Reply::Written { .. }) => {
+            Err(format!("put {key}: {:?}", a.reply))
+        }
         Ok(Ok(_)) => match tokio::time::timeout(left(), client.get(key)).await {
             Err(_) => Err(format!("get {key} unanswered by the deadline")),
             Ok(Err(e)) => Err(format!("get {key}: {e}")),
             Ok(Ok(a)) => match a.reply {
-                Reply::Value(Some((v, _))) if v == value.as_bytes() => Ok(()),
+                Reply::Value {
+                    value: Some((v, _)),
+                    ..
+                } if v == value.as_bytes() => Ok(()),
                 other => Err(format!("get {key}: {other:?}, expected {value:?}")),
             },
         },
@@ -267,7 +272,7 @@ async fn writer(nodes: Vec<(u64, SocketAddr)>, stop: Arc<AtomicBool>) -> Vec<(St
         i += 1;
         let put = client.put(&key, Bytes::from(key.clone()));
         if let Ok(Ok(a)) = tokio::time::timeout(Duration::from_secs(2), put).await
-            && a.reply == Reply::Written
+            && matches!(a.reply, Reply::Written { .. })
         {
             acked.push((key, Instant::now()));
         }
@@ -317,7 +322,7 @@ fn loaded_cluster_recovers_from_kill9_and_pause() {
         for (key, _) in &acked {
             let got = tokio::time::timeout_at(deadline, client.get(key)).await;
             match got {
-                Ok(Ok(a)) if matches!(&a.reply, Reply::Value(Some((v, _))) if v == key.as_bytes()) => {}
+                Ok(Ok(a)) if matches!(&a.reply, Reply::Value { value: Some((v, _)), .. } if v == key.as_bytes()) => {}
                 other => missing.push(format!("{key}: {other:?}")),
             }
         }
@@ -355,7 +360,7 @@ fn missing_keys(
         let mut missing = Vec::new();
         for (key, value) in keys {
             match tokio::time::timeout_at(deadline, client.get(key)).await {
-                Ok(Ok(a)) if matches!(&a.reply, Reply::Value(Some((v, _))) if v == value.as_bytes()) => {}
+                Ok(Ok(a)) if matches!(&a.reply, Reply::Value { value: Some((v, _)), .. } if v == value.as_bytes()) => {}
                 Ok(Ok(a)) => missing.push((key.clone(), format!("{:?}", a.reply))),
                 other => missing.push((key.clone(), format!("{other:?}"))),
             }

@@ -4,7 +4,8 @@
 //! what clients saw ([`history`]), inject faults from a seed
 //! ([`nemesis`]), ask nodes who leads ([`probe`]) and check the history
 //! for lost writes and linearizability ([`check`], with
-//! `quorate-raft-core`'s checker).
+//! `quorate-raft-core`'s checker), and per client session for the
+//! session guarantees ([`session`]).
 //!
 //! Nothing here is used by the programs; the tests in `examples/tests`
 //! (`kv_processes.rs`, `jepsen.rs`, `kv_ops.rs`) are its users.
@@ -15,6 +16,7 @@ pub mod history;
 pub mod nemesis;
 pub mod probe;
 pub mod proxy;
+pub mod session;
 
 /// What can go wrong while driving a cluster of processes.
 #[derive(Debug, thiserror::Error)]

@@ -28,7 +28,7 @@ use quorate_transport::framing::Frame;
 use quorate_transport::tcp::{PeerId, TcpConfig, TcpTransport};
 use quorate_transport::{Event, Transport};
 
-use super::protocol::{Envelope, Reply, Request, ShardStatus, WriteId};
+use super::protocol::{Consistency, Envelope, Reply, Request, ShardStatus, WriteId};
 use super::security::Security;
 use super::{CLIENT_CHANNEL, Error};
 
@@ -63,6 +63,12 @@ pub struct Client {
     rng: fastrand::Rng,
     /// Attempts beyond the first, over all requests.
     retries: u64,
+    /// The session token per shard: the highest log index this client has
+    /// written or read there. Session reads ask for it.
+    tokens: HashMap<u32, u64>,
+    /// Where the next session or `any` read starts looking (round-robin
+    /// over the nodes, so reads spread over every replica).
+    next_reader: usize,
 }
 
 /// A session as its client keeps it.
@@ -168,6 +174,8 @@ impl Client {
             sessions: HashMap::new(),
             rng: fastrand::Rng::with_seed(Self::random_id()),
             retries: 0,
+            tokens: HashMap::new(),
+            next_reader: 0,
         })
     }
 
@@ -317,7 +325,9 @@ impl Client {
             .get_mut(&shard)
             .filter(|s| s.id == write.id.session);
         match answer.reply {
-            Reply::Written => {
+            Reply::Written { index } => {
+                let token = self.tokens.entry(shard).or_default();
+                *token = (*token).max(index);
                 if let Some(s) = current
                     && s.unfinished.is_some_and(|(seq, _)| seq == write.id.seq)
                 {
@@ -368,19 +378,112 @@ impl Client {
 
     /// Reads `key` (linearizable: served by the leader after ReadIndex).
     pub async fn get(&mut self, key: &str) -> Result<Answer, Error> {
+        self.get_with(key, Consistency::Linearizable).await
+    }
+
+    /// This client's session token on `shard`: the highest log index it
+    /// has written or read there (0: none yet).
+    pub fn token(&self, shard: u32) -> u64 {
+        self.tokens.get(&shard).copied().unwrap_or(0)
+    }
+
+    /// Reads `key` at `consistency`. Linearizable and lease reads go to the
+    /// shard's leader (a leader without its lease is
+    /// [`Error::LeaseUnavailable`]); session and `any` reads go to the
+    /// nodes in turn (round-robin), a session read carrying this client's
+    /// token for the shard and moving on from a replica that answers
+    /// [`Reply::Behind`] (or nothing) to the next. Every answer raises the
+    /// token to the index it reflects.
+    pub async fn get_with(&mut self, key: &str, consistency: Consistency) -> Result<Answer, Error> {
         let shard = self.shard_of(key);
         let envelope = Envelope {
             id: self.next_id(),
             body: Request::Get {
                 shard,
                 key: key.to_owned(),
+                consistency,
+                token: match consistency {
+                    Consistency::Session => self.token(shard),
+                    _ => 0,
+                },
             },
         };
-        let answer = self.call(shard, &envelope).await?;
+        let answer = if consistency.leader_only() {
+            self.call(shard, &envelope).await?
+        } else {
+            self.call_replicas(&envelope).await?
+        };
         match answer.reply {
-            Reply::Value(_) => Ok(answer),
+            Reply::Value { index, .. } => {
+                let token = self.tokens.entry(shard).or_default();
+                *token = (*token).max(index);
+                Ok(answer)
+            }
+            Reply::LeaseUnavailable => Err(Error::LeaseUnavailable {
+                node: self.describe([answer.node]),
+            }),
             other => Err(self.refusal(shard, answer.node, other)),
         }
+    }
+
+    /// Sends `envelope` (a session or `any` read) to one node at a time,
+    /// starting at the next in turn, until one serves it or the request
+    /// deadline passes.
+    async fn call_replicas(&mut self, envelope: &Envelope<Request>) -> Result<Answer, Error> {
+        let start = Instant::now();
+        let mut attempts = 0u32;
+        let mut tried = BTreeSet::new();
+        while start.elapsed() < REQUEST_DEADLINE {
+            let up: Vec<u64> = self
+                .nodes
+                .iter()
+                .copied()
+                .filter(|n| !self.down.contains(n))
+                .collect();
+            let candidates = if up.is_empty() {
+                self.nodes.clone()
+            } else {
+                up
+            };
+            let Some(&node) = candidates.get(self.next_reader % candidates.len().max(1)) else {
+                return Err(Error::Unanswered {
+                    id: envelope.id,
+                    tried: String::new(),
+                });
+            };
+            self.next_reader = self.next_reader.wrapping_add(1);
+            attempts += 1;
+            if attempts > 1 {
+                self.retries += 1;
+            }
+            let sent = Instant::now();
+            self.send(node, envelope).await?;
+            tried.insert(node);
+            match self.await_round(envelope.id, &[node], false, sent).await? {
+                // Behind the token, or a node without the shard: the next.
+                Round::Answered(Reply::Behind { .. } | Reply::NoSuchShard, _) => {}
+                Round::Answered(reply, node) => {
+                    return Ok(Answer {
+                        reply,
+                        node,
+                        latency: start.elapsed(),
+                        attempts,
+                        write: None,
+                    });
+                }
+                Round::Unreachable(_) => {
+                    self.down.insert(node);
+                    if let Some(failures) = self.unreachable(&self.nodes.clone(), start) {
+                        return Err(Error::Unreachable { failures });
+                    }
+                }
+                Round::Unanswered(_) => {}
+            }
+        }
+        Err(Error::Unanswered {
+            id: envelope.id,
+            tried: self.describe(tried),
+        })
     }
 
     /// The state of every replica on `node`.

@@ -28,7 +28,7 @@
 //! let mut client = Client::new(Client::random_id(), &nodes, 2)?; // 2 shards
 //! client.put("colour", Bytes::from("blue")).await?; // registers a session, then writes
 //! let answer = client.get("colour").await?;
-//! assert!(matches!(answer.reply, Reply::Value(Some((v, _stamp))) if v == "blue"));
+//! assert!(matches!(answer.reply, Reply::Value { value: Some((v, _stamp)), .. } if v == "blue"));
 //! # Ok(())
 //! # }
 //! ```
@@ -148,6 +148,12 @@ pub enum Error {
         node: String,
         /// Its reason.
         reason: String,
+    },
+    /// A lease read reached the shard's leader while it held no lease.
+    #[error("node {node} holds no leader lease now; read linearizable instead")]
+    LeaseUnavailable {
+        /// The leader, as `id=address`.
+        node: String,
     },
     /// The write's session expired (or was evicted) on its shard.
     #[error(

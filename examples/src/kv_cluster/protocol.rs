@@ -46,6 +46,89 @@ pub struct WriteId {
     pub seq: u64,
 }
 
+/// How fresh a read must be: the client picks per request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Consistency {
+    /// Linearizable, by ReadIndex on the shard's leader (a heartbeat round
+    /// confirms the leadership): the default.
+    #[default]
+    Linearizable,
+    /// Linearizable while the leader holds its lease (check-quorum and the
+    /// clock-drift bound, `Node::read_lease`): no heartbeat round. A leader
+    /// without the lease answers [`Reply::LeaseUnavailable`].
+    Lease,
+    /// Any replica (follower or learner) whose applied index has reached
+    /// the request's `token`: read-your-writes, monotonic reads, monotonic
+    /// writes and writes-follow-reads within the client's session (Terry et
+    /// al. 1994), not linearizable. A replica behind waits a bounded time,
+    /// then answers [`Reply::Behind`].
+    Session,
+    /// Whatever the replica asked holds now: possibly stale (the reply says
+    /// so and carries the replica's applied index).
+    Any,
+}
+
+impl Consistency {
+    /// Every level, by name.
+    pub const ALL: [Consistency; 4] = [
+        Consistency::Linearizable,
+        Consistency::Lease,
+        Consistency::Session,
+        Consistency::Any,
+    ];
+
+    /// The level's name, as the CLI takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Consistency::Linearizable => "linearizable",
+            Consistency::Lease => "lease",
+            Consistency::Session => "session",
+            Consistency::Any => "any",
+        }
+    }
+
+    /// Whether the read is served by the shard's leader only.
+    pub fn leader_only(self) -> bool {
+        matches!(self, Consistency::Linearizable | Consistency::Lease)
+    }
+
+    fn code(self) -> u8 {
+        match self {
+            Consistency::Linearizable => 0,
+            Consistency::Lease => 1,
+            Consistency::Session => 2,
+            Consistency::Any => 3,
+        }
+    }
+
+    fn from_code(code: u8) -> Result<Self, Error> {
+        Ok(match code {
+            0 => Consistency::Linearizable,
+            1 => Consistency::Lease,
+            2 => Consistency::Session,
+            3 => Consistency::Any,
+            _ => return Err(Error::Malformed("unknown consistency level")),
+        })
+    }
+}
+
+impl std::str::FromStr for Consistency {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Consistency::ALL
+            .into_iter()
+            .find(|c| c.name() == s)
+            .ok_or_else(|| format!("unknown consistency {s:?} (linearizable, lease, session, any)"))
+    }
+}
+
+impl std::fmt::Display for Consistency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// What a client asks a node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
@@ -70,12 +153,19 @@ pub enum Request {
         /// The value.
         value: Bytes,
     },
-    /// Read `key` from `shard` (linearizable, by ReadIndex on the leader).
+    /// Read `key` from `shard` at `consistency`. (Linearizable reads
+    /// without a token go on the wire as before, so older nodes read them.)
     Get {
         /// Shard the key maps to.
         shard: u32,
         /// The key.
         key: String,
+        /// How fresh the read must be.
+        consistency: Consistency,
+        /// For [`Consistency::Session`]: the highest log index of the shard
+        /// the client's session has written or read; the replica serves
+        /// once its applied index reaches it (0: no floor).
+        token: u64,
     },
     /// Report the state of every shard replica on the node.
     Status,
@@ -325,7 +415,13 @@ const FRAME_HEADER: u64 = 9;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reply {
     /// The write is committed and applied (possibly by an earlier attempt).
-    Written,
+    Written {
+        /// A log index of the shard at or after the write's entry (the
+        /// entry's own, or the replica's applied index when a retry is
+        /// answered): a session token covering the write. 0 from a node
+        /// of the wire format before tokens.
+        index: u64,
+    },
     /// A session is open: its id (the index of its register entry).
     Registered {
         /// The session id.
@@ -335,7 +431,29 @@ pub enum Reply {
     /// never registered); the write was not applied by this attempt.
     SessionExpired,
     /// The value under the key, with its HLC stamp, if any.
-    Value(Option<(Bytes, u64)>),
+    Value {
+        /// The value and its HLC stamp (none: no such key).
+        value: Option<(Bytes, u64)>,
+        /// The applied index of the shard the read reflects: a session
+        /// token covering it (0 from a node of the wire format before
+        /// tokens).
+        index: u64,
+        /// The read was served without any freshness check
+        /// ([`Consistency::Any`]): it may be stale.
+        stale: bool,
+    },
+    /// A session read reached a replica whose applied index stayed below
+    /// the token for the bounded wait: try another replica or the leader.
+    Behind {
+        /// The replica's applied index.
+        applied: u64,
+        /// The token asked for.
+        token: u64,
+    },
+    /// A lease read reached the leader while it holds no lease (no quorum
+    /// answered a heartbeat within the lease period, a leadership transfer,
+    /// or no entry committed in its term yet): use a linearizable read.
+    LeaseUnavailable,
     /// This node does not lead the shard; try the hinted node (0: unknown).
     NotLeader {
         /// The leader this node knows of.
@@ -523,9 +641,26 @@ impl Envelope<Request> {
                 put_str(&mut dst, key.as_bytes());
                 put_str(&mut dst, value);
             }
-            Request::Get { shard, key } => {
+            Request::Get {
+                shard,
+                key,
+                consistency: Consistency::Linearizable,
+                token: 0,
+            } => {
                 dst.put_u8(2);
                 dst.put_u32(*shard);
+                put_str(&mut dst, key.as_bytes());
+            }
+            Request::Get {
+                shard,
+                key,
+                consistency,
+                token,
+            } => {
+                dst.put_u8(12);
+                dst.put_u32(*shard);
+                dst.put_u8(consistency.code());
+                dst.put_u64(*token);
                 put_str(&mut dst, key.as_bytes());
             }
             Request::Status => dst.put_u8(3),
@@ -576,6 +711,14 @@ impl Envelope<Request> {
             2 => Request::Get {
                 shard: get_u32(&mut src)?,
                 key: get_string(&mut src)?,
+                consistency: Consistency::Linearizable,
+                token: 0,
+            },
+            12 => Request::Get {
+                shard: get_u32(&mut src)?,
+                consistency: Consistency::from_code(get_u8(&mut src)?)?,
+                token: get_u64(&mut src)?,
+                key: get_string(&mut src)?,
             },
             3 => Request::Status,
             11 => Request::Traffic,
@@ -613,13 +756,29 @@ impl Envelope<Reply> {
         let mut dst = BytesMut::new();
         dst.put_u64(self.id);
         match &self.body {
-            Reply::Written => dst.put_u8(1),
-            Reply::Value(None) => dst.put_u8(2),
-            Reply::Value(Some((value, stamp))) => {
-                dst.put_u8(3);
-                put_str(&mut dst, value);
-                dst.put_u64(*stamp);
+            Reply::Written { index } => {
+                dst.put_u8(14);
+                dst.put_u64(*index);
             }
+            Reply::Value {
+                value,
+                index,
+                stale,
+            } => {
+                dst.put_u8(15);
+                dst.put_u64(*index);
+                dst.put_u8(u8::from(*stale) | (u8::from(value.is_some()) << 1));
+                if let Some((value, stamp)) = value {
+                    put_str(&mut dst, value);
+                    dst.put_u64(*stamp);
+                }
+            }
+            Reply::Behind { applied, token } => {
+                dst.put_u8(16);
+                dst.put_u64(*applied);
+                dst.put_u64(*token);
+            }
+            Reply::LeaseUnavailable => dst.put_u8(17),
             Reply::NotLeader { hint, addr } => {
                 dst.put_u8(4);
                 dst.put_u64(*hint);
@@ -691,12 +850,47 @@ impl Envelope<Reply> {
     pub fn decode(mut src: Bytes) -> Result<Self, Error> {
         let id = get_u64(&mut src)?;
         let body = match get_u8(&mut src)? {
-            1 => Reply::Written,
-            2 => Reply::Value(None),
+            // Tags 1 to 3: the replies of nodes from before session tokens.
+            1 => Reply::Written { index: 0 },
+            2 => Reply::Value {
+                value: None,
+                index: 0,
+                stale: false,
+            },
             3 => {
                 let value = get_bytes(&mut src)?;
-                Reply::Value(Some((value, get_u64(&mut src)?)))
+                Reply::Value {
+                    value: Some((value, get_u64(&mut src)?)),
+                    index: 0,
+                    stale: false,
+                }
             }
+            14 => Reply::Written {
+                index: get_u64(&mut src)?,
+            },
+            15 => {
+                let index = get_u64(&mut src)?;
+                let flags = get_u8(&mut src)?;
+                if flags > 3 {
+                    return Err(Error::Malformed("unknown value flags"));
+                }
+                let value = if flags & 2 != 0 {
+                    let value = get_bytes(&mut src)?;
+                    Some((value, get_u64(&mut src)?))
+                } else {
+                    None
+                };
+                Reply::Value {
+                    value,
+                    index,
+                    stale: flags & 1 != 0,
+                }
+            }
+            16 => Reply::Behind {
+                applied: get_u64(&mut src)?,
+                token: get_u64(&mut src)?,
+            },
+            17 => Reply::LeaseUnavailable,
             4 => Reply::NotLeader {
                 hint: get_u64(&mut src)?,
                 addr: get_string(&mut src)?,
@@ -802,6 +996,45 @@ impl Envelope<Reply> {
 mod tests {
     use super::*;
 
+    /// Frames from nodes and clients of the format before session tokens
+    /// still parse: a plain get is linearizable, old write and value
+    /// replies carry index 0 (no token), and a default get is sent in the
+    /// old form.
+    #[test]
+    fn reads_the_format_before_tokens() {
+        let mut old_get = BytesMut::new();
+        old_get.put_u64(5);
+        old_get.put_u8(2);
+        old_get.put_u32(1);
+        put_str(&mut old_get, b"k");
+        let old_get = old_get.freeze();
+        let get = Envelope::<Request>::decode(old_get.clone()).unwrap();
+        let expected = Request::Get {
+            shard: 1,
+            key: "k".into(),
+            consistency: Consistency::Linearizable,
+            token: 0,
+        };
+        assert_eq!(get.body, expected);
+        assert_eq!(get.encode(), old_get);
+        let written = Envelope::<Reply>::decode(Bytes::from_static(&[0, 0, 0, 0, 0, 0, 0, 1, 1]));
+        assert_eq!(written.unwrap().body, Reply::Written { index: 0 });
+        let mut old_value = BytesMut::new();
+        old_value.put_u64(1);
+        old_value.put_u8(3);
+        put_str(&mut old_value, b"v");
+        old_value.put_u64(77);
+        let value = Envelope::<Reply>::decode(old_value.freeze()).unwrap();
+        let expected = Reply::Value {
+            value: Some((Bytes::from_static(b"v"), 77)),
+            index: 0,
+            stale: false,
+        };
+        assert_eq!(value.body, expected);
+        assert!("session".parse::<Consistency>() == Ok(Consistency::Session));
+        assert!("eventual".parse::<Consistency>().is_err());
+    }
+
     #[test]
     fn round_trips_and_refuses_truncation() {
         let commands = [
@@ -867,7 +1100,22 @@ mod tests {
             Reply::Accepted,
             Reply::Registered { session: 12 },
             Reply::SessionExpired,
-            Reply::Written,
+            Reply::Written { index: 9 },
+            Reply::Value {
+                value: None,
+                index: 4,
+                stale: true,
+            },
+            Reply::Value {
+                value: Some((Bytes::from_static(b"v"), 8)),
+                index: 12,
+                stale: false,
+            },
+            Reply::Behind {
+                applied: 3,
+                token: 7,
+            },
+            Reply::LeaseUnavailable,
             Reply::Traffic(Box::new(Traffic {
                 sent: core::array::from_fn(|i| KindCount {
                     frames: i as u64 + 1,
@@ -896,6 +1144,24 @@ mod tests {
                 value: Bytes::from_static(b"b"),
             },
             Request::RegisterSession { shard: 1 },
+            Request::Get {
+                shard: 1,
+                key: "k".into(),
+                consistency: Consistency::Linearizable,
+                token: 0,
+            },
+            Request::Get {
+                shard: 1,
+                key: "k".into(),
+                consistency: Consistency::Session,
+                token: 42,
+            },
+            Request::Get {
+                shard: 0,
+                key: "k".into(),
+                consistency: Consistency::Any,
+                token: 0,
+            },
             Request::Traffic,
             Request::LeafHashes { shard: 1 },
             Request::Bucket {

@@ -438,7 +438,7 @@ async fn wait_status(
 /// Checks that `answer` acknowledges a write, and records it.
 fn expect_written(key: &str, answer: &Answer, report: &mut Report) -> Result<(), Error> {
     match (&answer.reply, answer.write) {
-        (Reply::Written, Some(write)) => {
+        (Reply::Written { .. }, Some(write)) => {
             report.acknowledged_writes.insert(write);
             Ok(())
         }
@@ -849,7 +849,7 @@ async fn background_writes(
         let value = Bytes::from(format!("m{i}"));
         let answer = client.put(&key, value.clone()).await?;
         let write = match (&answer.reply, answer.write) {
-            (Reply::Written, Some(write)) => write,
+            (Reply::Written { .. }, Some(write)) => write,
             (other, _) => return Err(Error::Check(format!("put {key}: {other:?}"))),
         };
         acked.push((key, value, answer.latency, write));
@@ -1052,7 +1052,7 @@ async fn read_all(client: &mut Client, report: &mut Report) -> Result<(), Error>
     for (key, value) in keys {
         let answer = client.get(&key).await?;
         report.reads.push(answer.latency);
-        let ok = matches!(&answer.reply, Reply::Value(Some((v, _))) if *v == value);
+        let ok = matches!(&answer.reply, Reply::Value { value: Some((v, _)), .. } if *v == value);
         if !ok && !report.lost.contains(&key) {
             report.lost.push(key);
         }

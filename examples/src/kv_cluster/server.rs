@@ -24,7 +24,8 @@ use tokio::task::JoinHandle;
 use super::anti_entropy::{ANTI_ENTROPY_CHANNEL, Action, AntiEntropy, Gossip, View};
 use super::log_store::FileLog;
 use super::protocol::{
-    BucketEntry, Command, Envelope, PeerStatus, Reply, Request, ShardStatus, Traffic, TrafficKind,
+    BucketEntry, Command, Consistency, Envelope, PeerStatus, Reply, Request, ShardStatus, Traffic,
+    TrafficKind,
 };
 use super::security::Security;
 use super::store::{KvStore, Versioned};
@@ -306,6 +307,9 @@ struct Replica {
     pending_reads: HashMap<u64, (PeerId, String)>,
     /// Reads confirmed, waiting for the applied index to reach theirs.
     confirmed_reads: Vec<ReadState>,
+    /// Session reads waiting for the applied index to reach their token
+    /// (at most [`MAX_SESSION_READS`], each until its deadline).
+    session_reads: Vec<SessionRead>,
     /// Anti-entropy rounds this replica takes part in.
     anti_entropy: AntiEntropy,
     /// Ticks since start (paces the anti-entropy rounds it leads).
@@ -332,6 +336,37 @@ impl Replica {
             .all_voters()
             .map(|v| v.0)
             .collect()
+    }
+}
+
+/// How long a session read waits for a replica behind its token before
+/// the replica answers [`Reply::Behind`] (the client then asks another).
+pub const SESSION_READ_WAIT_MS: u64 = 200;
+
+/// Session reads one replica holds waiting at most; past it, a read of a
+/// replica behind is answered [`Reply::Behind`] at once.
+pub const MAX_SESSION_READS: usize = 1024;
+
+/// A session read waiting for its replica to catch up.
+#[derive(Debug)]
+struct SessionRead {
+    client: PeerId,
+    id: u64,
+    key: String,
+    token: u64,
+    /// Wall-clock milliseconds at which it is answered [`Reply::Behind`].
+    deadline_ms: u64,
+}
+
+/// The answer to a read of `key` served from `store` at `index`.
+fn value_reply(store: Option<&KvStore>, key: &str, index: u64, stale: bool) -> Reply {
+    let value = store
+        .and_then(|s| s.get(key))
+        .map(|v| (v.value.clone(), v.stamp));
+    Reply::Value {
+        value,
+        index,
+        stale,
     }
 }
 
@@ -587,6 +622,7 @@ impl NodeCore {
                 pending_writes: PendingWrites::default(),
                 pending_reads: HashMap::new(),
                 confirmed_reads: Vec::new(),
+                session_reads: Vec::new(),
                 anti_entropy: AntiEntropy::new(shard, config.id),
                 ticks: 0,
                 leader: None,
@@ -734,7 +770,7 @@ impl NodeCore {
 
     fn on_request(&mut self, from: PeerId, request: Envelope<Request>) {
         let id = request.id;
-        let (shard, key) = match request.body {
+        let get = match request.body {
             Request::Status => {
                 let status = self.status();
                 self.reply(from, id, Reply::Status(status));
@@ -796,24 +832,67 @@ impl NodeCore {
                 self.propose_write(from, id, shard, Some(write));
                 return;
             }
-            Request::Get { shard, key } => (shard, key),
+            Request::Get {
+                shard,
+                key,
+                consistency,
+                token,
+            } => (shard, key, consistency, token),
         };
+        let (shard, key, consistency, token) = get;
         let not_leader = self.not_leader(shard);
-        let Some(replica) = self.replica_mut(shard) else {
+        let now_ms = self.now_ms;
+        let Some(replica) = self.replicas.iter_mut().find(|r| r.shard == shard) else {
             self.reply(from, id, Reply::NoSuchShard);
             return;
         };
-        if replica.node.role() != Role::Leader {
-            self.reply(from, id, not_leader);
-            return;
-        }
-        let outcome = replica
-            .node
-            .read_index(id)
-            .map(|()| replica.pending_reads.insert(id, (from, key)));
-        if outcome.is_err() {
-            self.reply(from, id, not_leader);
-        }
+        let reply = match consistency {
+            Consistency::Any | Consistency::Session => {
+                let applied = replica.node.applied_index().0;
+                let stale = consistency == Consistency::Any;
+                if stale || applied >= token {
+                    let stores = self.stores.lock().unwrap_or_else(PoisonError::into_inner);
+                    value_reply(stores.get(shard as usize), &key, applied, stale)
+                } else if replica.session_reads.len() < MAX_SESSION_READS {
+                    replica.session_reads.push(SessionRead {
+                        client: from,
+                        id,
+                        key,
+                        token,
+                        deadline_ms: now_ms.saturating_add(SESSION_READ_WAIT_MS),
+                    });
+                    return;
+                } else {
+                    Reply::Behind { applied, token }
+                }
+            }
+            Consistency::Linearizable | Consistency::Lease => {
+                if replica.node.role() != Role::Leader {
+                    not_leader
+                } else {
+                    let outcome = if consistency == Consistency::Lease {
+                        replica.node.read_lease(id)
+                    } else {
+                        replica.node.read_index(id)
+                    };
+                    match outcome {
+                        Ok(()) => {
+                            replica.pending_reads.insert(id, (from, key));
+                            return;
+                        }
+                        Err(
+                            quorate_raft_core::Error::LeaseUnavailable
+                            | quorate_raft_core::Error::NoCommitInTerm { .. },
+                        ) if consistency == Consistency::Lease => {
+                            tracing::debug!(shard, "lease read refused: no lease");
+                            Reply::LeaseUnavailable
+                        }
+                        Err(_) => not_leader,
+                    }
+                }
+            }
+        };
+        self.reply(from, id, reply);
     }
 
     /// On `shard`'s leader, proposes a session registration (`write`
@@ -853,8 +932,10 @@ impl NodeCore {
             return;
         }
         if applied {
-            // A retry of an applied write: answer, do not apply again.
-            self.reply(from, id, Reply::Written);
+            // A retry of an applied write: answer, do not apply again. The
+            // write's entry is at or below the applied index.
+            let index = replica.node.applied_index().0;
+            self.reply(from, id, Reply::Written { index });
             return;
         }
         let (command, key) = match write {
@@ -961,6 +1042,28 @@ impl NodeCore {
                 r.anti_entropy
                     .start_round(term, applied, store.leaf_hashes(), &others);
             }
+        }
+        drop(stores);
+        // Session reads whose replica stayed behind their token: the
+        // client tries another replica.
+        let now_ms = self.now_ms;
+        let mut behind = Vec::new();
+        for r in &mut self.replicas {
+            let applied = r.node.applied_index().0;
+            r.session_reads.retain(|read| {
+                if now_ms < read.deadline_ms {
+                    return true;
+                }
+                let reply = Reply::Behind {
+                    applied,
+                    token: read.token,
+                };
+                behind.push((read.client, read.id, reply));
+                false
+            });
+        }
+        for (client, id, reply) in behind {
+            self.reply(client, id, reply);
         }
     }
 
@@ -1162,7 +1265,7 @@ impl NodeCore {
                             if let Some(w) = r.pending_writes.take(index, term)
                                 && let Some(applied) = applied
                             {
-                                replies.push((w.client, w.id, applied.reply()));
+                                replies.push((w.client, w.id, applied.reply(index)));
                             }
                         }
                         // The store is exactly at `index` now, until the
@@ -1224,11 +1327,16 @@ impl NodeCore {
                     return true;
                 }
                 if let Some((client, key)) = r.pending_reads.remove(&read.id) {
-                    let value = store
-                        .and_then(|s| s.get(&key))
-                        .map(|v| (v.value.clone(), v.stamp));
-                    replies.push((client, read.id, Reply::Value(value)));
+                    replies.push((client, read.id, value_reply(store, &key, applied.0, false)));
                 }
+                false
+            });
+            r.session_reads.retain(|read| {
+                if read.token > applied.0 {
+                    return true;
+                }
+                let reply = value_reply(store, &read.key, applied.0, false);
+                replies.push((read.client, read.id, reply));
                 false
             });
         }

@@ -81,7 +81,7 @@ impl Default for SessionLimits {
 pub struct Session {
     /// The highest sequence number applied (0: none yet). What a retry
     /// must be answered needs no storing: a put's answer is always
-    /// [`Reply::Written`].
+    /// [`Reply::Written`] (with an index at or after the write's).
     pub last_seq: u64,
     /// The log time (ms) of the session's last applied entry.
     pub last_active: u64,
@@ -105,11 +105,12 @@ pub enum Applied {
 }
 
 impl Applied {
-    /// The answer to the client whose request this was.
-    pub fn reply(self) -> Reply {
+    /// The answer to the client whose request this was, applied as the
+    /// entry at `index` (a write's answer carries it: the session token).
+    pub fn reply(self, index: u64) -> Reply {
         match self {
             Applied::Registered { session } => Reply::Registered { session },
-            Applied::Written | Applied::Duplicate => Reply::Written,
+            Applied::Written | Applied::Duplicate => Reply::Written { index },
             Applied::SessionExpired => Reply::SessionExpired,
         }
     }
@@ -547,8 +548,8 @@ mod tests {
         // The retry reached the log again (leadership moved in between).
         assert_eq!(s.apply(3, put(1, 1, 1002, "x", b"1")), Applied::Duplicate);
         assert_eq!(
-            s.apply(4, put(1, 1, 1002, "x", b"1")).reply(),
-            Reply::Written
+            s.apply(4, put(1, 1, 1002, "x", b"1")).reply(4),
+            Reply::Written { index: 4 }
         );
         assert_eq!(s.apply(5, put(1, 2, 1003, "x", b"2")), Applied::Written);
         // A late copy of an older write does not roll the value back.
@@ -571,7 +572,7 @@ mod tests {
             s.apply(1, put(1, 1, 10, "x", b"1")),
             Applied::SessionExpired
         );
-        assert_eq!(Applied::SessionExpired.reply(), Reply::SessionExpired);
+        assert_eq!(Applied::SessionExpired.reply(3), Reply::SessionExpired);
         s.apply(2, register(1000));
         s.apply(3, register(1000));
         s.apply(4, put(2, 1, 1050, "x", b"1"));
