@@ -1,6 +1,7 @@
 //! A checker for the session guarantees of Terry et al., "Session
 //! Guarantees for Weakly Consistent Replicated Data" (1994), over a
-//! recorded history of one shard (or of several, keys kept apart):
+//! recorded history of one or more shards (each its own log, so its own
+//! indexes: a session's floors are kept per shard):
 //! read-your-writes, monotonic reads, monotonic writes and
 //! writes-follow-reads, each within one client session. Reads across
 //! sessions may be stale: a session that never saw a write may miss it.
@@ -37,8 +38,10 @@ pub struct SessionEvent {
 /// A session's read or write.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SessionOp {
-    /// Wrote `value` (unique over the history) under `key`.
+    /// Wrote `value` (unique over the history) under `key` of `shard`.
     Write {
+        /// The shard (whose log `index` is in).
+        shard: u32,
         /// The key.
         key: String,
         /// The value.
@@ -46,8 +49,10 @@ pub enum SessionOp {
         /// The write's log index, if it was answered.
         index: Option<u64>,
     },
-    /// Read `key` and got `value` (none: no such key).
+    /// Read `key` of `shard` and got `value` (none: no such key).
     Read {
+        /// The shard.
+        shard: u32,
         /// The key.
         key: String,
         /// The value returned.
@@ -103,6 +108,7 @@ pub fn check_sessions(history: &[SessionEvent]) -> Vec<Violation> {
             key,
             value,
             index: Some(index),
+            ..
         } = &e.op
         {
             index_of.insert(*value, *index);
@@ -116,10 +122,14 @@ pub fn check_sessions(history: &[SessionEvent]) -> Vec<Violation> {
             .and_then(|w| w.range(..=floor).next_back())
             .map(|(&i, &v)| (i, v))
     };
-    let mut floors: HashMap<u64, Floors> = HashMap::new();
+    // Per session and shard.
+    let mut floors: HashMap<(u64, u32), Floors> = HashMap::new();
     let mut out = Vec::new();
     for (at, e) in history.iter().enumerate() {
-        let f = floors.entry(e.session).or_default();
+        let shard = match &e.op {
+            SessionOp::Write { shard, .. } | SessionOp::Read { shard, .. } => *shard,
+        };
+        let f = floors.entry((e.session, shard)).or_default();
         let mut violation = |guarantee, detail: String| {
             out.push(Violation {
                 guarantee,
@@ -152,7 +162,7 @@ pub fn check_sessions(history: &[SessionEvent]) -> Vec<Violation> {
                 f.last_write = f.last_write.max(index);
                 f.writes = f.writes.max(index);
             }
-            SessionOp::Read { key, value } => {
+            SessionOp::Read { key, value, .. } => {
                 // The index of the write the read returned (0: none).
                 let seen = match value {
                     None => 0,
@@ -183,10 +193,16 @@ pub fn check_sessions(history: &[SessionEvent]) -> Vec<Violation> {
 mod tests {
     use super::*;
 
+    /// Keys "x" to "z" in shard 0; "s..." keys in shard 1.
+    fn shard_of(key: &str) -> u32 {
+        u32::from(key.starts_with('s'))
+    }
+
     fn write(session: u64, key: &str, value: u64, index: u64) -> SessionEvent {
         SessionEvent {
             session,
             op: SessionOp::Write {
+                shard: shard_of(key),
                 key: key.into(),
                 value,
                 index: Some(index),
@@ -198,6 +214,7 @@ mod tests {
         SessionEvent {
             session,
             op: SessionOp::Read {
+                shard: shard_of(key),
                 key: key.into(),
                 value,
             },
@@ -284,11 +301,33 @@ mod tests {
     }
 
     #[test]
+    fn shards_have_their_own_indexes() {
+        // Index 9 of shard 1 says nothing about index 5 of shard 0.
+        let h = [
+            write(1, "x", 10, 3),
+            write(2, "x", 20, 5),
+            write(1, "s1", 11, 9),
+            read(1, "x", Some(10)),
+            write(1, "x", 12, 6),
+        ];
+        assert_eq!(check_sessions(&h), []);
+        // Within shard 0, 5 is still past 3 once seen.
+        let h = [
+            write(1, "x", 10, 3),
+            write(2, "x", 20, 5),
+            read(1, "x", Some(20)),
+            read(1, "x", Some(10)),
+        ];
+        assert_eq!(broken(&h), [Guarantee::MonotonicReads]);
+    }
+
+    #[test]
     fn unanswered_writes_are_not_held_against_reads() {
         let h = [
             SessionEvent {
                 session: 1,
                 op: SessionOp::Write {
+                    shard: 0,
                     key: "x".into(),
                     value: 10,
                     index: None,
