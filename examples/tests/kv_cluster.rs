@@ -408,6 +408,81 @@ async fn a_dead_leader_sends_the_client_elsewhere_and_a_dead_cluster_fails_fast(
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Every consistency level over real TCP: a client's session reads (spread
+/// round-robin over the three nodes) see its own writes and carry indexes
+/// at or past its token, which grows with every write; `any` reads are
+/// labelled stale; lease and linearizable reads come from the leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_consistency_level_reads_the_clients_writes() {
+    use bytes::Bytes;
+    use quorate_examples::kv_cluster::client::Client;
+    use quorate_examples::kv_cluster::protocol::{Consistency, Reply};
+    use std::collections::BTreeSet;
+
+    let dir = std::env::temp_dir().join(format!("quorate-kv-levels-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (addrs, handles) = start_three(&dir, 2, 0).await;
+    let mut client = Client::new(Client::random_id(), &addrs, 2).unwrap();
+    let mut session_nodes = BTreeSet::new();
+    for i in 0..12 {
+        let key = format!("k{}", i % 4);
+        let value = Bytes::from(format!("v{i}"));
+        let written = client.put(&key, value.clone()).await.unwrap();
+        let Reply::Written { index } = written.reply else {
+            panic!("{:?}", written.reply)
+        };
+        let shard = client.shard_of(&key);
+        assert!(index > 0 && client.token(shard) >= index);
+        let leader = written.node;
+        let answer = client.get_with(&key, Consistency::Session).await.unwrap();
+        session_nodes.insert(answer.node);
+        match answer.reply {
+            Reply::Value {
+                value: Some((v, _)),
+                index: seen,
+                stale: false,
+            } => {
+                assert_eq!(v, value, "session read of {key} from {}", answer.node);
+                assert!(seen >= index, "read at {seen}, write at {index}");
+            }
+            other => panic!("session read: {other:?}"),
+        }
+        for level in [Consistency::Linearizable, Consistency::Lease] {
+            // A lease may lapse under a loaded test machine: then the
+            // typed refusal, never a wrong value.
+            match client.get_with(&key, level).await {
+                Ok(answer) => {
+                    assert_eq!(answer.node, leader, "{level}");
+                    assert!(
+                        matches!(&answer.reply, Reply::Value { value: Some((v, _)), stale: false, .. } if *v == value),
+                        "{level}: {:?}",
+                        answer.reply
+                    );
+                }
+                Err(quorate_examples::kv_cluster::Error::LeaseUnavailable { .. })
+                    if level == Consistency::Lease => {}
+                Err(e) => panic!("{level}: {e}"),
+            }
+        }
+        let any = client.get_with(&key, Consistency::Any).await.unwrap();
+        assert!(
+            matches!(any.reply, Reply::Value { stale: true, .. }),
+            "{:?}",
+            any.reply
+        );
+    }
+    assert_eq!(
+        session_nodes.len(),
+        3,
+        "session reads served by {session_nodes:?}"
+    );
+    client.close().await;
+    for h in handles {
+        h.stop().await.unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Binds three nodes on free loopback ports, tells each where the others
 /// listen, and runs them with `shards` shards from `dir`.
 async fn start_three(
