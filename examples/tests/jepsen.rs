@@ -9,8 +9,16 @@
 //! or stalls a link. After the faults heal, the history (with a final read
 //! of every key) must lose no acknowledged write and be linearizable.
 //!
+//! The `session` workload runs the same faults with every read a session
+//! read (`Consistency::Session`, spread over all replicas): each worker is
+//! one client session, and its history must keep read-your-writes,
+//! monotonic reads, monotonic writes and writes-follow-reads
+//! (`jepsen::session`) and lose no acknowledged write; reads across
+//! sessions may be stale, so it is not checked for linearizability.
+//!
 //! `QUORATE_JEPSEN_SECS` sets the length of the fault schedule (default
-//! 30 s), `QUORATE_JEPSEN_SEED` replays a schedule. On failure the node
+//! 30 s; 15 s for the session workload), `QUORATE_JEPSEN_SEED` replays a
+//! schedule. On failure the node
 //! logs, the history and the fault log are kept in the directory the
 //! failure message names.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -18,8 +26,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -28,8 +36,9 @@ use quorate_examples::jepsen::cluster;
 use quorate_examples::jepsen::history::{self, Entry, History, Op, Outcome};
 use quorate_examples::jepsen::nemesis;
 use quorate_examples::jepsen::probe;
+use quorate_examples::jepsen::session::{self, SessionEvent, SessionOp};
 use quorate_examples::kv_cluster::client::Client;
-use quorate_examples::kv_cluster::protocol::Reply;
+use quorate_examples::kv_cluster::protocol::{Consistency, Reply};
 
 const SHARDS: u32 = 2;
 const KEYS: u64 = 5;
@@ -62,15 +71,41 @@ fn read_value(reply: &Reply) -> Option<Outcome> {
     }
 }
 
+/// Which reads the workers make.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Workload {
+    /// Linearizable reads: the whole history must be linearizable.
+    Linearizable,
+    /// Session reads: each worker's session keeps the session guarantees.
+    Session,
+}
+
+/// What a worker shares with the test.
+struct Shared {
+    history: History,
+    /// Every worker's operations as its session saw them (session workload).
+    sessions: Mutex<Vec<SessionEvent>>,
+    stop: AtomicBool,
+    idle: AtomicBool,
+    values: AtomicU64,
+}
+
+impl Shared {
+    fn record(&self, event: SessionEvent) {
+        let mut s = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+        s.push(event);
+    }
+}
+
 async fn worker(
     id: u64,
     nodes: Vec<(u64, SocketAddr)>,
-    history: Arc<History>,
-    stop: Arc<AtomicBool>,
-    idle: Arc<AtomicBool>,
+    shared: Arc<Shared>,
     seed: u64,
-    values: Arc<AtomicU64>,
+    workload: Workload,
 ) {
+    let (history, stop, idle, values) =
+        (&shared.history, &shared.stop, &shared.idle, &shared.values);
     let mut rng = fastrand::Rng::with_seed(seed ^ id.wrapping_mul(0x9e37_79b9_7f4a_7c15));
     let mut client = Client::new(100 + id, &nodes, SHARDS).unwrap();
     while !stop.load(Ordering::Relaxed) {
@@ -83,10 +118,15 @@ async fn worker(
             let value = values.fetch_add(1, Ordering::Relaxed);
             let at = history.invoke(id, Op::Write { key, value });
             let name = key_name(key);
+            let shard = client.shard_of(&name);
             let put = client.put(&name, Bytes::from(value.to_string()));
+            let mut index = None;
             let outcome = match tokio::time::timeout(OP_TIMEOUT, put).await {
                 Ok(Ok(a)) => match a.reply {
-                    Reply::Written { .. } => Outcome::Written,
+                    Reply::Written { index: i } => {
+                        index = Some(i);
+                        Outcome::Written
+                    }
                     Reply::Refused(why) => Outcome::Fail(why),
                     Reply::NoSuchShard => Outcome::Fail("no such shard".to_owned()),
                     other => Outcome::Info(format!("{other:?}")),
@@ -95,10 +135,24 @@ async fn worker(
                 Err(_) => Outcome::Info("timeout".to_owned()),
             };
             history.complete(at, outcome);
+            shared.record(SessionEvent {
+                session: id,
+                op: SessionOp::Write {
+                    shard,
+                    key: name,
+                    value,
+                    index,
+                },
+            });
         } else {
             let at = history.invoke(id, Op::Read { key });
             let name = key_name(key);
-            let get = client.get(&name);
+            let consistency = match workload {
+                Workload::Linearizable => Consistency::Linearizable,
+                Workload::Session => Consistency::Session,
+            };
+            let shard = client.shard_of(&name);
+            let get = client.get_with(&name, consistency);
             let outcome = match tokio::time::timeout(OP_TIMEOUT, get).await {
                 Ok(Ok(a)) => {
                     read_value(&a.reply).unwrap_or_else(|| Outcome::Fail(format!("{:?}", a.reply)))
@@ -106,6 +160,16 @@ async fn worker(
                 Ok(Err(e)) => Outcome::Info(e.to_string()),
                 Err(_) => Outcome::Info("timeout".to_owned()),
             };
+            if let Outcome::Read(value) = outcome {
+                shared.record(SessionEvent {
+                    session: id,
+                    op: SessionOp::Read {
+                        shard,
+                        key: name,
+                        value,
+                    },
+                });
+            }
             history.complete(at, outcome);
         }
         tokio::time::sleep(Duration::from_millis(rng.u64(0..20))).await;
@@ -174,14 +238,29 @@ fn env_u64(name: &str) -> Option<u64> {
 
 #[test]
 fn kv_cluster_processes_under_faults_stay_linearizable() {
+    run(Workload::Linearizable, "jepsen", 30);
+}
+
+/// The session workload: session reads from every replica under the same
+/// faults keep each session's guarantees.
+#[test]
+fn kv_cluster_processes_under_faults_keep_session_guarantees() {
+    run(Workload::Session, "jepsen-session", 15);
+}
+
+fn run(workload: Workload, name: &str, default_secs: u64) {
+    // One cluster of processes at a time: two would starve each other.
+    let _serial = cluster::serial();
     let seed = env_u64("QUORATE_JEPSEN_SEED").unwrap_or_else(|| {
         // No OS randomness needed: the clock differs from run to run.
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
         now.map_or(0, |d| d.as_nanos() as u64)
     });
-    let secs = env_u64("QUORATE_JEPSEN_SECS").unwrap_or(30);
-    println!("jepsen: seed {seed}, {secs} s of faults (replay: QUORATE_JEPSEN_SEED={seed})");
-    let (net, mut cluster) = cluster::start_proxied("jepsen").unwrap();
+    let secs = env_u64("QUORATE_JEPSEN_SECS").unwrap_or(default_secs);
+    println!(
+        "jepsen {workload:?}: seed {seed}, {secs} s of faults (replay: QUORATE_JEPSEN_SEED={seed})"
+    );
+    let (net, mut cluster) = cluster::start_proxied(name).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -199,20 +278,22 @@ fn kv_cluster_processes_under_faults_stay_linearizable() {
         problems.push(format!("no leaders at startup: {why}"));
     }
 
-    let history = Arc::new(History::new());
-    let stop = Arc::new(AtomicBool::new(false));
-    let idle = Arc::new(AtomicBool::new(false));
-    let values = Arc::new(AtomicU64::new(1));
+    let shared = Arc::new(Shared {
+        history: History::new(),
+        sessions: Mutex::new(Vec::new()),
+        stop: AtomicBool::new(false),
+        idle: AtomicBool::new(false),
+        values: AtomicU64::new(1),
+    });
+    let (history, stop, idle) = (&shared.history, &shared.stop, &shared.idle);
     let workers: Vec<_> = (1..=WORKERS)
         .map(|w| {
             rt.spawn(worker(
                 w,
                 nodes.clone(),
-                Arc::clone(&history),
-                Arc::clone(&stop),
-                Arc::clone(&idle),
+                Arc::clone(&shared),
                 seed,
-                Arc::clone(&values),
+                workload,
             ))
         })
         .collect();
@@ -279,12 +360,36 @@ fn kv_cluster_processes_under_faults_stay_linearizable() {
             }
         }
     });
-    let (finals, failed_finals) = rt.block_on(final_reads(&nodes, &history));
+    let (finals, failed_finals) = rt.block_on(final_reads(&nodes, history));
     problems.extend(failed_finals);
 
     let entries = history.entries();
     let checked = Instant::now();
-    let verdict = check::check(&entries, &finals);
+    let mut verdict = check::check(&entries, &finals);
+    let session_events = shared
+        .sessions
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    let session_violations = session::check_sessions(&session_events);
+    if workload == Workload::Session {
+        // Stale reads across sessions are allowed: only lost writes and
+        // the session guarantees count.
+        verdict.violation = None;
+        if session_events
+            .iter()
+            .all(|e| matches!(e.op, SessionOp::Write { .. }))
+        {
+            problems.push("no session read completed".to_owned());
+        }
+    }
+    if !session_violations.is_empty() {
+        problems.push(format!(
+            "{} session guarantee violations, first 5: {:#?}",
+            session_violations.len(),
+            &session_violations[..session_violations.len().min(5)]
+        ));
+    }
     let counts = history::counts(&entries);
     let slowest = entries
         .iter()
@@ -295,7 +400,7 @@ fn kv_cluster_processes_under_faults_stay_linearizable() {
         "jepsen summary (seed {seed}): {} operations: {} ok ({} reads), {} fail, {} info, \
          slowest {slowest:.1} ms; \
          {} faults injected; {} acknowledged writes, {} lost (final reads of {}/{KEYS} keys \
-         succeeded); linearizable: {}; \
+         succeeded); linearizable: {}; session guarantees over {} events: {} violations; \
          checked in {:?}; {} bytes through the proxies",
         entries.len(),
         counts.ok,
@@ -307,6 +412,7 @@ fn kv_cluster_processes_under_faults_stay_linearizable() {
         verdict.lost.len(),
         finals.len(),
         match &verdict.violation {
+            None if workload == Workload::Session => "not checked (session reads)".to_owned(),
             None => "yes".to_owned(),
             Some(v) => format!(
                 "NO, key {} ({} operations, longest linearizable prefix {})",
@@ -315,6 +421,8 @@ fn kv_cluster_processes_under_faults_stay_linearizable() {
                 v.longest_prefix.len()
             ),
         },
+        session_events.len(),
+        session_violations.len(),
         checked.elapsed(),
         net.forwarded(),
     );
