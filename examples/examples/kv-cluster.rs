@@ -461,6 +461,24 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                                 );
                             }
                         }
+                        // Nodes from before clock probes do not answer.
+                        let clocks =
+                            tokio::time::timeout(Duration::from_secs(1), client.clocks(id));
+                        if let Ok(Ok(peers)) = clocks.await {
+                            for c in peers {
+                                match c.bound_ns {
+                                    u64::MAX => println!("  clock of {}: no sample yet", c.id),
+                                    bound => println!(
+                                        "  clock of {}: offset {:+.3} ms ± {:.3} ms (round trip {:.3} ms, {} samples)",
+                                        c.id,
+                                        c.offset_ns as f64 / 1e6,
+                                        bound as f64 / 1e6,
+                                        c.delay_ns as f64 / 1e6,
+                                        c.samples
+                                    ),
+                                }
+                            }
+                        }
                     }
                     Ok(Err(e)) => {
                         eprintln!("kv-cluster: node {id} ({addr}): {e}");

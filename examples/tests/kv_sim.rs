@@ -23,6 +23,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use quorate_examples::jepsen::session::{Guarantee, SessionEvent, SessionOp, check_sessions};
 use quorate_examples::kv_cluster::CLIENT_CHANNEL;
+use quorate_examples::kv_cluster::clock_sync::CLOCK_CHANNEL;
 use quorate_examples::kv_cluster::protocol::{Consistency, Envelope, Reply, Request};
 use quorate_examples::kv_cluster::server::{NodeConfig, NodeCore};
 use quorate_transport::Event;
@@ -68,6 +69,8 @@ struct Sim {
     next_request: u64,
     /// The client's session and last sequence number, per shard.
     sessions: HashMap<u32, (u64, u64)>,
+    /// How far each node's wall clock is off the simulated time (ms).
+    skew_ms: HashMap<u64, i64>,
 }
 
 impl Sim {
@@ -125,11 +128,18 @@ impl Sim {
             replies: HashMap::new(),
             next_request: 1,
             sessions: HashMap::new(),
+            skew_ms: HashMap::new(),
         }
     }
 
     fn wall_ms(&self) -> u64 {
         EPOCH_MS + self.now.since_start().as_millis() as u64
+    }
+
+    /// Node `id`'s wall clock.
+    fn wall_of(&self, id: u64) -> u64 {
+        let skew = self.skew_ms.get(&id).copied().unwrap_or(0);
+        self.wall_ms().saturating_add_signed(skew)
     }
 
     /// Drives node `id` after an input and sends what it queued.
@@ -163,7 +173,7 @@ impl Sim {
             }
             return;
         }
-        let wall = self.wall_ms();
+        let wall = self.wall_of(to);
         let Some(slot) = self.slots.get_mut(&to) else {
             return;
         };
@@ -185,9 +195,9 @@ impl Sim {
     }
 
     fn tick_all(&mut self) {
-        let wall = self.wall_ms();
         let ids: Vec<u64> = self.slots.keys().copied().collect();
         for id in ids {
+            let wall = self.wall_of(id);
             let slot = self.slots.get_mut(&id).unwrap();
             if slot.paused.is_some() {
                 continue;
@@ -794,4 +804,81 @@ fn the_session_checker_catches_an_injected_stale_read() {
     let mut across = run.history.clone();
     across.push(stale(99));
     assert_eq!(check_sessions(&across), []);
+}
+
+/// Every node estimates every peer's clock offset from the probes between
+/// them: node 3's clock runs 300 ms ahead, node 2's 40 ms behind, and
+/// each node's estimate of each peer brackets the true offset with a
+/// bound of a few milliseconds (the simulated links take about a
+/// millisecond each way, and clock reads are whole milliseconds).
+/// Lease reads are served while the bounds hold.
+#[test]
+fn nodes_estimate_each_others_clock_offsets() {
+    const MS: i64 = 1_000_000;
+    for seed in 0..seeds(2) {
+        let mut sim = Sim::new(seed);
+        sim.skew_ms.insert(3, 300);
+        sim.skew_ms.insert(2, -40);
+        sim.run_for(Duration::from_secs(4));
+        for me in NODES {
+            let clocks = sim.slots[&me].core.as_ref().unwrap().clocks();
+            let others: Vec<u64> = clocks.iter().map(|c| c.id).collect();
+            assert_eq!(others.len(), 2, "seed {seed}: node {me} knows {others:?}");
+            for c in clocks {
+                let truth = (sim.skew_ms.get(&c.id).copied().unwrap_or(0)
+                    - sim.skew_ms.get(&me).copied().unwrap_or(0))
+                    * MS;
+                let bound = c.bound_ns as i64;
+                assert!(
+                    c.bound_ns < 10 * MS as u64 && (c.offset_ns - truth).abs() <= bound,
+                    "seed {seed}: node {me} on {}: {c:?}, true offset {truth}",
+                    c.id
+                );
+                assert!(c.samples >= 2, "seed {seed}: {c:?}");
+            }
+        }
+        // A lease read is served by the leader while its peers' clocks are known.
+        let deadline = sim.now + Duration::from_secs(5);
+        assert!(sim.put("k", "1", deadline), "seed {seed}: write");
+        let lease = Request::Get {
+            shard: shard_of("k"),
+            key: "k".into(),
+            consistency: Consistency::Lease,
+            token: 0,
+        };
+        let got = sim.call(lease, sim.now + Duration::from_secs(2));
+        assert!(
+            matches!(&got, Some(Reply::Value { value: Some((v, _)), stale: false, .. }) if v == "1"),
+            "seed {seed}: lease read {got:?}"
+        );
+    }
+}
+
+/// A leader whose peers' clocks are unknown (no probe answered since it
+/// started: every probe is dropped) refuses lease reads with the typed
+/// reply, and still serves linearizable ones.
+#[test]
+fn without_clock_estimates_lease_reads_are_refused() {
+    let mut sim = Sim::new(1);
+    sim.net
+        .add_filter(|_, _, frame: &Frame| frame.channel == CLOCK_CHANNEL);
+    sim.run_for(Duration::from_secs(3));
+    let deadline = sim.now + Duration::from_secs(5);
+    assert!(sim.put("k", "1", deadline), "write");
+    let get = |consistency| Request::Get {
+        shard: shard_of("k"),
+        key: "k".into(),
+        consistency,
+        token: 0,
+    };
+    let got = sim.call(get(Consistency::Lease), sim.now + Duration::from_secs(2));
+    assert_eq!(got, Some(Reply::LeaseUnavailable));
+    let got = sim.call(
+        get(Consistency::Linearizable),
+        sim.now + Duration::from_secs(2),
+    );
+    assert!(
+        matches!(got, Some(Reply::Value { value: Some(_), .. })),
+        "{got:?}"
+    );
 }

@@ -28,7 +28,7 @@ use quorate_transport::framing::Frame;
 use quorate_transport::tcp::{PeerId, TcpConfig, TcpTransport};
 use quorate_transport::{Event, Transport};
 
-use super::protocol::{Consistency, Envelope, Reply, Request, ShardStatus, WriteId};
+use super::protocol::{Consistency, Envelope, PeerClock, Reply, Request, ShardStatus, WriteId};
 use super::security::Security;
 use super::{CLIENT_CHANNEL, Error};
 
@@ -490,6 +490,17 @@ impl Client {
     pub async fn status(&mut self, node: u64) -> Result<Vec<ShardStatus>, Error> {
         match self.ask(node, Request::Status).await? {
             Reply::Status(s) => Ok(s),
+            other => Err(Error::UnexpectedReply {
+                node: self.describe([node]),
+                reply: format!("{other:?}"),
+            }),
+        }
+    }
+
+    /// `node`'s estimate of each peer's clock offset.
+    pub async fn clocks(&mut self, node: u64) -> Result<Vec<PeerClock>, Error> {
+        match self.ask(node, Request::Clocks).await? {
+            Reply::Clocks(c) => Ok(c),
             other => Err(Error::UnexpectedReply {
                 node: self.describe([node]),
                 reply: format!("{other:?}"),

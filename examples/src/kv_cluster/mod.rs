@@ -36,6 +36,7 @@
 pub mod anti_entropy;
 pub mod certs;
 pub mod client;
+pub mod clock_sync;
 pub mod log_store;
 pub mod protocol;
 pub mod scenario;

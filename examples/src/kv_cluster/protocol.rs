@@ -171,6 +171,8 @@ pub enum Request {
     Status,
     /// Report what the node has sent, by kind, and its transport counters.
     Traffic,
+    /// Report the node's estimate of each peer's clock offset.
+    Clocks,
     /// The Merkle leaf hashes (one per bucket) of the node's replica of `shard`.
     LeafHashes {
         /// The shard.
@@ -276,6 +278,25 @@ pub struct PeerStatus {
     pub bulk_bytes: u64,
 }
 
+/// How far a peer's wall clock is from the reporting node's, as
+/// [`Request::Clocks`] reports it (NTP-style, from probes between the
+/// nodes: `quorate_clocks::offset`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerClock {
+    /// The peer.
+    pub id: u64,
+    /// Its clock minus ours, nanoseconds (the best sample's midpoint).
+    pub offset_ns: i64,
+    /// How far the true offset may be from `offset_ns`: half the sample's
+    /// round trip, drift since, and the 1 ms resolution of the node's clock
+    /// reads. `u64::MAX`: no sample yet (or none recent).
+    pub bound_ns: u64,
+    /// The best sample's round-trip delay.
+    pub delay_ns: u64,
+    /// Samples held (the clock filter's window).
+    pub samples: u32,
+}
+
 /// The kinds of frame a node sends, as [`Traffic`] counts them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum TrafficKind {
@@ -291,7 +312,7 @@ pub enum TrafficKind {
     Snapshot,
     /// Proposals a follower forwards to its leader.
     Forward,
-    /// Anti-entropy gossip.
+    /// Anti-entropy gossip and clock-offset probes.
     Gossip,
     /// Replies to clients (also to nodes asking as clients).
     ClientReply,
@@ -471,6 +492,8 @@ pub enum Reply {
     NoSuchShard,
     /// Per-shard state of the node.
     Status(Vec<ShardStatus>),
+    /// The node's estimate of each peer's clock.
+    Clocks(Vec<PeerClock>),
     /// What the node has sent and its transport counters (boxed: it is
     /// large and rare).
     Traffic(Box<Traffic>),
@@ -665,6 +688,7 @@ impl Envelope<Request> {
             }
             Request::Status => dst.put_u8(3),
             Request::Traffic => dst.put_u8(11),
+            Request::Clocks => dst.put_u8(13),
             Request::LeafHashes { shard } => {
                 dst.put_u8(4);
                 dst.put_u32(*shard);
@@ -722,6 +746,7 @@ impl Envelope<Request> {
             },
             3 => Request::Status,
             11 => Request::Traffic,
+            13 => Request::Clocks,
             4 => Request::LeafHashes {
                 shard: get_u32(&mut src)?,
             },
@@ -779,6 +804,17 @@ impl Envelope<Reply> {
                 dst.put_u64(*token);
             }
             Reply::LeaseUnavailable => dst.put_u8(17),
+            Reply::Clocks(peers) => {
+                dst.put_u8(18);
+                dst.put_u32(peers.len() as u32);
+                for p in peers {
+                    dst.put_u64(p.id);
+                    dst.put_i64(p.offset_ns);
+                    dst.put_u64(p.bound_ns);
+                    dst.put_u64(p.delay_ns);
+                    dst.put_u32(p.samples);
+                }
+            }
             Reply::NotLeader { hint, addr } => {
                 dst.put_u8(4);
                 dst.put_u64(*hint);
@@ -891,6 +927,20 @@ impl Envelope<Reply> {
                 token: get_u64(&mut src)?,
             },
             17 => Reply::LeaseUnavailable,
+            18 => {
+                let n = get_u32(&mut src)? as usize;
+                need(&src, n.saturating_mul(36))?;
+                let peers = (0..n)
+                    .map(|_| PeerClock {
+                        id: src.get_u64(),
+                        offset_ns: src.get_i64(),
+                        bound_ns: src.get_u64(),
+                        delay_ns: src.get_u64(),
+                        samples: src.get_u32(),
+                    })
+                    .collect();
+                Reply::Clocks(peers)
+            }
             4 => Reply::NotLeader {
                 hint: get_u64(&mut src)?,
                 addr: get_string(&mut src)?,
@@ -1116,6 +1166,20 @@ mod tests {
                 token: 7,
             },
             Reply::LeaseUnavailable,
+            Reply::Clocks(vec![
+                PeerClock {
+                    id: 2,
+                    offset_ns: -300_000_000,
+                    bound_ns: 1_500_000,
+                    delay_ns: 800_000,
+                    samples: 8,
+                },
+                PeerClock {
+                    id: 3,
+                    bound_ns: u64::MAX,
+                    ..PeerClock::default()
+                },
+            ]),
             Reply::Traffic(Box::new(Traffic {
                 sent: core::array::from_fn(|i| KindCount {
                     frames: i as u64 + 1,
@@ -1163,6 +1227,7 @@ mod tests {
                 token: 0,
             },
             Request::Traffic,
+            Request::Clocks,
             Request::LeafHashes { shard: 1 },
             Request::Bucket {
                 shard: 1,

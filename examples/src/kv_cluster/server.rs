@@ -22,10 +22,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::anti_entropy::{ANTI_ENTROPY_CHANNEL, Action, AntiEntropy, Gossip, View};
+use super::clock_sync::{CLOCK_CHANNEL, PROBE_TICKS, PeerClocks, Probe};
 use super::log_store::FileLog;
 use super::protocol::{
-    BucketEntry, Command, Consistency, Envelope, PeerStatus, Reply, Request, ShardStatus, Traffic,
-    TrafficKind,
+    BucketEntry, Command, Consistency, Envelope, PeerClock, PeerStatus, Reply, Request,
+    ShardStatus, Traffic, TrafficKind,
 };
 use super::security::Security;
 use super::store::{KvStore, Versioned};
@@ -316,6 +317,9 @@ struct Replica {
     ticks: u64,
     /// The leader last logged, with its term.
     leader: Option<(u64, u64)>,
+    /// Whether a majority of the voters' clocks were last known within
+    /// [`LEASE_CLOCK_BOUND_NS`] (to log when that changes).
+    clocks_bounded: bool,
 }
 
 impl Replica {
@@ -347,6 +351,12 @@ pub const SESSION_READ_WAIT_MS: u64 = 200;
 /// replica behind is answered [`Reply::Behind`] at once.
 pub const MAX_SESSION_READS: usize = 1024;
 
+/// The uncertainty of the peers' clock offsets past which a leader serves
+/// no lease reads: unless a majority of the shard's voters (itself
+/// included) have clocks known to within this of its own, it answers
+/// [`Reply::LeaseUnavailable`] and logs why.
+pub const LEASE_CLOCK_BOUND_NS: u64 = 250_000_000;
+
 /// A session read waiting for its replica to catch up.
 #[derive(Debug)]
 struct SessionRead {
@@ -356,6 +366,49 @@ struct SessionRead {
     token: u64,
     /// Wall-clock milliseconds at which it is answered [`Reply::Behind`].
     deadline_ms: u64,
+}
+
+/// Whether a majority of `replica`'s voters, itself included, have clocks
+/// known within [`LEASE_CLOCK_BOUND_NS`] of this node's; logs when that
+/// changes.
+fn clocks_bounded(replica: &mut Replica, clocks: &[PeerClock]) -> bool {
+    let me = replica.node.id().0;
+    let voters = replica.voters();
+    let bounded = voters
+        .iter()
+        .filter(|&&v| {
+            v == me
+                || clocks
+                    .iter()
+                    .any(|c| c.id == v && c.bound_ns <= LEASE_CLOCK_BOUND_NS)
+        })
+        .count();
+    let ok = bounded * 2 > voters.len();
+    if ok != replica.clocks_bounded {
+        replica.clocks_bounded = ok;
+        if ok {
+            tracing::info!(
+                shard = replica.shard,
+                "peer clocks bounded again: lease reads served"
+            );
+        } else {
+            let unknown: Vec<String> = clocks
+                .iter()
+                .filter(|c| voters.contains(&c.id) && c.bound_ns > LEASE_CLOCK_BOUND_NS)
+                .map(|c| match c.bound_ns {
+                    u64::MAX => format!("{}: no recent sample", c.id),
+                    b => format!("{}: ±{:.1} ms", c.id, b as f64 / 1e6),
+                })
+                .collect();
+            tracing::warn!(
+                shard = replica.shard,
+                peers = ?unknown,
+                bound_ms = LEASE_CLOCK_BOUND_NS / 1_000_000,
+                "lease reads refused: too few voters' clocks known within the bound"
+            );
+        }
+    }
+    ok
 }
 
 /// The answer to a read of `key` served from `store` at `index`.
@@ -477,6 +530,10 @@ pub struct NodeCore {
     /// Frames sent by kind, and the transport's counters as last reported
     /// to [`set_transport`](Self::set_transport).
     traffic: Traffic,
+    /// Each peer's clock offset, from probes.
+    clocks: PeerClocks,
+    /// Ticks since start (paces the clock probes).
+    ticks: u64,
 }
 
 /// The keys of `bucket`, as sent in anti-entropy repairs.
@@ -626,6 +683,7 @@ impl NodeCore {
                 anti_entropy: AntiEntropy::new(shard, config.id),
                 ticks: 0,
                 leader: None,
+                clocks_bounded: true,
             });
         }
         Ok(NodeCore {
@@ -646,6 +704,8 @@ impl NodeCore {
             queues: HashMap::new(),
             fatal: None,
             traffic: Traffic::default(),
+            clocks: PeerClocks::default(),
+            ticks: 0,
         })
     }
 
@@ -731,6 +791,13 @@ impl NodeCore {
             }
             return;
         }
+        if frame.channel == CLOCK_CHANNEL {
+            // Malformed probes are dropped; the next one comes in a second.
+            if let Ok(probe) = Probe::decode(frame.payload) {
+                self.on_probe(from.0, probe);
+            }
+            return;
+        }
         if frame.channel == CLIENT_CHANNEL {
             // Malformed client requests are dropped; the client times out.
             if let Ok(request) = Envelope::<Request>::decode(frame.payload) {
@@ -760,6 +827,52 @@ impl NodeCore {
         }
     }
 
+    /// Every member of any shard here but this node, in order.
+    fn members(&self) -> Vec<u64> {
+        let all: BTreeSet<u64> = self.replicas.iter().flat_map(Replica::others).collect();
+        all.into_iter().collect()
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.now_ms.saturating_mul(1_000_000)
+    }
+
+    fn send_probe(&mut self, to: u64, probe: Probe) {
+        let frame = Frame::new(CLOCK_CHANNEL, probe.encode()).with_flags(Flags::URGENT);
+        self.traffic.count(TrafficKind::Gossip, frame.payload.len());
+        self.outbox.push_back((PeerId(to), frame));
+    }
+
+    fn on_probe(&mut self, from: u64, probe: Probe) {
+        // Only members are probed and answered: a client's probes cost nothing.
+        if !self.members().contains(&from) {
+            return;
+        }
+        let now = self.now_ns();
+        match probe {
+            Probe::Ask { t1 } => {
+                let answer = Probe::Answer {
+                    t1,
+                    t2: now,
+                    t3: now,
+                };
+                self.send_probe(from, answer);
+            }
+            Probe::Answer { t1, t2, t3 } => {
+                self.clocks.answer(from, t1, t2, t3, now);
+            }
+        }
+    }
+
+    /// Each peer's clock offset as this node estimates it now.
+    pub fn clocks(&self) -> Vec<PeerClock> {
+        let now = self.now_ns();
+        self.members()
+            .into_iter()
+            .map(|peer| self.clocks.peer(peer, now))
+            .collect()
+    }
+
     fn reply(&mut self, to: PeerId, id: u64, body: Reply) {
         let frame = Frame::new(CLIENT_CHANNEL, Envelope { id, body }.encode());
         // A lost reply is a client timeout and a retry with the same id.
@@ -778,6 +891,10 @@ impl NodeCore {
             }
             Request::Traffic => {
                 self.reply(from, id, Reply::Traffic(Box::new(self.traffic)));
+                return;
+            }
+            Request::Clocks => {
+                self.reply(from, id, Reply::Clocks(self.clocks()));
                 return;
             }
             Request::LeafHashes { shard } => {
@@ -842,6 +959,7 @@ impl NodeCore {
         let (shard, key, consistency, token) = get;
         let not_leader = self.not_leader(shard);
         let now_ms = self.now_ms;
+        let clocks = self.clocks();
         let Some(replica) = self.replicas.iter_mut().find(|r| r.shard == shard) else {
             self.reply(from, id, Reply::NoSuchShard);
             return;
@@ -867,10 +985,13 @@ impl NodeCore {
                 }
             }
             Consistency::Linearizable | Consistency::Lease => {
+                let lease = consistency == Consistency::Lease;
                 if replica.node.role() != Role::Leader {
                     not_leader
+                } else if lease && !clocks_bounded(replica, &clocks) {
+                    Reply::LeaseUnavailable
                 } else {
-                    let outcome = if consistency == Consistency::Lease {
+                    let outcome = if lease {
                         replica.node.read_lease(id)
                     } else {
                         replica.node.read_index(id)
@@ -1044,6 +1165,14 @@ impl NodeCore {
             }
         }
         drop(stores);
+        self.ticks += 1;
+        if self.ticks % PROBE_TICKS == 1 {
+            let t1 = self.now_ns();
+            for peer in self.members() {
+                let probe = self.clocks.ask(peer, t1);
+                self.send_probe(peer, probe);
+            }
+        }
         // Session reads whose replica stayed behind their token: the
         // client tries another replica.
         let now_ms = self.now_ms;
