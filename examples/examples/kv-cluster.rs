@@ -177,7 +177,8 @@ enum Command {
         #[arg(long, default_value_t = Consistency::Linearizable)]
         consistency: Consistency,
     },
-    /// Show every node's shard replicas: leader, term, indices, Merkle root.
+    /// Show every node's shard replicas: leader, term, indices, Merkle root;
+    /// and each node's estimate of every peer's clock offset, with its bound.
     Status {
         #[command(flatten)]
         cluster: ClusterArgs,

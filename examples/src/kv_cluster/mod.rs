@@ -9,7 +9,12 @@
 //! repair a damaged bucket on their own ([`anti_entropy`]). A shard's
 //! membership changes live: a new server joins as a learner, is caught up
 //! and promoted (`Node::add_voter`), and a member (even the leader) can be
-//! removed.
+//! removed. Reads choose their consistency per request
+//! ([`protocol::Consistency`]): linearizable (ReadIndex), the leader's
+//! lease, session (any replica caught up with the client's session token:
+//! read-your-writes, monotonic reads and writes, writes-follow-reads), or
+//! any (possibly stale, labelled so). Nodes estimate each other's clock
+//! offsets NTP-style ([`clock_sync`]).
 //!
 //! [`scenario::run`] is the program's default: three nodes and two shards in
 //! one process, a scripted workload with a leader crash and a restart, a

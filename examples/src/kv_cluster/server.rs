@@ -959,7 +959,12 @@ impl NodeCore {
         let (shard, key, consistency, token) = get;
         let not_leader = self.not_leader(shard);
         let now_ms = self.now_ms;
-        let clocks = self.clocks();
+        // Only lease reads rest on the peers' clocks.
+        let clocks = if consistency == Consistency::Lease {
+            self.clocks()
+        } else {
+            Vec::new()
+        };
         let Some(replica) = self.replicas.iter_mut().find(|r| r.shard == shard) else {
             self.reply(from, id, Reply::NoSuchShard);
             return;
