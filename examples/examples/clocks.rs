@@ -7,21 +7,25 @@
 
 use std::process::ExitCode;
 
+use clap::Parser;
 use quorate_examples::clocks;
 
+/// Three simulated processes exchange messages; every event is printed
+/// with its Lamport, vector and hybrid logical clock stamps.
+#[derive(Parser, Debug)]
+#[command(about, long_about = None)]
+struct Cli {
+    /// Run a random scenario from this seed instead of the scripted one.
+    seed: Option<u64>,
+}
+
 fn main() -> ExitCode {
-    let actions = match std::env::args().nth(1) {
+    let actions = match Cli::parse().seed {
         None => clocks::scripted(),
-        Some(arg) => match arg.parse::<u64>() {
-            Ok(seed) => {
-                println!("Random scenario, seed {seed}.");
-                clocks::random(seed, 14)
-            }
-            Err(_) => {
-                eprintln!("usage: clocks [SEED]   (SEED: a number for a random scenario)");
-                return ExitCode::FAILURE;
-            }
-        },
+        Some(seed) => {
+            println!("Random scenario, seed {seed}.");
+            clocks::random(seed, 14)
+        }
     };
     match clocks::run(&actions) {
         Ok(run) => {

@@ -7,28 +7,29 @@
 
 use std::process::ExitCode;
 
+use clap::Parser;
 use quorate_examples::ring_rebalance::{self, Config};
 
+/// Keys moved when a node joins or leaves, for modulo, ring, jump,
+/// rendezvous, Maglev and multi-probe placement; then bounded-load
+/// placement under a hot key.
+#[derive(Parser, Debug)]
+#[command(about, long_about = None)]
+struct Cli {
+    /// Number of nodes (default: the scenario's).
+    nodes: Option<u32>,
+    /// Number of keys placed (default: the scenario's).
+    keys: Option<u64>,
+}
+
 fn main() -> ExitCode {
+    let cli = Cli::parse();
     let mut config = Config::default();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let parsed = (
-        args.first().map(|a| a.parse::<u32>()),
-        args.get(1).map(|a| a.parse::<u64>()),
-    );
-    match parsed {
-        (Some(Err(_)), _) | (_, Some(Err(_))) => {
-            eprintln!("usage: ring-rebalance [NODES [KEYS]]");
-            return ExitCode::FAILURE;
-        }
-        (nodes, keys) => {
-            if let Some(Ok(nodes)) = nodes {
-                config.nodes = nodes;
-            }
-            if let Some(Ok(keys)) = keys {
-                config.keys = keys;
-            }
-        }
+    if let Some(nodes) = cli.nodes {
+        config.nodes = nodes;
+    }
+    if let Some(keys) = cli.keys {
+        config.keys = keys;
     }
     if config.nodes < 2 || config.leaver.0 >= config.nodes {
         config.leaver.0 = config.nodes / 2;
