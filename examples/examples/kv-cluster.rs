@@ -255,7 +255,8 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                 snapshot_chunk_bytes,
                 ..Params::default()
             };
-            let report = scenario::run(params, &mut |line| println!("{line}")).await?;
+            let report =
+                scenario::run(params, &mut |line| quorate_examples::outln!("{line}")).await?;
             let ok = report.lost.is_empty()
                 && report.applied_twice.is_empty()
                 && report.never_applied.is_empty()
@@ -345,7 +346,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                 .write
                 .map(|w| format!(" (shard {} session {} write {})", w.shard, w.session, w.seq))
                 .unwrap_or_default();
-            println!(
+            quorate_examples::outln!(
                 "{:?} by node {} in {:.1} ms ({} attempts){write}",
                 answer.reply,
                 answer.node,
@@ -380,12 +381,12 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                 if stale { ", may be stale" } else { "" }
             );
             match value {
-                Some((value, stamp)) => println!(
+                Some((value, stamp)) => quorate_examples::outln!(
                     "{key} = {} (HLC {}; {seen})",
                     String::from_utf8_lossy(&value),
                     quorate_clocks::HlcTimestamp::from_u64(stamp)
                 ),
-                None => println!("{key} not found ({seen})"),
+                None => quorate_examples::outln!("{key} not found ({seen})"),
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -421,12 +422,12 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                 .await;
             client.close().await;
             let answer = accepted(&cluster, outcome?, shard)?;
-            println!("shard {shard} leader {}: {:?}", answer.node, answer.reply);
+            quorate_examples::outln!("shard {shard} leader {}: {:?}", answer.node, answer.reply);
             Ok(ExitCode::SUCCESS)
         }
         Command::Certs { dir, nodes } => {
             for path in certs::generate(&dir, &nodes)? {
-                println!("wrote {}", path.display());
+                quorate_examples::outln!("wrote {}", path.display());
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -439,7 +440,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                         for s in shards {
                             let root: String =
                                 s.root.iter().take(4).map(|b| format!("{b:02x}")).collect();
-                            println!(
+                            quorate_examples::outln!(
                                 "node {id} ({addr}) shard {}: leader {} term {} commit {} applied {} keys {} root {root} voters {:?} learners {:?}",
                                 s.shard,
                                 s.leader,
@@ -451,7 +452,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                                 s.learners
                             );
                             for p in &s.peers {
-                                println!(
+                                quorate_examples::outln!(
                                     "  peer {}: matched {} next {} queued {} urgent + {} bulk frames ({} bytes)",
                                     p.id,
                                     p.matched,
@@ -468,8 +469,11 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                         if let Ok(Ok(peers)) = clocks.await {
                             for c in peers {
                                 match c.bound_ns {
-                                    u64::MAX => println!("  clock of {}: no sample yet", c.id),
-                                    bound => println!(
+                                    u64::MAX => quorate_examples::outln!(
+                                        "  clock of {}: no sample yet",
+                                        c.id
+                                    ),
+                                    bound => quorate_examples::outln!(
                                         "  clock of {}: offset {:+.3} ms ± {:.3} ms (round trip {:.3} ms, {} samples)",
                                         c.id,
                                         c.offset_ns as f64 / 1e6,
@@ -545,7 +549,7 @@ async fn add_voter(
             addr: addr.to_string(),
         };
         match client.ask(node, request).await? {
-            Reply::Accepted => println!("node {node}: address of {id}: accepted"),
+            Reply::Accepted => quorate_examples::outln!("node {node}: address of {id}: accepted"),
             Reply::Refused(reason) => {
                 return Err(Error::Refused {
                     node: node_name(cluster, node),
@@ -562,9 +566,10 @@ async fn add_voter(
     }
     let answer = client.admin(shard, Request::AddVoter { shard, id }).await?;
     let answer = accepted(cluster, answer, shard)?;
-    println!(
+    quorate_examples::outln!(
         "shard {shard} leader {}: {:?} (see `status` for the promotion)",
-        answer.node, answer.reply
+        answer.node,
+        answer.reply
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -641,7 +646,7 @@ async fn bench_reads(
     let elapsed = start.elapsed().as_secs_f64();
     let ms = |q: f64| scenario::percentile(&latencies, q).as_secs_f64() * 1000.0;
     let spread: Vec<String> = by_node.iter().map(|(n, c)| format!("{n}:{c}")).collect();
-    println!(
+    quorate_examples::outln!(
         "{} {consistency} reads from {clients} client(s) in {elapsed:.2} s ({:.0}/s), p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, {retries} retries, served by node {}",
         latencies.len(),
         latencies.len() as f64 / elapsed.max(1e-9),
@@ -701,7 +706,7 @@ async fn bench(cluster: &ClusterArgs, count: usize, clients: usize) -> Result<Ex
     }
     let elapsed = start.elapsed().as_secs_f64();
     let ms = |q: f64| scenario::percentile(&latencies, q).as_secs_f64() * 1000.0;
-    println!(
+    quorate_examples::outln!(
         "{} writes from {clients} client(s) in {elapsed:.2} s ({:.0}/s), p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, {retries} retries",
         latencies.len(),
         latencies.len() as f64 / elapsed.max(1e-9),

@@ -166,7 +166,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
         },
         Command::Keygen { out } => {
             let public = keys::generate(&out)?;
-            println!(
+            quorate_examples::outln!(
                 "wrote {} and {} (public key {})",
                 out.display(),
                 keys::public_path(&out).display(),
@@ -196,7 +196,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             let net = serve::bind(listen, &config).await?;
             if let Some(addr) = net.local_addr() {
                 // Tests and scripts read the port from this line.
-                println!("listening on {addr}");
+                quorate_examples::outln!("listening on {addr}");
             }
             // Runs until killed (Ctrl-C, SIGTERM): nothing to flush.
             serve::serve(net, published, config, std::future::pending()).await?;
@@ -231,9 +231,9 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             };
             let summary = fetch::fetch(&config, &bar).await?;
             for r in &summary.refused {
-                println!("refused {}: {}", r.source, r.why);
+                quorate_examples::outln!("refused {}: {}", r.source, r.why);
             }
-            println!("{summary}");
+            quorate_examples::outln!("{summary}");
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -23,3 +23,28 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
 }
+
+/// Writes one line to stdout like `println!`, but a closed stdout (the
+/// reader went away, as `kv-cluster status | head` does) ends the program
+/// quietly with success instead of panicking: there is no one left to
+/// tell. Any other write error is reported on stderr and exits with 1.
+pub fn print_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// `println!` for the example programs, through [`print_line`]: a reader
+/// that closed the pipe ends the program instead of panicking it.
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::program::print_line(format_args!($($arg)*))
+    };
+}

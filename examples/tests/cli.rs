@@ -49,3 +49,32 @@ fn clocks_answers_help_and_runs_scripted_and_seeded() {
     assert!(seeded.status.success(), "{seeded:?}");
     assert!(String::from_utf8_lossy(&seeded.stdout).contains("seed 42"));
 }
+
+#[test]
+fn kv_cluster_ends_quietly_when_its_reader_goes_away() {
+    let bin = example_binary("kv-cluster", "QUORATE_KV_CLUSTER_BIN").unwrap();
+    let mut child = Command::new(bin)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader goes away before the first line (as `| head -0` would).
+    drop(child.stdout.take());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the demo did not end within 120 s of its reader leaving");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(status.success(), "{status:?}: {stderr}");
+}
