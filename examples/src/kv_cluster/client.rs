@@ -434,17 +434,7 @@ impl Client {
         let mut attempts = 0u32;
         let mut tried = BTreeSet::new();
         while start.elapsed() < REQUEST_DEADLINE {
-            let up: Vec<u64> = self
-                .nodes
-                .iter()
-                .copied()
-                .filter(|n| !self.down.contains(n))
-                .collect();
-            let candidates = if up.is_empty() {
-                self.nodes.clone()
-            } else {
-                up
-            };
+            let candidates = self.up_or_all();
             let Some(&node) = candidates.get(self.next_reader % candidates.len().max(1)) else {
                 return Err(Error::Unanswered {
                     id: envelope.id,
@@ -586,6 +576,11 @@ impl Client {
         {
             return vec![leader];
         }
+        self.up_or_all()
+    }
+
+    /// The nodes not marked down, or every node if all are.
+    fn up_or_all(&self) -> Vec<u64> {
         let up: Vec<u64> = self
             .nodes
             .iter()
