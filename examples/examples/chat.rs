@@ -73,21 +73,7 @@ fn main() -> ExitCode {
         Some(Command::Server { .. }) => "info",
         _ => "warn",
     };
-    quorate_examples::program::init_tracing(default);
-    let runtime = match quorate_examples::program::runtime() {
-        Ok(rt) => rt,
-        Err(error) => {
-            eprintln!("chat: cannot start the runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(cli.command.unwrap_or(Command::Demo))) {
-        Ok(code) => code,
-        Err(error) => {
-            eprintln!("chat: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    quorate_examples::program::main("chat", default, run(cli.command.unwrap_or(Command::Demo)))
 }
 
 async fn run(command: Command) -> Result<ExitCode, ChatError> {

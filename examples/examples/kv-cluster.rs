@@ -220,26 +220,12 @@ fn main() -> ExitCode {
         Some(Command::Node { .. }) => "info",
         _ => "warn",
     };
-    quorate_examples::program::init_tracing(default);
-    let runtime = match quorate_examples::program::runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("kv-cluster: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
     let demo = Command::Demo {
         writes: 200,
         compact_every: NodeConfig::COMPACT_EVERY,
         snapshot_chunk_bytes: NodeConfig::SNAPSHOT_CHUNK_BYTES,
     };
-    match runtime.block_on(run(cli.command.unwrap_or(demo))) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("kv-cluster: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    quorate_examples::program::main("kv-cluster", default, run(cli.command.unwrap_or(demo)))
 }
 
 async fn run(command: Command) -> Result<ExitCode, Error> {

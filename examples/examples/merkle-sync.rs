@@ -134,21 +134,11 @@ fn main() -> ExitCode {
         Some(Command::Serve { .. } | Command::Fetch { .. }) => "info",
         _ => "warn",
     };
-    quorate_examples::program::init_tracing(default);
-    let runtime = match quorate_examples::program::runtime() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("merkle-sync: cannot start the runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(cli.command.unwrap_or(Command::Demo))) {
-        Ok(code) => code,
-        Err(error) => {
-            eprintln!("merkle-sync: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    quorate_examples::program::main(
+        "merkle-sync",
+        default,
+        run(cli.command.unwrap_or(Command::Demo)),
+    )
 }
 
 async fn run(command: Command) -> Result<ExitCode, Error> {

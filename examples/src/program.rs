@@ -48,3 +48,29 @@ macro_rules! outln {
         $crate::program::print_line(format_args!($($arg)*))
     };
 }
+
+/// The whole `main` of an example program named `name`: logging at
+/// `default` (see [`init_tracing`]), the [`runtime`], and `work` run on it;
+/// an error (starting the runtime, or `work`'s) is printed to stderr as
+/// `name: error` and exits with failure.
+pub fn main<E: std::fmt::Display>(
+    name: &str,
+    default: &str,
+    work: impl std::future::Future<Output = Result<std::process::ExitCode, E>>,
+) -> std::process::ExitCode {
+    init_tracing(default);
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("{name}: cannot start the runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(work) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("{name}: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
