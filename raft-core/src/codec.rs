@@ -182,8 +182,14 @@ pub fn encode(m: &Message, dst: &mut BytesMut) {
                 }
             }
         }
-        MessageBody::Heartbeat { commit, round } => {
-            dst.put_u8(4);
+        MessageBody::Heartbeat {
+            commit,
+            round,
+            quiesce,
+        } => {
+            // A quiescing heartbeat has its own kind, so the plain one
+            // keeps its encoding.
+            dst.put_u8(if *quiesce { 12 } else { 4 });
             dst.put_u64(commit.0);
             dst.put_u64(*round);
         }
@@ -381,9 +387,10 @@ pub fn decode(src: Bytes) -> Result<Message, CodecError> {
             };
             MessageBody::AppendEntriesResponse { outcome }
         }
-        4 => MessageBody::Heartbeat {
+        kind @ (4 | 12) => MessageBody::Heartbeat {
             commit: LogIndex(r.u64()?),
             round: r.u64()?,
+            quiesce: kind == 12,
         },
         5 => MessageBody::HeartbeatResponse { round: r.u64()? },
         6 => MessageBody::PreVote {
@@ -498,6 +505,12 @@ mod tests {
             MessageBody::Heartbeat {
                 commit: LogIndex(4),
                 round: 9,
+                quiesce: false,
+            },
+            MessageBody::Heartbeat {
+                commit: LogIndex(4),
+                round: 9,
+                quiesce: true,
             },
             MessageBody::HeartbeatResponse { round: 9 },
             MessageBody::PreVote {
@@ -557,6 +570,7 @@ mod tests {
             &msg(MessageBody::Heartbeat {
                 commit: LogIndex(4),
                 round: 9,
+                quiesce: false,
             }),
             &mut buf,
         );

@@ -138,6 +138,7 @@ fn samples() -> Vec<(Message, Vec<u8>)> {
         MessageBody::Heartbeat {
             commit: LogIndex(5),
             round: 8,
+            quiesce: false,
         },
         MessageBody::TimeoutNow,
         MessageBody::ForwardedProposal {
