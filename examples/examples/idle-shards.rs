@@ -166,7 +166,8 @@ async fn measure(cli: &Cli, shards: u32) -> Result<(), String> {
         ));
     }
     let elected_after = started.elapsed();
-    let mut writer = Client::new(probe::next_client_id(), &nodes, shards).map_err(|e| e.to_string())?;
+    let mut writer =
+        Client::new(probe::next_client_id(), &nodes, shards).map_err(|e| e.to_string())?;
     for i in 0..cli.writes {
         writer
             .put(&format!("idle:{i}"), Bytes::from(format!("{i}")))
@@ -175,7 +176,8 @@ async fn measure(cli: &Cli, shards: u32) -> Result<(), String> {
     }
     writer.close().await;
     tokio::time::sleep(Duration::from_secs(cli.settle)).await;
-    let mut client = Client::new(probe::next_client_id(), &nodes, shards).map_err(|e| e.to_string())?;
+    let mut client =
+        Client::new(probe::next_client_id(), &nodes, shards).map_err(|e| e.to_string())?;
     let load_before = loadavg();
     let t0 = Instant::now();
     let s0 = sample(&c, &mut client)
@@ -193,9 +195,7 @@ async fn measure(cli: &Cli, shards: u32) -> Result<(), String> {
         "shards {shards}: leaders after {:.1} s; window {secs:.1} s; loadavg {load_before} -> {load_after}",
         elapsed_secs(elected_after)
     );
-    println!(
-        "  node  cpu%   frames/s/peer  bytes/s/peer  rss MiB  fds"
-    );
+    println!("  node  cpu%   frames/s/peer  bytes/s/peer  rss MiB  fds");
     let peers = 2.0;
     for ((id, a), (_, b)) in s0.iter().zip(&s1) {
         let cpu = (b.cpu_ticks - a.cpu_ticks) as f64 / tck / secs * 100.0;
