@@ -100,6 +100,7 @@ impl Sim {
                 hosted: Vec::new(),
                 joining: false,
                 gossip_ticks: NodeConfig::GOSSIP_TICKS,
+                liveness_ticks: NodeConfig::LIVENESS_TICKS,
                 data_dir: dir.join(format!("n{id}")),
                 tick: TICK,
                 election_ticks: 10,

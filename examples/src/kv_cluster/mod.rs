@@ -86,6 +86,9 @@ pub enum Error {
     /// The Raft state machine refused something.
     #[error("raft: {0}")]
     Raft(#[from] quorate_raft_core::Error),
+    /// The multi-raft layer refused something (a configuration, a group).
+    #[error("multi-raft: {0}")]
+    Multi(#[from] quorate_raft_core::multi::MultiError),
     /// The durable log could not be opened (damage is named with its file
     /// and offset).
     #[error("log: {0}")]

@@ -259,6 +259,10 @@ pub struct ShardStatus {
     /// Every other member: its replication progress (on the leader) and
     /// this node's outbound queue to it.
     pub peers: Vec<PeerStatus>,
+    /// Whether the replica's Raft group is quiesced (idle: no ticks, no
+    /// heartbeats until something wakes it). `false` from a node of the
+    /// format before quiescence.
+    pub quiesced: bool,
 }
 
 /// One peer of a shard replica, as [`ShardStatus`] reports it.
@@ -431,6 +435,10 @@ impl Traffic {
 
 /// The transport's frame header: length, channel, flags.
 const FRAME_HEADER: u64 = 9;
+
+/// The reply kind of a status with each shard's quiesced flag (kind 6 is
+/// the form before it).
+const STATUS_WITH_QUIESCED: u8 = 32;
 
 /// What a node answers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -832,7 +840,9 @@ impl Envelope<Reply> {
             Reply::SessionExpired => dst.put_u8(12),
             Reply::NoSuchShard => dst.put_u8(5),
             Reply::Status(shards) => {
-                dst.put_u8(6);
+                // Kind 6 without the quiesced flag, as nodes before
+                // quiescence sent it; 32 with it.
+                dst.put_u8(STATUS_WITH_QUIESCED);
                 dst.put_u32(shards.len() as u32);
                 for s in shards {
                     dst.put_u32(s.shard);
@@ -855,6 +865,7 @@ impl Envelope<Reply> {
                             dst.put_u64(n);
                         }
                     }
+                    dst.put_u8(u8::from(s.quiesced));
                 }
             }
             Reply::Traffic(t) => {
@@ -977,7 +988,7 @@ impl Envelope<Reply> {
                 Reply::Traffic(Box::new(t))
             }
             5 => Reply::NoSuchShard,
-            6 => {
+            kind @ (6 | STATUS_WITH_QUIESCED) => {
                 let n = get_u32(&mut src)?;
                 // Each shard takes 80 bytes: refuse counts the payload cannot hold.
                 need(&src, (n as usize).saturating_mul(80))?;
@@ -1009,6 +1020,16 @@ impl Envelope<Reply> {
                             bulk_bytes: get_u64(&mut src)?,
                         });
                     }
+                    let quiesced = if kind == STATUS_WITH_QUIESCED {
+                        need(&src, 1)?;
+                        match src.get_u8() {
+                            0 => false,
+                            1 => true,
+                            _ => return Err(Error::Malformed("quiesced flag")),
+                        }
+                    } else {
+                        false
+                    };
                     shards.push(ShardStatus {
                         shard,
                         leader,
@@ -1020,6 +1041,7 @@ impl Envelope<Reply> {
                         voters,
                         learners,
                         peers,
+                        quiesced,
                     });
                 }
                 Reply::Status(shards)
@@ -1126,6 +1148,7 @@ mod tests {
                     bulk_frames: 2,
                     bulk_bytes: 300,
                 }],
+                quiesced: true,
             }]),
         };
         let bytes = r.encode();
