@@ -205,7 +205,11 @@ async fn measure(cli: &Cli, shards: u32) -> Result<(), String> {
     let tck = clk_tck() as f64;
     println!(
         "shards {shards}: {} after {:.1} s; window {secs:.1} s; loadavg {load_before} -> {load_after}",
-        if elected { "leaders" } else { "no agreed leaders" },
+        if elected {
+            "leaders"
+        } else {
+            "no agreed leaders"
+        },
         elapsed_secs(elected_after)
     );
     println!("  node  cpu%   frames/s/peer  bytes/s/peer  rss MiB  fds");

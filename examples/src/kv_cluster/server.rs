@@ -575,11 +575,13 @@ pub struct NodeCore {
     ticks: u64,
 }
 
-/// Idle shards (applied index unchanged) checked by anti-entropy per
-/// gossip period, one after another: a bounded cost whatever the number
-/// of shards, so bit rot in a quiet shard is still found (within
-/// shards / 3 periods, for the third of them this node leads).
-const IDLE_ROUNDS_PER_PERIOD: usize = 1;
+/// Every this many gossip periods, one idle shard (applied index
+/// unchanged) this node leads is checked by anti-entropy, one after
+/// another: a bounded cost whatever the number of shards (a digest to
+/// each peer every 2 s at the defaults), so bit rot in a quiet shard is
+/// still found, within `IDLE_PERIODS` x the shards this node leads
+/// periods.
+const IDLE_PERIODS: u64 = 4;
 
 /// Shards looked at, at most, to find the next idle one this node leads.
 const IDLE_SCAN: usize = 64;
@@ -1279,7 +1281,7 @@ impl NodeCore {
     /// One tick: the Raft groups whose timers are due act (the others
     /// cost nothing), clock probes go out every [`PROBE_TICKS`], and every
     /// gossip period the shards whose applied index moved since their last
-    /// round start one, plus [`IDLE_ROUNDS_PER_PERIOD`] idle shard in turn.
+    /// round start one (and every [`IDLE_PERIODS`], one idle shard in turn).
     fn on_tick(&mut self) {
         self.multi.tick();
         self.ticks += 1;
@@ -1289,22 +1291,24 @@ impl NodeCore {
             for shard in moved {
                 started += usize::from(self.start_round(shard, false));
             }
-            // Idle shards, round robin from where the last period stopped.
+            // Idle shards, round robin from where the last check stopped.
             let mut idle_rounds = 0;
-            let after = self.scrub_cursor;
-            let order: Vec<u32> = self
-                .replicas
-                .range(after.saturating_add(1)..)
-                .chain(self.replicas.range(..=after))
-                .map(|(&shard, _)| shard)
-                .take(IDLE_SCAN)
-                .collect();
-            for shard in order {
-                self.scrub_cursor = shard;
-                if idle_rounds >= IDLE_ROUNDS_PER_PERIOD {
-                    break;
+            if (self.ticks / self.gossip_ticks).is_multiple_of(IDLE_PERIODS) {
+                let after = self.scrub_cursor;
+                let order: Vec<u32> = self
+                    .replicas
+                    .range(after.saturating_add(1)..)
+                    .chain(self.replicas.range(..=after))
+                    .map(|(&shard, _)| shard)
+                    .take(IDLE_SCAN)
+                    .collect();
+                for shard in order {
+                    self.scrub_cursor = shard;
+                    if self.start_round(shard, true) {
+                        idle_rounds += 1;
+                        break;
+                    }
                 }
-                idle_rounds += usize::from(self.start_round(shard, true));
             }
             if started + idle_rounds > 0 {
                 tracing::trace!(started, idle_rounds, "anti-entropy rounds");
