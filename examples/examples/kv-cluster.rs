@@ -30,7 +30,7 @@ use quorate_examples::kv_cluster::client::{Answer, Client};
 use quorate_examples::kv_cluster::protocol::{Consistency, Reply, Request};
 use quorate_examples::kv_cluster::scenario::{self, Params};
 use quorate_examples::kv_cluster::security::Security;
-use quorate_examples::kv_cluster::server::{BoundNode, NodeConfig};
+use quorate_examples::kv_cluster::server::{self, BoundNode, NodeConfig};
 use quorate_examples::kv_cluster::{Error, certs};
 
 #[derive(Parser, Debug)]
@@ -285,6 +285,14 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                     "no --tls-dir: peers are believed on their word (loopback or --insecure)"
                 );
             }
+            let hosted = if host.is_empty() {
+                shards
+            } else {
+                host.len() as u32
+            };
+            if let Some(limit) = server::open_files_limit() {
+                server::check_open_files(u64::from(hosted), limit)?;
+            }
             let node = BoundNode::bind_with(id, listen, security).await?;
             for &(peer, addr) in &peers {
                 node.add_peer(peer, addr);
@@ -431,11 +439,13 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             for &(id, addr) in &cluster.nodes {
                 match tokio::time::timeout(Duration::from_secs(3), client.status(id)).await {
                     Ok(Ok(shards)) => {
+                        let quiet = shards.iter().filter(|s| s.quiesced).count();
+                        let total = shards.len();
                         for s in shards {
                             let root: String =
                                 s.root.iter().take(4).map(|b| format!("{b:02x}")).collect();
                             quorate_examples::outln!(
-                                "node {id} ({addr}) shard {}: leader {} term {} commit {} applied {} keys {} root {root} voters {:?} learners {:?}",
+                                "node {id} ({addr}) shard {}: leader {} term {} commit {} applied {} keys {} root {root} voters {:?} learners {:?}{}",
                                 s.shard,
                                 s.leader,
                                 s.term,
@@ -443,7 +453,8 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                                 s.applied,
                                 s.keys,
                                 s.voters,
-                                s.learners
+                                s.learners,
+                                if s.quiesced { " quiesced" } else { "" }
                             );
                             for p in &s.peers {
                                 quorate_examples::outln!(
@@ -457,6 +468,9 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                                 );
                             }
                         }
+                        quorate_examples::outln!(
+                            "node {id} ({addr}): {quiet} of {total} shards quiesced"
+                        );
                         // Nodes from before clock probes do not answer.
                         let clocks =
                             tokio::time::timeout(Duration::from_secs(1), client.clocks(id));

@@ -262,6 +262,48 @@ pub fn tcp_config() -> TcpConfig {
     }
 }
 
+/// File descriptors a node needs besides its shard logs: listener, peer
+/// connections, a few clients, the runtime's own, stdio.
+pub const FD_RESERVE: u64 = 64;
+
+/// The soft limit on open files (`RLIMIT_NOFILE`) of this process, from
+/// `/proc/self/limits` (`None` where there is no such file).
+pub fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    let soft = line.split_whitespace().nth(3)?;
+    match soft {
+        "unlimited" => Some(u64::MAX),
+        n => n.parse().ok(),
+    }
+}
+
+/// Checks that a node hosting `shards` shards can open their logs (one
+/// file each, kept open) and still accept connections: an error if the
+/// soft open-files limit is below the logs plus [`FD_RESERVE`]; a warning
+/// if it leaves less than the transport's accepted-connection cap
+/// (those clients would be refused at accept).
+pub fn check_open_files(shards: u64, limit: u64) -> Result<(), Error> {
+    let needed = shards.saturating_add(FD_RESERVE);
+    if limit < needed {
+        return Err(Error::TooFewFileDescriptors {
+            shards,
+            needed,
+            limit,
+        });
+    }
+    let connections = tcp_config().max_connections as u64;
+    if limit < needed.saturating_add(connections) {
+        tracing::warn!(
+            shards,
+            limit,
+            connections,
+            "open-files limit leaves room for fewer connections than the transport accepts"
+        );
+    }
+    Ok(())
+}
+
 /// A running node.
 #[derive(Debug)]
 pub struct NodeHandle {
@@ -1899,4 +1941,101 @@ fn install_bucket(store: &mut KvStore, bucket: u64, entries: Vec<BucketEntry>) {
         })
         .collect();
     store.replace_bucket(bucket, entries);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn too_few_open_files_for_the_shard_logs_is_refused_up_front() {
+        let refused = check_open_files(1024, 1024);
+        assert!(
+            matches!(
+                refused,
+                Err(Error::TooFewFileDescriptors {
+                    shards: 1024,
+                    needed: 1088,
+                    limit: 1024
+                })
+            ),
+            "{refused:?}"
+        );
+        assert!(check_open_files(1024, 1088).is_ok());
+        assert!(check_open_files(2, 20_000).is_ok());
+    }
+
+    #[test]
+    fn an_empty_batch_is_one_urgent_beat_and_counted_once() {
+        let mut traffic = Traffic::default();
+        let beat = Batch {
+            from: NodeId(1),
+            to: NodeId(2),
+            incarnation: 7,
+            messages: Vec::new(),
+        };
+        let frames = batch_frames(beat.clone(), &mut traffic);
+        assert_eq!(frames.len(), 1);
+        assert_eq!(frames[0].flags, Flags::URGENT);
+        assert_eq!(frames[0].channel, RAFT_CHANNEL);
+        let decoded = codec::decode_batch(frames[0].payload.clone(), 1).unwrap();
+        assert_eq!(decoded, beat);
+        let counted = traffic.get(TrafficKind::Heartbeat);
+        assert_eq!(counted.frames, 1);
+        assert_eq!(counted.bytes, frames[0].payload.len() as u64 + FRAME_HEADER);
+    }
+
+    #[test]
+    fn control_and_bulk_messages_travel_apart_and_every_byte_is_counted() {
+        let message = |body| Message {
+            from: NodeId(1),
+            to: NodeId(2),
+            term: quorate_raft_core::Term(3),
+            body,
+        };
+        let heartbeat = message(MessageBody::Heartbeat {
+            commit: quorate_raft_core::LogIndex(4),
+            round: 1,
+            quiesce: false,
+        });
+        let append = message(MessageBody::AppendEntries {
+            prev_log_index: quorate_raft_core::LogIndex(4),
+            prev_log_term: quorate_raft_core::Term(3),
+            entries: vec![quorate_raft_core::Entry {
+                term: quorate_raft_core::Term(3),
+                index: quorate_raft_core::LogIndex(5),
+                data: Bytes::from_static(b"put"),
+            }],
+            leader_commit: quorate_raft_core::LogIndex(4),
+        });
+        let batch = Batch {
+            from: NodeId(1),
+            to: NodeId(2),
+            incarnation: 7,
+            messages: vec![
+                (GroupId(0), append.clone()),
+                (GroupId(1), heartbeat.clone()),
+                (GroupId(2), heartbeat.clone()),
+            ],
+        };
+        let mut traffic = Traffic::default();
+        let frames = batch_frames(batch, &mut traffic);
+        assert_eq!(frames.len(), 2);
+        assert_eq!(frames[0].flags, Flags::URGENT);
+        assert_eq!(frames[1].flags, Flags::NONE);
+        let urgent = codec::decode_batch(frames[0].payload.clone(), 10).unwrap();
+        assert_eq!(
+            urgent.messages,
+            vec![(GroupId(1), heartbeat.clone()), (GroupId(2), heartbeat)]
+        );
+        let bulk = codec::decode_batch(frames[1].payload.clone(), 10).unwrap();
+        assert_eq!(bulk.messages, vec![(GroupId(0), append)]);
+        let wire: u64 = frames
+            .iter()
+            .map(|f| f.payload.len() as u64 + FRAME_HEADER)
+            .sum();
+        assert_eq!(traffic.between_nodes().bytes, wire);
+        assert_eq!(traffic.get(TrafficKind::Heartbeat).frames, 2);
+        assert_eq!(traffic.get(TrafficKind::Append).frames, 1);
+    }
 }
