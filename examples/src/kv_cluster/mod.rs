@@ -66,7 +66,8 @@ impl<T> AtPath<T> for Result<T, std::io::Error> {
     }
 }
 
-/// The channel clients talk on; shard `s`'s Raft messages use channel `s`.
+/// The channel clients talk on (Raft batches of every shard use
+/// [`server::RAFT_CHANNEL`]).
 pub const CLIENT_CHANNEL: ChannelId = ChannelId(1 << 20);
 
 /// What can go wrong in kv-cluster.

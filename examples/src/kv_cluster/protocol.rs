@@ -1156,6 +1156,18 @@ mod tests {
         for cut in 0..bytes.len() {
             assert!(Envelope::<Reply>::decode(bytes.slice(..cut)).is_err());
         }
+        // A status from a node before quiescence: kind 6, no flag.
+        let mut old = bytes.to_vec();
+        assert_eq!(old[8], STATUS_WITH_QUIESCED);
+        old[8] = 6;
+        old.pop();
+        let Reply::Status(old) = Envelope::<Reply>::decode(old.into()).unwrap().body else {
+            panic!("not a status");
+        };
+        assert!(!old[0].quiesced);
+        let mut bad = bytes.to_vec();
+        *bad.last_mut().unwrap() = 2;
+        assert!(Envelope::<Reply>::decode(bad.into()).is_err());
         let entry = BucketEntry {
             key: "a".into(),
             value: Bytes::from_static(b"b"),

@@ -262,9 +262,9 @@ pub fn tcp_config() -> TcpConfig {
     }
 }
 
-/// File descriptors a node needs besides its shard logs: listener, peer
-/// connections, a few clients, the runtime's own, stdio.
-pub const FD_RESERVE: u64 = 64;
+/// File descriptors a node needs at least besides its shard logs: stdio,
+/// the runtime's, the listener, its peers and a client or two.
+pub const FD_RESERVE: u64 = 16;
 
 /// The soft limit on open files (`RLIMIT_NOFILE`) of this process, from
 /// `/proc/self/limits` (`None` where there is no such file).
@@ -1955,13 +1955,13 @@ mod tests {
                 refused,
                 Err(Error::TooFewFileDescriptors {
                     shards: 1024,
-                    needed: 1088,
+                    needed: 1040,
                     limit: 1024
                 })
             ),
             "{refused:?}"
         );
-        assert!(check_open_files(1024, 1088).is_ok());
+        assert!(check_open_files(1024, 1040).is_ok());
         assert!(check_open_files(2, 20_000).is_ok());
     }
 
