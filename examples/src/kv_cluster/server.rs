@@ -1590,145 +1590,147 @@ impl NodeCore {
         let mut repairs_due = Vec::new();
         let mut promotions = Vec::new();
         let mut abandoned = Vec::new();
-        loop {
-            // Only the groups an input touched are looked at; their
-            // messages are in the per-peer batches once taken.
-            let mut readies = Vec::new();
-            while let Some(ready) = self.multi.ready()? {
-                readies.push(ready);
-            }
-            // Raft messages go out before the round's fsyncs, coalesced
-            // over every group that had something to say.
-            self.transmit(send);
-            if readies.is_empty() {
-                break;
-            }
-            for (group, mut ready) in readies {
-                let Ok(shard) = u32::try_from(group.0) else {
-                    continue;
-                };
-                let _shard = tracing::info_span!("shard", shard).entered();
-                let (Some(r), Some(mut node)) =
-                    (self.replicas.get_mut(&shard), self.multi.group_mut(group))
-                else {
-                    continue;
-                };
-                if let Some(snapshot) = ready.take_snapshot() {
-                    // Durable before the store changes and before `advance`
-                    // lets the node acknowledge it to the leader.
-                    let (index, data) = (snapshot.meta.index.0, snapshot.data.clone());
-                    node.storage_mut().install(snapshot)?;
-                    let mut stores = self.stores.lock().unwrap_or_else(PoisonError::into_inner);
-                    if let Some(store) = stores.get_mut(shard as usize) {
-                        store.install(index, data)?;
-                    }
-                }
-                node.storage_mut()
-                    .persist(ready.entries(), ready.hard_state())?;
-                drop(node);
-                let committed = ready.take_committed_entries();
-                if !committed.is_empty() {
-                    self.gossip_moved.insert(shard);
-                    self.gossip_touched.insert(shard);
-                    let mut stores = self.stores.lock().unwrap_or_else(PoisonError::into_inner);
-                    for entry in committed {
-                        let (index, term) = (entry.index.0, entry.term.0);
-                        // Configuration entries are Raft's, and empty
-                        // entries are the leaders' no-ops.
-                        let command = match entry.configuration() {
-                            Some(_) => None,
-                            None => Command::decode(entry.data).ok(),
-                        };
-                        if let Some(command) = command {
-                            let _ = self
-                                .hlc
-                                .update(HlcTimestamp::from_u64(command.stamp()), self.now_ms);
-                            let applied = stores
-                                .get_mut(shard as usize)
-                                .map(|store| store.apply(index, command));
-                            if let Some(w) = r.pending_writes.take(index, term)
-                                && let Some(applied) = applied
-                            {
-                                replies.push((w.client, w.id, applied.reply(index)));
-                            }
-                        }
-                        // The store is exactly at `index` now, until the
-                        // next entry: the moment a round or a repair at
-                        // `index` waits for.
-                        let store = stores.get_mut(shard as usize);
-                        at_index(r, store, index, &mut repairs_due);
-                    }
-                }
-                r.confirmed_reads.extend(ready.take_read_states());
-                self.multi.advance(group, ready)?;
-                let Some(mut node) = self.multi.group_mut(group) else {
-                    continue;
-                };
-                let leader = node.leader().map(|l| (l.0, node.term().0));
-                if leader.map(|l| l.0) != r.leader.map(|l| l.0) {
-                    match leader {
-                        Some((id, term)) => tracing::info!(leader = id, term, "leader changed"),
-                        None => tracing::info!(term = node.term().0, "no leader"),
-                    }
-                    r.leader = leader;
-                }
-                while let Some(outcome) = node.poll_promotion() {
-                    promotions.push((shard, outcome));
-                }
-                if node.role() != Role::Leader {
-                    // Leadership moved (or this server was removed): send the
-                    // waiting clients on now rather than after their timeout.
-                    // A write may still commit; its retry carries the same
-                    // session and sequence number, so it applies once either way.
-                    let writes = r.pending_writes.drain();
-                    let reads = r
-                        .pending_reads
-                        .drain()
-                        .map(|(id, (client, _))| (client, id));
-                    let waiting: Vec<(PeerId, u64)> = writes.chain(reads).collect();
-                    if !waiting.is_empty() {
-                        r.confirmed_reads.clear();
-                        abandoned.push((shard, waiting));
-                    }
-                }
-                let applied = node.applied_index();
+        // Only the groups an input touched are looked at; their messages
+        // are in the per-peer batches once their Ready is taken.
+        let mut readies = VecDeque::new();
+        while let Some(ready) = self.multi.ready()? {
+            readies.push_back(ready);
+        }
+        // Raft messages go out before the round's fsyncs, coalesced over
+        // every group that had something to say.
+        self.transmit(send);
+        while let Some((group, mut ready)) = readies.pop_front() {
+            let Ok(shard) = u32::try_from(group.0) else {
+                continue;
+            };
+            let _shard = tracing::info_span!("shard", shard).entered();
+            let (Some(r), Some(mut node)) =
+                (self.replicas.get_mut(&shard), self.multi.group_mut(group))
+            else {
+                continue;
+            };
+            if let Some(snapshot) = ready.take_snapshot() {
+                // Durable before the store changes and before `advance`
+                // lets the node acknowledge it to the leader.
+                let (index, data) = (snapshot.meta.index.0, snapshot.data.clone());
+                node.storage_mut().install(snapshot)?;
                 let mut stores = self.stores.lock().unwrap_or_else(PoisonError::into_inner);
-                // A snapshot may have brought the store to a round's index.
-                let store = stores.get_mut(shard as usize);
-                at_index(r, store, applied.0, &mut repairs_due);
-                self.gossip_touched.insert(shard);
-                let store = stores.get(shard as usize);
-                // The store reflects exactly the entries up to `applied` here.
-                let compacted = node.storage().snapshot_meta()?.index;
-                let by_count =
-                    self.compact_every > 0 && applied.0 >= compacted.0 + self.compact_every;
-                let by_size = self.compact_log_bytes > 0
-                    && applied > compacted
-                    && node.storage().wants_compaction(self.compact_log_bytes);
-                if let Some(store) = store
-                    && (by_count || by_size)
-                {
-                    node.storage_mut().compact(applied, store.snapshot())?;
+                if let Some(store) = stores.get_mut(shard as usize) {
+                    store.install(index, data)?;
                 }
-                drop(node);
-                r.confirmed_reads.retain(|read| {
-                    if read.index > applied {
-                        return true;
-                    }
-                    if let Some((client, key)) = r.pending_reads.remove(&read.id) {
-                        replies.push((client, read.id, value_reply(store, &key, applied.0, false)));
-                    }
-                    false
-                });
-                r.session_reads.retain(|read| {
-                    if read.token > applied.0 {
-                        return true;
-                    }
-                    let reply = value_reply(store, &read.key, applied.0, false);
-                    replies.push((read.client, read.id, reply));
-                    false
-                });
             }
+            node.storage_mut()
+                .persist(ready.entries(), ready.hard_state())?;
+            drop(node);
+            let committed = ready.take_committed_entries();
+            if !committed.is_empty() {
+                self.gossip_moved.insert(shard);
+                self.gossip_touched.insert(shard);
+                let mut stores = self.stores.lock().unwrap_or_else(PoisonError::into_inner);
+                for entry in committed {
+                    let (index, term) = (entry.index.0, entry.term.0);
+                    // Configuration entries are Raft's, and empty
+                    // entries are the leaders' no-ops.
+                    let command = match entry.configuration() {
+                        Some(_) => None,
+                        None => Command::decode(entry.data).ok(),
+                    };
+                    if let Some(command) = command {
+                        let _ = self
+                            .hlc
+                            .update(HlcTimestamp::from_u64(command.stamp()), self.now_ms);
+                        let applied = stores
+                            .get_mut(shard as usize)
+                            .map(|store| store.apply(index, command));
+                        if let Some(w) = r.pending_writes.take(index, term)
+                            && let Some(applied) = applied
+                        {
+                            replies.push((w.client, w.id, applied.reply(index)));
+                        }
+                    }
+                    // The store is exactly at `index` now, until the
+                    // next entry: the moment a round or a repair at
+                    // `index` waits for.
+                    let store = stores.get_mut(shard as usize);
+                    at_index(r, store, index, &mut repairs_due);
+                }
+            }
+            r.confirmed_reads.extend(ready.take_read_states());
+            self.multi.advance(group, ready)?;
+            let Some(mut node) = self.multi.group_mut(group) else {
+                continue;
+            };
+            let leader = node.leader().map(|l| (l.0, node.term().0));
+            if leader.map(|l| l.0) != r.leader.map(|l| l.0) {
+                match leader {
+                    Some((id, term)) => tracing::info!(leader = id, term, "leader changed"),
+                    None => tracing::info!(term = node.term().0, "no leader"),
+                }
+                r.leader = leader;
+            }
+            while let Some(outcome) = node.poll_promotion() {
+                promotions.push((shard, outcome));
+            }
+            if node.role() != Role::Leader {
+                // Leadership moved (or this server was removed): send the
+                // waiting clients on now rather than after their timeout.
+                // A write may still commit; its retry carries the same
+                // session and sequence number, so it applies once either way.
+                let writes = r.pending_writes.drain();
+                let reads = r
+                    .pending_reads
+                    .drain()
+                    .map(|(id, (client, _))| (client, id));
+                let waiting: Vec<(PeerId, u64)> = writes.chain(reads).collect();
+                if !waiting.is_empty() {
+                    r.confirmed_reads.clear();
+                    abandoned.push((shard, waiting));
+                }
+            }
+            let applied = node.applied_index();
+            let mut stores = self.stores.lock().unwrap_or_else(PoisonError::into_inner);
+            // A snapshot may have brought the store to a round's index.
+            let store = stores.get_mut(shard as usize);
+            at_index(r, store, applied.0, &mut repairs_due);
+            self.gossip_touched.insert(shard);
+            let store = stores.get(shard as usize);
+            // The store reflects exactly the entries up to `applied` here.
+            let compacted = node.storage().snapshot_meta()?.index;
+            let by_count = self.compact_every > 0 && applied.0 >= compacted.0 + self.compact_every;
+            let by_size = self.compact_log_bytes > 0
+                && applied > compacted
+                && node.storage().wants_compaction(self.compact_log_bytes);
+            if let Some(store) = store
+                && (by_count || by_size)
+            {
+                node.storage_mut().compact(applied, store.snapshot())?;
+            }
+            drop(node);
+            r.confirmed_reads.retain(|read| {
+                if read.index > applied {
+                    return true;
+                }
+                if let Some((client, key)) = r.pending_reads.remove(&read.id) {
+                    replies.push((client, read.id, value_reply(store, &key, applied.0, false)));
+                }
+                false
+            });
+            r.session_reads.retain(|read| {
+                if read.token > applied.0 {
+                    return true;
+                }
+                let reply = value_reply(store, &read.key, applied.0, false);
+                replies.push((read.client, read.id, reply));
+                false
+            });
+            drop(stores);
+            // What this group's fsync released (acknowledgments held
+            // until its entries were durable) leaves now, not after
+            // the other groups' fsyncs.
+            while let Some(ready) = self.multi.ready()? {
+                readies.push_back(ready);
+            }
+            self.transmit(send);
         }
         // Catch-ups end on ticks too (a lagging learner is given up on).
         for shard in std::mem::take(&mut self.promoting) {
