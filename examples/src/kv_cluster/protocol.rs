@@ -348,7 +348,9 @@ impl TrafficKind {
 /// Frames and bytes of one kind.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KindCount {
-    /// Frames.
+    /// Frames; for the Raft kinds, messages (many travel in one batch
+    /// frame, whose header bytes count with its first message), and a
+    /// liveness beat (an empty batch) counts as one heartbeat.
     pub frames: u64,
     /// Bytes on the wire: payloads plus the transport's 9-byte frame
     /// header (TLS records add their own).

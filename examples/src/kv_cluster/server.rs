@@ -253,7 +253,8 @@ pub fn tcp_config() -> TcpConfig {
         // everyone else is a client on a connection of its own, which
         // cannot speak for a node and gets the client frame limit.
         trust: Trust::KnownPeers,
-        // 2 shards' heartbeats for about 160 ms: enough to ride out a burst,
+        // 16 rounds of control messages (every shard's in one batch frame
+        // per round, about 160 ms of heartbeats): enough to ride out a burst,
         // too few to flood a peer that comes back with stale ones (each
         // answered heartbeat may release an append: under partitions a
         // 1,024-frame queue cost 4.9x the steady bytes per write).
