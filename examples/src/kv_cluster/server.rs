@@ -651,8 +651,13 @@ fn next_incarnation(dir: &std::path::Path) -> Result<u64, Error> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
         Err(e) => return Err(Error::File { path, source: e }),
     };
-    // Mixed with the clock, so a lost counter file still changes it.
-    let next = previous.wrapping_add(1).max(wall_ms());
+    // Above the wall clock in nanoseconds too, so that a lost or damaged
+    // counter file still gives a start of its own (and above the last
+    // value, so a clock set back does not repeat one).
+    let wall_ns = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    let next = previous.saturating_add(1).max(wall_ns);
     let tmp = dir.join(format!("{INCARNATION_FILE}.tmp"));
     let mut file = std::fs::File::create(&tmp).at(&tmp)?;
     file.write_all(next.to_string().as_bytes()).at(&tmp)?;
@@ -1966,6 +1971,25 @@ mod tests {
         );
         assert!(check_open_files(1024, 1040).is_ok());
         assert!(check_open_files(2, 20_000).is_ok());
+    }
+
+    #[test]
+    fn every_start_has_a_new_incarnation() {
+        let dir = std::env::temp_dir().join(format!(
+            "quorate-incarnation-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let first = next_incarnation(&dir).unwrap();
+        let second = next_incarnation(&dir).unwrap();
+        // A counter file that went bad still yields a new one.
+        std::fs::write(dir.join(INCARNATION_FILE), "garbage").unwrap();
+        let third = next_incarnation(&dir).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(first < second, "{first} then {second}");
+        assert_ne!(third, second);
     }
 
     #[test]
