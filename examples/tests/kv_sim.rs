@@ -1009,6 +1009,33 @@ fn quiet_shards_fail_over_when_a_partition_or_crash_starts() {
             sim.run_for(TICK);
             check_one_leader_per_term(&sim, &mut seen);
         }
+        // Quiet again, a lease read reaches a leader that holds no lease
+        // (nothing answered its heartbeats lately): it is served, by
+        // ReadIndex, with the value written.
+        let shard = shard_of("after");
+        let quiet_by = sim.now + Duration::from_secs(3);
+        while !sim.slots.values().all(|slot| {
+            slot.core
+                .as_ref()
+                .is_some_and(|c| c.status().iter().all(|s| s.shard != shard || s.quiesced))
+        }) {
+            assert!(
+                sim.now < quiet_by,
+                "seed {seed}: shard {shard} not quiet again"
+            );
+            sim.run_for(TICK);
+        }
+        let read = Request::Get {
+            shard,
+            key: "after".into(),
+            consistency: Consistency::Lease,
+            token: 0,
+        };
+        let got = sim.call(read, sim.now + Duration::from_secs(2));
+        assert!(
+            matches!(&got, Some(Reply::Value { value: Some((v, _)), stale: false, .. }) if v == "2"),
+            "seed {seed}: lease read of a quiet shard: {got:?}"
+        );
     }
     println!(
         "quiet shards: new leaders after {took:?} ms (bound {bound:?}); bytes between the nodes \
