@@ -18,8 +18,11 @@
 //! see on its own is the failure of the server it follows, since a quiet
 //! leader and a dead one look alike: the application watches its peers
 //! (the [`multi`](crate::multi) layer does, with one liveness beat per
-//! server pair) and calls [`wake`](Node::wake) on the groups of a server
-//! that went down, came back or restarted.
+//! server pair) and calls [`wake`](Node::wake) on the groups led by a
+//! server that went down, came back or restarted, and on the groups it
+//! leads with a replica there. Not on the groups that follow a third
+//! server: woken, a follower of a quiet leader finds its election timeout
+//! long past and campaigns against a leader that is alive.
 //!
 //! Safety never depends on it: quiescence only stops timers, and no timer
 //! decides anything Raft's safety rests on. Leases stay sound because the
