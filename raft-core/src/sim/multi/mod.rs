@@ -483,6 +483,13 @@ impl MultiSimulation {
     fn quiet_window(&mut self) -> Result<(), Violation> {
         let interval = u64::from(self.report.liveness.0);
         let window = 3 * interval + 2 * self.election_tick();
+        // The last quiescing heartbeats and their answers land first.
+        for _ in 0..2 {
+            self.advance_one_tick()?;
+        }
+        if let Some(what) = self.unsettled() {
+            return Err(Violation::Liveness { what, ticks: 2 });
+        }
         let before: Vec<_> = self
             .world
             .servers
@@ -629,11 +636,17 @@ impl MultiSimulation {
             .copied()
             .filter(|i| !minority.contains(i))
             .collect();
-        // Groups whose leader the majority side lost (with DeafenLeader,
-        // only check-quorum makes the deaf leader step down).
+        // Groups whose leader the majority side lost.
         let must_elect: Vec<(GroupId, Term)> = match fault {
             QuietFault::IsolateFollower | QuietFault::RestartLeader => Vec::new(),
-            QuietFault::DeafenLeader if !self.world.node_config.check_quorum => Vec::new(),
+            // A deaf leader steps down only with check-quorum; then, without
+            // pre-vote, its endless campaigns (granted, the answers lost)
+            // keep resetting the others' election timers, as in any Raft.
+            QuietFault::DeafenLeader
+                if !(self.world.node_config.check_quorum && self.world.node_config.pre_vote) =>
+            {
+                Vec::new()
+            }
             _ => self
                 .world
                 .groups
@@ -655,7 +668,16 @@ impl MultiSimulation {
             }
         }
         let liveness_timeout = u64::from(self.report.liveness.1);
-        let elect_within = liveness_timeout + 4 * self.election_tick() + 10;
+        // Elections after the liveness timeout: a few rounds (split votes,
+        // pre-votes refused while a lease is honoured). A deaf leader first
+        // heartbeats for two check-quorum intervals (woken, it counts its
+        // followers active), and keeps campaigning where it cannot hear
+        // the answers, which without pre-vote disrupts elections.
+        let rounds = match fault {
+            QuietFault::DeafenLeader => 16,
+            _ => 8,
+        };
+        let elect_within = liveness_timeout + rounds * self.election_tick();
         let tail = 3 * self.election_tick();
         let length = elect_within + tail + u64::from(self.report.liveness.0) * 2;
         let mut elected: BTreeMap<GroupId, u64> = BTreeMap::new();
