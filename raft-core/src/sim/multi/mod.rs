@@ -136,7 +136,7 @@ impl Default for MultiSimOptions {
             groups: None,
             clients: 4,
             keys: 2,
-            fault_ticks: 120,
+            fault_ticks: 100,
             settle_ticks: 400,
             client_timeout_ticks: 25,
             faults: true,
@@ -250,6 +250,8 @@ pub struct MultiSimulation {
     /// Per group, when a client last called into it.
     touched: BTreeMap<GroupId, SimTime>,
     next_read_id: u64,
+    /// The groups the pinned readers read: those the struck server led.
+    pinned_groups: Vec<GroupId>,
     quiet_fault: QuietFault,
     report: MultiSimReport,
 }
@@ -362,6 +364,7 @@ impl MultiSimulation {
             issued: BTreeMap::new(),
             touched: BTreeMap::new(),
             next_read_id: 0,
+            pinned_groups: Vec::new(),
             quiet_fault,
             report,
         })
@@ -598,6 +601,13 @@ impl MultiSimulation {
             QuietFault::IsolateFollower => self.idlest_server(),
             _ => leader,
         };
+        self.pinned_groups = self
+            .world
+            .groups
+            .iter()
+            .copied()
+            .filter(|g| self.world.leader(*g).is_some_and(|l| l.id() == struck))
+            .collect();
         // The servers that keep a quorum, and the groups they must elect for.
         let mut minority = vec![struck];
         match fault {
@@ -657,10 +667,10 @@ impl MultiSimulation {
                 })
                 .collect(),
         };
-        // The first client reads only, through the struck server (lease
-        // reads of quiet leaders); the others go on as usual.
+        // Two clients read only, through the struck server, the groups it
+        // led (lease reads of quiet leaders); the others go on as usual.
         let now = self.world.now;
-        if let Some(reader) = self.clients.first_mut() {
+        for reader in self.clients.iter_mut().take(2) {
             reader.pinned = Some(struck);
             if let Some(p) = reader.pending.as_mut() {
                 p.retry_at = now;
@@ -825,7 +835,10 @@ impl MultiSimulation {
             match &client.pending {
                 None if new_requests && now >= client.next_op_at => {
                     client.seq += 1;
-                    let group = GroupId(self.rng.u64(..groups as u64));
+                    let group = match (client.pinned, self.pinned_groups.len()) {
+                        (Some(_), n) if n > 0 => self.pinned_groups[self.rng.usize(..n)],
+                        _ => GroupId(self.rng.u64(..groups as u64)),
+                    };
                     *self.issued.entry(group).or_default() += 1;
                     let key = self.rng.u8(..self.options.keys);
                     let kind = if client.pinned.is_some() {
