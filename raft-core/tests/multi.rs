@@ -2,8 +2,9 @@
 //! `Node`s, driven by a small in-memory network.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use bytes::Bytes;
 use quorate_raft_core::multi::{Batch, GroupId, MultiConfig, MultiEvent, MultiRaft};
-use quorate_raft_core::{Config, Configuration, MemStorage, Node, NodeId, Role};
+use quorate_raft_core::{Config, Configuration, Error, MemStorage, Node, NodeId, Role};
 
 struct Net {
     servers: Vec<MultiRaft<MemStorage>>,
@@ -167,7 +168,7 @@ fn a_link_lost_between_two_followers_does_not_unseat_a_live_quiet_leader() {
     let before = leadership(&net, groups);
     // Groups whose followers are servers 2 and 3.
     let led_by_1: Vec<u64> = (0..groups)
-        .filter(|g| before[*g as usize] .first().map(|l| l.0) == Some(NodeId(1)))
+        .filter(|g| before[*g as usize].first().map(|l| l.0) == Some(NodeId(1)))
         .collect();
     assert!(!led_by_1.is_empty());
     net.cut = vec![(NodeId(2), NodeId(3)), (NodeId(3), NodeId(2))];
@@ -176,7 +177,10 @@ fn a_link_lost_between_two_followers_does_not_unseat_a_live_quiet_leader() {
     assert!(!net.servers[1].is_live(NodeId(3)), "the cut was seen");
     let after = leadership(&net, groups);
     for g in led_by_1 {
-        assert_eq!(after[g as usize], before[g as usize], "group {g} kept its leader");
+        assert_eq!(
+            after[g as usize], before[g as usize],
+            "group {g} kept its leader"
+        );
     }
 }
 
@@ -233,11 +237,221 @@ fn a_follower_restart_seen_late_does_not_unseat_a_live_quiet_leader() {
     );
     let after = leadership(&net, groups);
     for g in led_by_1 {
-        assert_eq!(after[g as usize], before[g as usize], "group {g} kept its leader");
+        assert_eq!(
+            after[g as usize], before[g as usize],
+            "group {g} kept its leader"
+        );
     }
     for s in &net.servers {
         assert_eq!(s.quiesced(), groups as usize, "quiet again");
     }
 }
 
+/// The server leading the most groups.
+fn busiest(net: &Net, groups: u64) -> NodeId {
+    let mut count = [0u64; 8];
+    for g in 0..groups {
+        for (l, _) in net.leaders(GroupId(g)) {
+            count[l.0 as usize] += 1;
+        }
+    }
+    let best = (1..=net.servers.len()).max_by_key(|i| count[*i]).unwrap();
+    NodeId(best as u64)
+}
 
+/// The groups `id` leads.
+fn led_by(net: &Net, groups: u64, id: NodeId) -> Vec<u64> {
+    (0..groups)
+        .filter(|g| net.leaders(GroupId(*g)).iter().any(|(l, _)| *l == id))
+        .collect()
+}
+
+/// The leader of `group` among `among`, with a term above `above`.
+fn new_leader(net: &Net, group: u64, among: &[NodeId], above: u64) -> Option<NodeId> {
+    net.leaders(GroupId(group))
+        .into_iter()
+        .find(|(l, t)| among.contains(l) && *t > above)
+        .map(|(l, _)| l)
+}
+
+fn server(net: &mut Net, id: NodeId) -> &mut MultiRaft<MemStorage> {
+    &mut net.servers[(id.0 - 1) as usize]
+}
+
+#[test]
+fn cutting_off_the_quiet_leaders_server_makes_the_others_elect_and_serve() {
+    let groups = 20;
+    let mut net = net(3, groups);
+    net.run(1_000);
+    let old = busiest(&net, groups);
+    let lost = led_by(&net, groups, old);
+    let terms: Vec<u64> = (0..groups).map(|g| net.leaders(GroupId(g))[0].1).collect();
+    let others: Vec<NodeId> = (1..=3).map(NodeId).filter(|n| *n != old).collect();
+    net.isolated = vec![old];
+    // Quiet followers notice after the liveness timeout, then elect within
+    // a few (randomized, up to twice the base) election timeouts.
+    let election = u64::from(Config::new(NodeId(1)).election_tick);
+    let bound = u64::from(MultiConfig::LIVENESS_TIMEOUT) + 3 * 2 * election;
+    let mut waited = 0;
+    while lost
+        .iter()
+        .any(|g| new_leader(&net, *g, &others, terms[*g as usize]).is_none())
+    {
+        assert!(waited < bound, "the others elected within {bound} ticks");
+        net.run(1);
+        waited += 1;
+    }
+    assert!(
+        waited >= u64::from(MultiConfig::LIVENESS_TIMEOUT) / 2,
+        "{waited}"
+    );
+    // And serve: a proposal to each new leader commits on both.
+    let mut proposed = Vec::new();
+    for g in &lost {
+        let leader = new_leader(&net, *g, &others, terms[*g as usize]).unwrap();
+        let index = server(&mut net, leader)
+            .propose(GroupId(*g), Bytes::from_static(b"after the cut"))
+            .unwrap();
+        proposed.push((*g, index));
+    }
+    net.run(10);
+    for (g, index) in &proposed {
+        for id in &others {
+            let node = net.servers[(id.0 - 1) as usize].group(GroupId(*g)).unwrap();
+            assert!(node.applied_index() >= *index, "group {g} on {id:?}");
+        }
+    }
+    // Heal: the old leader steps down in every group it led, and every
+    // group ends with one leader, quiet again.
+    net.isolated.clear();
+    net.run(1_000);
+    for g in 0..groups {
+        let leaders = net.leaders(GroupId(g));
+        assert_eq!(leaders.len(), 1, "group {g}: {leaders:?}");
+        if lost.contains(&g) {
+            assert_ne!(leaders[0].0, old, "group {g}");
+            let stale = net.servers[(old.0 - 1) as usize].group(GroupId(g)).unwrap();
+            assert_eq!(stale.role(), Role::Follower);
+            assert_eq!(stale.term().0, leaders[0].1);
+        }
+    }
+    for s in &net.servers {
+        assert_eq!(s.quiesced(), groups as usize);
+    }
+}
+
+#[test]
+fn a_restarted_server_is_seen_by_its_incarnation_and_its_groups_reelect() {
+    let groups = 20;
+    let mut net = net(3, groups);
+    net.run(1_000);
+    let restarted = busiest(&net, groups);
+    let lost = led_by(&net, groups, restarted);
+    let terms: Vec<u64> = (0..groups).map(|g| net.leaders(GroupId(g))[0].1).collect();
+    for s in &mut net.servers {
+        while s.poll_event().is_some() {}
+    }
+    // Back at once: no liveness timeout passes, only the incarnation says it.
+    restart(&mut net, restarted.0, 1);
+    net.run(u64::from(MultiConfig::LIVENESS_TIMEOUT) / 2);
+    for s in &mut net.servers {
+        if s.config().id == restarted {
+            continue;
+        }
+        let events: Vec<MultiEvent> = std::iter::from_fn(|| s.poll_event()).collect();
+        assert_eq!(events, vec![MultiEvent::PeerRestarted(restarted)]);
+    }
+    net.run(1_000);
+    for g in 0..groups {
+        let leaders = net.leaders(GroupId(g));
+        assert_eq!(leaders.len(), 1, "group {g}");
+        if lost.contains(&g) {
+            // Its nodes restarted as followers: a new term was needed.
+            assert!(leaders[0].1 > terms[g as usize], "group {g}");
+        }
+    }
+    for s in &net.servers {
+        assert_eq!(s.quiesced(), groups as usize);
+        assert!(s.peers().all(|(_, live)| live));
+    }
+}
+
+#[test]
+fn a_proposal_on_a_quiet_leader_commits_and_the_group_quiets_again() {
+    let groups = 10;
+    let mut net = net(3, groups);
+    net.run(1_000);
+    let g = GroupId(3);
+    let (leader, _) = net.leaders(g)[0];
+    assert!(server(&mut net, leader).group(g).unwrap().is_quiesced());
+    let index = server(&mut net, leader)
+        .propose(g, Bytes::from_static(b"wake up"))
+        .unwrap();
+    net.run(5);
+    for s in &net.servers {
+        let node = s.group(g).unwrap();
+        assert!(node.applied_index() >= index, "{:?}", s.config().id);
+    }
+    net.run(50);
+    for s in &net.servers {
+        assert_eq!(s.quiesced(), groups as usize);
+    }
+}
+
+/// A quiet leader's lease ended with its last heartbeat round's: after a
+/// long quiet spell it refuses lease reads, also when a newer leader was
+/// elected on the other side of a partition while it still leads.
+#[test]
+fn a_quiet_leaders_lease_read_after_a_long_quiet_spell_is_refused() {
+    let groups = 10;
+    let mut net = net(3, groups);
+    net.run(1_000);
+    let old = busiest(&net, groups);
+    let lost = led_by(&net, groups, old);
+    let terms: Vec<u64> = (0..groups).map(|g| net.leaders(GroupId(g))[0].1).collect();
+    let others: Vec<NodeId> = (1..=3).map(NodeId).filter(|n| *n != old).collect();
+    for g in &lost {
+        let mut node = server(&mut net, old).group_mut(GroupId(*g)).unwrap();
+        assert!(node.is_quiesced());
+        assert!(matches!(node.read_lease(1), Err(Error::LeaseUnavailable)));
+    }
+    // Cut off, it keeps leading while the others elect; every lease read
+    // it is asked for meanwhile is refused.
+    net.isolated = vec![old];
+    let mut overlapped = 0;
+    for _ in 0..400 {
+        net.run(1);
+        for g in &lost {
+            let newer = new_leader(&net, *g, &others, terms[*g as usize]).is_some();
+            let mut node = server(&mut net, old).group_mut(GroupId(*g)).unwrap();
+            if node.role() != Role::Leader {
+                continue;
+            }
+            if newer {
+                overlapped += 1;
+            }
+            assert!(
+                matches!(node.read_lease(2), Err(Error::LeaseUnavailable)),
+                "group {g}: lease read served"
+            );
+        }
+    }
+    assert!(
+        overlapped > 0,
+        "the old leader still led when the new one was elected"
+    );
+    // For contrast: a leader that just heard a quorum holds a lease.
+    net.isolated.clear();
+    net.run(1_000);
+    let (leader, _) = net.leaders(GroupId(lost[0]))[0];
+    let mut node = server(&mut net, leader)
+        .group_mut(GroupId(lost[0]))
+        .unwrap();
+    assert!(node.read_index(3).is_ok());
+    drop(node);
+    net.run(1);
+    let mut node = server(&mut net, leader)
+        .group_mut(GroupId(lost[0]))
+        .unwrap();
+    assert!(node.read_lease(4).is_ok());
+}

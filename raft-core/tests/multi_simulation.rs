@@ -76,7 +76,10 @@ fn summarize(reports: &[MultiSimReport]) {
         assert!(snapshots > 0, "followers installed snapshots");
         assert!(re_elected > 0, "quiet faults made the others elect");
         assert!(woken > 0, "liveness changes woke groups");
-        assert!(quiet_batches > 0, "the quiet windows carried liveness beats");
+        assert!(
+            quiet_batches > 0,
+            "the quiet windows carried liveness beats"
+        );
         for fault in [
             QuietFault::IsolateLeader,
             QuietFault::IsolateFollower,

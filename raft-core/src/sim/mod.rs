@@ -193,7 +193,9 @@ pub enum Violation {
     },
     /// A leader served a lease read after a leader of a newer term was
     /// elected: its lease outlived its leadership.
-    #[error("{leader} served a lease read in term {term} after a leader of term {newer} was elected")]
+    #[error(
+        "{leader} served a lease read in term {term} after a leader of term {newer} was elected"
+    )]
     StaleLease {
         /// The leader that served the read.
         leader: NodeId,

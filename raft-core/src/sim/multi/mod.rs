@@ -330,11 +330,7 @@ impl MultiSimulation {
             elections: 0,
             deferred: None,
         };
-        world.start(
-            servers,
-            options.tick.as_nanos() as u64,
-            options.clock_skew,
-        )?;
+        world.start(servers, options.tick.as_nanos() as u64, options.clock_skew)?;
         let clients = (0..options.clients)
             .map(|id| Client {
                 id,
@@ -637,7 +633,8 @@ impl MultiSimulation {
                 self.world.net.split(&[&minority, &majority]);
             }
         }
-        self.world.fault(format!("quiet fault {fault:?} on {struck:?}"));
+        self.world
+            .fault(format!("quiet fault {fault:?} on {struck:?}"));
         if fault == QuietFault::RestartLeader {
             self.world.restart(struck)?;
         }
@@ -976,7 +973,9 @@ impl MultiSimulation {
         }
         if let Err(v) = world.pump(i) {
             world.deferred.get_or_insert(v);
-            return Err(Error::InconsistentStorage("invariant violated in a client call"));
+            return Err(Error::InconsistentStorage(
+                "invariant violated in a client call",
+            ));
         }
         result
     }

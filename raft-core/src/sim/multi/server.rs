@@ -65,7 +65,12 @@ pub(super) struct World {
     pub(super) trace: VecDeque<TraceEvent>,
     pub(super) trace_capacity: usize,
     /// `(time, server, group, response)` produced since the last take.
-    pub(super) responses: Vec<(SimTime, NodeId, GroupId, <KvStore as StateMachine>::Response)>,
+    pub(super) responses: Vec<(
+        SimTime,
+        NodeId,
+        GroupId,
+        <KvStore as StateMachine>::Response,
+    )>,
     pub(super) steps: u64,
     pub(super) served_reads: u64,
     pub(super) snapshots: u64,
@@ -96,7 +101,11 @@ fn multi_error(node: NodeId) -> impl Fn(crate::multi::MultiError) -> Violation {
 impl Server {
     /// The counters over every incarnation.
     pub(super) fn stats(&self) -> MultiStats {
-        let now = self.multi.as_ref().map(MultiRaft::stats).unwrap_or_default();
+        let now = self
+            .multi
+            .as_ref()
+            .map(MultiRaft::stats)
+            .unwrap_or_default();
         let p = self.past_stats;
         let mut s = now;
         s.batches_sent += p.batches_sent;
@@ -125,7 +134,12 @@ impl Server {
 
 impl World {
     /// Builds the servers, each with every group.
-    pub(super) fn start(&mut self, count: u64, nominal_tick: u64, skew: f64) -> Result<(), Violation> {
+    pub(super) fn start(
+        &mut self,
+        count: u64,
+        nominal_tick: u64,
+        skew: f64,
+    ) -> Result<(), Violation> {
         for n in 1..=count {
             let id = NodeId(n);
             let factor = 1.0 + skew * (self.rng.f64() * 2.0 - 1.0);
@@ -175,7 +189,8 @@ impl World {
             let mut node_config = self.node_config.clone();
             node_config.id = id;
             node_config.seed = self.rng.u64(..);
-            let node = Node::new(node_config, disk).map_err(|error| Violation::Node { node: id, error })?;
+            let node = Node::new(node_config, disk)
+                .map_err(|error| Violation::Node { node: id, error })?;
             multi.add_group(g, node).map_err(multi_error(id))?;
         }
         server.multi = Some(multi);
