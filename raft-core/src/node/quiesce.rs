@@ -115,6 +115,17 @@ impl<S: Storage> Node<S> {
     /// index, which it now holds).
     pub(super) fn follower_quiesce(&mut self, from: NodeId) {
         let complete = self.log.committed == self.log.last_index();
+        // A half-received snapshot the committed log already covers (a
+        // transfer an earlier leader abandoned when this log caught up by
+        // appends) would never complete, and would keep this node awake
+        // forever: drop it, as InstallSnapshot does for such a snapshot.
+        let covered = self
+            .incoming_snapshot
+            .as_ref()
+            .is_some_and(|i| i.meta.index <= self.log.committed);
+        if covered && self.role == Role::Follower && self.leader == Some(from) {
+            self.incoming_snapshot = None;
+        }
         if self.role == Role::Follower
             && self.leader == Some(from)
             && complete

@@ -443,6 +443,15 @@ impl MultiSimulation {
         if self.clients.iter().any(|c| c.pending.is_some()) {
             return Some("pending requests not answered");
         }
+        let blind = self
+            .world
+            .servers
+            .iter()
+            .filter_map(|s| s.multi.as_ref())
+            .any(|m| m.peers().any(|(_, live)| !live));
+        if blind {
+            return Some("a server counts a running peer down");
+        }
         for g in &self.world.groups {
             let Some(leader) = self.world.leader(*g) else {
                 return Some("a group has no leader");
