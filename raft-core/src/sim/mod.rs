@@ -21,6 +21,10 @@
 //! assert!(report.operations > 0);
 //! ```
 //!
+//! [`multi::MultiSimulation`] runs the same checks, per group, over many
+//! groups per server ([`MultiRaft`](crate::multi::MultiRaft)) with
+//! quiescence on, and with faults that strike once every group is quiet.
+//!
 //! [`Cluster`] is generic over a [`StateMachine`], so the same machinery
 //! tests your own state machine; [`Simulation`] drives the bundled
 //! key-value store ([`kv`]) with clients that retry with unique request ids.

@@ -48,7 +48,7 @@ use crate::sim::{SimFailure, Violation};
 use crate::{Config, Configuration, Error, NodeId, Role, Term};
 use quorate_transport::sim::{LinkConfig, Network, SimTime};
 use server::World;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 /// The fault that strikes once every group is quiet (phase 3).
@@ -238,7 +238,6 @@ struct Pending {
 /// The multi-raft simulation; see the [module docs](self).
 #[derive(Debug)]
 pub struct MultiSimulation {
-    seed: u64,
     rng: fastrand::Rng,
     options: MultiSimOptions,
     world: World,
@@ -252,6 +251,9 @@ pub struct MultiSimulation {
     next_read_id: u64,
     /// The groups the pinned readers read: those the struck server led.
     pinned_groups: Vec<GroupId>,
+    /// While probing, the groups that still get one write each (and no
+    /// other new request is made).
+    probe: Option<VecDeque<GroupId>>,
     quiet_fault: QuietFault,
     report: MultiSimReport,
 }
@@ -351,7 +353,6 @@ impl MultiSimulation {
             ..MultiSimReport::default()
         };
         Ok(MultiSimulation {
-            seed,
             rng,
             options: options.clone(),
             world,
@@ -361,6 +362,7 @@ impl MultiSimulation {
             touched: BTreeMap::new(),
             next_read_id: 0,
             pinned_groups: Vec::new(),
+            probe: None,
             quiet_fault,
             report,
         })
@@ -386,8 +388,9 @@ impl MultiSimulation {
         self.quiet_window()?;
         // 3. A fault on the quiet system.
         self.quiet_fault_phase()?;
-        // 4. Heal: every group elects, serves, and goes quiet again.
+        // 4. Heal: every group elects, serves a write, and goes quiet again.
         self.heal()?;
+        self.probe_every_group()?;
         self.settle("after the quiet fault")?;
         self.quiet_window()?;
         self.check_deduplication()?;
@@ -397,6 +400,27 @@ impl MultiSimulation {
                 violation: Box::new(Violation::NotLinearizable(e)),
             })?;
         }
+        Ok(())
+    }
+
+    /// Every group serves one write (the clients' usual retries find its
+    /// leader), within the settle bound.
+    fn probe_every_group(&mut self) -> Result<(), Violation> {
+        self.probe = Some(self.world.groups.iter().copied().collect());
+        let bound = self.options.settle_ticks;
+        let mut waited = 0;
+        while self.probe.as_ref().is_some_and(|q| !q.is_empty()) {
+            if waited == bound {
+                return Err(Violation::Liveness {
+                    what: "a group did not serve a write after healing",
+                    ticks: bound,
+                });
+            }
+            self.clients_act(true);
+            self.advance_one_tick()?;
+            waited += 1;
+        }
+        self.probe = None;
         Ok(())
     }
 
@@ -491,9 +515,17 @@ impl MultiSimulation {
     fn quiet_window(&mut self) -> Result<(), Violation> {
         let interval = u64::from(self.report.liveness.0);
         let window = 3 * interval + 2 * self.election_tick();
-        // The last quiescing heartbeats and their answers land first.
+        // The last quiescing heartbeats and their answers land first. A
+        // late answer to an append (a retry's, sent once its write was
+        // durable) wakes a leader for one heartbeat round: settle again.
         for _ in 0..2 {
             self.advance_one_tick()?;
+        }
+        if self.unsettled().is_some() {
+            self.settle("after a late message")?;
+            for _ in 0..2 {
+                self.advance_one_tick()?;
+            }
         }
         if let Some(what) = self.unsettled() {
             return Err(Violation::Liveness { what, ticks: 2 });
@@ -840,14 +872,24 @@ impl MultiSimulation {
             let client = &mut self.clients[c];
             match &client.pending {
                 None if new_requests && now >= client.next_op_at => {
+                    let probed = match self.probe.as_mut() {
+                        Some(queue) => match queue.pop_front() {
+                            Some(group) => Some(group),
+                            None => continue,
+                        },
+                        None => None,
+                    };
                     client.seq += 1;
-                    let group = match (client.pinned, self.pinned_groups.len()) {
-                        (Some(_), n) if n > 0 => self.pinned_groups[self.rng.usize(..n)],
+                    let group = match (probed, client.pinned, self.pinned_groups.len()) {
+                        (Some(group), _, _) => group,
+                        (None, Some(_), n) if n > 0 => self.pinned_groups[self.rng.usize(..n)],
                         _ => GroupId(self.rng.u64(..groups as u64)),
                     };
                     *self.issued.entry(group).or_default() += 1;
                     let key = self.rng.u8(..self.options.keys);
-                    let kind = if client.pinned.is_some() {
+                    let kind = if probed.is_some() {
+                        1
+                    } else if client.pinned.is_some() {
                         0
                     } else {
                         self.rng.u8(..3)
@@ -1059,9 +1101,7 @@ impl MultiSimulation {
         r.dropped = self.world.net.stats().dropped();
         r.snapshots_installed = self.world.snapshots;
         let mut lost = (0, 0);
-        let mut seen: BTreeSet<NodeId> = BTreeSet::new();
         for s in &self.world.servers {
-            seen.insert(s.id);
             let (a, b) = s.disk_losses();
             lost = (lost.0 + a, lost.1 + b);
             let stats = s.stats();
@@ -1070,7 +1110,6 @@ impl MultiSimulation {
             r.batches.1 += stats.messages_sent;
         }
         r.lost_writes = lost;
-        let _ = self.seed;
         self.report
     }
 }
