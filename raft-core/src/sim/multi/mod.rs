@@ -277,7 +277,7 @@ impl MultiSimulation {
             Err(violation) => Err(SimFailure {
                 seed,
                 violation,
-                trace: sim.world.trace.iter().cloned().collect(),
+                trace: sim.world.failure_trace(),
             }),
         }
     }
@@ -287,7 +287,7 @@ impl MultiSimulation {
         let servers = options.servers.unwrap_or_else(|| [3, 3, 5][rng.usize(..3)]);
         let groups = options
             .groups
-            .unwrap_or_else(|| [8, 8, 8, 16, 16, 32, 64][rng.usize(..7)]);
+            .unwrap_or_else(|| [8, 8, 8, 8, 16, 16, 16, 32, 32, 64][rng.usize(..10)]);
         let quiet_fault = options
             .quiet_fault
             .unwrap_or_else(|| QuietFault::ALL[rng.usize(..QuietFault::ALL.len())]);
@@ -324,6 +324,7 @@ impl MultiSimulation {
             max_write_latency: rng.u64(0..=max_write),
             compact_every: [0, 8, 30][rng.usize(..3)],
             trace: VecDeque::new(),
+            deliveries: VecDeque::new(),
             trace_capacity: options.trace_capacity,
             responses: Vec::new(),
             steps: 0,

@@ -23,6 +23,9 @@ use std::time::Duration;
 /// and the leader's snapshot it carried.
 type Write = (SimTime, GroupId, Ready, Option<Snapshot>);
 
+/// A delivered batch, as the trace keeps it.
+pub(super) type Delivered = (SimTime, NodeId, NodeId, Vec<(GroupId, &'static str, Term)>);
+
 /// One simulated server.
 #[derive(Debug)]
 pub(super) struct Server {
@@ -63,6 +66,9 @@ pub(super) struct World {
     pub(super) max_write_latency: u64,
     pub(super) compact_every: u64,
     pub(super) trace: VecDeque<TraceEvent>,
+    /// The last batches delivered: when, from, to, and each message's
+    /// group, kind and term.
+    pub(super) deliveries: VecDeque<Delivered>,
     pub(super) trace_capacity: usize,
     /// `(time, server, group, response)` produced since the last take.
     pub(super) responses: Vec<(
@@ -236,6 +242,29 @@ impl World {
             .max_by_key(|n| n.term())
     }
 
+    /// The trace for a failure report: the events and the last batches
+    /// delivered, in time order.
+    pub(super) fn failure_trace(&self) -> Vec<TraceEvent> {
+        let mut events: Vec<TraceEvent> = self.trace.iter().cloned().collect();
+        for (at, from, to, messages) in &self.deliveries {
+            let mut what = format!("{from:?}->{to:?}");
+            if messages.is_empty() {
+                what.push_str(" beat");
+            }
+            for (g, kind, term) in messages {
+                what.push_str(&format!(" g{}:{kind}@{}", g.0, term.0));
+            }
+            events.push(TraceEvent::Fault { at: *at, what });
+        }
+        let at = |e: &TraceEvent| match e {
+            TraceEvent::Fault { at, .. } => *at,
+            _ => SimTime::ZERO,
+        };
+        events.sort_by_key(at);
+        let skip = events.len().saturating_sub(self.trace_capacity);
+        events.split_off(skip)
+    }
+
     pub(super) fn fault(&mut self, what: String) {
         let at = self.now;
         self.record(TraceEvent::Fault { at, what });
@@ -377,15 +406,17 @@ impl World {
             return Ok(());
         };
         if self.trace_capacity > 0 {
-            let mut what = format!("{:?}->{:?}", batch.from, batch.to);
-            if batch.messages.is_empty() {
-                what.push_str(" beat");
+            // Formatted only for a failure report (`failure_trace`).
+            if self.deliveries.len() == self.trace_capacity {
+                self.deliveries.pop_front();
             }
-            for (g, m) in &batch.messages {
-                what.push_str(&format!(" g{}:{}@{}", g.0, kind(&m.body), m.term.0));
-            }
-            let at = self.now;
-            self.record(TraceEvent::Fault { at, what });
+            let messages = batch
+                .messages
+                .iter()
+                .map(|(g, m)| (*g, kind(&m.body), m.term))
+                .collect();
+            self.deliveries
+                .push_back((self.now, batch.from, batch.to, messages));
         }
         let id = batch.to;
         let Some(multi) = self.servers[i].multi.as_mut() else {
