@@ -26,9 +26,11 @@
 //!   number of groups); a peer unheard for
 //!   [`MultiConfig::liveness_timeout`] ticks counts as down, and a batch
 //!   with a new [`incarnation`](MultiConfig::incarnation) says the peer
-//!   restarted. On either change, and when the peer comes back, every
-//!   group with a replica there is woken, so its followers elect a new
-//!   leader or its leader catches the peer up. Leaders quiesce counting
+//!   restarted. On either change, and when the peer comes back, the
+//!   groups led from there are woken, so their followers elect a new
+//!   leader, and the groups led here with a replica there, so their
+//!   leader catches the peer up (followers of a third server's leader
+//!   stay quiet: that leader's server sees the change too). Leaders quiesce counting
 //!   only live followers, so one dead server does not keep every group
 //!   awake.
 //!
@@ -137,8 +139,8 @@ pub struct MultiConfig {
     pub id: NodeId,
     /// Changes every time the server starts (a counter kept on disk, or
     /// the start time): peers that see it change know this server
-    /// restarted and wake the groups it has replicas in, without waiting
-    /// for a liveness timeout. Default 0.
+    /// restarted and wake the groups it leads, and the groups they lead
+    /// with a replica on it, without waiting for a liveness timeout. Default 0.
     pub incarnation: u64,
     /// A batch goes to every peer at least this often, in ticks (empty if
     /// nothing else went there): the liveness beat. Default
@@ -705,11 +707,23 @@ impl<S: Storage> MultiRaft<S> {
         }
     }
 
-    /// Wakes every quiesced group with a replica on `peer`.
+    /// Wakes the quiesced groups that `peer`'s liveness change concerns:
+    /// those led here with a replica there (to catch it up, or to quiesce
+    /// again without it) and those whose leader is there (to elect).
+    /// Followers of another leader stay quiet: woken, they would find
+    /// their election timeout long past and campaign against a live
+    /// leader that is not woken, and the other quiet followers, with no
+    /// lease to honour after the quiet spell, would vote for them.
     fn wake_groups_of(&mut self, peer: NodeId) {
         let now = self.now;
         for (id, group) in &mut self.groups {
-            if !group.node.is_quiesced() || !group.node.configuration().contains(peer) {
+            let node = &group.node;
+            let concerned = if node.role() == Role::Leader {
+                node.configuration().contains(peer)
+            } else {
+                node.leader() == Some(peer)
+            };
+            if !node.is_quiesced() || !concerned {
                 continue;
             }
             catch_up(group, now);

@@ -378,3 +378,66 @@ fn max_snapshot_bytes_of_zero_is_refused() {
     config.max_snapshot_bytes = 0;
     assert!(config.validate().is_err());
 }
+
+/// Found by the multi-raft simulation: a follower that received the first
+/// chunk of an old leader's snapshot and then caught up by appends from a
+/// new leader kept the half transfer forever (nothing but another
+/// snapshot message clears it), and a follower with a transfer under way
+/// does not quiesce. So it never quiesced: its election timer kept firing
+/// against its quiet leader, whose group never went quiet. A partial
+/// snapshot the committed log already covers is dropped when the leader
+/// quiesces (as InstallSnapshot would drop it).
+#[test]
+fn a_half_received_snapshot_the_log_caught_up_past_does_not_keep_a_follower_awake() {
+    let mut node = follower(&[1]);
+    // Node 1, leading term 2, starts sending its snapshot at 10; one chunk.
+    node.step(chunk(0, b"abcd", false)).unwrap();
+    drive(&mut node);
+    // Node 3 leads term 3 and replicates 2..=12 by appends, all committed.
+    let entries: Vec<_> = (2..=12)
+        .map(|i| quorate_raft_core::Entry {
+            term: Term(3),
+            index: LogIndex(i),
+            data: Bytes::from_static(b"x"),
+        })
+        .collect();
+    let from_3 = |body| Message {
+        from: id(3),
+        to: id(2),
+        term: Term(3),
+        body,
+    };
+    node.step(from_3(MessageBody::AppendEntries {
+        prev_log_index: LogIndex(1),
+        prev_log_term: Term(1),
+        entries,
+        leader_commit: LogIndex(12),
+    }))
+    .unwrap();
+    drive(&mut node);
+    assert_eq!(node.commit_index(), LogIndex(12));
+    // Its group idle, node 3 quiesces.
+    node.step(from_3(MessageBody::Heartbeat {
+        commit: LogIndex(12),
+        round: 1,
+        quiesce: true,
+    }))
+    .unwrap();
+    drive(&mut node);
+    assert!(node.is_quiesced(), "the follower quiesced with its leader");
+    assert_eq!(node.poll_timeout(), None);
+}
+
+/// Persists and applies every Ready of a lone node.
+fn drive(node: &mut Node<MemStorage>) {
+    while let Some(mut ready) = node.ready().unwrap() {
+        if let Some(snapshot) = ready.take_snapshot() {
+            node.storage_mut().apply_snapshot(snapshot);
+        }
+        node.storage_mut().append(ready.entries()).unwrap();
+        if let Some(hs) = ready.hard_state() {
+            node.storage_mut().set_hard_state(hs);
+        }
+        node.advance(ready).unwrap();
+    }
+}

@@ -18,8 +18,11 @@
 //! see on its own is the failure of the server it follows, since a quiet
 //! leader and a dead one look alike: the application watches its peers
 //! (the [`multi`](crate::multi) layer does, with one liveness beat per
-//! server pair) and calls [`wake`](Node::wake) on the groups of a server
-//! that went down, came back or restarted.
+//! server pair) and calls [`wake`](Node::wake) on the groups led by a
+//! server that went down, came back or restarted, and on the groups it
+//! leads with a replica there. Not on the groups that follow a third
+//! server: woken, a follower of a quiet leader finds its election timeout
+//! long past and campaigns against a leader that is alive.
 //!
 //! Safety never depends on it: quiescence only stops timers, and no timer
 //! decides anything Raft's safety rests on. Leases stay sound because the
@@ -112,6 +115,17 @@ impl<S: Storage> Node<S> {
     /// index, which it now holds).
     pub(super) fn follower_quiesce(&mut self, from: NodeId) {
         let complete = self.log.committed == self.log.last_index();
+        // A half-received snapshot the committed log already covers (a
+        // transfer an earlier leader abandoned when this log caught up by
+        // appends) would never complete, and would keep this node awake
+        // forever: drop it, as InstallSnapshot does for such a snapshot.
+        let covered = self
+            .incoming_snapshot
+            .as_ref()
+            .is_some_and(|i| i.meta.index <= self.log.committed);
+        if covered && self.role == Role::Follower && self.leader == Some(from) {
+            self.incoming_snapshot = None;
+        }
         if self.role == Role::Follower
             && self.leader == Some(from)
             && complete

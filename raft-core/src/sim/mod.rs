@@ -21,6 +21,10 @@
 //! assert!(report.operations > 0);
 //! ```
 //!
+//! [`multi::MultiSimulation`] runs the same checks, per group, over many
+//! groups per server ([`MultiRaft`](crate::multi::MultiRaft)) with
+//! quiescence on, and with faults that strike once every group is quiet.
+//!
 //! [`Cluster`] is generic over a [`StateMachine`], so the same machinery
 //! tests your own state machine; [`Simulation`] drives the bundled
 //! key-value store ([`kv`]) with clients that retry with unique request ids.
@@ -30,6 +34,7 @@ mod disk;
 mod invariants;
 pub mod kv;
 pub mod linearizability;
+pub mod multi;
 mod nemesis;
 mod simulation;
 mod trace;
@@ -180,6 +185,47 @@ pub enum Violation {
         executed: u64,
         /// Distinct requests issued by clients.
         issued: u64,
+    },
+    /// A broken property in one group of a multi-raft simulation
+    /// ([`multi`]).
+    #[error("group {group}: {violation}")]
+    InGroup {
+        /// The group.
+        group: u64,
+        /// What broke there.
+        violation: Box<Violation>,
+    },
+    /// A leader served a lease read after a leader of a newer term was
+    /// elected: its lease outlived its leadership.
+    #[error(
+        "{leader} served a lease read in term {term} after a leader of term {newer} was elected"
+    )]
+    StaleLease {
+        /// The leader that served the read.
+        leader: NodeId,
+        /// Its term.
+        term: Term,
+        /// The newer term that already had a leader.
+        newer: Term,
+    },
+    /// Idle groups did not quiesce, or a quiet system sent more than its
+    /// liveness beats ([`multi`]).
+    #[error("quiescence: {what} ({count})")]
+    NotQuiet {
+        /// What was expected.
+        what: &'static str,
+        /// The count that broke it.
+        count: u64,
+    },
+    /// A multi-raft server refused an input (a bug when all peers are
+    /// honest).
+    #[error("{node}: {error}")]
+    MultiRaft {
+        /// The server.
+        node: NodeId,
+        /// Its error.
+        #[source]
+        error: crate::multi::MultiError,
     },
     /// A node refused a call (a bug when all peers are honest).
     #[error("{node}: {error}")]

@@ -92,7 +92,7 @@ impl fmt::Display for TraceEvent {
     }
 }
 
-pub(super) fn kind(body: &MessageBody) -> &'static str {
+pub(crate) fn kind(body: &MessageBody) -> &'static str {
     match body {
         MessageBody::RequestVote { .. } => "RequestVote",
         MessageBody::TimeoutNow => "TimeoutNow",
