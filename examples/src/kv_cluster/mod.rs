@@ -190,4 +190,15 @@ pub enum Error {
     /// The scenario saw something wrong.
     #[error("scenario check failed: {0}")]
     Check(String),
+    /// A key stayed under a transaction's intent for the whole bounded
+    /// wait (pushes found the transaction pending and unexpired each time).
+    #[error("key {key:?} stayed locked by transaction {txn} for {waited_ms} ms")]
+    Locked {
+        /// The key.
+        key: String,
+        /// The transaction holding it.
+        txn: txn::TxnId,
+        /// How long the client waited.
+        waited_ms: u64,
+    },
 }
