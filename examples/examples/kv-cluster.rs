@@ -416,10 +416,9 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                     );
                     for (key, value) in reads {
                         match value {
-                            Some((v, _)) => quorate_examples::outln!(
-                                "{key} = {}",
-                                String::from_utf8_lossy(&v)
-                            ),
+                            Some((v, _)) => {
+                                quorate_examples::outln!("{key} = {}", String::from_utf8_lossy(&v))
+                            }
                             None => quorate_examples::outln!("{key} not found"),
                         }
                     }
