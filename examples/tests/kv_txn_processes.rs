@@ -5,7 +5,7 @@
 //! killed mid-way (crashed coordinators), every transaction is found
 //! either whole or not at all. Runs one test at a time (the process
 //! tests' lock); the run directory is kept on failure.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::needless_range_loop)]
 
 use std::net::SocketAddr;
 use std::time::Duration;
