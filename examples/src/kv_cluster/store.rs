@@ -1880,3 +1880,197 @@ mod txn_tests {
         assert_eq!(c.snapshot(), full);
     }
 }
+
+#[cfg(test)]
+mod txn_props {
+    use super::*;
+    use crate::kv_cluster::txn::Begin;
+    use proptest::prelude::*;
+
+    fn at(ms: u64) -> u64 {
+        HlcTimestamp::new(ms, 0).unwrap().as_u64()
+    }
+
+    fn txn_id(n: u8) -> TxnId {
+        TxnId {
+            client: u64::from(n % 2),
+            seq: u64::from(n),
+        }
+    }
+
+    fn key(k: u8) -> String {
+        format!("k{}", k % 4)
+    }
+
+    fn op() -> impl Strategy<Value = TxnOp> {
+        prop_oneof![
+            (0u8..4, 0u8..3).prop_map(|(k, v)| TxnOp::Put {
+                key: key(k),
+                value: Bytes::from(vec![v]),
+            }),
+            (0u8..4, proptest::option::of(0u8..3), 0u8..3).prop_map(|(k, e, v)| TxnOp::Cas {
+                key: key(k),
+                expect: e.map(|e| Bytes::from(vec![e])),
+                value: Bytes::from(vec![v]),
+            }),
+            (0u8..4).prop_map(|k| TxnOp::Get { key: key(k) }),
+        ]
+    }
+
+    fn command() -> impl Strategy<Value = Command> {
+        let txn = prop_oneof![
+            (
+                0u8..5,
+                proptest::collection::vec(op(), 0..4),
+                any::<Option<(u8, u16, bool)>>()
+            )
+                .prop_map(|(t, ops, begin)| TxnCommand::Prepare {
+                    txn: txn_id(t),
+                    anchor: 0,
+                    begin: begin.map(|(p, ttl, commit)| Begin {
+                        priority: u64::from(p),
+                        ttl_ms: u64::from(ttl % 500),
+                        participants: vec![0, u32::from(p % 2)],
+                        commit,
+                    }),
+                    ops,
+                }),
+            (0u8..5).prop_map(|t| TxnCommand::Commit { txn: txn_id(t) }),
+            (0u8..5).prop_map(|t| TxnCommand::Abort { txn: txn_id(t) }),
+            (0u8..5, any::<bool>()).prop_map(|(t, commit)| TxnCommand::Resolve {
+                txn: txn_id(t),
+                commit
+            }),
+            (0u8..5, any::<u8>()).prop_map(|(t, p)| TxnCommand::Push {
+                txn: txn_id(t),
+                priority: u64::from(p),
+            }),
+            (0u8..5).prop_map(|t| TxnCommand::Forget { txn: txn_id(t) }),
+        ];
+        prop_oneof![
+            1 => Just(Command::RegisterSession { stamp: 0 }),
+            2 => (1u64..4, 1u64..6, 0u8..4).prop_map(|(session, seq, k)| Command::Put {
+                session,
+                seq,
+                request: 0,
+                stamp: 0,
+                key: key(k),
+                value: Bytes::from_static(b"p"),
+            }),
+            8 => txn.prop_map(|command| Command::Txn { stamp: 0, command }),
+        ]
+    }
+
+    /// The command with its stamp at `ms`.
+    fn stamped(c: Command, ms: u64) -> Command {
+        match c {
+            Command::RegisterSession { .. } => Command::RegisterSession { stamp: at(ms) },
+            Command::Put {
+                session,
+                seq,
+                request,
+                key,
+                value,
+                ..
+            } => Command::Put {
+                session,
+                seq,
+                request,
+                stamp: at(ms),
+                key,
+                value,
+            },
+            Command::Txn { command, .. } => Command::Txn {
+                stamp: at(ms),
+                command,
+            },
+        }
+    }
+
+    fn limits() -> TxnLimits {
+        TxnLimits {
+            max_records: 4,
+            max_intents: 3,
+            max_resolved: 3,
+            retention_ms: 300,
+            max_ttl_ms: 400,
+        }
+    }
+
+    proptest! {
+        /// A replica restored from a snapshot taken anywhere in the log and
+        /// fed the rest ends identical to one fed every entry, answering
+        /// the same on the way: snapshots carry all transaction state.
+        #[test]
+        fn a_replica_from_any_snapshot_goes_on_identically(
+            commands in proptest::collection::vec((command(), 0u64..150), 1..60),
+            cut in any::<proptest::sample::Index>(),
+        ) {
+            let cut = cut.index(commands.len());
+            let mut a = KvStore::default().with_txn_limits(limits());
+            let mut b = KvStore::default().with_txn_limits(limits());
+            let mut ms = 1000;
+            for (i, (c, dt)) in commands.into_iter().enumerate() {
+                ms += dt;
+                if i == cut {
+                    b.restore(a.snapshot()).unwrap();
+                }
+                let c = stamped(c, ms);
+                let index = i as u64 + 1;
+                let ra = a.apply(index, c.clone());
+                if i >= cut {
+                    let rb = b.apply(index, c);
+                    prop_assert_eq!(ra, rb, "entry {}", index);
+                }
+                prop_assert!(a.intents() <= limits().max_intents);
+                prop_assert!(a.txn_records() <= limits().max_records);
+            }
+            prop_assert_eq!(a.snapshot(), b.snapshot());
+        }
+
+        /// A transaction step answered with a refusal (conflict, failed cas,
+        /// a limit) changes no value, intent or session; only an anchor's
+        /// prepare may leave its own new pending record (the begin half).
+        #[test]
+        fn refusals_change_nothing(
+            commands in proptest::collection::vec((command(), 0u64..150), 1..60),
+        ) {
+            let mut s = KvStore::default().with_txn_limits(limits());
+            let mut ms = 1000;
+            for (i, (c, dt)) in commands.into_iter().enumerate() {
+                ms += dt;
+                // Bring the log time (and what expires with it) forward first.
+                s.apply(2 * i as u64 + 1, stamped(Command::RegisterSession { stamp: 0 }, ms));
+                let data: Vec<_> = s.entries().map(|(k, v)| (k.clone(), v.clone())).collect();
+                let intents: Vec<_> =
+                    s.intent_entries().map(|(k, i)| (k.clone(), i.clone())).collect();
+                let (sessions, records) = (s.sessions(), s.txn_records());
+                let begun = match &c {
+                    Command::Txn {
+                        command: TxnCommand::Prepare { txn, begin: Some(_), .. },
+                        ..
+                    } => s.txn_record(*txn).is_none().then_some(*txn),
+                    _ => None,
+                };
+                let applied = s.apply(2 * i as u64 + 2, stamped(c, ms));
+                if matches!(
+                    applied,
+                    Applied::Txn(TxnReply::Conflict(_) | TxnReply::CasFailed { .. } | TxnReply::Limit(_))
+                ) {
+                    let after: Vec<_> = s.entries().map(|(k, v)| (k.clone(), v.clone())).collect();
+                    prop_assert_eq!(after, data);
+                    let after: Vec<_> =
+                        s.intent_entries().map(|(k, i)| (k.clone(), i.clone())).collect();
+                    prop_assert_eq!(after, intents);
+                    prop_assert_eq!(s.sessions(), sessions);
+                    let new_record = begun
+                        .and_then(|t| s.txn_record(t))
+                        .is_some_and(|r| r.status == TxnStatus::Pending);
+                    // A new record may have evicted a tombstone: the count
+                    // grows by one at most, and only for a new record.
+                    prop_assert!(s.txn_records() <= records + usize::from(new_record));
+                }
+            }
+        }
+    }
+}
