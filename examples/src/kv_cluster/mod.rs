@@ -14,7 +14,10 @@
 //! lease, session (any replica caught up with the client's session token:
 //! read-your-writes, monotonic reads and writes, writes-follow-reads), or
 //! any (possibly stale, labelled so). Nodes estimate each other's clock
-//! offsets NTP-style ([`clock_sync`]).
+//! offsets NTP-style ([`clock_sync`]). Transactions write and read keys
+//! of several shards atomically ([`txn`]): two-phase commit whose record
+//! lives in the first key's shard, with intents that block conflicting
+//! readers and writers until they are resolved.
 //!
 //! [`scenario::run`] is the program's default: three nodes and two shards in
 //! one process, a scripted workload with a leader crash and a restart, a
