@@ -749,6 +749,14 @@ impl KvStore {
                 self.status_reply(txn, status)
             }
             TxnCommand::Resolve { txn, commit } => {
+                // The anchor knows the decision: it never applies intents
+                // of a transaction its record does not say committed.
+                if let Some(r) = self.records.get(&txn)
+                    && commit
+                    && r.status != TxnStatus::Committed
+                {
+                    return self.status_reply(txn, r.status);
+                }
                 self.resolve_intents(txn, commit, stamp);
                 self.remember_resolved(txn, commit);
                 TxnReply::Done
@@ -1636,6 +1644,24 @@ mod txn_tests {
             }
         );
         assert_eq!(s.intents(), 0);
+        // On the anchor, a commit-resolve of an undecided record is refused.
+        let mut anchor = KvStore::default();
+        step(
+            &mut anchor,
+            1,
+            1000,
+            prepare(B, begin(1, vec![0, 1]), vec![put("x", b"b")]),
+        );
+        let wrong = TxnCommand::Resolve {
+            txn: B,
+            commit: true,
+        };
+        assert_eq!(
+            step(&mut anchor, 2, 1001, wrong),
+            status(TxnStatus::Pending)
+        );
+        assert_eq!(anchor.get("x"), None);
+        assert!(anchor.intent("x").is_some());
         // Abort drops.
         step(&mut s, 5, 1004, prepare(B, None, vec![put("x", b"b")]));
         step(
