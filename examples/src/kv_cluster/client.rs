@@ -857,15 +857,34 @@ impl Client {
         };
         if let TxnReply::Status {
             status: status @ (TxnStatus::Committed | TxnStatus::Aborted),
-            ..
+            participants,
         } = self.txn_step(intent.anchor, push).await?
         {
-            let shard = self.shard_of(&intent.key);
-            let resolve = TxnCommand::Resolve {
-                txn: intent.txn,
-                commit: status == TxnStatus::Committed,
-            };
-            self.txn_step(shard, resolve).await?;
+            // Finish the transaction's work for its coordinator (which may
+            // have crashed): resolve every participant (the key's own
+            // first), and let a committed record go once all are.
+            let commit = status == TxnStatus::Committed;
+            let mut shards = vec![self.shard_of(&intent.key)];
+            shards.extend(participants.into_iter().filter(|&p| p != intent.anchor));
+            shards.dedup();
+            let mut all = true;
+            for (i, shard) in shards.into_iter().enumerate() {
+                let resolve = TxnCommand::Resolve {
+                    txn: intent.txn,
+                    commit,
+                };
+                match self.txn_step(shard, resolve).await {
+                    Ok(TxnReply::Done) => {}
+                    // The key's own shard must be resolved; the others are
+                    // a courtesy to the record's garbage collection.
+                    Err(e) if i == 0 => return Err(e),
+                    _ => all = false,
+                }
+            }
+            if commit && all {
+                let forget = TxnCommand::Forget { txn: intent.txn };
+                let _ = self.txn_step(intent.anchor, forget).await;
+            }
         }
         Ok(())
     }
