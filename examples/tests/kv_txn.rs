@@ -318,3 +318,100 @@ async fn a_put_held_up_by_an_intent_applies_once_after_it() {
     client.close().await;
     cluster.stop().await;
 }
+
+fn num(v: &Option<(Bytes, u64)>) -> u64 {
+    v.as_ref()
+        .and_then(|(b, _)| std::str::from_utf8(b).ok()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Concurrent clients move money between accounts on both shards, each
+/// transfer a read-all transaction then a transaction of two cas: every
+/// committed read of all accounts sums to the total, and transfers commit
+/// despite the contention (pushes, aborts and retries).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_transfers_keep_the_total() {
+    const ACCOUNTS: usize = 4;
+    const CLIENTS: u64 = 4;
+    const TRANSFERS: u64 = 12;
+    let cluster = Cluster::start("bank").await;
+    let mut setup = cluster.client();
+    // Two accounts in each shard.
+    let mut accounts: Vec<String> = Vec::new();
+    for shard in 0..SHARDS {
+        let mine = (0..)
+            .map(|i| format!("acct{i}"))
+            .filter(|a| setup.shard_of(a) == shard);
+        accounts.extend(mine.take(ACCOUNTS / 2));
+    }
+    let init = accounts
+        .iter()
+        .map(|a| TxnOp::Put {
+            key: a.clone(),
+            value: Bytes::from("100"),
+        })
+        .collect();
+    assert!(matches!(
+        setup.txn(init).await.unwrap(),
+        TxnOutcome::Committed { .. }
+    ));
+    let total = 100 * ACCOUNTS as u64;
+    let mut tasks = Vec::new();
+    for c in 0..CLIENTS {
+        let addrs = cluster.addrs.clone();
+        let accounts = accounts.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut client = Client::new(Client::random_id(), &addrs, SHARDS).unwrap();
+            let mut rng = fastrand::Rng::with_seed(c);
+            let mut committed = 0;
+            for _ in 0..TRANSFERS {
+                let read = accounts
+                    .iter()
+                    .map(|a| TxnOp::Get { key: a.clone() })
+                    .collect();
+                let TxnOutcome::Committed { reads, .. } = client.txn(read).await.unwrap() else {
+                    continue;
+                };
+                let sum: u64 = reads.iter().map(|(_, v)| num(v)).sum();
+                assert_eq!(sum, total, "a read of every account: {reads:?}");
+                let (a, b) = (rng.usize(0..ACCOUNTS), rng.usize(0..ACCOUNTS));
+                if a == b {
+                    continue;
+                }
+                let (va, vb) = (num(&reads[a].1), num(&reads[b].1));
+                let amount = rng.u64(0..=va.min(20));
+                let cas = |i: usize, old: u64, new: u64| TxnOp::Cas {
+                    key: accounts[i].clone(),
+                    expect: Some(Bytes::from(old.to_string())),
+                    value: Bytes::from(new.to_string()),
+                };
+                let ops = vec![cas(a, va, va - amount), cas(b, vb, vb + amount)];
+                if let TxnOutcome::Committed { .. } = client.txn(ops).await.unwrap() {
+                    committed += 1;
+                }
+            }
+            client.close().await;
+            committed
+        }));
+    }
+    let mut committed = 0;
+    for t in tasks {
+        committed += tokio::time::timeout(Duration::from_secs(120), t)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let read = accounts
+        .iter()
+        .map(|a| TxnOp::Get { key: a.clone() })
+        .collect();
+    let TxnOutcome::Committed { reads, .. } = setup.txn(read).await.unwrap() else {
+        panic!("the final read aborted");
+    };
+    let sum: u64 = reads.iter().map(|(_, v)| num(v)).sum();
+    assert_eq!(sum, total, "{reads:?}");
+    assert!(committed > 0, "no transfer committed");
+    println!("{committed} transfers committed; final balances {reads:?}");
+    setup.close().await;
+    cluster.stop().await;
+}
