@@ -116,9 +116,11 @@ impl TxnLimits {
     pub const MAX_INTENTS: usize = 1 << 16;
     /// Default cap of remembered resolutions.
     pub const MAX_RESOLVED: usize = 1 << 16;
-    /// Default retention: a minute of log time (twice a client's request
-    /// deadline: later copies of a request are not expected).
-    pub const RETENTION_MS: u64 = 60_000;
+    /// Default retention: 10 minutes of log time, the session timeout
+    /// ([`SessionLimits::TIMEOUT_MS`]): the same bound on how late a copy
+    /// of a request may still reach the log. (Under load the record cap
+    /// evicts the oldest tombstones sooner.)
+    pub const RETENTION_MS: u64 = SessionLimits::TIMEOUT_MS;
     /// Default longest time to live: a minute.
     pub const MAX_TTL_MS: u64 = 60_000;
 }
