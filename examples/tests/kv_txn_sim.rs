@@ -103,7 +103,8 @@ impl Sim {
         let Some(Some(core)) = self.cores.get_mut(&id) else {
             return;
         };
-        core.drive().unwrap();
+        core.drive()
+            .unwrap_or_else(|e| panic!("seed {}: node {id}: {e}", self.seed));
         while let Some((to, frame)) = core.poll_transmit() {
             self.net.send(self.now, id, to.0, frame);
         }
