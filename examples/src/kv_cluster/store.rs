@@ -714,7 +714,10 @@ impl KvStore {
                     }
                     Some(status) => status,
                     None => {
-                        self.tombstone(txn);
+                        // (Without room the answer stands: this commit or
+                        // abort comes from the coordinator itself, after
+                        // its begin, which it will not send again.)
+                        let _ = self.tombstone(txn);
                         TxnStatus::Aborted
                     }
                 };
@@ -728,7 +731,10 @@ impl KvStore {
                     }
                     Some(status) => status,
                     None => {
-                        self.tombstone(txn);
+                        // (Without room the answer stands: this commit or
+                        // abort comes from the coordinator itself, after
+                        // its begin, which it will not send again.)
+                        let _ = self.tombstone(txn);
                         TxnStatus::Aborted
                     }
                 };
@@ -744,7 +750,10 @@ impl KvStore {
                     None => {
                         // Its begin may still be on the way: the tombstone
                         // makes that begin fail, so it can never commit.
-                        self.tombstone(txn);
+                        // Without room for one, nothing can be promised.
+                        if !self.tombstone(txn) {
+                            return TxnReply::Limit(TxnLimit::Records);
+                        }
                         TxnStatus::Aborted
                     }
                 };
@@ -797,6 +806,11 @@ impl KvStore {
         begin: Option<super::txn::Begin>,
         ops: Vec<TxnOp>,
     ) -> TxnReply {
+        if let Some(r) = self.records.get(&txn)
+            && r.status != TxnStatus::Pending
+        {
+            return self.status_reply(txn, r.status);
+        }
         if let Some(&(commit, _)) = self.resolved.get(&txn) {
             let status = if commit {
                 TxnStatus::Committed
@@ -809,7 +823,6 @@ impl KvStore {
             };
         }
         match self.records.get(&txn) {
-            Some(r) if r.status != TxnStatus::Pending => return self.status_reply(txn, r.status),
             Some(_) => {}
             None => {
                 if let Some(b) = &begin {
@@ -910,13 +923,19 @@ impl KvStore {
             r.finished_at = Some(now);
             self.finished_by_time.insert((now, txn));
         }
-        self.resolve_intents(txn, status == TxnStatus::Committed, stamp);
+        let commit = status == TxnStatus::Committed;
+        self.resolve_intents(txn, commit, stamp);
+        // Like any participant, the anchor remembers resolving its intents,
+        // so a late copy of its prepare is refused even if the record is
+        // evicted under pressure.
+        self.remember_resolved(txn, commit);
     }
 
-    /// An aborted record for a transaction never begun here.
-    fn tombstone(&mut self, txn: TxnId) {
+    /// An aborted record for a transaction never begun here; false if
+    /// there is no room for it.
+    fn tombstone(&mut self, txn: TxnId) -> bool {
         if !self.make_room_for_record() {
-            return;
+            return false;
         }
         let now = self.log_time;
         self.records.insert(
@@ -933,6 +952,7 @@ impl KvStore {
         self.finished_by_time.insert((now, txn));
         // Its intents here, if any, go too.
         self.resolve_intents(txn, false, 0);
+        true
     }
 
     /// Whether a record fits, evicting the oldest tombstone if need be.
@@ -1828,6 +1848,16 @@ mod txn_tests {
             TxnReply::Limit(TxnLimit::Intents)
         );
         assert_eq!(s.snapshot(), before);
+        // A push of an unknown transaction cannot leave its tombstone:
+        // refused, not answered "aborted".
+        let unknown = TxnCommand::Push {
+            txn: TxnId { client: 5, seq: 5 },
+            priority: 0,
+        };
+        assert_eq!(
+            step(&mut s, 4, 1000, unknown),
+            TxnReply::Limit(TxnLimit::Records)
+        );
         // A finished record is evicted to make room.
         step(&mut s, 4, 1000, TxnCommand::Abort { txn: A });
         assert_eq!(
