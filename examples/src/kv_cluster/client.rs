@@ -97,6 +97,9 @@ pub struct Client {
     /// ids), and the next counter.
     txn_client: u64,
     txn_seq: u64,
+    /// Forgets owed by finished transactions (`(anchor, txn)`): sent with
+    /// the next transaction's requests, or by [`close`](Self::close).
+    forgets: Vec<(u32, TxnId)>,
 }
 
 /// A session as its client keeps it.
@@ -208,6 +211,7 @@ impl Client {
             next_reader: 0,
             txn_client,
             txn_seq: 1,
+            forgets: Vec::new(),
         })
     }
 
@@ -890,9 +894,15 @@ impl Client {
     }
 
     /// Runs `ops` as one atomic transaction across shards (see
-    /// [`super::txn`]) with the default [`TxnConfig`].
+    /// [`super::txn`]) with the default [`TxnConfig`], deferring the
+    /// record's last step (its forget, once every intent is resolved) to
+    /// the next transaction or [`close`](Self::close).
     pub async fn txn(&mut self, ops: Vec<TxnOp>) -> Result<TxnOutcome, Error> {
-        self.txn_with(ops, TxnConfig::default()).await
+        let config = TxnConfig {
+            defer_forget: true,
+            ..TxnConfig::default()
+        };
+        self.txn_with(ops, config).await
     }
 
     /// Runs `ops` as one atomic transaction, its coordinator configured by
@@ -916,6 +926,7 @@ impl Client {
         let ring = &self.ring;
         let shard_of = |key: &str| ring.get(key).copied().unwrap_or(0);
         let mut coordinator = Coordinator::new(config, txn, priority, ops, shard_of, 0);
+        coordinator.carry_forgets(std::mem::take(&mut self.forgets), 0);
         // Correlation id -> (coordinator's id, shard).
         let mut waiting: HashMap<u64, (u64, u32)> = HashMap::new();
         // The coordinator's id -> the request, to send again on a hint.
@@ -1001,14 +1012,21 @@ impl Client {
                 }
             }
         }
+        self.forgets.extend(coordinator.take_deferred_forget());
         coordinator.outcome().cloned().ok_or(Error::Unanswered {
             id: txn.seq,
             tried: self.describe(self.nodes.clone()),
         })
     }
 
-    /// Closes the connections.
-    pub async fn close(self) {
+    /// Closes the connections, after sending the forgets finished
+    /// transactions still owe (a bounded wait: an unanswered one leaves its
+    /// committed record on the anchor, counted against its cap).
+    pub async fn close(mut self) {
+        for (anchor, txn) in std::mem::take(&mut self.forgets) {
+            let forget = self.txn_step(anchor, TxnCommand::Forget { txn });
+            let _ = tokio::time::timeout(Duration::from_secs(2), forget).await;
+        }
         self.transport.shutdown().await;
     }
 }
