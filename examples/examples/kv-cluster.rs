@@ -32,7 +32,7 @@ use quorate_examples::kv_cluster::client::{Answer, Client};
 use quorate_examples::kv_cluster::protocol::{Consistency, Reply, Request};
 use quorate_examples::kv_cluster::scenario::{self, Params};
 use quorate_examples::kv_cluster::security::Security;
-use quorate_examples::kv_cluster::server::{BoundNode, NodeConfig};
+use quorate_examples::kv_cluster::server::{self, BoundNode, NodeConfig};
 use quorate_examples::kv_cluster::txn::{TxnOp, TxnOutcome};
 use quorate_examples::kv_cluster::{Error, certs};
 
@@ -101,6 +101,12 @@ enum Command {
         /// reach the port can pose as a node).
         #[arg(long)]
         insecure: bool,
+        /// Liveness beat to every peer, in 10 ms ticks: idle shards
+        /// quiesce, and a peer unheard for three beats counts as down
+        /// (waking the shards it is in). Longer: fewer frames between
+        /// idle nodes, slower failover of idle shards.
+        #[arg(long, default_value_t = NodeConfig::LIVENESS_TICKS)]
+        liveness_ticks: u32,
     },
     /// Write a cluster CA and a certificate and key per node into a
     /// directory (never overwriting; with an existing CA, adds nodes).
@@ -288,6 +294,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             host,
             tls_dir,
             insecure,
+            liveness_ticks,
         } => {
             let security = match &tls_dir {
                 Some(dir) => Security::Tls(Box::new(certs::node_tls(dir, id)?)),
@@ -299,6 +306,14 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                     %listen,
                     "no --tls-dir: peers are believed on their word (loopback or --insecure)"
                 );
+            }
+            let hosted = if host.is_empty() {
+                shards
+            } else {
+                host.len() as u32
+            };
+            if let Some(limit) = server::open_files_limit() {
+                server::check_open_files(u64::from(hosted), limit)?;
             }
             let node = BoundNode::bind_with(id, listen, security).await?;
             for &(peer, addr) in &peers {
@@ -322,6 +337,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                 hosted: host,
                 joining: join,
                 gossip_ticks: NodeConfig::GOSSIP_TICKS,
+                liveness_ticks: liveness_ticks.max(1),
             };
             tracing::info!(
                 node = id,
@@ -491,11 +507,13 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             for &(id, addr) in &cluster.nodes {
                 match tokio::time::timeout(Duration::from_secs(3), client.status(id)).await {
                     Ok(Ok(shards)) => {
+                        let quiet = shards.iter().filter(|s| s.quiesced).count();
+                        let total = shards.len();
                         for s in shards {
                             let root: String =
                                 s.root.iter().take(4).map(|b| format!("{b:02x}")).collect();
                             quorate_examples::outln!(
-                                "node {id} ({addr}) shard {}: leader {} term {} commit {} applied {} keys {} root {root} voters {:?} learners {:?}",
+                                "node {id} ({addr}) shard {}: leader {} term {} commit {} applied {} keys {} root {root} voters {:?} learners {:?}{}",
                                 s.shard,
                                 s.leader,
                                 s.term,
@@ -503,7 +521,8 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                                 s.applied,
                                 s.keys,
                                 s.voters,
-                                s.learners
+                                s.learners,
+                                if s.quiesced { " quiesced" } else { "" }
                             );
                             for p in &s.peers {
                                 quorate_examples::outln!(
@@ -517,6 +536,9 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                                 );
                             }
                         }
+                        quorate_examples::outln!(
+                            "node {id} ({addr}): {quiet} of {total} shards quiesced"
+                        );
                         // Nodes from before clock probes do not answer.
                         let clocks =
                             tokio::time::timeout(Duration::from_secs(1), client.clocks(id));

@@ -118,6 +118,7 @@ async fn whole_cluster_restart_keeps_acknowledged_writes() {
         hosted: Vec::new(),
         joining: false,
         gossip_ticks: NodeConfig::GOSSIP_TICKS,
+        liveness_ticks: NodeConfig::LIVENESS_TICKS,
     };
     async fn launch(
         addrs: &[(u64, SocketAddr)],
@@ -526,6 +527,7 @@ async fn start_three(
             hosted: Vec::new(),
             joining: false,
             gossip_ticks: NodeConfig::GOSSIP_TICKS,
+            liveness_ticks: NodeConfig::LIVENESS_TICKS,
         };
         handles.push(node.spawn(config).unwrap());
     }

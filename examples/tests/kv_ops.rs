@@ -1080,3 +1080,49 @@ fn idle_connections_cost_little_memory() {
         "each idle connection costs {per:.0} bytes of RSS (limit 100 kB)"
     );
 }
+
+/// A node asked to host more shards than its open-files limit can hold
+/// logs for refuses to start, naming the limit, instead of failing on the
+/// first log file it cannot open.
+#[test]
+fn more_shards_than_the_open_files_limit_allows_refuse_to_start() {
+    let _serial = serial();
+    let bin = cluster::binary().unwrap();
+    let dir = cluster::run_dir("fd-limit").unwrap();
+    let addr = cluster::free_addr().unwrap();
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -n 64; exec \"$0\" \"$@\"")
+        .arg(&bin)
+        .args(["node", "--id", "1", "--listen", &addr.to_string()])
+        .args(["--shards", "100", "--data-dir"])
+        .arg(dir.join("data"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut stderr);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let status = status.unwrap_or_else(|| panic!("the node still ran after 20 s: {stderr}"));
+    assert!(!status.success(), "the node started: {stderr}");
+    assert!(
+        stderr.contains("100 shard logs need at least 116 open files, the limit is 64"),
+        "{stderr}"
+    );
+}

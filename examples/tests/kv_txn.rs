@@ -65,6 +65,7 @@ impl Cluster {
                 compact_every: 0,
                 compact_log_bytes: NodeConfig::COMPACT_LOG_BYTES,
                 snapshot_chunk_bytes: NodeConfig::SNAPSHOT_CHUNK_BYTES,
+                liveness_ticks: NodeConfig::LIVENESS_TICKS,
             };
             nodes.push(node.with_audit().spawn(config).unwrap());
         }

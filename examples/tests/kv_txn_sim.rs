@@ -76,6 +76,7 @@ impl Sim {
                 compact_every: 0,
                 compact_log_bytes: NodeConfig::COMPACT_LOG_BYTES,
                 snapshot_chunk_bytes: 64 * 1024,
+                liveness_ticks: NodeConfig::LIVENESS_TICKS,
             };
             cores.insert(
                 id,

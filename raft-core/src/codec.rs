@@ -9,15 +9,30 @@
 //! cannot even be encoded. An InstallSnapshot whose configuration has
 //! witnesses ends with the witness set after the data (absent otherwise,
 //! so frames without witnesses are unchanged and older frames still read).
+//!
+//! A [`Batch`] (the [`multi`](crate::multi) layer's messages of many groups
+//! between two servers) has a layout of its own ([`encode_batch`],
+//! [`decode_batch`]): version `2`, `from`, `to`, `incarnation` (u64 each),
+//! a message count (u32), then per message its group and its length as
+//! LEB128 varints and the message from its term on (its addresses are the
+//! batch's). A heartbeat of one group costs 27 bytes in a batch, against
+//! 42 as a message of its own.
 
 use crate::config::Configuration;
 use crate::message::{AppendOutcome, Message, MessageBody};
+use crate::multi::{Batch, GroupId};
 use crate::storage::SnapshotMeta;
 use crate::types::{Entry, LogIndex, NodeId, Term};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use quorate_transport::codec::Codec;
 
 const VERSION: u8 = 1;
+/// The batch layout's version: distinct from a message's, so neither is
+/// ever read as the other.
+const BATCH_VERSION: u8 = 2;
+/// The fewest bytes a message takes in a batch: a one-byte group, a
+/// one-byte length, the term and the kind.
+const MIN_BATCHED_MESSAGE: usize = 1 + 1 + 8 + 1;
 
 /// Why bytes are not a valid message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -57,6 +72,18 @@ pub enum CodecError {
     /// Bytes after the end of the message.
     #[error("{0} trailing bytes")]
     TrailingBytes(usize),
+    /// A batch announcing more messages than allowed
+    /// ([`decode_batch`]'s `max_messages`) or than its bytes can hold.
+    #[error("{count} messages announced, at most {max} accepted")]
+    TooManyMessages {
+        /// The announced count.
+        count: u32,
+        /// The lesser of the cap and what the remaining bytes could hold.
+        max: usize,
+    },
+    /// A variable-length integer longer than 10 bytes or past `u64::MAX`.
+    #[error("malformed variable-length integer")]
+    InvalidVarint,
 }
 
 /// The [`Codec`] for Raft messages.
@@ -82,6 +109,11 @@ pub fn encode(m: &Message, dst: &mut BytesMut) {
     dst.put_u8(VERSION);
     dst.put_u64(m.from.0);
     dst.put_u64(m.to.0);
+    encode_term_body(m, dst);
+}
+
+/// The part of a message after its addresses: term, kind, fields.
+fn encode_term_body(m: &Message, dst: &mut BytesMut) {
     dst.put_u64(m.term.0);
     match &m.body {
         MessageBody::RequestVote {
@@ -182,8 +214,14 @@ pub fn encode(m: &Message, dst: &mut BytesMut) {
                 }
             }
         }
-        MessageBody::Heartbeat { commit, round } => {
-            dst.put_u8(4);
+        MessageBody::Heartbeat {
+            commit,
+            round,
+            quiesce,
+        } => {
+            // A quiescing heartbeat has its own kind, so the plain one
+            // keeps its encoding.
+            dst.put_u8(if *quiesce { 12 } else { 4 });
             dst.put_u64(commit.0);
             dst.put_u64(*round);
         }
@@ -269,6 +307,18 @@ pub fn decode(src: Bytes) -> Result<Message, CodecError> {
     }
     let from = NodeId(r.u64()?);
     let to = NodeId(r.u64()?);
+    let (term, body) = decode_term_body(&mut r)?;
+    Ok(Message {
+        from,
+        to,
+        term,
+        body,
+    })
+}
+
+/// Reads a message's term, kind and fields: the rest of `r`, which must
+/// end with them.
+fn decode_term_body(r: &mut Reader) -> Result<(Term, MessageBody), CodecError> {
     let term = Term(r.u64()?);
     let body = match r.u8()? {
         0 => MessageBody::RequestVote {
@@ -381,9 +431,10 @@ pub fn decode(src: Bytes) -> Result<Message, CodecError> {
             };
             MessageBody::AppendEntriesResponse { outcome }
         }
-        4 => MessageBody::Heartbeat {
+        kind @ (4 | 12) => MessageBody::Heartbeat {
             commit: LogIndex(r.u64()?),
             round: r.u64()?,
+            quiesce: kind == 12,
         },
         5 => MessageBody::HeartbeatResponse { round: r.u64()? },
         6 => MessageBody::PreVote {
@@ -396,11 +447,166 @@ pub fn decode(src: Bytes) -> Result<Message, CodecError> {
     if r.0.has_remaining() {
         return Err(CodecError::TrailingBytes(r.0.remaining()));
     }
-    Ok(Message {
+    Ok((term, body))
+}
+
+/// The most messages [`decode_batch`] accepts in one batch unless told
+/// otherwise: a round of heartbeats and answers for this many groups.
+pub const MAX_BATCH_MESSAGES: usize = 1 << 16;
+
+/// Bytes the batch header takes: version, from, to, incarnation, count.
+pub const BATCH_HEADER_LEN: usize = 1 + 8 + 8 + 8 + 4;
+
+fn put_varint(mut v: u64, dst: &mut BytesMut) {
+    while v >= 0x80 {
+        dst.put_u8((v as u8) | 0x80);
+        v >>= 7;
+    }
+    dst.put_u8(v as u8);
+}
+
+fn varint_len(mut v: u64) -> usize {
+    let mut n = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        n += 1;
+    }
+    n
+}
+
+/// Bytes one message takes inside a batch: its group, its length and the
+/// message from its term on.
+pub fn batched_len(group: GroupId, m: &Message) -> usize {
+    let body = term_body_len(m);
+    varint_len(group.0) + varint_len(body as u64) + body
+}
+
+/// Bytes [`encode`] writes for `m`.
+pub fn encoded_len(m: &Message) -> usize {
+    1 + 8 + 8 + term_body_len(m)
+}
+
+/// Bytes `encode_term_body` writes for `m` (kept next to it: a test
+/// checks every kind).
+fn term_body_len(m: &Message) -> usize {
+    let ids = |n: usize| 4 + 8 * n;
+    8 + 1
+        + match &m.body {
+            MessageBody::RequestVote { .. } => 17,
+            MessageBody::TimeoutNow => 0,
+            MessageBody::InstallSnapshot { meta, data, .. } => {
+                let c = &meta.configuration;
+                let witnesses = c.witnesses().len();
+                16 + ids(c.voters().len())
+                    + ids(c.learners().len())
+                    + ids(c.outgoing().len())
+                    + 8
+                    + 1
+                    + 4
+                    + data.len()
+                    + if witnesses > 0 { ids(witnesses) } else { 0 }
+            }
+            MessageBody::InstallSnapshotResponse { .. } => 16,
+            MessageBody::ForwardedProposal { commands } => {
+                4 + commands.iter().map(|c| 4 + c.len()).sum::<usize>()
+            }
+            MessageBody::RequestVoteResponse { .. } | MessageBody::PreVoteResponse { .. } => 1,
+            MessageBody::AppendEntries { entries, .. } => {
+                28 + entries.iter().map(|e| 12 + e.data.len()).sum::<usize>()
+            }
+            MessageBody::AppendEntriesResponse { outcome } => match outcome {
+                AppendOutcome::Success { .. } | AppendOutcome::Received { .. } => 9,
+                AppendOutcome::Conflict { .. } => 26,
+            },
+            MessageBody::Heartbeat { .. } | MessageBody::PreVote { .. } => 16,
+            MessageBody::HeartbeatResponse { .. } => 8,
+        }
+}
+
+/// Appends the wire form of `batch` to `dst` (see the [module
+/// docs](self)). Each message's own `from` and `to` are not written: the
+/// decoder gives every message the batch's, as [`MultiRaft::step`]
+/// requires of them anyway. A batch of more than `u32::MAX` messages is
+/// cut there.
+///
+/// [`MultiRaft::step`]: crate::multi::MultiRaft::step
+pub fn encode_batch(batch: &Batch, dst: &mut BytesMut) {
+    let count = batch.messages.len().min(u32::MAX as usize);
+    dst.put_u8(BATCH_VERSION);
+    dst.put_u64(batch.from.0);
+    dst.put_u64(batch.to.0);
+    dst.put_u64(batch.incarnation);
+    dst.put_u32(count as u32);
+    for (group, m) in batch.messages.iter().take(count) {
+        put_varint(group.0, dst);
+        put_varint(term_body_len(m) as u64, dst);
+        encode_term_body(m, dst);
+    }
+}
+
+impl Reader {
+    fn varint(&mut self) -> Result<u64, CodecError> {
+        let mut v = 0u64;
+        for i in 0..10 {
+            let b = self.u8()?;
+            let bits = u64::from(b & 0x7f);
+            // The tenth byte may only carry the top bit of a u64.
+            if i == 9 && b > 1 {
+                return Err(CodecError::InvalidVarint);
+            }
+            v |= bits << (7 * i);
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(CodecError::InvalidVarint)
+    }
+}
+
+/// Parses one batch from the whole of `src`, accepting at most
+/// `max_messages` messages ([`MAX_BATCH_MESSAGES`] is a safe default).
+/// What it allocates is bounded by the bytes it reads: the message count is
+/// checked against the cap and against the bytes left before anything is
+/// allocated for it, and entry payloads are slices of `src`. Malformed
+/// bytes give a [`CodecError`], never a panic.
+pub fn decode_batch(src: Bytes, max_messages: usize) -> Result<Batch, CodecError> {
+    let mut r = Reader(src);
+    let version = r.u8()?;
+    if version != BATCH_VERSION {
+        return Err(CodecError::UnknownVersion(version));
+    }
+    let from = NodeId(r.u64()?);
+    let to = NodeId(r.u64()?);
+    let incarnation = r.u64()?;
+    let count = r.u32()?;
+    let max = max_messages.min(r.0.remaining() / MIN_BATCHED_MESSAGE);
+    if count as usize > max {
+        return Err(CodecError::TooManyMessages { count, max });
+    }
+    let mut messages = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let group = GroupId(r.varint()?);
+        let len = usize::try_from(r.varint()?).unwrap_or(usize::MAX);
+        let mut body = Reader(r.bytes(len)?);
+        let (term, body) = decode_term_body(&mut body)?;
+        messages.push((
+            group,
+            Message {
+                from,
+                to,
+                term,
+                body,
+            },
+        ));
+    }
+    if r.0.has_remaining() {
+        return Err(CodecError::TrailingBytes(r.0.remaining()));
+    }
+    Ok(Batch {
         from,
         to,
-        term,
-        body,
+        incarnation,
+        messages,
     })
 }
 
@@ -425,6 +631,155 @@ mod tests {
 
     #[test]
     fn every_kind_round_trips() {
+        for body in all_bodies() {
+            let m = msg(body);
+            assert_eq!(round_trip(&m), m);
+            let mut buf = BytesMut::new();
+            encode(&m, &mut buf);
+            assert_eq!(encoded_len(&m), buf.len(), "{m:?}");
+        }
+    }
+
+    fn batch(messages: Vec<(GroupId, Message)>) -> Batch {
+        Batch {
+            from: NodeId(1),
+            to: NodeId(2),
+            incarnation: 0xfeed,
+            messages,
+        }
+    }
+
+    fn encoded_batch(b: &Batch) -> Bytes {
+        let mut buf = BytesMut::new();
+        encode_batch(b, &mut buf);
+        buf.freeze()
+    }
+
+    #[test]
+    fn batches_of_every_kind_round_trip_and_are_sized_exactly() {
+        let groups = [0u64, 1, 127, 128, 300, u64::MAX];
+        let messages: Vec<(GroupId, Message)> = all_bodies()
+            .into_iter()
+            .enumerate()
+            .map(|(i, body)| (GroupId(groups[i % groups.len()]), msg(body)))
+            .collect();
+        let b = batch(messages);
+        let bytes = encoded_batch(&b);
+        let sized: usize = b.messages.iter().map(|(g, m)| batched_len(*g, m)).sum();
+        assert_eq!(bytes.len(), BATCH_HEADER_LEN + sized);
+        assert_eq!(decode_batch(bytes, MAX_BATCH_MESSAGES), Ok(b.clone()));
+        // An empty batch is a liveness beat: just the header.
+        let beat = batch(Vec::new());
+        let bytes = encoded_batch(&beat);
+        assert_eq!(bytes.len(), BATCH_HEADER_LEN);
+        assert_eq!(decode_batch(bytes, 0), Ok(beat));
+        // A snapshot with witnesses ends with them: inside a batch its
+        // length tells where it ends.
+        let with_witness = msg(MessageBody::InstallSnapshot {
+            meta: Box::new(SnapshotMeta {
+                index: LogIndex(4),
+                term: Term(3),
+                configuration: Configuration::new([NodeId(1), NodeId(2), NodeId(3)])
+                    .with_witnesses([NodeId(3)]),
+            }),
+            offset: 0,
+            data: Bytes::from_static(b"s"),
+            done: true,
+        });
+        let hb = msg(MessageBody::HeartbeatResponse { round: 1 });
+        let b = batch(vec![(GroupId(5), with_witness), (GroupId(6), hb)]);
+        assert_eq!(decode_batch(encoded_batch(&b), 2), Ok(b));
+    }
+
+    #[test]
+    fn a_batched_heartbeat_is_small() {
+        let hb = msg(MessageBody::Heartbeat {
+            commit: LogIndex(4),
+            round: 9,
+            quiesce: false,
+        });
+        // Group 1, length 25, term, kind, commit, round.
+        assert_eq!(batched_len(GroupId(1), &hb), 27);
+        assert!(batched_len(GroupId(1), &hb) < encoded_len(&hb));
+    }
+
+    #[test]
+    fn malformed_batches_are_typed_errors() {
+        let hb = |round| msg(MessageBody::HeartbeatResponse { round });
+        let good = encoded_batch(&batch(vec![(GroupId(1), hb(1)), (GroupId(2), hb(2))]));
+        for cut in 0..good.len() {
+            assert!(decode_batch(good.slice(..cut), 10).is_err(), "cut at {cut}");
+        }
+        assert_eq!(
+            decode_batch(good.clone(), 1),
+            Err(CodecError::TooManyMessages { count: 2, max: 1 })
+        );
+        let mut bad = good.to_vec();
+        bad[0] = 1;
+        assert_eq!(
+            decode_batch(bad.into(), 10),
+            Err(CodecError::UnknownVersion(1))
+        );
+        // A single message is no batch, nor a batch a message.
+        let mut single = BytesMut::new();
+        encode(&hb(1), &mut single);
+        assert_eq!(
+            decode_batch(single.freeze(), 10),
+            Err(CodecError::UnknownVersion(VERSION))
+        );
+        assert_eq!(
+            decode(good.clone()),
+            Err(CodecError::UnknownVersion(BATCH_VERSION))
+        );
+        // A forged count is refused before anything is allocated for it.
+        let mut forged = good.to_vec();
+        forged[25..29].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(matches!(
+            decode_batch(forged.into(), usize::MAX),
+            Err(CodecError::TooManyMessages {
+                count: u32::MAX,
+                ..
+            })
+        ));
+        // A varint of eleven continuation bytes.
+        let mut forged = good[..BATCH_HEADER_LEN].to_vec();
+        forged[25..29].copy_from_slice(&1u32.to_be_bytes());
+        forged.extend_from_slice(&[0xff; 11]);
+        forged.extend_from_slice(&[0; 16]);
+        assert_eq!(
+            decode_batch(forged.into(), 10),
+            Err(CodecError::InvalidVarint)
+        );
+        // A message length past the end.
+        let mut forged = good[..BATCH_HEADER_LEN].to_vec();
+        forged[25..29].copy_from_slice(&1u32.to_be_bytes());
+        forged.extend_from_slice(&[1, 0x7f]);
+        forged.extend_from_slice(&[0; 16]);
+        assert!(matches!(
+            decode_batch(forged.into(), 10),
+            Err(CodecError::Truncated { .. })
+        ));
+        // Bytes left inside a message, and after the last one.
+        let mut inner = good[..BATCH_HEADER_LEN].to_vec();
+        inner[25..29].copy_from_slice(&1u32.to_be_bytes());
+        inner.extend_from_slice(&[1, 18]);
+        inner.extend_from_slice(&7u64.to_be_bytes());
+        inner.push(5);
+        inner.extend_from_slice(&1u64.to_be_bytes());
+        inner.push(0);
+        assert_eq!(
+            decode_batch(inner.into(), 10),
+            Err(CodecError::TrailingBytes(1))
+        );
+        let mut long = good.to_vec();
+        long.push(0);
+        assert_eq!(
+            decode_batch(long.into(), 10),
+            Err(CodecError::TrailingBytes(1))
+        );
+    }
+
+    fn all_bodies() -> Vec<MessageBody> {
         let entries = vec![
             Entry {
                 term: Term(6),
@@ -437,7 +792,7 @@ mod tests {
                 data: Bytes::new(),
             },
         ];
-        for body in [
+        vec![
             MessageBody::RequestVote {
                 last_log_index: LogIndex(3),
                 last_log_term: Term(2),
@@ -498,6 +853,12 @@ mod tests {
             MessageBody::Heartbeat {
                 commit: LogIndex(4),
                 round: 9,
+                quiesce: false,
+            },
+            MessageBody::Heartbeat {
+                commit: LogIndex(4),
+                round: 9,
+                quiesce: true,
             },
             MessageBody::HeartbeatResponse { round: 9 },
             MessageBody::PreVote {
@@ -505,10 +866,7 @@ mod tests {
                 last_log_term: Term(2),
             },
             MessageBody::PreVoteResponse { granted: false },
-        ] {
-            let m = msg(body);
-            assert_eq!(round_trip(&m), m);
-        }
+        ]
     }
 
     #[test]
@@ -557,6 +915,7 @@ mod tests {
             &msg(MessageBody::Heartbeat {
                 commit: LogIndex(4),
                 round: 9,
+                quiesce: false,
             }),
             &mut buf,
         );

@@ -291,6 +291,7 @@ mod error;
 mod log;
 mod membership;
 mod message;
+pub mod multi;
 mod node;
 mod progress;
 mod ready;

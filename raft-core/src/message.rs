@@ -85,6 +85,11 @@ pub enum MessageBody {
         /// The leader's read round: answers to this heartbeat confirm
         /// leadership for reads registered up to this round (ReadIndex).
         round: u64,
+        /// The leader has gone quiet ([`Node::quiesce`](crate::Node::quiesce)):
+        /// a follower whose log is complete (everything up to `commit`
+        /// and nothing after) stops its election timer until the next
+        /// message of the group wakes it.
+        quiesce: bool,
     },
     /// The leader hands leadership over: the receiver starts an election at
     /// once (thesis §3.10).

@@ -1,5 +1,6 @@
 //! Every decoder of this crate that reads bytes from outside — the wire
-//! codec ([`codec::decode`], feature `codec`), [`Configuration::decode`],
+//! codec ([`codec::decode`] and [`codec::decode_batch`], feature `codec`),
+//! [`Configuration::decode`],
 //! the simulator's [`KvCommand::decode`] and `KvStore` snapshots (feature
 //! `sim`), and with the `serde` feature the `Deserialize` of messages,
 //! configurations, entries and hard state — fed huge declared lengths and
@@ -23,6 +24,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 use quorate_raft_core::codec::{self, CodecError};
+use quorate_raft_core::multi::{Batch, GroupId};
 use quorate_raft_core::sim::StateMachine;
 use quorate_raft_core::sim::kv::{ClientSeq, KvCommand, KvOp, KvStore};
 use quorate_raft_core::{
@@ -70,6 +72,8 @@ fn decode_all(case: &str, input: &[u8]) -> Result<Message, CodecError> {
     };
     let (message, bytes) = allocated(|| codec::decode(src.clone()));
     check("codec::decode", bytes);
+    let (_, bytes) = allocated(|| codec::decode_batch(src.clone(), codec::MAX_BATCH_MESSAGES));
+    check("codec::decode_batch", bytes);
     let (_, bytes) = allocated(|| Configuration::decode(input));
     check("Configuration::decode", bytes);
     let (_, bytes) = allocated(|| KvCommand::decode(input));
@@ -138,6 +142,7 @@ fn samples() -> Vec<(Message, Vec<u8>)> {
         MessageBody::Heartbeat {
             commit: LogIndex(5),
             round: 8,
+            quiesce: false,
         },
         MessageBody::TimeoutNow,
         MessageBody::ForwardedProposal {
@@ -247,8 +252,57 @@ fn hostile_bytes_cost_at_most_the_cap() {
         forged.extend_from_slice(&snapshot[4..]);
         decode_all("kv snapshot", &forged).ok();
     }
+    // A batch of every sample, and batches with huge counts, lengths and
+    // varints where the batch reads them.
+    let batch = Batch {
+        from: NodeId(1),
+        to: NodeId(u64::MAX),
+        incarnation: 3,
+        messages: samples
+            .iter()
+            .enumerate()
+            .map(|(i, (m, _))| (GroupId(i as u64 * 1000), m.clone()))
+            .collect(),
+    };
+    let mut batch_bytes = BytesMut::new();
+    codec::encode_batch(&batch, &mut batch_bytes);
+    let batch_bytes = batch_bytes.to_vec();
+    let decoded = codec::decode_batch(Bytes::from(batch_bytes.clone()), codec::MAX_BATCH_MESSAGES);
+    assert_eq!(decoded.as_ref(), Ok(&batch));
+    let batch_header = &batch_bytes[..codec::BATCH_HEADER_LEN - 4];
+    for count in [u32::MAX, 1 << 31, 1 << 20, 1000, 13, 1] {
+        for tail in [
+            &[][..],
+            &[0u8; 12][..],
+            &[1u8; 40][..],
+            &[0xffu8; 40][..],
+            &[1, 0xff, 0xff, 0xff, 0x0f][..],
+        ] {
+            let mut input = batch_header.to_vec();
+            input.put_u32(count);
+            input.extend_from_slice(tail);
+            let (out, bytes) = allocated(|| {
+                codec::decode_batch(Bytes::copy_from_slice(&input), codec::MAX_BATCH_MESSAGES)
+            });
+            assert!(
+                bytes <= cap(input.len()),
+                "batch count {count}: {bytes} bytes"
+            );
+            if count as usize > input.len() {
+                assert!(
+                    matches!(out, Err(CodecError::TooManyMessages { .. })),
+                    "count {count}: {out:?}"
+                );
+            }
+            decode_all("huge batch count", &input).ok();
+        }
+    }
     // Every sample truncated anywhere, and each byte in turn set to 0xff.
-    let extra = [snapshot.to_vec(), configuration.to_vec()];
+    let extra = [
+        snapshot.to_vec(),
+        configuration.to_vec(),
+        batch_bytes.clone(),
+    ];
     for bytes in samples.iter().map(|(_, b)| b).chain(&extra) {
         for cut in 0..bytes.len().min(300) {
             decode_all("truncated", &bytes[..cut]).ok();
@@ -275,6 +329,8 @@ fn hostile_bytes_cost_at_most_the_cap() {
                 decode_all("random", &rest).ok();
                 let input = [header, &[kind], &rest].concat();
                 decode_all("random after a header", &input).ok();
+                let input = [&batch_bytes[..codec::BATCH_HEADER_LEN], &rest].concat();
+                decode_all("random after a batch header", &input).ok();
                 Ok(())
             },
         )

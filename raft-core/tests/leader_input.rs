@@ -126,7 +126,7 @@ fn body() -> impl Strategy<Value = MessageBody> {
                 last_log_index,
                 last_log_term,
             }),
-        1 => (index(), 0..8u64).prop_map(|(commit, round)| MessageBody::Heartbeat { commit, round }),
+        1 => (index(), 0..8u64, any::<bool>()).prop_map(|(commit, round, quiesce)| MessageBody::Heartbeat { commit, round, quiesce }),
         1 => (index(), small_term(), 0..3u64, index()).prop_map(
             |(prev_log_index, prev_log_term, n, leader_commit)| MessageBody::AppendEntries {
                 prev_log_index,

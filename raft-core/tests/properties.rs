@@ -98,7 +98,13 @@ fn body() -> impl Strategy<Value = MessageBody> {
                 }
             }
         ),
-        (index(), 0..4u64).prop_map(|(commit, round)| MessageBody::Heartbeat { commit, round }),
+        (index(), 0..4u64, any::<bool>()).prop_map(|(commit, round, quiesce)| {
+            MessageBody::Heartbeat {
+                commit,
+                round,
+                quiesce,
+            }
+        }),
         (0..4u64).prop_map(|round| MessageBody::HeartbeatResponse { round }),
         (index(), term(), 0..12u64, any::<bool>(), 1..4u64, 0..3u64).prop_map(
             |(index, term, offset, done, voters, witnesses)| MessageBody::InstallSnapshot {

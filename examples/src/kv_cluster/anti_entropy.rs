@@ -442,10 +442,21 @@ impl AntiEntropy {
 
     /// One tick passed: renews the bucket-serving budget every window.
     pub fn tick(&mut self) {
-        self.ticks += 1;
-        if self.ticks.is_multiple_of(SERVE_WINDOW_TICKS) {
+        self.tick_to(self.ticks + 1);
+    }
+
+    /// Brings this replica's clock to `ticks` at once (the node's tick
+    /// count: a node with many shards only touches the replicas that have
+    /// something to do, not every one on every tick). A serve window
+    /// crossed on the way starts afresh, as [`tick`](Self::tick) by tick.
+    pub fn tick_to(&mut self, ticks: u64) {
+        if ticks <= self.ticks {
+            return;
+        }
+        if ticks / SERVE_WINDOW_TICKS != self.ticks / SERVE_WINDOW_TICKS {
             self.served.clear();
         }
+        self.ticks = ticks;
     }
 
     /// As leader in `term`, starts a round at `applied` with this

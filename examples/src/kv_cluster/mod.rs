@@ -70,7 +70,8 @@ impl<T> AtPath<T> for Result<T, std::io::Error> {
     }
 }
 
-/// The channel clients talk on; shard `s`'s Raft messages use channel `s`.
+/// The channel clients talk on (Raft batches of every shard use
+/// [`server::RAFT_CHANNEL`]).
 pub const CLIENT_CHANNEL: ChannelId = ChannelId(1 << 20);
 
 /// What can go wrong in kv-cluster.
@@ -90,6 +91,22 @@ pub enum Error {
     /// The Raft state machine refused something.
     #[error("raft: {0}")]
     Raft(#[from] quorate_raft_core::Error),
+    /// The process may open too few files for the shards it would host:
+    /// each shard's log keeps one file open.
+    #[error(
+        "{shards} shard logs need at least {needed} open files, the limit is {limit} (raise it with `ulimit -n`, or host fewer shards with --host)"
+    )]
+    TooFewFileDescriptors {
+        /// Shards this node would host.
+        shards: u64,
+        /// What they and a minimum of connections need.
+        needed: u64,
+        /// The soft `RLIMIT_NOFILE`.
+        limit: u64,
+    },
+    /// The multi-raft layer refused something (a configuration, a group).
+    #[error("multi-raft: {0}")]
+    Multi(#[from] quorate_raft_core::multi::MultiError),
     /// The durable log could not be opened (damage is named with its file
     /// and offset).
     #[error("log: {0}")]

@@ -275,6 +275,10 @@ pub struct ShardStatus {
     /// Every other member: its replication progress (on the leader) and
     /// this node's outbound queue to it.
     pub peers: Vec<PeerStatus>,
+    /// Whether the replica's Raft group is quiesced (idle: no ticks, no
+    /// heartbeats until something wakes it). `false` from a node of the
+    /// format before quiescence.
+    pub quiesced: bool,
 }
 
 /// One peer of a shard replica, as [`ShardStatus`] reports it.
@@ -447,6 +451,10 @@ impl Traffic {
 
 /// The transport's frame header: length, channel, flags.
 const FRAME_HEADER: u64 = 9;
+
+/// The reply kind of a status with each shard's quiesced flag (kind 6 is
+/// the form before it).
+const STATUS_WITH_QUIESCED: u8 = 32;
 
 /// What a node answers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -876,7 +884,9 @@ impl Envelope<Reply> {
             Reply::SessionExpired => dst.put_u8(12),
             Reply::NoSuchShard => dst.put_u8(5),
             Reply::Status(shards) => {
-                dst.put_u8(6);
+                // Kind 6 without the quiesced flag, as nodes before
+                // quiescence sent it; 32 with it.
+                dst.put_u8(STATUS_WITH_QUIESCED);
                 dst.put_u32(shards.len() as u32);
                 for s in shards {
                     dst.put_u32(s.shard);
@@ -899,6 +909,7 @@ impl Envelope<Reply> {
                             dst.put_u64(n);
                         }
                     }
+                    dst.put_u8(u8::from(s.quiesced));
                 }
             }
             Reply::Traffic(t) => {
@@ -1029,7 +1040,7 @@ impl Envelope<Reply> {
                 Reply::Traffic(Box::new(t))
             }
             5 => Reply::NoSuchShard,
-            6 => {
+            kind @ (6 | STATUS_WITH_QUIESCED) => {
                 let n = get_u32(&mut src)?;
                 // Each shard takes 80 bytes: refuse counts the payload cannot hold.
                 need(&src, (n as usize).saturating_mul(80))?;
@@ -1061,6 +1072,16 @@ impl Envelope<Reply> {
                             bulk_bytes: get_u64(&mut src)?,
                         });
                     }
+                    let quiesced = if kind == STATUS_WITH_QUIESCED {
+                        need(&src, 1)?;
+                        match src.get_u8() {
+                            0 => false,
+                            1 => true,
+                            _ => return Err(Error::Malformed("quiesced flag")),
+                        }
+                    } else {
+                        false
+                    };
                     shards.push(ShardStatus {
                         shard,
                         leader,
@@ -1072,6 +1093,7 @@ impl Envelope<Reply> {
                         voters,
                         learners,
                         peers,
+                        quiesced,
                     });
                 }
                 Reply::Status(shards)
@@ -1180,6 +1202,7 @@ mod tests {
                     bulk_frames: 2,
                     bulk_bytes: 300,
                 }],
+                quiesced: true,
             }]),
         };
         let bytes = r.encode();
@@ -1187,6 +1210,18 @@ mod tests {
         for cut in 0..bytes.len() {
             assert!(Envelope::<Reply>::decode(bytes.slice(..cut)).is_err());
         }
+        // A status from a node before quiescence: kind 6, no flag.
+        let mut old = bytes.to_vec();
+        assert_eq!(old[8], STATUS_WITH_QUIESCED);
+        old[8] = 6;
+        old.pop();
+        let Reply::Status(old) = Envelope::<Reply>::decode(old.into()).unwrap().body else {
+            panic!("not a status");
+        };
+        assert!(!old[0].quiesced);
+        let mut bad = bytes.to_vec();
+        *bad.last_mut().unwrap() = 2;
+        assert!(Envelope::<Reply>::decode(bad.into()).is_err());
         let entry = BucketEntry {
             key: "a".into(),
             value: Bytes::from_static(b"b"),

@@ -292,6 +292,7 @@ impl Cluster {
             hosted: joined.map(|&(shard, _)| vec![shard]).unwrap_or_default(),
             joining: joined.is_some(),
             gossip_ticks: self.params.gossip_ticks,
+            liveness_ticks: NodeConfig::LIVENESS_TICKS,
             data_dir: self.dir.join(format!("n{id}")),
             tick: self.params.tick,
             election_ticks: self.params.election_ticks,

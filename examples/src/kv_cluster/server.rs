@@ -1,9 +1,19 @@
 //! One kv-cluster node: a replica of every shard it hosts (each shard its
 //! own Raft group, whose membership can change while it runs), all on one
-//! TCP transport: one channel per shard for Raft, one for clients, one for
+//! TCP transport: one channel for Raft, one for clients, one for
 //! anti-entropy gossip between replicas (see [`super::anti_entropy`]).
+//!
+//! All the node's groups are one [`MultiRaft`]: one tick for all (only the
+//! groups whose timer is due do anything), the messages of every group to
+//! the same peer coalesced into one [`Batch`] per round (one frame on
+//! [`RAFT_CHANNEL`], two when bulk appends ride along), idle groups
+//! quiesced (no ticks, no heartbeats), and a liveness beat per peer every
+//! [`NodeConfig::liveness_ticks`] so that quiet groups notice a server
+//! failing. Per-shard work (driving a Ready, anti-entropy rounds, session
+//! reads) touches only the shards that have something to do, so an idle
+//! node costs about the same with 1 shard or 1,000.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -11,9 +21,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use quorate_clocks::{Hlc, HlcTimestamp};
+use quorate_raft_core::codec::{self, BATCH_HEADER_LEN, MAX_BATCH_MESSAGES};
+use quorate_raft_core::multi::{Batch, GroupId, MultiConfig, MultiError, MultiEvent, MultiRaft};
 use quorate_raft_core::{
-    Config, Configuration, MessageBody, Node, NodeId, Promotion, ReadState, Role, StepOutcome,
-    Storage,
+    Config, Configuration, Message, MessageBody, Node, NodeId, Promotion, ReadState, Role, Storage,
 };
 use quorate_transport::framing::{ChannelId, Flags, Frame};
 use quorate_transport::tcp::{PeerId, TcpConfig, TcpError, TcpStats, TcpTransport, Trust};
@@ -68,6 +79,13 @@ pub struct NodeConfig {
     pub compact_log_bytes: u64,
     /// Largest InstallSnapshot chunk a leader sends, in bytes.
     pub snapshot_chunk_bytes: u64,
+    /// The liveness beat, in ticks: every peer hears from this node at
+    /// least this often (an empty batch if nothing else went to it), and
+    /// a peer unheard for three times as long counts as down, which wakes
+    /// the quiesced shards it is in. It bounds how soon a quiet shard's
+    /// followers notice their leader's server failing, and costs one
+    /// small frame per peer per interval.
+    pub liveness_ticks: u32,
 }
 
 impl NodeConfig {
@@ -82,6 +100,12 @@ impl NodeConfig {
     /// Default anti-entropy period, in ticks: a round every half second
     /// costs an idle 3-node shard about 8 KiB/s of digests.
     pub const GOSSIP_TICKS: u32 = 50;
+    /// Default liveness beat, in ticks: 80 ms at 10 ms ticks, so that a
+    /// quiet shard whose leader's server is cut off elects another within
+    /// two election timeouts of 200 ms (the peer counts as down after
+    /// 240 ms, then the followers campaign): 12.5 small frames a second to
+    /// each peer, whatever the number of shards.
+    pub const LIVENESS_TICKS: u32 = 8;
 
     fn hosts(&self, shard: u32) -> bool {
         self.hosted.is_empty() || self.hosted.contains(&shard)
@@ -239,6 +263,48 @@ pub fn tcp_config() -> TcpConfig {
     }
 }
 
+/// File descriptors a node needs at least besides its shard logs: stdio,
+/// the runtime's, the listener, its peers and a client or two.
+pub const FD_RESERVE: u64 = 16;
+
+/// The soft limit on open files (`RLIMIT_NOFILE`) of this process, from
+/// `/proc/self/limits` (`None` where there is no such file).
+pub fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    let soft = line.split_whitespace().nth(3)?;
+    match soft {
+        "unlimited" => Some(u64::MAX),
+        n => n.parse().ok(),
+    }
+}
+
+/// Checks that a node hosting `shards` shards can open their logs (one
+/// file each, kept open) and still accept connections: an error if the
+/// soft open-files limit is below the logs plus [`FD_RESERVE`]; a warning
+/// if it leaves less than the transport's accepted-connection cap
+/// (those clients would be refused at accept).
+pub fn check_open_files(shards: u64, limit: u64) -> Result<(), Error> {
+    let needed = shards.saturating_add(FD_RESERVE);
+    if limit < needed {
+        return Err(Error::TooFewFileDescriptors {
+            shards,
+            needed,
+            limit,
+        });
+    }
+    let connections = tcp_config().max_connections as u64;
+    if limit < needed.saturating_add(connections) {
+        tracing::warn!(
+            shards,
+            limit,
+            connections,
+            "open-files limit leaves room for fewer connections than the transport accepts"
+        );
+    }
+    Ok(())
+}
+
 /// A running node.
 #[derive(Debug)]
 pub struct NodeHandle {
@@ -298,10 +364,11 @@ impl NodeHandle {
     }
 }
 
+/// A shard replica's state outside Raft (its Raft node lives in the
+/// node's [`MultiRaft`], as group `shard`).
 #[derive(Debug)]
 struct Replica {
     shard: u32,
-    node: Node<FileLog>,
     /// Writes and session registrations proposed here: whom to answer
     /// once applied.
     pending_writes: PendingWrites,
@@ -314,8 +381,10 @@ struct Replica {
     session_reads: Vec<SessionRead>,
     /// Anti-entropy rounds this replica takes part in.
     anti_entropy: AntiEntropy,
-    /// Ticks since start (paces the anti-entropy rounds it leads).
-    ticks: u64,
+    /// The applied index of the last anti-entropy round it led: a shard
+    /// whose state did not move since has nothing new to compare (idle
+    /// shards are checked one at a time, see [`NodeCore::on_tick`]).
+    gossiped_at: Option<u64>,
     /// The leader last logged, with its term.
     leader: Option<(u64, u64)>,
     /// Whether a majority of the voters' clocks were last known within
@@ -323,25 +392,23 @@ struct Replica {
     clocks_bounded: bool,
 }
 
-impl Replica {
-    /// Every other member (voter or learner) of the shard.
-    fn others(&self) -> Vec<u64> {
-        let me = self.node.id();
-        self.node
-            .configuration()
-            .members()
-            .filter(|&m| m != me)
-            .map(|m| m.0)
-            .collect()
-    }
+/// Every other member (voter or learner) of a shard.
+fn others(node: &Node<FileLog>) -> Vec<u64> {
+    let me = node.id();
+    node.configuration()
+        .members()
+        .filter(|&m| m != me)
+        .map(|m| m.0)
+        .collect()
+}
 
-    fn voters(&self) -> BTreeSet<u64> {
-        self.node
-            .configuration()
-            .all_voters()
-            .map(|v| v.0)
-            .collect()
-    }
+fn voters(node: &Node<FileLog>) -> BTreeSet<u64> {
+    node.configuration().all_voters().map(|v| v.0).collect()
+}
+
+/// The group of shard `shard`.
+fn group_of(shard: u32) -> GroupId {
+    GroupId(u64::from(shard))
 }
 
 /// How long a session read waits for a replica behind its token before
@@ -372,9 +439,9 @@ struct SessionRead {
 /// Whether a majority of `replica`'s voters, itself included, have clocks
 /// known within [`LEASE_CLOCK_BOUND_NS`] of this node's; logs when that
 /// changes.
-fn clocks_bounded(replica: &mut Replica, clocks: &[PeerClock]) -> bool {
-    let me = replica.node.id().0;
-    let voters = replica.voters();
+fn clocks_bounded(replica: &mut Replica, node: &Node<FileLog>, clocks: &[PeerClock]) -> bool {
+    let me = node.id().0;
+    let voters = voters(node);
     let bounded = voters
         .iter()
         .filter(|&&v| {
@@ -515,7 +582,21 @@ pub struct NodeCore {
     gossip_ticks: u64,
     /// Anti-entropy messages to send once the current step is done.
     gossip: Vec<(u64, Gossip)>,
-    replicas: Vec<Replica>,
+    /// Every hosted shard's Raft group.
+    multi: MultiRaft<FileLog>,
+    /// Every hosted shard's state outside Raft, by shard.
+    replicas: BTreeMap<u32, Replica>,
+    /// Shards whose applied index moved since their last anti-entropy
+    /// round: the next rounds are theirs.
+    gossip_moved: BTreeSet<u32>,
+    /// Where the round-robin check of idle shards goes on from.
+    scrub_cursor: u32,
+    /// Shards whose anti-entropy may have queued messages.
+    gossip_touched: BTreeSet<u32>,
+    /// Shards with session reads waiting.
+    session_waiting: BTreeSet<u32>,
+    /// Shards whose leader here is catching up a learner.
+    promoting: BTreeSet<u32>,
     stores: SharedStores,
     hlc: Hlc,
     compact_every: u64,
@@ -538,8 +619,51 @@ pub struct NodeCore {
     traffic: Traffic,
     /// Each peer's clock offset, from probes.
     clocks: PeerClocks,
-    /// Ticks since start (paces the clock probes).
+    /// Ticks since start (paces the clock probes and anti-entropy).
     ticks: u64,
+}
+
+/// Every this many gossip periods, one idle shard (applied index
+/// unchanged) this node leads is checked by anti-entropy, one after
+/// another: a bounded cost whatever the number of shards (a digest to
+/// each peer every 2 s at the defaults), so bit rot in a quiet shard is
+/// still found, within `IDLE_PERIODS` x the shards this node leads
+/// periods.
+const IDLE_PERIODS: u64 = 4;
+
+/// Shards looked at, at most, to find the next idle one this node leads.
+const IDLE_SCAN: usize = 64;
+
+/// Largest Raft batch frame: a batch over it goes as several (a single
+/// larger message goes alone, as it always did).
+const MAX_BATCH_FRAME_BYTES: usize = 1024 * 1024;
+
+/// The channel Raft batches travel on.
+pub const RAFT_CHANNEL: ChannelId = ChannelId((1 << 20) + 3);
+
+/// File in the data directory counting the node's starts: its
+/// [`MultiConfig::incarnation`].
+const INCARNATION_FILE: &str = "incarnation";
+
+/// Reads, increments and durably writes back the start counter in
+/// `dir`, so every start has a new incarnation (peers that see it change
+/// know this node restarted and wake the shards it is in).
+fn next_incarnation(dir: &std::path::Path) -> Result<u64, Error> {
+    use std::io::Write as _;
+    let path = dir.join(INCARNATION_FILE);
+    let previous = match std::fs::read_to_string(&path) {
+        Ok(text) => text.trim().parse::<u64>().unwrap_or(0),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(Error::File { path, source: e }),
+    };
+    // Mixed with the clock, so a lost counter file still changes it.
+    let next = previous.wrapping_add(1).max(wall_ms());
+    let tmp = dir.join(format!("{INCARNATION_FILE}.tmp"));
+    let mut file = std::fs::File::create(&tmp).at(&tmp)?;
+    file.write_all(next.to_string().as_bytes()).at(&tmp)?;
+    file.sync_all().at(&tmp)?;
+    std::fs::rename(&tmp, &path).at(&path)?;
+    Ok(next)
 }
 
 /// The keys of `bucket`, as sent in anti-entropy repairs.
@@ -651,7 +775,12 @@ impl NodeCore {
         if config.joining {
             members = members.with_learners([NodeId(config.id)]);
         }
-        let mut replicas = Vec::new();
+        let mut multi_config = MultiConfig::new(NodeId(config.id));
+        multi_config.incarnation = next_incarnation(&config.data_dir)?;
+        multi_config.liveness_interval = config.liveness_ticks.max(1);
+        multi_config.liveness_timeout = config.liveness_ticks.max(1).saturating_mul(3);
+        let mut multi = MultiRaft::new(multi_config)?;
+        let mut replicas = BTreeMap::new();
         let mut recovered = 0;
         let mut recovered_snapshots = Vec::new();
         let mut store = KvStore::default();
@@ -679,25 +808,35 @@ impl NodeCore {
             raft.pre_vote = true;
             raft.check_quorum = true;
             raft.max_snapshot_chunk_bytes = config.snapshot_chunk_bytes.max(1);
-            replicas.push(Replica {
+            multi.add_group(group_of(shard), Node::new(raft, log)?)?;
+            replicas.insert(
                 shard,
-                node: Node::new(raft, log)?,
-                pending_writes: PendingWrites::default(),
-                pending_reads: HashMap::new(),
-                confirmed_reads: Vec::new(),
-                session_reads: Vec::new(),
-                anti_entropy: AntiEntropy::new(shard, config.id),
-                ticks: 0,
-                leader: None,
-                clocks_bounded: true,
-            });
+                Replica {
+                    shard,
+                    pending_writes: PendingWrites::default(),
+                    pending_reads: HashMap::new(),
+                    confirmed_reads: Vec::new(),
+                    session_reads: Vec::new(),
+                    anti_entropy: AntiEntropy::new(shard, config.id),
+                    gossiped_at: None,
+                    leader: None,
+                    clocks_bounded: true,
+                },
+            );
         }
+
         Ok(NodeCore {
             peers,
             events: SharedEvents::default(),
             gossip_ticks: u64::from(config.gossip_ticks),
             gossip: Vec::new(),
+            multi,
             replicas,
+            gossip_moved: BTreeSet::new(),
+            scrub_cursor: 0,
+            gossip_touched: BTreeSet::new(),
+            session_waiting: BTreeSet::new(),
+            promoting: BTreeSet::new(),
             stores: Arc::new(Mutex::new(stores)),
             hlc: Hlc::default(),
             compact_every: config.compact_every,
@@ -811,32 +950,45 @@ impl NodeCore {
             }
             return;
         }
-        let Some(replica) = self.replica_mut(frame.channel.0) else {
+        if frame.channel != RAFT_CHANNEL {
+            tracing::debug!(
+                peer = from.0,
+                channel = frame.channel.0,
+                "frame on no channel of ours"
+            );
             return;
-        };
-        // Undecodable or misaddressed Raft messages change nothing.
-        if let Ok(message) = quorate_raft_core::codec::decode(frame.payload)
-            && message.from.0 == from.0
-        {
-            let _shard = tracing::info_span!("shard", shard = replica.shard).entered();
-            match replica.node.step(message) {
-                Ok(StepOutcome::Handled) => {}
-                Ok(StepOutcome::Dropped(reason)) => {
-                    tracing::debug!(peer = from.0, ?reason, "raft message dropped");
-                }
-                // The log failed: the node stops rather than go on without it.
-                Err(e) => {
-                    tracing::error!(error = %e, "raft storage failed; stopping");
-                    self.fatal = Some(Error::Raft(e.into()));
-                }
+        }
+        // Undecodable batches, and batches that claim another sender than
+        // the connection's, change nothing.
+        let batch = match codec::decode_batch(frame.payload, MAX_BATCH_MESSAGES) {
+            Ok(batch) if batch.from.0 == from.0 => batch,
+            Ok(batch) => {
+                tracing::debug!(
+                    peer = from.0,
+                    claimed = batch.from.0,
+                    "raft batch from an impostor"
+                );
+                return;
             }
+            Err(e) => {
+                tracing::debug!(peer = from.0, error = %e, "malformed raft batch");
+                return;
+            }
+        };
+        match self.multi.step(batch) {
+            Ok(()) => {}
+            // The log failed: the node stops rather than go on without it.
+            Err(MultiError::Fatal { group, error }) => {
+                tracing::error!(shard = group.0, %error, "raft storage failed; stopping");
+                self.fatal = Some(Error::Raft(error.into()));
+            }
+            Err(e) => tracing::debug!(peer = from.0, error = %e, "raft batch refused"),
         }
     }
 
     /// Every member of any shard here but this node, in order.
     fn members(&self) -> Vec<u64> {
-        let all: BTreeSet<u64> = self.replicas.iter().flat_map(Replica::others).collect();
-        all.into_iter().collect()
+        self.multi.peers().map(|(id, _)| id.0).collect()
     }
 
     fn now_ns(&self) -> u64 {
@@ -975,13 +1127,14 @@ impl NodeCore {
         } else {
             Vec::new()
         };
-        let Some(replica) = self.replicas.iter_mut().find(|r| r.shard == shard) else {
+        let Some(replica) = self.replicas.get_mut(&shard) else {
             self.reply(from, id, Reply::NoSuchShard);
             return;
         };
+        let group = group_of(shard);
         let reply = match consistency {
             Consistency::Any | Consistency::Session => {
-                let applied = replica.node.applied_index().0;
+                let applied = self.multi.group(group).map_or(0, |n| n.applied_index().0);
                 let stale = consistency == Consistency::Any;
                 if stale || applied >= token {
                     let stores = self.stores.lock().unwrap_or_else(PoisonError::into_inner);
@@ -994,6 +1147,7 @@ impl NodeCore {
                         token,
                         deadline_ms: now_ms.saturating_add(SESSION_READ_WAIT_MS),
                     });
+                    self.session_waiting.insert(shard);
                     return;
                 } else {
                     Reply::Behind { applied, token }
@@ -1001,15 +1155,32 @@ impl NodeCore {
             }
             Consistency::Linearizable | Consistency::Lease => {
                 let lease = consistency == Consistency::Lease;
-                if replica.node.role() != Role::Leader {
+                let Some(mut node) = self.multi.group_mut(group) else {
+                    self.reply(from, id, Reply::NoSuchShard);
+                    return;
+                };
+                if node.role() != Role::Leader {
                     not_leader
-                } else if lease && !clocks_bounded(replica, &clocks) {
+                } else if lease && !clocks_bounded(replica, &node, &clocks) {
                     Reply::LeaseUnavailable
                 } else {
                     let outcome = if lease {
-                        replica.node.read_lease(id)
+                        match node.read_lease(id) {
+                            // A leader that was quiet (or just elected)
+                            // holds no lease until a quorum answers its
+                            // heartbeats: a ReadIndex read is at least as
+                            // fresh as a lease read, so it serves this one.
+                            Err(quorate_raft_core::Error::LeaseUnavailable) => {
+                                tracing::debug!(
+                                    shard,
+                                    "no lease (quiet leader): read index instead"
+                                );
+                                node.read_index(id)
+                            }
+                            other => other,
+                        }
                     } else {
-                        replica.node.read_index(id)
+                        node.read_index(id)
                     };
                     match outcome {
                         Ok(()) => {
@@ -1059,21 +1230,24 @@ impl NodeCore {
             Err(_) => self.hlc.last().as_u64(),
         };
         let not_leader = self.not_leader(shard);
-        let Some(replica) = self.replica_mut(shard) else {
+        let group = group_of(shard);
+        let (Some(replica), Some(node)) = (self.replicas.get_mut(&shard), self.multi.group(group))
+        else {
             self.reply(from, id, Reply::NoSuchShard);
             return;
         };
-        if replica.node.role() != Role::Leader {
+        if node.role() != Role::Leader {
             self.reply(from, id, not_leader);
             return;
         }
         if applied {
             // A retry of an applied write: answer, do not apply again. The
             // write's entry is at or below the applied index.
-            let index = replica.node.applied_index().0;
+            let index = node.applied_index().0;
             self.reply(from, id, Reply::Written { index });
             return;
         }
+        let term = node.term().0;
         let (command, key) = match write {
             None => (Command::RegisterSession { stamp }, None),
             Some(w) => {
@@ -1092,8 +1266,7 @@ impl NodeCore {
                 (command, Some(key))
             }
         };
-        let term = replica.node.term().0;
-        match replica.node.propose(command.encode()) {
+        match self.multi.propose(group, command.encode()) {
             Ok(index) => {
                 let waiter = Waiter {
                     term,
@@ -1115,18 +1288,20 @@ impl NodeCore {
             Err(_) => self.hlc.last().as_u64(),
         };
         let not_leader = self.not_leader(shard);
-        let Some(replica) = self.replica_mut(shard) else {
+        let group = group_of(shard);
+        let (Some(replica), Some(node)) = (self.replicas.get_mut(&shard), self.multi.group(group))
+        else {
             self.reply(from, id, Reply::NoSuchShard);
             return;
         };
-        if replica.node.role() != Role::Leader {
+        if node.role() != Role::Leader {
             self.reply(from, id, not_leader);
             return;
         }
-        let term = replica.node.term().0;
-        match replica
-            .node
-            .propose(Command::Txn { stamp, command }.encode())
+        let term = node.term().0;
+        match self
+            .multi
+            .propose(group, Command::Txn { stamp, command }.encode())
         {
             Ok(index) => {
                 let waiter = Waiter {
@@ -1141,19 +1316,14 @@ impl NodeCore {
         }
     }
 
-    fn replica_mut(&mut self, shard: u32) -> Option<&mut Replica> {
-        self.replicas.iter_mut().find(|r| r.shard == shard)
-    }
-
     /// The answer to a request for `shard` this node cannot serve: the
     /// leader it knows of and, so clients can reach servers that joined
     /// after they started, where that leader listens.
     fn not_leader(&self, shard: u32) -> Reply {
         let hint = self
-            .replicas
-            .iter()
-            .find(|r| r.shard == shard)
-            .and_then(|r| r.node.leader())
+            .multi
+            .group(group_of(shard))
+            .and_then(Node::leader)
             .map_or(0, |l| l.0);
         let addr = self
             .peers
@@ -1167,20 +1337,22 @@ impl NodeCore {
     /// removes it; only the shard's leader can.
     fn change_membership(&mut self, shard: u32, server: u64, add: bool) -> Reply {
         let not_leader = self.not_leader(shard);
-        let Some(r) = self.replica_mut(shard) else {
+        let Some(mut node) = self.multi.group_mut(group_of(shard)) else {
             return Reply::NoSuchShard;
         };
-        if r.node.role() != Role::Leader {
+        if node.role() != Role::Leader {
             return not_leader;
         }
         let outcome = if add {
-            r.node.add_voter(NodeId(server))
+            node.add_voter(NodeId(server))
         } else {
-            r.node.remove_member(NodeId(server)).map(|_| ())
+            node.remove_member(NodeId(server)).map(|_| ())
         };
+        drop(node);
         match outcome {
             Ok(()) => {
                 if add {
+                    self.promoting.insert(shard);
                     self.note(NodeEvent::LearnerAdded { shard, id: server });
                 }
                 Reply::Accepted
@@ -1194,27 +1366,42 @@ impl NodeCore {
         events.push(event);
     }
 
+    /// One tick: the Raft groups whose timers are due act (the others
+    /// cost nothing), clock probes go out every [`PROBE_TICKS`], and every
+    /// gossip period the shards whose applied index moved since their last
+    /// round start one (and every [`IDLE_PERIODS`], one idle shard in turn).
     fn on_tick(&mut self) {
-        let gossip_ticks = self.gossip_ticks;
-        let stores = self.stores.lock().unwrap_or_else(PoisonError::into_inner);
-        for r in &mut self.replicas {
-            let _shard = tracing::info_span!("shard", shard = r.shard).entered();
-            r.node.tick();
-            r.anti_entropy.tick();
-            r.ticks += 1;
-            if gossip_ticks > 0
-                && r.ticks.is_multiple_of(gossip_ticks)
-                && r.node.role() == Role::Leader
-                && let Some(store) = stores.get(r.shard as usize)
-            {
-                let others = r.others();
-                let (term, applied) = (r.node.term().0, r.node.applied_index().0);
-                r.anti_entropy
-                    .start_round(term, applied, store.leaf_hashes(), &others);
+        self.multi.tick();
+        self.ticks += 1;
+        if self.gossip_ticks > 0 && self.ticks.is_multiple_of(self.gossip_ticks) {
+            let moved = std::mem::take(&mut self.gossip_moved);
+            let mut started = 0;
+            for shard in moved {
+                started += usize::from(self.start_round(shard, false));
+            }
+            // Idle shards, round robin from where the last check stopped.
+            let mut idle_rounds = 0;
+            if (self.ticks / self.gossip_ticks).is_multiple_of(IDLE_PERIODS) {
+                let after = self.scrub_cursor;
+                let order: Vec<u32> = self
+                    .replicas
+                    .range(after.saturating_add(1)..)
+                    .chain(self.replicas.range(..=after))
+                    .map(|(&shard, _)| shard)
+                    .take(IDLE_SCAN)
+                    .collect();
+                for shard in order {
+                    self.scrub_cursor = shard;
+                    if self.start_round(shard, true) {
+                        idle_rounds += 1;
+                        break;
+                    }
+                }
+            }
+            if started + idle_rounds > 0 {
+                tracing::trace!(started, idle_rounds, "anti-entropy rounds");
             }
         }
-        drop(stores);
-        self.ticks += 1;
         if self.ticks % PROBE_TICKS == 1 {
             let t1 = self.now_ns();
             for peer in self.members() {
@@ -1226,8 +1413,16 @@ impl NodeCore {
         // client tries another replica.
         let now_ms = self.now_ms;
         let mut behind = Vec::new();
-        for r in &mut self.replicas {
-            let applied = r.node.applied_index().0;
+        let waiting: Vec<u32> = self.session_waiting.iter().copied().collect();
+        for shard in waiting {
+            let applied = self
+                .multi
+                .group(group_of(shard))
+                .map_or(0, |n| n.applied_index().0);
+            let Some(r) = self.replicas.get_mut(&shard) else {
+                self.session_waiting.remove(&shard);
+                continue;
+            };
             r.session_reads.retain(|read| {
                 if now_ms < read.deadline_ms {
                     return true;
@@ -1239,25 +1434,60 @@ impl NodeCore {
                 behind.push((read.client, read.id, reply));
                 false
             });
+            if r.session_reads.is_empty() {
+                self.session_waiting.remove(&shard);
+            }
         }
         for (client, id, reply) in behind {
             self.reply(client, id, reply);
         }
     }
 
+    /// Starts an anti-entropy round of `shard` if this node leads it and
+    /// its applied index moved since its last round (or, `idle`, even if
+    /// not: the periodic check of quiet shards). Whether it started one.
+    fn start_round(&mut self, shard: u32, idle: bool) -> bool {
+        let Some(node) = self.multi.group(group_of(shard)) else {
+            return false;
+        };
+        let Some(r) = self.replicas.get_mut(&shard) else {
+            return false;
+        };
+        let (term, applied) = (node.term().0, node.applied_index().0);
+        let moved = r.gossiped_at != Some(applied);
+        if node.role() != Role::Leader || !(moved || idle) {
+            return false;
+        }
+        let stores = self.stores.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(store) = stores.get(shard as usize) else {
+            return false;
+        };
+        r.anti_entropy.tick_to(self.ticks);
+        r.anti_entropy
+            .start_round(term, applied, store.leaf_hashes(), &others(node));
+        r.gossiped_at = Some(applied);
+        self.gossip_touched.insert(shard);
+        true
+    }
+
     fn on_gossip(&mut self, from: u64, gossip: Gossip) {
         let shard = gossip.shard();
-        let Some(r) = self.replicas.iter_mut().find(|r| r.shard == shard) else {
+        let (Some(r), Some(node)) = (
+            self.replicas.get_mut(&shard),
+            self.multi.group(group_of(shard)),
+        ) else {
             return;
         };
-        let (voters, others) = (r.voters(), r.others());
+        let (voters, others) = (voters(node), others(node));
         let view = View {
-            term: r.node.term().0,
-            leader: r.node.leader().map(|l| l.0),
-            applied: r.node.applied_index().0,
+            term: node.term().0,
+            leader: node.leader().map(|l| l.0),
+            applied: node.applied_index().0,
             voters: &voters,
             others: &others,
         };
+        r.anti_entropy.tick_to(self.ticks);
+        self.gossip_touched.insert(shard);
         let applied = view.applied;
         let asked_before = r.anti_entropy.asked().len();
         let action = r.anti_entropy.handle(from, gossip, view);
@@ -1318,8 +1548,10 @@ impl NodeCore {
     /// Sends the queued anti-entropy messages.
     fn flush_gossip(&mut self) {
         let mut out = std::mem::take(&mut self.gossip);
-        for r in &mut self.replicas {
-            out.extend(r.anti_entropy.drain_transmits());
+        for shard in std::mem::take(&mut self.gossip_touched) {
+            if let Some(r) = self.replicas.get_mut(&shard) {
+                out.extend(r.anti_entropy.drain_transmits());
+            }
         }
         for (to, gossip) in out {
             let frame = Frame::new(ANTI_ENTROPY_CHANNEL, gossip.encode());
@@ -1340,23 +1572,25 @@ impl NodeCore {
         let stores = self.stores.lock().unwrap_or_else(PoisonError::into_inner);
         let ids = |set: &BTreeSet<NodeId>| set.iter().map(|n| n.0).collect();
         self.replicas
-            .iter()
-            .filter_map(|r| Some((r, stores.get(r.shard as usize)?)))
-            .map(|(r, s)| ShardStatus {
-                shard: r.shard,
-                leader: r.node.leader().map_or(0, |l| l.0),
-                term: r.node.term().0,
-                commit: r.node.commit_index().0,
-                applied: r.node.applied_index().0,
+            .keys()
+            .filter_map(|&shard| {
+                let node = self.multi.group(group_of(shard))?;
+                Some((shard, node, stores.get(shard as usize)?))
+            })
+            .map(|(shard, node, s)| ShardStatus {
+                shard,
+                leader: node.leader().map_or(0, |l| l.0),
+                term: node.term().0,
+                commit: node.commit_index().0,
+                applied: node.applied_index().0,
                 keys: s.len() as u64,
                 root: s.merkle_tree().root().0.0,
-                voters: ids(r.node.configuration().voters()),
-                learners: ids(r.node.configuration().learners()),
-                peers: r
-                    .others()
+                voters: ids(node.configuration().voters()),
+                learners: ids(node.configuration().learners()),
+                peers: others(node)
                     .into_iter()
                     .map(|id| {
-                        let progress = r.node.progress(NodeId(id));
+                        let progress = node.progress(NodeId(id));
                         let queue = self.queues.get(&id).copied().unwrap_or_default();
                         PeerStatus {
                             id,
@@ -1366,8 +1600,15 @@ impl NodeCore {
                         }
                     })
                     .collect(),
+                quiesced: node.is_quiesced(),
             })
             .collect()
+    }
+
+    /// The multi-raft layer's counters (batches, beats, group ticks,
+    /// quiescences), for tests and the simulation.
+    pub fn multi_stats(&self) -> quorate_raft_core::multi::MultiStats {
+        self.multi.stats()
     }
 
     /// Persists, sends and applies everything the replicas have ready:
@@ -1395,35 +1636,46 @@ impl NodeCore {
         let mut repairs_due = Vec::new();
         let mut promotions = Vec::new();
         let mut abandoned = Vec::new();
-        for r in &mut self.replicas {
-            let _shard = tracing::info_span!("shard", shard = r.shard).entered();
-            while let Some(mut ready) = r.node.ready()? {
-                for m in ready.take_messages() {
-                    let mut buf = BytesMut::new();
-                    quorate_raft_core::codec::encode(&m, &mut buf);
-                    let frame = Frame::new(ChannelId(r.shard), buf.freeze())
-                        .with_flags(raft_flags(&m.body));
-                    self.traffic
-                        .count(traffic_kind(&m.body), frame.payload.len());
-                    if let Some(frame) = send(PeerId(m.to.0), frame) {
-                        self.outbox.push_back((PeerId(m.to.0), frame));
-                    }
-                }
+        loop {
+            // Only the groups an input touched are looked at; their
+            // messages are in the per-peer batches once taken.
+            let mut readies = Vec::new();
+            while let Some(ready) = self.multi.ready()? {
+                readies.push(ready);
+            }
+            // Raft messages go out before the round's fsyncs, coalesced
+            // over every group that had something to say.
+            self.transmit(send);
+            if readies.is_empty() {
+                break;
+            }
+            for (group, mut ready) in readies {
+                let Ok(shard) = u32::try_from(group.0) else {
+                    continue;
+                };
+                let _shard = tracing::info_span!("shard", shard).entered();
+                let (Some(r), Some(mut node)) =
+                    (self.replicas.get_mut(&shard), self.multi.group_mut(group))
+                else {
+                    continue;
+                };
                 if let Some(snapshot) = ready.take_snapshot() {
                     // Durable before the store changes and before `advance`
                     // lets the node acknowledge it to the leader.
                     let (index, data) = (snapshot.meta.index.0, snapshot.data.clone());
-                    r.node.storage_mut().install(snapshot)?;
+                    node.storage_mut().install(snapshot)?;
                     let mut stores = self.stores.lock().unwrap_or_else(PoisonError::into_inner);
-                    if let Some(store) = stores.get_mut(r.shard as usize) {
+                    if let Some(store) = stores.get_mut(shard as usize) {
                         store.install(index, data)?;
                     }
                 }
-                r.node
-                    .storage_mut()
+                node.storage_mut()
                     .persist(ready.entries(), ready.hard_state())?;
+                drop(node);
                 let committed = ready.take_committed_entries();
                 if !committed.is_empty() {
+                    self.gossip_moved.insert(shard);
+                    self.gossip_touched.insert(shard);
                     let mut stores = self.stores.lock().unwrap_or_else(PoisonError::into_inner);
                     for entry in committed {
                         let (index, term) = (entry.index.0, entry.term.0);
@@ -1438,7 +1690,7 @@ impl NodeCore {
                                 .hlc
                                 .update(HlcTimestamp::from_u64(command.stamp()), self.now_ms);
                             let applied = stores
-                                .get_mut(r.shard as usize)
+                                .get_mut(shard as usize)
                                 .map(|store| store.apply(index, command));
                             if let Some(w) = r.pending_writes.take(index, term)
                                 && let Some(applied) = applied
@@ -1449,74 +1701,112 @@ impl NodeCore {
                         // The store is exactly at `index` now, until the
                         // next entry: the moment a round or a repair at
                         // `index` waits for.
-                        let store = stores.get_mut(r.shard as usize);
+                        let store = stores.get_mut(shard as usize);
                         at_index(r, store, index, &mut repairs_due);
                     }
                 }
                 r.confirmed_reads.extend(ready.take_read_states());
-                r.node.advance(ready)?;
-            }
-            let leader = r.node.leader().map(|l| (l.0, r.node.term().0));
-            if leader.map(|l| l.0) != r.leader.map(|l| l.0) {
-                match leader {
-                    Some((id, term)) => tracing::info!(leader = id, term, "leader changed"),
-                    None => tracing::info!(term = r.node.term().0, "no leader"),
+                self.multi.advance(group, ready)?;
+                let Some(mut node) = self.multi.group_mut(group) else {
+                    continue;
+                };
+                let leader = node.leader().map(|l| (l.0, node.term().0));
+                if leader.map(|l| l.0) != r.leader.map(|l| l.0) {
+                    match leader {
+                        Some((id, term)) => tracing::info!(leader = id, term, "leader changed"),
+                        None => tracing::info!(term = node.term().0, "no leader"),
+                    }
+                    r.leader = leader;
                 }
-                r.leader = leader;
-            }
-            while let Some(outcome) = r.node.poll_promotion() {
-                promotions.push((r.shard, outcome));
-            }
-            if r.node.role() != Role::Leader {
-                // Leadership moved (or this server was removed): send the
-                // waiting clients on now rather than after their timeout.
-                // A write may still commit; its retry carries the same
-                // session and sequence number, so it applies once either way.
-                let writes = r.pending_writes.drain();
-                let reads = r
-                    .pending_reads
-                    .drain()
-                    .map(|(id, (client, _))| (client, id));
-                let waiting: Vec<(PeerId, u64)> = writes.chain(reads).collect();
-                if !waiting.is_empty() {
-                    r.confirmed_reads.clear();
-                    abandoned.push((r.shard, waiting));
+                while let Some(outcome) = node.poll_promotion() {
+                    promotions.push((shard, outcome));
                 }
+                if node.role() != Role::Leader {
+                    // Leadership moved (or this server was removed): send the
+                    // waiting clients on now rather than after their timeout.
+                    // A write may still commit; its retry carries the same
+                    // session and sequence number, so it applies once either way.
+                    let writes = r.pending_writes.drain();
+                    let reads = r
+                        .pending_reads
+                        .drain()
+                        .map(|(id, (client, _))| (client, id));
+                    let waiting: Vec<(PeerId, u64)> = writes.chain(reads).collect();
+                    if !waiting.is_empty() {
+                        r.confirmed_reads.clear();
+                        abandoned.push((shard, waiting));
+                    }
+                }
+                let applied = node.applied_index();
+                let mut stores = self.stores.lock().unwrap_or_else(PoisonError::into_inner);
+                // A snapshot may have brought the store to a round's index.
+                let store = stores.get_mut(shard as usize);
+                at_index(r, store, applied.0, &mut repairs_due);
+                self.gossip_touched.insert(shard);
+                let store = stores.get(shard as usize);
+                // The store reflects exactly the entries up to `applied` here.
+                let compacted = node.storage().snapshot_meta()?.index;
+                let by_count =
+                    self.compact_every > 0 && applied.0 >= compacted.0 + self.compact_every;
+                let by_size = self.compact_log_bytes > 0
+                    && applied > compacted
+                    && node.storage().wants_compaction(self.compact_log_bytes);
+                if let Some(store) = store
+                    && (by_count || by_size)
+                {
+                    node.storage_mut().compact(applied, store.snapshot())?;
+                }
+                drop(node);
+                r.confirmed_reads.retain(|read| {
+                    if read.index > applied {
+                        return true;
+                    }
+                    if let Some((client, key)) = r.pending_reads.remove(&read.id) {
+                        replies.push((client, read.id, value_reply(store, &key, applied.0, false)));
+                    }
+                    false
+                });
+                r.session_reads.retain(|read| {
+                    if read.token > applied.0 {
+                        return true;
+                    }
+                    let reply = value_reply(store, &read.key, applied.0, false);
+                    replies.push((read.client, read.id, reply));
+                    false
+                });
             }
-            let applied = r.node.applied_index();
-            let mut stores = self.stores.lock().unwrap_or_else(PoisonError::into_inner);
-            // A snapshot may have brought the store to a round's index.
-            let store = stores.get_mut(r.shard as usize);
-            at_index(r, store, applied.0, &mut repairs_due);
-            let store = stores.get(r.shard as usize);
-            // The store reflects exactly the entries up to `applied` here.
-            let compacted = r.node.storage().snapshot_meta()?.index;
-            let by_count = self.compact_every > 0 && applied.0 >= compacted.0 + self.compact_every;
-            let by_size = self.compact_log_bytes > 0
-                && applied > compacted
-                && r.node.storage().wants_compaction(self.compact_log_bytes);
-            if let Some(store) = store
-                && (by_count || by_size)
-            {
-                r.node.storage_mut().compact(applied, store.snapshot())?;
+        }
+        // Catch-ups end on ticks too (a lagging learner is given up on).
+        for shard in std::mem::take(&mut self.promoting) {
+            let Some(mut node) = self.multi.group_mut(group_of(shard)) else {
+                continue;
+            };
+            while let Some(outcome) = node.poll_promotion() {
+                promotions.push((shard, outcome));
             }
-            r.confirmed_reads.retain(|read| {
-                if read.index > applied {
-                    return true;
+            if node.role() == Role::Leader && node.catching_up().next().is_some() {
+                self.promoting.insert(shard);
+            }
+        }
+        while let Some(event) = self.multi.poll_event() {
+            match event {
+                MultiEvent::PeerDown(peer) => {
+                    tracing::info!(
+                        peer = peer.0,
+                        "peer down: no batch within the liveness timeout; waking its shards"
+                    );
                 }
-                if let Some((client, key)) = r.pending_reads.remove(&read.id) {
-                    replies.push((client, read.id, value_reply(store, &key, applied.0, false)));
+                MultiEvent::PeerUp(peer) => {
+                    tracing::info!(peer = peer.0, "peer up again; waking its shards");
                 }
-                false
-            });
-            r.session_reads.retain(|read| {
-                if read.token > applied.0 {
-                    return true;
+                MultiEvent::PeerRestarted(peer) => {
+                    tracing::info!(
+                        peer = peer.0,
+                        "peer restarted (new incarnation); waking its shards"
+                    );
                 }
-                let reply = value_reply(store, &read.key, applied.0, false);
-                replies.push((read.client, read.id, reply));
-                false
-            });
+                other => tracing::info!(?other, "multi-raft event"),
+            }
         }
         for (to, id, body) in replies {
             self.reply(to, id, body);
@@ -1539,9 +1829,95 @@ impl NodeCore {
                 keys,
             });
         }
+        self.transmit(send);
         self.flush_gossip();
         Ok(())
     }
+
+    /// Encodes the batches the groups made, one per peer (split into an
+    /// urgent and a bulk frame, and at [`MAX_BATCH_FRAME_BYTES`]), and
+    /// hands them to `send`; what it does not take waits in the outbox.
+    fn transmit(&mut self, send: &mut dyn FnMut(PeerId, Frame) -> Option<Frame>) {
+        while let Some(batch) = self.multi.poll_transmit() {
+            let to = PeerId(batch.to.0);
+            for frame in batch_frames(batch, &mut self.traffic) {
+                if let Some(frame) = send(to, frame) {
+                    self.outbox.push_back((to, frame));
+                }
+            }
+        }
+    }
+}
+
+/// Adds `frames` frames and `bytes` bytes to `kind` in `traffic`.
+fn count_traffic(traffic: &mut Traffic, kind: TrafficKind, frames: u64, bytes: u64) {
+    let i = TrafficKind::ALL.iter().position(|&k| k == kind);
+    if let Some(c) = i.and_then(|i| traffic.sent.get_mut(i)) {
+        c.frames += frames;
+        c.bytes += bytes;
+    }
+}
+
+/// The transport's frame header, as [`Traffic`] counts it.
+const FRAME_HEADER: u64 = 9;
+
+/// A batch's frames: its control messages (urgent: votes, heartbeats,
+/// answers) and its bulk messages (appends with entries, snapshots,
+/// forwards) apart, so that control traffic never waits behind bulk, each
+/// cut at [`MAX_BATCH_FRAME_BYTES`] and [`MAX_BATCH_MESSAGES`]; an empty
+/// batch (a liveness beat) is one urgent frame. [`Traffic`] counts each
+/// Raft message as one frame of its kind (a beat as a heartbeat), and
+/// every byte on the wire once: a frame's header and batch header go to
+/// its first message's kind.
+fn batch_frames(batch: Batch, traffic: &mut Traffic) -> Vec<Frame> {
+    let Batch {
+        from,
+        to,
+        incarnation,
+        messages,
+    } = batch;
+    let encode = |messages: Vec<(GroupId, Message)>, flags: Flags| {
+        let batch = Batch {
+            from,
+            to,
+            incarnation,
+            messages,
+        };
+        let mut buf = BytesMut::new();
+        codec::encode_batch(&batch, &mut buf);
+        Frame::new(RAFT_CHANNEL, buf.freeze()).with_flags(flags)
+    };
+    let overhead = BATCH_HEADER_LEN as u64 + FRAME_HEADER;
+    if messages.is_empty() {
+        count_traffic(traffic, TrafficKind::Heartbeat, 1, overhead);
+        return vec![encode(Vec::new(), Flags::URGENT)];
+    }
+    let (urgent, bulk): (Vec<_>, Vec<_>) = messages
+        .into_iter()
+        .partition(|(_, m)| raft_flags(&m.body) == Flags::URGENT);
+    let mut frames = Vec::new();
+    for (flags, part) in [(Flags::URGENT, urgent), (Flags::NONE, bulk)] {
+        let mut chunk: Vec<(GroupId, Message)> = Vec::new();
+        let mut size = BATCH_HEADER_LEN;
+        for (group, m) in part {
+            let len = codec::batched_len(group, &m);
+            if !chunk.is_empty()
+                && (size + len > MAX_BATCH_FRAME_BYTES || chunk.len() >= MAX_BATCH_MESSAGES)
+            {
+                frames.push(encode(std::mem::take(&mut chunk), flags));
+                size = BATCH_HEADER_LEN;
+            }
+            let kind = traffic_kind(&m.body);
+            let first = if chunk.is_empty() { overhead } else { 0 };
+            count_traffic(traffic, kind, 1, len as u64 + first);
+            size += len;
+            chunk.push((group, m));
+        }
+        if !chunk.is_empty() {
+            frames.push(encode(chunk, flags));
+        }
+    }
+    frames
 }
 
 /// Raft's control traffic (elections, heartbeats, acknowledgments) is
@@ -1611,4 +1987,101 @@ fn install_bucket(store: &mut KvStore, bucket: u64, entries: Vec<BucketEntry>) {
         })
         .collect();
     store.replace_bucket(bucket, entries);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn too_few_open_files_for_the_shard_logs_is_refused_up_front() {
+        let refused = check_open_files(1024, 1024);
+        assert!(
+            matches!(
+                refused,
+                Err(Error::TooFewFileDescriptors {
+                    shards: 1024,
+                    needed: 1040,
+                    limit: 1024
+                })
+            ),
+            "{refused:?}"
+        );
+        assert!(check_open_files(1024, 1040).is_ok());
+        assert!(check_open_files(2, 20_000).is_ok());
+    }
+
+    #[test]
+    fn an_empty_batch_is_one_urgent_beat_and_counted_once() {
+        let mut traffic = Traffic::default();
+        let beat = Batch {
+            from: NodeId(1),
+            to: NodeId(2),
+            incarnation: 7,
+            messages: Vec::new(),
+        };
+        let frames = batch_frames(beat.clone(), &mut traffic);
+        assert_eq!(frames.len(), 1);
+        assert_eq!(frames[0].flags, Flags::URGENT);
+        assert_eq!(frames[0].channel, RAFT_CHANNEL);
+        let decoded = codec::decode_batch(frames[0].payload.clone(), 1).unwrap();
+        assert_eq!(decoded, beat);
+        let counted = traffic.get(TrafficKind::Heartbeat);
+        assert_eq!(counted.frames, 1);
+        assert_eq!(counted.bytes, frames[0].payload.len() as u64 + FRAME_HEADER);
+    }
+
+    #[test]
+    fn control_and_bulk_messages_travel_apart_and_every_byte_is_counted() {
+        let message = |body| Message {
+            from: NodeId(1),
+            to: NodeId(2),
+            term: quorate_raft_core::Term(3),
+            body,
+        };
+        let heartbeat = message(MessageBody::Heartbeat {
+            commit: quorate_raft_core::LogIndex(4),
+            round: 1,
+            quiesce: false,
+        });
+        let append = message(MessageBody::AppendEntries {
+            prev_log_index: quorate_raft_core::LogIndex(4),
+            prev_log_term: quorate_raft_core::Term(3),
+            entries: vec![quorate_raft_core::Entry {
+                term: quorate_raft_core::Term(3),
+                index: quorate_raft_core::LogIndex(5),
+                data: Bytes::from_static(b"put"),
+            }],
+            leader_commit: quorate_raft_core::LogIndex(4),
+        });
+        let batch = Batch {
+            from: NodeId(1),
+            to: NodeId(2),
+            incarnation: 7,
+            messages: vec![
+                (GroupId(0), append.clone()),
+                (GroupId(1), heartbeat.clone()),
+                (GroupId(2), heartbeat.clone()),
+            ],
+        };
+        let mut traffic = Traffic::default();
+        let frames = batch_frames(batch, &mut traffic);
+        assert_eq!(frames.len(), 2);
+        assert_eq!(frames[0].flags, Flags::URGENT);
+        assert_eq!(frames[1].flags, Flags::NONE);
+        let urgent = codec::decode_batch(frames[0].payload.clone(), 10).unwrap();
+        assert_eq!(
+            urgent.messages,
+            vec![(GroupId(1), heartbeat.clone()), (GroupId(2), heartbeat)]
+        );
+        let bulk = codec::decode_batch(frames[1].payload.clone(), 10).unwrap();
+        assert_eq!(bulk.messages, vec![(GroupId(0), append)]);
+        let wire: u64 = frames
+            .iter()
+            .map(|f| f.payload.len() as u64 + FRAME_HEADER)
+            .sum();
+        assert_eq!(traffic.between_nodes().bytes, wire);
+        assert_eq!(traffic.get(TrafficKind::Heartbeat).frames, 2);
+        assert_eq!(traffic.get(TrafficKind::Append).frames, 1);
+    }
 }

@@ -20,6 +20,11 @@ impl<S: Storage> Node<S> {
     /// next does something; [`tick_by`](Node::tick_by) takes many ticks at
     /// once.
     pub fn tick(&mut self) {
+        if self.quiesced {
+            // Time passes (leases end), nothing acts.
+            self.skip_quiet_ticks(1);
+            return;
+        }
         self.ticks = self.ticks.saturating_add(1);
         match self.role {
             Role::Leader => {
@@ -29,7 +34,7 @@ impl<S: Storage> Node<S> {
                     // Only these beats measure how long appends go
                     // unanswered; ReadIndex rounds come at any rate.
                     self.progress.iter_mut().for_each(Progress::beat);
-                    self.broadcast_heartbeat();
+                    self.broadcast_heartbeat(false);
                 }
                 self.election_elapsed += 1;
                 if self.election_elapsed >= self.config.election_tick {
@@ -174,6 +179,7 @@ impl<S: Storage> Node<S> {
             peer = to.0,
             "leadership transfer started"
         );
+        self.wake();
         self.transferee = Some(to);
         self.transfer_elapsed = 0;
         self.maybe_send_timeout_now(to);
@@ -271,6 +277,10 @@ impl<S: Storage> Node<S> {
             self.term = term;
             self.vote = None;
         }
+        if self.quiesced {
+            self.quiesced = false;
+            self.resume_follower_timer();
+        }
         self.role = Role::Follower;
         self.leader = leader;
         self.votes.clear();
@@ -304,6 +314,7 @@ impl<S: Storage> Node<S> {
     pub(super) fn start_campaign(&mut self, role: Role) {
         self.role = role;
         self.leader = None;
+        self.quiesced = false;
         self.votes.clear();
         self.progress.clear();
         self.pending_reads.clear();
@@ -350,6 +361,7 @@ impl<S: Storage> Node<S> {
         );
         self.role = Role::Leader;
         self.leader = Some(self.id);
+        self.quiesced = false;
         self.votes.clear();
         self.transferee = None;
         self.forget_uncommitted();

@@ -154,6 +154,7 @@ impl<S: Storage> Node<S> {
         if !self.configuration.learners().contains(&id) {
             self.add_learner(id)?;
         }
+        self.wake();
         let catch_up = CatchUp::new(id, self.log.last_index(), self.ticks);
         self.catching_up.push(catch_up);
         self.advance_catch_ups();

@@ -11,12 +11,14 @@
 //! - `membership`: configuration changes, learners, witnesses, catch-up;
 //! - `reads`: ReadIndex and lease reads;
 //! - `ready`: the `Ready` pipeline and `advance`;
-//! - `timers`: `poll_timeout` (which tick next acts) and `tick_by`.
+//! - `timers`: `poll_timeout` (which tick next acts) and `tick_by`;
+//! - `quiesce`: stopping the timers of an idle group, and waking it.
 
 mod election;
 mod follower;
 mod membership;
 mod propose;
+mod quiesce;
 mod reads;
 mod ready;
 mod replication;
@@ -189,6 +191,8 @@ pub struct Node<S> {
     uncommitted: VecDeque<(LogIndex, u64)>,
     /// Leader: the sum of the sizes in `uncommitted`.
     uncommitted_bytes: u64,
+    /// Timers stopped (see the `quiesce` module).
+    quiesced: bool,
 }
 
 /// A ReadIndex request waiting for heartbeat answers.
@@ -269,6 +273,7 @@ impl<S: Storage> Node<S> {
             promotions: VecDeque::new(),
             uncommitted: VecDeque::new(),
             uncommitted_bytes: 0,
+            quiesced: false,
             config,
         };
         let applied = node.config.applied;

@@ -60,6 +60,8 @@ impl<S: Storage> Node<S> {
 
     /// Appends an entry of the current term to the leader's log.
     pub(super) fn append_as_leader(&mut self, data: Bytes) -> LogIndex {
+        // A quiet leader has work again.
+        self.wake();
         let index = self.log.last_index().next();
         let configuration = Configuration::decode(&data);
         let size = data.len() as u64;

@@ -47,6 +47,7 @@ impl<S: Storage> Node<S> {
             index: self.log.committed,
             round: self.read_round + 1,
         });
+        self.wake();
         self.confirm_reads();
         Ok(())
     }
@@ -77,6 +78,7 @@ impl<S: Storage> Node<S> {
             id,
             index: self.log.committed,
         });
+        self.wake();
         Ok(())
     }
 
@@ -139,7 +141,7 @@ impl<S: Storage> Node<S> {
             .back()
             .is_some_and(|read| read.round > self.read_round);
         if unsent {
-            self.broadcast_heartbeat();
+            self.broadcast_heartbeat(false);
         }
     }
 }

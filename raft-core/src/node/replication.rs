@@ -15,7 +15,7 @@ impl<S: Storage> Node<S> {
     /// a tick-driven beat for detecting lost appends.
     pub fn ping(&mut self) {
         if self.role == Role::Leader {
-            self.broadcast_heartbeat();
+            self.broadcast_heartbeat(false);
         }
     }
 
@@ -338,7 +338,9 @@ impl<S: Storage> Node<S> {
         Ok(())
     }
 
-    pub(super) fn broadcast_heartbeat(&mut self) {
+    /// One heartbeat round to every follower; `quiesce` marks it as the
+    /// last before the leader goes quiet.
+    pub(super) fn broadcast_heartbeat(&mut self, quiesce: bool) {
         let committed = self.log.committed;
         let beats: Vec<(NodeId, LogIndex)> = self
             .progress
@@ -352,7 +354,14 @@ impl<S: Storage> Node<S> {
             self.round_sent.pop_front();
         }
         for (to, commit) in beats {
-            self.send(to, MessageBody::Heartbeat { commit, round });
+            self.send(
+                to,
+                MessageBody::Heartbeat {
+                    commit,
+                    round,
+                    quiesce,
+                },
+            );
         }
     }
 }

@@ -152,6 +152,11 @@ impl<S: Storage> Node<S> {
                 why,
             }));
         }
+        // Every message of the group but a heartbeat answer needs this
+        // node awake: a quiet leader's followers answer its last beat.
+        if !matches!(m.body, MessageBody::HeartbeatResponse { .. }) {
+            self.wake();
+        }
         self.handle(m)?;
         Ok(StepOutcome::Handled)
     }
@@ -250,10 +255,17 @@ impl<S: Storage> Node<S> {
                 }
                 Ok(())
             }
-            MessageBody::Heartbeat { commit, round } => {
+            MessageBody::Heartbeat {
+                commit,
+                round,
+                quiesce,
+            } => {
                 self.follow(m.from)?;
                 self.log.commit_to(commit);
                 self.reply(m.from, MessageBody::HeartbeatResponse { round });
+                if quiesce {
+                    self.follower_quiesce(m.from);
+                }
                 Ok(())
             }
             MessageBody::AppendEntriesResponse { outcome } => {

@@ -107,7 +107,7 @@ impl<S: Storage> Node<S> {
 
     /// `k` ticks at which, as [`due`](Node::due) found, nothing but the
     /// counters moves: what `k` calls of [`tick`](Node::tick) would do.
-    fn skip_quiet_ticks(&mut self, k: u64) {
+    pub(super) fn skip_quiet_ticks(&mut self, k: u64) {
         self.ticks = self.ticks.saturating_add(k);
         let k = u32::try_from(k).unwrap_or(u32::MAX);
         self.election_elapsed = self.election_elapsed.saturating_add(k);
@@ -123,6 +123,9 @@ impl<S: Storage> Node<S> {
     /// [`tick`](Node::tick) does what `what` asks for, if no input comes
     /// first. Mirrors `tick` branch by branch.
     fn due(&self, what: Due) -> Option<u64> {
+        if self.quiesced {
+            return None;
+        }
         let now = self.ticks;
         // A counter at `elapsed` that acts on reaching `limit` (and at the
         // next tick if it is there already).
