@@ -24,8 +24,12 @@
 //! or may not have committed, as Elle handles it: if a committed
 //! transaction observed one of its writes it committed and joins the graph
 //! (its own reads, unknown, are not checked); otherwise it is taken as
-//! never having happened, which no read contradicts. Real time is not
-//! checked (serializability, not strict serializability).
+//! never having happened, which no read contradicts.
+//!
+//! [`check`] checks serializability; [`check_with`] also strict
+//! serializability ([`Isolation::StrictSerializable`]): real-time edges
+//! from every committed transaction to every one invoked after it
+//! completed, and a cycle through one is [`CycleKind::Realtime`].
 //!
 //! [`check_bank`] checks a bank workload: every committed transaction that
 //! reads all accounts sees the initial total, and, with the balances'
@@ -108,6 +112,9 @@ pub enum Dependency {
     /// `from` read a version of a key that `to` overwrote
     /// (anti-dependency).
     ReadWrite,
+    /// `from` completed before `to` was invoked (checked for strict
+    /// serializability only).
+    Realtime,
 }
 
 /// One edge of a reported cycle.
@@ -119,8 +126,8 @@ pub struct Step {
     pub to: TxnIndex,
     /// How (one of the edge's kinds, the strongest in the order above).
     pub dependency: Dependency,
-    /// The key the dependency is on.
-    pub key: u64,
+    /// The key the dependency is on (none for a real-time one).
+    pub key: Option<u64>,
 }
 
 /// Adya's name for a dependency cycle.
@@ -133,6 +140,22 @@ pub enum CycleKind {
     /// At least one anti-dependency (exactly one: G-single; write skew
     /// has two).
     G2,
+    /// Serializable, but only in an order that contradicts real time: a
+    /// transaction ordered before one that completed before it began
+    /// (checked for strict serializability only).
+    Realtime,
+}
+
+/// The isolation level a history is checked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Isolation {
+    /// Some serial order of the committed transactions explains every
+    /// read.
+    #[default]
+    Serializable,
+    /// And that order agrees with real time: a transaction that completed
+    /// before another was invoked comes first.
+    StrictSerializable,
 }
 
 /// What is wrong with a history.
@@ -291,7 +314,10 @@ impl fmt::Display for Anomaly {
             Anomaly::Cycle { kind, steps } => {
                 write!(f, "{kind:?} cycle:")?;
                 for s in steps {
-                    write!(f, " T{} -{:?}({})->", s.from, s.dependency, s.key)?;
+                    match s.key {
+                        Some(key) => write!(f, " T{} -{:?}({key})->", s.from, s.dependency)?,
+                        None => write!(f, " T{} -{:?}->", s.from, s.dependency)?,
+                    }
                 }
                 match steps.first() {
                     Some(s) => write!(f, " T{}", s.from),
@@ -328,8 +354,14 @@ struct Write<'a> {
     last: bool,
 }
 
-/// Checks a list-append history (see the module docs).
+/// Checks a list-append history for serializability (see the module
+/// docs).
 pub fn check(history: &[Txn<Mop>]) -> Verdict {
+    check_with(history, Isolation::Serializable)
+}
+
+/// Checks a list-append history for `isolation` (see the module docs).
+pub fn check_with(history: &[Txn<Mop>], isolation: Isolation) -> Verdict {
     let mut anomalies = Vec::new();
 
     // Every append, by key and token.
@@ -550,7 +582,7 @@ pub fn check(history: &[Txn<Mop>]) -> Verdict {
     for (&key, versions) in &order {
         for pair in versions.windows(2) {
             if let (Some(a), Some(b)) = (writer_of(key, pair[0]), writer_of(key, pair[1])) {
-                graph.add(a, b, Dependency::WriteWrite, key);
+                graph.add(a, b, Dependency::WriteWrite, Some(key));
             }
         }
     }
@@ -560,18 +592,26 @@ pub fn check(history: &[Txn<Mop>]) -> Verdict {
                 continue;
             };
             if let Some(w) = seen.last().and_then(|&t| writer_of(key, t)) {
-                graph.add(w, reader, Dependency::WriteRead, key);
+                graph.add(w, reader, Dependency::WriteRead, Some(key));
             }
             if let Some(w) = versions.get(seen.len()).and_then(|&t| writer_of(key, t)) {
-                graph.add(reader, w, Dependency::ReadWrite, key);
+                graph.add(reader, w, Dependency::ReadWrite, Some(key));
             }
         }
     }
     let committed_count = effective.iter().filter(|&&e| e).count();
     let edges = graph.edges.len();
-    for kind in [CycleKind::G0, CycleKind::G1c, CycleKind::G2] {
+    let mut kinds = vec![CycleKind::G0, CycleKind::G1c, CycleKind::G2];
+    if isolation == Isolation::StrictSerializable {
+        graph.add_realtime(history, &effective);
+        kinds.push(CycleKind::Realtime);
+    }
+    for kind in kinds {
         if let Some(steps) = graph.cycle(kind) {
-            anomalies.push(Anomaly::Cycle { kind, steps });
+            anomalies.push(Anomaly::Cycle {
+                kind,
+                steps: graph.collapse(steps),
+            });
         }
     }
     Verdict {
@@ -584,11 +624,14 @@ pub fn check(history: &[Txn<Mop>]) -> Verdict {
 /// Dependency edges, each with its kinds and one key per kind.
 #[derive(Default)]
 struct Graph {
-    edges: BTreeMap<(TxnIndex, TxnIndex), BTreeMap<Dependency, u64>>,
+    edges: BTreeMap<(TxnIndex, TxnIndex), BTreeMap<Dependency, Option<u64>>>,
+    /// Nodes from here on stand for moments of real time, not
+    /// transactions.
+    first_moment: Option<TxnIndex>,
 }
 
 impl Graph {
-    fn add(&mut self, from: TxnIndex, to: TxnIndex, dependency: Dependency, key: u64) {
+    fn add(&mut self, from: TxnIndex, to: TxnIndex, dependency: Dependency, key: Option<u64>) {
         if from != to {
             self.edges
                 .entry((from, to))
@@ -598,19 +641,81 @@ impl Graph {
         }
     }
 
-    /// A shortest cycle using only the dependencies `kind` allows, that
-    /// has one of the kind's own (a write-read edge for G1c, an
-    /// anti-dependency for G2), if there is one.
+    /// Real-time edges: `a -> b` whenever committed `a` completed before
+    /// effective `b` was invoked (an unknown transaction's completion is
+    /// unknown: it may commit later). In linear size, through one node per
+    /// completion: `a -> moment(a) -> next moment -> ... -> b`.
+    fn add_realtime(&mut self, history: &[Txn<Mop>], effective: &[bool]) {
+        let mut done: Vec<(u64, TxnIndex)> = history
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.outcome == TxnOutcome::Committed)
+            .filter_map(|(i, t)| t.ret.map(|r| (r, i)))
+            .collect();
+        done.sort_unstable();
+        let first = history.len();
+        self.first_moment = Some(first);
+        for (k, &(_, i)) in done.iter().enumerate() {
+            self.add(i, first + k, Dependency::Realtime, None);
+            if k > 0 {
+                self.add(first + k - 1, first + k, Dependency::Realtime, None);
+            }
+        }
+        for (i, t) in history.iter().enumerate() {
+            if !effective.get(i).copied().unwrap_or(false) {
+                continue;
+            }
+            // The last completion strictly before the invocation.
+            let before = done.partition_point(|&(ret, _)| ret < t.call);
+            if let Some(k) = before.checked_sub(1) {
+                self.add(first + k, i, Dependency::Realtime, None);
+            }
+        }
+    }
+
+    /// `steps` with each run through moments of real time as one
+    /// real-time step between transactions.
+    fn collapse(&self, steps: Vec<Step>) -> Vec<Step> {
+        let Some(first) = self.first_moment else {
+            return steps;
+        };
+        let mut out: Vec<Step> = Vec::new();
+        for s in steps {
+            match out.last_mut() {
+                Some(last) if last.to >= first => last.to = s.to,
+                _ => out.push(s),
+            }
+        }
+        // A cycle that starts inside a run: its head belongs to the tail.
+        if let Some(head) = out.first().copied()
+            && out.len() > 1
+            && head.from >= first
+        {
+            if let Some(last) = out.last_mut() {
+                last.to = head.to;
+            }
+            out.remove(0);
+        }
+        out
+    }
+
+    /// A cycle using only the dependencies `kind` allows, that has one of
+    /// the kind's own (a write-read edge for G1c, an anti-dependency for
+    /// G2, a real-time one for Realtime), if there is one: the first such
+    /// edge inside a strongly connected component, closed by a shortest
+    /// path back.
     fn cycle(&self, kind: CycleKind) -> Option<Vec<Step>> {
         let allowed = |d: Dependency| match kind {
             CycleKind::G0 => d == Dependency::WriteWrite,
-            CycleKind::G1c => d != Dependency::ReadWrite,
-            CycleKind::G2 => true,
+            CycleKind::G1c => d == Dependency::WriteWrite || d == Dependency::WriteRead,
+            CycleKind::G2 => d != Dependency::Realtime,
+            CycleKind::Realtime => true,
         };
         let needed = match kind {
             CycleKind::G0 => Dependency::WriteWrite,
             CycleKind::G1c => Dependency::WriteRead,
             CycleKind::G2 => Dependency::ReadWrite,
+            CycleKind::Realtime => Dependency::Realtime,
         };
         let mut next: Adjacency = BTreeMap::new();
         for (&(from, to), kinds) in &self.edges {
@@ -644,7 +749,7 @@ impl Graph {
     }
 }
 
-type Adjacency = BTreeMap<TxnIndex, Vec<(TxnIndex, Dependency, u64)>>;
+type Adjacency = BTreeMap<TxnIndex, Vec<(TxnIndex, Dependency, Option<u64>)>>;
 
 /// The strongly connected component of every node with an edge
 /// (Kosaraju's algorithm, iterative: histories are long).
@@ -732,6 +837,40 @@ fn shortest_path(next: &Adjacency, start: TxnIndex, goal: TxnIndex) -> Option<Ve
     None
 }
 
+/// A token no workload appends: what an unparseable value reads as, so
+/// the checker reports it as a read of garbage.
+pub const GARBAGE_TOKEN: u64 = u64::MAX;
+
+/// A key's tokens as the store holds them: decimal, joined by `,` (no
+/// tokens: the empty string; an absent key also reads as none).
+pub fn encode_tokens(tokens: &[u64]) -> String {
+    let mut out = String::new();
+    for (i, t) in tokens.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&t.to_string());
+    }
+    out
+}
+
+/// The tokens of a value [`encode_tokens`] wrote; anything else reads as
+/// `[GARBAGE_TOKEN]`. Reads the first 100,000 bytes of a value at most.
+pub fn decode_tokens(value: &[u8]) -> Vec<u64> {
+    let parsed = std::str::from_utf8(value).ok().and_then(|s| {
+        if s.is_empty() {
+            return Some(Vec::new());
+        }
+        s.split(',')
+            .map(|t| t.parse::<u64>().ok().filter(|&t| t != GARBAGE_TOKEN))
+            .collect::<Option<Vec<u64>>>()
+    });
+    match parsed {
+        Some(tokens) if value.len() <= 100_000 => tokens,
+        _ => vec![GARBAGE_TOKEN],
+    }
+}
+
 /// An account's balance as the bank workload stores it: the amount and
 /// the transfer that wrote it, so a read names its writer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -764,6 +903,22 @@ pub enum BankMop {
         /// The balance written.
         value: Balance,
     },
+}
+
+impl Balance {
+    /// As the store holds it: `amount:by`.
+    pub fn encode(&self) -> String {
+        format!("{}:{}", self.amount, self.by)
+    }
+
+    /// A balance [`encode`](Self::encode) wrote, if `value` is one.
+    pub fn decode(value: &[u8]) -> Option<Balance> {
+        let (amount, by) = std::str::from_utf8(value).ok()?.split_once(':')?;
+        Some(Balance {
+            amount: amount.parse().ok()?,
+            by: by.parse().ok()?,
+        })
+    }
 }
 
 /// What is wrong with a bank history.
@@ -838,8 +993,13 @@ impl BankVerdict {
 /// Every committed transaction that reads all of them must see their
 /// total; every balance read must be one its writer wrote; and the
 /// history, read as list appends (a balance's version history is the
-/// chain of transfers its compare-and-sets name), must pass [`check`].
-pub fn check_bank(history: &[Txn<BankMop>], initial: &BTreeMap<u64, i64>) -> BankVerdict {
+/// chain of transfers its compare-and-sets name), must pass [`check_with`]
+/// for `isolation`.
+pub fn check_bank(
+    history: &[Txn<BankMop>],
+    initial: &BTreeMap<u64, i64>,
+    isolation: Isolation,
+) -> BankVerdict {
     let mut anomalies = Vec::new();
     // Each written version: the version it follows and its amount.
     let mut versions: HashMap<(u64, u64), (u64, i64)> = HashMap::new();
@@ -941,7 +1101,7 @@ pub fn check_bank(history: &[Txn<BankMop>], initial: &BTreeMap<u64, i64>) -> Ban
             outcome: t.outcome,
         });
     }
-    let txns = check(&lists);
+    let txns = check_with(&lists, isolation);
     anomalies.extend(txns.anomalies.iter().cloned().map(BankAnomaly::Txn));
     BankVerdict {
         anomalies,
@@ -1223,6 +1383,44 @@ mod tests {
     }
 
     #[test]
+    fn strict_serializability_catches_a_stale_read() {
+        // T1 began after T0 completed and missed its write: serializable
+        // (T1 first), not strictly.
+        let h = history(vec![
+            (vec![a(X, &[], 1)], Committed),
+            (vec![r(X, &[])], Committed),
+        ]);
+        assert!(check(&h).ok());
+        let v = check_with(&h, Isolation::StrictSerializable);
+        let Some(Anomaly::Cycle {
+            kind: CycleKind::Realtime,
+            steps,
+        }) = v.anomalies.first()
+        else {
+            panic!("{v:?}");
+        };
+        let hops: Vec<(TxnIndex, TxnIndex, Dependency)> =
+            steps.iter().map(|s| (s.from, s.to, s.dependency)).collect();
+        assert!(
+            hops == [(0, 1, Dependency::Realtime), (1, 0, Dependency::ReadWrite)]
+                || hops == [(1, 0, Dependency::ReadWrite), (0, 1, Dependency::Realtime)],
+            "{hops:?}"
+        );
+        // Overlapping in time, it is fine.
+        let mut h = h;
+        h[1].call = h[0].ret.unwrap_or_default();
+        assert!(check_with(&h, Isolation::StrictSerializable).ok());
+        // And an unknown writer's completion is unknown: no real-time edge
+        // from it, even when seen.
+        let h = history(vec![
+            (vec![a(X, &[], 1)], Unknown),
+            (vec![r(X, &[])], Committed),
+            (vec![r(X, &[1])], Committed),
+        ]);
+        assert!(check_with(&h, Isolation::StrictSerializable).ok());
+    }
+
+    #[test]
     fn catches_g0_g1b_g1c_and_internal() {
         // G1c: each reads the other's write.
         let h = history(vec![
@@ -1280,10 +1478,11 @@ mod tests {
 
     fn bank(txns: Vec<(Vec<BankMop>, TxnOutcome)>) -> Vec<Txn<BankMop>> {
         txns.into_iter()
-            .map(|(ops, outcome)| Txn {
+            .enumerate()
+            .map(|(i, (ops, outcome))| Txn {
                 client: 0,
-                call: 0,
-                ret: None,
+                call: 10 * i as u64,
+                ret: Some(10 * i as u64 + 5),
                 ops,
                 outcome,
             })
@@ -1300,13 +1499,13 @@ mod tests {
             (transfer(3, (0, bal(7, 1)), (2, bal(10, 0)), 1), Aborted),
             (read_all(&[bal(7, 1), bal(8, 2), bal(15, 2)]), Committed),
         ]);
-        let v = check_bank(&good, &initial);
+        let v = check_bank(&good, &initial, Isolation::StrictSerializable);
         assert!(v.ok(), "{v:?}");
         assert_eq!(v.read_alls, 2);
         // A reader sees transfer 1's debit but not its credit.
         let mut partial = good.clone();
         partial[1].ops = read_all(&[bal(7, 1), bal(10, 0), bal(10, 0)]);
-        let v = check_bank(&partial, &initial);
+        let v = check_bank(&partial, &initial, Isolation::Serializable);
         assert!(
             v.anomalies.contains(&BankAnomaly::WrongTotal {
                 txn: 1,
@@ -1325,7 +1524,7 @@ mod tests {
         // A reader sees the aborted transfer 3.
         let mut aborted = good.clone();
         aborted[4].ops = read_all(&[bal(6, 3), bal(13, 1), bal(11, 3)]);
-        let v = check_bank(&aborted, &initial);
+        let v = check_bank(&aborted, &initial, Isolation::Serializable);
         assert!(
             v.anomalies
                 .iter()
@@ -1335,7 +1534,7 @@ mod tests {
         // A balance no one wrote.
         let mut garbage = good;
         garbage[1].ops = read_all(&[bal(8, 1), bal(12, 1), bal(10, 0)]);
-        let v = check_bank(&garbage, &initial);
+        let v = check_bank(&garbage, &initial, Isolation::Serializable);
         assert_eq!(
             v.anomalies[..2],
             [
@@ -1351,6 +1550,20 @@ mod tests {
                 }
             ]
         );
+    }
+
+    #[test]
+    fn values_round_trip_and_garbage_reads_as_garbage() {
+        for tokens in [vec![], vec![7], vec![1, 20, 300]] {
+            assert_eq!(decode_tokens(encode_tokens(&tokens).as_bytes()), tokens);
+        }
+        for bad in [&b"1,,2"[..], b"x", b"1,", b"\xff", b"18446744073709551615"] {
+            assert_eq!(decode_tokens(bad), [GARBAGE_TOKEN], "{bad:?}");
+        }
+        let b = bal(-3, 17);
+        assert_eq!(Balance::decode(b.encode().as_bytes()), Some(b));
+        assert_eq!(Balance::decode(b"12"), None);
+        assert_eq!(Balance::decode(b"a:1"), None);
     }
 
     /// A transaction to generate: per micro-operation whether it reads
@@ -1512,7 +1725,7 @@ mod tests {
         #[test]
         fn serial_histories_pass(plans in plans()) {
             let h = serial(&plans);
-            let v = check(&h);
+            let v = check_with(&h, Isolation::StrictSerializable);
             prop_assert!(v.ok(), "{}\n{v:?}", render(&h));
         }
 
