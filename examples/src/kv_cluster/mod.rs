@@ -48,6 +48,7 @@ pub mod scenario;
 pub mod security;
 pub mod server;
 pub mod store;
+pub mod txn;
 
 use quorate_transport::framing::ChannelId;
 

@@ -5,6 +5,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::Error;
+use super::txn::{IntentRef, TxnCommand, TxnReply, get_intent, put_intent};
 
 /// A command as it travels through a shard's Raft log. Every command
 /// carries the leader's HLC stamp: its physical milliseconds are the time
@@ -32,6 +33,13 @@ pub enum Command {
         key: String,
         /// The new value.
         value: Bytes,
+    },
+    /// A step of a cross-shard transaction (see [`super::txn`]).
+    Txn {
+        /// The leader's HLC stamp (log time for the record's expiry).
+        stamp: u64,
+        /// The step.
+        command: TxnCommand,
     },
 }
 
@@ -166,6 +174,14 @@ pub enum Request {
         /// the client's session has written or read; the replica serves
         /// once its applied index reaches it (0: no floor).
         token: u64,
+    },
+    /// A step of a cross-shard transaction, to `shard`'s leader, which
+    /// proposes it and answers [`Reply::Txn`] once it is applied.
+    Txn {
+        /// The shard.
+        shard: u32,
+        /// The step.
+        command: TxnCommand,
     },
     /// Report the state of every shard replica on the node.
     Status,
@@ -501,6 +517,12 @@ pub enum Reply {
     LeafHashes(Vec<[u8; 32]>),
     /// A bucket's entries.
     Bucket(Vec<BucketEntry>),
+    /// A transaction step's result.
+    Txn(TxnReply),
+    /// The key holds a transaction's intent: the get or put was not
+    /// served (a put is not recorded in its session: send it again). Push
+    /// the transaction, resolve the intent, and retry.
+    Intent(IntentRef),
 }
 
 pub(super) fn put_entries(dst: &mut BytesMut, entries: &[BucketEntry]) {
@@ -591,7 +613,9 @@ impl Command {
     /// The leader's HLC stamp.
     pub fn stamp(&self) -> u64 {
         match self {
-            Command::RegisterSession { stamp } | Command::Put { stamp, .. } => *stamp,
+            Command::RegisterSession { stamp }
+            | Command::Put { stamp, .. }
+            | Command::Txn { stamp, .. } => *stamp,
         }
     }
 
@@ -621,6 +645,13 @@ impl Command {
                 put_str(&mut dst, value);
                 dst.freeze()
             }
+            Command::Txn { stamp, command } => {
+                let mut dst = BytesMut::new();
+                dst.put_u8(3);
+                dst.put_u64(*stamp);
+                command.encode_into(&mut dst);
+                dst.freeze()
+            }
         }
     }
 
@@ -637,6 +668,10 @@ impl Command {
             },
             2 => Command::RegisterSession {
                 stamp: get_u64(&mut src)?,
+            },
+            3 => Command::Txn {
+                stamp: get_u64(&mut src)?,
+                command: TxnCommand::decode_from(&mut src)?,
             },
             _ => return Err(Error::Malformed("unknown command kind")),
         };
@@ -717,6 +752,11 @@ impl Envelope<Request> {
                 dst.put_u8(10);
                 dst.put_u32(*shard);
             }
+            Request::Txn { shard, command } => {
+                dst.put_u8(14);
+                dst.put_u32(*shard);
+                command.encode_into(&mut dst);
+            }
         }
         dst.freeze()
     }
@@ -768,6 +808,10 @@ impl Envelope<Request> {
             },
             10 => Request::RegisterSession {
                 shard: get_u32(&mut src)?,
+            },
+            14 => Request::Txn {
+                shard: get_u32(&mut src)?,
+                command: TxnCommand::decode_from(&mut src)?,
             },
             _ => return Err(Error::Malformed("unknown request kind")),
         };
@@ -877,6 +921,14 @@ impl Envelope<Reply> {
             Reply::Bucket(entries) => {
                 dst.put_u8(8);
                 put_entries(&mut dst, entries);
+            }
+            Reply::Txn(reply) => {
+                dst.put_u8(19);
+                reply.encode_into(&mut dst);
+            }
+            Reply::Intent(intent) => {
+                dst.put_u8(20);
+                put_intent(&mut dst, intent);
             }
         }
         dst.freeze()
@@ -1036,6 +1088,8 @@ impl Envelope<Reply> {
                 Reply::LeafHashes(hashes)
             }
             8 => Reply::Bucket(get_entries(&mut src)?),
+            19 => Reply::Txn(TxnReply::decode_from(&mut src)?),
+            20 => Reply::Intent(get_intent(&mut src)?),
             _ => return Err(Error::Malformed("unknown reply kind")),
         };
         finish(&src, Envelope { id, body })

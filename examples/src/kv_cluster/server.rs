@@ -30,6 +30,7 @@ use super::protocol::{
 };
 use super::security::Security;
 use super::store::{KvStore, Versioned};
+use super::txn::TxnCommand;
 use super::{AtPath, CLIENT_CHANNEL, Error};
 
 /// Timing and layout of a node.
@@ -413,6 +414,11 @@ fn clocks_bounded(replica: &mut Replica, clocks: &[PeerClock]) -> bool {
 
 /// The answer to a read of `key` served from `store` at `index`.
 fn value_reply(store: Option<&KvStore>, key: &str, index: u64, stale: bool) -> Reply {
+    // A key under a transaction's intent is not served at any consistency:
+    // no read sees part of a transaction.
+    if let Some(intent) = store.and_then(|s| s.intent(key)) {
+        return Reply::Intent(intent);
+    }
     let value = store
         .and_then(|s| s.get(key))
         .map(|v| (v.value.clone(), v.stamp));
@@ -933,6 +939,10 @@ impl NodeCore {
                 self.propose_write(from, id, shard, None);
                 return;
             }
+            Request::Txn { shard, command } => {
+                self.propose_txn(from, id, shard, command);
+                return;
+            }
             Request::Put {
                 shard,
                 session,
@@ -1090,6 +1100,40 @@ impl NodeCore {
                     client: from,
                     id,
                     write: key,
+                };
+                replica.pending_writes.insert(index.0, waiter);
+            }
+            Err(_) => self.reply(from, id, not_leader),
+        }
+    }
+
+    /// On `shard`'s leader, proposes a transaction step and answers once
+    /// it is applied (every step is idempotent: a retry proposes again).
+    fn propose_txn(&mut self, from: PeerId, id: u64, shard: u32, command: TxnCommand) {
+        let stamp = match self.hlc.now(self.now_ms) {
+            Ok(t) => t.as_u64(),
+            Err(_) => self.hlc.last().as_u64(),
+        };
+        let not_leader = self.not_leader(shard);
+        let Some(replica) = self.replica_mut(shard) else {
+            self.reply(from, id, Reply::NoSuchShard);
+            return;
+        };
+        if replica.node.role() != Role::Leader {
+            self.reply(from, id, not_leader);
+            return;
+        }
+        let term = replica.node.term().0;
+        match replica
+            .node
+            .propose(Command::Txn { stamp, command }.encode())
+        {
+            Ok(index) => {
+                let waiter = Waiter {
+                    term,
+                    client: from,
+                    id,
+                    write: None,
                 };
                 replica.pending_writes.insert(index.0, waiter);
             }

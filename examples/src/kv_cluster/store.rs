@@ -27,6 +27,7 @@ use quorate_merkle::{MerkleTree, Sha256};
 
 use super::Error;
 use super::protocol::{Command, Reply};
+use super::txn::{IntentRef, ReadValue, TxnCommand, TxnId, TxnLimit, TxnOp, TxnReply, TxnStatus};
 
 /// Leaves of the Merkle tree: keys fall into this many buckets by hash, so
 /// two replicas' trees line up leaf by leaf whatever keys they hold, and a
@@ -87,8 +88,84 @@ pub struct Session {
     pub last_active: u64,
 }
 
-/// What applying a command did.
+/// How many transaction records, intents and resolutions a replica keeps,
+/// and for how long. Replicated behaviour: every replica of a shard must
+/// use the same limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TxnLimits {
+    /// Records kept (pending, committed, and finished ones kept as
+    /// tombstones). A new record past it evicts the oldest finished one;
+    /// with none to evict, the prepare is refused ([`TxnLimit::Records`]).
+    pub max_records: usize,
+    /// Intents kept; a prepare that would pass it is refused
+    /// ([`TxnLimit::Intents`]).
+    pub max_intents: usize,
+    /// Resolutions remembered (so a late copy of a prepare cannot write an
+    /// intent again); past it the oldest is forgotten.
+    pub max_resolved: usize,
+    /// How long (log time, ms) finished records and resolutions are kept.
+    pub retention_ms: u64,
+    /// The longest time to live a record gets, whatever its begin asks.
+    pub max_ttl_ms: u64,
+}
+
+impl TxnLimits {
+    /// Default record cap.
+    pub const MAX_RECORDS: usize = 1 << 16;
+    /// Default intent cap.
+    pub const MAX_INTENTS: usize = 1 << 16;
+    /// Default cap of remembered resolutions.
+    pub const MAX_RESOLVED: usize = 1 << 16;
+    /// Default retention: a minute of log time (twice a client's request
+    /// deadline: later copies of a request are not expected).
+    pub const RETENTION_MS: u64 = 60_000;
+    /// Default longest time to live: a minute.
+    pub const MAX_TTL_MS: u64 = 60_000;
+}
+
+impl Default for TxnLimits {
+    fn default() -> Self {
+        TxnLimits {
+            max_records: Self::MAX_RECORDS,
+            max_intents: Self::MAX_INTENTS,
+            max_resolved: Self::MAX_RESOLVED,
+            retention_ms: Self::RETENTION_MS,
+            max_ttl_ms: Self::MAX_TTL_MS,
+        }
+    }
+}
+
+/// A transaction record, as its anchor keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TxnRecord {
+    /// The shard of the record (this one).
+    pub anchor: u32,
+    /// Its priority.
+    pub priority: u64,
+    /// Log time (ms) past which it can no longer commit.
+    pub expiry: u64,
+    /// The shards it spans.
+    pub participants: Vec<u32>,
+    /// Where it is.
+    pub status: TxnStatus,
+    /// Log time it finished (aborted, or committed and forgotten): from
+    /// then on it is a tombstone, dropped after the retention.
+    pub finished_at: Option<u64>,
+}
+
+/// An intent on a key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Intent {
+    /// The transaction.
+    pub txn: TxnId,
+    /// Its anchor.
+    pub anchor: u32,
+    /// The provisional value (none: a read lock).
+    pub value: Option<Bytes>,
+}
+
+/// What applying a command did.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Applied {
     /// A session was opened with this id.
     Registered {
@@ -102,6 +179,11 @@ pub enum Applied {
     /// The write's session is unknown (expired, evicted or never opened):
     /// skipped.
     SessionExpired,
+    /// The put's key holds a transaction's intent: not applied, and not
+    /// recorded in its session (the same write may be sent again).
+    Blocked(IntentRef),
+    /// A transaction step, with its answer.
+    Txn(TxnReply),
 }
 
 impl Applied {
@@ -112,6 +194,8 @@ impl Applied {
             Applied::Registered { session } => Reply::Registered { session },
             Applied::Written | Applied::Duplicate => Reply::Written { index },
             Applied::SessionExpired => Reply::SessionExpired,
+            Applied::Blocked(intent) => Reply::Intent(intent),
+            Applied::Txn(reply) => Reply::Txn(reply),
         }
     }
 }
@@ -140,6 +224,20 @@ pub struct KvStore {
     retries_answered: u64,
     /// Snapshots from the leader this replica restored itself from.
     installed: Vec<InstalledSnapshot>,
+    txn_limits: TxnLimits,
+    /// Transaction records this shard anchors.
+    records: BTreeMap<TxnId, TxnRecord>,
+    /// Intents, by key.
+    intents: BTreeMap<String, Intent>,
+    /// Transactions whose intents this shard resolved: whether each
+    /// committed, and the log time.
+    resolved: BTreeMap<TxnId, (bool, u64)>,
+    /// Derived (not in snapshots): the keys of each transaction's intents,
+    /// pending records by expiry, finished records and resolutions by time.
+    by_txn: BTreeMap<TxnId, BTreeSet<String>>,
+    pending_by_expiry: BTreeSet<(u64, TxnId)>,
+    finished_by_time: BTreeSet<(u64, TxnId)>,
+    resolved_by_time: BTreeSet<(u64, TxnId)>,
 }
 
 /// A leader's snapshot a replica restored itself from (InstallSnapshot).
@@ -177,6 +275,12 @@ impl KvStore {
         }
     }
 
+    /// This store with these transaction limits.
+    pub fn with_txn_limits(mut self, limits: TxnLimits) -> Self {
+        self.txn_limits = limits;
+        self
+    }
+
     /// Starts counting, in memory, how many times each write is applied
     /// (see [`audit`](Self::audit)).
     pub fn enable_audit(&mut self) {
@@ -189,6 +293,7 @@ impl KvStore {
         let time = HlcTimestamp::from_u64(command.stamp()).physical_ms();
         self.log_time = self.log_time.max(time);
         self.expire();
+        self.expire_txns();
         match command {
             Command::RegisterSession { .. } => {
                 while self.sessions.len() >= self.limits.max_sessions.max(1) {
@@ -217,6 +322,12 @@ impl KvStore {
                     self.touch(session, known.last_seq);
                     return Applied::Duplicate;
                 }
+                if let Some(intent) = self.intent(&key) {
+                    // Not recorded: the same write, sent again once the
+                    // intent is resolved, applies then.
+                    self.touch(session, known.last_seq);
+                    return Applied::Blocked(intent);
+                }
                 self.touch(session, seq);
                 if let Some(audit) = &mut self.audit {
                     *audit.entry((session, seq)).or_insert(0) += 1;
@@ -231,6 +342,7 @@ impl KvStore {
                 );
                 Applied::Written
             }
+            Command::Txn { stamp, command } => Applied::Txn(self.apply_txn(stamp, command)),
         }
     }
 
@@ -304,7 +416,9 @@ impl KvStore {
     /// `key_len u32 | key | value_len u32 | value | stamp u64 | request u64`
     /// each; then `log_time u64`, `sessions u32`, then
     /// `session u64 | last_seq u64 | last_active u64` each, in id order (at
-    /// most the session cap). The counters of this process's run and the
+    /// most the session cap); then the transaction section: `"TXN1"`, the
+    /// records, the intents and the resolutions (a snapshot without it, from
+    /// before transactions, restores with none). The counters of this process's run and the
     /// audit are not replicated state.
     pub fn snapshot(&self) -> Bytes {
         let mut out = BytesMut::new();
@@ -325,6 +439,7 @@ impl KvStore {
             out.put_u64(s.last_seq);
             out.put_u64(s.last_active);
         }
+        self.snapshot_txns(&mut out);
         out.freeze()
     }
 
@@ -351,7 +466,7 @@ impl KvStore {
         }
         let log_time = u64_of(&mut src)?;
         let count = u32_of(&mut src)? as usize;
-        if count > self.limits.max_sessions.max(1) || src.remaining() != count.saturating_mul(24) {
+        if count > self.limits.max_sessions.max(1) || src.remaining() < count.saturating_mul(24) {
             return Err(BAD);
         }
         let mut sessions = HashMap::new();
@@ -367,10 +482,44 @@ impl KvStore {
             }
             by_activity.insert((session.last_active, id));
         }
+        // Snapshots from before transactions end here.
+        let txns = if src.has_remaining() {
+            if u32_of(&mut src)? != TXN_SECTION {
+                return Err(BAD);
+            }
+            restore_txns(&mut src, &self.txn_limits)?
+        } else {
+            TxnSection::default()
+        };
+        if src.has_remaining() {
+            return Err(BAD);
+        }
         self.data = data;
         self.log_time = log_time;
         self.sessions = sessions;
         self.by_activity = by_activity;
+        self.by_txn.clear();
+        self.pending_by_expiry.clear();
+        self.finished_by_time.clear();
+        self.resolved_by_time.clear();
+        for (key, i) in &txns.intents {
+            self.by_txn.entry(i.txn).or_default().insert(key.clone());
+        }
+        for (&txn, r) in &txns.records {
+            match r.finished_at {
+                Some(at) => self.finished_by_time.insert((at, txn)),
+                None if r.status == TxnStatus::Pending => {
+                    self.pending_by_expiry.insert((r.expiry, txn))
+                }
+                None => false,
+            };
+        }
+        for (&txn, &(_, at)) in &txns.resolved {
+            self.resolved_by_time.insert((at, txn));
+        }
+        self.records = txns.records;
+        self.intents = txns.intents;
+        self.resolved = txns.resolved;
         Ok(())
     }
 
@@ -482,6 +631,505 @@ impl KvStore {
             v.value = value;
         }
     }
+}
+
+/// Magic that opens the transaction section of a snapshot ("TXN1");
+/// snapshots from before transactions end after the sessions.
+const TXN_SECTION: u32 = 0x5458_4e31;
+
+impl KvStore {
+    /// The intent on `key`, if one is there: a get or put of it is not
+    /// served until the intent is resolved.
+    pub fn intent(&self, key: &str) -> Option<IntentRef> {
+        self.intents.get(key).map(|i| IntentRef {
+            key: key.to_owned(),
+            txn: i.txn,
+            anchor: i.anchor,
+        })
+    }
+
+    /// The record of `txn`, if this shard anchors it (and has not dropped
+    /// it after the retention).
+    pub fn txn_record(&self, txn: TxnId) -> Option<&TxnRecord> {
+        self.records.get(&txn)
+    }
+
+    /// Records kept (tombstones included).
+    pub fn txn_records(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Intents held.
+    pub fn intents(&self) -> usize {
+        self.intents.len()
+    }
+
+    /// Every intent, by key.
+    pub fn intent_entries(&self) -> impl Iterator<Item = (&String, &Intent)> {
+        self.intents.iter()
+    }
+
+    /// Aborts the pending records whose expiry has passed, and drops the
+    /// tombstones and resolutions older than the retention, at the current
+    /// log time (as sessions expire: by the entries alone).
+    fn expire_txns(&mut self) {
+        let now = self.log_time;
+        while let Some(&(expiry, txn)) = self.pending_by_expiry.first() {
+            if expiry > now {
+                break;
+            }
+            self.pending_by_expiry.remove(&(expiry, txn));
+            self.finish_record(txn, TxnStatus::Aborted, 0);
+        }
+        let keep = self.txn_limits.retention_ms;
+        while let Some(&(at, txn)) = self.finished_by_time.first() {
+            if now.saturating_sub(at) <= keep {
+                break;
+            }
+            self.finished_by_time.remove(&(at, txn));
+            self.records.remove(&txn);
+        }
+        while let Some(&(at, txn)) = self.resolved_by_time.first() {
+            if now.saturating_sub(at) <= keep {
+                break;
+            }
+            self.resolved_by_time.remove(&(at, txn));
+            self.resolved.remove(&txn);
+        }
+    }
+
+    /// Applies one transaction step at the current log time.
+    fn apply_txn(&mut self, stamp: u64, command: TxnCommand) -> TxnReply {
+        match command {
+            TxnCommand::Prepare {
+                txn,
+                anchor,
+                begin,
+                ops,
+            } => self.prepare(stamp, txn, anchor, begin, ops),
+            TxnCommand::Commit { txn } => {
+                let status = match self.records.get(&txn).map(|r| r.status) {
+                    Some(TxnStatus::Pending) => {
+                        self.finish_record(txn, TxnStatus::Committed, stamp);
+                        TxnStatus::Committed
+                    }
+                    Some(status) => status,
+                    None => {
+                        self.tombstone(txn);
+                        TxnStatus::Aborted
+                    }
+                };
+                self.status_reply(txn, status)
+            }
+            TxnCommand::Abort { txn } => {
+                let status = match self.records.get(&txn).map(|r| r.status) {
+                    Some(TxnStatus::Pending) => {
+                        self.finish_record(txn, TxnStatus::Aborted, stamp);
+                        TxnStatus::Aborted
+                    }
+                    Some(status) => status,
+                    None => {
+                        self.tombstone(txn);
+                        TxnStatus::Aborted
+                    }
+                };
+                self.status_reply(txn, status)
+            }
+            TxnCommand::Push { txn, priority } => {
+                let status = match self.records.get(&txn) {
+                    Some(r) if r.status == TxnStatus::Pending && priority > r.priority => {
+                        self.finish_record(txn, TxnStatus::Aborted, stamp);
+                        TxnStatus::Aborted
+                    }
+                    Some(r) => r.status,
+                    None => {
+                        // Its begin may still be on the way: the tombstone
+                        // makes that begin fail, so it can never commit.
+                        self.tombstone(txn);
+                        TxnStatus::Aborted
+                    }
+                };
+                self.status_reply(txn, status)
+            }
+            TxnCommand::Resolve { txn, commit } => {
+                self.resolve_intents(txn, commit, stamp);
+                self.remember_resolved(txn, commit);
+                TxnReply::Done
+            }
+            TxnCommand::Forget { txn } => {
+                let now = self.log_time;
+                if let Some(r) = self.records.get_mut(&txn)
+                    && r.status == TxnStatus::Committed
+                    && r.finished_at.is_none()
+                {
+                    r.finished_at = Some(now);
+                    self.finished_by_time.insert((now, txn));
+                }
+                TxnReply::Done
+            }
+        }
+    }
+
+    fn status_reply(&self, txn: TxnId, status: TxnStatus) -> TxnReply {
+        let participants = self
+            .records
+            .get(&txn)
+            .map(|r| r.participants.clone())
+            .unwrap_or_default();
+        TxnReply::Status {
+            status,
+            participants,
+        }
+    }
+
+    fn prepare(
+        &mut self,
+        stamp: u64,
+        txn: TxnId,
+        anchor: u32,
+        begin: Option<super::txn::Begin>,
+        ops: Vec<TxnOp>,
+    ) -> TxnReply {
+        if let Some(&(commit, _)) = self.resolved.get(&txn) {
+            let status = if commit {
+                TxnStatus::Committed
+            } else {
+                TxnStatus::Aborted
+            };
+            return TxnReply::Status {
+                status,
+                participants: Vec::new(),
+            };
+        }
+        match self.records.get(&txn) {
+            Some(r) if r.status != TxnStatus::Pending => return self.status_reply(txn, r.status),
+            Some(_) => {}
+            None => {
+                if let Some(b) = &begin {
+                    if !self.make_room_for_record() {
+                        return TxnReply::Limit(TxnLimit::Records);
+                    }
+                    let expiry = self
+                        .log_time
+                        .saturating_add(b.ttl_ms.min(self.txn_limits.max_ttl_ms));
+                    let mut participants = b.participants.clone();
+                    participants.sort_unstable();
+                    participants.dedup();
+                    self.records.insert(
+                        txn,
+                        TxnRecord {
+                            anchor,
+                            priority: b.priority,
+                            expiry,
+                            participants,
+                            status: TxnStatus::Pending,
+                            finished_at: None,
+                        },
+                    );
+                    self.pending_by_expiry.insert((expiry, txn));
+                }
+            }
+        }
+        // Every check first, so a refused prepare changes no key.
+        let mut fresh = 0usize;
+        for op in &ops {
+            let key = op.key();
+            match self.intents.get(key) {
+                Some(i) if i.txn == txn => continue,
+                Some(i) => {
+                    return TxnReply::Conflict(IntentRef {
+                        key: key.to_owned(),
+                        txn: i.txn,
+                        anchor: i.anchor,
+                    });
+                }
+                None => fresh += 1,
+            }
+        }
+        for op in &ops {
+            if let TxnOp::Cas { key, expect, .. } = op
+                && !self.intents.contains_key(key.as_str())
+            {
+                let actual = self.data.get(key).map(|v| v.value.clone());
+                if actual != *expect {
+                    return TxnReply::CasFailed {
+                        key: key.clone(),
+                        actual,
+                    };
+                }
+            }
+        }
+        if self.intents.len().saturating_add(fresh) > self.txn_limits.max_intents {
+            return TxnReply::Limit(TxnLimit::Intents);
+        }
+        let mut reads: Vec<ReadValue> = Vec::new();
+        for op in ops {
+            let (key, value) = match op {
+                TxnOp::Put { key, value } | TxnOp::Cas { key, value, .. } => (key, Some(value)),
+                TxnOp::Get { key } => {
+                    let current = self.data.get(&key).map(|v| (v.value.clone(), v.stamp));
+                    reads.push((key.clone(), current));
+                    (key, None)
+                }
+            };
+            if self.intents.contains_key(&key) {
+                continue;
+            }
+            self.by_txn.entry(txn).or_default().insert(key.clone());
+            self.intents.insert(key, Intent { txn, anchor, value });
+        }
+        let committed = begin.is_some_and(|b| b.commit);
+        if committed {
+            self.finish_record(txn, TxnStatus::Committed, stamp);
+        }
+        TxnReply::Prepared { reads, committed }
+    }
+
+    /// Ends a pending record as `status` and resolves this shard's own
+    /// intents of it. A committed record with no participant but this one
+    /// is forgotten at once; others wait for [`TxnCommand::Forget`].
+    fn finish_record(&mut self, txn: TxnId, status: TxnStatus, stamp: u64) {
+        let now = self.log_time;
+        let Some(r) = self.records.get_mut(&txn) else {
+            return;
+        };
+        if r.status != TxnStatus::Pending {
+            return;
+        }
+        self.pending_by_expiry.remove(&(r.expiry, txn));
+        r.status = status;
+        let alone = r.participants.iter().all(|&p| p == r.anchor);
+        if status == TxnStatus::Aborted || alone {
+            r.finished_at = Some(now);
+            self.finished_by_time.insert((now, txn));
+        }
+        self.resolve_intents(txn, status == TxnStatus::Committed, stamp);
+    }
+
+    /// An aborted record for a transaction never begun here.
+    fn tombstone(&mut self, txn: TxnId) {
+        if !self.make_room_for_record() {
+            return;
+        }
+        let now = self.log_time;
+        self.records.insert(
+            txn,
+            TxnRecord {
+                anchor: 0,
+                priority: 0,
+                expiry: now,
+                participants: Vec::new(),
+                status: TxnStatus::Aborted,
+                finished_at: Some(now),
+            },
+        );
+        self.finished_by_time.insert((now, txn));
+        // Its intents here, if any, go too.
+        self.resolve_intents(txn, false, 0);
+    }
+
+    /// Whether a record fits, evicting the oldest tombstone if need be.
+    fn make_room_for_record(&mut self) -> bool {
+        if self.records.len() < self.txn_limits.max_records.max(1) {
+            return true;
+        }
+        match self.finished_by_time.pop_first() {
+            Some((_, oldest)) => {
+                self.records.remove(&oldest);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn resolve_intents(&mut self, txn: TxnId, commit: bool, stamp: u64) {
+        let Some(keys) = self.by_txn.remove(&txn) else {
+            return;
+        };
+        for key in keys {
+            let Some(intent) = self.intents.remove(&key) else {
+                continue;
+            };
+            if commit && let Some(value) = intent.value {
+                let v = Versioned {
+                    value,
+                    stamp,
+                    request: txn.seq,
+                };
+                self.data.insert(key, v);
+            }
+        }
+    }
+
+    fn remember_resolved(&mut self, txn: TxnId, commit: bool) {
+        let now = self.log_time;
+        if let Some((_, at)) = self.resolved.insert(txn, (commit, now)) {
+            self.resolved_by_time.remove(&(at, txn));
+        }
+        self.resolved_by_time.insert((now, txn));
+        while self.resolved.len() > self.txn_limits.max_resolved.max(1) {
+            let Some((_, oldest)) = self.resolved_by_time.pop_first() else {
+                break;
+            };
+            self.resolved.remove(&oldest);
+        }
+    }
+
+    /// Appends the transaction section of a snapshot.
+    fn snapshot_txns(&self, out: &mut BytesMut) {
+        out.put_u32(TXN_SECTION);
+        out.put_u32(self.records.len() as u32);
+        for (txn, r) in &self.records {
+            out.put_u64(txn.client);
+            out.put_u64(txn.seq);
+            out.put_u32(r.anchor);
+            out.put_u64(r.priority);
+            out.put_u64(r.expiry);
+            out.put_u8(match r.status {
+                TxnStatus::Pending => 0,
+                TxnStatus::Committed => 1,
+                TxnStatus::Aborted => 2,
+            });
+            match r.finished_at {
+                Some(at) => {
+                    out.put_u8(1);
+                    out.put_u64(at);
+                }
+                None => out.put_u8(0),
+            }
+            out.put_u32(r.participants.len() as u32);
+            for p in &r.participants {
+                out.put_u32(*p);
+            }
+        }
+        out.put_u32(self.intents.len() as u32);
+        for (key, i) in &self.intents {
+            out.put_u32(key.len() as u32);
+            out.put_slice(key.as_bytes());
+            out.put_u64(i.txn.client);
+            out.put_u64(i.txn.seq);
+            out.put_u32(i.anchor);
+            match &i.value {
+                Some(v) => {
+                    out.put_u8(1);
+                    out.put_u32(v.len() as u32);
+                    out.put_slice(v);
+                }
+                None => out.put_u8(0),
+            }
+        }
+        out.put_u32(self.resolved.len() as u32);
+        for (txn, (commit, at)) in &self.resolved {
+            out.put_u64(txn.client);
+            out.put_u64(txn.seq);
+            out.put_u8(u8::from(*commit));
+            out.put_u64(*at);
+        }
+    }
+}
+
+/// The transaction state a snapshot carries.
+#[derive(Default)]
+struct TxnSection {
+    records: BTreeMap<TxnId, TxnRecord>,
+    intents: BTreeMap<String, Intent>,
+    resolved: BTreeMap<TxnId, (bool, u64)>,
+}
+
+fn txn_of(src: &mut Bytes) -> Result<TxnId, Error> {
+    Ok(TxnId {
+        client: u64_of(src)?,
+        seq: u64_of(src)?,
+    })
+}
+
+fn u8_of(src: &mut Bytes) -> Result<u8, Error> {
+    Ok(take(src, 1)?.get_u8())
+}
+
+/// Parses the transaction section (after its magic), refusing more than
+/// `limits` keeps.
+fn restore_txns(src: &mut Bytes, limits: &TxnLimits) -> Result<TxnSection, Error> {
+    let mut section = TxnSection::default();
+    let n = u32_of(src)? as usize;
+    if n > limits.max_records.max(1) {
+        return Err(BAD);
+    }
+    for _ in 0..n {
+        let txn = txn_of(src)?;
+        let anchor = u32_of(src)?;
+        let priority = u64_of(src)?;
+        let expiry = u64_of(src)?;
+        let status = match u8_of(src)? {
+            0 => TxnStatus::Pending,
+            1 => TxnStatus::Committed,
+            2 => TxnStatus::Aborted,
+            _ => return Err(BAD),
+        };
+        let finished_at = match u8_of(src)? {
+            0 => None,
+            1 => Some(u64_of(src)?),
+            _ => return Err(BAD),
+        };
+        let count = u32_of(src)? as usize;
+        if count > super::txn::MAX_PARTICIPANTS {
+            return Err(BAD);
+        }
+        let participants = (0..count).map(|_| u32_of(src)).collect::<Result<_, _>>()?;
+        let record = TxnRecord {
+            anchor,
+            priority,
+            expiry,
+            participants,
+            status,
+            finished_at,
+        };
+        if section.records.insert(txn, record).is_some() {
+            return Err(BAD);
+        }
+    }
+    let n = u32_of(src)? as usize;
+    if n > limits.max_intents {
+        return Err(BAD);
+    }
+    for _ in 0..n {
+        let len = u32_of(src)? as usize;
+        let key = String::from_utf8(take(src, len)?.to_vec()).map_err(|_| BAD)?;
+        let txn = txn_of(src)?;
+        let anchor = u32_of(src)?;
+        let value = match u8_of(src)? {
+            0 => None,
+            1 => {
+                let len = u32_of(src)? as usize;
+                Some(take(src, len)?)
+            }
+            _ => return Err(BAD),
+        };
+        if section
+            .intents
+            .insert(key, Intent { txn, anchor, value })
+            .is_some()
+        {
+            return Err(BAD);
+        }
+    }
+    let n = u32_of(src)? as usize;
+    if n > limits.max_resolved.max(1) {
+        return Err(BAD);
+    }
+    for _ in 0..n {
+        let txn = txn_of(src)?;
+        let commit = match u8_of(src)? {
+            0 => false,
+            1 => true,
+            _ => return Err(BAD),
+        };
+        let at = u64_of(src)?;
+        if section.resolved.insert(txn, (commit, at)).is_some() {
+            return Err(BAD);
+        }
+    }
+    Ok(section)
 }
 
 #[cfg(test)]
