@@ -22,10 +22,18 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use quorate_examples::jepsen::session::{Guarantee, SessionEvent, SessionOp, check_sessions};
+use quorate_examples::jepsen::txn::{
+    GARBAGE_TOKEN, Isolation, Mop, Txn, TxnIndex, TxnOutcome, check, check_with, decode_tokens,
+    encode_tokens, render,
+};
 use quorate_examples::kv_cluster::CLIENT_CHANNEL;
 use quorate_examples::kv_cluster::clock_sync::CLOCK_CHANNEL;
 use quorate_examples::kv_cluster::protocol::{Consistency, Envelope, Reply, Request};
 use quorate_examples::kv_cluster::server::{NodeConfig, NodeCore};
+use quorate_examples::kv_cluster::txn::{
+    Coordinator, TxnConfig, TxnFailure, TxnId, TxnOp, TxnOutcome as CoordinatorOutcome,
+    priority_by_age,
+};
 use quorate_transport::Event;
 use quorate_transport::framing::{Frame, HEADER_LEN};
 use quorate_transport::sim::{LinkConfig, Network, SimTime};
@@ -880,5 +888,455 @@ fn without_clock_estimates_lease_reads_are_refused() {
     assert!(
         matches!(got, Some(Reply::Value { value: Some(_), .. })),
         "{got:?}"
+    );
+}
+
+/// The transaction workload's keys: spread over both shards.
+const TXN_KEYS: [&str; 6] = ["ta", "tb", "tc", "td", "te", "tf"];
+
+/// One transaction client: a Sans-IO coordinator driven over the
+/// simulated network, and what the client believes each key holds (the
+/// expectation of its next compare-and-set there).
+struct TxnClient {
+    /// The id its transactions carry; a new one after each crash.
+    id: u64,
+    next_seq: u64,
+    running: Option<RunningTxn>,
+    known: HashMap<u64, Vec<u64>>,
+}
+
+struct RunningTxn {
+    coordinator: Coordinator,
+    /// Its entry in the history.
+    at: TxnIndex,
+    /// The micro-operations as planned (reads not yet known).
+    mops: Vec<Mop>,
+    /// The outcome was recorded; the coordinator is resolving intents.
+    recorded: bool,
+}
+
+/// What a transaction workload run saw.
+struct TxnRun {
+    history: Vec<Txn<Mop>>,
+    /// Coordinators crashed mid-transaction (intents left behind).
+    coordinator_crashes: usize,
+    /// Faults injected on nodes: crashes, isolations, pauses.
+    node_faults: usize,
+    /// The final read of every key, and how long after the last fault
+    /// healed it committed (none: it did not).
+    final_read: Option<Duration>,
+}
+
+fn txn_config() -> TxnConfig {
+    TxnConfig {
+        // Short, so intents of crashed coordinators expire within the run.
+        ttl_ms: 1_000,
+        deadline_ms: 8_000,
+        ..TxnConfig::default()
+    }
+}
+
+impl Sim {
+    /// Sends every request `coordinator` has to every node (only the
+    /// shard's leader serves it), remembering which client and request it
+    /// answers.
+    fn send_txn_requests(
+        &mut self,
+        client: usize,
+        coordinator: &mut Coordinator,
+        routes: &mut HashMap<u64, (usize, u64)>,
+    ) {
+        while let Some(out) = coordinator.poll_request() {
+            let id = self.next_request;
+            self.next_request += 1;
+            routes.insert(id, (client, out.id));
+            let frame = Frame::new(
+                CLIENT_CHANNEL,
+                Envelope {
+                    id,
+                    body: out.request,
+                }
+                .encode(),
+            );
+            for node in NODES {
+                self.net.send(self.now, CLIENT, node, frame.clone());
+            }
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.now.since_start().as_millis() as u64
+    }
+}
+
+/// Plans a transaction of 1 to 3 operations on distinct keys: reads, and
+/// appends of a fresh token as a compare-and-set from what the client
+/// believes the key holds. Returns the coordinator's operations and the
+/// micro-operations to record.
+fn plan_txn(
+    rng: &mut fastrand::Rng,
+    known: &HashMap<u64, Vec<u64>>,
+    next_token: &mut u64,
+) -> (Vec<TxnOp>, Vec<Mop>) {
+    let mut keys: Vec<u64> = (0..TXN_KEYS.len() as u64).collect();
+    rng.shuffle(&mut keys);
+    keys.truncate(rng.usize(1..=3));
+    let mut ops = Vec::new();
+    let mut mops = Vec::new();
+    for key in keys {
+        let name = TXN_KEYS[key as usize].to_owned();
+        if rng.u32(..10) < 4 {
+            ops.push(TxnOp::Get { key: name });
+            mops.push(Mop::Read { key, value: None });
+        } else {
+            let expect = known.get(&key).cloned().unwrap_or_default();
+            let token = *next_token;
+            *next_token += 1;
+            let mut value = expect.clone();
+            value.push(token);
+            ops.push(TxnOp::Cas {
+                key: name,
+                expect: (!expect.is_empty()).then(|| Bytes::from(encode_tokens(&expect))),
+                value: Bytes::from(encode_tokens(&value)),
+            });
+            mops.push(Mop::Append { key, expect, token });
+        }
+    }
+    (ops, mops)
+}
+
+/// The recorded outcome of a decided transaction, its reads filled in,
+/// and what it teaches the client about the keys.
+fn settle(
+    outcome: &CoordinatorOutcome,
+    mut mops: Vec<Mop>,
+    known: &mut HashMap<u64, Vec<u64>>,
+) -> (Vec<Mop>, TxnOutcome) {
+    let key_of = |name: &str| TXN_KEYS.iter().position(|k| *k == name).map(|k| k as u64);
+    match outcome {
+        CoordinatorOutcome::Committed { reads, .. } => {
+            for m in &mut mops {
+                match m {
+                    Mop::Read { key, value } => {
+                        let got = reads
+                            .iter()
+                            .find(|(name, _)| key_of(name) == Some(*key))
+                            .map(|(_, v)| v.as_ref().map_or_else(Vec::new, |(b, _)| decode_tokens(b)));
+                        // A committed transaction that lost a read's value
+                        // reads garbage, for the checker to report.
+                        let got = got.unwrap_or_else(|| vec![GARBAGE_TOKEN]);
+                        known.insert(*key, got.clone());
+                        *value = Some(got);
+                    }
+                    Mop::Append { key, expect, token } => {
+                        let mut now = expect.clone();
+                        now.push(*token);
+                        known.insert(*key, now);
+                    }
+                }
+            }
+            (mops, TxnOutcome::Committed)
+        }
+        CoordinatorOutcome::Aborted { reason, .. } => {
+            if let TxnFailure::CasFailed { key, actual } = reason {
+                if let Some(k) = key_of(key) {
+                    known.insert(k, actual.as_ref().map_or_else(Vec::new, |b| decode_tokens(b)));
+                }
+            }
+            (mops, TxnOutcome::Aborted)
+        }
+        CoordinatorOutcome::Unknown { .. } => (mops, TxnOutcome::Unknown),
+    }
+}
+
+/// Three clients run list-append transactions over both shards for
+/// `secs` simulated seconds while the seed crashes coordinators mid-
+/// transaction (their intents left for others to resolve) and crashes,
+/// isolates and pauses nodes; then everything heals and a final
+/// transaction reads every key.
+fn txn_workload(seed: u64, secs: u64) -> TxnRun {
+    let mut sim = Sim::new(seed);
+    let mut rng = fastrand::Rng::with_seed(seed ^ 0x7a4e);
+    sim.run_for(Duration::from_secs(2));
+    let mut clients: Vec<TxnClient> = (0..3)
+        .map(|i| TxnClient {
+            id: 1 + i,
+            next_seq: 1,
+            running: None,
+            known: HashMap::new(),
+        })
+        .collect();
+    let mut history: Vec<Txn<Mop>> = Vec::new();
+    let mut routes: HashMap<u64, (usize, u64)> = HashMap::new();
+    let mut next_token = 1;
+    let mut next_client_id = 10;
+    let mut run = TxnRun {
+        history: Vec::new(),
+        coordinator_crashes: 0,
+        node_faults: 0,
+        final_read: None,
+    };
+    let config = txn_config();
+    let end = sim.now + Duration::from_secs(secs);
+    // The node fault in force and when it heals.
+    let mut fault: Option<(Fault, u64, SimTime)> = None;
+    let mut isolated: Option<(u64, SimTime)> = None;
+    let mut next_fault = sim.now + Duration::from_secs(1);
+    while sim.now < end || clients.iter().any(|c| c.running.is_some()) {
+        let faulting = sim.now < end;
+        // Node faults: one at a time, a second or two each.
+        if let Some((f, victim, until)) = fault {
+            if sim.now >= until {
+                match f {
+                    Fault::Restart => sim.restart(victim),
+                    Fault::Pause => sim.resume(victim),
+                }
+                fault = None;
+            }
+        }
+        if let Some((victim, until)) = isolated {
+            if sim.now >= until {
+                sim.net.rejoin(victim);
+                isolated = None;
+            }
+        }
+        if faulting && sim.now >= next_fault && fault.is_none() && isolated.is_none() {
+            let victim = NODES[rng.usize(..NODES.len())];
+            let until = sim.now + Duration::from_millis(rng.u64(500..2_000));
+            match rng.u32(..3) {
+                0 => {
+                    sim.crash(victim);
+                    fault = Some((Fault::Restart, victim, until));
+                }
+                1 => {
+                    sim.pause(victim);
+                    fault = Some((Fault::Pause, victim, until));
+                }
+                _ => {
+                    sim.net.isolate(victim);
+                    isolated = Some((victim, until));
+                }
+            }
+            run.node_faults += 1;
+            next_fault = until + Duration::from_millis(rng.u64(500..2_000));
+        }
+        let now_ms = sim.now_ms();
+        for (ci, c) in clients.iter_mut().enumerate() {
+            // A coordinator crash: the client stops mid-transaction and
+            // comes back under a new id.
+            if faulting && c.running.is_some() && rng.u32(..400) == 0 {
+                let t = c.running.take().unwrap();
+                if !t.recorded {
+                    history[t.at].ret = Some(now_ms);
+                }
+                run.coordinator_crashes += 1;
+                c.id = next_client_id;
+                next_client_id += 1;
+                c.next_seq = 1;
+                continue;
+            }
+            if c.running.is_none() && faulting {
+                let (ops, mops) = plan_txn(&mut rng, &c.known, &mut next_token);
+                let txn = TxnId {
+                    client: c.id,
+                    seq: c.next_seq,
+                };
+                c.next_seq += u64::from(config.max_attempts);
+                let priority = priority_by_age(now_ms, rng.u64(..));
+                let coordinator = Coordinator::new(config, txn, priority, ops, shard_of, now_ms);
+                history.push(Txn {
+                    client: ci as u64,
+                    call: now_ms,
+                    ret: None,
+                    ops: mops.clone(),
+                    outcome: TxnOutcome::Unknown,
+                });
+                c.running = Some(RunningTxn {
+                    coordinator,
+                    at: history.len() - 1,
+                    mops,
+                    recorded: false,
+                });
+            }
+            let Some(t) = c.running.as_mut() else {
+                continue;
+            };
+            if t.coordinator.poll_timeout().is_some_and(|at| at <= now_ms) {
+                t.coordinator.handle_timeout(now_ms);
+            }
+            sim.send_txn_requests(ci, &mut t.coordinator, &mut routes);
+        }
+        sim.run_for(TICK);
+        let now_ms = sim.now_ms();
+        let replies: Vec<(u64, Reply)> = sim.replies.drain().collect();
+        for (id, reply) in replies {
+            let Some(&(ci, out)) = routes.get(&id) else {
+                continue;
+            };
+            if let Some(t) = clients[ci].running.as_mut() {
+                t.coordinator.handle_reply(out, &reply, now_ms);
+            }
+        }
+        for c in &mut clients {
+            let Some(t) = c.running.as_mut() else {
+                continue;
+            };
+            if !t.recorded {
+                if let Some(outcome) = t.coordinator.outcome() {
+                    let (mops, outcome) = settle(outcome, t.mops.clone(), &mut c.known);
+                    let entry = &mut history[t.at];
+                    entry.ret = Some(now_ms);
+                    entry.ops = mops;
+                    entry.outcome = outcome;
+                    t.recorded = true;
+                }
+            }
+            if t.recorded && t.coordinator.is_finished() {
+                c.running = None;
+            }
+        }
+        // Every coordinator ends by its deadline (plus resolving).
+        assert!(
+            sim.now < end + Duration::from_secs(30),
+            "seed {seed}: coordinators still running 30 s after the faults ended"
+        );
+    }
+    if let Some((f, victim, _)) = fault {
+        match f {
+            Fault::Restart => sim.restart(victim),
+            Fault::Pause => sim.resume(victim),
+        }
+    }
+    if let Some((victim, _)) = isolated {
+        sim.net.rejoin(victim);
+    }
+    // The final read of every key, retried until it commits: any intents
+    // left behind must be resolved by then.
+    let healed = sim.now;
+    let names: Vec<TxnOp> = TXN_KEYS
+        .iter()
+        .map(|k| TxnOp::Get { key: (*k).to_owned() })
+        .collect();
+    let mut attempt = 0;
+    while run.final_read.is_none() && sim.now - healed < Duration::from_secs(20) {
+        attempt += 1;
+        let now_ms = sim.now_ms();
+        let txn = TxnId {
+            client: 999,
+            seq: attempt * 100,
+        };
+        let mut coordinator =
+            Coordinator::new(config, txn, u64::MAX, names.clone(), shard_of, now_ms);
+        let mops: Vec<Mop> = (0..TXN_KEYS.len() as u64)
+            .map(|key| Mop::Read { key, value: None })
+            .collect();
+        history.push(Txn {
+            client: 99,
+            call: now_ms,
+            ret: None,
+            ops: mops.clone(),
+            outcome: TxnOutcome::Unknown,
+        });
+        let at = history.len() - 1;
+        let mut known = HashMap::new();
+        while coordinator.outcome().is_none() && sim.now - healed < Duration::from_secs(20) {
+            let now_ms = sim.now_ms();
+            if coordinator.poll_timeout().is_some_and(|t| t <= now_ms) {
+                coordinator.handle_timeout(now_ms);
+            }
+            sim.send_txn_requests(usize::MAX, &mut coordinator, &mut routes);
+            sim.run_for(TICK);
+            let now_ms = sim.now_ms();
+            let replies: Vec<(u64, Reply)> = sim.replies.drain().collect();
+            for (id, reply) in replies {
+                if let Some(&(usize::MAX, out)) = routes.get(&id) {
+                    coordinator.handle_reply(out, &reply, now_ms);
+                }
+            }
+        }
+        if let Some(outcome) = coordinator.outcome() {
+            let (mops, outcome) = settle(outcome, mops, &mut known);
+            let entry = &mut history[at];
+            entry.ret = Some(sim.now_ms());
+            entry.ops = mops;
+            entry.outcome = outcome;
+            if outcome == TxnOutcome::Committed {
+                run.final_read = Some(sim.now - healed);
+            }
+        }
+    }
+    run.history = history;
+    run
+}
+
+fn describe_txn_failure(seed: u64, run: &TxnRun, anomalies: &[String]) -> String {
+    format!(
+        "seed {seed}: {} anomalies, first 5: {:#?}\nhistory:\n{}",
+        anomalies.len(),
+        &anomalies[..anomalies.len().min(5)],
+        render(&run.history)
+    )
+}
+
+/// Cross-shard transactions stay atomic and serializable under faults:
+/// on every seed, three clients' list-append transactions over both
+/// shards, with coordinators crashing mid-transaction and nodes crashing,
+/// pausing and being isolated, pass the transaction checker (no read of
+/// part of a transaction, of an aborted one or of garbage; no dependency
+/// cycle); and after the faults heal a transaction reading every key
+/// commits (no transaction stays in doubt).
+#[test]
+fn cross_shard_transactions_stay_atomic_and_serializable_under_faults() {
+    let mut totals = (0, 0, 0, 0, 0);
+    for seed in 0..seeds(3) {
+        let run = txn_workload(seed, 20);
+        let verdict = check(&run.history);
+        let anomalies: Vec<String> = verdict.anomalies.iter().map(ToString::to_string).collect();
+        assert!(verdict.ok(), "{}", describe_txn_failure(seed, &run, &anomalies));
+        let committed = run
+            .history
+            .iter()
+            .filter(|t| t.outcome == TxnOutcome::Committed)
+            .count();
+        let unknown = run
+            .history
+            .iter()
+            .filter(|t| t.outcome == TxnOutcome::Unknown)
+            .count();
+        assert!(
+            run.final_read.is_some(),
+            "seed {seed}: the final read of every key never committed\n{}",
+            render(&run.history)
+        );
+        assert!(
+            committed >= 20,
+            "seed {seed}: only {committed} of {} transactions committed",
+            run.history.len()
+        );
+        let strict = check_with(&run.history, Isolation::StrictSerializable);
+        let strict: Vec<String> = strict.anomalies.iter().map(ToString::to_string).collect();
+        assert!(
+            strict.is_empty(),
+            "strict serializability: {}",
+            describe_txn_failure(seed, &run, &strict)
+        );
+        println!(
+            "seed {seed}: {} transactions, {committed} committed, {unknown} unknown, \
+             {} dependency edges; {} coordinator crashes, {} node faults; final read {:?} after healing",
+            run.history.len(),
+            verdict.edges,
+            run.coordinator_crashes,
+            run.node_faults,
+            run.final_read,
+        );
+        totals.0 += run.history.len();
+        totals.1 += committed;
+        totals.2 += unknown;
+        totals.3 += run.coordinator_crashes;
+        totals.4 += run.node_faults;
+    }
+    println!(
+        "transaction workload: {} transactions, {} committed, {} unknown, {} coordinator crashes, {} node faults",
+        totals.0, totals.1, totals.2, totals.3, totals.4
     );
 }
