@@ -23,8 +23,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use quorate_examples::jepsen::session::{Guarantee, SessionEvent, SessionOp, check_sessions};
 use quorate_examples::jepsen::txn::{
-    GARBAGE_TOKEN, Isolation, Mop, Txn, TxnIndex, TxnOutcome, check, check_with, decode_tokens,
-    encode_tokens, render,
+    Anomaly, GARBAGE_TOKEN, Isolation, Mop, Txn, TxnIndex, TxnOutcome, check, check_with,
+    decode_tokens, encode_tokens, render,
 };
 use quorate_examples::kv_cluster::CLIENT_CHANNEL;
 use quorate_examples::kv_cluster::clock_sync::CLOCK_CHANNEL;
@@ -1021,7 +1021,9 @@ fn settle(
                         let got = reads
                             .iter()
                             .find(|(name, _)| key_of(name) == Some(*key))
-                            .map(|(_, v)| v.as_ref().map_or_else(Vec::new, |(b, _)| decode_tokens(b)));
+                            .map(|(_, v)| {
+                                v.as_ref().map_or_else(Vec::new, |(b, _)| decode_tokens(b))
+                            });
                         // A committed transaction that lost a read's value
                         // reads garbage, for the checker to report.
                         let got = got.unwrap_or_else(|| vec![GARBAGE_TOKEN]);
@@ -1040,7 +1042,10 @@ fn settle(
         CoordinatorOutcome::Aborted { reason, .. } => {
             if let TxnFailure::CasFailed { key, actual } = reason {
                 if let Some(k) = key_of(key) {
-                    known.insert(k, actual.as_ref().map_or_else(Vec::new, |b| decode_tokens(b)));
+                    known.insert(
+                        k,
+                        actual.as_ref().map_or_else(Vec::new, |b| decode_tokens(b)),
+                    );
                 }
             }
             (mops, TxnOutcome::Aborted)
@@ -1215,7 +1220,9 @@ fn txn_workload(seed: u64, secs: u64) -> TxnRun {
     let healed = sim.now;
     let names: Vec<TxnOp> = TXN_KEYS
         .iter()
-        .map(|k| TxnOp::Get { key: (*k).to_owned() })
+        .map(|k| TxnOp::Get {
+            key: (*k).to_owned(),
+        })
         .collect();
     let mut attempt = 0;
     while run.final_read.is_none() && sim.now - healed < Duration::from_secs(20) {
@@ -1292,7 +1299,11 @@ fn cross_shard_transactions_stay_atomic_and_serializable_under_faults() {
         let run = txn_workload(seed, 20);
         let verdict = check(&run.history);
         let anomalies: Vec<String> = verdict.anomalies.iter().map(ToString::to_string).collect();
-        assert!(verdict.ok(), "{}", describe_txn_failure(seed, &run, &anomalies));
+        assert!(
+            verdict.ok(),
+            "{}",
+            describe_txn_failure(seed, &run, &anomalies)
+        );
         let committed = run
             .history
             .iter()
@@ -1338,5 +1349,102 @@ fn cross_shard_transactions_stay_atomic_and_serializable_under_faults() {
     println!(
         "transaction workload: {} transactions, {} committed, {} unknown, {} coordinator crashes, {} node faults",
         totals.0, totals.1, totals.2, totals.3, totals.4
+    );
+}
+
+/// The checker run on the simulation catches a partial transaction
+/// injected into a recorded history: the final read-all is made to miss
+/// one of a multi-key transaction's writes while still seeing the other.
+/// And a read of an aborted transaction's token injected into it.
+#[test]
+fn the_txn_checker_catches_an_injected_partial_transaction() {
+    let run = txn_workload(1, 6);
+    assert!(check(&run.history).ok());
+    let last = run.history.len() - 1;
+    assert_eq!(run.history[last].outcome, TxnOutcome::Committed);
+    let finals: Vec<(u64, Vec<u64>)> = run.history[last]
+        .ops
+        .iter()
+        .filter_map(|m| match m {
+            Mop::Read {
+                key,
+                value: Some(v),
+            } => Some((*key, v.clone())),
+            _ => None,
+        })
+        .collect();
+    // A committed writer of the last token of one key that also wrote
+    // another.
+    let writer_of = |key: u64, token: u64| {
+        run.history.iter().position(|t| {
+            t.ops.iter().any(
+                |m| matches!(m, Mop::Append { key: k, token: t, .. } if *k == key && *t == token),
+            )
+        })
+    };
+    let (victim, key) = finals
+        .iter()
+        .find_map(|(key, list)| {
+            let w = writer_of(*key, *list.last()?)?;
+            let appends = run.history[w]
+                .ops
+                .iter()
+                .filter(|m| matches!(m, Mop::Append { .. }))
+                .count();
+            (appends >= 2).then_some((w, *key))
+        })
+        .expect("a multi-key transaction wrote a key last");
+    let mut partial = run.history.clone();
+    for m in &mut partial[last].ops {
+        if let Mop::Read {
+            key: k,
+            value: Some(v),
+        } = m
+        {
+            if *k == key {
+                v.pop();
+            }
+        }
+    }
+    let found = check(&partial).anomalies;
+    assert!(
+        found.iter().any(|a| matches!(
+            a,
+            Anomaly::FracturedRead { txn, writer, missed, .. }
+                if *txn == last && *writer == victim && *missed == key
+        )),
+        "{found:?}"
+    );
+    // An aborted transaction's token, read.
+    let (aborted, token, akey) = run
+        .history
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.outcome == TxnOutcome::Aborted)
+        .find_map(|(i, t)| {
+            t.ops.iter().find_map(|m| match m {
+                Mop::Append { key, token, .. } => Some((i, *token, *key)),
+                Mop::Read { .. } => None,
+            })
+        })
+        .expect("an aborted append");
+    let mut dirty = run.history.clone();
+    for m in &mut dirty[last].ops {
+        if let Mop::Read {
+            key: k,
+            value: Some(v),
+        } = m
+        {
+            if *k == akey {
+                v.push(token);
+            }
+        }
+    }
+    let found = check(&dirty).anomalies;
+    assert!(
+        found
+            .iter()
+            .any(|a| matches!(a, Anomaly::AbortedRead { writer, .. } if *writer == aborted)),
+        "{found:?}"
     );
 }
