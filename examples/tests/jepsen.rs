@@ -631,7 +631,7 @@ fn account_name(account: u64) -> String {
 /// caught by a fault ends (as unknown at worst) within a few seconds.
 fn bank_txn_config() -> TxnConfig {
     TxnConfig {
-        ttl_ms: 2_000,
+        ttl_ms: 1_000,
         deadline_ms: 4_000,
         resend_ms: 300,
         ..TxnConfig::default()
@@ -811,7 +811,7 @@ async fn bank_worker(id: u64, nodes: Vec<(u64, SocketAddr)>, bank: Arc<Bank>, se
         seq += max_attempts;
         let at = bank.history.invoke(id, mops.clone());
         // Now and then the client stops mid-transaction, its intents left.
-        let abandon = (rng.u8(..20) == 0).then(|| rng.usize(1..4));
+        let abandon = (rng.u8(..40) == 0).then(|| rng.usize(1..4));
         let driven = drive(
             &mut client,
             &mut coordinator,
@@ -1053,13 +1053,16 @@ fn bank_transfers_across_shards_keep_the_total_under_faults() {
     };
     let summary = format!(
         "jepsen bank summary (seed {seed}): {} transactions; transfers {} committed, {} aborted, \
-         {} unknown; {} committed reads of every account; {} abandoned mid-transaction; \
+         {} unknown; reads of every account {} committed, {} aborted, {} unknown; \
+         {} abandoned mid-transaction; \
          {} faults injected; {} anomalies",
         txns.len(),
         count(TxnOutcome::Committed, true),
         count(TxnOutcome::Aborted, true),
         count(TxnOutcome::Unknown, true),
         verdict.read_alls,
+        count(TxnOutcome::Aborted, false),
+        count(TxnOutcome::Unknown, false),
         bank.abandoned.load(Ordering::Relaxed),
         steps.len(),
         verdict.anomalies.len(),

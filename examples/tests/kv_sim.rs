@@ -1296,7 +1296,7 @@ fn describe_txn_failure(seed: u64, run: &TxnRun, anomalies: &[String]) -> String
 fn cross_shard_transactions_stay_atomic_and_serializable_under_faults() {
     let mut totals = (0, 0, 0, 0, 0);
     for seed in 0..seeds(3) {
-        let run = txn_workload(seed, 20);
+        let run = txn_workload(seed, 15);
         let verdict = check(&run.history);
         let anomalies: Vec<String> = verdict.anomalies.iter().map(ToString::to_string).collect();
         assert!(
