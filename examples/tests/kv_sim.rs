@@ -1056,9 +1056,10 @@ fn settle(
 
 /// Three clients run list-append transactions over both shards for
 /// `secs` simulated seconds while the seed crashes coordinators mid-
-/// transaction (their intents left for others to resolve) and crashes,
-/// isolates and pauses nodes; then everything heals and a final
-/// transaction reads every key.
+/// transaction (their intents left for others to resolve), crashes and
+/// restarts, pauses and isolates nodes, and partitions or cuts one way
+/// the link between two; then everything heals and a final transaction
+/// reads every key.
 fn txn_workload(seed: u64, secs: u64) -> TxnRun {
     let mut sim = Sim::new(seed);
     let mut rng = fastrand::Rng::with_seed(seed ^ 0x7a4e);
@@ -1085,7 +1086,9 @@ fn txn_workload(seed: u64, secs: u64) -> TxnRun {
     let end = sim.now + Duration::from_secs(secs);
     // The node fault in force and when it heals.
     let mut fault: Option<(Fault, u64, SimTime)> = None;
-    let mut isolated: Option<(u64, SimTime)> = None;
+    // A network fault (isolation, a partition, a one-way cut) and when it
+    // heals.
+    let mut net_fault: Option<SimTime> = None;
     let mut next_fault = sim.now + Duration::from_secs(1);
     while sim.now < end || clients.iter().any(|c| c.running.is_some()) {
         let faulting = sim.now < end;
@@ -1099,16 +1102,17 @@ fn txn_workload(seed: u64, secs: u64) -> TxnRun {
                 fault = None;
             }
         }
-        if let Some((victim, until)) = isolated {
-            if sim.now >= until {
-                sim.net.rejoin(victim);
-                isolated = None;
-            }
+        if net_fault.is_some_and(|until| sim.now >= until) {
+            sim.net.heal_all();
+            net_fault = None;
         }
-        if faulting && sim.now >= next_fault && fault.is_none() && isolated.is_none() {
+        if faulting && sim.now >= next_fault && fault.is_none() && net_fault.is_none() {
             let victim = NODES[rng.usize(..NODES.len())];
+            let other = NODES[(NODES.iter().position(|&n| n == victim).unwrap_or(0)
+                + rng.usize(1..NODES.len()))
+                % NODES.len()];
             let until = sim.now + Duration::from_millis(rng.u64(500..2_000));
-            match rng.u32(..3) {
+            match rng.u32(..5) {
                 0 => {
                     sim.crash(victim);
                     fault = Some((Fault::Restart, victim, until));
@@ -1117,9 +1121,18 @@ fn txn_workload(seed: u64, secs: u64) -> TxnRun {
                     sim.pause(victim);
                     fault = Some((Fault::Pause, victim, until));
                 }
-                _ => {
+                2 => {
+                    // From the client too.
                     sim.net.isolate(victim);
-                    isolated = Some((victim, until));
+                    net_fault = Some(until);
+                }
+                3 => {
+                    sim.net.partition(victim, other);
+                    net_fault = Some(until);
+                }
+                _ => {
+                    sim.net.cut(victim, other);
+                    net_fault = Some(until);
                 }
             }
             run.node_faults += 1;
@@ -1212,9 +1225,7 @@ fn txn_workload(seed: u64, secs: u64) -> TxnRun {
             Fault::Pause => sim.resume(victim),
         }
     }
-    if let Some((victim, _)) = isolated {
-        sim.net.rejoin(victim);
-    }
+    sim.net.heal_all();
     // The final read of every key, retried until it commits: any intents
     // left behind must be resolved by then.
     let healed = sim.now;
@@ -1314,6 +1325,24 @@ fn cross_shard_transactions_stay_atomic_and_serializable_under_faults() {
             .iter()
             .filter(|t| t.outcome == TxnOutcome::Unknown)
             .count();
+        // Committed transactions that wrote keys in both shards.
+        let cross = run
+            .history
+            .iter()
+            .filter(|t| {
+                let shards: std::collections::BTreeSet<u32> = t
+                    .ops
+                    .iter()
+                    .filter(|m| matches!(m, Mop::Append { .. }))
+                    .map(|m| shard_of(TXN_KEYS[m.key() as usize]))
+                    .collect();
+                t.outcome == TxnOutcome::Committed && shards.len() > 1
+            })
+            .count();
+        assert!(
+            cross >= 10,
+            "seed {seed}: only {cross} committed transactions wrote to both shards"
+        );
         assert!(
             run.final_read.is_some(),
             "seed {seed}: the final read of every key never committed\n{}",
@@ -1332,7 +1361,7 @@ fn cross_shard_transactions_stay_atomic_and_serializable_under_faults() {
             describe_txn_failure(seed, &run, &strict)
         );
         println!(
-            "seed {seed}: {} transactions, {committed} committed, {unknown} unknown, \
+            "seed {seed}: {} transactions, {committed} committed ({cross} writing both shards), {unknown} unknown, \
              {} dependency edges; {} coordinator crashes, {} node faults; final read {:?} after healing",
             run.history.len(),
             verdict.edges,
