@@ -11,6 +11,8 @@
 //! kv-cluster put --nodes 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 colour blue
 //! kv-cluster get --nodes ... colour
 //! kv-cluster get --nodes ... --consistency session colour
+//! kv-cluster txn --nodes ... put k1 v1 put k2 v2 cas k3 old new get k4
+//! kv-cluster bench --nodes ... --count 1000 --clients 8 --txn-shards 2
 //! kv-cluster bench --nodes ... --count 1000 --clients 8
 //! kv-cluster bench --nodes ... --count 10000 --clients 8 --reads --consistency session
 //! kv-cluster status --nodes ...
@@ -31,6 +33,7 @@ use quorate_examples::kv_cluster::protocol::{Consistency, Reply, Request};
 use quorate_examples::kv_cluster::scenario::{self, Params};
 use quorate_examples::kv_cluster::security::Security;
 use quorate_examples::kv_cluster::server::{BoundNode, NodeConfig};
+use quorate_examples::kv_cluster::txn::{TxnOp, TxnOutcome};
 use quorate_examples::kv_cluster::{Error, certs};
 
 #[derive(Parser, Debug)]
@@ -157,6 +160,20 @@ enum Command {
         /// The key.
         key: String,
     },
+    /// Run operations as one atomic transaction across shards (two-phase
+    /// commit with the record in the first key's shard): every write
+    /// becomes visible together or none does, and every key read or
+    /// written is locked until the end. Prints the values read; exits 1 if
+    /// the transaction aborted (a failed cas, or contention past the
+    /// attempts), 2 if its commit went unanswered (it may have committed).
+    Txn {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// The operations, in order: `put KEY VALUE`, `cas KEY OLD NEW`
+        /// (OLD `-`: the key must be absent), `get KEY`; one per key.
+        #[arg(required = true, num_args = 1.., allow_hyphen_values = true)]
+        ops: Vec<String>,
+    },
     /// Write `count` distinct keys from `clients` concurrent clients (each
     /// with its own sessions, one write in flight at a time) and report
     /// throughput and latencies; with `--reads`, each client writes a few
@@ -176,6 +193,11 @@ enum Command {
         /// The reads' consistency (with --reads).
         #[arg(long, default_value_t = Consistency::Linearizable)]
         consistency: Consistency,
+        /// Measure transactions instead of plain writes: each writes one
+        /// new key in each of this many shards (1: a one-phase commit in
+        /// one shard; at most --shards).
+        #[arg(long)]
+        txn_shards: Option<u32>,
     },
     /// Show every node's shard replicas: leader, term, indices, Merkle root;
     /// and each node's estimate of every peer's clock offset, with its bound.
@@ -376,6 +398,51 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Txn { cluster, ops } => {
+            let ops = parse_ops(&ops).map_err(|e| Error::Check(format!("operations: {e}")))?;
+            let mut client = connect(&cluster)?;
+            let start = Instant::now();
+            let outcome = client.txn(ops).await;
+            client.close().await;
+            let ms = start.elapsed().as_secs_f64() * 1000.0;
+            match outcome? {
+                TxnOutcome::Committed {
+                    txn,
+                    reads,
+                    attempts,
+                } => {
+                    quorate_examples::outln!(
+                        "committed (transaction {txn}, {attempts} attempt(s), {ms:.1} ms)"
+                    );
+                    for (key, value) in reads {
+                        match value {
+                            Some((v, _)) => {
+                                quorate_examples::outln!("{key} = {}", String::from_utf8_lossy(&v))
+                            }
+                            None => quorate_examples::outln!("{key} not found"),
+                        }
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                TxnOutcome::Aborted { reason, attempts } => {
+                    quorate_examples::outln!("aborted after {attempts} attempt(s): {reason}");
+                    Ok(ExitCode::from(1))
+                }
+                TxnOutcome::Unknown { txn } => {
+                    quorate_examples::outln!(
+                        "unknown: the commit of transaction {txn} went unanswered"
+                    );
+                    Ok(ExitCode::from(2))
+                }
+            }
+        }
+        Command::Bench {
+            cluster,
+            count,
+            clients,
+            txn_shards: Some(n),
+            ..
+        } => bench_txn(&cluster, count, clients, n).await,
         Command::Bench {
             cluster,
             count,
@@ -389,6 +456,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             clients,
             reads: true,
             consistency,
+            ..
         } => bench_reads(&cluster, count, clients, consistency).await,
         Command::AddVoter {
             cluster,
@@ -643,6 +711,125 @@ async fn bench_reads(
     );
     match failure {
         Some(e) => Err(e),
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// Parses `put K V`, `cas K OLD NEW` (OLD `-`: absent) and `get K`.
+fn parse_ops(words: &[String]) -> Result<Vec<TxnOp>, String> {
+    let mut ops = Vec::new();
+    let mut rest = words;
+    while let Some((verb, tail)) = rest.split_first() {
+        let arity = match verb.as_str() {
+            "put" => 2,
+            "cas" => 3,
+            "get" => 1,
+            other => return Err(format!("unknown operation {other:?} (put, cas, get)")),
+        };
+        if tail.len() < arity {
+            return Err(format!("{verb} takes {arity} argument(s)"));
+        }
+        let (args, after) = tail.split_at(arity);
+        let key = args.first().cloned().unwrap_or_default();
+        let value = |i: usize| Bytes::from(args.get(i).cloned().unwrap_or_default());
+        ops.push(match verb.as_str() {
+            "put" => TxnOp::Put {
+                key,
+                value: value(1),
+            },
+            "cas" => TxnOp::Cas {
+                key,
+                expect: (args.get(1).map(String::as_str) != Some("-")).then(|| value(1)),
+                value: value(2),
+            },
+            _ => TxnOp::Get { key },
+        });
+        rest = after;
+    }
+    Ok(ops)
+}
+
+/// `clients` concurrent clients run `count` transactions in all, each
+/// writing one new key in each of `shards` shards.
+async fn bench_txn(
+    cluster: &ClusterArgs,
+    count: usize,
+    clients: usize,
+    shards: u32,
+) -> Result<ExitCode, Error> {
+    if shards == 0 || shards > cluster.shards {
+        return Err(Error::Check(format!(
+            "--txn-shards {shards}: between 1 and --shards ({})",
+            cluster.shards
+        )));
+    }
+    let clients = clients.max(1);
+    let run = Client::random_id() % 1_000_000;
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(clients);
+    for c in 0..clients {
+        let id = cluster
+            .client_id
+            .map_or_else(Client::random_id, |id| id.wrapping_add(c as u64));
+        let mut client = Client::new(id, &cluster.nodes, cluster.shards)?;
+        let txns = count / clients + usize::from(c < count % clients);
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(txns);
+            let mut outcome = Ok(());
+            let mut aborted = 0u64;
+            for i in 0..txns {
+                // One new key in each of `shards` distinct shards.
+                let mut ops = Vec::new();
+                let mut used = std::collections::BTreeSet::new();
+                let mut j = 0;
+                while used.len() < shards as usize {
+                    let key = format!("bench:{run}:{c}:{i}:{j}");
+                    j += 1;
+                    if used.insert(client.shard_of(&key)) {
+                        ops.push(TxnOp::Put {
+                            key,
+                            value: Bytes::from(format!("{i}")),
+                        });
+                    }
+                }
+                let began = Instant::now();
+                match client.txn(ops).await {
+                    Ok(TxnOutcome::Committed { .. }) => latencies.push(began.elapsed()),
+                    Ok(_) => aborted += 1,
+                    Err(e) => {
+                        outcome = Err(e);
+                        break;
+                    }
+                }
+            }
+            client.close().await;
+            (outcome, latencies, aborted)
+        }));
+    }
+    let mut latencies = Vec::with_capacity(count);
+    let mut aborted = 0;
+    let mut failure = None;
+    for task in tasks {
+        let (outcome, mut l, a) = task.await.map_err(|e| Error::Task(e.to_string()))?;
+        latencies.append(&mut l);
+        aborted += a;
+        if let Err(e) = outcome {
+            failure.get_or_insert(e);
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let ms = |q: f64| scenario::percentile(&latencies, q).as_secs_f64() * 1000.0;
+    quorate_examples::outln!(
+        "{} transactions over {shards} shard(s) from {clients} client(s) in {elapsed:.2} s ({:.0}/s), p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, {aborted} aborted",
+        latencies.len(),
+        latencies.len() as f64 / elapsed.max(1e-9),
+        ms(0.5),
+        ms(0.99),
+        ms(0.999),
+    );
+    match failure {
+        Some(e) => Err(e),
+        None if aborted > 0 => Ok(ExitCode::from(1)),
         None => Ok(ExitCode::SUCCESS),
     }
 }

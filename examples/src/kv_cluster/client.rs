@@ -30,6 +30,10 @@ use quorate_transport::{Event, Transport};
 
 use super::protocol::{Consistency, Envelope, PeerClock, Reply, Request, ShardStatus, WriteId};
 use super::security::Security;
+use super::txn::{
+    Coordinator, IntentRef, TxnCommand, TxnConfig, TxnId, TxnOp, TxnOutcome, TxnReply, TxnStatus,
+    priority_by_age,
+};
 use super::{CLIENT_CHANNEL, Error};
 
 /// Virtual nodes per shard on the placement ring.
@@ -46,6 +50,25 @@ const DIAL_CHECK: Duration = Duration::from_millis(25);
 
 /// Pause before asking again when no node knows a leader (an election).
 const ELECTION_PAUSE: Duration = Duration::from_millis(50);
+
+/// How long a plain get or put waits, in all, for a transaction's intent
+/// on its key to go (pushing it now and then) before giving up with
+/// [`Error::Locked`]: past a transaction's default time to live, so a
+/// crashed coordinator's intent is always pushed out within it.
+const INTENT_WAIT: Duration = Duration::from_secs(12);
+
+/// The first wait before pushing an intent; it doubles up to
+/// [`INTENT_BACKOFF_MAX`].
+const INTENT_BACKOFF: Duration = Duration::from_millis(5);
+
+/// The longest wait between pushes of an intent.
+const INTENT_BACKOFF_MAX: Duration = Duration::from_millis(200);
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
 
 /// A connection to a cluster.
 #[derive(Debug)]
@@ -69,6 +92,11 @@ pub struct Client {
     /// Where the next session or `any` read starts looking (round-robin
     /// over the nodes, so reads spread over every replica).
     next_reader: usize,
+    /// The client part of this client's transaction ids (random, so two
+    /// clients' transactions never share an id, whatever their transport
+    /// ids), and the next counter.
+    txn_client: u64,
+    txn_seq: u64,
 }
 
 /// A session as its client keeps it.
@@ -164,6 +192,8 @@ impl Client {
         for shard in 0..shards {
             ring.add(shard)?;
         }
+        let mut rng = fastrand::Rng::with_seed(Self::random_id());
+        let txn_client = rng.u64(..);
         Ok(Client {
             transport,
             nodes: nodes.iter().map(|&(id, _)| id).collect(),
@@ -172,10 +202,12 @@ impl Client {
             leaders: HashMap::new(),
             down: HashSet::new(),
             sessions: HashMap::new(),
-            rng: fastrand::Rng::with_seed(Self::random_id()),
+            rng,
             retries: 0,
             tokens: HashMap::new(),
             next_reader: 0,
+            txn_client,
+            txn_seq: 1,
         })
     }
 
@@ -309,7 +341,25 @@ impl Client {
 
     /// Sends a write until it is answered: `Ok` only once it is applied
     /// (by this or an earlier attempt).
+    /// A write refused for a transaction's intent on its key (not applied:
+    /// it is not recorded in its session) waits, pushes the transaction,
+    /// resolves the intent and is sent again, for at most a bounded time.
     pub async fn write(&mut self, write: &Write) -> Result<Answer, Error> {
+        let start = Instant::now();
+        let mut waits = 0;
+        loop {
+            let answer = self.write_once(write).await?;
+            match answer.reply {
+                Reply::Intent(intent) => {
+                    self.clear_intent(&intent, start, waits).await?;
+                    waits += 1;
+                }
+                _ => return Ok(answer),
+            }
+        }
+    }
+
+    async fn write_once(&mut self, write: &Write) -> Result<Answer, Error> {
         let envelope = Self::put_envelope(write);
         let shard = write.id.shard;
         let outcome = self.call_counted(shard, &envelope).await;
@@ -349,6 +399,7 @@ impl Client {
                     maybe_applied,
                 })
             }
+            Reply::Intent(_) => Ok(answer),
             other => Err(self.refusal(shard, answer.node, other)),
         }
     }
@@ -394,7 +445,24 @@ impl Client {
     /// token for the shard and moving on from a replica that answers
     /// [`Reply::Behind`] (or nothing) to the next. Every answer raises the
     /// token to the index it reflects.
+    /// A key under a transaction's intent is waited for (pushing the
+    /// transaction and resolving the intent) for at most a bounded time.
     pub async fn get_with(&mut self, key: &str, consistency: Consistency) -> Result<Answer, Error> {
+        let start = Instant::now();
+        let mut waits = 0;
+        loop {
+            let answer = self.get_once(key, consistency).await?;
+            match answer.reply {
+                Reply::Intent(intent) => {
+                    self.clear_intent(&intent, start, waits).await?;
+                    waits += 1;
+                }
+                _ => return Ok(answer),
+            }
+        }
+    }
+
+    async fn get_once(&mut self, key: &str, consistency: Consistency) -> Result<Answer, Error> {
         let shard = self.shard_of(key);
         let envelope = Envelope {
             id: self.next_id(),
@@ -422,6 +490,7 @@ impl Client {
             Reply::LeaseUnavailable => Err(Error::LeaseUnavailable {
                 node: self.describe([answer.node]),
             }),
+            Reply::Intent(_) => Ok(answer),
             other => Err(self.refusal(shard, answer.node, other)),
         }
     }
@@ -743,6 +812,179 @@ impl Client {
         Err(Error::Unanswered {
             id: envelope.id,
             tried: self.describe(tried),
+        })
+    }
+
+    /// Sends one transaction step to `shard`'s leader until it is answered.
+    pub async fn txn_step(&mut self, shard: u32, command: TxnCommand) -> Result<TxnReply, Error> {
+        let envelope = Envelope {
+            id: self.next_id(),
+            body: Request::Txn { shard, command },
+        };
+        let answer = self.call(shard, &envelope).await?;
+        match answer.reply {
+            Reply::Txn(reply) => Ok(reply),
+            other => Err(self.refusal(shard, answer.node, other)),
+        }
+    }
+
+    /// Waits (the `waits`-th time since `start`), then pushes the
+    /// transaction holding `intent` with a priority of now (so only an
+    /// expired transaction is aborted: a live one is waited for) and, if it
+    /// has finished, resolves the intent. Past [`INTENT_WAIT`] since
+    /// `start`: [`Error::Locked`].
+    async fn clear_intent(
+        &mut self,
+        intent: &IntentRef,
+        start: Instant,
+        waits: u32,
+    ) -> Result<(), Error> {
+        if start.elapsed() > INTENT_WAIT {
+            return Err(Error::Locked {
+                key: intent.key.clone(),
+                txn: intent.txn,
+                waited_ms: start.elapsed().as_millis() as u64,
+            });
+        }
+        let backoff = INTENT_BACKOFF
+            .saturating_mul(1 << waits.min(16))
+            .min(INTENT_BACKOFF_MAX);
+        tokio::time::sleep(backoff).await;
+        let priority = priority_by_age(wall_ms(), self.rng.u64(..));
+        let push = TxnCommand::Push {
+            txn: intent.txn,
+            priority,
+        };
+        if let TxnReply::Status {
+            status: status @ (TxnStatus::Committed | TxnStatus::Aborted),
+            ..
+        } = self.txn_step(intent.anchor, push).await?
+        {
+            let shard = self.shard_of(&intent.key);
+            let resolve = TxnCommand::Resolve {
+                txn: intent.txn,
+                commit: status == TxnStatus::Committed,
+            };
+            self.txn_step(shard, resolve).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs `ops` as one atomic transaction across shards (see
+    /// [`super::txn`]) with the default [`TxnConfig`].
+    pub async fn txn(&mut self, ops: Vec<TxnOp>) -> Result<TxnOutcome, Error> {
+        self.txn_with(ops, TxnConfig::default()).await
+    }
+
+    /// Runs `ops` as one atomic transaction, its coordinator configured by
+    /// `config`: returns once the outcome is decided and the intents are
+    /// resolved. [`TxnOutcome::Unknown`] if the commit went unanswered.
+    /// Its priority is its age (see [`priority_by_age`]).
+    pub async fn txn_with(
+        &mut self,
+        ops: Vec<TxnOp>,
+        config: TxnConfig,
+    ) -> Result<TxnOutcome, Error> {
+        let txn = TxnId {
+            client: self.txn_client,
+            seq: self.txn_seq,
+        };
+        // Every attempt takes the next counter.
+        self.txn_seq += u64::from(config.max_attempts) + 1;
+        let priority = priority_by_age(wall_ms(), self.rng.u64(..));
+        let start = Instant::now();
+        let since = |start: Instant| start.elapsed().as_millis() as u64;
+        let ring = &self.ring;
+        let shard_of = |key: &str| ring.get(key).copied().unwrap_or(0);
+        let mut coordinator = Coordinator::new(config, txn, priority, ops, shard_of, 0);
+        // Correlation id -> (coordinator's id, shard).
+        let mut waiting: HashMap<u64, (u64, u32)> = HashMap::new();
+        // The coordinator's id -> the request, to send again on a hint.
+        let mut requests: HashMap<u64, (u32, Request)> = HashMap::new();
+        loop {
+            while let Some(out) = coordinator.poll_request() {
+                requests.insert(out.id, (out.shard, out.request.clone()));
+                let targets = self.targets(out.shard);
+                let id = self.next_id();
+                waiting.insert(id, (out.id, out.shard));
+                let envelope = Envelope {
+                    id,
+                    body: out.request,
+                };
+                for node in targets {
+                    self.send(node, &envelope).await?;
+                }
+            }
+            if coordinator.is_finished() {
+                break;
+            }
+            let next = coordinator
+                .poll_timeout()
+                .map_or(DIAL_CHECK, |at| {
+                    Duration::from_millis(at.saturating_sub(since(start)))
+                })
+                .min(DIAL_CHECK);
+            let event = match tokio::time::timeout(next, self.transport.recv()).await {
+                Err(_elapsed) => {
+                    coordinator.handle_timeout(since(start));
+                    if let Some(failures) = self.unreachable(&self.nodes.clone(), start) {
+                        return Err(Error::Unreachable { failures });
+                    }
+                    continue;
+                }
+                Ok(event) => event?,
+            };
+            let (from, msg) = match event {
+                Event::Message { from, msg } => (from, msg),
+                Event::Disconnected(peer) => {
+                    self.down.insert(peer.0);
+                    self.leaders.retain(|_, leader| *leader != peer.0);
+                    continue;
+                }
+                Event::Connected(peer) => {
+                    self.down.remove(&peer.0);
+                    continue;
+                }
+                _ => continue,
+            };
+            if msg.channel != CLIENT_CHANNEL {
+                continue;
+            }
+            let Ok(reply) = Envelope::<Reply>::decode(msg.payload) else {
+                continue;
+            };
+            let Some(&(cid, shard)) = waiting.get(&reply.id) else {
+                continue;
+            };
+            match reply.body {
+                Reply::NotLeader { hint, addr } => {
+                    if let Ok(addr) = addr.parse() {
+                        self.add_node(hint, addr);
+                    }
+                    if hint != 0 && hint != from.0 && self.addrs.contains_key(&hint) {
+                        if self.leaders.insert(shard, hint) != Some(hint)
+                            && let Some((shard, request)) = requests.get(&cid).cloned()
+                        {
+                            // Straight to the hinted leader.
+                            let id = self.next_id();
+                            waiting.insert(id, (cid, shard));
+                            let envelope = Envelope { id, body: request };
+                            self.send(hint, &envelope).await?;
+                        }
+                    } else if self.leaders.get(&shard) == Some(&from.0) {
+                        self.leaders.remove(&shard);
+                    }
+                }
+                body => {
+                    waiting.remove(&reply.id);
+                    self.leaders.insert(shard, from.0);
+                    coordinator.handle_reply(cid, &body, since(start));
+                }
+            }
+        }
+        coordinator.outcome().cloned().ok_or(Error::Unanswered {
+            id: txn.seq,
+            tried: self.describe(self.nodes.clone()),
         })
     }
 

@@ -14,7 +14,10 @@
 //! lease, session (any replica caught up with the client's session token:
 //! read-your-writes, monotonic reads and writes, writes-follow-reads), or
 //! any (possibly stale, labelled so). Nodes estimate each other's clock
-//! offsets NTP-style ([`clock_sync`]).
+//! offsets NTP-style ([`clock_sync`]). Transactions write and read keys
+//! of several shards atomically ([`txn`]): two-phase commit whose record
+//! lives in the first key's shard, with intents that block conflicting
+//! readers and writers until they are resolved.
 //!
 //! [`scenario::run`] is the program's default: three nodes and two shards in
 //! one process, a scripted workload with a leader crash and a restart, a
@@ -190,4 +193,15 @@ pub enum Error {
     /// The scenario saw something wrong.
     #[error("scenario check failed: {0}")]
     Check(String),
+    /// A key stayed under a transaction's intent for the whole bounded
+    /// wait (pushes found the transaction pending and unexpired each time).
+    #[error("key {key:?} stayed locked by transaction {txn} for {waited_ms} ms")]
+    Locked {
+        /// The key.
+        key: String,
+        /// The transaction holding it.
+        txn: txn::TxnId,
+        /// How long the client waited.
+        waited_ms: u64,
+    },
 }

@@ -412,16 +412,18 @@ impl KvStore {
         self.evicted
     }
 
-    /// Serializes the replicated state as a snapshot: `keys u32`, then
+    /// Serializes the replicated state as a snapshot: the transaction
+    /// section (`"TXN1"`, the records, the intents, the resolutions; a
+    /// snapshot from before transactions starts without it and restores
+    /// with none), then `keys u32`, then
     /// `key_len u32 | key | value_len u32 | value | stamp u64 | request u64`
     /// each; then `log_time u64`, `sessions u32`, then
     /// `session u64 | last_seq u64 | last_active u64` each, in id order (at
-    /// most the session cap); then the transaction section: `"TXN1"`, the
-    /// records, the intents and the resolutions (a snapshot without it, from
-    /// before transactions, restores with none). The counters of this process's run and the
+    /// most the session cap). The counters of this process's run and the
     /// audit are not replicated state.
     pub fn snapshot(&self) -> Bytes {
         let mut out = BytesMut::new();
+        self.snapshot_txns(&mut out);
         out.put_u32(self.data.len() as u32);
         for (key, v) in &self.data {
             out.put_u32(key.len() as u32);
@@ -439,7 +441,6 @@ impl KvStore {
             out.put_u64(s.last_seq);
             out.put_u64(s.last_active);
         }
-        self.snapshot_txns(&mut out);
         out.freeze()
     }
 
@@ -447,6 +448,14 @@ impl KvStore {
     /// on malformed bytes (or more sessions than this store's cap) returns
     /// an error and changes nothing.
     pub fn restore(&mut self, mut src: Bytes) -> Result<(), Error> {
+        // Snapshots from before transactions start with the key count (no
+        // store holds 1.4 billion keys).
+        let txns = if src.starts_with(&TXN_SECTION.to_be_bytes()) {
+            src.advance(4);
+            restore_txns(&mut src, &self.txn_limits)?
+        } else {
+            TxnSection::default()
+        };
         let mut data = BTreeMap::new();
         for _ in 0..u32_of(&mut src)? {
             let len = u32_of(&mut src)? as usize;
@@ -466,7 +475,7 @@ impl KvStore {
         }
         let log_time = u64_of(&mut src)?;
         let count = u32_of(&mut src)? as usize;
-        if count > self.limits.max_sessions.max(1) || src.remaining() < count.saturating_mul(24) {
+        if count > self.limits.max_sessions.max(1) || src.remaining() != count.saturating_mul(24) {
             return Err(BAD);
         }
         let mut sessions = HashMap::new();
@@ -481,18 +490,6 @@ impl KvStore {
                 return Err(BAD);
             }
             by_activity.insert((session.last_active, id));
-        }
-        // Snapshots from before transactions end here.
-        let txns = if src.has_remaining() {
-            if u32_of(&mut src)? != TXN_SECTION {
-                return Err(BAD);
-            }
-            restore_txns(&mut src, &self.txn_limits)?
-        } else {
-            TxnSection::default()
-        };
-        if src.has_remaining() {
-            return Err(BAD);
         }
         self.data = data;
         self.log_time = log_time;
@@ -1382,5 +1379,698 @@ mod tests {
         });
         assert!(small.restore(full).is_err());
         assert_eq!(small.sessions(), 0);
+    }
+}
+
+#[cfg(test)]
+mod txn_tests {
+    use super::*;
+    use crate::kv_cluster::txn::Begin;
+
+    fn at(ms: u64) -> u64 {
+        HlcTimestamp::new(ms, 0).unwrap().as_u64()
+    }
+
+    const A: TxnId = TxnId { client: 1, seq: 1 };
+    const B: TxnId = TxnId { client: 2, seq: 1 };
+
+    fn step(s: &mut KvStore, index: u64, ms: u64, command: TxnCommand) -> TxnReply {
+        match s.apply(
+            index,
+            Command::Txn {
+                stamp: at(ms),
+                command,
+            },
+        ) {
+            Applied::Txn(reply) => reply,
+            other => panic!("not a transaction answer: {other:?}"),
+        }
+    }
+
+    fn put(key: &str, value: &'static [u8]) -> TxnOp {
+        TxnOp::Put {
+            key: key.into(),
+            value: Bytes::from_static(value),
+        }
+    }
+
+    fn begin(priority: u64, participants: Vec<u32>) -> Option<Begin> {
+        Some(Begin {
+            priority,
+            ttl_ms: 1000,
+            participants,
+            commit: false,
+        })
+    }
+
+    fn prepare(txn: TxnId, begin: Option<Begin>, ops: Vec<TxnOp>) -> TxnCommand {
+        TxnCommand::Prepare {
+            txn,
+            anchor: 0,
+            begin,
+            ops,
+        }
+    }
+
+    fn status(s: TxnStatus) -> TxnReply {
+        TxnReply::Status {
+            status: s,
+            participants: vec![0, 1],
+        }
+    }
+
+    fn value(s: &KvStore, key: &str) -> Option<Bytes> {
+        s.get(key).map(|v| v.value.clone())
+    }
+
+    fn prepared() -> TxnReply {
+        TxnReply::Prepared {
+            reads: vec![],
+            committed: false,
+        }
+    }
+
+    #[test]
+    fn prepare_commit_makes_the_writes_visible_and_is_idempotent() {
+        let mut s = KvStore::default();
+        let p = prepare(
+            A,
+            begin(5, vec![0, 1]),
+            vec![put("x", b"1"), put("y", b"2")],
+        );
+        assert_eq!(step(&mut s, 1, 1000, p.clone()), prepared());
+        // Intents are not values yet, and block others.
+        assert_eq!(s.get("x"), None);
+        assert_eq!(s.intent("x").map(|i| i.txn), Some(A));
+        // Re-preparing the same transaction changes nothing.
+        let before = s.snapshot();
+        assert_eq!(step(&mut s, 2, 1000, p.clone()), prepared());
+        assert_eq!(s.snapshot(), before);
+        assert_eq!(s.intents(), 2);
+        assert_eq!(s.txn_records(), 1);
+        let c = TxnCommand::Commit { txn: A };
+        assert_eq!(
+            step(&mut s, 3, 1002, c.clone()),
+            status(TxnStatus::Committed)
+        );
+        assert_eq!(value(&s, "x"), Some(Bytes::from_static(b"1")));
+        assert_eq!(value(&s, "y"), Some(Bytes::from_static(b"2")));
+        assert_eq!(s.intents(), 0);
+        // Commit again: same answer; a late prepare copy writes no intent.
+        assert_eq!(step(&mut s, 4, 1003, c), status(TxnStatus::Committed));
+        assert_eq!(step(&mut s, 5, 1004, p), status(TxnStatus::Committed));
+        assert_eq!(s.intents(), 0);
+    }
+
+    #[test]
+    fn conflicts_and_failed_cas_change_nothing() {
+        let mut s = KvStore::default();
+        step(
+            &mut s,
+            1,
+            1000,
+            prepare(A, begin(5, vec![0]), vec![put("x", b"a")]),
+        );
+        let before = s.snapshot();
+        // B wants y (free) and x (A's): refused whole, y stays free.
+        let reply = step(
+            &mut s,
+            2,
+            1000,
+            prepare(B, None, vec![put("y", b"b"), put("x", b"b")]),
+        );
+        assert_eq!(
+            reply,
+            TxnReply::Conflict(IntentRef {
+                key: "x".into(),
+                txn: A,
+                anchor: 0
+            })
+        );
+        assert_eq!(s.intent("y"), None);
+        // (Only the log time moved.)
+        let cas = TxnOp::Cas {
+            key: "z".into(),
+            expect: Some(Bytes::from_static(b"old")),
+            value: Bytes::from_static(b"new"),
+        };
+        let reply = step(&mut s, 3, 1000, prepare(B, None, vec![put("y", b"b"), cas]));
+        assert_eq!(
+            reply,
+            TxnReply::CasFailed {
+                key: "z".into(),
+                actual: None
+            }
+        );
+        assert_eq!(s.snapshot(), before);
+    }
+
+    #[test]
+    fn push_aborts_lower_priority_or_expired_and_reports_finished() {
+        let mut s = KvStore::default();
+        step(
+            &mut s,
+            1,
+            1000,
+            prepare(A, begin(5, vec![0, 1]), vec![put("x", b"a")]),
+        );
+        let push = |p| TxnCommand::Push {
+            txn: A,
+            priority: p,
+        };
+        // Lower or equal priority: still pending.
+        assert_eq!(step(&mut s, 2, 1100, push(5)), status(TxnStatus::Pending));
+        assert_eq!(step(&mut s, 3, 1100, push(1)), status(TxnStatus::Pending));
+        // Higher: aborted, and its intents here go.
+        assert_eq!(step(&mut s, 4, 1100, push(6)), status(TxnStatus::Aborted));
+        assert_eq!(s.intents(), 0);
+        // Aborted stays aborted: commit says so, a begin again fails.
+        let c = TxnCommand::Commit { txn: A };
+        assert_eq!(step(&mut s, 5, 1101, c), status(TxnStatus::Aborted));
+        let again = prepare(A, begin(5, vec![0, 1]), vec![put("x", b"a")]);
+        assert_eq!(step(&mut s, 6, 1102, again), status(TxnStatus::Aborted));
+        assert_eq!(s.intents(), 0);
+        // Expiry: B's record (ttl 1000 ms) is aborted once log time passes it,
+        // by any entry, and its commit then fails.
+        step(
+            &mut s,
+            7,
+            2000,
+            prepare(B, begin(9, vec![0, 1]), vec![put("y", b"b")]),
+        );
+        assert_eq!(
+            step(
+                &mut s,
+                8,
+                2999,
+                TxnCommand::Push {
+                    txn: B,
+                    priority: 0
+                }
+            ),
+            status(TxnStatus::Pending)
+        );
+        assert_eq!(
+            step(&mut s, 9, 3000, TxnCommand::Commit { txn: B }),
+            status(TxnStatus::Aborted)
+        );
+        assert_eq!(s.intent("y"), None);
+        assert_eq!(s.get("y"), None);
+    }
+
+    #[test]
+    fn a_push_before_the_begin_leaves_a_tombstone_the_begin_cannot_pass() {
+        let mut s = KvStore::default();
+        let none = TxnReply::Status {
+            status: TxnStatus::Aborted,
+            participants: vec![],
+        };
+        assert_eq!(
+            step(
+                &mut s,
+                1,
+                1000,
+                TxnCommand::Push {
+                    txn: A,
+                    priority: 0
+                }
+            ),
+            none
+        );
+        let late = prepare(A, begin(u64::MAX, vec![0, 1]), vec![put("x", b"a")]);
+        assert_eq!(step(&mut s, 2, 1001, late), none);
+        assert_eq!(s.intents(), 0);
+        assert_eq!(step(&mut s, 3, 1002, TxnCommand::Commit { txn: A }), none);
+        assert_eq!(s.get("x"), None);
+    }
+
+    #[test]
+    fn resolve_applies_or_drops_and_blocks_late_prepares() {
+        // A participant (not the anchor: no begin).
+        let mut s = KvStore::default();
+        let get = TxnOp::Get { key: "r".into() };
+        let p = prepare(A, None, vec![put("x", b"a"), get]);
+        assert_eq!(
+            step(&mut s, 1, 1000, p.clone()),
+            TxnReply::Prepared {
+                reads: vec![("r".into(), None)],
+                committed: false
+            }
+        );
+        assert!(s.intent("r").is_some(), "a read locks its key");
+        let r = TxnCommand::Resolve {
+            txn: A,
+            commit: true,
+        };
+        assert_eq!(step(&mut s, 2, 1001, r.clone()), TxnReply::Done);
+        assert_eq!(value(&s, "x"), Some(Bytes::from_static(b"a")));
+        assert_eq!(s.get("r"), None);
+        assert_eq!(s.intents(), 0);
+        // Idempotent, and a late copy of the prepare cannot come back.
+        assert_eq!(step(&mut s, 3, 1002, r), TxnReply::Done);
+        assert_eq!(
+            step(&mut s, 4, 1003, p),
+            TxnReply::Status {
+                status: TxnStatus::Committed,
+                participants: vec![]
+            }
+        );
+        assert_eq!(s.intents(), 0);
+        // Abort drops.
+        step(&mut s, 5, 1004, prepare(B, None, vec![put("x", b"b")]));
+        step(
+            &mut s,
+            6,
+            1005,
+            TxnCommand::Resolve {
+                txn: B,
+                commit: false,
+            },
+        );
+        assert_eq!(value(&s, "x"), Some(Bytes::from_static(b"a")));
+    }
+
+    #[test]
+    fn plain_puts_and_reads_are_blocked_by_intents_and_not_recorded() {
+        let mut s = KvStore::default();
+        s.enable_audit();
+        s.apply(1, Command::RegisterSession { stamp: at(1000) });
+        step(
+            &mut s,
+            2,
+            1000,
+            prepare(A, begin(1, vec![0]), vec![put("x", b"t")]),
+        );
+        let write = Command::Put {
+            session: 1,
+            seq: 1,
+            request: 7,
+            stamp: at(1001),
+            key: "x".into(),
+            value: Bytes::from_static(b"plain"),
+        };
+        let blocked = s.apply(3, write.clone());
+        let intent = IntentRef {
+            key: "x".into(),
+            txn: A,
+            anchor: 0,
+        };
+        assert_eq!(blocked, Applied::Blocked(intent.clone()));
+        assert_eq!(blocked.reply(3), Reply::Intent(intent));
+        assert!(!s.is_applied(1, 1), "a refused put is not recorded");
+        // Once A commits, the same write (same session and seq) applies, once.
+        step(&mut s, 4, 1002, TxnCommand::Commit { txn: A });
+        assert_eq!(value(&s, "x"), Some(Bytes::from_static(b"t")));
+        assert_eq!(s.apply(5, write.clone()), Applied::Written);
+        assert_eq!(s.apply(6, write), Applied::Duplicate);
+        assert_eq!(value(&s, "x"), Some(Bytes::from_static(b"plain")));
+        assert_eq!(s.audit().unwrap().get(&(1, 1)), Some(&1));
+    }
+
+    #[test]
+    fn one_phase_commits_at_once_and_forgets_after_the_retention() {
+        let limits = TxnLimits {
+            retention_ms: 100,
+            ..TxnLimits::default()
+        };
+        let mut s = KvStore::default().with_txn_limits(limits);
+        let mut b = begin(1, vec![0]).unwrap();
+        b.commit = true;
+        let p = prepare(A, Some(b), vec![put("x", b"1")]);
+        assert_eq!(
+            step(&mut s, 1, 1000, p.clone()),
+            TxnReply::Prepared {
+                reads: vec![],
+                committed: true
+            }
+        );
+        assert_eq!(value(&s, "x"), Some(Bytes::from_static(b"1")));
+        assert_eq!(
+            step(&mut s, 2, 1050, p),
+            TxnReply::Status {
+                status: TxnStatus::Committed,
+                participants: vec![0]
+            }
+        );
+        // Past the retention the tombstone goes.
+        step(
+            &mut s,
+            3,
+            1101,
+            TxnCommand::Push {
+                txn: B,
+                priority: 0,
+            },
+        );
+        assert!(s.txn_record(A).is_none());
+        assert!(s.txn_record(B).is_some());
+    }
+
+    #[test]
+    fn committed_records_stay_until_forgotten() {
+        let limits = TxnLimits {
+            retention_ms: 100,
+            ..TxnLimits::default()
+        };
+        let mut s = KvStore::default().with_txn_limits(limits);
+        step(
+            &mut s,
+            1,
+            1000,
+            prepare(A, begin(1, vec![0, 1]), vec![put("x", b"1")]),
+        );
+        step(&mut s, 2, 1001, TxnCommand::Commit { txn: A });
+        step(
+            &mut s,
+            3,
+            5000,
+            TxnCommand::Push {
+                txn: B,
+                priority: 0,
+            },
+        );
+        assert_eq!(
+            s.txn_record(A).map(|r| r.status),
+            Some(TxnStatus::Committed)
+        );
+        step(&mut s, 4, 5001, TxnCommand::Forget { txn: A });
+        step(
+            &mut s,
+            5,
+            5102,
+            TxnCommand::Push {
+                txn: B,
+                priority: 0,
+            },
+        );
+        assert!(s.txn_record(A).is_none());
+    }
+
+    #[test]
+    fn limits_refuse_records_and_intents_without_change() {
+        let limits = TxnLimits {
+            max_records: 1,
+            max_intents: 2,
+            ..TxnLimits::default()
+        };
+        let mut s = KvStore::default().with_txn_limits(limits);
+        step(
+            &mut s,
+            1,
+            1000,
+            prepare(A, begin(1, vec![0, 1]), vec![put("x", b"1")]),
+        );
+        let before = s.snapshot();
+        assert_eq!(
+            step(
+                &mut s,
+                2,
+                1000,
+                prepare(B, begin(1, vec![0]), vec![put("y", b"1")])
+            ),
+            TxnReply::Limit(TxnLimit::Records)
+        );
+        assert_eq!(
+            step(
+                &mut s,
+                3,
+                1000,
+                prepare(B, None, vec![put("y", b"1"), put("z", b"1")])
+            ),
+            TxnReply::Limit(TxnLimit::Intents)
+        );
+        assert_eq!(s.snapshot(), before);
+        // A finished record is evicted to make room.
+        step(&mut s, 4, 1000, TxnCommand::Abort { txn: A });
+        assert_eq!(
+            step(
+                &mut s,
+                5,
+                1000,
+                prepare(B, begin(1, vec![0]), vec![put("y", b"1")])
+            ),
+            prepared()
+        );
+    }
+
+    #[test]
+    fn snapshots_carry_records_intents_and_resolutions_and_old_ones_restore() {
+        let mut a = KvStore::default();
+        a.apply(1, Command::RegisterSession { stamp: at(1000) });
+        step(
+            &mut a,
+            2,
+            1000,
+            prepare(
+                A,
+                begin(3, vec![0, 1]),
+                vec![put("x", b"1"), TxnOp::Get { key: "g".into() }],
+            ),
+        );
+        step(&mut a, 3, 1001, prepare(B, None, vec![put("y", b"2")]));
+        step(
+            &mut a,
+            4,
+            1002,
+            TxnCommand::Resolve {
+                txn: B,
+                commit: true,
+            },
+        );
+        step(
+            &mut a,
+            5,
+            1003,
+            TxnCommand::Push {
+                txn: TxnId { client: 9, seq: 9 },
+                priority: 0,
+            },
+        );
+        let snap = a.snapshot();
+        let mut b = KvStore::default();
+        b.restore(snap.clone()).unwrap();
+        assert_eq!(b.snapshot(), snap);
+        assert_eq!(b.intent("x"), a.intent("x"));
+        assert_eq!(b.txn_record(A), a.txn_record(A));
+        // The restored replica goes on exactly like the original.
+        for s in [&mut a, &mut b] {
+            step(s, 6, 1004, prepare(B, None, vec![put("y", b"late")]));
+            step(s, 7, 1005, TxnCommand::Commit { txn: A });
+        }
+        assert_eq!(a.snapshot(), b.snapshot());
+        assert_eq!(value(&b, "x"), Some(Bytes::from_static(b"1")));
+        assert_eq!(value(&b, "y"), Some(Bytes::from_static(b"2")));
+        // Every cut is refused and changes nothing.
+        let before = b.snapshot();
+        for cut in 0..snap.len() {
+            assert!(b.restore(snap.slice(..cut)).is_err(), "cut at {cut}");
+        }
+        assert_eq!(b.snapshot(), before);
+        // A snapshot from before transactions (no section) restores with
+        // none: the old format is the new one without its (here empty,
+        // 16-byte) transaction section.
+        let mut plain = KvStore::default();
+        plain.apply(1, Command::RegisterSession { stamp: at(1000) });
+        let full = plain.snapshot();
+        assert_eq!(&full[..4], b"TXN1");
+        let old = full.slice(16..);
+        let mut c = KvStore::default();
+        c.restore(old).unwrap();
+        assert_eq!(c.session(1), plain.session(1));
+        assert_eq!(c.snapshot(), full);
+    }
+}
+
+#[cfg(test)]
+mod txn_props {
+    use super::*;
+    use crate::kv_cluster::txn::Begin;
+    use proptest::prelude::*;
+
+    fn at(ms: u64) -> u64 {
+        HlcTimestamp::new(ms, 0).unwrap().as_u64()
+    }
+
+    fn txn_id(n: u8) -> TxnId {
+        TxnId {
+            client: u64::from(n % 2),
+            seq: u64::from(n),
+        }
+    }
+
+    fn key(k: u8) -> String {
+        format!("k{}", k % 4)
+    }
+
+    fn op() -> impl Strategy<Value = TxnOp> {
+        prop_oneof![
+            (0u8..4, 0u8..3).prop_map(|(k, v)| TxnOp::Put {
+                key: key(k),
+                value: Bytes::from(vec![v]),
+            }),
+            (0u8..4, proptest::option::of(0u8..3), 0u8..3).prop_map(|(k, e, v)| TxnOp::Cas {
+                key: key(k),
+                expect: e.map(|e| Bytes::from(vec![e])),
+                value: Bytes::from(vec![v]),
+            }),
+            (0u8..4).prop_map(|k| TxnOp::Get { key: key(k) }),
+        ]
+    }
+
+    fn command() -> impl Strategy<Value = Command> {
+        let txn = prop_oneof![
+            (
+                0u8..5,
+                proptest::collection::vec(op(), 0..4),
+                any::<Option<(u8, u16, bool)>>()
+            )
+                .prop_map(|(t, ops, begin)| TxnCommand::Prepare {
+                    txn: txn_id(t),
+                    anchor: 0,
+                    begin: begin.map(|(p, ttl, commit)| Begin {
+                        priority: u64::from(p),
+                        ttl_ms: u64::from(ttl % 500),
+                        participants: vec![0, u32::from(p % 2)],
+                        commit,
+                    }),
+                    ops,
+                }),
+            (0u8..5).prop_map(|t| TxnCommand::Commit { txn: txn_id(t) }),
+            (0u8..5).prop_map(|t| TxnCommand::Abort { txn: txn_id(t) }),
+            (0u8..5, any::<bool>()).prop_map(|(t, commit)| TxnCommand::Resolve {
+                txn: txn_id(t),
+                commit
+            }),
+            (0u8..5, any::<u8>()).prop_map(|(t, p)| TxnCommand::Push {
+                txn: txn_id(t),
+                priority: u64::from(p),
+            }),
+            (0u8..5).prop_map(|t| TxnCommand::Forget { txn: txn_id(t) }),
+        ];
+        prop_oneof![
+            1 => Just(Command::RegisterSession { stamp: 0 }),
+            2 => (1u64..4, 1u64..6, 0u8..4).prop_map(|(session, seq, k)| Command::Put {
+                session,
+                seq,
+                request: 0,
+                stamp: 0,
+                key: key(k),
+                value: Bytes::from_static(b"p"),
+            }),
+            8 => txn.prop_map(|command| Command::Txn { stamp: 0, command }),
+        ]
+    }
+
+    /// The command with its stamp at `ms`.
+    fn stamped(c: Command, ms: u64) -> Command {
+        match c {
+            Command::RegisterSession { .. } => Command::RegisterSession { stamp: at(ms) },
+            Command::Put {
+                session,
+                seq,
+                request,
+                key,
+                value,
+                ..
+            } => Command::Put {
+                session,
+                seq,
+                request,
+                stamp: at(ms),
+                key,
+                value,
+            },
+            Command::Txn { command, .. } => Command::Txn {
+                stamp: at(ms),
+                command,
+            },
+        }
+    }
+
+    fn limits() -> TxnLimits {
+        TxnLimits {
+            max_records: 4,
+            max_intents: 3,
+            max_resolved: 3,
+            retention_ms: 300,
+            max_ttl_ms: 400,
+        }
+    }
+
+    proptest! {
+        /// A replica restored from a snapshot taken anywhere in the log and
+        /// fed the rest ends identical to one fed every entry, answering
+        /// the same on the way: snapshots carry all transaction state.
+        #[test]
+        fn a_replica_from_any_snapshot_goes_on_identically(
+            commands in proptest::collection::vec((command(), 0u64..150), 1..60),
+            cut in any::<proptest::sample::Index>(),
+        ) {
+            let cut = cut.index(commands.len());
+            let mut a = KvStore::default().with_txn_limits(limits());
+            let mut b = KvStore::default().with_txn_limits(limits());
+            let mut ms = 1000;
+            for (i, (c, dt)) in commands.into_iter().enumerate() {
+                ms += dt;
+                if i == cut {
+                    b.restore(a.snapshot()).unwrap();
+                }
+                let c = stamped(c, ms);
+                let index = i as u64 + 1;
+                let ra = a.apply(index, c.clone());
+                if i >= cut {
+                    let rb = b.apply(index, c);
+                    prop_assert_eq!(ra, rb, "entry {}", index);
+                }
+                prop_assert!(a.intents() <= limits().max_intents);
+                prop_assert!(a.txn_records() <= limits().max_records);
+            }
+            prop_assert_eq!(a.snapshot(), b.snapshot());
+        }
+
+        /// A transaction step answered with a refusal (conflict, failed cas,
+        /// a limit) changes no value, intent or session; only an anchor's
+        /// prepare may leave its own new pending record (the begin half).
+        #[test]
+        fn refusals_change_nothing(
+            commands in proptest::collection::vec((command(), 0u64..150), 1..60),
+        ) {
+            let mut s = KvStore::default().with_txn_limits(limits());
+            let mut ms = 1000;
+            for (i, (c, dt)) in commands.into_iter().enumerate() {
+                ms += dt;
+                // Bring the log time (and what expires with it) forward first.
+                s.apply(2 * i as u64 + 1, stamped(Command::RegisterSession { stamp: 0 }, ms));
+                let data: Vec<_> = s.entries().map(|(k, v)| (k.clone(), v.clone())).collect();
+                let intents: Vec<_> =
+                    s.intent_entries().map(|(k, i)| (k.clone(), i.clone())).collect();
+                let (sessions, records) = (s.sessions(), s.txn_records());
+                let begun = match &c {
+                    Command::Txn {
+                        command: TxnCommand::Prepare { txn, begin: Some(_), .. },
+                        ..
+                    } => s.txn_record(*txn).is_none().then_some(*txn),
+                    _ => None,
+                };
+                let applied = s.apply(2 * i as u64 + 2, stamped(c, ms));
+                if matches!(
+                    applied,
+                    Applied::Txn(TxnReply::Conflict(_) | TxnReply::CasFailed { .. } | TxnReply::Limit(_))
+                ) {
+                    let after: Vec<_> = s.entries().map(|(k, v)| (k.clone(), v.clone())).collect();
+                    prop_assert_eq!(after, data);
+                    let after: Vec<_> =
+                        s.intent_entries().map(|(k, i)| (k.clone(), i.clone())).collect();
+                    prop_assert_eq!(after, intents);
+                    prop_assert_eq!(s.sessions(), sessions);
+                    let new_record = begun
+                        .and_then(|t| s.txn_record(t))
+                        .is_some_and(|r| r.status == TxnStatus::Pending);
+                    // A new record may have evicted a tombstone: the count
+                    // grows by one at most, and only for a new record.
+                    prop_assert!(s.txn_records() <= records + usize::from(new_record));
+                }
+            }
+        }
     }
 }

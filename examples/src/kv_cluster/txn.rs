@@ -1399,3 +1399,531 @@ impl Coordinator {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kv_cluster::protocol::Command;
+    use crate::kv_cluster::store::KvStore;
+    use quorate_clocks::HlcTimestamp;
+
+    const SHARDS: u32 = 3;
+    const ACCOUNTS: usize = 6;
+    const TOTAL: u64 = 100 * ACCOUNTS as u64;
+
+    fn shard_of(key: &str) -> u32 {
+        key.bytes().map(u32::from).sum::<u32>() % SHARDS
+    }
+
+    fn account(i: usize) -> String {
+        format!("acct{i}")
+    }
+
+    /// Shards as bare stores (no Raft: each request is one entry, applied
+    /// at once), and a network that delays, reorders, drops and duplicates
+    /// requests and replies.
+    struct Mem {
+        stores: Vec<KvStore>,
+        index: u64,
+        now: u64,
+        rng: fastrand::Rng,
+        /// (deliver at, coordinator, its request id, shard, request or reply)
+        wire: Vec<(u64, usize, u64, Result<Request, Reply>)>,
+        loss: u8,
+    }
+
+    impl Mem {
+        fn new(seed: u64, loss: u8) -> Mem {
+            Mem {
+                stores: (0..SHARDS).map(|_| KvStore::default()).collect(),
+                index: 0,
+                now: 1_000_000,
+                rng: fastrand::Rng::with_seed(seed),
+                wire: Vec::new(),
+                loss,
+            }
+        }
+
+        fn apply(&mut self, request: Request) -> Reply {
+            let Request::Txn { shard, command } = request else {
+                panic!("not a transaction request");
+            };
+            self.index += 1;
+            let stamp = HlcTimestamp::new(self.now, 0).unwrap().as_u64();
+            let store = &mut self.stores[shard as usize];
+            store
+                .apply(self.index, Command::Txn { stamp, command })
+                .reply(self.index)
+        }
+
+        fn send(&mut self, c: usize, id: u64, msg: Result<Request, Reply>) {
+            if self.rng.u8(0..100) < self.loss {
+                return;
+            }
+            let copies = if self.rng.u8(0..100) < self.loss {
+                2
+            } else {
+                1
+            };
+            for _ in 0..copies {
+                let at = self.now + self.rng.u64(0..20);
+                self.wire.push((at, c, id, msg.clone()));
+            }
+        }
+
+        /// Runs `coords` (none: crashed) until all have finished, for at
+        /// most `limit_ms`; crashes each with probability `crash` per mille
+        /// per step.
+        fn run(&mut self, coords: &mut [Option<Coordinator>], crash: u16, limit_ms: u64) {
+            let end = self.now + limit_ms;
+            while self.now < end {
+                for (i, c) in coords.iter_mut().enumerate() {
+                    let Some(co) = c else { continue };
+                    if crash > 0 && self.rng.u16(0..1000) < crash {
+                        *c = None;
+                        continue;
+                    }
+                    co.handle_timeout(self.now);
+                    while let Some(out) = co.poll_request() {
+                        self.wire_push(i, out);
+                    }
+                }
+                let now = self.now;
+                let mut due: Vec<_> = Vec::new();
+                let mut rest = Vec::new();
+                for m in self.wire.drain(..) {
+                    if m.0 <= now {
+                        due.push(m)
+                    } else {
+                        rest.push(m)
+                    }
+                }
+                self.wire = rest;
+                self.rng.shuffle(&mut due);
+                for (_, c, id, msg) in due {
+                    match msg {
+                        Ok(request) => {
+                            let reply = self.apply(request);
+                            self.send(c, id, Err(reply));
+                        }
+                        Err(reply) => {
+                            if let Some(Some(co)) = coords.get_mut(c) {
+                                co.handle_reply(id, &reply, now);
+                                while let Some(out) = co.poll_request() {
+                                    self.wire_push(c, out);
+                                }
+                            }
+                        }
+                    }
+                }
+                if coords.iter().flatten().all(Coordinator::is_finished) && self.wire.is_empty() {
+                    return;
+                }
+                self.now += 1;
+            }
+        }
+
+        fn wire_push(&mut self, c: usize, out: Outgoing) {
+            self.send(c, out.id, Ok(out.request));
+        }
+
+        fn value(&self, key: &str) -> Option<u64> {
+            let v = self.stores[shard_of(key) as usize].get(key)?;
+            std::str::from_utf8(&v.value).ok()?.parse().ok()
+        }
+    }
+
+    fn num(v: &Option<(Bytes, u64)>) -> u64 {
+        v.as_ref()
+            .and_then(|(b, _)| std::str::from_utf8(b).ok()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn coordinator(client: u64, ops: Vec<TxnOp>, now: u64, config: TxnConfig) -> Coordinator {
+        let txn = TxnId { client, seq: 1 };
+        let priority = priority_by_age(now, client);
+        Coordinator::new(config, txn, priority, ops, shard_of, now)
+    }
+
+    fn read_all(client: u64, now: u64) -> Coordinator {
+        let ops = (0..ACCOUNTS)
+            .map(|i| TxnOp::Get { key: account(i) })
+            .collect();
+        coordinator(client, ops, now, TxnConfig::default())
+    }
+
+    fn committed(c: &Coordinator) -> Option<&Vec<ReadValue>> {
+        match c.outcome() {
+            Some(TxnOutcome::Committed { reads, .. }) => Some(reads),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn one_transaction_commits_across_shards_and_leaves_nothing_behind() {
+        let mut mem = Mem::new(1, 0);
+        let ops: Vec<TxnOp> = (0..ACCOUNTS)
+            .map(|i| TxnOp::Put {
+                key: account(i),
+                value: Bytes::from("100"),
+            })
+            .collect();
+        let c = coordinator(1, ops, mem.now, TxnConfig::default());
+        assert!(c.participants().len() > 1, "spans several shards");
+        let mut coords = vec![Some(c)];
+        mem.run(&mut coords, 0, 10_000);
+        let c = coords[0].as_ref().unwrap();
+        assert!(c.is_finished());
+        assert!(matches!(
+            c.outcome(),
+            Some(TxnOutcome::Committed { attempts: 1, .. })
+        ));
+        for i in 0..ACCOUNTS {
+            assert_eq!(mem.value(&account(i)), Some(100));
+        }
+        for s in &mem.stores {
+            assert_eq!(s.intents(), 0);
+            // Forgotten: only tombstones remain.
+            assert!(
+                s.txn_record(c.txn())
+                    .is_none_or(|r| r.finished_at.is_some())
+            );
+        }
+    }
+
+    #[test]
+    fn a_failed_cas_aborts_with_nothing_written() {
+        let mut mem = Mem::new(2, 0);
+        let ops = vec![
+            TxnOp::Put {
+                key: account(0),
+                value: Bytes::from("1"),
+            },
+            TxnOp::Cas {
+                key: account(1),
+                expect: Some(Bytes::from("7")),
+                value: Bytes::from("8"),
+            },
+        ];
+        assert_ne!(shard_of(&account(0)), shard_of(&account(1)));
+        let mut coords = vec![Some(coordinator(1, ops, mem.now, TxnConfig::default()))];
+        mem.run(&mut coords, 0, 10_000);
+        let c = coords[0].as_ref().unwrap();
+        assert!(matches!(
+            c.outcome(),
+            Some(TxnOutcome::Aborted {
+                reason: TxnFailure::CasFailed { .. },
+                ..
+            })
+        ));
+        assert_eq!(mem.value(&account(0)), None);
+        assert!(mem.stores.iter().all(|s| s.intents() == 0));
+    }
+
+    #[test]
+    fn invalid_operations_are_refused_before_sending() {
+        let dup = vec![
+            TxnOp::Get { key: "a".into() },
+            TxnOp::Get { key: "a".into() },
+        ];
+        let mut c = coordinator(1, dup, 0, TxnConfig::default());
+        assert!(matches!(
+            c.outcome(),
+            Some(TxnOutcome::Aborted {
+                reason: TxnFailure::Invalid(_),
+                ..
+            })
+        ));
+        assert!(c.poll_request().is_none());
+        assert!(c.is_finished());
+        let c = coordinator(1, Vec::new(), 0, TxnConfig::default());
+        assert!(c.is_finished());
+    }
+
+    /// Bank transfers between accounts on three shards, by many
+    /// coordinators at once over a lossy network, some of which crash
+    /// mid-way: every committed read of all accounts sums to the total,
+    /// and at the end (after a reader has pushed past every crashed
+    /// coordinator's intents) so does the state.
+    fn bank(seed: u64, loss: u8, crash: u16) {
+        let mut mem = Mem::new(seed, loss);
+        let init = (0..ACCOUNTS)
+            .map(|i| TxnOp::Put {
+                key: account(i),
+                value: Bytes::from("100"),
+            })
+            .collect();
+        let mut coords = vec![Some(coordinator(1, init, mem.now, TxnConfig::default()))];
+        mem.run(&mut coords, 0, 60_000);
+        assert!(
+            committed(coords[0].as_ref().unwrap()).is_some(),
+            "seed {seed}"
+        );
+        let mut rng = fastrand::Rng::with_seed(seed ^ 0xba5e);
+        let config = TxnConfig {
+            ttl_ms: 300,
+            ..TxnConfig::default()
+        };
+        let mut transfers = 0;
+        for round in 0..15u64 {
+            // A snapshot of balances, then transfers based on it by Cas,
+            // and readers of everything, all at once.
+            let mut reader = vec![Some(read_all(10 + round, mem.now))];
+            mem.run(&mut reader, 0, 60_000);
+            let reads = committed(reader[0].as_ref().unwrap()).cloned();
+            let reads = reads.unwrap_or_else(|| {
+                panic!(
+                    "seed {seed}: read round {round}: {:?}",
+                    reader[0].as_ref().unwrap().outcome()
+                )
+            });
+            let sum: u64 = reads.iter().map(|(_, v)| num(v)).sum();
+            assert_eq!(sum, TOTAL, "seed {seed}: round {round}: {reads:?}");
+            let mut coords = Vec::new();
+            for k in 0..4u64 {
+                let (a, b) = (rng.usize(0..ACCOUNTS), rng.usize(0..ACCOUNTS));
+                if a == b {
+                    continue;
+                }
+                let (va, vb) = (num(&reads[a].1), num(&reads[b].1));
+                let amount = rng.u64(0..=va.min(10));
+                let cas = |i: usize, old: u64, new: u64| TxnOp::Cas {
+                    key: account(i),
+                    expect: Some(Bytes::from(old.to_string())),
+                    value: Bytes::from(new.to_string()),
+                };
+                let ops = vec![cas(a, va, va - amount), cas(b, vb, vb + amount)];
+                let client = 1000 + round * 10 + k;
+                coords.push(Some(coordinator(client, ops, mem.now, config)));
+            }
+            coords.push(Some(read_all(5000 + round, mem.now)));
+            mem.run(&mut coords, crash, 60_000);
+            for c in coords.iter().flatten() {
+                assert!(
+                    c.is_finished(),
+                    "seed {seed}: round {round}: unfinished {:?}",
+                    c.outcome()
+                );
+                if let Some(TxnOutcome::Committed { reads, .. }) = c.outcome() {
+                    if reads.len() == ACCOUNTS {
+                        let sum: u64 = reads.iter().map(|(_, v)| num(v)).sum();
+                        assert_eq!(sum, TOTAL, "seed {seed}: round {round}: {reads:?}");
+                    } else {
+                        transfers += 1;
+                    }
+                }
+            }
+            // Let crashed coordinators' records expire.
+            mem.now += 400;
+        }
+        let mut last = vec![Some(read_all(99_999, mem.now))];
+        mem.run(&mut last, 0, 60_000);
+        let reads = committed(last[0].as_ref().unwrap()).cloned().unwrap();
+        let sum: u64 = reads.iter().map(|(_, v)| num(v)).sum();
+        assert_eq!(sum, TOTAL, "seed {seed}");
+        assert!(
+            crash > 0 || transfers > 0,
+            "seed {seed}: no transfer committed"
+        );
+    }
+
+    #[test]
+    fn bank_transfers_keep_the_total_over_a_lossy_network() {
+        for seed in 0..8 {
+            bank(seed, 5, 0);
+        }
+    }
+
+    #[test]
+    fn bank_transfers_keep_the_total_when_coordinators_crash() {
+        for seed in 100..108 {
+            bank(seed, 2, 3);
+        }
+    }
+
+    #[test]
+    fn a_higher_priority_transaction_pushes_a_lower_one_out() {
+        let mut mem = Mem::new(3, 0);
+        let ops = |v: &str| {
+            vec![
+                TxnOp::Put {
+                    key: account(0),
+                    value: Bytes::from(v.to_owned()),
+                },
+                TxnOp::Put {
+                    key: account(1),
+                    value: Bytes::from(v.to_owned()),
+                },
+            ]
+        };
+        // An intent of a young, stuck transaction (its coordinator is gone
+        // after the prepares: never driven again).
+        let mut young = Coordinator::new(
+            TxnConfig::default(),
+            TxnId { client: 2, seq: 1 },
+            10,
+            ops("young"),
+            shard_of,
+            mem.now,
+        );
+        while let Some(out) = young.poll_request() {
+            let _ = mem.apply(out.request);
+        }
+        assert!(mem.stores.iter().map(KvStore::intents).sum::<usize>() == 2);
+        // An older one (higher priority) pushes it out well before its expiry.
+        let old = Coordinator::new(
+            TxnConfig::default(),
+            TxnId { client: 1, seq: 1 },
+            20,
+            ops("old"),
+            shard_of,
+            mem.now,
+        );
+        let start = mem.now;
+        let mut coords = vec![Some(old)];
+        mem.run(&mut coords, 0, 10_000);
+        assert!(committed(coords[0].as_ref().unwrap()).is_some());
+        assert!(mem.now - start < TxnConfig::default().ttl_ms);
+        assert_eq!(
+            mem.stores[shard_of(&account(0)) as usize]
+                .get(&account(0))
+                .unwrap()
+                .value,
+            "old"
+        );
+        // The young one can no longer commit.
+        let anchor = young.anchor() as usize;
+        let record = mem.stores[anchor].txn_record(young.txn()).unwrap();
+        assert_eq!(record.status, TxnStatus::Aborted);
+    }
+
+    #[test]
+    fn codecs_round_trip_and_refuse_truncation() {
+        let commands = [
+            TxnCommand::Prepare {
+                txn: TxnId { client: 1, seq: 2 },
+                anchor: 3,
+                begin: Some(Begin {
+                    priority: 4,
+                    ttl_ms: 5,
+                    participants: vec![0, 3],
+                    commit: true,
+                }),
+                ops: vec![
+                    TxnOp::Put {
+                        key: "a".into(),
+                        value: Bytes::from("b"),
+                    },
+                    TxnOp::Cas {
+                        key: "c".into(),
+                        expect: None,
+                        value: Bytes::from("d"),
+                    },
+                    TxnOp::Cas {
+                        key: "c".into(),
+                        expect: Some(Bytes::from("e")),
+                        value: Bytes::from("d"),
+                    },
+                    TxnOp::Get { key: "f".into() },
+                ],
+            },
+            TxnCommand::Prepare {
+                txn: TxnId { client: 1, seq: 2 },
+                anchor: 3,
+                begin: None,
+                ops: vec![],
+            },
+            TxnCommand::Commit {
+                txn: TxnId { client: 1, seq: 2 },
+            },
+            TxnCommand::Abort {
+                txn: TxnId { client: 1, seq: 2 },
+            },
+            TxnCommand::Resolve {
+                txn: TxnId { client: 1, seq: 2 },
+                commit: true,
+            },
+            TxnCommand::Push {
+                txn: TxnId { client: 1, seq: 2 },
+                priority: 9,
+            },
+            TxnCommand::Forget {
+                txn: TxnId { client: 1, seq: 2 },
+            },
+        ];
+        for c in commands {
+            let bytes = c.encode();
+            assert_eq!(TxnCommand::decode(bytes.clone()).unwrap(), c);
+            for cut in 0..bytes.len() {
+                assert!(TxnCommand::decode(bytes.slice(..cut)).is_err());
+            }
+            let cmd = Command::Txn {
+                stamp: 7,
+                command: c.clone(),
+            };
+            assert_eq!(Command::decode(cmd.encode()).unwrap(), cmd);
+            let req = crate::kv_cluster::protocol::Envelope {
+                id: 5,
+                body: Request::Txn {
+                    shard: 2,
+                    command: c,
+                },
+            };
+            let bytes = req.encode();
+            assert_eq!(
+                crate::kv_cluster::protocol::Envelope::<Request>::decode(bytes).unwrap(),
+                req
+            );
+        }
+        let intent = IntentRef {
+            key: "k".into(),
+            txn: TxnId { client: 1, seq: 2 },
+            anchor: 1,
+        };
+        let replies = [
+            Reply::Intent(intent.clone()),
+            Reply::Txn(TxnReply::Conflict(intent)),
+            Reply::Txn(TxnReply::Prepared {
+                reads: vec![
+                    ("a".into(), None),
+                    ("b".into(), Some((Bytes::from("v"), 3))),
+                ],
+                committed: false,
+            }),
+            Reply::Txn(TxnReply::CasFailed {
+                key: "c".into(),
+                actual: Some(Bytes::from("x")),
+            }),
+            Reply::Txn(TxnReply::Status {
+                status: TxnStatus::Pending,
+                participants: vec![1, 2],
+            }),
+            Reply::Txn(TxnReply::Done),
+            Reply::Txn(TxnReply::Limit(TxnLimit::Intents)),
+        ];
+        for body in replies {
+            let r = crate::kv_cluster::protocol::Envelope { id: 4, body };
+            let bytes = r.encode();
+            assert_eq!(
+                crate::kv_cluster::protocol::Envelope::<Reply>::decode(bytes.clone()).unwrap(),
+                r
+            );
+            for cut in 0..bytes.len() {
+                assert!(
+                    crate::kv_cluster::protocol::Envelope::<Reply>::decode(bytes.slice(..cut))
+                        .is_err()
+                );
+            }
+        }
+        // More operations than the cap are refused.
+        let many = TxnCommand::Prepare {
+            txn: TxnId { client: 1, seq: 2 },
+            anchor: 0,
+            begin: None,
+            ops: (0..=MAX_TXN_OPS)
+                .map(|i| TxnOp::Get { key: i.to_string() })
+                .collect(),
+        };
+        assert!(TxnCommand::decode(many.encode()).is_err());
+    }
+}
