@@ -42,9 +42,7 @@ use quorate_examples::jepsen::txn::{
 };
 use quorate_examples::kv_cluster::client::Client;
 use quorate_examples::kv_cluster::protocol::{Consistency, Reply};
-use quorate_examples::kv_cluster::txn::{
-    Coordinator, TxnConfig, TxnId, TxnOp, TxnOutcome as CoordinatorOutcome, priority_by_age,
-};
+use quorate_examples::kv_cluster::txn::{TxnConfig, TxnOp, TxnOutcome as CoordinatorOutcome};
 
 const SHARDS: u32 = 2;
 const KEYS: u64 = 5;
@@ -638,82 +636,31 @@ fn bank_txn_config() -> TxnConfig {
     }
 }
 
-/// How a driven transaction ended for its client.
-enum Driven {
-    /// The coordinator decided (and was driven on until it finished, or
-    /// the time ran out).
-    Decided(CoordinatorOutcome),
-    /// The client gave up on it undecided (its coordinator "crashed").
-    Abandoned,
-}
-
-/// Drives `coordinator` over `client`, each request to its shard's
-/// leader, until it finishes, `abandon_after` requests have been sent, or
-/// `limit` passes. Times are milliseconds on `clock`.
-async fn drive(
-    client: &mut Client,
-    coordinator: &mut Coordinator,
-    clock: Instant,
-    limit: Duration,
-    abandon_after: Option<usize>,
-) -> Driven {
-    let ms = || clock.elapsed().as_millis() as u64;
-    let started = Instant::now();
-    let mut sent = 0;
-    loop {
-        if coordinator.is_finished() || started.elapsed() > limit {
-            break;
-        }
-        if coordinator.poll_timeout().is_some_and(|t| t <= ms()) {
-            coordinator.handle_timeout(ms());
-        }
-        let mut any = false;
-        while let Some(out) = coordinator.poll_request() {
-            if abandon_after.is_some_and(|n| sent >= n) && coordinator.outcome().is_none() {
-                return Driven::Abandoned;
-            }
-            any = true;
-            sent += 1;
-            let ask = client.admin(out.shard, out.request);
-            if let Ok(Ok(answer)) = tokio::time::timeout(Duration::from_millis(700), ask).await {
-                coordinator.handle_reply(out.id, &answer.reply, ms());
-            }
-        }
-        if !any {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-    match coordinator.outcome() {
-        Some(outcome) => Driven::Decided(outcome.clone()),
-        None => Driven::Abandoned,
-    }
-}
-
 /// What bank workers share with the test.
 struct Bank {
     history: TxnHistory<BankMop>,
-    /// The coordinators' clock (ms).
-    clock: Instant,
-    shard_of: HashMap<String, u32>,
     stop: AtomicBool,
     idle: AtomicBool,
     transfers: AtomicU64,
-    /// Coordinators abandoned mid-transaction.
+    /// Transactions the client stopped mid-way (intents left behind).
     abandoned: AtomicU64,
 }
 
-impl Bank {
-    fn coordinator(&self, client: u64, seq: u64, ops: Vec<TxnOp>, salt: u64) -> Coordinator {
-        let now = self.clock.elapsed().as_millis() as u64;
-        let shards = &self.shard_of;
-        Coordinator::new(
-            bank_txn_config(),
-            TxnId { client, seq },
-            priority_by_age(now, salt),
-            ops,
-            |k| shards.get(k).copied().unwrap_or(0),
-            now,
-        )
+/// How long a client waits for one transaction (it ends by its deadline,
+/// plus resolving its intents) before calling it unknown.
+const TXN_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// Runs `ops` through `client`'s coordinator; `stop_after` stops the
+/// client mid-transaction (drops it), as a crashed coordinator would.
+async fn run_txn(
+    client: &mut Client,
+    ops: Vec<TxnOp>,
+    stop_after: Option<Duration>,
+) -> Option<CoordinatorOutcome> {
+    let txn = client.txn_with(ops, bank_txn_config());
+    match tokio::time::timeout(stop_after.unwrap_or(TXN_TIMEOUT), txn).await {
+        Ok(Ok(outcome)) => Some(outcome),
+        Ok(Err(_)) | Err(_) => None,
     }
 }
 
@@ -734,10 +681,14 @@ fn read_all_ops() -> (Vec<TxnOp>, Vec<BankMop>) {
         .unzip()
 }
 
-/// The bank history entry of a decided transaction: reads filled in.
-fn bank_outcome(driven: &Driven, mut mops: Vec<BankMop>) -> (Vec<BankMop>, TxnOutcome) {
-    match driven {
-        Driven::Decided(CoordinatorOutcome::Committed { reads, .. }) => {
+/// The bank history entry of a transaction (`None`: it did not end, or
+/// the client gave up on it): reads filled in.
+fn bank_outcome(
+    outcome: Option<&CoordinatorOutcome>,
+    mut mops: Vec<BankMop>,
+) -> (Vec<BankMop>, TxnOutcome) {
+    match outcome {
+        Some(CoordinatorOutcome::Committed { reads, .. }) => {
             for m in &mut mops {
                 if let BankMop::Read { account, value } = m {
                     let name = account_name(*account);
@@ -756,21 +707,15 @@ fn bank_outcome(driven: &Driven, mut mops: Vec<BankMop>) -> (Vec<BankMop>, TxnOu
             }
             (mops, TxnOutcome::Committed)
         }
-        Driven::Decided(CoordinatorOutcome::Aborted { .. }) => (mops, TxnOutcome::Aborted),
-        Driven::Decided(CoordinatorOutcome::Unknown { .. }) | Driven::Abandoned => {
-            (mops, TxnOutcome::Unknown)
-        }
+        Some(CoordinatorOutcome::Aborted { .. }) => (mops, TxnOutcome::Aborted),
+        Some(CoordinatorOutcome::Unknown { .. }) | None => (mops, TxnOutcome::Unknown),
     }
 }
 
 async fn bank_worker(id: u64, nodes: Vec<(u64, SocketAddr)>, bank: Arc<Bank>, seed: u64) {
     let mut rng = fastrand::Rng::with_seed(seed ^ id.wrapping_mul(0x2545_f491_4f6c_dd1d));
     let mut client = Client::new(200 + id, &nodes, SHARDS).unwrap();
-    // Its coordinators' ids: a fresh client id after each abandoned one.
-    let mut txn_client = id * 1_000;
-    let mut seq = 1;
     let mut known: HashMap<u64, Balance> = HashMap::new();
-    let max_attempts = u64::from(bank_txn_config().max_attempts);
     while !bank.stop.load(Ordering::Relaxed) {
         if bank.idle.load(Ordering::Relaxed) {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -807,25 +752,17 @@ async fn bank_worker(id: u64, nodes: Vec<(u64, SocketAddr)>, bank: Arc<Bank>, se
             }
             _ => read_all_ops(),
         };
-        let mut coordinator = bank.coordinator(txn_client, seq, ops, rng.u64(..));
-        seq += max_attempts;
         let at = bank.history.invoke(id, mops.clone());
         // Now and then the client stops mid-transaction, its intents left.
-        let abandon = (rng.u8(..40) == 0).then(|| rng.usize(1..4));
-        let driven = drive(
-            &mut client,
-            &mut coordinator,
-            bank.clock,
-            Duration::from_secs(6),
-            abandon,
-        )
-        .await;
-        if let Driven::Abandoned = driven {
+        let stop_after = (rng.u8(..40) == 0).then(|| Duration::from_millis(rng.u64(1..40)));
+        let outcome = run_txn(&mut client, ops, stop_after).await;
+        if stop_after.is_some() && outcome.is_none() {
             bank.abandoned.fetch_add(1, Ordering::Relaxed);
-            txn_client += 1;
-            seq = 1;
+            // A crashed client's connections go with it.
+            client.close().await;
+            client = Client::new(200 + id, &nodes, SHARDS).unwrap();
         }
-        let (mops, outcome) = bank_outcome(&driven, mops);
+        let (mops, outcome) = bank_outcome(outcome.as_ref(), mops);
         for m in &mops {
             match (m, outcome) {
                 (
@@ -855,7 +792,7 @@ async fn bank_worker(id: u64, nodes: Vec<(u64, SocketAddr)>, bank: Arc<Bank>, se
 
 /// Opens every account at [`OPENING`] (balance version 0) in one
 /// transaction, retried until the accounts read so.
-async fn open_accounts(nodes: &[(u64, SocketAddr)], bank: &Bank) -> Result<(), String> {
+async fn open_accounts(nodes: &[(u64, SocketAddr)]) -> Result<(), String> {
     let mut client = Client::new(299, nodes, SHARDS).map_err(|e| e.to_string())?;
     let opening = Balance {
         amount: OPENING,
@@ -863,7 +800,7 @@ async fn open_accounts(nodes: &[(u64, SocketAddr)], bank: &Bank) -> Result<(), S
     };
     let started = Instant::now();
     let mut last = String::new();
-    for attempt in 0..20u64 {
+    for _ in 0..20 {
         if started.elapsed() > Duration::from_secs(20) {
             break;
         }
@@ -874,27 +811,10 @@ async fn open_accounts(nodes: &[(u64, SocketAddr)], bank: &Bank) -> Result<(), S
                 value: Bytes::from(opening.encode()),
             })
             .collect();
-        let mut c = bank.coordinator(299, attempt * 100 + 1, ops, attempt);
-        let _ = drive(
-            &mut client,
-            &mut c,
-            bank.clock,
-            Duration::from_secs(6),
-            None,
-        )
-        .await;
+        let _ = run_txn(&mut client, ops, None).await;
         let (ops, _) = read_all_ops();
-        let mut c = bank.coordinator(299, attempt * 100 + 50, ops, attempt);
-        match drive(
-            &mut client,
-            &mut c,
-            bank.clock,
-            Duration::from_secs(6),
-            None,
-        )
-        .await
-        {
-            Driven::Decided(CoordinatorOutcome::Committed { reads, .. }) => {
+        match run_txn(&mut client, ops, None).await {
+            Some(CoordinatorOutcome::Committed { reads, .. }) => {
                 let opened = reads.iter().all(|(_, v)| {
                     v.as_ref().and_then(|(b, _)| Balance::decode(b)) == Some(opening)
                 });
@@ -904,8 +824,7 @@ async fn open_accounts(nodes: &[(u64, SocketAddr)], bank: &Bank) -> Result<(), S
                 }
                 last = format!("accounts read {reads:?}");
             }
-            Driven::Decided(other) => last = format!("{other:?}"),
-            Driven::Abandoned => last = "unfinished".to_owned(),
+            other => last = format!("{other:?}"),
         }
     }
     client.close().await;
@@ -945,30 +864,23 @@ fn bank_transfers_across_shards_keep_the_total_under_faults() {
         problems.push(format!("no leaders at startup: {why}"));
     }
     let probe_client = Client::new(298, &nodes, SHARDS).unwrap();
-    let shard_of: HashMap<String, u32> = (0..ACCOUNTS)
-        .map(|a| {
-            let name = account_name(a);
-            let shard = probe_client.shard_of(&name);
-            (name, shard)
-        })
+    let spanned: std::collections::BTreeSet<u32> = (0..ACCOUNTS)
+        .map(|a| probe_client.shard_of(&account_name(a)))
         .collect();
     rt.block_on(probe_client.close());
-    let spanned: std::collections::BTreeSet<u32> = shard_of.values().copied().collect();
     assert_eq!(
         spanned.len(),
         SHARDS as usize,
-        "the accounts must span every shard: {shard_of:?}"
+        "the accounts must span every shard"
     );
     let bank = Arc::new(Bank {
         history: TxnHistory::new(),
-        clock: Instant::now(),
-        shard_of,
         stop: AtomicBool::new(false),
         idle: AtomicBool::new(false),
         transfers: AtomicU64::new(1),
         abandoned: AtomicU64::new(0),
     });
-    if let Err(why) = rt.block_on(open_accounts(&nodes, &bank)) {
+    if let Err(why) = rt.block_on(open_accounts(&nodes)) {
         problems.push(why);
     }
     let workers: Vec<_> = (1..=WORKERS)
@@ -1014,19 +926,11 @@ fn bank_transfers_across_shards_keep_the_total_under_faults() {
     let final_read = rt.block_on(async {
         let mut client = Client::new(297, &nodes, SHARDS).unwrap();
         let mut committed = false;
-        for attempt in 0..5u64 {
+        for _ in 0..5 {
             let (ops, mops) = read_all_ops();
-            let mut c = bank.coordinator(297, attempt * 100 + 1, ops, attempt);
             let at = bank.history.invoke(0, mops.clone());
-            let driven = drive(
-                &mut client,
-                &mut c,
-                bank.clock,
-                Duration::from_secs(6),
-                None,
-            )
-            .await;
-            let (mops, outcome) = bank_outcome(&driven, mops);
+            let outcome = run_txn(&mut client, ops, None).await;
+            let (mops, outcome) = bank_outcome(outcome.as_ref(), mops);
             bank.history.complete(at, mops, outcome);
             if outcome == TxnOutcome::Committed {
                 committed = true;
