@@ -839,7 +839,7 @@ async fn open_accounts(nodes: &[(u64, SocketAddr)]) -> Result<(), String> {
 /// all accounts must see the opening total, no balance may come from a
 /// partial or aborted transfer, and the history must be strictly
 /// serializable (`jepsen::txn::check_bank`). `QUORATE_JEPSEN_SECS` sets
-/// the length of the fault schedule (default 12 s), `QUORATE_JEPSEN_SEED`
+/// the length of the fault schedule (default 10 s), `QUORATE_JEPSEN_SEED`
 /// replays one.
 #[test]
 fn bank_transfers_across_shards_keep_the_total_under_faults() {
@@ -848,8 +848,9 @@ fn bank_transfers_across_shards_keep_the_total_under_faults() {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
         now.map_or(0, |d| d.as_nanos() as u64)
     });
-    let secs = env_u64("QUORATE_JEPSEN_SECS").unwrap_or(12);
+    let secs = env_u64("QUORATE_JEPSEN_SECS").unwrap_or(10);
     println!("jepsen bank: seed {seed}, {secs} s of faults (replay: QUORATE_JEPSEN_SEED={seed})");
+    let began = Instant::now();
     let (net, mut cluster) = cluster::start_proxied("jepsen-bank").unwrap();
     let rt = cluster::runtime();
     let nodes = cluster.client_addrs();
@@ -883,6 +884,7 @@ fn bank_transfers_across_shards_keep_the_total_under_faults() {
     if let Err(why) = rt.block_on(open_accounts(&nodes)) {
         problems.push(why);
     }
+    let opened = began.elapsed();
     let workers: Vec<_> = (1..=WORKERS)
         .map(|w| rt.spawn(bank_worker(w, nodes.clone(), Arc::clone(&bank), seed)))
         .collect();
@@ -909,6 +911,7 @@ fn bank_transfers_across_shards_keep_the_total_under_faults() {
             "not every shard had a leader {RECOVERY:?} after the faults healed: {why}"
         ));
     }
+    let recovered = began.elapsed();
     std::thread::sleep(Duration::from_secs(1));
     bank.stop.store(true, Ordering::Relaxed);
     rt.block_on(async {
@@ -944,6 +947,7 @@ fn bank_transfers_across_shards_keep_the_total_under_faults() {
         problems.push("the final read of every account never committed".to_owned());
     }
 
+    let finished = began.elapsed();
     let txns = bank.history.txns();
     let initial: BTreeMap<u64, i64> = (0..ACCOUNTS).map(|a| (a, OPENING)).collect();
     let verdict = check_bank(&txns, &initial, Isolation::StrictSerializable);
@@ -959,7 +963,8 @@ fn bank_transfers_across_shards_keep_the_total_under_faults() {
         "jepsen bank summary (seed {seed}): {} transactions; transfers {} committed, {} aborted, \
          {} unknown; reads of every account {} committed, {} aborted, {} unknown; \
          {} abandoned mid-transaction; \
-         {} faults injected; {} anomalies",
+         {} faults injected; {} anomalies; accounts opened at {opened:.1?}, leaders again at \
+         {recovered:.1?}, done at {finished:.1?}",
         txns.len(),
         count(TxnOutcome::Committed, true),
         count(TxnOutcome::Aborted, true),
