@@ -16,8 +16,16 @@
 //! (`jepsen::session`) and lose no acknowledged write; reads across
 //! sessions may be stale, so it is not checked for linearizability.
 //!
+//! The `bank` workload runs the same faults over cross-shard transactions
+//! (`Client::txn_with`): transfers between accounts on both shards as
+//! two-key compare-and-sets, and reads of every account in one
+//! transaction, with clients now and then stopping mid-transaction. Every
+//! committed read of all accounts must see the opening total, and the
+//! history must be strictly serializable with no read of a partial or
+//! aborted transfer (`jepsen::txn::check_bank`).
+//!
 //! `QUORATE_JEPSEN_SECS` sets the length of the fault schedule (default
-//! 30 s; 15 s for the session workload), `QUORATE_JEPSEN_SEED` replays a
+//! 30 s; 15 s for the session workload, 10 s for the bank), `QUORATE_JEPSEN_SEED` replays a
 //! schedule. On failure the node
 //! logs, the history and the fault log are kept in the directory the
 //! failure message names.

@@ -14,6 +14,12 @@
 //! and a read answered) within 5 s, and that node-to-node traffic stays
 //! bounded meanwhile. Failures print the seed; `QUORATE_SIM_SEEDS=N` runs
 //! more seeds.
+//!
+//! The transaction workload drives `kv_cluster::txn`'s Sans-IO
+//! coordinator over the same network: list-append transactions across
+//! both shards while coordinators crash mid-transaction and nodes crash,
+//! pause and are cut off, every seed's history checked for atomic
+//! visibility and strict serializability by `jepsen::txn`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -1040,13 +1046,13 @@ fn settle(
             (mops, TxnOutcome::Committed)
         }
         CoordinatorOutcome::Aborted { reason, .. } => {
-            if let TxnFailure::CasFailed { key, actual } = reason {
-                if let Some(k) = key_of(key) {
-                    known.insert(
-                        k,
-                        actual.as_ref().map_or_else(Vec::new, |b| decode_tokens(b)),
-                    );
-                }
+            if let TxnFailure::CasFailed { key, actual } = reason
+                && let Some(k) = key_of(key)
+            {
+                known.insert(
+                    k,
+                    actual.as_ref().map_or_else(Vec::new, |b| decode_tokens(b)),
+                );
             }
             (mops, TxnOutcome::Aborted)
         }
@@ -1093,14 +1099,14 @@ fn txn_workload(seed: u64, secs: u64) -> TxnRun {
     while sim.now < end || clients.iter().any(|c| c.running.is_some()) {
         let faulting = sim.now < end;
         // Node faults: one at a time, a second or two each.
-        if let Some((f, victim, until)) = fault {
-            if sim.now >= until {
-                match f {
-                    Fault::Restart => sim.restart(victim),
-                    Fault::Pause => sim.resume(victim),
-                }
-                fault = None;
+        if let Some((f, victim, until)) = fault
+            && sim.now >= until
+        {
+            match f {
+                Fault::Restart => sim.restart(victim),
+                Fault::Pause => sim.resume(victim),
             }
+            fault = None;
         }
         if net_fault.is_some_and(|until| sim.now >= until) {
             sim.net.heal_all();
@@ -1199,15 +1205,15 @@ fn txn_workload(seed: u64, secs: u64) -> TxnRun {
             let Some(t) = c.running.as_mut() else {
                 continue;
             };
-            if !t.recorded {
-                if let Some(outcome) = t.coordinator.outcome() {
-                    let (mops, outcome) = settle(outcome, t.mops.clone(), &mut c.known);
-                    let entry = &mut history[t.at];
-                    entry.ret = Some(now_ms);
-                    entry.ops = mops;
-                    entry.outcome = outcome;
-                    t.recorded = true;
-                }
+            if !t.recorded
+                && let Some(outcome) = t.coordinator.outcome()
+            {
+                let (mops, outcome) = settle(outcome, t.mops.clone(), &mut c.known);
+                let entry = &mut history[t.at];
+                entry.ret = Some(now_ms);
+                entry.ops = mops;
+                entry.outcome = outcome;
+                t.recorded = true;
             }
             if t.recorded && t.coordinator.is_finished() {
                 c.running = None;
@@ -1429,10 +1435,9 @@ fn the_txn_checker_catches_an_injected_partial_transaction() {
             key: k,
             value: Some(v),
         } = m
+            && *k == key
         {
-            if *k == key {
-                v.pop();
-            }
+            v.pop();
         }
     }
     let found = check(&partial).anomalies;
@@ -1463,10 +1468,9 @@ fn the_txn_checker_catches_an_injected_partial_transaction() {
             key: k,
             value: Some(v),
         } = m
+            && *k == akey
         {
-            if *k == akey {
-                v.push(token);
-            }
+            v.push(token);
         }
     }
     let found = check(&dirty).anomalies;
