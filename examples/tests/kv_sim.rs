@@ -30,7 +30,7 @@ use bytes::Bytes;
 use quorate_examples::jepsen::session::{Guarantee, SessionEvent, SessionOp, check_sessions};
 use quorate_examples::jepsen::txn::{
     Anomaly, GARBAGE_TOKEN, Isolation, Mop, Txn, TxnIndex, TxnOutcome, check, check_with,
-    decode_tokens, encode_tokens, render,
+    decode_tokens, encode_tokens, render, render_txn,
 };
 use quorate_examples::kv_cluster::CLIENT_CHANNEL;
 use quorate_examples::kv_cluster::clock_sync::CLOCK_CHANNEL;
@@ -911,6 +911,9 @@ struct TxnClient {
     /// A plain (non-transactional) linearizable get in flight: the key,
     /// when it was sent (ms) and the request's id.
     plain: Option<(u64, u64, u64)>,
+    /// A key its last committed transaction wrote, to get at once (while
+    /// the coordinator may still be resolving the other shard's intents).
+    follow_up: Option<u64>,
     known: HashMap<u64, Vec<u64>>,
 }
 
@@ -1086,6 +1089,7 @@ fn txn_workload(seed: u64, secs: u64) -> TxnRun {
             next_seq: 1,
             running: None,
             plain: None,
+            follow_up: None,
             known: HashMap::new(),
         })
         .collect();
@@ -1181,8 +1185,16 @@ fn txn_workload(seed: u64, secs: u64) -> TxnRun {
             if c.plain.is_some_and(|(_, sent, _)| now_ms >= sent + 1_000) {
                 c.plain = None;
             }
-            if c.running.is_none() && c.plain.is_none() && faulting && rng.u32(..8) == 0 {
-                let key = rng.u64(..TXN_KEYS.len() as u64);
+            let decided = c.running.as_ref().is_none_or(|t| t.recorded);
+            if decided
+                && c.plain.is_none()
+                && faulting
+                && (c.follow_up.is_some() || rng.u32(..8) == 0)
+            {
+                let key = c
+                    .follow_up
+                    .take()
+                    .unwrap_or_else(|| rng.u64(..TXN_KEYS.len() as u64));
                 let id = sim.next_request;
                 sim.next_request += 1;
                 routes.insert(id, (ci, PLAIN_GET));
@@ -1273,6 +1285,19 @@ fn txn_workload(seed: u64, secs: u64) -> TxnRun {
                 && let Some(outcome) = t.coordinator.outcome()
             {
                 let (mops, outcome) = settle(outcome, t.mops.clone(), &mut c.known);
+                // A key written outside the anchor (the first key's
+                // shard), whose intent the commit did not resolve.
+                let anchor = mops.first().map(|m| shard_of(TXN_KEYS[m.key() as usize]));
+                if outcome == TxnOutcome::Committed && rng.bool() {
+                    c.follow_up = mops.iter().find_map(|m| match m {
+                        Mop::Append { key, .. }
+                            if Some(shard_of(TXN_KEYS[*key as usize])) != anchor =>
+                        {
+                            Some(*key)
+                        }
+                        _ => None,
+                    });
+                }
                 let entry = &mut history[t.at];
                 entry.ret = Some(now_ms);
                 entry.ops = mops;
@@ -1357,12 +1382,27 @@ fn txn_workload(seed: u64, secs: u64) -> TxnRun {
     run
 }
 
-fn describe_txn_failure(seed: u64, run: &TxnRun, anomalies: &[String]) -> String {
+/// The failure report of a run whose history has `anomalies`: the first
+/// few, the transactions the first one names, and where the whole history
+/// was written.
+fn describe_txn_failure(seed: u64, run: &TxnRun, anomalies: &[Anomaly]) -> String {
+    let path = std::env::temp_dir().join(format!("quorate-kv-sim-txn-seed-{seed}.history"));
+    let kept = match std::fs::write(&path, render(&run.history)) {
+        Ok(()) => format!("history in {}", path.display()),
+        Err(e) => format!("history not written to {}: {e}", path.display()),
+    };
+    let named: Vec<String> = anomalies
+        .first()
+        .map(Anomaly::txns)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|i| Some(render_txn(i, run.history.get(i)?)))
+        .collect();
+    let first: Vec<String> = anomalies.iter().take(5).map(ToString::to_string).collect();
     format!(
-        "seed {seed}: {} anomalies, first 5: {:#?}\nhistory:\n{}",
+        "seed {seed}: {} anomalies, first 5: {first:#?}\nthe first one's transactions:\n{}\n{kept}",
         anomalies.len(),
-        &anomalies[..anomalies.len().min(5)],
-        render(&run.history)
+        named.join("\n")
     )
 }
 
@@ -1381,11 +1421,10 @@ fn cross_shard_transactions_stay_atomic_and_serializable_under_faults() {
     for seed in 0..seeds(3) {
         let run = txn_workload(seed, 15);
         let verdict = check(&run.history);
-        let anomalies: Vec<String> = verdict.anomalies.iter().map(ToString::to_string).collect();
         assert!(
             verdict.ok(),
             "{}",
-            describe_txn_failure(seed, &run, &anomalies)
+            describe_txn_failure(seed, &run, &verdict.anomalies)
         );
         let committed = run
             .history
@@ -1417,8 +1456,14 @@ fn cross_shard_transactions_stay_atomic_and_serializable_under_faults() {
         );
         assert!(
             run.final_read.is_some(),
-            "seed {seed}: the final read of every key never committed\n{}",
-            render(&run.history)
+            "seed {seed}: the final read of every key never committed (the last 20 transactions:\n{})",
+            run.history
+                .iter()
+                .enumerate()
+                .skip(run.history.len().saturating_sub(20))
+                .map(|(i, t)| render_txn(i, t))
+                .collect::<Vec<_>>()
+                .join("\n")
         );
         assert!(
             committed >= 20,
@@ -1426,11 +1471,10 @@ fn cross_shard_transactions_stay_atomic_and_serializable_under_faults() {
             run.history.len()
         );
         let strict = check_with(&run.history, Isolation::StrictSerializable);
-        let strict: Vec<String> = strict.anomalies.iter().map(ToString::to_string).collect();
         assert!(
-            strict.is_empty(),
+            strict.ok(),
             "strict serializability: {}",
-            describe_txn_failure(seed, &run, &strict)
+            describe_txn_failure(seed, &run, &strict.anomalies)
         );
         println!(
             "seed {seed}: {} transactions, {committed} committed ({cross} writing both shards), {unknown} unknown, \

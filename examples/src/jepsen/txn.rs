@@ -258,6 +258,23 @@ pub enum Anomaly {
     },
 }
 
+impl Anomaly {
+    /// The transactions it names, in the order it names them.
+    pub fn txns(&self) -> Vec<TxnIndex> {
+        match self {
+            Anomaly::DuplicateToken { txns, .. } => txns.to_vec(),
+            Anomaly::GarbageRead { txn, .. }
+            | Anomaly::Internal { txn, .. }
+            | Anomaly::DuplicateInRead { txn, .. } => vec![*txn],
+            Anomaly::AbortedRead { txn, writer, .. }
+            | Anomaly::IntermediateRead { txn, writer, .. }
+            | Anomaly::FracturedRead { txn, writer, .. } => vec![*writer, *txn],
+            Anomaly::IncompatibleOrder { .. } => Vec::new(),
+            Anomaly::Cycle { steps, .. } => steps.iter().map(|s| s.from).collect(),
+        }
+    }
+}
+
 impl fmt::Display for Anomaly {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -1177,21 +1194,25 @@ impl<M: Clone> TxnHistory<M> {
 /// One line per transaction: `index call ret client outcome ops`, times in
 /// milliseconds.
 pub fn render<M: fmt::Debug>(history: &[Txn<M>]) -> String {
-    use fmt::Write as _;
     let mut out = String::new();
     for (i, t) in history.iter().enumerate() {
-        let ms = |t: u64| t as f64 / 1e6;
-        let ret = t.ret.map_or("-".to_owned(), |r| format!("{:.3}", ms(r)));
-        let _ = writeln!(
-            out,
-            "T{i} {:.3} {ret} c{} {:?} {:?}",
-            ms(t.call),
-            t.client,
-            t.outcome,
-            t.ops
-        );
+        out.push_str(&render_txn(i, t));
+        out.push('\n');
     }
     out
+}
+
+/// [`render`]'s line for transaction `index`.
+pub fn render_txn<M: fmt::Debug>(index: TxnIndex, t: &Txn<M>) -> String {
+    let ms = |t: u64| t as f64 / 1e6;
+    let ret = t.ret.map_or("-".to_owned(), |r| format!("{:.3}", ms(r)));
+    format!(
+        "T{index} {:.3} {ret} c{} {:?} {:?}",
+        ms(t.call),
+        t.client,
+        t.outcome,
+        t.ops
+    )
 }
 
 #[cfg(test)]
@@ -1356,7 +1377,7 @@ mod tests {
         let Some(Anomaly::Cycle { steps, .. }) = v.anomalies.first() else {
             panic!("{v:?}");
         };
-        let mut on: Vec<TxnIndex> = steps.iter().map(|s| s.from).collect();
+        let mut on = v.anomalies[0].txns();
         on.sort_unstable();
         assert_eq!(on, [1, 2]);
         assert!(steps.iter().all(|s| s.dependency == Dependency::ReadWrite));
