@@ -97,6 +97,9 @@ pub struct Client {
     /// ids), and the next counter.
     txn_client: u64,
     txn_seq: u64,
+    /// Forgets owed by finished transactions (`(anchor, txn)`): sent with
+    /// the next transaction's requests, or by [`close`](Self::close).
+    forgets: Vec<(u32, TxnId)>,
 }
 
 /// A session as its client keeps it.
@@ -208,6 +211,7 @@ impl Client {
             next_reader: 0,
             txn_client,
             txn_seq: 1,
+            forgets: Vec::new(),
         })
     }
 
@@ -857,23 +861,48 @@ impl Client {
         };
         if let TxnReply::Status {
             status: status @ (TxnStatus::Committed | TxnStatus::Aborted),
-            ..
+            participants,
         } = self.txn_step(intent.anchor, push).await?
         {
-            let shard = self.shard_of(&intent.key);
-            let resolve = TxnCommand::Resolve {
-                txn: intent.txn,
-                commit: status == TxnStatus::Committed,
-            };
-            self.txn_step(shard, resolve).await?;
+            // Finish the transaction's work for its coordinator (which may
+            // have crashed): resolve every participant (the key's own
+            // first), and let a committed record go once all are.
+            let commit = status == TxnStatus::Committed;
+            let mut shards = vec![self.shard_of(&intent.key)];
+            shards.extend(participants.into_iter().filter(|&p| p != intent.anchor));
+            shards.dedup();
+            let mut all = true;
+            for (i, shard) in shards.into_iter().enumerate() {
+                let resolve = TxnCommand::Resolve {
+                    txn: intent.txn,
+                    commit,
+                };
+                match self.txn_step(shard, resolve).await {
+                    Ok(TxnReply::Done) => {}
+                    // The key's own shard must be resolved; the others are
+                    // a courtesy to the record's garbage collection.
+                    Err(e) if i == 0 => return Err(e),
+                    _ => all = false,
+                }
+            }
+            if commit && all {
+                let forget = TxnCommand::Forget { txn: intent.txn };
+                let _ = self.txn_step(intent.anchor, forget).await;
+            }
         }
         Ok(())
     }
 
     /// Runs `ops` as one atomic transaction across shards (see
-    /// [`super::txn`]) with the default [`TxnConfig`].
+    /// [`super::txn`]) with the default [`TxnConfig`], deferring the
+    /// record's last step (its forget, once every intent is resolved) to
+    /// the next transaction or [`close`](Self::close).
     pub async fn txn(&mut self, ops: Vec<TxnOp>) -> Result<TxnOutcome, Error> {
-        self.txn_with(ops, TxnConfig::default()).await
+        let config = TxnConfig {
+            defer_forget: true,
+            ..TxnConfig::default()
+        };
+        self.txn_with(ops, config).await
     }
 
     /// Runs `ops` as one atomic transaction, its coordinator configured by
@@ -897,6 +926,7 @@ impl Client {
         let ring = &self.ring;
         let shard_of = |key: &str| ring.get(key).copied().unwrap_or(0);
         let mut coordinator = Coordinator::new(config, txn, priority, ops, shard_of, 0);
+        coordinator.carry_forgets(std::mem::take(&mut self.forgets), 0);
         // Correlation id -> (coordinator's id, shard).
         let mut waiting: HashMap<u64, (u64, u32)> = HashMap::new();
         // The coordinator's id -> the request, to send again on a hint.
@@ -982,14 +1012,21 @@ impl Client {
                 }
             }
         }
+        self.forgets.extend(coordinator.take_deferred_forget());
         coordinator.outcome().cloned().ok_or(Error::Unanswered {
             id: txn.seq,
             tried: self.describe(self.nodes.clone()),
         })
     }
 
-    /// Closes the connections.
-    pub async fn close(self) {
+    /// Closes the connections, after sending the forgets finished
+    /// transactions still owe (a bounded wait: an unanswered one leaves its
+    /// committed record on the anchor, counted against its cap).
+    pub async fn close(mut self) {
+        for (anchor, txn) in std::mem::take(&mut self.forgets) {
+            let forget = self.txn_step(anchor, TxnCommand::Forget { txn });
+            let _ = tokio::time::timeout(Duration::from_secs(2), forget).await;
+        }
         self.transport.shutdown().await;
     }
 }

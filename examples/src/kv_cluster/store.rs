@@ -116,9 +116,11 @@ impl TxnLimits {
     pub const MAX_INTENTS: usize = 1 << 16;
     /// Default cap of remembered resolutions.
     pub const MAX_RESOLVED: usize = 1 << 16;
-    /// Default retention: a minute of log time (twice a client's request
-    /// deadline: later copies of a request are not expected).
-    pub const RETENTION_MS: u64 = 60_000;
+    /// Default retention: 10 minutes of log time, the session timeout
+    /// ([`SessionLimits::TIMEOUT_MS`]): the same bound on how late a copy
+    /// of a request may still reach the log. (Under load the record cap
+    /// evicts the oldest tombstones sooner.)
+    pub const RETENTION_MS: u64 = SessionLimits::TIMEOUT_MS;
     /// Default longest time to live: a minute.
     pub const MAX_TTL_MS: u64 = 60_000;
 }
@@ -712,7 +714,10 @@ impl KvStore {
                     }
                     Some(status) => status,
                     None => {
-                        self.tombstone(txn);
+                        // (Without room the answer stands: this commit or
+                        // abort comes from the coordinator itself, after
+                        // its begin, which it will not send again.)
+                        let _ = self.tombstone(txn);
                         TxnStatus::Aborted
                     }
                 };
@@ -726,7 +731,10 @@ impl KvStore {
                     }
                     Some(status) => status,
                     None => {
-                        self.tombstone(txn);
+                        // (Without room the answer stands: this commit or
+                        // abort comes from the coordinator itself, after
+                        // its begin, which it will not send again.)
+                        let _ = self.tombstone(txn);
                         TxnStatus::Aborted
                     }
                 };
@@ -742,13 +750,24 @@ impl KvStore {
                     None => {
                         // Its begin may still be on the way: the tombstone
                         // makes that begin fail, so it can never commit.
-                        self.tombstone(txn);
+                        // Without room for one, nothing can be promised.
+                        if !self.tombstone(txn) {
+                            return TxnReply::Limit(TxnLimit::Records);
+                        }
                         TxnStatus::Aborted
                     }
                 };
                 self.status_reply(txn, status)
             }
             TxnCommand::Resolve { txn, commit } => {
+                // The anchor knows the decision: it never applies intents
+                // of a transaction its record does not say committed.
+                if let Some(r) = self.records.get(&txn)
+                    && commit
+                    && r.status != TxnStatus::Committed
+                {
+                    return self.status_reply(txn, r.status);
+                }
                 self.resolve_intents(txn, commit, stamp);
                 self.remember_resolved(txn, commit);
                 TxnReply::Done
@@ -787,6 +806,11 @@ impl KvStore {
         begin: Option<super::txn::Begin>,
         ops: Vec<TxnOp>,
     ) -> TxnReply {
+        if let Some(r) = self.records.get(&txn)
+            && r.status != TxnStatus::Pending
+        {
+            return self.status_reply(txn, r.status);
+        }
         if let Some(&(commit, _)) = self.resolved.get(&txn) {
             let status = if commit {
                 TxnStatus::Committed
@@ -799,7 +823,6 @@ impl KvStore {
             };
         }
         match self.records.get(&txn) {
-            Some(r) if r.status != TxnStatus::Pending => return self.status_reply(txn, r.status),
             Some(_) => {}
             None => {
                 if let Some(b) = &begin {
@@ -900,13 +923,19 @@ impl KvStore {
             r.finished_at = Some(now);
             self.finished_by_time.insert((now, txn));
         }
-        self.resolve_intents(txn, status == TxnStatus::Committed, stamp);
+        let commit = status == TxnStatus::Committed;
+        self.resolve_intents(txn, commit, stamp);
+        // Like any participant, the anchor remembers resolving its intents,
+        // so a late copy of its prepare is refused even if the record is
+        // evicted under pressure.
+        self.remember_resolved(txn, commit);
     }
 
-    /// An aborted record for a transaction never begun here.
-    fn tombstone(&mut self, txn: TxnId) {
+    /// An aborted record for a transaction never begun here; false if
+    /// there is no room for it.
+    fn tombstone(&mut self, txn: TxnId) -> bool {
         if !self.make_room_for_record() {
-            return;
+            return false;
         }
         let now = self.log_time;
         self.records.insert(
@@ -923,6 +952,7 @@ impl KvStore {
         self.finished_by_time.insert((now, txn));
         // Its intents here, if any, go too.
         self.resolve_intents(txn, false, 0);
+        true
     }
 
     /// Whether a record fits, evicting the oldest tombstone if need be.
@@ -1636,6 +1666,24 @@ mod txn_tests {
             }
         );
         assert_eq!(s.intents(), 0);
+        // On the anchor, a commit-resolve of an undecided record is refused.
+        let mut anchor = KvStore::default();
+        step(
+            &mut anchor,
+            1,
+            1000,
+            prepare(B, begin(1, vec![0, 1]), vec![put("x", b"b")]),
+        );
+        let wrong = TxnCommand::Resolve {
+            txn: B,
+            commit: true,
+        };
+        assert_eq!(
+            step(&mut anchor, 2, 1001, wrong),
+            status(TxnStatus::Pending)
+        );
+        assert_eq!(anchor.get("x"), None);
+        assert!(anchor.intent("x").is_some());
         // Abort drops.
         step(&mut s, 5, 1004, prepare(B, None, vec![put("x", b"b")]));
         step(
@@ -1800,6 +1848,16 @@ mod txn_tests {
             TxnReply::Limit(TxnLimit::Intents)
         );
         assert_eq!(s.snapshot(), before);
+        // A push of an unknown transaction cannot leave its tombstone:
+        // refused, not answered "aborted".
+        let unknown = TxnCommand::Push {
+            txn: TxnId { client: 5, seq: 5 },
+            priority: 0,
+        };
+        assert_eq!(
+            step(&mut s, 4, 1000, unknown),
+            TxnReply::Limit(TxnLimit::Records)
+        );
         // A finished record is evicted to make room.
         step(&mut s, 4, 1000, TxnCommand::Abort { txn: A });
         assert_eq!(

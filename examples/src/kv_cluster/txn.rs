@@ -604,6 +604,12 @@ pub struct TxnConfig {
     /// The whole transaction's deadline: before the commit is sent it
     /// aborts; after, the outcome is [`TxnOutcome::Unknown`].
     pub deadline_ms: u64,
+    /// Finish without sending the last step, the record's
+    /// [`TxnCommand::Forget`] (every intent is resolved by then): hand it
+    /// from [`Coordinator::take_deferred_forget`] to the next coordinator's
+    /// [`Coordinator::carry_forgets`], which sends it alongside its own
+    /// first round. Saves a round of latency per transaction.
+    pub defer_forget: bool,
 }
 
 impl Default for TxnConfig {
@@ -616,6 +622,7 @@ impl Default for TxnConfig {
             max_pushes: 40,
             resend_ms: 500,
             deadline_ms: 30_000,
+            defer_forget: false,
         }
     }
 }
@@ -730,7 +737,15 @@ enum Purpose {
     Forget,
     /// Cleaning up after an earlier attempt (not waited for).
     Cleanup,
+    /// An earlier transaction's forget, carried (waited for, a bounded
+    /// number of sends).
+    Carried,
 }
+
+/// Sends of a carried forget (one per resend interval) before it is given
+/// up: its committed record then stays on the anchor, counted against the
+/// anchor's record cap, as a crashed coordinator's would.
+const CARRIED_SENDS: u32 = 20;
 
 #[derive(Clone, Debug)]
 struct Inflight {
@@ -810,6 +825,9 @@ pub struct Coordinator {
     outcome: Option<TxnOutcome>,
     /// One-phase: every key is in the anchor and nothing is read.
     one_phase: bool,
+    /// The forget this coordinator left for the next (see
+    /// [`TxnConfig::defer_forget`]).
+    deferred: Option<(u32, TxnId)>,
 }
 
 impl Coordinator {
@@ -872,6 +890,7 @@ impl Coordinator {
             inflight: BTreeMap::new(),
             outcome: None,
             one_phase,
+            deferred: None,
         };
         match invalid {
             Some(why) => {
@@ -916,6 +935,22 @@ impl Coordinator {
                 .inflight
                 .values()
                 .all(|f| f.purpose == Purpose::Cleanup)
+    }
+
+    /// Sends the forgets of earlier transactions (`(anchor, txn)`, from
+    /// their coordinators' [`take_deferred_forget`](Self::take_deferred_forget))
+    /// with this one's requests; [`is_finished`](Self::is_finished) waits
+    /// for their answers too (a bounded number of sends each).
+    pub fn carry_forgets(&mut self, forgets: impl IntoIterator<Item = (u32, TxnId)>, now_ms: u64) {
+        for (anchor, txn) in forgets {
+            self.send(Purpose::Carried, anchor, TxnCommand::Forget { txn }, now_ms);
+        }
+    }
+
+    /// With [`TxnConfig::defer_forget`]: the forget this transaction still
+    /// owes its anchor, once finished (hand it to the next coordinator).
+    pub fn take_deferred_forget(&mut self) -> Option<(u32, TxnId)> {
+        self.deferred.take()
     }
 
     /// The next request to send.
@@ -966,7 +1001,9 @@ impl Coordinator {
             let Some(mut f) = self.inflight.remove(&id) else {
                 continue;
             };
-            if f.purpose == Purpose::Cleanup && f.sends >= 3 {
+            if (f.purpose == Purpose::Cleanup && f.sends >= 3)
+                || (f.purpose == Purpose::Carried && f.sends >= CARRIED_SENDS)
+            {
                 continue;
             }
             f.sends += 1;
@@ -1040,7 +1077,7 @@ impl Coordinator {
                     self.phase = Phase::Done;
                 }
             }
-            Purpose::Cleanup => {}
+            Purpose::Cleanup | Purpose::Carried => {}
         }
     }
 
@@ -1286,7 +1323,7 @@ impl Coordinator {
             }
             Phase::Committing => {
                 self.outcome = Some(TxnOutcome::Unknown { txn: self.txn });
-                self.inflight.retain(|_, f| f.purpose == Purpose::Cleanup);
+                self.inflight.retain(|_, f| !f.purpose.of_attempt());
                 self.phase = Phase::Done;
             }
             Phase::Aborting { .. } | Phase::Resolving { .. } => {
@@ -1294,7 +1331,7 @@ impl Coordinator {
                 if self.outcome.is_none() {
                     self.finish_aborted(TxnFailure::Deadline);
                 }
-                self.inflight.retain(|_, f| f.purpose == Purpose::Cleanup);
+                self.inflight.retain(|_, f| !f.purpose.of_attempt());
                 self.phase = Phase::Done;
             }
             Phase::Done => {}
@@ -1332,7 +1369,7 @@ impl Coordinator {
 
     /// Forgets the current attempt's outstanding requests.
     fn drop_attempt_requests(&mut self) {
-        self.inflight.retain(|_, f| f.purpose == Purpose::Cleanup);
+        self.inflight.retain(|_, f| !f.purpose.of_attempt());
         self.parts.clear();
     }
 
@@ -1394,9 +1431,22 @@ impl Coordinator {
                 self.phase = Phase::Done;
                 return;
             }
+            if self.config.defer_forget {
+                self.deferred = Some((self.anchor, self.txn));
+                self.phase = Phase::Done;
+                return;
+            }
             let forget = TxnCommand::Forget { txn: self.txn };
             self.send(Purpose::Forget, self.anchor, forget, now_ms);
         }
+    }
+}
+
+impl Purpose {
+    /// Whether the request belongs to the current attempt (dropped when the
+    /// attempt ends), as opposed to cleanup and carried forgets.
+    fn of_attempt(&self) -> bool {
+        !matches!(self, Purpose::Cleanup | Purpose::Carried)
     }
 }
 
@@ -1589,6 +1639,44 @@ mod tests {
                     .is_none_or(|r| r.finished_at.is_some())
             );
         }
+    }
+
+    #[test]
+    fn a_deferred_forget_is_carried_by_the_next_transaction() {
+        let mut mem = Mem::new(4, 0);
+        let config = TxnConfig {
+            defer_forget: true,
+            ..TxnConfig::default()
+        };
+        let put = |k: usize| TxnOp::Put {
+            key: account(k),
+            value: Bytes::from("1"),
+        };
+        assert_ne!(shard_of(&account(0)), shard_of(&account(1)));
+        let mut coords = vec![Some(coordinator(1, vec![put(0), put(1)], mem.now, config))];
+        mem.run(&mut coords, 0, 10_000);
+        let mut first = coords.pop().flatten().unwrap();
+        assert!(first.is_finished() && committed(&first).is_some());
+        let owed = first.take_deferred_forget().unwrap();
+        assert_eq!(owed, (first.anchor(), first.txn()));
+        assert!(first.take_deferred_forget().is_none());
+        let record = |mem: &Mem| mem.stores[owed.0 as usize].txn_record(owed.1).cloned();
+        // Committed, every intent resolved, not yet forgotten.
+        assert_eq!(
+            record(&mem).map(|r| (r.status, r.finished_at)),
+            Some((TxnStatus::Committed, None))
+        );
+        assert!(mem.stores.iter().all(|s| s.intents() == 0));
+        let mut next = coordinator(2, vec![put(2)], mem.now, config);
+        next.carry_forgets([owed], mem.now);
+        let mut coords = vec![Some(next)];
+        mem.run(&mut coords, 0, 10_000);
+        assert!(coords[0].as_ref().unwrap().is_finished());
+        assert!(
+            record(&mem).is_some_and(|r| r.finished_at.is_some()),
+            "{:?}",
+            record(&mem)
+        );
     }
 
     #[test]
