@@ -872,6 +872,7 @@ fn bank_transfers_across_shards_keep_the_total_under_faults() {
     )) {
         problems.push(format!("no leaders at startup: {why}"));
     }
+    let led = began.elapsed();
     let probe_client = Client::new(298, &nodes, SHARDS).unwrap();
     let spanned: std::collections::BTreeSet<u32> = (0..ACCOUNTS)
         .map(|a| probe_client.shard_of(&account_name(a)))
@@ -971,7 +972,7 @@ fn bank_transfers_across_shards_keep_the_total_under_faults() {
         "jepsen bank summary (seed {seed}): {} transactions; transfers {} committed, {} aborted, \
          {} unknown; reads of every account {} committed, {} aborted, {} unknown; \
          {} abandoned mid-transaction; \
-         {} faults injected; {} anomalies; accounts opened at {opened:.1?}, leaders again at \
+         {} faults injected; {} anomalies; leaders at {led:.1?}, accounts opened at {opened:.1?}, leaders again at \
          {recovered:.1?}, done at {finished:.1?}",
         txns.len(),
         count(TxnOutcome::Committed, true),
