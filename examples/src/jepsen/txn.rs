@@ -378,7 +378,7 @@ pub fn check(history: &[Txn<Mop>]) -> Verdict {
 }
 
 /// Checks a list-append history for `isolation` (see the module docs).
-pub fn check_with(history: &[Txn<Mop>], isolation: Isolation) -> Verdict {
+pub fn check_with<'a>(history: &'a [Txn<Mop>], isolation: Isolation) -> Verdict {
     let mut anomalies = Vec::new();
 
     // Every append, by key and token.
@@ -458,32 +458,69 @@ pub fn check_with(history: &[Txn<Mop>], isolation: Isolation) -> Verdict {
         }
     }
 
+    // The external reads of each key, and the longest of them. While every
+    // read of a key is a prefix of its longest, a token in any of them is
+    // in the longest: checks of tokens look at the longest once.
+    let mut reads_of: BTreeMap<u64, Vec<(TxnIndex, &[u64])>> = BTreeMap::new();
+    for (i, reads) in external.iter().enumerate() {
+        for (&key, seen) in reads {
+            reads_of.entry(key).or_default().push((i, seen));
+        }
+    }
+    let longest_read = |rs: &[(TxnIndex, &'a [u64])]| -> Option<&'a [u64]> {
+        let longest = rs.iter().map(|&(_, r)| r).max_by_key(|r| r.len())?;
+        rs.iter()
+            .all(|&(_, r)| longest.starts_with(r))
+            .then_some(longest)
+    };
+
     // Which transactions took effect: committed ones, and unknown ones a
     // committed transaction observed.
     let mut effective: Vec<bool> = history.iter().map(committed).collect();
-    for reads in &external {
-        for (&key, seen) in reads {
-            for token in seen.iter() {
-                if let Some(w) = writes.get(&(key, *token))
-                    && history[w.txn].outcome == TxnOutcome::Unknown
-                {
-                    effective[w.txn] = true;
-                }
+    let mut observe = |key: u64, tokens: &[u64]| {
+        for token in tokens {
+            if let Some(w) = writes.get(&(key, *token))
+                && history[w.txn].outcome == TxnOutcome::Unknown
+            {
+                effective[w.txn] = true;
             }
+        }
+    };
+    for (&key, rs) in &reads_of {
+        match longest_read(rs) {
+            Some(longest) => observe(key, longest),
+            None => rs.iter().for_each(|&(_, r)| observe(key, r)),
         }
     }
 
-    // Reads of garbage, aborted, intermediate and repeated tokens.
-    for (i, reads) in external.iter().enumerate() {
-        for (&key, seen) in reads {
-            let mut tokens = HashSet::new();
-            for token in seen.iter() {
-                if !tokens.insert(*token) {
-                    anomalies.push(Anomaly::DuplicateInRead {
-                        txn: i,
-                        key,
-                        token: *token,
-                    });
+    // Reads of garbage and of aborted writes: each token once, reported
+    // against the first reader (in history order) that saw it.
+    for (&key, rs) in &reads_of {
+        let scan: Vec<(TxnIndex, &[u64])> = match longest_read(rs) {
+            Some(longest) => {
+                // The first reader whose read reaches each position.
+                let mut first = vec![None; longest.len()];
+                for &(i, r) in rs {
+                    for slot in first.iter_mut().take(r.len()).rev() {
+                        if slot.is_some_and(|f| f <= i) {
+                            break;
+                        }
+                        *slot = Some(i);
+                    }
+                }
+                longest
+                    .iter()
+                    .zip(first)
+                    .map(|(t, i)| (i.unwrap_or_default(), std::slice::from_ref(t)))
+                    .collect()
+            }
+            None => rs.clone(),
+        };
+        let mut reported = HashSet::new();
+        for (i, tokens) in scan {
+            for token in tokens {
+                if !reported.insert(*token) {
+                    continue;
                 }
                 match writes.get(&(key, *token)) {
                     None => anomalies.push(Anomaly::GarbageRead {
@@ -502,6 +539,11 @@ pub fn check_with(history: &[Txn<Mop>], isolation: Isolation) -> Verdict {
                     Some(_) => {}
                 }
             }
+        }
+    }
+    // Reads of intermediate versions.
+    for (i, reads) in external.iter().enumerate() {
+        for (&key, seen) in reads {
             if let Some((&token, w)) = seen
                 .last()
                 .and_then(|t| writes.get(&(key, *t)).map(|w| (t, w)))
@@ -521,73 +563,116 @@ pub fn check_with(history: &[Txn<Mop>], isolation: Isolation) -> Verdict {
     // The version order of each key: every version observed (reads, and
     // the values effective transactions wrote) must be a prefix of the
     // longest.
-    let mut versions: BTreeMap<u64, Vec<Vec<u64>>> = BTreeMap::new();
-    for reads in &external {
-        for (&key, seen) in reads {
-            versions.entry(key).or_default().push(seen.to_vec());
-        }
-    }
+    let mut order: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    let mut written: BTreeMap<u64, Vec<(&[u64], u64)>> = BTreeMap::new();
     for (&(key, token), w) in &writes {
         if effective[w.txn] {
-            let mut v = w.expect.to_vec();
-            v.push(token);
-            versions.entry(key).or_default().push(v);
+            written.entry(key).or_default().push((w.expect, token));
         }
     }
-    let mut order: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
-    for (key, mut vs) in versions {
-        vs.sort_by_key(Vec::len);
-        let Some(longest) = vs.last().cloned() else {
-            continue;
+    let keys: BTreeSet<u64> = reads_of.keys().chain(written.keys()).copied().collect();
+    for key in keys {
+        let rs = reads_of.get(&key).map_or(&[][..], Vec::as_slice);
+        let ws = written.get(&key).map_or(&[][..], Vec::as_slice);
+        let longest_read = rs.iter().map(|&(_, r)| r).max_by_key(|r| r.len());
+        let longest_write = ws.iter().max_by_key(|(e, _)| e.len());
+        let longest: Vec<u64> = match (longest_read, longest_write) {
+            (Some(r), Some((e, _))) if r.len() > e.len() => r.to_vec(),
+            (_, Some((e, t))) => e.iter().copied().chain([*t]).collect(),
+            (Some(r), None) => r.to_vec(),
+            (None, None) => continue,
         };
-        let mut forked = false;
-        for v in &vs {
-            if !longest.starts_with(v) {
-                anomalies.push(Anomaly::IncompatibleOrder {
-                    key,
-                    a: v.clone(),
-                    b: longest.clone(),
-                });
-                forked = true;
-                break;
-            }
-        }
+        let fork = rs
+            .iter()
+            .find(|(_, r)| !longest.starts_with(r))
+            .map(|(_, r)| r.to_vec())
+            .or_else(|| {
+                ws.iter()
+                    .find(|(e, t)| !longest.starts_with(e) || longest.get(e.len()) != Some(t))
+                    .map(|(e, t)| e.iter().copied().chain([*t]).collect())
+            });
         // A forked key has no version order to draw edges from.
-        if !forked {
-            order.insert(key, longest);
+        if let Some(a) = fork {
+            anomalies.push(Anomaly::IncompatibleOrder { key, a, b: longest });
+            continue;
         }
+        let mut seen = HashSet::new();
+        if let Some(token) = longest.iter().find(|t| !seen.insert(**t)) {
+            // The first reader that saw it, or the writer that wrote it.
+            let txn = rs
+                .iter()
+                .filter(|(_, r)| r.contains(token))
+                .map(|&(i, _)| i)
+                .min()
+                .or_else(|| {
+                    longest_write
+                        .and_then(|(_, t)| writes.get(&(key, *t)))
+                        .map(|w| w.txn)
+                })
+                .unwrap_or_default();
+            anomalies.push(Anomaly::DuplicateInRead {
+                txn,
+                key,
+                token: *token,
+            });
+            continue;
+        }
+        order.insert(key, longest);
     }
+    // Where each token is in its key's version order.
+    let position: HashMap<(u64, u64), usize> = order
+        .iter()
+        .flat_map(|(&key, v)| v.iter().enumerate().map(move |(p, &t)| ((key, t), p)))
+        .collect();
 
     // Atomic visibility: a reader that saw one of a writer's versions sees
-    // all of them (or later ones) on the keys it read.
+    // all of them (or later ones) on the keys it read. Per key, walking its
+    // version order: the writers of its first `p` versions need a read of
+    // each other key they wrote to reach past their version there.
     let mut wrote: Vec<BTreeMap<u64, u64>> = vec![BTreeMap::new(); history.len()];
     for (&(key, token), w) in &writes {
         if w.last {
             wrote[w.txn].insert(key, token);
         }
     }
-    for (i, reads) in external.iter().enumerate() {
-        let mut reported = HashSet::new();
-        for (&key, seen) in reads {
-            for token in seen.iter() {
-                let Some(w) = writes.get(&(key, *token)) else {
-                    continue;
-                };
-                if w.txn == i || !effective[w.txn] {
-                    continue;
-                }
-                for (&other, &theirs) in &wrote[w.txn] {
-                    let missed = reads
+    for (&key, versions) in &order {
+        let Some(rs) = reads_of.get(&key) else {
+            continue;
+        };
+        let mut by_len: Vec<(usize, TxnIndex)> = rs.iter().map(|&(i, r)| (r.len(), i)).collect();
+        by_len.sort_unstable();
+        // Other key -> (the read length needed, the writer needing it).
+        let mut need: BTreeMap<u64, (usize, TxnIndex)> = BTreeMap::new();
+        let mut readers = by_len.into_iter().peekable();
+        for p in 0..=versions.len() {
+            while let Some((_, reader)) = readers.next_if(|&(len, _)| len == p) {
+                for (&other, &(len, writer)) in &need {
+                    let short = external[reader]
                         .get(&other)
-                        .is_some_and(|mine| !mine.contains(&theirs));
-                    if other != key && missed && reported.insert((w.txn, other)) {
+                        .is_some_and(|mine| mine.len() < len);
+                    if short && writer != reader && order.contains_key(&other) {
                         anomalies.push(Anomaly::FracturedRead {
-                            txn: i,
-                            writer: w.txn,
+                            txn: reader,
+                            writer,
                             seen: key,
                             missed: other,
                         });
                     }
+                }
+            }
+            let Some(w) = versions
+                .get(p)
+                .and_then(|&t| writes.get(&(key, t)))
+                .filter(|w| effective[w.txn])
+            else {
+                continue;
+            };
+            for (&other, &theirs) in &wrote[w.txn] {
+                let Some(&at) = position.get(&(other, theirs)) else {
+                    continue;
+                };
+                if other != key && need.get(&other).is_none_or(|&(len, _)| len < at + 1) {
+                    need.insert(other, (at + 1, w.txn));
                 }
             }
         }
