@@ -946,6 +946,11 @@ struct TxnRun {
     final_read: Option<Duration>,
 }
 
+/// History times are nanoseconds; the coordinators' clock is milliseconds.
+fn ns(ms: u64) -> u64 {
+    ms.saturating_mul(1_000_000)
+}
+
 fn txn_config() -> TxnConfig {
     TxnConfig {
         // Short, so intents of crashed coordinators expire within the run.
@@ -981,6 +986,14 @@ impl Sim {
                 self.net.send(self.now, CLIENT, node, frame.clone());
             }
         }
+    }
+
+    /// The replies received, in request order (a replay handles them in
+    /// the same order).
+    fn drain_replies(&mut self) -> Vec<(u64, Reply)> {
+        let mut replies: Vec<(u64, Reply)> = self.replies.drain().collect();
+        replies.sort_unstable_by_key(|&(id, _)| id);
+        replies
     }
 
     fn now_ms(&self) -> u64 {
@@ -1172,7 +1185,7 @@ fn txn_workload(seed: u64, secs: u64) -> TxnRun {
             if faulting && c.running.is_some() && rng.u32(..400) == 0 {
                 let t = c.running.take().unwrap();
                 if !t.recorded {
-                    history[t.at].ret = Some(now_ms);
+                    history[t.at].ret = Some(ns(now_ms));
                 }
                 run.coordinator_crashes += 1;
                 c.id = next_client_id;
@@ -1222,7 +1235,7 @@ fn txn_workload(seed: u64, secs: u64) -> TxnRun {
                 let coordinator = Coordinator::new(config, txn, priority, ops, shard_of, now_ms);
                 history.push(Txn {
                     client: ci as u64,
-                    call: now_ms,
+                    call: ns(now_ms),
                     ret: None,
                     ops: mops.clone(),
                     outcome: TxnOutcome::Unknown,
@@ -1244,7 +1257,7 @@ fn txn_workload(seed: u64, secs: u64) -> TxnRun {
         }
         sim.run_for(TICK);
         let now_ms = sim.now_ms();
-        let replies: Vec<(u64, Reply)> = sim.replies.drain().collect();
+        let replies = sim.drain_replies();
         for (id, reply) in replies {
             let Some(&(ci, out)) = routes.get(&id) else {
                 continue;
@@ -1259,8 +1272,8 @@ fn txn_workload(seed: u64, secs: u64) -> TxnRun {
                         let tokens = value.map_or_else(Vec::new, |(b, _)| decode_tokens(&b));
                         history.push(Txn {
                             client: ci as u64,
-                            call: sent,
-                            ret: Some(now_ms),
+                            call: ns(sent),
+                            ret: Some(ns(now_ms)),
                             ops: vec![Mop::Read {
                                 key,
                                 value: Some(tokens),
@@ -1299,7 +1312,7 @@ fn txn_workload(seed: u64, secs: u64) -> TxnRun {
                     });
                 }
                 let entry = &mut history[t.at];
-                entry.ret = Some(now_ms);
+                entry.ret = Some(ns(now_ms));
                 entry.ops = mops;
                 entry.outcome = outcome;
                 t.recorded = true;
@@ -1345,7 +1358,7 @@ fn txn_workload(seed: u64, secs: u64) -> TxnRun {
             .collect();
         history.push(Txn {
             client: 99,
-            call: now_ms,
+            call: ns(now_ms),
             ret: None,
             ops: mops.clone(),
             outcome: TxnOutcome::Unknown,
@@ -1360,7 +1373,7 @@ fn txn_workload(seed: u64, secs: u64) -> TxnRun {
             sim.send_txn_requests(usize::MAX, &mut coordinator, &mut routes);
             sim.run_for(TICK);
             let now_ms = sim.now_ms();
-            let replies: Vec<(u64, Reply)> = sim.replies.drain().collect();
+            let replies = sim.drain_replies();
             for (id, reply) in replies {
                 if let Some(&(usize::MAX, out)) = routes.get(&id) {
                     coordinator.handle_reply(out, &reply, now_ms);
@@ -1370,7 +1383,7 @@ fn txn_workload(seed: u64, secs: u64) -> TxnRun {
         if let Some(outcome) = coordinator.outcome() {
             let (mops, outcome) = settle(outcome, mops, &mut known);
             let entry = &mut history[at];
-            entry.ret = Some(sim.now_ms());
+            entry.ret = Some(ns(sim.now_ms()));
             entry.ops = mops;
             entry.outcome = outcome;
             if outcome == TxnOutcome::Committed {
