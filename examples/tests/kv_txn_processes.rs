@@ -139,6 +139,29 @@ fn txn_cli_commits_across_shards_and_a_failed_cas_writes_nothing() {
     if got != (Some("4".into()), Some("3".into())) {
         fail(&mut c, &format!("after the cas txn: {got:?}"));
     }
+    // `-` expects the key absent: r is, a is not.
+    let absent = c
+        .spawn_cli("cas-absent", "txn", &["cas", r, "-", "new", "get", b])
+        .unwrap()
+        .wait_for(CLI)
+        .unwrap();
+    if !absent.success() || !absent.output.contains(&format!("{b} = 3")) {
+        fail(&mut c, &format!("`{}`: {absent:?}", absent.line));
+    }
+    let present = c
+        .spawn_cli("cas-present", "txn", &["cas", a, "-", "x"])
+        .unwrap()
+        .wait_for(CLI)
+        .unwrap();
+    if present.status.and_then(|s| s.code()) != Some(1) {
+        fail(
+            &mut c,
+            &format!("cas expecting a present key absent: {present:?}"),
+        );
+    }
+    if cli_get(&mut c, r).as_deref() != Some("new") {
+        fail(&mut c, "the cas on an absent key did not write it");
+    }
     let bad = c
         .spawn_cli("bad", "txn", &["put", a])
         .unwrap()
