@@ -16,14 +16,22 @@
 //! (`jepsen::session`) and lose no acknowledged write; reads across
 //! sessions may be stale, so it is not checked for linearizability.
 //!
+//! The `bank` workload runs the same faults over cross-shard transactions
+//! (`Client::txn_with`): transfers between accounts on both shards as
+//! two-key compare-and-sets, and reads of every account in one
+//! transaction, with clients now and then stopping mid-transaction. Every
+//! committed read of all accounts must see the opening total, and the
+//! history must be strictly serializable with no read of a partial or
+//! aborted transfer (`jepsen::txn::check_bank`).
+//!
 //! `QUORATE_JEPSEN_SECS` sets the length of the fault schedule (default
-//! 30 s; 15 s for the session workload), `QUORATE_JEPSEN_SEED` replays a
+//! 30 s; 15 s for the session workload, 10 s for the bank), `QUORATE_JEPSEN_SEED` replays a
 //! schedule. On failure the node
 //! logs, the history and the fault log are kept in the directory the
 //! failure message names.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -37,8 +45,12 @@ use quorate_examples::jepsen::history::{self, Entry, History, Op, Outcome};
 use quorate_examples::jepsen::nemesis;
 use quorate_examples::jepsen::probe;
 use quorate_examples::jepsen::session::{self, SessionEvent, SessionOp};
+use quorate_examples::jepsen::txn::{
+    Balance, BankMop, Isolation, TxnHistory, TxnOutcome, check_bank, render,
+};
 use quorate_examples::kv_cluster::client::Client;
 use quorate_examples::kv_cluster::protocol::{Consistency, Reply};
+use quorate_examples::kv_cluster::txn::{TxnConfig, TxnOp, TxnOutcome as CoordinatorOutcome};
 
 const SHARDS: u32 = 2;
 const KEYS: u64 = 5;
@@ -298,40 +310,16 @@ fn run(workload: Workload, name: &str, default_secs: u64) {
         })
         .collect();
 
-    let mut fault_log = String::new();
     let steps = nemesis::schedule(seed, &ids, SHARDS, Duration::from_secs(secs));
-    for step in &steps {
-        let fault = match step
-            .at_leader_of
-            .and_then(|shard| leader_of(&rt, &nodes, shard))
-        {
-            Some(leader) => step.fault.aimed_at(leader, &ids),
-            None => step.fault.clone(),
-        };
-        idle.store(step.idle, Ordering::Relaxed);
-        let clients = if step.idle { ", clients idle" } else { "" };
-        let at = history.now() as f64 / 1e6;
-        let _ = writeln!(
-            fault_log,
-            "{at:.3} ms: {fault} for {:?}, then {:?} quiet{clients}",
-            step.hold, step.quiet
-        );
-        println!("jepsen: {fault} for {:?}{clients}", step.hold);
-        if let Err(e) = fault.start(&mut cluster, &net) {
-            problems.push(format!("could not inject {fault}: {e}"));
-        }
-        std::thread::sleep(step.hold);
-        if let Err(e) = fault.heal(&mut cluster, &net) {
-            problems.push(format!("could not heal {fault}: {e}"));
-        }
-        std::thread::sleep(step.quiet);
-        for (id, status) in cluster.exited() {
-            problems.push(format!(
-                "node {id} exited on its own ({status}) after {fault}"
-            ));
-            let _ = cluster.restart(id);
-        }
-    }
+    let fault_log = inject(
+        &rt,
+        &mut cluster,
+        &net,
+        &steps,
+        idle,
+        || history.now(),
+        &mut problems,
+    );
     idle.store(false, Ordering::Relaxed);
     net.heal();
     let _ = cluster.resume_all();
@@ -443,6 +431,57 @@ fn run(workload: Workload, name: &str, default_secs: u64) {
          history, faults and node logs kept in {}",
         dir.display()
     );
+}
+
+/// Runs the nemesis `steps` against `cluster` and `net`: each fault aimed
+/// (if the step says so) at the leader of its shard, held, healed, then
+/// quiet, with the clients idle (`idle`) when the step says so. Returns the
+/// fault log (times by `now`, in ns); what went wrong goes to `problems`.
+fn inject(
+    rt: &tokio::runtime::Runtime,
+    cluster: &mut cluster::ProcessCluster,
+    net: &quorate_examples::jepsen::proxy::Network,
+    steps: &[nemesis::Step],
+    idle: &AtomicBool,
+    now: impl Fn() -> u64,
+    problems: &mut Vec<String>,
+) -> String {
+    let nodes = cluster.client_addrs();
+    let ids = cluster.ids();
+    let mut fault_log = String::new();
+    for step in steps {
+        let fault = match step
+            .at_leader_of
+            .and_then(|shard| leader_of(rt, &nodes, shard))
+        {
+            Some(leader) => step.fault.aimed_at(leader, &ids),
+            None => step.fault.clone(),
+        };
+        idle.store(step.idle, Ordering::Relaxed);
+        let clients = if step.idle { ", clients idle" } else { "" };
+        let at = now() as f64 / 1e6;
+        let _ = writeln!(
+            fault_log,
+            "{at:.3} ms: {fault} for {:?}, then {:?} quiet{clients}",
+            step.hold, step.quiet
+        );
+        println!("jepsen: {fault} for {:?}{clients}", step.hold);
+        if let Err(e) = fault.start(cluster, net) {
+            problems.push(format!("could not inject {fault}: {e}"));
+        }
+        std::thread::sleep(step.hold);
+        if let Err(e) = fault.heal(cluster, net) {
+            problems.push(format!("could not heal {fault}: {e}"));
+        }
+        std::thread::sleep(step.quiet);
+        for (id, status) in cluster.exited() {
+            problems.push(format!(
+                "node {id} exited on its own ({status}) after {fault}"
+            ));
+            let _ = cluster.restart(id);
+        }
+    }
+    fault_log
 }
 
 fn describe_lost(l: &LostWrite) -> String {
@@ -581,4 +620,391 @@ fn checker_glue_catches_lost_writes_and_stale_reads() {
     let h = [write(2, 1, 0, 10), read(2, Some(u64::MAX), 40, 50)];
     let v = check::check(&h, &finals(&[(2, Some(u64::MAX))]));
     assert!(v.violation.is_some() && v.lost.len() == 1, "{v:?}");
+}
+
+// The bank workload: cross-shard transfers under the nemesis.
+
+/// Accounts, across both shards.
+const ACCOUNTS: u64 = 6;
+/// Each account's starting balance.
+const OPENING: i64 = 100;
+
+fn account_name(account: u64) -> String {
+    format!("acct{account}")
+}
+
+/// Coordinators of the bank workload: short deadlines, so a transaction
+/// caught by a fault ends (as unknown at worst) within a few seconds.
+fn bank_txn_config() -> TxnConfig {
+    TxnConfig {
+        ttl_ms: 1_000,
+        deadline_ms: 4_000,
+        resend_ms: 300,
+        ..TxnConfig::default()
+    }
+}
+
+/// What bank workers share with the test.
+struct Bank {
+    history: TxnHistory<BankMop>,
+    stop: AtomicBool,
+    idle: AtomicBool,
+    transfers: AtomicU64,
+    /// Transactions the client stopped mid-way (intents left behind).
+    abandoned: AtomicU64,
+}
+
+/// How long a client waits for one transaction (it ends by its deadline,
+/// plus resolving its intents) before calling it unknown.
+const TXN_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// Runs `ops` through `client`'s coordinator; `stop_after` stops the
+/// client mid-transaction (drops it), as a crashed coordinator would.
+async fn run_txn(
+    client: &mut Client,
+    ops: Vec<TxnOp>,
+    stop_after: Option<Duration>,
+) -> Option<CoordinatorOutcome> {
+    let txn = client.txn_with(ops, bank_txn_config());
+    match tokio::time::timeout(stop_after.unwrap_or(TXN_TIMEOUT), txn).await {
+        Ok(Ok(outcome)) => Some(outcome),
+        Ok(Err(_)) | Err(_) => None,
+    }
+}
+
+/// Reads every account in one transaction.
+fn read_all_ops() -> (Vec<TxnOp>, Vec<BankMop>) {
+    (0..ACCOUNTS)
+        .map(|a| {
+            (
+                TxnOp::Get {
+                    key: account_name(a),
+                },
+                BankMop::Read {
+                    account: a,
+                    value: None,
+                },
+            )
+        })
+        .unzip()
+}
+
+/// The bank history entry of a transaction (`None`: it did not end, or
+/// the client gave up on it): reads filled in.
+fn bank_outcome(
+    outcome: Option<&CoordinatorOutcome>,
+    mut mops: Vec<BankMop>,
+) -> (Vec<BankMop>, TxnOutcome) {
+    match outcome {
+        Some(CoordinatorOutcome::Committed { reads, .. }) => {
+            for m in &mut mops {
+                if let BankMop::Read { account, value } = m {
+                    let name = account_name(*account);
+                    // Unparseable or missing: a balance no one wrote.
+                    let garbage = Balance {
+                        amount: i64::MIN,
+                        by: u64::MAX,
+                    };
+                    let read = reads.iter().find(|(k, _)| *k == name).map(|(_, v)| {
+                        v.as_ref()
+                            .and_then(|(b, _)| Balance::decode(b))
+                            .unwrap_or(garbage)
+                    });
+                    *value = Some(read.unwrap_or(garbage));
+                }
+            }
+            (mops, TxnOutcome::Committed)
+        }
+        Some(CoordinatorOutcome::Aborted { .. }) => (mops, TxnOutcome::Aborted),
+        Some(CoordinatorOutcome::Unknown { .. }) | None => (mops, TxnOutcome::Unknown),
+    }
+}
+
+async fn bank_worker(id: u64, nodes: Vec<(u64, SocketAddr)>, bank: Arc<Bank>, seed: u64) {
+    let mut rng = fastrand::Rng::with_seed(seed ^ id.wrapping_mul(0x2545_f491_4f6c_dd1d));
+    let mut client = Client::new(200 + id, &nodes, SHARDS).unwrap();
+    let mut known: HashMap<u64, Balance> = HashMap::new();
+    while !bank.stop.load(Ordering::Relaxed) {
+        if bank.idle.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
+        let from = rng.u64(..ACCOUNTS);
+        let to = (from + rng.u64(1..ACCOUNTS)) % ACCOUNTS;
+        let (ops, mops) = match (known.get(&from), known.get(&to)) {
+            (Some(&f), Some(&t)) if rng.u8(..3) != 0 => {
+                let transfer = bank.transfers.fetch_add(1, Ordering::Relaxed);
+                let amount = rng.i64(1..=10);
+                let writes = [(from, f, f.amount - amount), (to, t, t.amount + amount)];
+                writes
+                    .iter()
+                    .map(|&(account, expect, amount)| {
+                        let value = Balance {
+                            amount,
+                            by: transfer,
+                        };
+                        (
+                            TxnOp::Cas {
+                                key: account_name(account),
+                                expect: Some(Bytes::from(expect.encode())),
+                                value: Bytes::from(value.encode()),
+                            },
+                            BankMop::Write {
+                                account,
+                                expect,
+                                value,
+                            },
+                        )
+                    })
+                    .unzip()
+            }
+            _ => read_all_ops(),
+        };
+        let at = bank.history.invoke(id, mops.clone());
+        // Now and then the client stops mid-transaction, its intents left.
+        let stop_after = (rng.u8(..40) == 0).then(|| Duration::from_millis(rng.u64(1..40)));
+        let outcome = run_txn(&mut client, ops, stop_after).await;
+        if stop_after.is_some() && outcome.is_none() {
+            bank.abandoned.fetch_add(1, Ordering::Relaxed);
+            // A crashed client's connections go with it.
+            client.close().await;
+            client = Client::new(200 + id, &nodes, SHARDS).unwrap();
+        }
+        let (mops, outcome) = bank_outcome(outcome.as_ref(), mops);
+        for m in &mops {
+            match (m, outcome) {
+                (
+                    BankMop::Read {
+                        account,
+                        value: Some(b),
+                    },
+                    TxnOutcome::Committed,
+                ) => {
+                    known.insert(*account, *b);
+                }
+                (BankMop::Write { account, value, .. }, TxnOutcome::Committed) => {
+                    known.insert(*account, *value);
+                }
+                // Not committed: what the accounts hold is not known.
+                (BankMop::Write { account, .. }, _) => {
+                    known.remove(account);
+                }
+                _ => {}
+            }
+        }
+        bank.history.complete(at, mops, outcome);
+        tokio::time::sleep(Duration::from_millis(rng.u64(0..10))).await;
+    }
+    client.close().await;
+}
+
+/// Opens every account at [`OPENING`] (balance version 0) in one
+/// transaction, retried until the accounts read so.
+async fn open_accounts(nodes: &[(u64, SocketAddr)]) -> Result<(), String> {
+    let mut client = Client::new(299, nodes, SHARDS).map_err(|e| e.to_string())?;
+    let opening = Balance {
+        amount: OPENING,
+        by: 0,
+    };
+    let started = Instant::now();
+    let mut last = String::new();
+    for _ in 0..20 {
+        if started.elapsed() > Duration::from_secs(20) {
+            break;
+        }
+        let ops = (0..ACCOUNTS)
+            .map(|a| TxnOp::Cas {
+                key: account_name(a),
+                expect: None,
+                value: Bytes::from(opening.encode()),
+            })
+            .collect();
+        let _ = run_txn(&mut client, ops, None).await;
+        let (ops, _) = read_all_ops();
+        match run_txn(&mut client, ops, None).await {
+            Some(CoordinatorOutcome::Committed { reads, .. }) => {
+                let opened = reads.iter().all(|(_, v)| {
+                    v.as_ref().and_then(|(b, _)| Balance::decode(b)) == Some(opening)
+                });
+                if opened && reads.len() == ACCOUNTS as usize {
+                    client.close().await;
+                    return Ok(());
+                }
+                last = format!("accounts read {reads:?}");
+            }
+            other => last = format!("{other:?}"),
+        }
+    }
+    client.close().await;
+    Err(format!("accounts not opened: {last}"))
+}
+
+/// The bank workload: five clients transfer between six accounts on both
+/// shards with two-key compare-and-set transactions and read every
+/// account in one transaction, under the nemesis (kill -9, SIGSTOP,
+/// isolation, one-way and stalled links through the proxies), with now
+/// and then a client stopping mid-transaction. Every committed read of
+/// all accounts must see the opening total, no balance may come from a
+/// partial or aborted transfer, and the history must be strictly
+/// serializable (`jepsen::txn::check_bank`). `QUORATE_JEPSEN_SECS` sets
+/// the length of the fault schedule (default 10 s), `QUORATE_JEPSEN_SEED`
+/// replays one.
+#[test]
+fn bank_transfers_across_shards_keep_the_total_under_faults() {
+    let _serial = cluster::serial();
+    let seed = env_u64("QUORATE_JEPSEN_SEED").unwrap_or_else(|| {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        now.map_or(0, |d| d.as_nanos() as u64)
+    });
+    let secs = env_u64("QUORATE_JEPSEN_SECS").unwrap_or(10);
+    println!("jepsen bank: seed {seed}, {secs} s of faults (replay: QUORATE_JEPSEN_SEED={seed})");
+    let began = Instant::now();
+    let (net, mut cluster) = cluster::start_proxied("jepsen-bank").unwrap();
+    let rt = cluster::runtime();
+    let nodes = cluster.client_addrs();
+    let ids = cluster.ids();
+    let mut problems: Vec<String> = Vec::new();
+    if let Err(why) = rt.block_on(probe::wait_for_leaders(
+        probe::next_client_id(),
+        &nodes,
+        SHARDS,
+        STARTUP,
+    )) {
+        problems.push(format!("no leaders at startup: {why}"));
+    }
+    let led = began.elapsed();
+    let probe_client = Client::new(298, &nodes, SHARDS).unwrap();
+    let spanned: std::collections::BTreeSet<u32> = (0..ACCOUNTS)
+        .map(|a| probe_client.shard_of(&account_name(a)))
+        .collect();
+    rt.block_on(probe_client.close());
+    assert_eq!(
+        spanned.len(),
+        SHARDS as usize,
+        "the accounts must span every shard"
+    );
+    let bank = Arc::new(Bank {
+        history: TxnHistory::new(),
+        stop: AtomicBool::new(false),
+        idle: AtomicBool::new(false),
+        transfers: AtomicU64::new(1),
+        abandoned: AtomicU64::new(0),
+    });
+    if let Err(why) = rt.block_on(open_accounts(&nodes)) {
+        problems.push(why);
+    }
+    let opened = began.elapsed();
+    let workers: Vec<_> = (1..=WORKERS)
+        .map(|w| rt.spawn(bank_worker(w, nodes.clone(), Arc::clone(&bank), seed)))
+        .collect();
+    let steps = nemesis::schedule(seed, &ids, SHARDS, Duration::from_secs(secs));
+    let fault_log = inject(
+        &rt,
+        &mut cluster,
+        &net,
+        &steps,
+        &bank.idle,
+        || bank.history.now(),
+        &mut problems,
+    );
+    bank.idle.store(false, Ordering::Relaxed);
+    net.heal();
+    let _ = cluster.resume_all();
+    if let Err(why) = rt.block_on(probe::wait_for_leaders(
+        probe::next_client_id(),
+        &nodes,
+        SHARDS,
+        RECOVERY,
+    )) {
+        problems.push(format!(
+            "not every shard had a leader {RECOVERY:?} after the faults healed: {why}"
+        ));
+    }
+    let recovered = began.elapsed();
+    std::thread::sleep(Duration::from_secs(1));
+    bank.stop.store(true, Ordering::Relaxed);
+    rt.block_on(async {
+        for w in workers {
+            if tokio::time::timeout(Duration::from_secs(15), w)
+                .await
+                .is_err()
+            {
+                problems.push("a bank worker did not stop".to_owned());
+            }
+        }
+    });
+    // A final read of every account, which must commit: intents left
+    // behind are resolved by then.
+    let final_read = rt.block_on(async {
+        let mut client = Client::new(297, &nodes, SHARDS).unwrap();
+        let mut committed = false;
+        for _ in 0..5 {
+            let (ops, mops) = read_all_ops();
+            let at = bank.history.invoke(0, mops.clone());
+            let outcome = run_txn(&mut client, ops, None).await;
+            let (mops, outcome) = bank_outcome(outcome.as_ref(), mops);
+            bank.history.complete(at, mops, outcome);
+            if outcome == TxnOutcome::Committed {
+                committed = true;
+                break;
+            }
+        }
+        client.close().await;
+        committed
+    });
+    if !final_read {
+        problems.push("the final read of every account never committed".to_owned());
+    }
+
+    let finished = began.elapsed();
+    let txns = bank.history.txns();
+    let initial: BTreeMap<u64, i64> = (0..ACCOUNTS).map(|a| (a, OPENING)).collect();
+    let verdict = check_bank(&txns, &initial, Isolation::StrictSerializable);
+    let count = |outcome, transfer: bool| {
+        txns.iter()
+            .filter(|t| {
+                t.outcome == outcome
+                    && transfer == t.ops.iter().any(|m| matches!(m, BankMop::Write { .. }))
+            })
+            .count()
+    };
+    let summary = format!(
+        "jepsen bank summary (seed {seed}): {} transactions; transfers {} committed, {} aborted, \
+         {} unknown; reads of every account {} committed, {} aborted, {} unknown; \
+         {} abandoned mid-transaction; \
+         {} faults injected; {} anomalies; leaders at {led:.1?}, accounts opened at {opened:.1?}, leaders again at \
+         {recovered:.1?}, done at {finished:.1?}",
+        txns.len(),
+        count(TxnOutcome::Committed, true),
+        count(TxnOutcome::Aborted, true),
+        count(TxnOutcome::Unknown, true),
+        verdict.read_alls,
+        count(TxnOutcome::Aborted, false),
+        count(TxnOutcome::Unknown, false),
+        bank.abandoned.load(Ordering::Relaxed),
+        steps.len(),
+        verdict.anomalies.len(),
+    );
+    println!("{summary}");
+    if count(TxnOutcome::Committed, true) == 0 || verdict.read_alls == 0 {
+        problems.push("no transfer or no read of every account committed".to_owned());
+    }
+    if verdict.ok() && problems.is_empty() {
+        return;
+    }
+    cluster.keep();
+    let dir = cluster.dir().to_path_buf();
+    std::fs::write(dir.join("history.txt"), render(&txns)).unwrap();
+    std::fs::write(dir.join("faults.txt"), &fault_log).unwrap();
+    let anomalies: Vec<String> = verdict
+        .anomalies
+        .iter()
+        .take(10)
+        .map(ToString::to_string)
+        .collect();
+    panic!(
+        "{summary}\nanomalies (first 10): {anomalies:#?}\nproblems: {problems:#?}\nfaults:\n{fault_log}\
+         history, faults and node logs kept in {}",
+        dir.display()
+    );
 }

@@ -5,7 +5,8 @@
 //! ([`nemesis`]), ask nodes who leads ([`probe`]) and check the history
 //! for lost writes and linearizability ([`check`], with
 //! `quorate-raft-core`'s checker), and per client session for the
-//! session guarantees ([`session`]).
+//! session guarantees ([`session`]), and transaction histories for
+//! atomic visibility and serializability ([`txn`]).
 //!
 //! Nothing here is used by the programs; the tests in `examples/tests`
 //! (`kv_processes.rs`, `jepsen.rs`, `kv_ops.rs`) are its users.
@@ -17,6 +18,7 @@ pub mod nemesis;
 pub mod probe;
 pub mod proxy;
 pub mod session;
+pub mod txn;
 
 /// What can go wrong while driving a cluster of processes.
 #[derive(Debug, thiserror::Error)]
