@@ -17,7 +17,7 @@
 //! otherwise it writes an intent on every key (the provisional value, or a
 //! lock for a read) and answers [`TxnReply::Prepared`] with the values read.
 //! An intent blocks every other writer and reader of its key: a plain get
-//! or put answers [`Reply::Intent`](super::protocol::Reply::Intent) instead.
+//! or put answers [`Reply::Intent`] instead.
 //! Whoever finds an intent waits a bounded time, then *pushes* the
 //! transaction's record ([`TxnCommand::Push`]): a pending record whose
 //! expiry passed (in log time), or whose priority is below the pusher's,
