@@ -726,6 +726,34 @@ pub fn fail(cluster: &mut ProcessCluster, what: &str) -> ! {
     );
 }
 
+/// `n` nodes started as [`ProcessCluster::start`] starts them, returned
+/// once each of their `shards` has a leader, waiting at most `bound` with
+/// a client on `rt`. Test machinery: fails the test (keeping the run
+/// directory) if they do not start or elect no leaders.
+pub fn started(
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    n: u64,
+    shards: u32,
+    bound: Duration,
+) -> ProcessCluster {
+    let mut cluster =
+        ProcessCluster::start(name, n).unwrap_or_else(|e| panic!("starting {name}: {e}"));
+    let nodes = cluster.client_addrs();
+    if let Err(why) = rt.block_on(super::probe::wait_for_leaders(
+        super::probe::next_client_id(),
+        &nodes,
+        shards,
+        bound,
+    )) {
+        fail(
+            &mut cluster,
+            &format!("a fresh {n}-node cluster elected no leaders: {why}"),
+        );
+    }
+    cluster
+}
+
 /// Three nodes on free loopback ports that reach each other only through
 /// the proxies of the returned [`Network`], where partitions are made.
 pub fn start_proxied(name: &str) -> Result<(Network, ProcessCluster), Error> {
