@@ -176,6 +176,32 @@ impl BoundNode {
         Self::bind_with(id, listen, Security::Plain).await
     }
 
+    /// Binds nodes `1..=n` on free loopback ports, plain TCP, and tells
+    /// each where the others listen: an in-process cluster ready to spawn.
+    /// Returns the addresses and the bound nodes, both by id.
+    pub async fn bind_loopback_mesh(
+        n: u64,
+    ) -> Result<(Vec<(u64, SocketAddr)>, Vec<(u64, Self)>), Error> {
+        let mut bound = Vec::new();
+        let mut addrs = Vec::new();
+        for id in 1..=n {
+            let node = Self::bind(id, SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+            let addr = node
+                .local_addr()
+                .ok_or(Error::Check(format!("node {id} not listening")))?;
+            addrs.push((id, addr));
+            bound.push((id, node));
+        }
+        for (id, node) in &bound {
+            for &(peer, addr) in &addrs {
+                if peer != *id {
+                    node.add_peer(peer, addr);
+                }
+            }
+        }
+        Ok((addrs, bound))
+    }
+
     /// Binds node `id` to `listen` with `security` (TLS: peers must prove
     /// their ids with the cluster CA's certificates).
     pub async fn bind_with(id: u64, listen: SocketAddr, security: Security) -> Result<Self, Error> {
