@@ -334,9 +334,6 @@ fn run(workload: Workload, name: &str, default_secs: u64) {
         || history.now(),
         &mut problems,
     );
-    idle.store(false, Ordering::Relaxed);
-    net.heal();
-    let _ = cluster.resume_all();
     let healed = Instant::now();
     match rt.block_on(probe::wait_for_leaders(
         probe::next_client_id(),
@@ -449,7 +446,8 @@ fn run(workload: Workload, name: &str, default_secs: u64) {
 
 /// Runs the nemesis `steps` against `cluster` and `net`: each fault aimed
 /// (if the step says so) at the leader of its shard, held, healed, then
-/// quiet, with the clients idle (`idle`) when the step says so. Returns the
+/// quiet, with the clients idle (`idle`) when the step says so; then the
+/// clients busy, every link healed and every node resumed. Returns the
 /// fault log (times by `now`, in ns); what went wrong goes to `problems`.
 fn inject(
     rt: &tokio::runtime::Runtime,
@@ -495,6 +493,9 @@ fn inject(
             let _ = cluster.restart(id);
         }
     }
+    idle.store(false, Ordering::Relaxed);
+    net.heal();
+    let _ = cluster.resume_all();
     fault_log
 }
 
@@ -909,9 +910,6 @@ fn bank_transfers_across_shards_keep_the_total_under_faults() {
         || bank.history.now(),
         &mut problems,
     );
-    bank.idle.store(false, Ordering::Relaxed);
-    net.heal();
-    let _ = cluster.resume_all();
     if let Err(why) = rt.block_on(probe::wait_for_leaders(
         probe::next_client_id(),
         &nodes,
