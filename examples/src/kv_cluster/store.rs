@@ -1418,6 +1418,20 @@ mod txn_tests {
     const A: TxnId = TxnId { client: 1, seq: 1 };
     const B: TxnId = TxnId { client: 2, seq: 1 };
 
+    /// An entry at `index` and `ms` that moves the log time on: a push of
+    /// the unknown `B` (which leaves `B` a tombstone).
+    fn later(s: &mut KvStore, index: u64, ms: u64) {
+        step(
+            s,
+            index,
+            ms,
+            TxnCommand::Push {
+                txn: B,
+                priority: 0,
+            },
+        );
+    }
+
     fn step(s: &mut KvStore, index: u64, ms: u64, command: TxnCommand) -> TxnReply {
         match s.apply(
             index,
@@ -1755,15 +1769,7 @@ mod txn_tests {
             }
         );
         // Past the retention the tombstone goes.
-        step(
-            &mut s,
-            3,
-            1101,
-            TxnCommand::Push {
-                txn: B,
-                priority: 0,
-            },
-        );
+        later(&mut s, 3, 1101);
         assert!(s.txn_record(A).is_none());
         assert!(s.txn_record(B).is_some());
     }
@@ -1782,29 +1788,13 @@ mod txn_tests {
             prepare(A, begin(1, vec![0, 1]), vec![put("x", b"1")]),
         );
         step(&mut s, 2, 1001, TxnCommand::Commit { txn: A });
-        step(
-            &mut s,
-            3,
-            5000,
-            TxnCommand::Push {
-                txn: B,
-                priority: 0,
-            },
-        );
+        later(&mut s, 3, 5000);
         assert_eq!(
             s.txn_record(A).map(|r| r.status),
             Some(TxnStatus::Committed)
         );
         step(&mut s, 4, 5001, TxnCommand::Forget { txn: A });
-        step(
-            &mut s,
-            5,
-            5102,
-            TxnCommand::Push {
-                txn: B,
-                priority: 0,
-            },
-        );
+        later(&mut s, 5, 5102);
         assert!(s.txn_record(A).is_none());
     }
 
