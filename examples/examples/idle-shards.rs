@@ -16,13 +16,12 @@
 //! `QUORATE_KV_CLUSTER_BIN`); `--node-arg` passes more `node` arguments.
 //! Every process it starts is killed when it ends (also on failure).
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::Parser;
-use quorate_examples::jepsen::cluster::{NodeSpec, ProcessCluster, free_addr};
+use quorate_examples::jepsen::cluster::{ProcessCluster, free_addrs, mesh_specs};
 use quorate_examples::jepsen::probe;
 use quorate_examples::kv_cluster::client::Client;
 use quorate_examples::kv_cluster::protocol::Traffic;
@@ -127,21 +126,10 @@ async fn sample(c: &ProcessCluster, client: &mut Client) -> Option<Vec<(u64, Sam
 }
 
 async fn measure(cli: &Cli, shards: u32) -> Result<(), String> {
-    let addrs: Vec<(u64, SocketAddr)> = (1..=3)
-        .map(|id| free_addr().map(|a| (id, a)))
-        .collect::<Result<_, _>>()
-        .map_err(|e| e.to_string())?;
+    let addrs = free_addrs(3).map_err(|e| e.to_string())?;
     let mut extra = vec!["--shards".to_owned(), shards.to_string()];
     extra.extend(cli.node_arg.iter().cloned());
-    let specs = addrs
-        .iter()
-        .map(|&(id, listen)| NodeSpec {
-            id,
-            listen,
-            peers: addrs.iter().copied().filter(|&(p, _)| p != id).collect(),
-            extra: extra.clone(),
-        })
-        .collect();
+    let specs = mesh_specs(&addrs, &extra);
     let c = ProcessCluster::start_specs(&format!("idle-shards-{shards}"), specs)
         .map_err(|e| e.to_string())?;
     let started = Instant::now();

@@ -785,17 +785,12 @@ async fn bench_txn(
             cluster.shards
         )));
     }
-    let clients = clients.max(1);
     let run = Client::random_id() % 1_000_000;
-    let start = Instant::now();
-    let mut tasks = Vec::with_capacity(clients);
-    for c in 0..clients {
-        let id = cluster
-            .client_id
-            .map_or_else(Client::random_id, |id| id.wrapping_add(c as u64));
-        let mut client = Client::new(id, &cluster.nodes, cluster.shards)?;
-        let txns = count / clients + usize::from(c < count % clients);
-        tasks.push(tokio::spawn(async move {
+    let totals = run_clients(
+        cluster,
+        count,
+        clients,
+        move |c, mut client, txns| async move {
             let mut latencies = Vec::with_capacity(txns);
             let mut outcome = Ok(());
             let mut aborted = 0u64;
@@ -826,51 +821,26 @@ async fn bench_txn(
             }
             client.close().await;
             (outcome, latencies, aborted)
-        }));
-    }
-    let mut latencies = Vec::with_capacity(count);
-    let mut aborted = 0;
-    let mut failure = None;
-    for task in tasks {
-        let (outcome, mut l, a) = task.await.map_err(|e| Error::Task(e.to_string()))?;
-        latencies.append(&mut l);
-        aborted += a;
-        if let Err(e) = outcome {
-            failure.get_or_insert(e);
-        }
-    }
-    let elapsed = start.elapsed().as_secs_f64();
-    let ms = |q: f64| scenario::percentile(&latencies, q).as_secs_f64() * 1000.0;
-    quorate_examples::outln!(
-        "{} transactions over {shards} shard(s) from {clients} client(s) in {elapsed:.2} s ({:.0}/s), p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, {aborted} aborted",
-        latencies.len(),
-        latencies.len() as f64 / elapsed.max(1e-9),
-        ms(0.5),
-        ms(0.99),
-        ms(0.999),
-    );
-    match failure {
+        },
+    )
+    .await?;
+    totals.report(&format!("transactions over {shards} shard(s)"), "aborted");
+    match totals.failure {
         Some(e) => Err(e),
-        None if aborted > 0 => Ok(ExitCode::from(1)),
+        None if totals.counted > 0 => Ok(ExitCode::from(1)),
         None => Ok(ExitCode::SUCCESS),
     }
 }
 
 /// `clients` concurrent clients write `count` distinct keys in all.
 async fn bench(cluster: &ClusterArgs, count: usize, clients: usize) -> Result<ExitCode, Error> {
-    let clients = clients.max(1);
     // Distinct keys across runs too, so every write is a new key.
     let run = Client::random_id() % 1_000_000;
-    let start = Instant::now();
-    let mut tasks = Vec::with_capacity(clients);
-    for c in 0..clients {
-        // One client per task; an explicit --client-id is offset per client.
-        let id = cluster
-            .client_id
-            .map_or_else(Client::random_id, |id| id.wrapping_add(c as u64));
-        let mut client = Client::new(id, &cluster.nodes, cluster.shards)?;
-        let writes = count / clients + usize::from(c < count % clients);
-        tasks.push(tokio::spawn(async move {
+    let totals = run_clients(
+        cluster,
+        count,
+        clients,
+        move |c, mut client, writes| async move {
             let mut latencies = Vec::with_capacity(writes);
             let mut outcome = Ok(());
             for i in 0..writes {
@@ -886,31 +856,89 @@ async fn bench(cluster: &ClusterArgs, count: usize, clients: usize) -> Result<Ex
             let retries = client.retries();
             client.close().await;
             (outcome, latencies, retries)
-        }));
-    }
-    let mut latencies = Vec::with_capacity(count);
-    let mut retries = 0;
-    let mut failure = None;
-    for task in tasks {
-        let (outcome, mut l, r) = task.await.map_err(|e| Error::Task(e.to_string()))?;
-        latencies.append(&mut l);
-        retries += r;
-        if let Err(e) = outcome {
-            failure.get_or_insert(e);
-        }
-    }
-    let elapsed = start.elapsed().as_secs_f64();
-    let ms = |q: f64| scenario::percentile(&latencies, q).as_secs_f64() * 1000.0;
-    quorate_examples::outln!(
-        "{} writes from {clients} client(s) in {elapsed:.2} s ({:.0}/s), p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, {retries} retries",
-        latencies.len(),
-        latencies.len() as f64 / elapsed.max(1e-9),
-        ms(0.5),
-        ms(0.99),
-        ms(0.999),
-    );
-    match failure {
+        },
+    )
+    .await?;
+    totals.report("writes", "retries");
+    match totals.failure {
         Some(e) => Err(e),
         None => Ok(ExitCode::SUCCESS),
     }
+}
+
+/// What one bench client hands back: its first error, the latency of each
+/// operation that succeeded, and a count its bench names (retries, aborts).
+type ClientTally = (Result<(), Error>, Vec<Duration>, u64);
+
+/// The sum of what the clients of one bench reported.
+struct BenchTotals {
+    clients: usize,
+    latencies: Vec<Duration>,
+    counted: u64,
+    failure: Option<Error>,
+    elapsed: f64,
+}
+
+impl BenchTotals {
+    /// Prints the bench's one line: how many `what` succeeded, throughput,
+    /// latency percentiles, and the count as `counted`.
+    fn report(&self, what: &str, counted: &str) {
+        let Self {
+            clients, elapsed, ..
+        } = self;
+        let ms = |q: f64| scenario::percentile(&self.latencies, q).as_secs_f64() * 1000.0;
+        quorate_examples::outln!(
+            "{} {what} from {clients} client(s) in {elapsed:.2} s ({:.0}/s), p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, {} {counted}",
+            self.latencies.len(),
+            self.latencies.len() as f64 / elapsed.max(1e-9),
+            ms(0.5),
+            ms(0.99),
+            ms(0.999),
+            self.counted,
+        );
+    }
+}
+
+/// Splits `count` operations over `clients` (at least one) concurrent
+/// clients, one task each running `work(index, client, its share)`, and
+/// sums what they report.
+async fn run_clients<W, F>(
+    cluster: &ClusterArgs,
+    count: usize,
+    clients: usize,
+    work: W,
+) -> Result<BenchTotals, Error>
+where
+    W: Fn(usize, Client, usize) -> F,
+    F: std::future::Future<Output = ClientTally> + Send + 'static,
+{
+    let clients = clients.max(1);
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(clients);
+    for c in 0..clients {
+        // One client per task; an explicit --client-id is offset per client.
+        let id = cluster
+            .client_id
+            .map_or_else(Client::random_id, |id| id.wrapping_add(c as u64));
+        let client = Client::new(id, &cluster.nodes, cluster.shards)?;
+        let share = count / clients + usize::from(c < count % clients);
+        tasks.push(tokio::spawn(work(c, client, share)));
+    }
+    let mut totals = BenchTotals {
+        clients,
+        latencies: Vec::with_capacity(count),
+        counted: 0,
+        failure: None,
+        elapsed: 0.0,
+    };
+    for task in tasks {
+        let (outcome, mut l, n) = task.await.map_err(|e| Error::Task(e.to_string()))?;
+        totals.latencies.append(&mut l);
+        totals.counted += n;
+        if let Err(e) = outcome {
+            totals.failure.get_or_insert(e);
+        }
+    }
+    totals.elapsed = start.elapsed().as_secs_f64();
+    Ok(totals)
 }

@@ -248,6 +248,39 @@ fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
+/// The run's seed (`QUORATE_JEPSEN_SEED`, or one from the clock) and the
+/// length of its fault schedule in seconds (`QUORATE_JEPSEN_SECS`, or
+/// `default_secs`), printed with how to replay the run.
+fn seed_and_secs(workload: &str, default_secs: u64) -> (u64, u64) {
+    let seed = env_u64("QUORATE_JEPSEN_SEED").unwrap_or_else(|| {
+        // No OS randomness needed: the clock differs from run to run.
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        now.map_or(0, |d| d.as_nanos() as u64)
+    });
+    let secs = env_u64("QUORATE_JEPSEN_SECS").unwrap_or(default_secs);
+    println!(
+        "jepsen {workload}: seed {seed}, {secs} s of faults (replay: QUORATE_JEPSEN_SEED={seed})"
+    );
+    (seed, secs)
+}
+
+/// Waits up to `STARTUP` for every shard to have a leader; a problem of
+/// the run if one has none.
+fn leaders_at_startup(
+    rt: &tokio::runtime::Runtime,
+    nodes: &[(u64, SocketAddr)],
+    problems: &mut Vec<String>,
+) {
+    if let Err(why) = rt.block_on(probe::wait_for_leaders(
+        probe::next_client_id(),
+        nodes,
+        SHARDS,
+        STARTUP,
+    )) {
+        problems.push(format!("no leaders at startup: {why}"));
+    }
+}
+
 #[test]
 fn kv_cluster_processes_under_faults_stay_linearizable() {
     run(Workload::Linearizable, "jepsen", 30);
@@ -263,32 +296,13 @@ fn kv_cluster_processes_under_faults_keep_session_guarantees() {
 fn run(workload: Workload, name: &str, default_secs: u64) {
     // One cluster of processes at a time: two would starve each other.
     let _serial = cluster::serial();
-    let seed = env_u64("QUORATE_JEPSEN_SEED").unwrap_or_else(|| {
-        // No OS randomness needed: the clock differs from run to run.
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-        now.map_or(0, |d| d.as_nanos() as u64)
-    });
-    let secs = env_u64("QUORATE_JEPSEN_SECS").unwrap_or(default_secs);
-    println!(
-        "jepsen {workload:?}: seed {seed}, {secs} s of faults (replay: QUORATE_JEPSEN_SEED={seed})"
-    );
+    let (seed, secs) = seed_and_secs(&format!("{workload:?}"), default_secs);
     let (net, mut cluster) = cluster::start_proxied(name).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = cluster::runtime();
     let nodes = cluster.client_addrs();
     let ids = cluster.ids();
     let mut problems: Vec<String> = Vec::new();
-    if let Err(why) = rt.block_on(probe::wait_for_leaders(
-        probe::next_client_id(),
-        &nodes,
-        SHARDS,
-        STARTUP,
-    )) {
-        problems.push(format!("no leaders at startup: {why}"));
-    }
+    leaders_at_startup(&rt, &nodes, &mut problems);
 
     let shared = Arc::new(Shared {
         history: History::new(),
@@ -320,9 +334,6 @@ fn run(workload: Workload, name: &str, default_secs: u64) {
         || history.now(),
         &mut problems,
     );
-    idle.store(false, Ordering::Relaxed);
-    net.heal();
-    let _ = cluster.resume_all();
     let healed = Instant::now();
     match rt.block_on(probe::wait_for_leaders(
         probe::next_client_id(),
@@ -435,7 +446,8 @@ fn run(workload: Workload, name: &str, default_secs: u64) {
 
 /// Runs the nemesis `steps` against `cluster` and `net`: each fault aimed
 /// (if the step says so) at the leader of its shard, held, healed, then
-/// quiet, with the clients idle (`idle`) when the step says so. Returns the
+/// quiet, with the clients idle (`idle`) when the step says so; then the
+/// clients busy, every link healed and every node resumed. Returns the
 /// fault log (times by `now`, in ns); what went wrong goes to `problems`.
 fn inject(
     rt: &tokio::runtime::Runtime,
@@ -481,6 +493,9 @@ fn inject(
             let _ = cluster.restart(id);
         }
     }
+    idle.store(false, Ordering::Relaxed);
+    net.heal();
+    let _ = cluster.resume_all();
     fault_log
 }
 
@@ -852,26 +867,14 @@ async fn open_accounts(nodes: &[(u64, SocketAddr)]) -> Result<(), String> {
 #[test]
 fn bank_transfers_across_shards_keep_the_total_under_faults() {
     let _serial = cluster::serial();
-    let seed = env_u64("QUORATE_JEPSEN_SEED").unwrap_or_else(|| {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-        now.map_or(0, |d| d.as_nanos() as u64)
-    });
-    let secs = env_u64("QUORATE_JEPSEN_SECS").unwrap_or(10);
-    println!("jepsen bank: seed {seed}, {secs} s of faults (replay: QUORATE_JEPSEN_SEED={seed})");
+    let (seed, secs) = seed_and_secs("bank", 10);
     let began = Instant::now();
     let (net, mut cluster) = cluster::start_proxied("jepsen-bank").unwrap();
     let rt = cluster::runtime();
     let nodes = cluster.client_addrs();
     let ids = cluster.ids();
     let mut problems: Vec<String> = Vec::new();
-    if let Err(why) = rt.block_on(probe::wait_for_leaders(
-        probe::next_client_id(),
-        &nodes,
-        SHARDS,
-        STARTUP,
-    )) {
-        problems.push(format!("no leaders at startup: {why}"));
-    }
+    leaders_at_startup(&rt, &nodes, &mut problems);
     let led = began.elapsed();
     let probe_client = Client::new(298, &nodes, SHARDS).unwrap();
     let spanned: std::collections::BTreeSet<u32> = (0..ACCOUNTS)
@@ -907,9 +910,6 @@ fn bank_transfers_across_shards_keep_the_total_under_faults() {
         || bank.history.now(),
         &mut problems,
     );
-    bank.idle.store(false, Ordering::Relaxed);
-    net.heal();
-    let _ = cluster.resume_all();
     if let Err(why) = rt.block_on(probe::wait_for_leaders(
         probe::next_client_id(),
         &nodes,

@@ -495,25 +495,9 @@ async fn start_three(
     Vec<quorate_examples::kv_cluster::server::NodeHandle>,
 ) {
     use quorate_examples::kv_cluster::server::{BoundNode, NodeConfig};
-    let mut bound = Vec::new();
-    for id in 1..=3 {
-        bound.push(
-            BoundNode::bind(id, "127.0.0.1:0".parse().unwrap())
-                .await
-                .unwrap(),
-        );
-    }
-    let addrs: Vec<(u64, std::net::SocketAddr)> = (1..=3)
-        .zip(&bound)
-        .map(|(id, b)| (id, b.local_addr().unwrap()))
-        .collect();
+    let (addrs, bound) = BoundNode::bind_loopback_mesh(3).await.unwrap();
     let mut handles = Vec::new();
-    for (node, &(id, _)) in bound.into_iter().zip(&addrs) {
-        for &(peer, addr) in &addrs {
-            if peer != id {
-                node.add_peer(peer, addr);
-            }
-        }
+    for (id, node) in bound {
         let config = NodeConfig {
             id,
             members: vec![1, 2, 3],

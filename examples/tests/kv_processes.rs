@@ -32,23 +32,6 @@ const RECOVERY: Duration = Duration::from_secs(5);
 /// build starts slowly).
 const STARTUP: Duration = Duration::from_secs(20);
 
-fn started(rt: &Runtime, name: &str, n: u64) -> ProcessCluster {
-    let mut c = ProcessCluster::start(name, n).unwrap();
-    let nodes = c.client_addrs();
-    if let Err(why) = rt.block_on(probe::wait_for_leaders(
-        probe::next_client_id(),
-        &nodes,
-        SHARDS,
-        STARTUP,
-    )) {
-        fail(
-            &mut c,
-            &format!("a fresh {n}-node cluster elected no leaders: {why}"),
-        );
-    }
-    c
-}
-
 /// Writes `key` and reads it back before `deadline`.
 async fn put_get(
     nodes: &[(u64, SocketAddr)],
@@ -233,7 +216,7 @@ fn cli_put(cluster: &ProcessCluster, key: &str, value: &str) -> cluster::CliOutc
 fn idle_cluster_recovers_from_kill9_and_restart() {
     let _serial = serial();
     let rt = runtime();
-    let mut c = started(&rt, "kill9", 3);
+    let mut c = cluster::started(&rt, "kill9", 3, SHARDS, STARTUP);
     let put = cli_put(&c, "before", "1");
     if !put.success() {
         fail(&mut c, &format!("`{}` failed: {put:?}", put.line));
@@ -253,7 +236,7 @@ fn idle_cluster_recovers_from_kill9_and_restart() {
 fn idle_cluster_recovers_from_a_paused_follower() {
     let _serial = serial();
     let rt = runtime();
-    let mut c = started(&rt, "pause", 3);
+    let mut c = cluster::started(&rt, "pause", 3, SHARDS, STARTUP);
     let put = cli_put(&c, "before", "1");
     if !put.success() {
         fail(&mut c, &format!("`{}` failed: {put:?}", put.line));
@@ -285,7 +268,7 @@ async fn writer(nodes: Vec<(u64, SocketAddr)>, stop: Arc<AtomicBool>) -> Vec<(St
 fn loaded_cluster_recovers_from_kill9_and_pause() {
     let _serial = serial();
     let rt = runtime();
-    let mut c = started(&rt, "loaded", 3);
+    let mut c = cluster::started(&rt, "loaded", 3, SHARDS, STARTUP);
     let stop = Arc::new(AtomicBool::new(false));
     let load = rt.spawn(writer(c.client_addrs(), Arc::clone(&stop)));
     std::thread::sleep(Duration::from_millis(500));
@@ -428,7 +411,7 @@ fn parallel_puts(rt: &Runtime, c: &mut ProcessCluster, puts: &[(String, String, 
 fn parallel_put_clis_with_default_flags_lose_nothing() {
     let _serial = serial();
     let rt = runtime();
-    let mut c = started(&rt, "parallel", 3);
+    let mut c = cluster::started(&rt, "parallel", 3, SHARDS, STARTUP);
     let puts: Vec<_> = (0..64)
         .map(|i| (format!("par-{i}"), format!("value-{i}"), Vec::new()))
         .collect();
@@ -439,7 +422,7 @@ fn parallel_put_clis_with_default_flags_lose_nothing() {
 fn put_clis_sharing_a_client_id_lose_nothing() {
     let _serial = serial();
     let rt = runtime();
-    let mut c = started(&rt, "same-id", 3);
+    let mut c = cluster::started(&rt, "same-id", 3, SHARDS, STARTUP);
     // Two at a time, ten times: each pair starts within a few milliseconds.
     for round in 0..10 {
         let puts: Vec<_> = (0..2)

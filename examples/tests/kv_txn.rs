@@ -32,26 +32,9 @@ impl Cluster {
         let dir =
             std::env::temp_dir().join(format!("quorate-kv-txn-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let mut bound = Vec::new();
-        for id in 1..=3u64 {
-            bound.push((
-                id,
-                BoundNode::bind(id, "127.0.0.1:0".parse().unwrap())
-                    .await
-                    .unwrap(),
-            ));
-        }
-        let addrs: Vec<(u64, SocketAddr)> = bound
-            .iter()
-            .map(|(id, b)| (*id, b.local_addr().unwrap()))
-            .collect();
+        let (addrs, bound) = BoundNode::bind_loopback_mesh(3).await.unwrap();
         let mut nodes = Vec::new();
         for (id, node) in bound {
-            for &(peer, addr) in &addrs {
-                if peer != id {
-                    node.add_peer(peer, addr);
-                }
-            }
             let config = NodeConfig {
                 id,
                 members: vec![1, 2, 3],

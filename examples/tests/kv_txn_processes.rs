@@ -10,11 +10,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use quorate_examples::jepsen::cluster::{ProcessCluster, fail, runtime, serial};
+use quorate_examples::jepsen::cluster::{self, ProcessCluster, fail, runtime, serial};
 use quorate_examples::jepsen::probe;
 use quorate_examples::kv_cluster::client::Client;
 use quorate_examples::kv_cluster::protocol::Reply;
-use tokio::runtime::Runtime;
 
 const SHARDS: u32 = 2;
 /// How long a fresh cluster has to elect its first leaders.
@@ -22,23 +21,6 @@ const STARTUP: Duration = Duration::from_secs(20);
 /// Bound of one CLI run (a read waits out a crashed coordinator's intent:
 /// its 5 s time to live, then a push).
 const CLI: Duration = Duration::from_secs(40);
-
-fn started(rt: &Runtime, name: &str) -> ProcessCluster {
-    let mut c = ProcessCluster::start(name, 3).unwrap();
-    let nodes = c.client_addrs();
-    if let Err(why) = rt.block_on(probe::wait_for_leaders(
-        probe::next_client_id(),
-        &nodes,
-        SHARDS,
-        STARTUP,
-    )) {
-        fail(
-            &mut c,
-            &format!("a fresh cluster elected no leaders: {why}"),
-        );
-    }
-    c
-}
 
 /// `n` keys named `prefix-<i>` for each shard: `[shard][i]`.
 fn keys_by_shard(nodes: &[(u64, SocketAddr)], prefix: &str, n: usize) -> Vec<Vec<String>> {
@@ -78,7 +60,7 @@ fn cli_get(c: &mut ProcessCluster, key: &str) -> Option<String> {
 fn txn_cli_commits_across_shards_and_a_failed_cas_writes_nothing() {
     let _serial = serial();
     let rt = runtime();
-    let mut c = started(&rt, "txn-cli");
+    let mut c = cluster::started(&rt, "txn-cli", 3, SHARDS, STARTUP);
     let keys = keys_by_shard(&c.client_addrs(), "t", 2);
     let (a, b, r) = (&keys[0][0], &keys[1][0], &keys[1][1]);
     let txn = c
@@ -179,7 +161,7 @@ fn txn_cli_commits_across_shards_and_a_failed_cas_writes_nothing() {
 fn txns_are_whole_or_absent_across_kill9_of_a_leader_and_of_coordinators() {
     let _serial = serial();
     let rt = runtime();
-    let mut c = started(&rt, "txn-kill9");
+    let mut c = cluster::started(&rt, "txn-kill9", 3, SHARDS, STARTUP);
     const TXNS: usize = 12;
     let keys = keys_by_shard(&c.client_addrs(), "k", TXNS);
     let leaders = match rt.block_on(probe::wait_for_leaders(

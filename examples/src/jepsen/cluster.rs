@@ -102,6 +102,25 @@ pub fn free_addr() -> Result<SocketAddr, Error> {
     Ok(listener.local_addr()?)
 }
 
+/// Ids `1..=n`, each with a [`free_addr`].
+pub fn free_addrs(n: u64) -> Result<Vec<(u64, SocketAddr)>, Error> {
+    (1..=n).map(|id| Ok((id, free_addr()?))).collect()
+}
+
+/// A node for each of `addrs`, listening there and dialing the others
+/// directly, with `extra` `node` arguments.
+pub fn mesh_specs(addrs: &[(u64, SocketAddr)], extra: &[String]) -> Vec<NodeSpec> {
+    addrs
+        .iter()
+        .map(|&(id, listen)| NodeSpec {
+            id,
+            listen,
+            peers: addrs.iter().copied().filter(|&(p, _)| p != id).collect(),
+            extra: extra.to_vec(),
+        })
+        .collect()
+}
+
 /// A fresh directory for one run: `<temp>/quorate-<name>-<pid>-<nanos>`.
 pub fn run_dir(name: &str) -> Result<PathBuf, Error> {
     let nanos = SystemTime::now()
@@ -174,19 +193,7 @@ impl ProcessCluster {
     /// `n` nodes with ids `1..=n` on free ports, each dialing the others
     /// directly, in a fresh run directory named after `name`.
     pub fn start(name: &str, n: u64) -> Result<Self, Error> {
-        let addrs: Vec<(u64, SocketAddr)> = (1..=n)
-            .map(|id| free_addr().map(|a| (id, a)))
-            .collect::<Result<_, _>>()?;
-        let specs = addrs
-            .iter()
-            .map(|&(id, listen)| NodeSpec {
-                id,
-                listen,
-                peers: addrs.iter().copied().filter(|&(p, _)| p != id).collect(),
-                extra: Vec::new(),
-            })
-            .collect();
-        Self::start_specs(name, specs)
+        Self::start_specs(name, mesh_specs(&free_addrs(n)?, &[]))
     }
 
     /// [`start`](Self::start) with mutual TLS: `kv-cluster certs` writes a
@@ -194,21 +201,12 @@ impl ProcessCluster {
     /// with `--tls-dir` there, and CLIs and [`client`](Self::client)s
     /// verify the nodes with the CA.
     pub fn start_tls(name: &str, n: u64) -> Result<Self, Error> {
-        let addrs: Vec<(u64, SocketAddr)> = (1..=n)
-            .map(|id| free_addr().map(|a| (id, a)))
-            .collect::<Result<_, _>>()?;
+        let addrs = free_addrs(n)?;
         let mut cluster = Self::empty(name)?;
         let ids: Vec<u64> = addrs.iter().map(|&(id, _)| id).collect();
         let certs = cluster.make_certs(&ids)?;
-        let specs = addrs
-            .iter()
-            .map(|&(id, listen)| NodeSpec {
-                id,
-                listen,
-                peers: addrs.iter().copied().filter(|&(p, _)| p != id).collect(),
-                extra: vec!["--tls-dir".to_owned(), certs.display().to_string()],
-            })
-            .collect();
+        let tls = ["--tls-dir".to_owned(), certs.display().to_string()];
+        let specs = mesh_specs(&addrs, &tls);
         cluster.tls_dir = Some(certs);
         cluster.spawn_all(specs)?;
         Ok(cluster)
@@ -726,12 +724,38 @@ pub fn fail(cluster: &mut ProcessCluster, what: &str) -> ! {
     );
 }
 
+/// `n` nodes started as [`ProcessCluster::start`] starts them, returned
+/// once each of their `shards` has a leader, waiting at most `bound` with
+/// a client on `rt`. Test machinery: fails the test (keeping the run
+/// directory) if they do not start or elect no leaders.
+pub fn started(
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    n: u64,
+    shards: u32,
+    bound: Duration,
+) -> ProcessCluster {
+    let mut cluster =
+        ProcessCluster::start(name, n).unwrap_or_else(|e| panic!("starting {name}: {e}"));
+    let nodes = cluster.client_addrs();
+    if let Err(why) = rt.block_on(super::probe::wait_for_leaders(
+        super::probe::next_client_id(),
+        &nodes,
+        shards,
+        bound,
+    )) {
+        fail(
+            &mut cluster,
+            &format!("a fresh {n}-node cluster elected no leaders: {why}"),
+        );
+    }
+    cluster
+}
+
 /// Three nodes on free loopback ports that reach each other only through
 /// the proxies of the returned [`Network`], where partitions are made.
 pub fn start_proxied(name: &str) -> Result<(Network, ProcessCluster), Error> {
-    let real: Vec<(u64, SocketAddr)> = (1..=3)
-        .map(|id| Ok((id, free_addr()?)))
-        .collect::<Result<_, Error>>()?;
+    let real = free_addrs(3)?;
     let net = Network::new(&real)?;
     let specs = real
         .iter()

@@ -142,6 +142,16 @@ pub struct Answer {
     pub write: Option<WriteId>,
 }
 
+/// What one transport event means to a client waiting for replies.
+enum Heard {
+    /// A reply on the client channel, and who sent it.
+    Reply(PeerId, Envelope<Reply>),
+    /// The connection to this node went away.
+    Lost(u64),
+    /// Nothing about replies: a connect, another channel, a bad frame.
+    Other,
+}
+
 /// How one round of sends ended.
 enum Round {
     /// A reply that ends the request, and who sent it.
@@ -674,6 +684,33 @@ impl Client {
         Ok(())
     }
 
+    /// Notes what `event` says about which nodes are up, and returns the
+    /// reply it carries, if it is one.
+    fn hear(&mut self, event: Event<PeerId, Frame>) -> Heard {
+        match event {
+            Event::Message { from, msg } => {
+                if msg.channel != CLIENT_CHANNEL {
+                    return Heard::Other;
+                }
+                match Envelope::<Reply>::decode(msg.payload) {
+                    Ok(reply) => Heard::Reply(from, reply),
+                    Err(_) => Heard::Other,
+                }
+            }
+            Event::Disconnected(peer) => {
+                self.down.insert(peer.0);
+                self.leaders.retain(|_, leader| *leader != peer.0);
+                Heard::Lost(peer.0)
+            }
+            Event::Connected(peer) => {
+                self.down.remove(&peer.0);
+                Heard::Other
+            }
+            // Events a newer transport may add say nothing about replies.
+            _ => Heard::Other,
+        }
+    }
+
     /// Waits for the reply to `id` from one of `targets`, until each has
     /// answered "not the leader" or gone away, or the attempt times out.
     /// With `follow_hints` off, any reply is the answer.
@@ -703,29 +740,16 @@ impl Client {
                 }
                 Ok(event) => event?,
             };
-            let (from, msg) = match event {
-                Event::Message { from, msg } => (from, msg),
-                Event::Disconnected(peer) => {
-                    self.down.insert(peer.0);
-                    self.leaders.retain(|_, leader| *leader != peer.0);
+            let (from, reply) = match self.hear(event) {
+                Heard::Reply(from, reply) => (from, reply),
+                Heard::Lost(node) => {
                     // A node we wait on went away: do not wait for it.
-                    outstanding.remove(&peer.0);
+                    outstanding.remove(&node);
                     continue;
                 }
-                Event::Connected(peer) => {
-                    self.down.remove(&peer.0);
-                    continue;
-                }
-                // Events a newer transport may add say nothing about replies.
-                _ => continue,
+                Heard::Other => continue,
             };
-            if msg.channel != CLIENT_CHANNEL {
-                continue;
-            }
             // Late replies to earlier requests are skipped.
-            let Ok(reply) = Envelope::<Reply>::decode(msg.payload) else {
-                continue;
-            };
             if reply.id != id {
                 continue;
             }
@@ -964,23 +988,7 @@ impl Client {
                 }
                 Ok(event) => event?,
             };
-            let (from, msg) = match event {
-                Event::Message { from, msg } => (from, msg),
-                Event::Disconnected(peer) => {
-                    self.down.insert(peer.0);
-                    self.leaders.retain(|_, leader| *leader != peer.0);
-                    continue;
-                }
-                Event::Connected(peer) => {
-                    self.down.remove(&peer.0);
-                    continue;
-                }
-                _ => continue,
-            };
-            if msg.channel != CLIENT_CHANNEL {
-                continue;
-            }
-            let Ok(reply) = Envelope::<Reply>::decode(msg.payload) else {
+            let Heard::Reply(from, reply) = self.hear(event) else {
                 continue;
             };
             let Some(&(cid, shard)) = waiting.get(&reply.id) else {

@@ -176,6 +176,32 @@ impl BoundNode {
         Self::bind_with(id, listen, Security::Plain).await
     }
 
+    /// Binds nodes `1..=n` on free loopback ports, plain TCP, and tells
+    /// each where the others listen: an in-process cluster ready to spawn.
+    /// Returns the addresses and the bound nodes, both by id.
+    pub async fn bind_loopback_mesh(
+        n: u64,
+    ) -> Result<(Vec<(u64, SocketAddr)>, Vec<(u64, Self)>), Error> {
+        let mut bound = Vec::new();
+        let mut addrs = Vec::new();
+        for id in 1..=n {
+            let node = Self::bind(id, SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+            let addr = node
+                .local_addr()
+                .ok_or(Error::Check(format!("node {id} not listening")))?;
+            addrs.push((id, addr));
+            bound.push((id, node));
+        }
+        for (id, node) in &bound {
+            for &(peer, addr) in &addrs {
+                if peer != *id {
+                    node.add_peer(peer, addr);
+                }
+            }
+        }
+        Ok((addrs, bound))
+    }
+
     /// Binds node `id` to `listen` with `security` (TLS: peers must prove
     /// their ids with the cluster CA's certificates).
     pub async fn bind_with(id: u64, listen: SocketAddr, security: Security) -> Result<Self, Error> {
@@ -495,6 +521,15 @@ fn value_reply(store: Option<&KvStore>, key: &str, index: u64, stale: bool) -> R
         index,
         stale,
     }
+}
+
+/// This node as the leader of a shard's group.
+#[derive(Clone, Copy, Debug)]
+struct Leading {
+    /// The term it leads in.
+    term: u64,
+    /// The group's applied index.
+    applied: u64,
 }
 
 /// A client waiting for the entry it proposed.
@@ -1231,34 +1266,23 @@ impl NodeCore {
                 applied
             })
         });
-        let stamp = match self.hlc.now(self.now_ms) {
-            Ok(t) => t.as_u64(),
-            Err(_) => self.hlc.last().as_u64(),
-        };
-        let not_leader = self.not_leader(shard);
-        let group = group_of(shard);
-        let (Some(replica), Some(node)) = (self.replicas.get_mut(&shard), self.multi.group(group))
-        else {
-            self.reply(from, id, Reply::NoSuchShard);
+        let stamp = self.stamp();
+        let Some(leading) = self.leading(from, id, shard) else {
             return;
         };
-        if node.role() != Role::Leader {
-            self.reply(from, id, not_leader);
-            return;
-        }
         if applied {
             // A retry of an applied write: answer, do not apply again. The
             // write's entry is at or below the applied index.
-            let index = node.applied_index().0;
+            let index = leading.applied;
             self.reply(from, id, Reply::Written { index });
             return;
         }
-        let term = node.term().0;
         let (command, key) = match write {
             None => (Command::RegisterSession { stamp }, None),
             Some(w) => {
                 let key = (w.session, w.seq);
-                if replica.pending_writes.retry(key, from, id) {
+                let replica = self.replicas.get_mut(&shard);
+                if replica.is_some_and(|r| r.pending_writes.retry(key, from, id)) {
                     return;
                 }
                 let command = Command::Put {
@@ -1272,51 +1296,72 @@ impl NodeCore {
                 (command, Some(key))
             }
         };
-        match self.multi.propose(group, command.encode()) {
-            Ok(index) => {
-                let waiter = Waiter {
-                    term,
-                    client: from,
-                    id,
-                    write: key,
-                };
-                replica.pending_writes.insert(index.0, waiter);
-            }
-            Err(_) => self.reply(from, id, not_leader),
-        }
+        self.propose_waiting(from, id, shard, leading.term, command, key);
     }
 
     /// On `shard`'s leader, proposes a transaction step and answers once
     /// it is applied (every step is idempotent: a retry proposes again).
     fn propose_txn(&mut self, from: PeerId, id: u64, shard: u32, command: TxnCommand) {
-        let stamp = match self.hlc.now(self.now_ms) {
+        let stamp = self.stamp();
+        let Some(leading) = self.leading(from, id, shard) else {
+            return;
+        };
+        let command = Command::Txn { stamp, command };
+        self.propose_waiting(from, id, shard, leading.term, command, None);
+    }
+
+    /// A timestamp for a proposal: the HLC's next, or its last if the
+    /// clock refuses to move.
+    fn stamp(&mut self) -> u64 {
+        match self.hlc.now(self.now_ms) {
             Ok(t) => t.as_u64(),
             Err(_) => self.hlc.last().as_u64(),
-        };
+        }
+    }
+
+    /// Where this node leads `shard`'s group; otherwise answers `from`'s
+    /// request `id` (no such shard, or not the leader) and returns `None`.
+    fn leading(&mut self, from: PeerId, id: u64, shard: u32) -> Option<Leading> {
         let not_leader = self.not_leader(shard);
-        let group = group_of(shard);
-        let (Some(replica), Some(node)) = (self.replicas.get_mut(&shard), self.multi.group(group))
+        let (Some(_), Some(node)) = (self.replicas.get(&shard), self.multi.group(group_of(shard)))
         else {
             self.reply(from, id, Reply::NoSuchShard);
-            return;
+            return None;
         };
         if node.role() != Role::Leader {
             self.reply(from, id, not_leader);
-            return;
+            return None;
         }
-        let term = node.term().0;
-        match self
-            .multi
-            .propose(group, Command::Txn { stamp, command }.encode())
-        {
+        Some(Leading {
+            term: node.term().0,
+            applied: node.applied_index().0,
+        })
+    }
+
+    /// Proposes `command` to `shard`'s group as its leader in `term`, and
+    /// has `from`'s request `id` answered once it is applied (`write`: the
+    /// write's `(session, seq)`, if it is one).
+    fn propose_waiting(
+        &mut self,
+        from: PeerId,
+        id: u64,
+        shard: u32,
+        term: u64,
+        command: Command,
+        write: Option<(u64, u64)>,
+    ) {
+        let not_leader = self.not_leader(shard);
+        match self.multi.propose(group_of(shard), command.encode()) {
             Ok(index) => {
                 let waiter = Waiter {
                     term,
                     client: from,
                     id,
-                    write: None,
+                    write,
                 };
-                replica.pending_writes.insert(index.0, waiter);
+                if let Some(replica) = self.replicas.get_mut(&shard) {
+                    replica.pending_writes.insert(index.0, waiter);
+                }
             }
             Err(_) => self.reply(from, id, not_leader),
         }

@@ -681,20 +681,29 @@ impl KvStore {
             self.finish_record(txn, TxnStatus::Aborted, 0);
         }
         let keep = self.txn_limits.retention_ms;
-        while let Some(&(at, txn)) = self.finished_by_time.first() {
-            if now.saturating_sub(at) <= keep {
-                break;
+        drop_older(&mut self.finished_by_time, &mut self.records, now, keep);
+        drop_older(&mut self.resolved_by_time, &mut self.resolved, now, keep);
+    }
+
+    /// The coordinator's commit or abort (`decision`) of `txn`: a pending
+    /// record ends so, a finished one keeps its status, and an unknown one
+    /// is aborted (its tombstone fails a begin still on the way).
+    fn decide(&mut self, stamp: u64, txn: TxnId, decision: TxnStatus) -> TxnReply {
+        let status = match self.records.get(&txn).map(|r| r.status) {
+            Some(TxnStatus::Pending) => {
+                self.finish_record(txn, decision, stamp);
+                decision
             }
-            self.finished_by_time.remove(&(at, txn));
-            self.records.remove(&txn);
-        }
-        while let Some(&(at, txn)) = self.resolved_by_time.first() {
-            if now.saturating_sub(at) <= keep {
-                break;
+            Some(status) => status,
+            None => {
+                // (Without room the answer stands: this commit or
+                // abort comes from the coordinator itself, after
+                // its begin, which it will not send again.)
+                let _ = self.tombstone(txn);
+                TxnStatus::Aborted
             }
-            self.resolved_by_time.remove(&(at, txn));
-            self.resolved.remove(&txn);
-        }
+        };
+        self.status_reply(txn, status)
     }
 
     /// Applies one transaction step at the current log time.
@@ -706,40 +715,8 @@ impl KvStore {
                 begin,
                 ops,
             } => self.prepare(stamp, txn, anchor, begin, ops),
-            TxnCommand::Commit { txn } => {
-                let status = match self.records.get(&txn).map(|r| r.status) {
-                    Some(TxnStatus::Pending) => {
-                        self.finish_record(txn, TxnStatus::Committed, stamp);
-                        TxnStatus::Committed
-                    }
-                    Some(status) => status,
-                    None => {
-                        // (Without room the answer stands: this commit or
-                        // abort comes from the coordinator itself, after
-                        // its begin, which it will not send again.)
-                        let _ = self.tombstone(txn);
-                        TxnStatus::Aborted
-                    }
-                };
-                self.status_reply(txn, status)
-            }
-            TxnCommand::Abort { txn } => {
-                let status = match self.records.get(&txn).map(|r| r.status) {
-                    Some(TxnStatus::Pending) => {
-                        self.finish_record(txn, TxnStatus::Aborted, stamp);
-                        TxnStatus::Aborted
-                    }
-                    Some(status) => status,
-                    None => {
-                        // (Without room the answer stands: this commit or
-                        // abort comes from the coordinator itself, after
-                        // its begin, which it will not send again.)
-                        let _ = self.tombstone(txn);
-                        TxnStatus::Aborted
-                    }
-                };
-                self.status_reply(txn, status)
-            }
+            TxnCommand::Commit { txn } => self.decide(stamp, txn, TxnStatus::Committed),
+            TxnCommand::Abort { txn } => self.decide(stamp, txn, TxnStatus::Aborted),
             TxnCommand::Push { txn, priority } => {
                 let status = match self.records.get(&txn) {
                     Some(r) if r.status == TxnStatus::Pending && priority > r.priority => {
@@ -1159,6 +1136,23 @@ fn restore_txns(src: &mut Bytes, limits: &TxnLimits) -> Result<TxnSection, Error
     Ok(section)
 }
 
+/// Drops from `by_time` (entries by the log time they were made) and
+/// from `entries` what is older than `keep` at `now`.
+fn drop_older<V>(
+    by_time: &mut BTreeSet<(u64, TxnId)>,
+    entries: &mut BTreeMap<TxnId, V>,
+    now: u64,
+    keep: u64,
+) {
+    while let Some(&(at, txn)) = by_time.first() {
+        if now.saturating_sub(at) <= keep {
+            break;
+        }
+        by_time.remove(&(at, txn));
+        entries.remove(&txn);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1423,6 +1417,20 @@ mod txn_tests {
 
     const A: TxnId = TxnId { client: 1, seq: 1 };
     const B: TxnId = TxnId { client: 2, seq: 1 };
+
+    /// An entry at `index` and `ms` that moves the log time on: a push of
+    /// the unknown `B` (which leaves `B` a tombstone).
+    fn later(s: &mut KvStore, index: u64, ms: u64) {
+        step(
+            s,
+            index,
+            ms,
+            TxnCommand::Push {
+                txn: B,
+                priority: 0,
+            },
+        );
+    }
 
     fn step(s: &mut KvStore, index: u64, ms: u64, command: TxnCommand) -> TxnReply {
         match s.apply(
@@ -1761,15 +1769,7 @@ mod txn_tests {
             }
         );
         // Past the retention the tombstone goes.
-        step(
-            &mut s,
-            3,
-            1101,
-            TxnCommand::Push {
-                txn: B,
-                priority: 0,
-            },
-        );
+        later(&mut s, 3, 1101);
         assert!(s.txn_record(A).is_none());
         assert!(s.txn_record(B).is_some());
     }
@@ -1788,29 +1788,13 @@ mod txn_tests {
             prepare(A, begin(1, vec![0, 1]), vec![put("x", b"1")]),
         );
         step(&mut s, 2, 1001, TxnCommand::Commit { txn: A });
-        step(
-            &mut s,
-            3,
-            5000,
-            TxnCommand::Push {
-                txn: B,
-                priority: 0,
-            },
-        );
+        later(&mut s, 3, 5000);
         assert_eq!(
             s.txn_record(A).map(|r| r.status),
             Some(TxnStatus::Committed)
         );
         step(&mut s, 4, 5001, TxnCommand::Forget { txn: A });
-        step(
-            &mut s,
-            5,
-            5102,
-            TxnCommand::Push {
-                txn: B,
-                priority: 0,
-            },
-        );
+        later(&mut s, 5, 5102);
         assert!(s.txn_record(A).is_none());
     }
 

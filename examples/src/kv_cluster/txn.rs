@@ -1164,23 +1164,7 @@ impl Coordinator {
                     self.prepare(shard, now_ms);
                     return;
                 }
-                if pushes >= self.config.max_pushes {
-                    self.abort_attempt(true, None, now_ms);
-                    return;
-                }
-                let wait = self
-                    .config
-                    .push_after_ms
-                    .saturating_mul(1 << pushes.min(16))
-                    .min(self.config.max_backoff_ms);
-                self.parts.insert(
-                    shard,
-                    Part::Waiting {
-                        intent: intent.clone(),
-                        until_ms: now_ms.saturating_add(wait),
-                        pushes,
-                    },
-                );
+                self.wait_to_push(shard, intent.clone(), pushes, now_ms);
             }
             TxnReply::CasFailed { key, actual } => {
                 let failure = TxnFailure::CasFailed {
@@ -1230,26 +1214,31 @@ impl Coordinator {
                 };
                 self.send(Purpose::ResolveOther(shard), shard, resolve, now_ms);
             }
-            _ => {
-                if pushes >= self.config.max_pushes {
-                    self.abort_attempt(true, None, now_ms);
-                    return;
-                }
-                let wait = self
-                    .config
-                    .push_after_ms
-                    .saturating_mul(1 << pushes.min(16))
-                    .min(self.config.max_backoff_ms);
-                self.parts.insert(
-                    shard,
-                    Part::Waiting {
-                        intent,
-                        until_ms: now_ms.saturating_add(wait),
-                        pushes,
-                    },
-                );
-            }
+            _ => self.wait_to_push(shard, intent, pushes, now_ms),
         }
+    }
+
+    /// `shard`'s prepare is blocked by `intent`, pushed `pushes` times so
+    /// far: waits (backing off) before pushing it again, or, past the
+    /// pushes allowed, gives this attempt up.
+    fn wait_to_push(&mut self, shard: u32, intent: IntentRef, pushes: u32, now_ms: u64) {
+        if pushes >= self.config.max_pushes {
+            self.abort_attempt(true, None, now_ms);
+            return;
+        }
+        let wait = self
+            .config
+            .push_after_ms
+            .saturating_mul(1 << pushes.min(16))
+            .min(self.config.max_backoff_ms);
+        self.parts.insert(
+            shard,
+            Part::Waiting {
+                intent,
+                until_ms: now_ms.saturating_add(wait),
+                pushes,
+            },
+        );
     }
 
     fn on_committed(&mut self, reply: &TxnReply, now_ms: u64) {
