@@ -10,32 +10,18 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use quorate_raft_core::sim::multi::{MultiSimOptions, MultiSimReport, MultiSimulation, QuietFault};
-use quorate_raft_core::sim::seeds_from_env;
+use quorate_raft_core::sim::run_seeds;
 
 const SHARDS: u64 = 4;
 const DEFAULT_SEEDS: u64 = 500;
 
 fn run_shard(shard: u64) -> Vec<MultiSimReport> {
     let options = MultiSimOptions::default();
-    let keep_going = std::env::var_os("QUORATE_SIM_KEEP_GOING").is_some();
-    let seeds = seeds_from_env(shard, SHARDS, DEFAULT_SEEDS);
-    let total = seeds.len();
-    let mut reports = Vec::new();
-    let mut failures = Vec::new();
-    for seed in seeds {
-        match MultiSimulation::run(seed, &options) {
-            Ok(report) => reports.push(report),
-            Err(failure) if keep_going => failures.push(failure),
-            Err(failure) => panic!("{failure}"),
-        }
-    }
-    if let Some(first) = failures.first() {
-        panic!(
-            "{} of {total} seeds failed; the first: {first}",
-            failures.len()
-        );
-    }
-    reports
+    // Mutation testing (`mutants/run.sh`) sets QUORATE_SIM_KEEP_GOING to
+    // count every failing seed.
+    run_seeds(shard, SHARDS, DEFAULT_SEEDS, |seed| {
+        MultiSimulation::run(seed, &options)
+    })
 }
 
 fn summarize(reports: &[MultiSimReport]) {

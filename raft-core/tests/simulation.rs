@@ -5,33 +5,18 @@
 //! `QUORATE_SIM_SEEDS=N` runs N seeds; `QUORATE_SIM_SEED=S` replays one.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use quorate_raft_core::sim::{Nemesis, SimOptions, SimReport, Simulation, seeds_from_env};
+use quorate_raft_core::sim::{Nemesis, SimOptions, SimReport, Simulation, run_seeds};
 
 const SHARDS: u64 = 4;
 const DEFAULT_SEEDS: u64 = 500;
 
 fn run_shard(shard: u64) -> Vec<SimReport> {
     let options = SimOptions::default();
-    // Mutation testing (`mutants/run.sh`) counts every failing seed.
-    let keep_going = std::env::var_os("QUORATE_SIM_KEEP_GOING").is_some();
-    let seeds = seeds_from_env(shard, SHARDS, DEFAULT_SEEDS);
-    let total = seeds.len();
-    let mut reports = Vec::new();
-    let mut failures = Vec::new();
-    for seed in seeds {
-        match Simulation::run(seed, &options) {
-            Ok(report) => reports.push(report),
-            Err(failure) if keep_going => failures.push(failure),
-            Err(failure) => panic!("{failure}"),
-        }
-    }
-    if let Some(first) = failures.first() {
-        panic!(
-            "{} of {total} seeds failed; the first: {first}",
-            failures.len()
-        );
-    }
-    reports
+    // Mutation testing (`mutants/run.sh`) sets QUORATE_SIM_KEEP_GOING to
+    // count every failing seed.
+    run_seeds(shard, SHARDS, DEFAULT_SEEDS, |seed| {
+        Simulation::run(seed, &options)
+    })
 }
 
 fn summarize(reports: &[SimReport]) {

@@ -47,6 +47,24 @@ pub enum KvOp {
 }
 
 impl KvOp {
+    /// A simulated client's next operation on `key`: a get for kind 0, a
+    /// put for 1, a compare-and-set otherwise, with values below 10 (so
+    /// compare-and-sets succeed often enough to matter).
+    pub(crate) fn draw(kind: u8, key: u8, rng: &mut fastrand::Rng) -> KvOp {
+        match kind {
+            0 => KvOp::Get { key },
+            1 => KvOp::Put {
+                key,
+                value: rng.u64(..10),
+            },
+            _ => KvOp::Cas {
+                key,
+                expected: rng.u64(..10),
+                new: rng.u64(..10),
+            },
+        }
+    }
+
     /// The key the operation touches.
     pub fn key(&self) -> u8 {
         match *self {

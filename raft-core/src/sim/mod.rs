@@ -388,3 +388,35 @@ pub fn seeds_from_env(shard: u64, shards: u64, default: u64) -> Vec<u64> {
     let n = var("QUORATE_SIM_SEEDS").unwrap_or(default);
     (0..n).filter(|s| s % shards == shard).collect()
 }
+
+/// Runs `run` on every seed of a test shard ([`seeds_from_env`]) and
+/// returns the reports; panics with the failure of the first failing
+/// seed. With `QUORATE_SIM_KEEP_GOING` set it runs every seed first and
+/// then panics with the number of failures and the first one (mutation
+/// testing counts failing seeds so).
+pub fn run_seeds<R, F: fmt::Display>(
+    shard: u64,
+    shards: u64,
+    default: u64,
+    mut run: impl FnMut(u64) -> Result<R, F>,
+) -> Vec<R> {
+    let keep_going = std::env::var_os("QUORATE_SIM_KEEP_GOING").is_some();
+    let seeds = seeds_from_env(shard, shards, default);
+    let total = seeds.len();
+    let mut reports = Vec::new();
+    let mut failures = Vec::new();
+    for seed in seeds {
+        match run(seed) {
+            Ok(report) => reports.push(report),
+            Err(failure) if keep_going => failures.push(failure),
+            Err(failure) => panic!("{failure}"),
+        }
+    }
+    if let Some(first) = failures.first() {
+        panic!(
+            "{} of {total} seeds failed; the first: {first}",
+            failures.len()
+        );
+    }
+    reports
+}

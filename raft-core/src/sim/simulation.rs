@@ -328,18 +328,8 @@ impl Simulation {
                     client.seq += 1;
                     self.issued += 1;
                     let key = self.rng.u8(..self.options.keys);
-                    let op = match Pin::op_kind(client.pin, &mut self.rng) {
-                        0 => KvOp::Get { key },
-                        1 => KvOp::Put {
-                            key,
-                            value: self.rng.u64(..10),
-                        },
-                        _ => KvOp::Cas {
-                            key,
-                            expected: self.rng.u64(..10),
-                            new: self.rng.u64(..10),
-                        },
-                    };
+                    let kind = Pin::op_kind(client.pin, &mut self.rng);
+                    let op = KvOp::draw(kind, key, &mut self.rng);
                     client.pending = Some(Pending {
                         op,
                         call: now,

@@ -895,18 +895,7 @@ impl MultiSimulation {
                     } else {
                         self.rng.u8(..3)
                     };
-                    let op = match kind {
-                        0 => KvOp::Get { key },
-                        1 => KvOp::Put {
-                            key,
-                            value: self.rng.u64(..10),
-                        },
-                        _ => KvOp::Cas {
-                            key,
-                            expected: self.rng.u64(..10),
-                            new: self.rng.u64(..10),
-                        },
-                    };
+                    let op = KvOp::draw(kind, key, &mut self.rng);
                     client.pending = Some(Pending {
                         group,
                         op,
