@@ -367,6 +367,31 @@ impl fmt::Display for SimFailure {
 
 impl std::error::Error for SimFailure {}
 
+/// One seed of a simulation: build it, run it, report; a violation becomes
+/// the [`SimFailure`] that replays it (with the trace so far; none if the
+/// simulation could not even be built).
+pub(crate) fn run_seed<S, R>(
+    seed: u64,
+    built: Result<S, Violation>,
+    run: impl FnOnce(&mut S) -> Result<(), Violation>,
+    report: impl FnOnce(S) -> R,
+    trace: impl FnOnce(&S) -> Vec<TraceEvent>,
+) -> Result<R, SimFailure> {
+    let mut sim = built.map_err(|violation| SimFailure {
+        seed,
+        violation,
+        trace: Vec::new(),
+    })?;
+    match run(&mut sim) {
+        Ok(()) => Ok(report(sim)),
+        Err(violation) => Err(SimFailure {
+            seed,
+            violation,
+            trace: trace(&sim),
+        }),
+    }
+}
+
 /// The seeds a test shard runs: seeds `0..n` (`n` from the environment
 /// variable `QUORATE_SIM_SEEDS`, else `default`) that are `shard` modulo
 /// `shards`, so several test functions share the work in parallel.

@@ -6,6 +6,7 @@ use super::linearizability::Operation;
 use super::nemesis::{Pin, Script};
 use super::{
     Cluster, ClusterOptions, Nemesis, STABLE_TICKS, SimFailure, SimOptions, SimReport, Violation,
+    run_seed,
 };
 use crate::{ChangeMethod, Configuration, Error, Node, NodeId};
 use quorate_transport::sim::{LinkConfig, SimTime};
@@ -54,24 +55,13 @@ pub struct Simulation {
 impl Simulation {
     /// Runs one seed: faults, then healing, then the checks.
     pub fn run(seed: u64, options: &SimOptions) -> Result<SimReport, SimFailure> {
-        let mut sim = match Simulation::new(seed, options) {
-            Ok(sim) => sim,
-            Err(violation) => {
-                return Err(SimFailure {
-                    seed,
-                    violation,
-                    trace: Vec::new(),
-                });
-            }
-        };
-        match sim.run_phases() {
-            Ok(()) => Ok(sim.report()),
-            Err(violation) => Err(SimFailure {
-                seed,
-                violation,
-                trace: sim.cluster.trace().cloned().collect(),
-            }),
-        }
+        run_seed(
+            seed,
+            Simulation::new(seed, options),
+            Simulation::run_phases,
+            |sim| sim.report(),
+            |sim| sim.cluster.trace().cloned().collect(),
+        )
     }
 
     fn new(seed: u64, options: &SimOptions) -> Result<Self, Violation> {

@@ -44,7 +44,7 @@ mod server;
 use crate::multi::{GroupId, MultiConfig};
 use crate::sim::kv::{ClientSeq, KvCommand, KvModel, KvOp, KvOutput};
 use crate::sim::linearizability::{self, Operation};
-use crate::sim::{SimFailure, Violation};
+use crate::sim::{SimFailure, Violation, run_seed};
 use crate::{Config, Configuration, Error, NodeId, Role, Term};
 use quorate_transport::sim::{LinkConfig, Network, SimTime};
 use server::World;
@@ -262,24 +262,13 @@ impl MultiSimulation {
     /// Runs one seed: faults, quiet, a fault on the quiet system, heal,
     /// then the checks.
     pub fn run(seed: u64, options: &MultiSimOptions) -> Result<MultiSimReport, SimFailure> {
-        let mut sim = match MultiSimulation::new(seed, options) {
-            Ok(sim) => sim,
-            Err(violation) => {
-                return Err(SimFailure {
-                    seed,
-                    violation,
-                    trace: Vec::new(),
-                });
-            }
-        };
-        match sim.run_phases() {
-            Ok(()) => Ok(sim.finish_report()),
-            Err(violation) => Err(SimFailure {
-                seed,
-                violation,
-                trace: sim.world.failure_trace(),
-            }),
-        }
+        run_seed(
+            seed,
+            MultiSimulation::new(seed, options),
+            MultiSimulation::run_phases,
+            MultiSimulation::finish_report,
+            |sim| sim.world.failure_trace(),
+        )
     }
 
     fn new(seed: u64, options: &MultiSimOptions) -> Result<Self, Violation> {
